@@ -1,0 +1,69 @@
+"""The `jetson-mamba` command line: one module per command, discovered from this package.
+
+A command module defines `NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> int`.
+Command modules must import cheaply (no torch at import time): `--help` loads all of them.
+Only this layer exits; everything below raises `JetsonMambaError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from types import ModuleType
+from typing import List, Optional, Sequence
+
+from jetson_mamba import __version__
+from jetson_mamba.cli.output import print_error
+from jetson_mamba.errors import JetsonMambaError
+
+_NOT_COMMANDS = {"output"}
+
+
+def _command_modules() -> List[ModuleType]:
+    """Every module of this package that defines a command, sorted by name."""
+    modules = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_") or info.name in _NOT_COMMANDS:
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "run") and hasattr(module, "NAME"):
+            modules.append(module)
+    return sorted(modules, key=lambda m: m.NAME)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output on stdout")
+    parser = argparse.ArgumentParser(
+        prog="jetson-mamba",
+        description="Set up, patch, build, verify and benchmark a Mamba stack on Jetson and other CUDA machines.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"jetson-mamba {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _command_modules():
+        command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP, parents=[common])
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "json"):
+        args.json = False
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args))
+    except JetsonMambaError as error:
+        print_error(error, as_json=args.json)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,29 @@
+"""Printing for commands: JSON on stdout for tools, rich text for people."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from jetson_mamba.errors import JetsonMambaError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    """One JSON document on stdout; nothing else may go to stdout with --json."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def print_error(error: JetsonMambaError, as_json: bool) -> None:
+    if as_json:
+        print_json(error.to_json())
+        return
+    err_console.print(f"[bold red]error:[/] {escape(error.message)}", markup=True, soft_wrap=True)
+    if error.fix:
+        err_console.print(f"[bold]fix:[/] {escape(error.fix)}", markup=True, soft_wrap=True)
