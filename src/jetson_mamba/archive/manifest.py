@@ -1,0 +1,173 @@
+"""The archive manifest: `manifest.json` next to the wheels, one record per wheel.
+
+Schema (schema_version 1)::
+
+    {"schema_version": 1, "generator": "jetson-mamba 0.1.0",
+     "wheels": [{"filename", "sha256", "size", "name", "version", "tags", "requires_python",
+                 "requires_dist", "torch": {"linked", "version", "cxx11_abi", "source"},
+                 "cuda": {"version", "source"}, "gpu_archs": {"sass", "ptx", "binaries"} | null,
+                 "built_on": {...} | null, "provenance": {...}, "added_at": ISO-8601 UTC}]}
+
+Writes are atomic (temporary file + rename) under an exclusive lock, so two builds adding to
+one archive at the same time both land.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Union
+
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import Version
+
+from jetson_mamba import __version__
+from jetson_mamba.errors import ArchiveError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+_LOCK_NAME = ".manifest.lock"
+_REQUIRED = ("filename", "sha256", "size", "name", "version", "tags", "torch", "cuda", "gpu_archs")
+
+
+@dataclass(frozen=True)
+class WheelRecord:
+    """What the archive knows about one wheel (see the module docstring for the fields)."""
+
+    filename: str
+    sha256: str
+    size: int
+    name: str  # canonical distribution name, "mamba-ssm"
+    version: str
+    tags: List[str]
+    torch: Dict[str, Any]
+    cuda: Dict[str, Any]
+    gpu_archs: Optional[Dict[str, Any]]
+    requires_python: Optional[str] = None
+    requires_dist: List[str] = field(default_factory=list)
+    built_on: Optional[Dict[str, Any]] = None
+    provenance: Dict[str, Any] = field(default_factory=dict)
+    added_at: Optional[str] = None
+
+    def to_json(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "manifest") -> WheelRecord:
+        """A record after checking it is well formed and its file name agrees with its fields."""
+        if not isinstance(data, dict):
+            raise ArchiveError(f"{where}: a wheel entry is {type(data).__name__}, not an object",
+                               "rebuild the manifest: `jetson-mamba archive add --archive DIR DIR/*.whl`")
+        missing = [key for key in _REQUIRED if key not in data]
+        label = data.get("filename", "?")
+        if missing:
+            raise ArchiveError(f"{where}: entry {label} lacks {', '.join(missing)}",
+                               f"re-add the wheel: `jetson-mamba archive add {label}`")
+        known = {f for f in cls.__dataclass_fields__}
+        record = cls(**{k: v for k, v in data.items() if k in known})
+        record.check_name()
+        return record
+
+    def check_name(self) -> None:
+        """ArchiveError when the file name disagrees with the recorded name, version or tags."""
+        fix = f"re-add the wheel: `jetson-mamba archive add {self.filename}`"
+        try:
+            name, version, _build, tags = parse_wheel_filename(self.filename)
+        except InvalidWheelFilename as error:
+            raise ArchiveError(f"entry {self.filename}: invalid wheel file name ({error})", fix) from None
+        if name != canonicalize_name(self.name) or version != Version(self.version) or \
+                sorted(str(t) for t in tags) != sorted(self.tags):
+            raise ArchiveError(
+                f"entry {self.filename}: the file name disagrees with the recorded "
+                f"{self.name} {self.version} {','.join(self.tags)}", fix)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    wheels: List[WheelRecord]
+    schema_version: int = SCHEMA_VERSION
+    generator: str = f"jetson-mamba {__version__}"
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"schema_version": self.schema_version, "generator": self.generator,
+                "wheels": [w.to_json() for w in self.wheels]}
+
+    def record(self, filename: str) -> Optional[WheelRecord]:
+        return next((w for w in self.wheels if w.filename == filename), None)
+
+
+def parse_manifest(data: Any, where: str = MANIFEST_NAME) -> Manifest:
+    """A Manifest from decoded JSON; ArchiveError for an unknown schema or a malformed entry."""
+    if not isinstance(data, dict) or "schema_version" not in data:
+        raise ArchiveError(f"{where} is not a jetson-mamba manifest (no schema_version)",
+                           "rebuild it: `jetson-mamba archive add --archive DIR DIR/*.whl`")
+    if data["schema_version"] != SCHEMA_VERSION:
+        raise ArchiveError(
+            f"{where} has schema_version {data['schema_version']!r}; this jetson-mamba ({__version__}) "
+            f"reads schema_version {SCHEMA_VERSION}",
+            "upgrade jetson-mamba to the version that wrote the archive, or rebuild the manifest with "
+            "`jetson-mamba archive add --archive DIR DIR/*.whl` after moving the old manifest.json away")
+    wheels = data.get("wheels")
+    if not isinstance(wheels, list):
+        raise ArchiveError(f"{where}: `wheels` is not a list", "rebuild the manifest with `jetson-mamba archive add`")
+    return Manifest(wheels=[WheelRecord.from_json(item, where) for item in wheels],
+                    generator=str(data.get("generator", "")))
+
+
+def load_manifest(archive: Union[str, Path]) -> Optional[Manifest]:
+    """The manifest of an archive directory, or None when it has none."""
+    path = Path(archive) / MANIFEST_NAME
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ArchiveError(f"cannot read {path}: {error}",
+                           f"restore it, or move it away and re-add the wheels: `jetson-mamba archive add "
+                           f"--archive {archive} {archive}/*.whl`") from None
+    return parse_manifest(data, str(path))
+
+
+@contextlib.contextmanager
+def atomic_file(target: Path) -> Iterator[str]:
+    """A temporary path next to `target` that replaces it (mode 0644) only if the block succeeds."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=str(target.parent))
+    os.close(handle)
+    try:
+        yield temporary
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def write_manifest(archive: Union[str, Path], manifest: Manifest) -> Path:
+    """Write atomically: a reader never sees a half-written manifest."""
+    path = Path(archive) / MANIFEST_NAME
+    with atomic_file(path) as temporary, open(temporary, "w") as out:
+        json.dump(manifest.to_json(), out, indent=2)
+        out.write("\n")
+    return path
+
+
+@contextlib.contextmanager
+def locked(archive: Union[str, Path]) -> Iterator[None]:
+    """Hold the archive's lock (several builds may add wheels at once)."""
+    with open(Path(archive) / _LOCK_NAME, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
