@@ -1,0 +1,112 @@
+"""`jetson-mamba doctor`: describe the machine and diagnose known failure modes."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Dict, List
+
+from rich.markup import escape
+from rich.table import Table
+
+from jetson_mamba.cli.output import console, err_console, print_json
+from jetson_mamba.compat.findings import Finding, diagnose
+from jetson_mamba.probe import MachineInfo, probe_machine
+
+NAME = "doctor"
+HELP = "describe this machine (Jetson, GPU, CUDA, torch, Mamba packages) and diagnose known problems"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", default="/", help="read the Jetson and /proc files under this directory")
+    parser.add_argument("--python", default=None, help="probe this interpreter's torch and packages")
+
+
+def _extensions_json(machine: MachineInfo) -> List[Dict[str, Any]]:
+    return [{
+        "module": e.module,
+        "path": e.path,
+        "importable": e.importable,
+        "error": e.error,
+        "archs": list(e.archs.sass) if e.archs else None,
+        "ptx": list(e.archs.ptx) if e.archs else None,
+    } for e in machine.packages.extensions]
+
+
+def report_json(machine: MachineInfo, findings: List[Finding]) -> Dict[str, Any]:
+    """The doctor JSON contract: jetson, gpu, cuda, torch, packages, findings (+ machine)."""
+    full = machine.to_json()
+    return {
+        "machine": {"system": machine.system, "arch": machine.machine, "cpu_count": machine.cpu_count,
+                    "memory": full["memory"]},
+        "jetson": full["jetson"],
+        "gpu": full["gpu"],
+        "cuda": full["cuda"],
+        "torch": full["torch"],
+        "packages": {
+            "distributions": {name: p.version for name, p in sorted(machine.packages.distributions.items())},
+            "extensions": _extensions_json(machine),
+            "source": machine.packages.source,
+        },
+        "findings": [f.to_json() for f in findings],
+    }
+
+
+def _machine_table(machine: MachineInfo) -> Table:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    jetson = machine.jetson
+    if jetson:
+        table.add_row("Jetson", f"{jetson.model or '?'} ({jetson.soc or '?'}), L4T {jetson.l4t or '?'}, "
+                                f"JetPack {jetson.jetpack or '?'}")
+    gpu = machine.gpu
+    table.add_row("GPU", f"{gpu.name} sm_{(gpu.arch or '?').replace('.', '')} (from {gpu.source})" if gpu else "none found")
+    cuda = machine.cuda
+    table.add_row("CUDA toolkit", f"{cuda.version} at {cuda.home}" if cuda.nvcc else "not found")
+    torch = machine.torch
+    if torch.version:
+        flavour = f"CUDA {torch.cuda}" if torch.cuda else "CPU-only"
+        table.add_row("torch", f"{torch.version} ({flavour}, C++11 ABI {torch.cxx11_abi}, "
+                               f"GPU {'visible' if torch.cuda_available else 'not visible'}) in {torch.python}")
+    else:
+        table.add_row("torch", f"not importable ({torch.error or 'not installed'})")
+    table.add_row("triton", torch.triton or "not installed")
+    if machine.memory:
+        m = machine.memory
+        table.add_row("memory", f"{m.total_mb} MB RAM ({m.available_mb} MB available), {m.swap_total_mb} MB swap, "
+                                f"{machine.cpu_count} cores")
+    for name in ("mamba-ssm", "causal-conv1d", "selective-scan", "einops", "transformers"):
+        version = machine.packages.version(name)
+        if version:
+            table.add_row(name, version)
+    for e in machine.packages.extensions:
+        archs = ", ".join(f"sm_{a.replace('.', '')}" for a in e.archs.sass) if e.archs else "unknown"
+        state = "imports" if e.importable else f"fails: {e.error}"
+        table.add_row(e.module, escape(f"{state}; GPU code: {archs}"))
+    return table
+
+
+def _print_findings(findings: List[Finding]) -> None:
+    if not findings:
+        console.print("[green]No problems found.[/]")
+        return
+    colours = {"error": "red", "warning": "yellow", "info": "cyan"}
+    for f in findings:
+        console.print(f"[bold {colours[f.severity]}]{f.severity}[/] [dim]{f.id}[/] {escape(f.message)}")
+        console.print(f"    [bold]fix:[/] {escape(f.fix)}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.json:
+        machine = probe_machine(args.root, args.python)
+    else:
+        with err_console.status("probing the machine (torch is imported in a subprocess)..."):
+            machine = probe_machine(args.root, args.python)
+    findings = diagnose(machine)
+    if args.json:
+        print_json(report_json(machine, findings))
+    else:
+        console.print(_machine_table(machine))
+        console.print()
+        _print_findings(findings)
+    return 1 if any(f.severity == "error" for f in findings) else 0

@@ -1,0 +1,256 @@
+"""Known failure modes, checked against a `MachineInfo`: the knowledge base behind `doctor`.
+
+`diagnose` is a pure function, so every rule is tested on hand-built machine descriptions.
+Each finding has a stable id, a severity, what is wrong and the concrete fix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, FrozenSet, Iterable, List, Optional
+
+from jetson_mamba.compat import knowledge
+from jetson_mamba.probe import fatbin
+from jetson_mamba.probe.model import ExtensionInfo, MachineInfo
+
+SEVERITIES = ("error", "warning", "info")
+
+# Patch ids (see jetson_mamba.compat) whose presence makes a finding moot.
+PATCH_CAUSAL_CONV1D_BRIDGE = "causal-conv1d-api-bridge"
+PATCH_TRANSFORMERS5 = "transformers5-generation-outputs"
+PATCH_NO_DISTRIBUTED = "torch-without-distributed"
+
+
+@dataclass(frozen=True)
+class Finding:
+    id: str
+    severity: str  # error, warning, info
+    message: str
+    fix: str
+
+    def to_json(self) -> Dict[str, str]:
+        return asdict(self)
+
+
+Rule = Callable[[MachineInfo, FrozenSet[str]], Iterable[Finding]]
+_RULES: List[Rule] = []
+
+
+def rule(function: Rule) -> Rule:
+    _RULES.append(function)
+    return function
+
+
+def _arch_flag(arch: str) -> str:
+    return f"jetson-mamba build --arch {arch}"
+
+
+@rule
+def _no_torch(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Finding]:
+    if machine.torch.version is not None:
+        return
+    cause = machine.torch.error or "torch is not installed"
+    fix = ("install NVIDIA's PyTorch wheel for your JetPack release (jetson-mamba never installs torch)"
+           if machine.jetson else "install PyTorch for this machine, e.g. `pip install torch`")
+    yield Finding("torch-missing", "warning", f"torch cannot be imported by {machine.torch.python}: {cause}", fix)
+
+
+@rule
+def _cpu_only_torch(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Finding]:
+    torch = machine.torch
+    if torch.version is None or machine.gpu is None or torch.cuda_available:
+        return
+    why = "is a CPU-only build" if torch.cuda is None else f"was built for CUDA {torch.cuda} but sees no GPU"
+    fix = ("install NVIDIA's JetPack PyTorch wheel (a PyPI aarch64 torch is CPU-only), e.g. with "
+           "`pip install --no-deps <the JetPack torch wheel>`" if machine.jetson
+           else "install a CUDA build of torch that matches the driver, or check `nvidia-smi` and CUDA_VISIBLE_DEVICES")
+    yield Finding("torch-cpu-only", "error",
+                  f"this machine has a GPU ({machine.gpu.name}, sm_{(machine.gpu.arch or '?').replace('.', '')}) "
+                  f"but torch {torch.version} {why}: every kernel falls back to the CPU", fix)
+
+
+@rule
+def _incompatible_pair(machine: MachineInfo, applied: FrozenSet[str]) -> Iterable[Finding]:
+    mamba = machine.packages.version("mamba-ssm")
+    conv = machine.packages.version("causal-conv1d")
+    if not mamba or not conv or PATCH_CAUSAL_CONV1D_BRIDGE in applied:
+        return
+    uses_wrappers = knowledge.mamba_uses_cpp_functions(mamba)
+    new_api = knowledge.causal_conv1d_has_new_api(conv)
+    if uses_wrappers is False and new_api:
+        yield Finding(
+            "incompatible-pair", "error",
+            f"mamba-ssm {mamba} calls causal-conv1d's compiled API directly, but causal-conv1d {conv} changed it "
+            "(output buffers since 1.5.1): the fused Mamba/Mamba2 paths die with "
+            "`TypeError: causal_conv1d_fwd(): incompatible function arguments`",
+            "`jetson-mamba patch` (bridges both APIs), or use mamba-ssm >= 2.2.5",
+        )
+    elif uses_wrappers and new_api is False:
+        yield Finding(
+            "incompatible-pair", "error",
+            f"mamba-ssm {mamba} imports causal_conv1d.cpp_functions, which causal-conv1d {conv} lacks (added in "
+            "1.5.1): the fused path is silently disabled or fails with `'NoneType' object is not callable`",
+            "`jetson-mamba patch`, or install causal-conv1d >= 1.5.1",
+        )
+
+
+def _import_failure_cause(error: str) -> tuple:
+    """(what it means, fix) for an extension's import error."""
+    if "undefined symbol" in error:
+        return ("it was built against another torch version or C++ ABI than the installed one",
+                "rebuild it against this torch: `jetson-mamba build`")
+    if re.search(r"libc10\.so|libtorch", error):
+        return ("the torch libraries it links against cannot be found (torch missing, or imported after it)",
+                "import torch first, and make sure the torch it was built with is installed")
+    if re.search(r"libcudart\.so|libcublas|libcuda\.so", error):
+        return ("the CUDA runtime it was built with is not on this machine",
+                "rebuild against the installed CUDA toolkit: `jetson-mamba build`")
+    if "GLIBC" in error:
+        return ("it was built on a newer Linux than this one", "build it on this machine: `jetson-mamba build`")
+    return ("it cannot be imported", "reinstall it: `jetson-mamba install`, or rebuild with `jetson-mamba build`")
+
+
+@rule
+def _extension_import_errors(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Finding]:
+    for extension in machine.packages.extensions:
+        if extension.importable or not extension.error:
+            continue
+        meaning, fix = _import_failure_cause(extension.error)
+        yield Finding("extension-import-error", "error",
+                      f"{extension.module} ({extension.path}) fails to import: {extension.error} — {meaning}", fix)
+
+
+def _missing_arch(extension: ExtensionInfo, arch: str) -> Optional[str]:
+    if extension.archs is None:
+        return None
+    ok, _how = fatbin.runs_on(extension.archs, arch)
+    if ok:
+        return None
+    contained = ", ".join([f"sm_{a.replace('.', '')}" for a in extension.archs.sass]
+                          + [f"compute_{a.replace('.', '')}" for a in extension.archs.ptx]) or "nothing"
+    return contained
+
+
+@rule
+def _extension_lacks_arch(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Finding]:
+    if machine.gpu is None or not machine.gpu.arch:
+        return
+    arch = machine.gpu.arch
+    for extension in machine.packages.extensions:
+        contained = _missing_arch(extension, arch)
+        if contained is None:
+            continue
+        yield Finding(
+            "extension-missing-arch", "error",
+            f"{extension.module} has no code for this GPU (sm_{arch.replace('.', '')}); it contains {contained}: "
+            "every kernel launch will fail with `no kernel image is available for execution on the device`",
+            _arch_flag(arch),
+        )
+
+
+@rule
+def _missing_extensions(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Finding]:
+    expected = {"mamba-ssm": "selective_scan_cuda", "causal-conv1d": "causal_conv1d_cuda"}
+    for distribution, module in expected.items():
+        if machine.packages.version(distribution) and machine.packages.extension(module) is None:
+            yield Finding(
+                "extension-not-compiled", "warning",
+                f"{distribution} {machine.packages.version(distribution)} is installed without its compiled "
+                f"{module}: kernels run on jetson-mamba's portable (Triton/torch) backends",
+                "`jetson-mamba patch` routes them to the portable backends; for the compiled kernels: "
+                + (_arch_flag(machine.gpu.arch) if machine.gpu and machine.gpu.arch else "`jetson-mamba build`"),
+            )
+
+
+@rule
+def _no_cuda_toolkit(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Finding]:
+    if machine.cuda.nvcc is not None or machine.gpu is None:
+        return
+    fix = ("install the CUDA toolkit from JetPack (`sudo apt install nvidia-jetpack` or `cuda-toolkit-*`) and "
+           "`export CUDA_HOME=/usr/local/cuda PATH=/usr/local/cuda/bin:$PATH`" if machine.jetson else
+           "install the CUDA toolkit matching torch's CUDA and set CUDA_HOME")
+    yield Finding("cuda-toolkit-missing", "warning",
+                  "no CUDA toolkit (nvcc) found in $CUDA_HOME, $CUDA_PATH, /usr/local/cuda* or on PATH: "
+                  "compiled kernels cannot be built here (prebuilt wheels and the Triton backend still work)", fix)
+
+
+@rule
+def _distributed(machine: MachineInfo, applied: FrozenSet[str]) -> Iterable[Finding]:
+    torch = machine.torch
+    if torch.version is None or not torch.distributed_missing or PATCH_NO_DISTRIBUTED in applied:
+        return
+    what = ("torch.distributed is unavailable" if torch.distributed_available is False
+            else "torch.distributed lacks " + ", ".join(torch.distributed_missing))
+    severity = "error" if machine.packages.version("mamba-ssm") else "warning"
+    yield Finding("torch-distributed-missing", severity,
+                  f"{what} in torch {torch.version}: `import mamba_ssm` fails at import time "
+                  "(mamba_ssm/distributed imports these names)",
+                  "`jetson-mamba patch` (makes the import lazy; distributed features then raise a clear error)")
+
+
+@rule
+def _transformers5(machine: MachineInfo, applied: FrozenSet[str]) -> Iterable[Finding]:
+    mamba = knowledge.parse_version(machine.packages.version("mamba-ssm"))
+    transformers = knowledge.parse_version(machine.packages.version("transformers"))
+    if mamba is None or transformers is None or PATCH_TRANSFORMERS5 in applied:
+        return
+    if transformers >= knowledge.TRANSFORMERS_WITHOUT_OLD_OUTPUTS and mamba < knowledge.MAMBA_NEW_GENERATION_OUTPUTS:
+        yield Finding(
+            "transformers5-import", "error",
+            f"`import mamba_ssm` {mamba} fails with transformers {transformers}: "
+            "`cannot import name 'GreedySearchDecoderOnlyOutput' from 'transformers.generation'`",
+            "`jetson-mamba patch` (imports the new output classes), or `pip install 'transformers<5'`",
+        )
+
+
+@rule
+def _no_triton(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Finding]:
+    if machine.torch.version is None or machine.torch.triton or machine.gpu is None:
+        return
+    yield Finding("triton-missing", "warning",
+                  "triton is not installed: Mamba2's fused paths and jetson-mamba's zero-compile GPU kernels "
+                  "need it (the portable torch backend still works)",
+                  "`pip install triton` (on Jetson, the triton wheel matching your JetPack torch)")
+
+
+@rule
+def _build_memory(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Finding]:
+    memory = machine.memory
+    if memory is None or machine.gpu is None:
+        return
+    jobs = knowledge.recommended_max_jobs(machine.cpu_count, memory.available_mb, memory.swap_free_mb)
+    if jobs >= machine.cpu_count and memory.swap_total_mb > 0:
+        return
+    swap = "no swap" if memory.swap_total_mb == 0 else f"{memory.swap_total_mb} MB swap"
+    severity = "warning" if jobs < 2 else "info"
+    yield Finding(
+        "build-memory", severity,
+        f"{memory.available_mb} MB RAM available and {swap}: each nvcc process needs about "
+        f"{knowledge.NVCC_PEAK_MB} MB, so a source build should use at most MAX_JOBS={jobs} "
+        f"of {machine.cpu_count} cores (more gets the compiler OOM-killed)",
+        f"`jetson-mamba build --jobs {jobs}` (it picks this itself)"
+        + ("; add swap: `sudo fallocate -l 8G /swapfile && sudo chmod 600 /swapfile && sudo mkswap /swapfile "
+           "&& sudo swapon /swapfile`" if memory.swap_total_mb == 0 else ""),
+    )
+
+
+@rule
+def _heavy_dependencies(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Finding]:
+    if machine.machine != "aarch64":
+        return
+    installed = knowledge.parse_version(machine.packages.version("mamba-ssm"))
+    if installed is not None and installed >= knowledge.MAMBA_HEAVY_DEPENDENCIES:
+        yield Finding(
+            "mamba-heavy-dependencies", "warning",
+            f"mamba-ssm {installed} requires tilelang, apache-tvm-ffi and quack-kernels, which have no aarch64 "
+            "wheels: pip builds or fails on them, and may replace torch while resolving them",
+            "install it with `pip install --no-deps` (jetson-mamba install does), or use mamba-ssm 2.2.5",
+        )
+
+
+def diagnose(machine: MachineInfo, applied_patches: Iterable[str] = ()) -> List[Finding]:
+    """Every finding for this machine, errors first."""
+    applied = frozenset(applied_patches)
+    found = [finding for check in _RULES for finding in check(machine, applied)]
+    return sorted(found, key=lambda f: SEVERITIES.index(f.severity))

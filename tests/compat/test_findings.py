@@ -1,0 +1,153 @@
+"""Every doctor rule on hand-built machine descriptions (the rules are pure functions)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Dict, List, Optional
+
+from jetson_mamba.compat.findings import PATCH_CAUSAL_CONV1D_BRIDGE, Finding, diagnose
+from jetson_mamba.compat.knowledge import recommended_max_jobs
+from jetson_mamba.probe.model import (
+    CudaInfo,
+    ExtensionInfo,
+    FatbinArchs,
+    GpuInfo,
+    JetsonInfo,
+    MachineInfo,
+    MemoryInfo,
+    PackageInfo,
+    PackagesInfo,
+    TorchInfo,
+)
+
+
+def packages(versions: Dict[str, str], extensions: tuple = ()) -> PackagesInfo:
+    return PackagesInfo(distributions={n: PackageInfo(n, v) for n, v in versions.items()}, extensions=extensions)
+
+
+def healthy_orin(**changes) -> MachineInfo:
+    machine = MachineInfo(
+        system="Linux", machine="aarch64", cpu_count=12,
+        memory=MemoryInfo(total_mb=62000, available_mb=56000, swap_total_mb=31000, swap_free_mb=31000),
+        jetson=JetsonInfo("NVIDIA Jetson AGX Orin Developer Kit", "tegra234", "36.4.0", "6.1", "8.7"),
+        gpu=GpuInfo("Orin", "8.7", "torch.cuda"),
+        cuda=CudaInfo("/usr/local/cuda", "/usr/local/cuda/bin/nvcc", "12.6", "/usr/local/cuda"),
+        torch=TorchInfo(python="/usr/bin/python3", python_version="3.10.12", version="2.5.0a0+872d972e41.nv24.08",
+                        cuda="12.6", cuda_available=True, cxx11_abi=True, jetpack_build=True,
+                        distributed_available=True, triton="3.1.0"),
+        packages=packages({"mamba-ssm": "2.2.5", "causal-conv1d": "1.6.0", "transformers": "4.46.0"}, (
+            ExtensionInfo("selective_scan_cuda", "/x/selective_scan_cuda.so", True, archs=FatbinArchs(("8.7",), ())),
+            ExtensionInfo("causal_conv1d_cuda", "/x/causal_conv1d_cuda.so", True, archs=FatbinArchs(("8.7",), ())),
+        )),
+    )
+    return replace(machine, **changes)
+
+
+def ids(findings: List[Finding], severity: Optional[str] = None) -> List[str]:
+    return [f.id for f in findings if severity is None or f.severity == severity]
+
+
+def test_healthy_orin_has_no_findings() -> None:
+    assert diagnose(healthy_orin()) == []
+
+
+def test_pinned_pair_is_an_error_until_patched() -> None:
+    machine = healthy_orin(packages=packages({"mamba-ssm": "2.2.4", "causal-conv1d": "1.6.0"}, healthy_orin().packages.extensions))
+    found = diagnose(machine)
+    assert ids(found, "error") == ["incompatible-pair"]
+    assert "incompatible function arguments" in found[0].message and "jetson-mamba patch" in found[0].fix
+    assert diagnose(machine, applied_patches=[PATCH_CAUSAL_CONV1D_BRIDGE]) == []
+
+
+def test_reverse_pair() -> None:
+    machine = healthy_orin(packages=packages({"mamba-ssm": "2.3.2.post1", "causal-conv1d": "1.4.0"}))
+    assert "cpp_functions" in next(f for f in diagnose(machine) if f.id == "incompatible-pair").message
+
+
+def test_local_version_labels_compare_by_public_version() -> None:
+    machine = healthy_orin(packages=packages({"mamba-ssm": "2.2.5+cu126.torch2.5.sm87", "causal-conv1d": "1.6.0+cu126"},
+                                             healthy_orin().packages.extensions))
+    assert diagnose(machine) == []
+
+
+def test_extension_without_this_arch() -> None:
+    ext = ExtensionInfo("selective_scan_cuda", "/x.so", True, archs=FatbinArchs(("9.0",), ()))
+    found = diagnose(healthy_orin(packages=packages({"mamba-ssm": "2.2.5"}, (ext,))))
+    missing = next(f for f in found if f.id == "extension-missing-arch")
+    assert missing.severity == "error" and "sm_90" in missing.message and "no kernel image" in missing.message
+    assert missing.fix == "jetson-mamba build --arch 8.7"
+
+
+def test_ptx_of_an_older_arch_is_enough() -> None:
+    ext = ExtensionInfo("selective_scan_cuda", "/x.so", True, archs=FatbinArchs((), ("8.0",)))
+    assert "extension-missing-arch" not in ids(diagnose(healthy_orin(packages=packages({"mamba-ssm": "2.2.5"}, (ext,)))))
+
+
+def test_import_errors_are_explained() -> None:
+    cases = {
+        "ImportError: /x/selective_scan_cuda.so: undefined symbol: _ZN3c104cuda9SetDeviceEi": "another torch version",
+        "ImportError: libc10.so: cannot open shared object file: No such file or directory": "torch libraries",
+        "ImportError: libcudart.so.13: cannot open shared object file": "CUDA runtime",
+    }
+    for error, meaning in cases.items():
+        ext = ExtensionInfo("selective_scan_cuda", "/x.so", False, error=error)
+        found = next(f for f in diagnose(healthy_orin(packages=packages({}, (ext,)))) if f.id == "extension-import-error")
+        assert meaning in found.message, error
+
+
+def test_missing_toolkit_and_triton_and_cpu_torch() -> None:
+    machine = healthy_orin(
+        cuda=CudaInfo(None, None, None, "not found"),
+        torch=replace(healthy_orin().torch, cuda=None, cuda_available=False, triton=None, jetpack_build=False,
+                      version="2.5.0"),
+    )
+    found = diagnose(machine)
+    assert ids(found, "error") == ["torch-cpu-only"]
+    assert {"cuda-toolkit-missing", "triton-missing"} <= set(ids(found, "warning"))
+    assert "JetPack PyTorch" in found[0].fix
+
+
+def test_distributed_missing_matters_when_mamba_is_installed() -> None:
+    torch = replace(healthy_orin().torch, distributed_available=False,
+                    distributed_missing=("ProcessGroup", "all_gather_into_tensor"))
+    assert ids(diagnose(healthy_orin(torch=torch)), "error") == ["torch-distributed-missing"]
+    assert ids(diagnose(healthy_orin(torch=torch, packages=packages({})))) == ["torch-distributed-missing"]
+    assert ids(diagnose(healthy_orin(torch=torch, packages=packages({}))), "warning") == ["torch-distributed-missing"]
+
+
+def test_transformers5_with_mamba_22x() -> None:
+    base = healthy_orin()
+    broken = replace(base, packages=packages({"mamba-ssm": "2.2.5", "causal-conv1d": "1.6.0",
+                                              "transformers": "5.17.0"}, base.packages.extensions))
+    found = next(f for f in diagnose(broken) if f.id == "transformers5-import")
+    assert "GreedySearchDecoderOnlyOutput" in found.message
+    fixed_upstream = replace(base, packages=packages({"mamba-ssm": "2.3.2.post1", "causal-conv1d": "1.6.0",
+                                                      "transformers": "5.17.0"}))
+    assert "transformers5-import" not in ids(diagnose(fixed_upstream))
+
+
+def test_nano_memory_limits_build_jobs() -> None:
+    nano = healthy_orin(cpu_count=4, memory=MemoryInfo(3956, 2832, 0, 0))
+    found = next(f for f in diagnose(nano) if f.id == "build-memory")
+    assert found.severity == "warning" and "MAX_JOBS=1" in found.message and "swapon" in found.fix
+    assert recommended_max_jobs(12, 56000, 31000) == 12
+    assert recommended_max_jobs(4, 2832, 0) == 1
+
+
+def test_heavy_dependencies_on_aarch64_only() -> None:
+    orin = healthy_orin(packages=packages({"mamba-ssm": "2.3.2.post1", "causal-conv1d": "1.6.0"}))
+    assert "mamba-heavy-dependencies" in ids(diagnose(orin))
+    assert "mamba-heavy-dependencies" not in ids(diagnose(replace(orin, machine="x86_64")))
+
+
+def test_no_torch_is_a_warning_with_the_jetpack_hint() -> None:
+    torch = TorchInfo(python="/usr/bin/python3", python_version=None, version=None, cuda=None, error="ModuleNotFoundError")
+    found = diagnose(healthy_orin(torch=torch, packages=packages({})))
+    assert ids(found) == ["torch-missing"] and "never installs torch" in found[0].fix
+
+
+def test_errors_come_first() -> None:
+    machine = healthy_orin(cuda=CudaInfo(None, None, None, "not found"),
+                           packages=packages({"mamba-ssm": "2.2.4", "causal-conv1d": "1.6.0"}))
+    severities = [f.severity for f in diagnose(machine)]
+    assert severities == sorted(severities, key=["error", "warning", "info"].index)
