@@ -1,0 +1,471 @@
+"""Declarative, reversible patches on installed packages or unpacked source trees.
+
+Why: people fix mamba-ssm / causal-conv1d by overwriting whole files with hand-edited copies,
+which loses upstream changes and cannot be undone. Here every fix is a small text transform
+that says which file it touches, how it recognises the code it fixes (feature detection on the
+source, not version numbers) and how it marks its result, and the engine makes applying it
+atomic, idempotent, recorded and exactly reversible.
+
+API (used by `cli/patch.py`, `compat/build_patches.py`, the install and build commands, doctor):
+
+- `Patch(name, distribution, summary, files, transform, modes)`: one fix. `transform(path, text,
+  ctx)` returns the patched text, `None` when the file does not contain what the patch fixes
+  (not needed), or raises `UnknownContent` when it half-recognises the file. The patched text
+  must contain `marker(name)` (a comment); its presence means "applied".
+- `Replace(pattern, replacement, count=1, required=True)` + `replacing(name, *edits)`: the
+  usual transform, all-or-nothing regex edits that also insert the marker comment.
+- `Context(mode, root, distribution, version, upstream_sha256, facts, options)`: what a
+  transform may look at. `mode` is `INSTALLED` (root = site-packages) or `TREE` (root = an
+  unpacked sdist); `options` carries build options (e.g. archs) for build-time patches.
+- `Target(distribution, version, root, upstream_sha256)`: one distribution to patch.
+- `patch_plan(targets, patches, mode, facts=None, options=None) -> Plan`: pure (reads files,
+  writes nothing). `Plan.statuses` says, per patch and file, applied / needed / not-needed /
+  missing and why; `Plan.changes` holds the new bytes; `Plan.clean` is True when nothing is
+  needed. Refuses (PatchError) a file that is neither upstream (its dist-info RECORD hash, or
+  in tree mode: no foreign marker) nor what jetson-mamba wrote.
+- `apply_plan(plan) -> List[FileChange]`: writes atomically (temp file + rename), after
+  checking every directory is writable (PermissionDeniedError with the fix). Backups of the
+  original bytes and sha256 hashes go to `<root>/.jetson-mamba-patches/` (`record.json`,
+  `backups/<sha256>`), written before any target file, so an interrupted run is recoverable.
+- `revert(root) -> List[Reverted]`: restores every recorded file byte-exactly (hash-checked)
+  and removes the record; a file changed since (reinstalled upstream) is left alone.
+- `applied_patches(root) -> Dict[str, List[str]]`: recorded file -> patch names (for doctor).
+- `unified_diff(change) -> str`: what --dry-run prints.
+- `atomic_write(path, data)`: the one way this package rewrites a file.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import difflib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from jetson_mamba.errors import PatchError, PermissionDeniedError
+
+INSTALLED = "installed"
+TREE = "tree"
+MODES = (INSTALLED, TREE)
+RECORD_DIR = ".jetson-mamba-patches"
+RECORD_FILE = "record.json"
+RECORD_SCHEMA = 1
+MARKER_PREFIX = "jetson-mamba patch:"
+
+# Status of one (patch, file) pair.
+APPLIED = "applied"
+NEEDED = "needed"
+NOT_NEEDED = "not-needed"
+MISSING = "missing"
+
+
+class UnknownContent(Exception):
+    """A transform recognised part of what it fixes but not all: the file is a variant it does not know."""
+
+
+def marker(name: str) -> str:
+    """The comment text whose presence in a file means patch `name` is applied."""
+    return f"{MARKER_PREFIX} {name}"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def record_hash_to_hex(value: str) -> Optional[str]:
+    """A dist-info RECORD hash (`sha256=<urlsafe b64>`) as hex, or None for other algorithms."""
+    algorithm, _, digest = value.partition("=")
+    if algorithm != "sha256" or not digest:
+        return None
+    padded = digest + "=" * (-len(digest) % 4)
+    try:
+        return base64.urlsafe_b64decode(padded).hex()
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a transform may look at besides the file's text."""
+
+    mode: str
+    root: Path
+    distribution: str
+    version: Optional[str]
+    facts: Mapping[str, Any] = field(default_factory=dict)  # e.g. versions of other distributions
+    options: Mapping[str, Any] = field(default_factory=dict)  # build options (archs, ...)
+
+
+Transform = Callable[[str, str, Context], Optional[str]]
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One fix: where it applies, how it transforms a file, and what it is for."""
+
+    name: str
+    distribution: str  # normalised distribution name: "mamba-ssm", "causal-conv1d"
+    summary: str  # what it fixes and why, one sentence
+    files: Tuple[str, ...]  # paths relative to the root (site-packages or the sdist root)
+    transform: Transform
+    modes: Tuple[str, ...] = MODES
+    not_needed: str = "the file does not contain the code this patch fixes"
+
+    def is_applied(self, text: str) -> bool:
+        return marker(self.name) in text
+
+
+@dataclass(frozen=True)
+class Replace:
+    """One regex edit (multiline). `count` matches are required; 0 means one or more."""
+
+    pattern: str
+    replacement: str
+    count: int = 1
+    required: bool = True  # False: the edit may match nothing (code only some versions have)
+
+
+def replacing(name: str, *edits: Replace, note: str = "") -> Transform:
+    """All-or-nothing regex edits; the first edit's replacement should carry `marker(name)`.
+
+    No required edit matching means "not needed"; some but not all means UnknownContent.
+    """
+
+    def transform(path: str, text: str, ctx: Context) -> Optional[str]:
+        found = [len(re.findall(edit.pattern, text, flags=re.M)) for edit in edits]
+        required = [(edit, n) for edit, n in zip(edits, found) if edit.required]
+        if not any(n for _, n in required):
+            return None
+        for edit, n in zip(edits, found):
+            allowed = (edit.count,) if edit.required else (0, edit.count)
+            if (edit.required and n == 0) or (edit.count and n not in allowed):
+                raise UnknownContent(
+                    f"expected {edit.count or 'at least one'} match(es) of /{edit.pattern}/, found {n}{note}")
+        for edit in edits:
+            text = re.sub(edit.pattern, edit.replacement, text, flags=re.M)
+        if marker(name) not in text:
+            raise AssertionError(f"patch {name} does not insert its marker")  # a bug in the patch, not the file
+        return text
+
+    return transform
+
+
+@dataclass(frozen=True)
+class Target:
+    """One distribution to patch: where its files are and the hashes it was installed with."""
+
+    distribution: str
+    version: Optional[str]
+    root: Path
+    upstream_sha256: Mapping[str, str] = field(default_factory=dict)  # relative path -> hex (from RECORD)
+
+
+@dataclass(frozen=True)
+class PatchStatus:
+    patch: str
+    distribution: str
+    path: str
+    status: str  # APPLIED, NEEDED, NOT_NEEDED, MISSING
+    reason: str
+
+    def to_json(self) -> Dict[str, str]:
+        return {"patch": self.patch, "distribution": self.distribution, "path": self.path,
+                "status": self.status, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """New content for one file; `original` is the upstream bytes (for the backup)."""
+
+    root: Path
+    path: str
+    distribution: str
+    version: Optional[str]
+    before: bytes
+    after: bytes
+    original: bytes
+    patches: Tuple[str, ...]  # every patch in `after`, old and new
+
+    @property
+    def absolute(self) -> Path:
+        return self.root / self.path
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"path": str(self.absolute), "distribution": self.distribution, "version": self.version,
+                "patches": list(self.patches), "sha256_before": sha256(self.before),
+                "sha256_after": sha256(self.after)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: str
+    statuses: Tuple[PatchStatus, ...]
+    changes: Tuple[FileChange, ...]
+
+    @property
+    def clean(self) -> bool:
+        return not any(s.status == NEEDED for s in self.statuses)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"mode": self.mode, "clean": self.clean,
+                "patches": [s.to_json() for s in self.statuses],
+                "changes": [c.to_json() for c in self.changes]}
+
+
+@dataclass(frozen=True)
+class Reverted:
+    path: Path
+    action: str  # "restored", "already-upstream"
+    sha256: str
+
+    def to_json(self) -> Dict[str, str]:
+        return {"path": str(self.path), "action": self.action, "sha256": self.sha256}
+
+
+# ---------------------------------------------------------------------------------- records
+
+def _record_path(root: Path) -> Path:
+    return root / RECORD_DIR / RECORD_FILE
+
+
+def read_record(root: Path) -> Dict[str, Dict[str, Any]]:
+    """The recorded files under `root` (relative path -> entry); empty when nothing was patched."""
+    path = _record_path(root)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise PatchError(f"the patch record {path} is unreadable ({error})",
+                         f"restore the packages with pip install --force-reinstall --no-deps, then delete {path.parent}"
+                         ) from None
+    if data.get("schema") != RECORD_SCHEMA:
+        raise PatchError(f"the patch record {path} has schema {data.get('schema')}, expected {RECORD_SCHEMA}",
+                         "use the jetson-mamba version that wrote it to revert, or reinstall the packages")
+    return dict(data.get("files", {}))
+
+
+def _write_record(root: Path, files: Mapping[str, Mapping[str, Any]]) -> None:
+    path = _record_path(root)
+    if not files:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        with contextlib.suppress(OSError):
+            (root / RECORD_DIR / "backups").rmdir()
+            (root / RECORD_DIR).rmdir()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps({"schema": RECORD_SCHEMA, "files": dict(sorted(files.items()))},
+                                  indent=2).encode("utf-8") + b"\n")
+
+
+def _backup_path(root: Path, digest: str) -> Path:
+    return root / RECORD_DIR / "backups" / digest
+
+
+def applied_patches(root: Path) -> Dict[str, List[str]]:
+    """Recorded file (relative to `root`) -> patch names applied to it, from the record only.
+
+    A pure read for doctor; a file reinstalled since is still listed (patch --check tells).
+    """
+    try:
+        return {path: list(entry.get("patches", [])) for path, entry in read_record(Path(root)).items()}
+    except PatchError:
+        return {}
+
+
+# ----------------------------------------------------------------------------------- writes
+
+def atomic_write(path: Path, data: bytes, mode: Optional[int] = None) -> None:
+    """Replace `path` by `data` via a temporary file in the same directory and a rename.
+
+    A crash leaves either the old or the new file, never a half-written one; the file mode is kept.
+    """
+    if mode is None:
+        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".jm-tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _check_writable(directories: Iterable[Path]) -> None:
+    for directory in sorted(set(directories)):
+        probe = directory
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not os.access(str(probe), os.W_OK | os.X_OK):
+            raise PermissionDeniedError(
+                f"{probe} is not writable by this user, so nothing was patched",
+                "run the same command as the owner of that environment (e.g. `sudo -E env PATH=\"$PATH\" "
+                "jetson-mamba patch --python <that python>`), or better, install mamba-ssm into a venv you own")
+
+
+# ----------------------------------------------------------------------------------- planning
+
+def _file_state(target: Target, path: str, data: bytes, entry: Optional[Mapping[str, Any]],
+                mode: str) -> Tuple[bytes, bool]:
+    """(upstream bytes, True if the current bytes are jetson-mamba's), or PatchError if unknown."""
+    digest = sha256(data)
+    if entry is not None and digest == entry.get("patched_sha256"):
+        backup = _backup_path(target.root, entry["original_sha256"])
+        try:
+            original = backup.read_bytes()
+        except OSError as error:
+            raise PatchError(f"the backup of {target.root / path} is missing ({error})",
+                             f"reinstall {target.distribution} with pip install --force-reinstall --no-deps "
+                             f"{target.distribution}=={target.version}, then run jetson-mamba patch again") from None
+        return original, True
+    if entry is not None and digest == entry.get("original_sha256"):
+        return data, False  # an interrupted run, or reverted by hand
+    upstream = target.upstream_sha256.get(path)
+    if upstream is not None and digest == upstream:
+        return data, False
+    if upstream is None and MARKER_PREFIX not in data.decode("utf-8", "replace"):
+        return data, False  # no RECORD hash (a source tree): trust the transforms' own recognition
+    raise PatchError(
+        f"{target.root / path} is neither the file {target.distribution} {target.version or ''} installed "
+        f"(sha256 {upstream or 'unknown'}) nor the version jetson-mamba patched (sha256 {digest} matches "
+        "neither): it was edited by hand or by another tool, so jetson-mamba will not guess; nothing was changed",
+        f"reinstall it (pip install --force-reinstall --no-deps {target.distribution}=={target.version}) "
+        "and run jetson-mamba patch again" if mode == INSTALLED else
+        "start again from a freshly unpacked source tree")
+
+
+def patch_plan(targets: Sequence[Target], patches: Sequence[Patch], mode: str,
+               facts: Optional[Mapping[str, Any]] = None, options: Optional[Mapping[str, Any]] = None) -> Plan:
+    """What applying `patches` to `targets` would do. Reads files, writes nothing."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}")
+    statuses: List[PatchStatus] = []
+    changes: List[FileChange] = []
+    records: Dict[Path, Dict[str, Dict[str, Any]]] = {}
+    for target in targets:
+        record = records.setdefault(target.root, read_record(target.root))
+        ctx = Context(mode, target.root, target.distribution, target.version, dict(facts or {}), dict(options or {}))
+        chosen = [p for p in patches if p.distribution == target.distribution and mode in p.modes]
+        for path in sorted({f for p in chosen for f in p.files}):
+            absolute = target.root / path
+            users = [p for p in chosen if path in p.files]
+            if not absolute.is_file():
+                statuses.extend(PatchStatus(p.name, target.distribution, path, MISSING,
+                                            f"{absolute} does not exist in this version") for p in users)
+                continue
+            before = absolute.read_bytes()
+            original, ours = _file_state(target, path, before, record.get(path), mode)
+            text = before.decode("utf-8")
+            present = [p.name for p in users if p.is_applied(text)] if ours else []
+            for patch in users:
+                if patch.name in present:
+                    statuses.append(PatchStatus(patch.name, target.distribution, path, APPLIED, patch.summary))
+                    continue
+                try:
+                    new = patch.transform(path, text, ctx)
+                except UnknownContent as error:
+                    raise PatchError(
+                        f"{absolute} ({target.distribution} {target.version}) does not look like any version "
+                        f"patch {patch.name} knows: {error}; nothing was changed",
+                        "report this version to jetson-mamba; until then, pin a tested version "
+                        "(jetson-mamba doctor lists them)") from None
+                if new is None:
+                    statuses.append(PatchStatus(patch.name, target.distribution, path, NOT_NEEDED, patch.not_needed))
+                    continue
+                text = new
+                present.append(patch.name)
+                statuses.append(PatchStatus(patch.name, target.distribution, path, NEEDED, patch.summary))
+            after = text.encode("utf-8")
+            if after != before:
+                changes.append(FileChange(target.root, path, target.distribution, target.version, before, after,
+                                          original, tuple(present)))
+    return Plan(mode, tuple(statuses), tuple(changes))
+
+
+def apply_plan(plan: Plan) -> List[FileChange]:
+    """Write a plan's changes: backups and record first, then each file atomically."""
+    if not plan.changes:
+        return []
+    _check_writable([c.absolute.parent for c in plan.changes] + [c.root / RECORD_DIR for c in plan.changes])
+    by_root: Dict[Path, List[FileChange]] = {}
+    for change in plan.changes:
+        by_root.setdefault(change.root, []).append(change)
+    for root, changes in by_root.items():
+        record = read_record(root)
+        for change in changes:
+            original_digest = sha256(change.original)
+            backup = _backup_path(root, original_digest)
+            if not backup.is_file():
+                backup.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(backup, change.original, 0o644)
+            record[change.path] = {"distribution": change.distribution, "version": change.version,
+                                   "original_sha256": original_digest, "patched_sha256": sha256(change.after),
+                                   "patches": list(change.patches)}
+        _write_record(root, record)
+        for change in changes:
+            atomic_write(change.absolute, change.after)
+    return list(plan.changes)
+
+
+def revert(root: Path, dry_run: bool = False) -> List[Reverted]:
+    """Restore every file recorded under `root` to its upstream bytes and drop the record.
+
+    Refuses (PatchError, nothing changed) when a file is neither ours nor upstream.
+    """
+    record = read_record(root)
+    work: List[Tuple[str, Path, Optional[bytes]]] = []
+    for path, entry in sorted(record.items()):
+        absolute = root / path
+        current = absolute.read_bytes() if absolute.is_file() else None
+        digest = sha256(current) if current is not None else None
+        if digest == entry["original_sha256"] or current is None:
+            work.append((path, absolute, None))
+            continue
+        if digest != entry["patched_sha256"]:
+            raise PatchError(
+                f"{absolute} changed after jetson-mamba patched it (sha256 {digest}), so it cannot be "
+                "reverted safely; nothing was changed",
+                f"reinstall {entry['distribution']} with pip install --force-reinstall --no-deps "
+                f"{entry['distribution']}=={entry.get('version')}, then run jetson-mamba patch --revert again")
+        original = _backup_path(root, entry["original_sha256"]).read_bytes() if _backup_path(
+            root, entry["original_sha256"]).is_file() else b""
+        if sha256(original) != entry["original_sha256"]:
+            raise PatchError(f"the backup of {absolute} is missing or damaged; nothing was changed",
+                             f"reinstall {entry['distribution']} with pip install --force-reinstall --no-deps "
+                             f"{entry['distribution']}=={entry.get('version')}")
+        work.append((path, absolute, original))
+    done = [Reverted(a, "restored" if data is not None else "already-upstream",
+                     record[p]["original_sha256"]) for p, a, data in work]
+    if dry_run or not work:
+        return done
+    _check_writable([a.parent for _, a, data in work if data is not None] + [root / RECORD_DIR])
+    for path, absolute, data in work:
+        if data is not None:
+            atomic_write(absolute, data)
+        digest = record[path]["original_sha256"]
+        record = {k: v for k, v in record.items() if k != path}
+        if not any(v["original_sha256"] == digest for v in record.values()):
+            with contextlib.suppress(OSError):
+                _backup_path(root, digest).unlink()
+        _write_record(root, record)
+    return done
+
+
+def unified_diff(change: FileChange) -> str:
+    """The unified diff of one change, as --dry-run prints it."""
+    return "".join(difflib.unified_diff(
+        change.before.decode("utf-8").splitlines(keepends=True),
+        change.after.decode("utf-8").splitlines(keepends=True),
+        fromfile=f"a/{change.path}", tofile=f"b/{change.path}"))

@@ -1,0 +1,127 @@
+"""The patch engine on a small synthetic package: plan, apply, idempotence, revert, refusals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+from jetson_mamba.compat import registry
+from jetson_mamba.compat.registry import Patch, Replace, Target
+from jetson_mamba.errors import PatchError, PermissionDeniedError
+
+UPSTREAM = "import os\n\ndef f():\n    return old_call(1, 2)\n\ndef g():\n    return old_call(3, 4)\n"
+
+PATCH = Patch(
+    name="demo-bridge",
+    distribution="demo",
+    summary="route old_call through the bridge",
+    files=("demo/mod.py",),
+    transform=registry.replacing(
+        "demo-bridge",
+        Replace(r"^import os\n", f"import os\n# {registry.marker('demo-bridge')}\nfrom bridge import new_call\n"),
+        Replace(r"old_call\(", "new_call(", count=2),
+    ),
+)
+
+
+def _target(root: Path, hashes: Dict[str, str]) -> Target:
+    return Target("demo", "1.0", root, hashes)
+
+
+@pytest.fixture()
+def site(tmp_path: Path) -> Path:
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "mod.py").write_text(UPSTREAM)
+    return tmp_path
+
+
+def test_apply_is_idempotent_and_revert_is_byte_exact(site: Path) -> None:
+    target = _target(site, {"demo/mod.py": registry.sha256(UPSTREAM.encode())})
+    plan = registry.patch_plan([target], [PATCH], registry.INSTALLED)
+    assert not plan.clean and [s.status for s in plan.statuses] == [registry.NEEDED]
+    assert "+from bridge import new_call" in registry.unified_diff(plan.changes[0])
+    registry.apply_plan(plan)
+    patched = (site / "demo" / "mod.py").read_text()
+    assert patched.count("new_call(") == 2 and "old_call" not in patched
+    assert registry.applied_patches(site) == {"demo/mod.py": ["demo-bridge"]}
+
+    again = registry.patch_plan([target], [PATCH], registry.INSTALLED)
+    assert again.clean and not again.changes and again.statuses[0].status == registry.APPLIED
+
+    reverted = registry.revert(site)
+    assert [r.action for r in reverted] == ["restored"]
+    assert (site / "demo" / "mod.py").read_bytes() == UPSTREAM.encode()
+    assert not (site / registry.RECORD_DIR).exists()
+    assert registry.revert(site) == []
+
+
+def test_file_mode_is_kept(site: Path) -> None:
+    path = site / "demo" / "mod.py"
+    os.chmod(path, 0o640)
+    registry.apply_plan(registry.patch_plan([_target(site, {})], [PATCH], registry.TREE))
+    assert path.stat().st_mode & 0o777 == 0o640
+    registry.revert(site)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_unknown_content_is_refused_and_nothing_changes(site: Path) -> None:
+    path = site / "demo" / "mod.py"
+    path.write_text(UPSTREAM + "# edited by hand\n")
+    target = _target(site, {"demo/mod.py": registry.sha256(UPSTREAM.encode())})
+    with pytest.raises(PatchError, match="neither the file demo 1.0 installed") as info:
+        registry.patch_plan([target], [PATCH], registry.INSTALLED)
+    assert "force-reinstall" in (info.value.fix or "")
+    assert path.read_text().endswith("# edited by hand\n")
+
+
+def test_half_recognised_file_is_refused(site: Path) -> None:
+    (site / "demo" / "mod.py").write_text(UPSTREAM.replace("return old_call(3, 4)", "return 0"))
+    with pytest.raises(PatchError, match="does not look like any version"):
+        registry.patch_plan([_target(site, {})], [PATCH], registry.TREE)
+
+
+def test_not_needed_when_the_pattern_is_absent(site: Path) -> None:
+    (site / "demo" / "mod.py").write_text("x = 1\n")
+    plan = registry.patch_plan([_target(site, {})], [PATCH], registry.TREE)
+    assert plan.clean and plan.statuses[0].status == registry.NOT_NEEDED and not plan.changes
+
+
+def test_changed_after_patching_blocks_revert(site: Path) -> None:
+    registry.apply_plan(registry.patch_plan([_target(site, {})], [PATCH], registry.TREE))
+    path = site / "demo" / "mod.py"
+    path.write_text(path.read_text() + "# later edit\n")
+    with pytest.raises(PatchError, match="changed after jetson-mamba patched it"):
+        registry.revert(site)
+    assert path.read_text().endswith("# later edit\n")
+
+
+def test_reinstalled_upstream_file_is_left_alone_by_revert(site: Path) -> None:
+    registry.apply_plan(registry.patch_plan([_target(site, {})], [PATCH], registry.TREE))
+    (site / "demo" / "mod.py").write_text(UPSTREAM)  # what pip --force-reinstall does
+    assert [r.action for r in registry.revert(site)] == ["already-upstream"]
+    assert (site / "demo" / "mod.py").read_text() == UPSTREAM
+
+
+def test_read_only_target_gives_permission_error_and_changes_nothing(site: Path, monkeypatch) -> None:
+    plan = registry.patch_plan([_target(site, {})], [PATCH], registry.TREE)
+    if os.geteuid() == 0:  # root may write anywhere: emulate a read-only site-packages
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, m: False if str(p).startswith(str(site)) else real(p, m))
+    else:
+        os.chmod(site / "demo", 0o555)
+    try:
+        with pytest.raises(PermissionDeniedError) as info:
+            registry.apply_plan(plan)
+    finally:
+        os.chmod(site / "demo", 0o755)
+    assert "not writable" in info.value.message and "sudo" in (info.value.fix or "")
+    assert (site / "demo" / "mod.py").read_text() == UPSTREAM
+    assert not (site / registry.RECORD_DIR).exists()
+
+
+def test_record_hash_conversion() -> None:
+    assert registry.record_hash_to_hex("sha256=" + "A" * 43) == "00" * 32
+    assert registry.record_hash_to_hex("md5=abc") is None
