@@ -220,7 +220,7 @@ def _build_memory(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Fi
     if memory is None or machine.gpu is None:
         return
     jobs = knowledge.recommended_max_jobs(machine.cpu_count, memory.available_mb, memory.swap_free_mb)
-    if jobs >= machine.cpu_count and memory.swap_total_mb > 0:
+    if jobs >= machine.cpu_count:
         return
     swap = "no swap" if memory.swap_total_mb == 0 else f"{memory.swap_total_mb} MB swap"
     severity = "warning" if jobs < 2 else "info"
