@@ -30,6 +30,7 @@ API (used by `cli/patch.py`, `compat/build_patches.py`, the install and build co
 - `revert(root) -> List[Reverted]`: restores every recorded file byte-exactly (hash-checked)
   and removes the record; a file changed since (reinstalled upstream) is left alone.
 - `applied_patches(root) -> Dict[str, List[str]]`: recorded file -> patch names (for doctor).
+- `tree_target(root) -> Target`: an unpacked sdist as a target (name and version from PKG-INFO).
 - `unified_diff(change) -> str`: what --dry-run prints.
 - `atomic_write(path, data)`: the one way this package rewrites a file.
 """
@@ -461,6 +462,20 @@ def revert(root: Path, dry_run: bool = False) -> List[Reverted]:
                 _backup_path(root, digest).unlink()
         _write_record(root, record)
     return done
+
+
+def tree_target(root: Path) -> Target:
+    """An unpacked source tree as a patch target; its distribution and version come from PKG-INFO."""
+    info = Path(root) / "PKG-INFO"
+    try:
+        text = info.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        raise PatchError(f"{root} has no PKG-INFO, so it is not an unpacked sdist jetson-mamba can identify",
+                         "unpack the .tar.gz from the package index (or ../shared/sdists) and pass its top folder"
+                         ) from None
+    fields = dict(re.findall(r"^(Name|Version): *(.+?)\s*$", text, flags=re.M))
+    name = re.sub(r"[-_.]+", "-", fields.get("Name", "")).lower()
+    return Target(name, fields.get("Version"), Path(root))
 
 
 def unified_diff(change: FileChange) -> str:

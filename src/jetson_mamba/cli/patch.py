@@ -1,0 +1,104 @@
+"""`jetson-mamba patch`: apply, check, show or revert the runtime fixes for installed mamba-ssm / causal-conv1d."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Dict, List
+
+from rich.markup import escape
+from rich.table import Table
+
+from jetson_mamba.cli.output import console, print_json
+from jetson_mamba.compat import registry
+from jetson_mamba.compat.installed import Environment, runtime_plan
+
+NAME = "patch"
+HELP = "fix installed mamba-ssm / causal-conv1d in place (reversible): causal-conv1d API, transformers 5, " \
+       "torch without distributed, portable kernels"
+
+_STYLE = {registry.APPLIED: "green", registry.NEEDED: "yellow", registry.NOT_NEEDED: "dim", registry.MISSING: "dim"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true",
+                      help="only report; exit status 1 if a patch is needed")
+    mode.add_argument("--dry-run", action="store_true", help="print the unified diff; change nothing")
+    mode.add_argument("--revert", action="store_true",
+                      help="restore every patched file byte-for-byte (with --dry-run: list them)")
+    parser.add_argument("--python", default=None,
+                        help="patch the packages of this interpreter (default: the one running jetson-mamba)")
+
+
+def _environment_lines(env: Environment) -> None:
+    versions = env.facts["versions"]
+    installed = ", ".join(f"{t.distribution} {t.version}" for t in env.targets) or "neither mamba-ssm nor causal-conv1d"
+    console.print(f"[bold]{escape(env.python)}[/]: {escape(installed)} in {escape(str(env.purelib))}")
+    extensions = ", ".join(f"{m} {'found' if p else 'missing'}" for m, p in env.facts["extensions"].items())
+    console.print(f"  torch {versions.get('torch')}, transformers {versions.get('transformers')}; "
+                  f"compiled: {escape(extensions)}")
+
+
+def _status_table(plan: registry.Plan) -> Table:
+    table = Table(show_lines=False)
+    for column in ("patch", "file", "status", "why"):
+        table.add_column(column, overflow="fold")
+    for s in plan.statuses:
+        if s.status == registry.MISSING:
+            continue
+        table.add_row(s.patch, f"{s.distribution}: {s.path}", f"[{_STYLE[s.status]}]{s.status}[/]", escape(s.reason))
+    return table
+
+
+def _revert(env: Environment, args: argparse.Namespace) -> int:
+    done: List[registry.Reverted] = []
+    for root in env.roots:
+        done.extend(registry.revert(root, dry_run=args.dry_run))
+    if args.json:
+        print_json({"action": "revert", "dry_run": args.dry_run, "python": env.python,
+                    "files": [r.to_json() for r in done]})
+        return 0
+    if not done:
+        console.print("nothing to revert: no file was patched by jetson-mamba")
+    verb = "would restore" if args.dry_run else "restored"
+    for r in done:
+        state = verb if r.action == "restored" else "already upstream (record dropped)"
+        console.print(f"{state}: {escape(str(r.path))} (sha256 {r.sha256[:12]})")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    env, plan = runtime_plan(args.python)
+    if args.revert:
+        return _revert(env, args)
+    changed = [] if (args.check or args.dry_run) else registry.apply_plan(plan)
+    action = "check" if args.check else "dry-run" if args.dry_run else "apply"
+    if args.json:
+        result: Dict[str, Any] = {"action": action, "python": env.python, "site_packages": str(env.purelib),
+                                  "versions": env.facts["versions"], "extensions": env.facts["extensions"],
+                                  **plan.to_json(), "written": [str(c.absolute) for c in changed]}
+        if args.dry_run:
+            result["diff"] = "".join(registry.unified_diff(c) for c in plan.changes)
+        print_json(result)
+        return 1 if args.check and not plan.clean else 0
+    _environment_lines(env)
+    if plan.statuses:
+        console.print(_status_table(plan))
+    if args.dry_run:
+        for change in plan.changes:
+            console.print(escape(registry.unified_diff(change)), highlight=False, soft_wrap=True)
+        console.print(f"dry run: {len(plan.changes)} file(s) would change")
+        return 0
+    if not env.targets:
+        console.print("nothing to patch: neither mamba-ssm nor causal-conv1d is installed for this interpreter")
+        return 0
+    if args.check:
+        console.print("all needed patches are applied" if plan.clean else
+                      "[yellow]patches are needed[/]: run `jetson-mamba patch`")
+        return 0 if plan.clean else 1
+    if changed:
+        console.print(f"patched {len(changed)} file(s); backups and hashes in "
+                      f"{escape(str(changed[0].root / registry.RECORD_DIR))}; undo with `jetson-mamba patch --revert`")
+    else:
+        console.print("nothing to do: every needed patch is already applied")
+    return 0

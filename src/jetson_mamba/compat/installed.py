@@ -1,0 +1,98 @@
+"""Where an interpreter's mamba-ssm / causal-conv1d live, and the patch plan for them.
+
+The facts come from a small script run by the target interpreter (`--python PATH` may be
+another environment, and the caller never imports torch or mamba_ssm). For the install command:
+`runtime_plan(python)` then `registry.apply_plan(plan)`, or run
+`python -m jetson_mamba patch --json --python PATH` (same result, one JSON document).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from jetson_mamba.compat import registry
+from jetson_mamba.compat.runtime_patches import RUNTIME_PATCHES
+from jetson_mamba.errors import MissingDependencyError
+from jetson_mamba.probe.python_env import run_script
+
+PATCHED_DISTRIBUTIONS = ("mamba-ssm", "causal-conv1d")
+_FACT_DISTRIBUTIONS = ("torch", "transformers", "triton")
+EXTENSIONS = ("selective_scan_cuda", "causal_conv1d_cuda")
+
+# Runs in the target interpreter: Python 3.8 compatible, standard library only, imports nothing heavy.
+_SCRIPT = r"""
+import json, sys, sysconfig, importlib.util
+import importlib.metadata as md
+out = {"python": sys.executable, "purelib": sysconfig.get_paths()["purelib"], "distributions": {},
+       "versions": {}, "extensions": {}}
+for name in PATCHED:
+    try:
+        dist = md.distribution(name)
+    except Exception:
+        continue
+    record = {}
+    for f in dist.files or []:
+        if f.hash is not None:
+            record[str(f).replace("\\", "/")] = "%s=%s" % (f.hash.mode, f.hash.value)
+    out["distributions"][name] = {"version": dist.version, "root": str(dist.locate_file("")), "record": record}
+for name in FACTS:
+    try:
+        out["versions"][name] = md.version(name)
+    except Exception:
+        out["versions"][name] = None
+for module in EXTS:
+    try:
+        spec = importlib.util.find_spec(module)
+    except Exception:
+        spec = None
+    out["extensions"][module] = spec.origin if spec is not None else None
+print(json.dumps(out))
+""".replace("PATCHED", repr(PATCHED_DISTRIBUTIONS)).replace("FACTS", repr(_FACT_DISTRIBUTIONS)).replace(
+    "EXTS", repr(EXTENSIONS))
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One interpreter's patchable distributions and the facts the reasons mention."""
+
+    python: str
+    purelib: Path
+    targets: Tuple[registry.Target, ...]
+    facts: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def roots(self) -> List[Path]:
+        """Every directory that may hold a patch record (site-packages of each target, purelib)."""
+        return sorted({t.root for t in self.targets} | {self.purelib})
+
+
+def locate(python: Optional[str] = None) -> Environment:
+    """Run the locator script in `python` (default: this interpreter)."""
+    python = python or sys.executable
+    data, failure = run_script(python, _SCRIPT)
+    if data is None:
+        raise MissingDependencyError(f"could not inspect the Python environment of {python}: {failure}",
+                                     "pass the path of a working Python 3.8+ interpreter with --python")
+    targets = []
+    for name, info in sorted(data["distributions"].items()):
+        hashes = {path: digest for path, value in info["record"].items()
+                  if (digest := registry.record_hash_to_hex(value)) is not None}
+        targets.append(registry.Target(name, info["version"], Path(info["root"]), hashes))
+    facts = {"versions": {**data["versions"], **{t.distribution: t.version for t in targets}},
+             "extensions": data["extensions"], "python": data["python"]}
+    return Environment(data["python"], Path(data["purelib"]), tuple(targets), facts)
+
+
+def runtime_plan(python: Optional[str] = None, patches: Sequence[registry.Patch] = RUNTIME_PATCHES
+                 ) -> Tuple[Environment, registry.Plan]:
+    """The runtime patch plan for an interpreter's installed packages (reads, never writes)."""
+    env = locate(python)
+    return env, registry.patch_plan(env.targets, patches, registry.INSTALLED, facts=env.facts)
+
+
+def facts_json(env: Environment) -> Dict[str, Any]:
+    return json.loads(json.dumps({"python": env.python, "site_packages": str(env.purelib), **env.facts}))

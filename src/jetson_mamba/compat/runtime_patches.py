@@ -1,0 +1,374 @@
+"""The runtime fixes for installed mamba-ssm / causal-conv1d (also baked into source trees).
+
+Each fix recognises the upstream code it repairs (feature detection on the source) rather than
+trusting version numbers, and the code it inserts is self-contained: only `portable-kernels`
+imports jetson_mamba, guarded so that uninstalling jetson-mamba falls back to upstream behaviour.
+
+1. causal-conv1d-bridge: mamba-ssm 2.2.4 calls the compiled `causal_conv1d_cuda` functions with
+   their pre-1.5.1 arguments; >= 2.2.5 imports `causal_conv1d.cpp_functions` (only in >= 1.5.1).
+   Both now use `cpp_functions` when present, else the old compiled functions directly.
+2. transformers5-generation-output: `GreedySearchDecoderOnlyOutput` / `SampleDecoderOnlyOutput`
+   were removed in transformers 5; they were aliases of `GenerateDecoderOnlyOutput`.
+3. torch-without-distributed: torch builds without (parts of) torch.distributed import fine;
+   distributed features raise a RuntimeError naming what is missing. No sitecustomize.py.
+4. portable-kernels: without the compiled `selective_scan_cuda` / `causal_conv1d_cuda`, import
+   jetson-mamba's stand-ins; Triton ops given tensors off the GPU run portable code. A compiled
+   extension that exists always wins (a broken one still raises its own error).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+
+from jetson_mamba.compat.registry import (
+    TREE,
+    Context,
+    Patch,
+    Plan,
+    Replace,
+    Transform,
+    UnknownContent,
+    apply_plan,
+    marker,
+    patch_plan,
+    replacing,
+    tree_target,
+)
+
+CAUSAL_CONV1D_BRIDGE = "causal-conv1d-bridge"
+TRANSFORMERS5 = "transformers5-generation-output"
+NO_DISTRIBUTED = "torch-without-distributed"
+PORTABLE = "portable-kernels"
+
+SELECTIVE_SCAN_INTERFACE = "mamba_ssm/ops/selective_scan_interface.py"
+SSD_COMBINED = "mamba_ssm/ops/triton/ssd_combined.py"
+GENERATION = "mamba_ssm/utils/generation.py"
+DISTRIBUTED_UTILS = "mamba_ssm/distributed/distributed_utils.py"
+TENSOR_PARALLEL = "mamba_ssm/distributed/tensor_parallel.py"
+LAYERNORM_GATED = "mamba_ssm/ops/triton/layernorm_gated.py"
+LAYER_NORM = "mamba_ssm/ops/triton/layer_norm.py"
+STATE_UPDATE = "mamba_ssm/ops/triton/selective_state_update.py"
+CAUSAL_CONV1D_CPP = "causal_conv1d/cpp_functions.py"
+CAUSAL_CONV1D_INTERFACE = "causal_conv1d/causal_conv1d_interface.py"
+
+UNDO = "(undo: jetson-mamba patch --revert)"
+
+
+def _header(name: str) -> str:
+    return f"# {marker(name)} {UNDO}\n"
+
+
+# ---------------------------------------------------------------- 1. causal-conv1d API bridge
+
+_CONV_IMPORT = (
+    r"^try:\n    from causal_conv1d import causal_conv1d_fn\n"
+    r"(?:    import causal_conv1d_cuda\n|    from causal_conv1d\.cpp_functions import causal_conv1d_fwd_function, "
+    r"causal_conv1d_bwd_function, causal_conv1d_update_function\n)"
+    r"except ImportError:\n(?:    [\w, ]+ = None(?:, None)*\n)+")
+
+_BRIDGE = _header(CAUSAL_CONV1D_BRIDGE) + """\
+# causal-conv1d >= 1.5.1 compiles output-buffer functions and keeps the old calling convention in
+# causal_conv1d.cpp_functions; before 1.5.1 the compiled functions use the old convention themselves.
+try:
+    from causal_conv1d import causal_conv1d_fn
+except ImportError:
+    causal_conv1d_fn = None
+try:
+    from causal_conv1d.cpp_functions import causal_conv1d_fwd_function, causal_conv1d_bwd_function, causal_conv1d_update_function
+except ImportError:
+    try:
+        from causal_conv1d.causal_conv1d_interface import causal_conv1d_cuda as _jm_causal_conv1d_cuda
+    except ImportError:
+        _jm_causal_conv1d_cuda = None
+    causal_conv1d_fwd_function = getattr(_jm_causal_conv1d_cuda, "causal_conv1d_fwd", None)
+    causal_conv1d_bwd_function = getattr(_jm_causal_conv1d_cuda, "causal_conv1d_bwd", None)
+    causal_conv1d_update_function = getattr(_jm_causal_conv1d_cuda, "causal_conv1d_update", None)
+"""
+
+_bridge_edits = replacing(
+    CAUSAL_CONV1D_BRIDGE,
+    Replace(_CONV_IMPORT, _BRIDGE.replace("\\", "\\\\")),
+    Replace(r"causal_conv1d_cuda\.causal_conv1d_fwd\(", "causal_conv1d_fwd_function(", count=0, required=False),
+    Replace(r"causal_conv1d_cuda\.causal_conv1d_bwd\(", "causal_conv1d_bwd_function(", count=0, required=False),
+    Replace(r"assert causal_conv1d_cuda is not None", "assert causal_conv1d_fwd_function is not None",
+            count=0, required=False),
+)
+
+
+def _bridge(path: str, text: str, ctx: Context) -> Optional[str]:
+    """The edits, then a check that no direct call of the compiled module is left."""
+    new = _bridge_edits(path, text, ctx)
+    if new is not None and re.search(r"(?<!_jm_)causal_conv1d_cuda\.", new):
+        raise UnknownContent("a call of causal_conv1d_cuda.* that the bridge does not know is left")
+    return new
+
+
+# ------------------------------------------------------- 2. transformers 5 generation outputs
+
+_GENERATION_IMPORT = (r"^from transformers\.generation import GreedySearchDecoderOnlyOutput, "
+                      r"SampleDecoderOnlyOutput, TextStreamer\n")
+_GENERATION = _header(TRANSFORMERS5) + """\
+# transformers 5 removed these two aliases of GenerateDecoderOnlyOutput.
+try:
+    from transformers.generation import GreedySearchDecoderOnlyOutput, SampleDecoderOnlyOutput, TextStreamer
+except ImportError:
+    from transformers.generation import GenerateDecoderOnlyOutput, TextStreamer
+    GreedySearchDecoderOnlyOutput = SampleDecoderOnlyOutput = GenerateDecoderOnlyOutput
+"""
+
+# ---------------------------------------------------------- 3. torch without torch.distributed
+
+_DISTRIBUTED = _header(NO_DISTRIBUTED) + """\
+# Some torch builds (Jetson) lack torch.distributed or parts of it. Importing mamba_ssm works there;
+# a distributed feature raises a RuntimeError that names what is missing.
+def _jm_dist_missing(name):
+    return RuntimeError(
+        "mamba-ssm's distributed (tensor/sequence parallel) features need torch.distributed.%s, which this "
+        "PyTorch build (%s) does not provide; use a PyTorch built with distributed support, or run "
+        "without a process_group" % (name, torch.__version__))
+
+
+class _JmDistributed(object):
+    \"\"\"torch.distributed as mamba-ssm uses it, with the pre-1.13 collective names as fallbacks.\"\"\"
+
+    _fallbacks = {"all_gather_into_tensor": "_all_gather_base", "reduce_scatter_tensor": "_reduce_scatter_base"}
+
+    def __getattr__(self, name):
+        dist = getattr(torch, "distributed", None)
+        if dist is not None and dist.is_available():
+            for candidate in (name, self._fallbacks.get(name)):
+                if candidate and hasattr(dist, candidate):
+                    return getattr(dist, candidate)
+        raise _jm_dist_missing(name)
+
+
+_jm_dist = _JmDistributed()
+try:
+    from torch.distributed import ProcessGroup
+except ImportError:
+    class ProcessGroup(object):
+        \"\"\"Stands in for torch.distributed.ProcessGroup in annotations; cannot be created.\"\"\"
+
+        def __init__(self, *args, **kwargs):
+            raise _jm_dist_missing("ProcessGroup")
+"""
+
+_distributed_module = replacing(
+    NO_DISTRIBUTED,
+    # upstream's own aliasing of the old collective names, now done by _JmDistributed
+    Replace(r'^if "(\w+)" not in dir\(torch\.distributed\):\n    torch\.distributed\.\1 = torch\.distributed\.\w+\n',
+            "", count=2, required=False),
+    Replace(r"\btorch\.distributed\.", "_jm_dist.", count=0),
+    Replace(r"^from torch\.distributed import ProcessGroup\n", _DISTRIBUTED),
+)
+
+_distributed_generation = replacing(
+    NO_DISTRIBUTED,
+    Replace(r"^(\s+)if torch\.distributed\.is_initialized\(\):\n",
+            rf"\1if torch.distributed.is_available() and torch.distributed.is_initialized():  # {marker(NO_DISTRIBUTED)}\n"),
+)
+
+# --------------------------------------------------------------------- 4. portable kernels
+
+_STANDIN_IMPORT = _header(PORTABLE) + """\
+# Without the compiled {module}, use jetson-mamba's portable stand-in when it is installed.
+try:
+    import {module}
+except ModuleNotFoundError as _jm_error:
+    if _jm_error.name != "{module}":
+        raise
+    try:
+        from jetson_mamba.ops.standins import {standin} as {module}
+    except ImportError:
+        raise _jm_error from None
+"""
+
+# Appended to a Triton module: tensors off the GPU go to portable code. `_jm_portable(name)` finds
+# jetson_mamba.ops.<name>; a local reference implementation is given directly.
+_OFF_GPU = _header(PORTABLE) + """\
+# Triton kernels need a GPU: calls with tensors off the GPU run portable code instead.
+def _jm_off_gpu(upstream, resolve):
+    import functools
+
+    @functools.wraps(upstream)
+    def route(*args, **kwargs):
+        first = args[0] if args else next(iter(kwargs.values()), None)
+        if not getattr(first, "is_cuda", True):
+            portable = resolve(*args, **kwargs)
+            if portable is not None:
+                return portable(*args, **kwargs)
+        return upstream(*args, **kwargs)
+
+    return route
+
+
+def _jm_portable(name):
+    def resolve(*args, **kwargs):
+        try:
+            import jetson_mamba.ops as ops
+        except ImportError:
+            return None
+        return getattr(ops, name, None)
+
+    return resolve
+"""
+
+_LAYER_NORM_OFF_GPU = """
+
+def _jm_layer_norm_ref(x, weight, bias, residual=None, x1=None, weight1=None, bias1=None, eps=1e-6,
+                       dropout_p=0.0, rowscale=None, prenorm=False, residual_in_fp32=False, is_rms_norm=False,
+                       return_dropout_mask=False):
+    ref = rms_norm_ref if is_rms_norm else layer_norm_ref
+    out = ref(x, weight, bias, residual, x1, weight1, bias1, eps, dropout_p, rowscale, prenorm, upcast=True)
+    if not prenorm:
+        return out
+    res_dtype = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else x.dtype)
+    return tuple(out[:-1]) + (out[-1].to(res_dtype),)
+
+
+def _jm_rms_norm_ref(x, weight, bias, residual=None, x1=None, weight1=None, bias1=None, eps=1e-6,
+                     dropout_p=0.0, rowscale=None, prenorm=False, residual_in_fp32=False, return_dropout_mask=False):
+    return _jm_layer_norm_ref(x, weight, bias, residual, x1, weight1, bias1, eps, dropout_p, rowscale, prenorm,
+                              residual_in_fp32, True)
+
+
+def _jm_without_dropout_mask(ref):
+    def resolve(*args, **kwargs):
+        return None if kwargs.get("return_dropout_mask") else ref
+
+    return resolve
+
+
+layer_norm_fn = _jm_off_gpu(layer_norm_fn, _jm_without_dropout_mask(_jm_layer_norm_ref))
+rms_norm_fn = _jm_off_gpu(rms_norm_fn, _jm_without_dropout_mask(_jm_rms_norm_ref))
+"""
+
+# module -> (functions that must exist at top level, code appended after _OFF_GPU)
+_OFF_GPU_ROUTES: Dict[str, tuple] = {
+    SSD_COMBINED: (("mamba_chunk_scan_combined", "mamba_split_conv1d_scan_combined"), """
+
+mamba_chunk_scan_combined = _jm_off_gpu(mamba_chunk_scan_combined, _jm_portable("mamba_chunk_scan_combined"))
+mamba_split_conv1d_scan_combined = _jm_off_gpu(mamba_split_conv1d_scan_combined,
+                                               _jm_portable("mamba_split_conv1d_scan_combined"))
+"""),
+    LAYERNORM_GATED: (("rmsnorm_fn",), """
+
+rmsnorm_fn = _jm_off_gpu(rmsnorm_fn, _jm_portable("rmsnorm_fn"))
+"""),
+    STATE_UPDATE: (("selective_state_update", "selective_state_update_ref"), """
+
+def _jm_state_update_ref(*args, **kwargs):
+    # the reference has no state_batch_indices (11th argument)
+    return None if len(args) > 10 or kwargs.get("state_batch_indices") is not None else selective_state_update_ref
+
+
+selective_state_update = _jm_off_gpu(selective_state_update, _jm_state_update_ref)
+"""),
+    LAYER_NORM: (("layer_norm_fn", "rms_norm_fn", "layer_norm_ref", "rms_norm_ref"), _LAYER_NORM_OFF_GPU),
+}
+
+
+def _route_off_gpu(path: str, text: str, ctx: Context) -> Optional[str]:
+    functions, code = _OFF_GPU_ROUTES[path]
+    present = [name for name in functions if re.search(rf"^def {name}\(", text, flags=re.M)]
+    if not present:
+        return None
+    if len(present) != len(functions):
+        missing = sorted(set(functions) - set(present))
+        raise UnknownContent(f"it defines {', '.join(present)} but not {', '.join(missing)}")
+    return text.rstrip("\n") + "\n\n\n" + _OFF_GPU + code
+
+
+def _standin_import(module: str, standin: Callable[[str], str]) -> Transform:
+    """Guard `import <module>` (a compiled extension) with a fallback to a jetson-mamba stand-in."""
+
+    def transform(path: str, text: str, ctx: Context) -> Optional[str]:
+        block = _STANDIN_IMPORT.format(module=module, standin=standin(text))
+        return replacing(PORTABLE, Replace(rf"^import {module}\n", block.replace("\\", "\\\\")))(path, text, ctx)
+
+    return transform
+
+
+def _causal_conv1d_standin(text: str) -> str:
+    """The stand-in matching how this file calls the compiled module (returning = pre-1.5.1 style)."""
+    legacy = re.search(r"=\s*causal_conv1d_cuda\.causal_conv1d_fwd\(", text)
+    return "causal_conv1d_cuda_legacy" if legacy else "causal_conv1d_cuda"
+
+
+def _per_file(transforms: Dict[str, Transform]) -> Transform:
+    def transform(path: str, text: str, ctx: Context) -> Optional[str]:
+        return transforms[path](path, text, ctx)
+
+    return transform
+
+
+_PORTABLE_MAMBA: Dict[str, Transform] = {
+    SELECTIVE_SCAN_INTERFACE: _standin_import("selective_scan_cuda", lambda text: "selective_scan_cuda"),
+    **{path: _route_off_gpu for path in _OFF_GPU_ROUTES},
+}
+_PORTABLE_CONV: Transform = _standin_import("causal_conv1d_cuda", _causal_conv1d_standin)
+
+RUNTIME_PATCHES = (
+    Patch(
+        name=CAUSAL_CONV1D_BRIDGE,
+        distribution="mamba-ssm",
+        summary="mamba-ssm's fused paths call causal-conv1d through cpp_functions (>= 1.5.1) or the old compiled "
+                "functions (< 1.5.1), whichever is installed; upstream 2.2.4 fails with >= 1.5.1 "
+                "(incompatible function arguments) and >= 2.2.5 loses the fused path with < 1.5.1",
+        files=(SELECTIVE_SCAN_INTERFACE, SSD_COMBINED),
+        transform=_bridge,
+        not_needed="this file does not call causal-conv1d's compiled functions",
+    ),
+    Patch(
+        name=TRANSFORMERS5,
+        distribution="mamba-ssm",
+        summary="import mamba_ssm works with transformers 4 and 5 (GreedySearch/SampleDecoderOnlyOutput were "
+                "removed in 5; generate() returns GenerateDecoderOnlyOutput, which they aliased)",
+        files=(GENERATION,),
+        transform=replacing(TRANSFORMERS5, Replace(_GENERATION_IMPORT, _GENERATION)),
+        not_needed="this version already imports GenerateDecoderOnlyOutput",
+    ),
+    Patch(
+        name=NO_DISTRIBUTED,
+        distribution="mamba-ssm",
+        summary="import mamba_ssm works on torch builds without torch.distributed (or without ProcessGroup / "
+                "all_gather_into_tensor / reduce_scatter_tensor); distributed features raise a clear RuntimeError",
+        files=(DISTRIBUTED_UTILS, TENSOR_PARALLEL, GENERATION),
+        transform=_per_file({DISTRIBUTED_UTILS: _distributed_module, TENSOR_PARALLEL: _distributed_module,
+                             GENERATION: _distributed_generation}),
+        not_needed="this file does not use torch.distributed in a way that breaks without it",
+    ),
+    Patch(
+        name=PORTABLE,
+        distribution="mamba-ssm",
+        summary="without the compiled selective_scan_cuda, and for Triton ops on tensors off the GPU, mamba-ssm "
+                "runs jetson-mamba's portable kernels (a compiled extension, when present, always wins)",
+        files=tuple(_PORTABLE_MAMBA),
+        transform=_per_file(_PORTABLE_MAMBA),
+        not_needed="this file has no compiled-extension import or Triton entry point to route",
+    ),
+    Patch(
+        name=PORTABLE,
+        distribution="causal-conv1d",
+        summary="without the compiled causal_conv1d_cuda, causal-conv1d uses jetson-mamba's stand-in with the "
+                "same calling convention (a compiled extension, when present, always wins)",
+        files=(CAUSAL_CONV1D_CPP, CAUSAL_CONV1D_INTERFACE),
+        transform=_PORTABLE_CONV,
+        not_needed="this file does not import the compiled causal_conv1d_cuda",
+    ),
+)
+
+
+def apply_to_tree(root: Path, patches: Sequence[Patch] = RUNTIME_PATCHES, options: Optional[Mapping[str, Any]] = None,
+                  dry_run: bool = False) -> Plan:
+    """Apply the runtime patches (or `patches`) to an unpacked sdist, so a wheel built from it needs none.
+
+    Idempotent; `registry.revert(root)` undoes it byte-exactly. Returns the plan (its changes were
+    written unless `dry_run`).
+    """
+    plan = patch_plan([tree_target(root)], patches, TREE, options=options)
+    if not dry_run:
+        apply_plan(plan)
+    return plan
