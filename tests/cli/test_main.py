@@ -1,0 +1,56 @@
+"""The command-line frame: command discovery, --json placement, errors turned into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from jetson_mamba import cli
+from jetson_mamba.errors import JetsonMambaError, UsageError
+
+
+def test_every_command_module_is_discovered() -> None:
+    names = [module.NAME for module in cli._command_modules()]
+    assert "doctor" in names and names == sorted(names)
+    for module in cli._command_modules():
+        assert module.HELP and callable(module.add_arguments) and callable(module.run)
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture) -> None:
+    assert cli.main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--json", "doctor"], ["doctor", "--json"]])
+def test_json_before_or_after_the_command(argv, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {}
+
+    def fake_run(args: argparse.Namespace) -> int:
+        seen["json"] = args.json
+        return 0
+
+    monkeypatch.setattr("jetson_mamba.cli.doctor.run", fake_run)
+    assert cli.main(argv) == 0
+    assert seen == {"json": True}
+
+
+def test_errors_become_exit_codes_with_the_fix(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    def failing(args: argparse.Namespace) -> int:
+        raise UsageError("unknown arch 'sm_99x'", "use one of 8.7, sm_87, 87")
+
+    monkeypatch.setattr("jetson_mamba.cli.doctor.run", failing)
+    assert cli.main(["doctor"]) == UsageError.exit_code
+    err = capsys.readouterr().err
+    assert "unknown arch 'sm_99x'" in err and "fix: use one of 8.7, sm_87, 87" in err
+    assert cli.main(["doctor", "--json"]) == UsageError.exit_code
+    assert json.loads(capsys.readouterr().out) == {
+        "error": "usage", "exit_code": 2, "message": "unknown arch 'sm_99x'", "fix": "use one of 8.7, sm_87, 87"}
+
+
+def test_exit_codes_are_distinct() -> None:
+    codes = {}
+    for kind in JetsonMambaError.__subclasses__():
+        assert kind.exit_code not in codes, (kind, codes.get(kind.exit_code))
+        codes[kind.exit_code] = kind
