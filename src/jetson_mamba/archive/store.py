@@ -1,13 +1,16 @@
-"""Adding wheels to an archive directory, and reading an archive that has no manifest yet."""
+"""Adding wheels to an archive directory, reading one that has no manifest yet, and checking one."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from jetson_mamba.archive.manifest import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
     Manifest,
     WheelRecord,
     atomic_file,
@@ -16,11 +19,17 @@ from jetson_mamba.archive.manifest import (
     now,
     write_manifest,
 )
-from jetson_mamba.archive.wheel import read_wheel
+from jetson_mamba.archive.wheel import read_wheel, sha256_of
 from jetson_mamba.errors import ArchiveError, PermissionDeniedError
 from jetson_mamba.probe.model import MachineInfo
 
 SUMS_NAME = "SHA256SUMS"
+ARCHIVE_ENV = "JETSON_MAMBA_ARCHIVE"
+
+
+def default_archive() -> Path:
+    """$JETSON_MAMBA_ARCHIVE, else ~/.local/share/jetson-mamba/wheels (where build --archive puts wheels)."""
+    return Path(os.environ.get(ARCHIVE_ENV) or Path.home() / ".local/share/jetson-mamba/wheels").expanduser()
 
 
 def describe_machine(machine: MachineInfo) -> Dict[str, Any]:
@@ -117,3 +126,46 @@ def open_directory(archive: Union[str, Path]) -> Manifest:
                            "pass an existing directory of wheels or an http(s) URL to --archive")
     manifest = load_manifest(archive)
     return manifest if manifest is not None else scan_directory(archive)
+
+
+def verify_archive(archive: Union[str, Path]) -> List[str]:
+    """Every problem of an archive directory (not just the first): manifest, entries, files, hashes."""
+    archive = Path(archive)
+    if not archive.is_dir():
+        return [f"{archive} is not a directory"]
+    path = archive / MANIFEST_NAME
+    on_disk = {p.name for p in archive.glob("*.whl")}
+    if not path.is_file():
+        return [f"no {MANIFEST_NAME} in {archive}"] + [f"{name}: not recorded in the manifest" for name in sorted(on_disk)]
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        return [f"{path} is unreadable: {error}"]
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        found = data.get("schema_version") if isinstance(data, dict) else None
+        return [f"{path}: schema_version {found!r}, this jetson-mamba reads {SCHEMA_VERSION}"]
+    problems: List[str] = []
+    seen: Dict[str, int] = {}
+    entries = data.get("wheels")
+    if not isinstance(entries, list):
+        return [f"{path}: `wheels` is not a list"]
+    for index, entry in enumerate(entries):
+        try:
+            record = WheelRecord.from_json(entry, f"{MANIFEST_NAME} entry {index}")
+        except ArchiveError as error:
+            problems.append(error.message)
+            continue
+        seen[record.filename] = seen.get(record.filename, 0) + 1
+        file = archive / record.filename
+        if not file.is_file():
+            problems.append(f"{record.filename}: recorded but missing")
+            continue
+        size = file.stat().st_size
+        if size != record.size:
+            problems.append(f"{record.filename}: size {size}, recorded {record.size} (truncated or replaced)")
+        digest = sha256_of(file)
+        if digest != record.sha256:
+            problems.append(f"{record.filename}: sha256 {digest}, recorded {record.sha256}")
+    problems += [f"{name}: recorded {count} times" for name, count in sorted(seen.items()) if count > 1]
+    problems += [f"{name}: not recorded in the manifest" for name in sorted(on_disk - set(seen))]
+    return problems

@@ -1,0 +1,41 @@
+"""`jetson-mamba serve DIR`: serve an archive as a pip index for a fleet of devices."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.markup import escape
+
+from jetson_mamba.cli.output import console, print_json
+
+NAME = "serve"
+HELP = "serve an archive as a pip index: pip install --index-url http://HOST:PORT/simple/ mamba-ssm"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", type=Path, metavar="DIR", help="the archive directory")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all interfaces)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from jetson_mamba.archive.serve import ArchiveServer
+
+    server = ArchiveServer(args.directory, args.host, args.port)
+    try:
+        if args.json:
+            print_json(server.describe())
+        else:
+            console.print(f"serving {escape(str(args.directory))} at {server.url} (Ctrl-C stops)")
+            console.print(f"devices: pip install --index-url {server.url} mamba-ssm causal-conv1d, or "
+                          f"jetson-mamba install --archive {server.url}")
+        import sys
+
+        sys.stdout.flush()
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
