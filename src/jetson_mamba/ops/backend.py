@@ -1,0 +1,193 @@
+"""Kernel backend dispatch: compiled extension -> Triton -> torch, decided per call.
+
+Every op (`selective_scan`, `causal_conv1d`, `ssd`, ...) has backend modules
+`jetson_mamba.ops.<op>.<name>` that expose `is_available(device, dtype) -> Optional[str]`
+(None when usable, else why not) plus the op's low-level functions. Modules are imported
+lazily, so a missing or broken one (e.g. no triton) only makes that backend unavailable.
+`JETSON_MAMBA_BACKEND=cuda|triton|torch` forces one backend; tests and `verify` can
+register extra backends (including deliberately wrong ones) to prove a bad kernel is caught.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple, Union
+
+from jetson_mamba.errors import BackendUnavailableError
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger("jetson_mamba.ops")
+
+ENV_VAR = "JETSON_MAMBA_BACKEND"
+BUILTIN_BACKENDS: Tuple[Tuple[str, int], ...] = (("cuda", 300), ("triton", 200), ("torch", 100))
+KNOWN_OPS: Tuple[str, ...] = ("selective_scan", "causal_conv1d", "ssd")
+
+
+@dataclass
+class _Entry:
+    module: Union[str, ModuleType]
+    priority: int
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """One backend of one op, as `list_backends` reports it."""
+
+    op: str
+    name: str
+    priority: int
+    available: bool
+    reason: Optional[str]  # why it cannot run (None when available)
+
+    def to_json(self) -> Dict[str, object]:
+        return {"op": self.op, "backend": self.name, "priority": self.priority,
+                "available": self.available, "reason": self.reason}
+
+
+_extra: Dict[str, Dict[str, _Entry]] = {}
+_removed: Dict[str, Set[str]] = {}
+_reported: Set[Tuple[str, str]] = set()
+
+
+def _entries(op: str) -> Dict[str, _Entry]:
+    entries = {name: _Entry(f"jetson_mamba.ops.{op}.{name}", prio)
+               for name, prio in BUILTIN_BACKENDS if name not in _removed.get(op, set())}
+    entries.update(_extra.get(op, {}))
+    return entries
+
+
+def register_backend(op: str, name: str, module: Union[str, ModuleType], priority: int) -> None:
+    """Add (or replace) backend `name` of `op`: a module object or a dotted module path."""
+    _extra.setdefault(op, {})[name] = _Entry(module, priority)
+    _removed.get(op, set()).discard(name)
+
+
+def unregister_backend(op: str, name: str) -> None:
+    """Remove backend `name` of `op` (registered or built in) until it is registered again."""
+    if name in _extra.get(op, {}):
+        del _extra[op][name]
+    else:
+        _removed.setdefault(op, set()).add(name)
+
+
+def reset_backends() -> None:
+    """Back to the built-in backends only (for tests)."""
+    _extra.clear()
+    _removed.clear()
+    _reported.clear()
+
+
+def _load(entry: _Entry) -> Tuple[Optional[ModuleType], Optional[str]]:
+    if isinstance(entry.module, ModuleType):
+        return entry.module, None
+    try:
+        return importlib.import_module(entry.module), None
+    except ImportError as exc:  # absent module or a missing dependency (triton, the extension)
+        return None, f"cannot import {entry.module}: {exc}"
+
+
+def _device_kind(device: torch.device) -> str:
+    return device.type if hasattr(device, "type") else str(device).split(":")[0]
+
+
+def _why_not(op: str, name: str, entry: _Entry, device: torch.device, dtype: torch.dtype,
+             forced: bool) -> Tuple[Optional[ModuleType], Optional[str]]:
+    module, reason = _load(entry)
+    if module is None:
+        return None, reason
+    if name == "triton" and _device_kind(device) == "cpu":
+        if not forced:
+            return module, (f"CPU tensors use the torch backend unless {ENV_VAR}=triton "
+                            "and TRITON_INTERPRET=1 are set")
+        if os.environ.get("TRITON_INTERPRET", "") != "1":
+            return module, "CPU tensors need TRITON_INTERPRET=1 (the Triton interpreter)"
+    try:
+        reason = module.is_available(device, dtype)
+    except Exception as exc:  # a broken backend must never break dispatch itself
+        reason = f"{name}.is_available raised {type(exc).__name__}: {exc}"
+    return module, reason
+
+
+def forced_backend() -> Optional[str]:
+    """The backend named by JETSON_MAMBA_BACKEND, or None when dispatch is automatic."""
+    value = os.environ.get(ENV_VAR, "").strip().lower()
+    return value or None
+
+
+def list_backends(op: Optional[str] = None, device: Union[str, torch.device] = "cpu",
+                  dtype: Optional[torch.dtype] = None) -> List[BackendInfo]:
+    """Every backend of `op` (or of all known ops), best first, with why it can or cannot run."""
+    import torch
+
+    dev = torch.device(device)
+    dt = dtype if dtype is not None else torch.float32
+    ops = [op] if op else sorted(set(KNOWN_OPS) | set(_extra))
+    infos: List[BackendInfo] = []
+    for one in ops:
+        entries = sorted(_entries(one).items(), key=lambda kv: -kv[1].priority)
+        for name, entry in entries:
+            _, reason = _why_not(one, name, entry, dev, dt, forced=forced_backend() == name)
+            infos.append(BackendInfo(one, name, entry.priority, reason is None, reason))
+    return infos
+
+
+def _report(op: str, name: str, why: str) -> None:
+    if (op, name) not in _reported:
+        _reported.add((op, name))
+        logger.info("jetson-mamba: %s runs on the %s backend (%s)", op, name, why)
+
+
+def select_backend(op: str, device: Union[str, torch.device], dtype: torch.dtype,
+                   name: Optional[str] = None) -> Tuple[str, ModuleType]:
+    """The backend module to use for `op` on tensors of `device`/`dtype`: (name, module).
+
+    `name` (or JETSON_MAMBA_BACKEND) forces one; it raises BackendUnavailableError with the
+    reason and the fix when that backend cannot run these tensors.
+    """
+    import torch
+
+    dev = torch.device(device)
+    entries = _entries(op)
+    wanted = name or forced_backend()
+    if wanted:
+        if wanted not in entries:
+            raise BackendUnavailableError(
+                f"unknown backend {wanted!r} for {op}; known: {', '.join(sorted(entries))}",
+                f"set {ENV_VAR} to one of {', '.join(sorted(entries))}, or unset it")
+        module, reason = _why_not(op, wanted, entries[wanted], dev, dtype, forced=True)
+        if module is None or reason is not None:
+            raise BackendUnavailableError(
+                f"backend {wanted!r} cannot run {op} on {dev} {dtype}: {reason}",
+                _fix_for(wanted, dev))
+        _report(op, wanted, f"forced by {ENV_VAR}" if not name else "requested")
+        return wanted, module
+    rejected: List[str] = []
+    for cand, entry in sorted(entries.items(), key=lambda kv: -kv[1].priority):
+        module, reason = _why_not(op, cand, entry, dev, dtype, forced=False)
+        if module is not None and reason is None:
+            why = "best available" + (f"; skipped {'; '.join(rejected)}" if rejected else "")
+            _report(op, cand, why)
+            return cand, module
+        rejected.append(f"{cand}: {reason}")
+    raise BackendUnavailableError(
+        f"no backend can run {op} on {dev} {dtype}: {'; '.join(rejected)}",
+        "use float32/float16/bfloat16 tensors, or run `jetson-mamba doctor` to see what is missing")
+
+
+def _fix_for(name: str, device: torch.device) -> str:
+    if name == "cuda":
+        if _device_kind(device) != "cuda":
+            return f"move the tensors to a CUDA device, or unset {ENV_VAR} to use the torch backend"
+        return (f"install the compiled mamba-ssm / causal-conv1d wheels (`jetson-mamba install`), "
+                f"or unset {ENV_VAR}")
+    if name == "triton":
+        if _device_kind(device) == "cpu":
+            return f"set TRITON_INTERPRET=1 to run Triton kernels on CPU tensors, or unset {ENV_VAR}"
+        return f"install triton (`pip install triton`, or the JetPack build), or unset {ENV_VAR}"
+    return f"unset {ENV_VAR} to let jetson-mamba choose a backend"

@@ -1,0 +1,1 @@
+"""Causal depthwise conv1d backends: naive (reference), torch (portable), cuda (compiled), triton."""

@@ -1,0 +1,1 @@
+"""Selective scan (Mamba1) backends: naive (reference), torch (portable), cuda (compiled), triton."""
