@@ -1,0 +1,370 @@
+"""Causal depthwise conv1d (causal-conv1d semantics) as Triton kernels: forward, backward, update.
+
+out[t] = act(bias + sum_k w[k] x[t - (W-1) + k]), with x extended on the left by the initial
+states (or zeros). With `seq_idx`, taps that reach into another sequence read zero and padding
+tokens (seq_idx < 0) give zero, as the CUDA kernel. Each program owns a (channels x steps) tile;
+the W shifted loads of x hit L1, so x is read from memory once. The backward recomputes the
+pre-activation at the W output positions that each input feeds instead of storing it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from jetson_mamba.errors import BackendUnavailableError
+from jetson_mamba.ops import triton_utils as tu
+from jetson_mamba.ops.triton_utils import grid_size, tl, triton
+
+is_available = tu.is_available
+
+if triton is not None:
+    from jetson_mamba.ops.triton_utils import sigmoid
+
+    @triton.jit
+    def _xcat(x_ptr, init_ptr, pos, offs_d, mask_d, L, s_xd, s_xl, s_id, s_il,
+              W: tl.constexpr, HAS_INIT: tl.constexpr):
+        """x at positions `pos` (1-D), reading the initial states (or zero) left of position 0."""
+        m = mask_d[:, None] & (pos >= 0)[None, :] & (pos < L)[None, :]
+        v = tl.load(x_ptr + offs_d[:, None] * s_xd + pos[None, :] * s_xl, mask=m, other=0.0).to(tl.float32)
+        if HAS_INIT:
+            mi = mask_d[:, None] & (pos < 0)[None, :] & (pos >= 1 - W)[None, :]
+            v += tl.load(init_ptr + offs_d[:, None] * s_id + (pos + W - 1)[None, :] * s_il,
+                         mask=mi, other=0.0).to(tl.float32)
+        return v
+
+    @triton.jit
+    def _seq(seq_ptr, pos, L, s_sl):
+        """seq_idx at positions `pos`; -1 outside the sequence."""
+        return tl.load(seq_ptr + pos * s_sl, mask=(pos >= 0) & (pos < L), other=-1)
+
+    @triton.jit
+    def _pre(x_ptr, init_ptr, w_ptr, seq_ptr, pos, offs_d, mask_d, bias, L,
+             s_xd, s_xl, s_id, s_il, s_wd, s_ww, s_sl,
+             W: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ: tl.constexpr):
+        """Pre-activation bias + conv at output positions `pos` (BD, len(pos)), fp32."""
+        acc = tl.zeros([offs_d.shape[0], pos.shape[0]], dtype=tl.float32) + bias[:, None]
+        if HAS_SEQ:
+            cur = _seq(seq_ptr, pos, L, s_sl)
+        for k in tl.static_range(W):
+            src = pos - (W - 1) + k
+            xv = _xcat(x_ptr, init_ptr, src, offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
+            if HAS_SEQ:
+                xv = tl.where((_seq(seq_ptr, src, L, s_sl) == cur)[None, :], xv, 0.0)
+            wk = tl.load(w_ptr + offs_d * s_wd + k * s_ww, mask=mask_d, other=0.0).to(tl.float32)
+            acc += wk[:, None] * xv
+        return acc
+
+    @triton.jit
+    def _conv_fwd_kernel(
+        x_ptr, w_ptr, bias_ptr, seq_ptr, init_ptr, out_ptr, final_ptr,
+        dim, L, s_xb, s_xd, s_xl, s_wd, s_ww, s_ob, s_od, s_ol, s_ib, s_id, s_il, s_fb, s_fd, s_fl, s_sb, s_sl,
+        W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, HAS_INIT: tl.constexpr,
+        HAS_FINAL: tl.constexpr, SILU: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr,
+    ):
+        pid_l = tl.program_id(0)
+        pid_d = tl.program_id(1)
+        pid_b = tl.program_id(2).to(tl.int64)
+        offs_d = pid_d * BD + tl.arange(0, BD)
+        offs_l = pid_l * BL + tl.arange(0, BL)
+        mask_d = offs_d < dim
+        x_b = x_ptr + pid_b * s_xb
+        init_b = init_ptr + pid_b * s_ib
+        seq_b = seq_ptr + pid_b * s_sb
+        bias = tl.zeros([BD], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        acc = _pre(x_b, init_b, w_ptr, seq_b, offs_l, offs_d, mask_d, bias, L,
+                   s_xd, s_xl, s_id, s_il, s_wd, s_ww, s_sl, W, HAS_INIT, HAS_SEQ)
+        if SILU:
+            acc = acc * sigmoid(acc)
+        if HAS_SEQ:
+            acc = tl.where((_seq(seq_b, offs_l, L, s_sl) >= 0)[None, :], acc, 0.0)
+        m2 = mask_d[:, None] & (offs_l < L)[None, :]
+        tl.store(out_ptr + pid_b * s_ob + offs_d[:, None] * s_od + offs_l[None, :] * s_ol,
+                 acc.to(out_ptr.dtype.element_ty), mask=m2)
+        if HAS_FINAL:
+            if pid_l == tl.num_programs(0) - 1:
+                j = tl.arange(0, 4)
+                v = _xcat(x_b, init_b, L - (W - 1) + j, offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
+                mf = mask_d[:, None] & (j < W - 1)[None, :]
+                tl.store(final_ptr + pid_b * s_fb + offs_d[:, None] * s_fd + j[None, :] * s_fl,
+                         v.to(final_ptr.dtype.element_ty), mask=mf)
+
+    @triton.jit
+    def _dpre(x_ptr, init_ptr, w_ptr, seq_ptr, dout_ptr, pos, offs_d, mask_d, bias, L,
+              s_xd, s_xl, s_id, s_il, s_wd, s_ww, s_sl, s_gd, s_gl,
+              W: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr):
+        """Gradient of the pre-activation at output positions `pos` (zero outside [0, L))."""
+        m = mask_d[:, None] & ((pos >= 0) & (pos < L))[None, :]
+        g = tl.load(dout_ptr + offs_d[:, None] * s_gd + pos[None, :] * s_gl, mask=m, other=0.0).to(tl.float32)
+        if SILU:
+            a = _pre(x_ptr, init_ptr, w_ptr, seq_ptr, pos, offs_d, mask_d, bias, L,
+                     s_xd, s_xl, s_id, s_il, s_wd, s_ww, s_sl, W, HAS_INIT, HAS_SEQ)
+            s = sigmoid(a)
+            g = g * s * (1.0 + a * (1.0 - s))
+        if HAS_SEQ:
+            g = tl.where((_seq(seq_ptr, pos, L, s_sl) >= 0)[None, :], g, 0.0)
+        return g
+
+    @triton.jit
+    def _conv_bwd_kernel(
+        x_ptr, w_ptr, bias_ptr, seq_ptr, init_ptr, dout_ptr, dfinal_ptr, dx_ptr, dw_ptr, db_ptr, dinit_ptr,
+        dim, L, s_xb, s_xd, s_xl, s_wd, s_ww, s_gb, s_gd, s_gl, s_ib, s_id, s_il, s_fb, s_fd, s_fl, s_sb, s_sl,
+        W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, HAS_INIT: tl.constexpr,
+        HAS_DFINAL: tl.constexpr, SILU: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr,
+    ):
+        # dx has x's strides; dinit has init's strides; dw (dim, W) and db (dim,) are fp32, contiguous.
+        pid_l = tl.program_id(0)
+        pid_d = tl.program_id(1)
+        pid_b = tl.program_id(2).to(tl.int64)
+        offs_d = pid_d * BD + tl.arange(0, BD)
+        offs_l = pid_l * BL + tl.arange(0, BL)
+        mask_d = offs_d < dim
+        x_b = x_ptr + pid_b * s_xb
+        init_b = init_ptr + pid_b * s_ib
+        seq_b = seq_ptr + pid_b * s_sb
+        g_b = dout_ptr + pid_b * s_gb
+        bias = tl.zeros([BD], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        if HAS_SEQ:
+            cur = _seq(seq_b, offs_l, L, s_sl)
+        dx = tl.zeros([BD, BL], dtype=tl.float32)
+        g0 = tl.zeros([BD, BL], dtype=tl.float32)
+        for s in tl.static_range(W):
+            # x[t] feeds out[t + s] through tap W-1-s.
+            g = _dpre(x_b, init_b, w_ptr, seq_b, g_b, offs_l + s, offs_d, mask_d, bias, L,
+                      s_xd, s_xl, s_id, s_il, s_wd, s_ww, s_sl, s_gd, s_gl, W, HAS_INIT, HAS_SEQ, SILU)
+            if HAS_SEQ:
+                g = tl.where((_seq(seq_b, offs_l + s, L, s_sl) == cur)[None, :], g, 0.0)
+            wk = tl.load(w_ptr + offs_d * s_wd + (W - 1 - s) * s_ww, mask=mask_d, other=0.0).to(tl.float32)
+            dx += wk[:, None] * g
+            if s == 0:
+                g0 = g
+        if HAS_DFINAL:
+            j = offs_l - (L - (W - 1))
+            mf = mask_d[:, None] & ((j >= 0) & (offs_l < L))[None, :]
+            dx += tl.load(dfinal_ptr + pid_b * s_fb + offs_d[:, None] * s_fd + j[None, :] * s_fl,
+                          mask=mf, other=0.0).to(tl.float32)
+        m2 = mask_d[:, None] & (offs_l < L)[None, :]
+        tl.store(dx_ptr + pid_b * s_xb + offs_d[:, None] * s_xd + offs_l[None, :] * s_xl,
+                 dx.to(dx_ptr.dtype.element_ty), mask=m2)
+        # Weight and bias gradients: sum over this tile, then one atomic per channel and tap.
+        for k in tl.static_range(W):
+            src = offs_l - (W - 1) + k
+            xv = _xcat(x_b, init_b, src, offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
+            if HAS_SEQ:
+                xv = tl.where((_seq(seq_b, src, L, s_sl) == cur)[None, :], xv, 0.0)
+            tl.atomic_add(dw_ptr + offs_d * W + k, tl.sum(g0 * xv, axis=1), mask=mask_d)
+        if HAS_BIAS:
+            tl.atomic_add(db_ptr + offs_d, tl.sum(g0, axis=1), mask=mask_d)
+        if HAS_INIT:
+            if pid_l == 0:
+                # Initial state j sits at position j - (W-1) and feeds out[j - (W-1) + s] via tap W-1-s.
+                jj = tl.arange(0, 4)
+                p = jj - (W - 1)
+                di = tl.zeros([BD, 4], dtype=tl.float32)
+                for s in tl.static_range(W):
+                    g = _dpre(x_b, init_b, w_ptr, seq_b, g_b, p + s, offs_d, mask_d, bias, L,
+                              s_xd, s_xl, s_id, s_il, s_wd, s_ww, s_sl, s_gd, s_gl, W, HAS_INIT, HAS_SEQ, SILU)
+                    wk = tl.load(w_ptr + offs_d * s_wd + (W - 1 - s) * s_ww, mask=mask_d, other=0.0).to(tl.float32)
+                    di += wk[:, None] * g
+                if HAS_DFINAL:
+                    i = jj - L
+                    mf = mask_d[:, None] & ((i >= 0) & (i < W - 1))[None, :]
+                    di += tl.load(dfinal_ptr + pid_b * s_fb + offs_d[:, None] * s_fd + i[None, :] * s_fl,
+                                  mask=mf, other=0.0).to(tl.float32)
+                mi = mask_d[:, None] & (jj < W - 1)[None, :]
+                tl.store(dinit_ptr + pid_b * s_ib + offs_d[:, None] * s_id + jj[None, :] * s_il,
+                         di.to(dinit_ptr.dtype.element_ty), mask=mi)
+
+    @triton.jit
+    def _conv_update_kernel(
+        x_ptr, state_ptr, w_ptr, bias_ptr, cache_ptr, idx_ptr, out_ptr,
+        dim, seqlen, state_len, s_xb, s_xd, s_xl, s_cb, s_cd, s_cl, s_wd, s_ww, s_ob, s_od, s_ol,
+        W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, CIRCULAR: tl.constexpr,
+        HAS_IDX: tl.constexpr, BD: tl.constexpr,
+    ):
+        pid_b = tl.program_id(0)
+        offs_d = tl.program_id(1) * BD + tl.arange(0, BD)
+        mask_d = offs_d < dim
+        row = pid_b.to(tl.int64)
+        if HAS_IDX:
+            row = tl.load(idx_ptr + pid_b).to(tl.int64)
+        ok = row >= 0  # a negative index marks a padding slot: output zeros, leave the cache alone
+        ms = mask_d & ok
+        st = state_ptr + row * s_cb + offs_d * s_cd
+        x_b = x_ptr + pid_b.to(tl.int64) * s_xb + offs_d * s_xd
+        o_b = out_ptr + pid_b.to(tl.int64) * s_ob + offs_d * s_od
+        bias = tl.zeros([BD], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        # Weights by lag: lag j multiplies the input j steps back (w[W-1-j]); lags >= W weigh 0.
+        w0 = tl.load(w_ptr + offs_d * s_wd + (W - 1) * s_ww, mask=mask_d, other=0.0).to(tl.float32)
+        w1 = tl.load(w_ptr + offs_d * s_wd + (W - 2) * s_ww, mask=mask_d & (W >= 2), other=0.0).to(tl.float32)
+        w2 = tl.load(w_ptr + offs_d * s_wd + (W - 3) * s_ww, mask=mask_d & (W >= 3), other=0.0).to(tl.float32)
+        w3 = tl.load(w_ptr + offs_d * s_wd + (W - 4) * s_ww, mask=mask_d & (W >= 4), other=0.0).to(tl.float32)
+        start = 0  # lag j reads slot (start - j) mod state_len: the window's end, or the ring's write point
+        if CIRCULAR:
+            start = tl.load(cache_ptr + pid_b) % state_len
+        h1 = tl.load(st + ((start - 1 + state_len) % state_len) * s_cl, mask=ms & (state_len >= 1), other=0.0).to(tl.float32)
+        h2 = tl.load(st + ((start - 2 + state_len) % state_len) * s_cl, mask=ms & (W >= 3) & (state_len >= 2), other=0.0).to(tl.float32)
+        h3 = tl.load(st + ((start - 3 + state_len) % state_len) * s_cl, mask=ms & (W >= 4) & (state_len >= 3), other=0.0).to(tl.float32)
+        if CIRCULAR:
+            for i in range(0, seqlen):
+                xv = tl.load(x_b + i * s_xl, mask=mask_d, other=0.0)
+                tl.store(st + ((start + i) % state_len) * s_cl, xv.to(state_ptr.dtype.element_ty), mask=ms)
+        else:
+            # Shift the window left by seqlen and append x (reads stay ahead of writes).
+            for j in range(0, state_len):
+                src = j + seqlen
+                old = tl.load(st + src * s_cl, mask=ms & (src < state_len), other=0.0)
+                new = tl.load(x_b + (src - state_len) * s_xl, mask=ms & (src >= state_len), other=0.0)
+                v = tl.where(src < state_len, old.to(tl.float32), new.to(tl.float32))
+                tl.store(st + j * s_cl, v.to(state_ptr.dtype.element_ty), mask=ms)
+        for i in range(0, seqlen):
+            xv = tl.load(x_b + i * s_xl, mask=mask_d, other=0.0).to(tl.float32)
+            acc = bias + w0 * xv + w1 * h1 + w2 * h2 + w3 * h3
+            if SILU:
+                acc = acc * sigmoid(acc)
+            acc = tl.where(ok, acc, 0.0)
+            tl.store(o_b + i * s_ol, acc.to(out_ptr.dtype.element_ty), mask=mask_d)
+            h3 = h2
+            h2 = h1
+            h1 = xv
+
+
+# (BD, BL, num_warps) per layout, measured on the H200 (benchmarks/bench_triton_gpu.py).
+_FWD_CONFIGS = {"first": [(8, 256, 4), (16, 256, 4), (4, 512, 4), (16, 128, 4)],
+                "last": [(64, 32, 4), (128, 16, 4), (32, 64, 4), (128, 32, 8)]}
+_BWD_CONFIGS = {"first": [(8, 256, 4), (16, 128, 4), (4, 512, 4)],
+                "last": [(64, 32, 4), (128, 16, 4), (32, 64, 4)]}
+_INTERPRET_CONFIG = (4, 16, 1)
+
+
+def _make(kernel, table, **kwargs):
+    def one(bd, bl, w):
+        return triton.Config({"BD": bd, "BL": bl}, num_warps=w)
+
+    configs = tu.autotune_configs([one(*c) for c in table], one(*_INTERPRET_CONFIG))
+    return triton.autotune(configs, key=["dim", "L", "W"], **tu.autotune_kwargs(), **kwargs)(kernel)
+
+
+if triton is not None:
+    _fwd = {k: _make(_conv_fwd_kernel, v) for k, v in _FWD_CONFIGS.items()}
+    _bwd = {k: _make(_conv_bwd_kernel, v, reset_to_zero=["dw_ptr", "db_ptr"]) for k, v in _BWD_CONFIGS.items()}
+
+
+def _layout(x: torch.Tensor) -> str:
+    return "last" if x.stride(1) == 1 and x.stride(2) != 1 else "first"
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
+    reason = is_available(x.device, x.dtype)
+    if reason is not None:
+        raise BackendUnavailableError(f"the Triton causal conv1d cannot run: {reason}",
+                                      "use JETSON_MAMBA_BACKEND=torch, or run on a CUDA GPU")
+    if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[1]:
+        raise ValueError(f"x must be (batch, dim, L) and weight (dim, width); got {tuple(x.shape)} and "
+                         f"{tuple(weight.shape)}")
+    if not 2 <= weight.shape[1] <= 4:
+        raise ValueError(f"causal conv1d supports widths 2 to 4, got {weight.shape[1]}")
+
+
+def _strides3(t: Optional[torch.Tensor]) -> Tuple[int, int, int]:
+    return tuple(t.stride()) if t is not None else (0, 0, 0)  # type: ignore[return-value]
+
+
+def _seq_args(seq_idx: Optional[torch.Tensor], initial_states: Optional[torch.Tensor]) -> Tuple[int, int]:
+    if seq_idx is None:
+        return 0, 0
+    if initial_states is not None:
+        raise ValueError("seq_idx and initial_states cannot be used together (as in causal-conv1d)")
+    return seq_idx.stride(0), seq_idx.stride(1)
+
+
+def causal_conv1d_forward(
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], seq_idx: Optional[torch.Tensor],
+    initial_states: Optional[torch.Tensor], return_final_states: bool, silu: bool,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(out, final_states (batch, dim, width-1) or None); out keeps x's layout."""
+    _check(x, weight)
+    batch, dim, L = x.shape
+    W = weight.shape[1]
+    layout = _layout(x)
+    out = torch.empty_like(x)
+    final = None
+    if return_final_states:
+        final = torch.empty(batch, W - 1, dim, device=x.device, dtype=x.dtype).transpose(1, 2)
+        if layout == "first":
+            final = final.contiguous()
+    s_sb, s_sl = _seq_args(seq_idx, initial_states)
+    si, sf = _strides3(initial_states), _strides3(final)
+    grid = lambda m: (grid_size(L, m["BL"]), grid_size(dim, m["BD"]), batch)  # noqa: E731
+    _fwd[layout][grid](
+        x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
+        initial_states if initial_states is not None else x, out, final if final is not None else x,
+        dim, L, *x.stride(), *weight.stride(), *out.stride(), *si, *sf, s_sb, s_sl,
+        W=W, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, HAS_INIT=initial_states is not None,
+        HAS_FINAL=final is not None, SILU=bool(silu),
+    )
+    return out, final
+
+
+def causal_conv1d_backward(
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], dout: torch.Tensor,
+    seq_idx: Optional[torch.Tensor], initial_states: Optional[torch.Tensor],
+    dfinal_states: Optional[torch.Tensor], silu: bool,
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """(dx, dweight, dbias or None, dinitial_states or None); dx keeps x's layout."""
+    _check(x, weight)
+    batch, dim, L = x.shape
+    W = weight.shape[1]
+    layout = _layout(x)
+    if dout.stride() != x.stride():
+        dout = torch.empty_like(x).copy_(dout)
+    dx = torch.empty_like(x)
+    dw = torch.zeros(dim, W, device=x.device, dtype=torch.float32)
+    db = torch.zeros(dim, device=x.device, dtype=torch.float32) if bias is not None else None
+    dinit = torch.empty_like(initial_states) if initial_states is not None else None
+    s_sb, s_sl = _seq_args(seq_idx, initial_states)
+    si, sf = _strides3(initial_states), _strides3(dfinal_states)
+    grid = lambda m: (grid_size(L, m["BL"]), grid_size(dim, m["BD"]), batch)  # noqa: E731
+    _bwd[layout][grid](
+        x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
+        initial_states if initial_states is not None else x, dout,
+        dfinal_states if dfinal_states is not None else x, dx, dw, db if db is not None else dw,
+        dinit if dinit is not None else x,
+        dim, L, *x.stride(), *weight.stride(), *dout.stride(), *si, *sf, s_sb, s_sl,
+        W=W, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, HAS_INIT=initial_states is not None,
+        HAS_DFINAL=dfinal_states is not None, SILU=bool(silu),
+    )
+    return dx, dw.to(weight.dtype), db.to(bias.dtype) if db is not None else None, dinit
+
+
+def causal_conv1d_update(
+    x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], silu: bool,
+    cache_seqlens: Optional[torch.Tensor], conv_state_indices: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """One decoding step (or a few): out for x (batch, dim[, seqlen]); conv_state updated in place."""
+    squeeze = x.dim() == 2
+    x3 = x.unsqueeze(-1) if squeeze else x
+    _check(x3, weight)
+    batch, dim, seqlen = x3.shape
+    W = weight.shape[1]
+    state_len = conv_state.shape[-1]
+    if state_len < W - 1:
+        raise ValueError(f"conv_state holds {state_len} steps but width {W} needs at least {W - 1}")
+    out = torch.empty_like(x3)
+    bd = 4 if tu.INTERPRET else 64
+    _conv_update_kernel[(batch, grid_size(dim, bd))](
+        x3, conv_state, weight, bias if bias is not None else x3,
+        cache_seqlens if cache_seqlens is not None else x3,
+        conv_state_indices if conv_state_indices is not None else x3, out,
+        dim, seqlen, state_len, *x3.stride(), *conv_state.stride(), *weight.stride(), *out.stride(),
+        W=W, HAS_BIAS=bias is not None, SILU=bool(silu), CIRCULAR=cache_seqlens is not None,
+        HAS_IDX=conv_state_indices is not None, BD=bd, num_warps=2,
+    )
+    return out.squeeze(-1) if squeeze else out

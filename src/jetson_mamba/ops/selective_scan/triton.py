@@ -1,0 +1,410 @@
+"""Selective scan (mamba-ssm semantics) as Triton kernels: forward, and a backward that recomputes.
+
+Layout of the work: one program per (block of BD channels, batch row) holds the fp32 state of
+its channels (BD x N) and walks the sequence in chunks of T steps. Inside a chunk the linear
+recurrence x_t = exp(delta_t A) x_{t-1} + delta_t B_t u_t is an associative scan over
+(decay, input) pairs; the state is carried from chunk to chunk.
+
+The backward first runs the recurrence forward once, keeping only the state at each chunk
+boundary (batch x dim x L/T x N floats, not the L x N history), then walks the chunks in reverse:
+it recomputes the chunk's states from its boundary state and runs the adjoint recurrence
+g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1} as a reverse scan. Gradients that sum over channels
+(variable B and C) or over batch rows (A, D, delta_bias, fixed B and C) go through fp32 atomics.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from jetson_mamba.errors import BackendUnavailableError
+from jetson_mamba.ops import triton_utils as tu
+from jetson_mamba.ops.triton_utils import grid_size, tl, triton
+
+is_available = tu.is_available
+
+if triton is not None:
+    from jetson_mamba.ops.triton_utils import sigmoid, softplus
+
+    @triton.jit
+    def _affine_combine(a1, b1, a2, b2):
+        """Compose x -> a1 x + b1 then x -> a2 x + b2."""
+        return a1 * a2, a2 * b1 + b2
+
+    @triton.jit
+    def _load_bc(ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, dpg,
+                 s_b, s_g, s_n, s_l, BD: tl.constexpr, VAR: tl.constexpr, UNIFORM: tl.constexpr):
+        """B or C for one chunk, shaped to broadcast against (BD, BN, T).
+
+        Fixed (dim, N): (BD, BN, 1). Variable/grouped with one group for the whole channel
+        block: (1, BN, T), loaded once for all BD channels. Otherwise one group per channel.
+        """
+        if VAR:
+            base = ptr + pid_b * s_b
+            if UNIFORM:
+                g = (tl.program_id(0) * BD) // dpg
+                p = base + g * s_g + offs_n[:, None] * s_n + tt[None, :] * s_l
+                v = tl.load(p, mask=mask_n[:, None] & mask_t[None, :], other=0.0).to(tl.float32)
+                return v[None, :, :]
+            g = offs_d // dpg
+            p = base + g[:, None, None] * s_g + offs_n[None, :, None] * s_n + tt[None, None, :] * s_l
+            m = mask_d[:, None, None] & mask_n[None, :, None] & mask_t[None, None, :]
+            return tl.load(p, mask=m, other=0.0).to(tl.float32)
+        p = ptr + offs_d[:, None] * s_g + offs_n[None, :] * s_n
+        v = tl.load(p, mask=mask_d[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
+        return v[:, :, None]
+
+    @triton.jit
+    def _load_delta(delta_ptr, offs, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+        """delta (+ bias, softplus) in fp32, and 0 on masked steps so they neither decay nor add."""
+        raw = tl.load(delta_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            raw = raw + bias[:, None]
+        dl = raw
+        if SOFTPLUS:
+            dl = softplus(raw)
+        return tl.where(m2, dl, 0.0), raw
+
+    @triton.jit
+    def _chunk_states(dl, uu, A2, Bt, h):
+        """States of one chunk (BD, BN, T) from its start state h (BD, BN); also decays and inputs."""
+        dA = tl.exp2(dl[:, None, :] * A2[:, :, None])
+        dBu = (dl * uu)[:, None, :] * Bt
+        aa, xx = tl.associative_scan((dA, dBu), 2, _affine_combine)
+        return aa * h[:, :, None] + xx, dA, dBu
+
+    @triton.jit
+    def _last_column(x, offs_t, T: tl.constexpr):
+        """x[:, :, T - 1] (masked steps carry the state unchanged, so this is the chunk's end state)."""
+        return tl.sum(tl.where(offs_t[None, None, :] == T - 1, x, 0.0), axis=2)
+
+    @triton.heuristics({
+        "B_UNIFORM": lambda a: a["G_B"] == 1 or a["DPG_B"] % a["BD"] == 0,
+        "C_UNIFORM": lambda a: a["G_C"] == 1 or a["DPG_C"] % a["BD"] == 0,
+    })
+    @triton.jit
+    def _ssm_fwd_kernel(
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, outz_ptr, last_ptr,
+        dim, L, N, G_B, G_C, DPG_B, DPG_C,
+        s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol, s_ad, s_an,
+        s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
+        B_VAR: tl.constexpr, C_VAR: tl.constexpr, B_UNIFORM: tl.constexpr, C_UNIFORM: tl.constexpr,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        BD: tl.constexpr, BN: tl.constexpr, T: tl.constexpr,
+    ):
+        pid_d = tl.program_id(0)
+        pid_b = tl.program_id(1).to(tl.int64)
+        offs_d = pid_d * BD + tl.arange(0, BD)
+        offs_n = tl.arange(0, BN)
+        offs_t = tl.arange(0, T)
+        mask_d = offs_d < dim
+        mask_n = offs_n < N
+        m_dn = mask_d[:, None] & mask_n[None, :]
+        A2 = tl.load(A_ptr + offs_d[:, None] * s_ad + offs_n[None, :] * s_an, mask=m_dn, other=0.0) * 1.4426950408889634
+        bias = tl.zeros([BD], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        Dv = tl.zeros([BD], dtype=tl.float32)
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        h = tl.zeros([BD, BN], dtype=tl.float32)
+        for t0 in range(0, L, T):
+            tt = t0 + offs_t
+            mask_t = tt < L
+            m2 = mask_d[:, None] & mask_t[None, :]
+            uu = tl.load(u_ptr + pid_b * s_ub + offs_d[:, None] * s_ud + tt[None, :] * s_ul,
+                         mask=m2, other=0.0).to(tl.float32)
+            dl, _raw = _load_delta(delta_ptr + pid_b * s_db, offs_d[:, None] * s_dd + tt[None, :] * s_dl,
+                                   m2, bias, HAS_BIAS, SOFTPLUS)
+            Bt = _load_bc(B_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B,
+                          s_Bb, s_Bg, s_Bn, s_Bl, BD, B_VAR, B_UNIFORM)
+            Ct = _load_bc(C_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_C,
+                          s_Cb, s_Cg, s_Cn, s_Cl, BD, C_VAR, C_UNIFORM)
+            xx, _dA, _dBu = _chunk_states(dl, uu, A2, Bt, h)
+            h = _last_column(xx, offs_t, T)
+            y = tl.sum(xx * Ct, axis=1) + Dv[:, None] * uu
+            o = offs_d[:, None] * s_od + tt[None, :] * s_ol
+            tl.store(out_ptr + pid_b * s_ob + o, y.to(out_ptr.dtype.element_ty), mask=m2)
+            if HAS_Z:
+                zz = tl.load(z_ptr + pid_b * s_zb + offs_d[:, None] * s_zd + tt[None, :] * s_zl,
+                             mask=m2, other=0.0).to(tl.float32)
+                tl.store(outz_ptr + pid_b * s_ob + o, (y * zz * sigmoid(zz)).to(outz_ptr.dtype.element_ty), mask=m2)
+        p_last = last_ptr + pid_b * dim * N + offs_d[:, None] * N + offs_n[None, :]
+        tl.store(p_last, h, mask=m_dn)
+
+    @triton.jit
+    def _add_bc_grad(acc_ptr, grad, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, dpg,
+                     s_b, s_g, s_n, s_l, BD: tl.constexpr, UNIFORM: tl.constexpr):
+        """Accumulate a variable/grouped B or C gradient (BD, BN, T) into its fp32 buffer."""
+        base = acc_ptr + pid_b * s_b
+        if UNIFORM:
+            g = (tl.program_id(0) * BD) // dpg
+            p = base + g * s_g + offs_n[:, None] * s_n + tt[None, :] * s_l
+            tl.atomic_add(p, tl.sum(grad, axis=0), mask=mask_n[:, None] & mask_t[None, :])
+        else:
+            g = offs_d // dpg
+            p = base + g[:, None, None] * s_g + offs_n[None, :, None] * s_n + tt[None, None, :] * s_l
+            m = mask_d[:, None, None] & mask_n[None, :, None] & mask_t[None, None, :]
+            tl.atomic_add(p, grad, mask=m)
+
+    @triton.heuristics({
+        "B_UNIFORM": lambda a: a["G_B"] == 1 or a["DPG_B"] % a["BD"] == 0,
+        "C_UNIFORM": lambda a: a["G_C"] == 1 or a["DPG_C"] % a["BD"] == 0,
+    })
+    @triton.jit
+    def _ssm_bwd_kernel(
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr,
+        du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+        dim, L, N, G_B, G_C, DPG_B, DPG_C, s_ck,
+        s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl, s_ad, s_an,
+        s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
+        B_VAR: tl.constexpr, C_VAR: tl.constexpr, B_UNIFORM: tl.constexpr, C_UNIFORM: tl.constexpr,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        BD: tl.constexpr, BN: tl.constexpr, T: tl.constexpr,
+    ):
+        # dB/dC buffers are fp32 and laid out like B/C (fixed: (dim, N) through s_*g, s_*n).
+        # du, ddelta, dz share the strides s_g* of dout's layout (allocated alike).
+        pid_d = tl.program_id(0)
+        pid_b = tl.program_id(1).to(tl.int64)
+        offs_d = pid_d * BD + tl.arange(0, BD)
+        offs_n = tl.arange(0, BN)
+        offs_t = tl.arange(0, T)
+        mask_d = offs_d < dim
+        mask_n = offs_n < N
+        m_dn = mask_d[:, None] & mask_n[None, :]
+        A = tl.load(A_ptr + offs_d[:, None] * s_ad + offs_n[None, :] * s_an, mask=m_dn, other=0.0)
+        A2 = A * 1.4426950408889634
+        bias = tl.zeros([BD], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        Dv = tl.zeros([BD], dtype=tl.float32)
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        u_base = u_ptr + pid_b * s_ub
+        d_base = delta_ptr + pid_b * s_db
+        n_chunks = tl.cdiv(L, T)
+        ck = ckpt_ptr + pid_b * dim * s_ck + offs_d[:, None] * s_ck + offs_n[None, :]
+
+        # Pass 1: the state at the start of every chunk.
+        h = tl.zeros([BD, BN], dtype=tl.float32)
+        for c in range(0, n_chunks):
+            tl.store(ck + c * BN, h, mask=m_dn)
+            tt = c * T + offs_t
+            mask_t = tt < L
+            m2 = mask_d[:, None] & mask_t[None, :]
+            uu = tl.load(u_base + offs_d[:, None] * s_ud + tt[None, :] * s_ul, mask=m2, other=0.0).to(tl.float32)
+            dl, _raw = _load_delta(d_base, offs_d[:, None] * s_dd + tt[None, :] * s_dl, m2, bias, HAS_BIAS, SOFTPLUS)
+            Bt = _load_bc(B_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B,
+                          s_Bb, s_Bg, s_Bn, s_Bl, BD, B_VAR, B_UNIFORM)
+            xx, _dA, _dBu = _chunk_states(dl, uu, A2, Bt, h)
+            h = _last_column(xx, offs_t, T)
+        tl.debug_barrier()
+
+        # Pass 2: chunks in reverse, adjoint state carried as p = exp(delta_t A) g_t of the chunk's first step.
+        p_next = tl.zeros([BD, BN], dtype=tl.float32)
+        dA_acc = tl.zeros([BD, BN], dtype=tl.float32)
+        dBf_acc = tl.zeros([BD, BN], dtype=tl.float32)
+        dCf_acc = tl.zeros([BD, BN], dtype=tl.float32)
+        dD_acc = tl.zeros([BD], dtype=tl.float32)
+        dbias_acc = tl.zeros([BD], dtype=tl.float32)
+        next_idx = tl.minimum(offs_t + 1, T - 1)
+        for i in range(0, n_chunks):
+            c = n_chunks - 1 - i
+            tt = c * T + offs_t
+            mask_t = tt < L
+            m2 = mask_d[:, None] & mask_t[None, :]
+            uu = tl.load(u_base + offs_d[:, None] * s_ud + tt[None, :] * s_ul, mask=m2, other=0.0).to(tl.float32)
+            dl, raw = _load_delta(d_base, offs_d[:, None] * s_dd + tt[None, :] * s_dl, m2, bias, HAS_BIAS, SOFTPLUS)
+            Bt = _load_bc(B_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B,
+                          s_Bb, s_Bg, s_Bn, s_Bl, BD, B_VAR, B_UNIFORM)
+            Ct = _load_bc(C_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_C,
+                          s_Cb, s_Cg, s_Cn, s_Cl, BD, C_VAR, C_UNIFORM)
+            h0 = tl.load(ck + c * BN, mask=m_dn, other=0.0)
+            xx, dA, dBu = _chunk_states(dl, uu, A2, Bt, h0)
+            og = offs_d[:, None] * s_gd + tt[None, :] * s_gl
+            dy = tl.load(dout_ptr + pid_b * s_gb + og, mask=m2, other=0.0).to(tl.float32)
+            if HAS_Z:
+                zz = tl.load(z_ptr + pid_b * s_zb + offs_d[:, None] * s_zd + tt[None, :] * s_zl,
+                             mask=m2, other=0.0).to(tl.float32)
+                y = tl.sum(xx * Ct, axis=1) + Dv[:, None] * uu
+                sz = sigmoid(zz)
+                dz = dy * y * sz * (1.0 + zz * (1.0 - sz))
+                tl.store(dz_ptr + pid_b * s_gb + og, dz.to(dz_ptr.dtype.element_ty), mask=m2)
+                dy = dy * zz * sz
+            dD_acc += tl.sum(dy * uu, axis=1)
+            dxx = dy[:, None, :] * Ct
+            dC = dy[:, None, :] * xx
+            if C_VAR:
+                _add_bc_grad(dC_ptr, dC, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_C,
+                             s_Cb, s_Cg, s_Cn, s_Cl, BD, C_UNIFORM)
+            else:
+                dCf_acc += tl.sum(dC, axis=2)
+            dA_next = tl.gather(dA, tl.broadcast_to(next_idx[None, None, :], [BD, BN, T]), 2)
+            dA_next = tl.where(offs_t[None, None, :] == T - 1, 1.0, dA_next)
+            ag, gg = tl.associative_scan((dA_next, dxx), 2, _affine_combine, reverse=True)
+            gg = gg + ag * p_next[:, :, None]
+            p_next = tl.sum(tl.where(offs_t[None, None, :] == 0, dA * gg, 0.0), axis=2)
+            dlu = dl * uu
+            dB = gg * dlu[:, None, :]
+            if B_VAR:
+                _add_bc_grad(dB_ptr, dB, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B,
+                             s_Bb, s_Bg, s_Bn, s_Bl, BD, B_UNIFORM)
+            else:
+                dBf_acc += tl.sum(dB, axis=2)
+            gB = tl.sum(gg * Bt, axis=1)
+            w = gg * (xx - dBu)  # g_t exp(delta_t A) x_{t-1}
+            du = dy * Dv[:, None] + gB * dl
+            ddl = gB * uu + tl.sum(w * A[:, :, None], axis=1)
+            dA_acc += tl.sum(w * dl[:, None, :], axis=2)
+            if SOFTPLUS:
+                ddl = tl.where(raw <= 20.0, ddl * sigmoid(raw), ddl)
+            ddl = tl.where(m2, ddl, 0.0)
+            dbias_acc += tl.sum(ddl, axis=1)
+            tl.store(du_ptr + pid_b * s_gb + og, du.to(du_ptr.dtype.element_ty), mask=m2)
+            tl.store(ddelta_ptr + pid_b * s_gb + og, ddl.to(ddelta_ptr.dtype.element_ty), mask=m2)
+
+        pdn = offs_d[:, None] * s_ad + offs_n[None, :] * s_an
+        tl.atomic_add(dA_ptr + pdn, dA_acc, mask=m_dn)
+        if not B_VAR:
+            tl.atomic_add(dB_ptr + offs_d[:, None] * s_Bg + offs_n[None, :] * s_Bn, dBf_acc, mask=m_dn)
+        if not C_VAR:
+            tl.atomic_add(dC_ptr + offs_d[:, None] * s_Cg + offs_n[None, :] * s_Cn, dCf_acc, mask=m_dn)
+        if HAS_D:
+            tl.atomic_add(dD_ptr + offs_d, dD_acc, mask=mask_d)
+        if HAS_BIAS:
+            tl.atomic_add(dbias_ptr + offs_d, dbias_acc, mask=mask_d)
+
+
+# (BD, T, num_warps): measured on the H200 (benchmarks/bench_triton_gpu.py); valid on sm_87 too.
+_FWD_CONFIGS = [(1, 128, 4), (1, 256, 4), (2, 128, 4), (4, 64, 4), (1, 64, 2), (2, 64, 4), (4, 128, 8)]
+_BWD_CONFIG = (1, 64, 4)
+_INTERPRET_CONFIG = (2, 8, 1)
+
+
+def _configs(table):
+    return [triton.Config({"BD": bd, "T": t}, num_warps=w) for bd, t, w in table]
+
+
+def _tuned(kernel, configs, key, **kwargs):
+    """Wrap a kernel in Triton's autotuner (one config when interpreting; results cached on disk)."""
+    interp = triton.Config({"BD": _INTERPRET_CONFIG[0], "T": _INTERPRET_CONFIG[1]}, num_warps=_INTERPRET_CONFIG[2])
+    return triton.autotune(tu.autotune_configs(configs, interp), key=key, **tu.autotune_kwargs(), **kwargs)(kernel)
+
+
+_KEY = ["dim", "L", "N", "G_B", "G_C", "DPG_B", "DPG_C"]
+_fwd = _tuned(_ssm_fwd_kernel, _configs(_FWD_CONFIGS), _KEY) if triton is not None else None
+_bwd = _tuned(_ssm_bwd_kernel, _configs([_BWD_CONFIG, (1, 128, 4), (2, 64, 4), (1, 32, 2)]), _KEY,
+              reset_to_zero=["dA_ptr", "dB_ptr", "dC_ptr", "dD_ptr", "dbias_ptr"]) if triton is not None else None
+
+
+def _bc_layout(M: torch.Tensor, dim: int, N: int, name: str) -> Tuple[bool, int, int, Tuple[int, int, int, int]]:
+    """(variable, groups, channels per group, strides (batch, group, state, time)) of B or C."""
+    if M.dim() == 2:
+        if tuple(M.shape) != (dim, N):
+            raise ValueError(f"fixed {name} must have shape (dim, dstate) = ({dim}, {N}), got {tuple(M.shape)}")
+        return False, dim, 1, (0, M.stride(0), M.stride(1), 0)
+    if M.dim() == 3:
+        return True, 1, dim, (M.stride(0), 0, M.stride(1), M.stride(2))
+    if M.dim() == 4:
+        G = M.shape[1]
+        if dim % G != 0:
+            raise ValueError(f"grouped {name} has {G} groups, which does not divide dim={dim}")
+        return True, G, dim // G, (M.stride(0), M.stride(1), M.stride(2), M.stride(3))
+    raise ValueError(f"{name} must be (dim, dstate), (batch, dstate, L) or (batch, groups, dstate, L)")
+
+
+def _check(u: torch.Tensor, A: torch.Tensor) -> None:
+    if A.is_complex():
+        raise BackendUnavailableError(
+            "the Triton selective scan takes a real A; complex A is not supported",
+            "use JETSON_MAMBA_BACKEND=torch (or the compiled kernel) for complex-valued models")
+    reason = is_available(u.device, u.dtype)
+    if reason is not None:
+        raise BackendUnavailableError(f"the Triton selective scan cannot run: {reason}",
+                                      "use JETSON_MAMBA_BACKEND=torch, or run on a CUDA GPU")
+
+
+def _common_args(u, delta, A, B, C, D, z, delta_bias):
+    """Kernel arguments shared by forward and backward, plus the B/C layouts."""
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    if delta.shape != u.shape or (z is not None and z.shape != u.shape):
+        raise ValueError(f"u, delta and z must all have shape {tuple(u.shape)}")
+    b_var, g_b, dpg_b, sb = _bc_layout(B, dim, N, "B")
+    c_var, g_c, dpg_c, sc = _bc_layout(C, dim, N, "C")
+    zs = z.stride() if z is not None else (0, 0, 0)
+    return dict(
+        dim=dim, L=L, N=N, G_B=g_b, G_C=g_c, DPG_B=dpg_b, DPG_C=dpg_c,
+        s_ub=u.stride(0), s_ud=u.stride(1), s_ul=u.stride(2),
+        s_db=delta.stride(0), s_dd=delta.stride(1), s_dl=delta.stride(2),
+        s_zb=zs[0], s_zd=zs[1], s_zl=zs[2], s_ad=A.stride(0), s_an=A.stride(1),
+        s_Bb=sb[0], s_Bg=sb[1], s_Bn=sb[2], s_Bl=sb[3], s_Cb=sc[0], s_Cg=sc[1], s_Cn=sc[2], s_Cl=sc[3],
+        B_VAR=b_var, C_VAR=c_var, HAS_D=D is not None, HAS_Z=z is not None,
+        HAS_BIAS=delta_bias is not None, BN=max(triton.next_power_of_2(N), 2),
+    )
+
+
+def selective_scan_forward(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
+    delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+    """(out = y + D u, out_z = out * silu(z) or None, last state fp32 (batch, dim, dstate))."""
+    _check(u, A)
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    args = _common_args(u, delta, A, B, C, D, z, delta_bias)
+    out = torch.empty((batch, dim, L), device=u.device, dtype=u.dtype)
+    out_z = torch.empty_like(out) if z is not None else None
+    last = torch.empty((batch, dim, N), device=u.device, dtype=torch.float32)
+    dummy = out
+    grid = lambda meta: (grid_size(dim, meta["BD"]), batch)  # noqa: E731
+    _fwd[grid](
+        u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
+        delta_bias if delta_bias is not None else dummy, out, out_z if out_z is not None else dummy, last,
+        s_ob=out.stride(0), s_od=out.stride(1), s_ol=out.stride(2), SOFTPLUS=bool(delta_softplus), **args,
+    )
+    return out, out_z, last
+
+
+def selective_scan_backward(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+    delta_softplus: bool, dout: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+           Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """(du, ddelta, dA, dB, dC, dD, ddelta_bias, dz); dout is the gradient of out_z (with z) or out."""
+    _check(u, A)
+    batch, dim, L = u.shape
+    args = _common_args(u, delta, A, B, C, D, z, delta_bias)
+    dout = dout.contiguous()
+    du = torch.empty_like(dout, dtype=u.dtype)
+    ddelta = torch.empty_like(dout, dtype=delta.dtype)
+    dz = torch.empty_like(dout, dtype=z.dtype) if z is not None else None
+    f32 = dict(device=u.device, dtype=torch.float32)
+    dA = torch.zeros(A.shape, **f32)
+    dB = torch.zeros(B.shape, **f32)
+    dC = torch.zeros(C.shape, **f32)
+    dD = torch.zeros(dim, **f32) if D is not None else None
+    dbias = torch.zeros(dim, **f32) if delta_bias is not None else None
+    # dB/dC are indexed with B's/C's strides: give the fp32 buffers the same strides.
+    if dB.stride() != B.stride():
+        dB = torch.empty_strided(B.shape, B.stride(), **f32).zero_()
+    if dC.stride() != C.stride():
+        dC = torch.empty_strided(C.shape, C.stride(), **f32).zero_()
+    if dA.stride() != A.stride():
+        dA = torch.empty_strided(A.shape, A.stride(), **f32).zero_()
+    max_chunks = grid_size(L, min(c.kwargs["T"] for c in _bwd.configs))
+    ckpt = torch.empty((batch, dim, max_chunks, args["BN"]), **f32)
+    dummy = du
+    grid = lambda meta: (grid_size(dim, meta["BD"]), batch)  # noqa: E731
+    _bwd[grid](
+        u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
+        delta_bias if delta_bias is not None else dummy, dout, ckpt,
+        du, ddelta, dz if dz is not None else dummy, dA, dB, dC,
+        dD if dD is not None else dummy, dbias if dbias is not None else dummy,
+        s_ck=ckpt.stride(1), s_gb=dout.stride(0), s_gd=dout.stride(1), s_gl=dout.stride(2),
+        SOFTPLUS=bool(delta_softplus), **args,
+    )
+    return (du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dbias, dz)

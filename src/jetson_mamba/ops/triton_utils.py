@@ -1,0 +1,85 @@
+"""Shared pieces of the Triton backends: availability, autotune settings and small device helpers.
+
+Triton decides at decoration time whether `@triton.jit` functions run compiled or interpreted
+(`TRITON_INTERPRET=1`), so the mode is fixed when this module is first imported; `is_available`
+reports a CPU tensor as usable only when the kernels were built for the interpreter.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, Dict, List, Optional
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+
+    TRITON_IMPORT_ERROR: Optional[str] = None
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    triton = None  # type: ignore[assignment]
+    tl = None  # type: ignore[assignment]
+    TRITON_IMPORT_ERROR = f"triton is not importable ({exc})"
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+LOG2E = 1.4426950408889634
+
+
+def is_available(device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    """None when the Triton kernels can run on `device` with `dtype`, else the reason why not."""
+    if TRITON_IMPORT_ERROR is not None:
+        return TRITON_IMPORT_ERROR + "; install it with `pip install triton` (never reinstalls torch)"
+    if dtype not in SUPPORTED_DTYPES:
+        return f"the Triton kernels take float32, float16 or bfloat16 inputs, not {dtype}"
+    device = torch.device(device)
+    if device.type == "cpu":
+        if INTERPRET:
+            return None
+        return "Triton runs CPU tensors only under TRITON_INTERPRET=1 (set before triton is imported)"
+    if device.type != "cuda":
+        return f"Triton kernels need a CUDA device, not {device.type}"
+    if INTERPRET:
+        return "TRITON_INTERPRET=1 is set: the kernels were built for the CPU interpreter, not the GPU"
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device"
+    major, _minor = torch.cuda.get_device_capability(device)
+    if major < 7:
+        return f"Triton needs compute capability 7.0 or newer (this GPU is {major}.x)"
+    if dtype is torch.bfloat16 and major < 8:
+        return "bfloat16 needs compute capability 8.0 or newer"
+    return None
+
+
+def autotune_configs(configs: List[Any], interpret_config: Any) -> List[Any]:
+    """All configs on a GPU; one on the interpreter, where benchmarking them would only cost time."""
+    return [interpret_config] if INTERPRET else configs
+
+
+def autotune_kwargs() -> Dict[str, Any]:
+    """Keep tuned configs on disk (Triton's cache dir) so a second process skips the benchmarking."""
+    params = inspect.signature(triton.autotune).parameters
+    return {"cache_results": True} if "cache_results" in params else {}
+
+
+def grid_size(n: int, block: int) -> int:
+    """Number of blocks of `block` covering `n`."""
+    return (n + block - 1) // block
+
+
+if triton is not None:
+
+    @triton.jit
+    def sigmoid(x):
+        """Logistic function in fp32."""
+        return 1.0 / (1.0 + tl.exp(-x))
+
+    @triton.jit
+    def softplus(x):
+        """log1p(exp(x)) for x <= 20, x above (as the CUDA kernels); Goldberg's log1p keeps tiny values exact."""
+        e = tl.exp(x)
+        w = 1.0 + e
+        lp = tl.where(w == 1.0, e, tl.log(w) * (e / (w - 1.0)))
+        return tl.where(x <= 20.0, lp, x)
