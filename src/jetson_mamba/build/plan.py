@@ -1,0 +1,224 @@
+"""The build as data: what to build, for which GPUs, with how many jobs, under which label.
+
+Everything here is a pure function of its arguments (a `Toolchain`, a `MachineInfo`,
+strings from the command line), so tests check every decision without a compiler.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from jetson_mamba.compat.knowledge import (
+    CUDA13_DROPPED_ARCHS,
+    NVCC_PEAK_MB,
+    TESTED_PAIR,
+    recommended_max_jobs,
+)
+from jetson_mamba.errors import UsageError
+from jetson_mamba.probe.model import MachineInfo
+
+# Every compute capability NVIDIA has shipped (10.1 was renamed 11.0 in CUDA 13).
+KNOWN_ARCHS = ("5.0", "5.2", "5.3", "6.0", "6.1", "6.2", "7.0", "7.2", "7.5", "8.0", "8.6", "8.7", "8.8",
+               "8.9", "9.0", "10.0", "10.1", "10.3", "11.0", "12.0", "12.1")
+
+
+@dataclass(frozen=True)
+class PackageKind:
+    """What we know about building one upstream package."""
+
+    name: str  # distribution name, canonical
+    module: str  # top-level import package
+    force_build_env: str  # without it setup.py tries to download a prebuilt wheel (breakage #4)
+    cuda_source_dir: str  # an sdist without this directory cannot be compiled
+
+
+PACKAGES: Dict[str, PackageKind] = {
+    "causal-conv1d": PackageKind("causal-conv1d", "causal_conv1d", "CAUSAL_CONV1D_FORCE_BUILD", "csrc"),
+    "mamba-ssm": PackageKind("mamba-ssm", "mamba_ssm", "MAMBA_FORCE_BUILD", "csrc"),
+}
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """The compilers and headers a build will use, probed once (`build.toolchain.probe_toolchain`)."""
+
+    python: str
+    cuda_home: Optional[str]
+    nvcc: Optional[str]
+    cuda_version: Optional[str]  # "13.0"
+    nvcc_archs: Tuple[str, ...]  # what this nvcc can compile ("8.7", ...); empty = unknown
+    compress_mode: bool  # nvcc accepts --compress-mode=size
+    torch_version: Optional[str]  # "2.14.1+cu130"
+    torch_include: Optional[str]
+    torch_cxx_std: int  # the C++ standard torch's headers demand (20 for torch >= 2.14)
+    ccache: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    version: Optional[str]  # None: the newest available
+
+    def __str__(self) -> str:
+        return self.name if self.version is None else f"{self.name}=={self.version}"
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    specs: Tuple[Spec, ...]
+    archs: Tuple[str, ...]
+    jobs: int
+    jobs_reason: str
+    label: str  # local version label, "cu130.torch2.14.sm87"
+    cxx_std: int  # the -std=c++NN the patched setup.py uses
+    toolchain: Toolchain
+    warnings: Tuple[str, ...] = field(default_factory=tuple)
+
+    def env(self, kind: PackageKind) -> Dict[str, str]:
+        """What `pip wheel` needs set on top of the caller's environment: forced local build, jobs, toolkit, ccache."""
+        env = {kind.force_build_env: "TRUE"}
+        env["MAX_JOBS"] = str(self.jobs)
+        # One nvcc thread per job: memory per job stays the measured 2.1 GB.
+        env["NVCC_THREADS"] = "1"
+        env["TORCH_CUDA_ARCH_LIST"] = ";".join(self.archs)
+        if self.toolchain.cuda_home:
+            env["CUDA_HOME"] = self.toolchain.cuda_home
+        if self.toolchain.ccache and self.toolchain.nvcc:
+            # torch's cpp_extension honours PYTORCH_NVCC and CXX in the ninja file it writes.
+            env["PYTORCH_NVCC"] = f"{self.toolchain.ccache} {self.toolchain.nvcc}"
+            env["CXX"] = f"{self.toolchain.ccache} {os.environ.get('CXX', 'c++')}"
+        return env
+
+    def command(self, tree: Path, wheel_dir: Path) -> List[str]:
+        return [self.toolchain.python, "-m", "pip", "wheel", "-v", "--no-build-isolation", "--no-deps",
+                "--no-index", "-w", str(wheel_dir), str(tree)]
+
+    def to_json(self) -> Dict[str, object]:
+        return {"specs": [str(s) for s in self.specs], "archs": list(self.archs), "jobs": self.jobs,
+                "jobs_reason": self.jobs_reason, "label": self.label, "cxx_std": self.cxx_std,
+                "warnings": list(self.warnings), "toolchain": dataclasses.asdict(self.toolchain)}
+
+
+def arch_flag(arch: str) -> str:
+    """"8.7" -> "87" (the number in sm_87 / compute_87)."""
+    return arch.replace(".", "")
+
+
+def parse_arch(token: str) -> str:
+    """`8.7`, `sm_87`, `compute_87`, `87` -> "8.7"; raises UsageError for anything else."""
+    text = token.strip().lower()
+    match = re.fullmatch(r"(?:sm_|compute_)?(\d+)", text)
+    if match:
+        digits = match.group(1)
+        text = f"{digits[:-1]}.{digits[-1]}" if len(digits) >= 2 else digits
+    if text not in KNOWN_ARCHS:
+        raise UsageError(f"unknown GPU architecture {token!r}",
+                         "give a compute capability like 8.7 (Orin), 9.0 (H100/H200) or sm_87; known: "
+                         + ", ".join(KNOWN_ARCHS))
+    return text
+
+
+def parse_archs(text: str, toolchain: Toolchain) -> Tuple[str, ...]:
+    """A comma/semicolon/space separated arch list, checked against what this nvcc compiles."""
+    tokens = [t for t in re.split(r"[,;\s]+", text) if t]
+    if not tokens:
+        raise UsageError("empty --arch list", "give at least one arch, e.g. --arch 8.7")
+    archs = sorted({parse_arch(t) for t in tokens}, key=lambda a: tuple(int(x) for x in a.split(".")))
+    unsupported = [a for a in archs if toolchain.nvcc_archs and a not in toolchain.nvcc_archs]
+    if unsupported:
+        cuda = toolchain.cuda_version or "?"
+        dropped = [a for a in unsupported if a in CUDA13_DROPPED_ARCHS]
+        why = " (nvcc 13 dropped sm_50..sm_72: Maxwell, Pascal, Volta and Xavier)" if dropped else ""
+        raise UsageError(
+            f"nvcc {cuda} ({toolchain.nvcc}) cannot compile for "
+            + ", ".join(f"sm_{arch_flag(a)}" for a in unsupported) + why,
+            "pick archs this toolkit supports (" + ", ".join(toolchain.nvcc_archs)
+            + "), or build those GPUs with a CUDA 12.x toolkit (CUDA_HOME=/usr/local/cuda-12.x)")
+    return tuple(archs)
+
+
+def default_archs(machine: MachineInfo, toolchain: Toolchain) -> Tuple[str, ...]:
+    """The probed GPU's arch (torch, nvidia-smi or the Jetson SoC table)."""
+    if machine.gpu is None or not machine.gpu.arch:
+        raise UsageError("no GPU found on this machine to build for",
+                         "name the target GPU: --arch 8.7 (Orin), 8.6 (RTX 30), 9.0 (H100/H200), ...")
+    return parse_archs(machine.gpu.arch, toolchain)
+
+
+def parse_spec(text: str) -> Spec:
+    """`mamba-ssm==2.2.5` or `mamba-ssm` (newest); only the packages we know how to build."""
+    try:
+        requirement = Requirement(text)
+    except InvalidRequirement as error:
+        raise UsageError(f"cannot parse package spec {text!r}: {error}",
+                         "write it like mamba-ssm==2.2.5 or causal-conv1d==1.6.0") from None
+    name = canonicalize_name(requirement.name)
+    if name not in PACKAGES:
+        raise UsageError(f"jetson-mamba builds only {', '.join(PACKAGES)}, not {requirement.name!r}",
+                         "build one of: " + ", ".join(PACKAGES))
+    pinned = [s.version for s in requirement.specifier if s.operator in ("==", "===")]
+    if len(requirement.specifier) and not pinned:
+        raise UsageError(f"{text!r}: only exact versions can be built",
+                         f"pin one version, e.g. {name}==" + dict(TESTED_PAIR).get(name, "1.0"))
+    return Spec(name, pinned[0] if pinned else None)
+
+
+def parse_specs(texts: Sequence[str]) -> Tuple[Spec, ...]:
+    """The given specs in dependency order (causal-conv1d first); default: the tested pair."""
+    specs = [parse_spec(t) for t in texts] if texts else [Spec(n, v) for n, v in TESTED_PAIR]
+    order = list(PACKAGES)
+    return tuple(sorted(specs, key=lambda s: order.index(s.name)))
+
+
+def choose_jobs(machine: MachineInfo, requested: Optional[int]) -> Tuple[int, str, List[str]]:
+    """(MAX_JOBS, why, warnings): from cores and available RAM + swap unless given."""
+    warnings: List[str] = []
+    memory = machine.memory
+    if requested is not None:
+        if requested < 1:
+            raise UsageError(f"--jobs {requested} is not a positive number", "use --jobs 1 or more")
+        return requested, "--jobs", warnings
+    if memory is None:
+        return 1, "memory unknown: one nvcc process at a time", warnings
+    jobs = recommended_max_jobs(machine.cpu_count, memory.available_mb, memory.swap_free_mb)
+    reason = (f"{machine.cpu_count} cores, {memory.available_mb} MB available RAM + {memory.swap_free_mb} MB "
+              f"free swap, ~{NVCC_PEAK_MB} MB per nvcc process")
+    if memory.available_mb + memory.swap_free_mb < NVCC_PEAK_MB:
+        warnings.append(f"only {memory.available_mb + memory.swap_free_mb} MB of RAM + swap free; one nvcc "
+                        f"process needs ~{NVCC_PEAK_MB} MB: add swap first (sudo fallocate -l 8G /swapfile && "
+                        "sudo chmod 600 /swapfile && sudo mkswap /swapfile && sudo swapon /swapfile)")
+    return jobs, reason, warnings
+
+
+def local_label(toolchain: Toolchain, archs: Sequence[str]) -> str:
+    """`cu130.torch2.14.sm87`: the toolkit, torch minor and GPU archs the wheel is for."""
+    parts = []
+    if toolchain.cuda_version:
+        parts.append("cu" + toolchain.cuda_version.replace(".", ""))
+    if toolchain.torch_version:
+        match = re.match(r"(\d+)\.(\d+)", toolchain.torch_version)
+        if match:
+            parts.append(f"torch{match.group(1)}.{match.group(2)}")
+    parts.extend(f"sm{arch_flag(a)}" for a in archs)
+    return ".".join(parts)
+
+
+def make_plan(machine: MachineInfo, toolchain: Toolchain, spec_texts: Sequence[str],
+              arch_text: Optional[str], jobs: Optional[int]) -> BuildPlan:
+    """Decide everything about a build from the probed machine and the command line."""
+    specs = parse_specs(spec_texts)
+    archs = parse_archs(arch_text, toolchain) if arch_text else default_archs(machine, toolchain)
+    chosen, reason, warnings = choose_jobs(machine, jobs)
+    if toolchain.torch_version is None:
+        warnings.append(f"torch is not importable by {toolchain.python}: the build needs its headers")
+    return BuildPlan(specs=specs, archs=archs, jobs=chosen, jobs_reason=reason,
+                     label=local_label(toolchain, archs), cxx_std=max(17, toolchain.torch_cxx_std),
+                     toolchain=toolchain, warnings=tuple(warnings))

@@ -1,0 +1,88 @@
+"""`jetson-mamba build`: wheels for exactly the target GPU, from sdists or a checkout, in minutes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import List
+
+from rich.markup import escape
+from rich.table import Table
+
+from jetson_mamba.build.plan import BuildPlan
+from jetson_mamba.cli.output import console, err_console, print_json
+
+NAME = "build"
+HELP = "compile mamba-ssm / causal-conv1d wheels for exactly this GPU (or --arch), patched for CUDA 13 and torch 2.14"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("specs", nargs="*", metavar="SPEC",
+                        help="packages to build, e.g. causal-conv1d==1.6.0 mamba-ssm==2.2.5 "
+                             "(default: the tested pair, in dependency order)")
+    parser.add_argument("--arch", default=None,
+                        help="GPU archs, e.g. 8.7 or sm_87,sm_90 (default: this machine's GPU)")
+    parser.add_argument("--source", action="append", default=[], type=Path, metavar="PATH",
+                        help="a local sdist, a directory of sdists, an unpacked sdist or a git checkout "
+                             "(repeatable; default: download the sdist)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="parallel compiler processes (default: from cores and free RAM + swap, ~2.1 GB each)")
+    parser.add_argument("--out", type=Path, default=Path("wheelhouse"), help="where the wheels go (default: ./wheelhouse)")
+    parser.add_argument("--archive", type=Path, default=None, metavar="DIR",
+                        help="also add each wheel, with its provenance, to this wheel archive")
+    parser.add_argument("--prepare-only", type=Path, default=None, metavar="DIR",
+                        help="write the patched source trees and the exact build commands to DIR; compile nothing")
+
+
+def _plan_lines(plan: BuildPlan, ccache_note: str) -> List[str]:
+    toolchain = plan.toolchain
+    return [
+        f"packages: {', '.join(str(s) for s in plan.specs)}",
+        f"archs:    {', '.join('sm_' + a.replace('.', '') for a in plan.archs)}  (label +{plan.label})",
+        f"jobs:     {plan.jobs}  ({plan.jobs_reason})",
+        f"toolkit:  nvcc {toolchain.cuda_version or '?'} ({toolchain.nvcc or 'not found'}), "
+        f"torch {toolchain.torch_version or 'not found'}, C++{plan.cxx_std}, "
+        f"{'--compress-mode=size' if toolchain.compress_mode else 'no --compress-mode'}",
+        ccache_note,
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    from jetson_mamba.build.executor import build_all, prepare_only, work_root
+    from jetson_mamba.build.plan import make_plan
+    from jetson_mamba.build.toolchain import probe_toolchain
+    from jetson_mamba.probe import probe_machine
+
+    machine = probe_machine()
+    toolchain = probe_toolchain(machine)
+    plan = make_plan(machine, toolchain, args.specs, args.arch, args.jobs)
+    ccache_note = (f"reuse:    ccache {toolchain.ccache} (PYTORCH_NVCC and CXX go through it), and the objects "
+                   f"in {work_root()}" if toolchain.ccache else
+                   f"reuse:    unchanged sources reuse the objects in {work_root()} (install ccache to share "
+                   "them across versions)")
+    if not args.json:
+        for line in _plan_lines(plan, ccache_note):
+            err_console.print(escape(line))
+        for warning in plan.warnings:
+            err_console.print(f"[yellow]warning:[/] {escape(warning)}")
+    if args.prepare_only is not None:
+        results = prepare_only(plan, args.source, args.prepare_only)
+    else:
+        results = build_all(plan, machine, args.source, args.out, args.archive, err_console)
+    if args.json:
+        print_json({"plan": plan.to_json(), "prepare_only": args.prepare_only is not None,
+                    "results": [r.to_json() for r in results]})
+        return 0
+    table = Table(title="prepared (nothing compiled)" if args.prepare_only is not None else "built")
+    for column in ("package", "patches", "tree" if args.prepare_only is not None else "wheel", "size", "time",
+                   "units"):
+        table.add_column(column)
+    for r in results:
+        if args.prepare_only is not None:
+            table.add_row(f"{r.name} {r.version}", ", ".join(r.patches), f"{r.tree}\nrun: {r.log}", "", "", "")
+            continue
+        table.add_row(f"{r.name} {r.version}", ", ".join(r.patches) + (" (tree reused)" if r.reused_tree else ""),
+                      str(r.wheel), f"{r.size / 1e6:.1f} MB", f"{r.seconds:.0f} s",
+                      f"{r.compiled_units} compiled" if r.compiled_units else "all up to date")
+    console.print(table)
+    return 0

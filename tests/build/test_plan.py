@@ -1,0 +1,143 @@
+"""Planning decisions (archs, specs, jobs, labels, env) with no compiler: subprocesses are forbidden here."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from jetson_mamba.build.plan import (
+    PACKAGES,
+    Toolchain,
+    choose_jobs,
+    local_label,
+    make_plan,
+    parse_arch,
+    parse_archs,
+    parse_specs,
+)
+from jetson_mamba.compat.knowledge import TESTED_PAIR
+from jetson_mamba.errors import UsageError
+from jetson_mamba.probe.model import CudaInfo, GpuInfo, MachineInfo, MemoryInfo, PackagesInfo, TorchInfo
+
+NVCC13_ARCHS = ("7.5", "8.0", "8.6", "8.7", "8.8", "8.9", "9.0", "10.0", "10.3", "11.0", "12.0", "12.1")
+
+
+@pytest.fixture(autouse=True)
+def no_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"planning started a process: {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(subprocess, "run", refuse)
+
+
+def toolchain(archs: tuple = NVCC13_ARCHS, torch: Optional[str] = "2.14.1+cu130", cuda: str = "13.0",
+              ccache: Optional[str] = None) -> Toolchain:
+    return Toolchain(python="/venv/bin/python", cuda_home="/usr/local/cuda", nvcc="/usr/local/cuda/bin/nvcc",
+                     cuda_version=cuda, nvcc_archs=archs, compress_mode=True, torch_version=torch,
+                     torch_include="/venv/torch/include", torch_cxx_std=20, ccache=ccache)
+
+
+def machine(cores: int, available_mb: int, swap_free_mb: int, gpu_arch: Optional[str] = None) -> MachineInfo:
+    return MachineInfo(
+        system="Linux", machine="aarch64", cpu_count=cores,
+        memory=MemoryInfo(total_mb=available_mb + 500, available_mb=available_mb, swap_total_mb=swap_free_mb,
+                          swap_free_mb=swap_free_mb),
+        jetson=None, gpu=GpuInfo(name="Orin", arch=gpu_arch, source="jetson-soc-table") if gpu_arch else None,
+        cuda=CudaInfo(home="/usr/local/cuda", nvcc="/usr/local/cuda/bin/nvcc", version="13.0", source="test"),
+        torch=TorchInfo(python="/venv/bin/python", python_version="3.10", version="2.14.1", cuda="13.0"),
+        packages=PackagesInfo(distributions={}, extensions=()))
+
+
+@pytest.mark.parametrize("text", ["8.7", "sm_87", "87", "compute_87", " SM_87 "])
+def test_arch_spellings(text: str) -> None:
+    assert parse_arch(text) == "8.7"
+
+
+def test_arch_list_is_sorted_and_deduplicated() -> None:
+    assert parse_archs("9.0,sm_87;87 12.1 sm_100", toolchain()) == ("8.7", "9.0", "10.0", "12.1")
+
+
+@pytest.mark.parametrize("text", ["8.3", "sm_99", "ampere", "9", ""])
+def test_unknown_arch_is_a_usage_error_with_the_fix(text: str) -> None:
+    with pytest.raises(UsageError) as error:
+        parse_archs(text, toolchain())
+    assert error.value.fix and "8.7" in error.value.fix
+
+
+@pytest.mark.parametrize("text", ["7.2", "sm_53", "6.2,8.7"])
+def test_archs_nvcc13_dropped_are_rejected(text: str) -> None:
+    with pytest.raises(UsageError) as error:
+        parse_archs(text, toolchain())
+    assert "nvcc 13.0" in error.value.message and "sm_50..sm_72" in error.value.message
+    assert "CUDA 12" in error.value.fix
+
+
+def test_cuda12_toolkit_accepts_xavier() -> None:
+    cuda12 = toolchain(archs=("5.0", "5.3", "6.2", "7.0", "7.2", "7.5", "8.0", "8.7", "9.0"), cuda="12.6")
+    assert parse_archs("sm_72", cuda12) == ("7.2",)
+
+
+def test_default_specs_are_the_tested_pair_in_dependency_order() -> None:
+    assert [(s.name, s.version) for s in parse_specs([])] == list(TESTED_PAIR)
+    specs = parse_specs(["mamba_ssm==2.2.5", "Causal-Conv1d==1.6.0"])
+    assert [str(s) for s in specs] == ["causal-conv1d==1.6.0", "mamba-ssm==2.2.5"]
+    assert parse_specs(["mamba-ssm"])[0].version is None
+
+
+@pytest.mark.parametrize("text,why", [("flash-attn==2.0", "builds only"), ("mamba-ssm>=2.2", "exact"),
+                                      ("mamba ssm", "parse")])
+def test_bad_specs(text: str, why: str) -> None:
+    with pytest.raises(UsageError, match=why):
+        parse_specs([text])
+
+
+def test_jobs_on_a_4gb_nano_stay_at_one() -> None:
+    jobs, reason, warnings = choose_jobs(machine(4, available_mb=2600, swap_free_mb=1900), None)
+    assert jobs == 1 and "2600 MB" in reason and warnings == []
+
+
+def test_jobs_warn_when_even_one_compiler_does_not_fit() -> None:
+    jobs, _reason, warnings = choose_jobs(machine(4, available_mb=1200, swap_free_mb=0), None)
+    assert jobs == 1 and "swapon" in warnings[0]
+
+
+def test_jobs_on_a_64gb_orin_use_every_core() -> None:
+    assert choose_jobs(machine(12, available_mb=58000, swap_free_mb=0), None)[0] == 12
+
+
+def test_jobs_limited_by_memory_not_cores() -> None:
+    assert choose_jobs(machine(16, available_mb=9000, swap_free_mb=0), None)[0] == 4
+
+
+def test_requested_jobs_win_and_must_be_positive() -> None:
+    assert choose_jobs(machine(2, 1000, 0), 6)[:2] == (6, "--jobs")
+    with pytest.raises(UsageError):
+        choose_jobs(machine(2, 1000, 0), 0)
+
+
+def test_label_names_toolkit_torch_and_archs() -> None:
+    assert local_label(toolchain(torch="2.11.0+cu130"), ["9.0"]) == "cu130.torch2.11.sm90"
+    assert local_label(toolchain(cuda="12.6", torch="2.5.0a0+872d972e41.nv24.08"), ["8.7", "9.0"]) == \
+        "cu126.torch2.5.sm87.sm90"
+
+
+def test_plan_defaults_to_the_probed_gpu_and_sets_the_build_env() -> None:
+    plan = make_plan(machine(12, 58000, 0, gpu_arch="8.7"), toolchain(ccache="/usr/bin/ccache"), [], None, None)
+    assert plan.archs == ("8.7",) and plan.label == "cu130.torch2.14.sm87" and plan.cxx_std == 20
+    env = plan.env(PACKAGES["mamba-ssm"])
+    assert env["MAMBA_FORCE_BUILD"] == "TRUE" and env["MAX_JOBS"] == "12" and env["NVCC_THREADS"] == "1"
+    assert env["PYTORCH_NVCC"] == "/usr/bin/ccache /usr/local/cuda/bin/nvcc"
+    command = plan.command(Path("/tree"), Path("/out"))
+    assert command[:4] == ["/venv/bin/python", "-m", "pip", "wheel"]
+    assert {"--no-build-isolation", "--no-deps", "--no-index"} <= set(command)
+    assert not any("torch" in part for part in command)
+
+
+def test_plan_without_a_gpu_asks_for_arch() -> None:
+    with pytest.raises(UsageError, match="no GPU") as error:
+        make_plan(machine(2, 8000, 0), toolchain(), [], None, None)
+    assert "--arch" in error.value.fix
