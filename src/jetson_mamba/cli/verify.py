@@ -1,0 +1,39 @@
+"""`jetson-mamba verify`: check every kernel and block present against float64 references."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "verify"
+HELP = ("check that every kernel backend, compiled extension and Mamba block present computes the right "
+        "numbers (forward and backward, against float64 references)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="small shapes, float32 and bfloat16: seconds, also on a CPU")
+    parser.add_argument("--backend", dest="backends", action="append", metavar="NAME",
+                        help="only these kernel backends (cuda, triton, torch, or a registered one); repeatable or "
+                             "comma-separated; a single one is also forced for the blocks")
+    parser.add_argument("--device", help="torch device to check on (default: cuda when available, else cpu)")
+    parser.add_argument("--seed", type=int, help="seed for the random inputs (default: a fresh one each run)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from jetson_mamba.cli.output import print_json
+    from jetson_mamba.verify import failure_error, run_verify
+    from jetson_mamba.verify.report import print_report
+
+    backends = [name.strip() for value in (args.backends or []) for name in value.split(",") if name.strip()]
+    report = run_verify(quick=args.quick, device=args.device, backends=backends or None, seed=args.seed,
+                        progress=not args.json)
+    error = None if report.ok else failure_error(report)
+    if args.json:
+        data = report.to_json()
+        if error is not None:
+            data["error"] = error.to_json()
+        print_json(data)
+        return error.exit_code if error is not None else 0
+    print_report(report)
+    if error is not None:
+        raise error
+    return 0

@@ -1,0 +1,116 @@
+"""`jetson-mamba verify`: prove the kernels compute the right numbers on this machine.
+
+Every component present is checked against float64 references (ops/<op>/naive.py) on fresh random
+inputs, forward and backward, in float32 / float16 / bfloat16 where it supports them, with outputs
+NaN-poisoned first (an unwritten output fails). Components:
+
+- each kernel backend of each op (`selective_scan[cuda|triton|torch|...]`, `causal_conv1d[...]`,
+  including any registered with `jetson_mamba.ops.backend.register_backend`), and the decode update;
+- the compiled extensions through their own APIs (`selective_scan_cuda`, `causal_conv1d_cuda`,
+  VMamba's `selective_scan_cuda_core`) and jetson-mamba's stand-ins for them (`standins.*`);
+- the public ops through dispatch and autograd (`ops.selective_scan_fn`, `ops.causal_conv1d_fn`);
+- mamba_ssm's `Mamba` and `Mamba2` (fused paths, backward, `step()`), when mamba_ssm imports;
+- the Mamba-YOLO blocks (`mamba_yolo.SS2D`, `mamba_yolo.VSSBlock`).
+
+`--quick` (small shapes, float32 and bfloat16) takes seconds, also on the CPU.
+
+JSON (`jetson-mamba verify --json`, also `python -m jetson_mamba verify --quick --json`)::
+
+    {
+      "ok": true,                      # every check passed (and there was at least one)
+      "quick": true,
+      "device": "cpu" | "cuda (NVIDIA H200, sm_90)",
+      "torch": "2.11.0+cu130", "python": "3.12.3", "seed": 123, "seconds": 4.2,
+      "summary": {"passed": 40, "failed": 0, "skipped": 5},
+      "checks": [{
+          "component": "selective_scan[torch]",  # what was checked
+          "name": "variable B/C, z, D, delta_bias, softplus, 2x6x37 N=4",   # the case
+          "dtype": "float32", "direction": "forward" | "backward" | "update" | "step",
+          "status": "passed" | "failed" | "error",
+          "error": 3.1e-07,                # worst relative error ||out-ref||/||ref|| (null: NaN/Inf or error)
+          "tolerance": 0.0001,
+          "tensors": {"out": 3.1e-07, "last_state": 2.0e-07},   # each compared tensor
+          "message": null,                 # on failure: which tensors, or the exception
+          "seconds": 0.01}],
+      "skipped": [{"component": "selective_scan_cuda", "reason": "... not installed"}],
+      "diagnosis": [{"id": "...", "severity": "error", "message": "...", "fix": "..."}],
+      "error": {"error": "verification", "exit_code": 10, "message": "...", "fix": "..."}   # only on failure
+    }
+
+Exit status: 0 when every check passed, 10 (VerificationError) when any failed.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+from jetson_mamba.errors import VerificationError
+from jetson_mamba.verify.report import CheckResult, Skipped, VerifyReport
+
+__all__ = ["CheckResult", "Skipped", "VerifyReport", "diagnose", "failure_error", "run_verify"]
+
+_KERNEL_IMAGE = "no kernel image is available"
+
+
+def run_verify(quick: bool = False, device: Optional[str] = None, backends: Optional[Sequence[str]] = None,
+               seed: Optional[int] = None, progress: bool = True) -> VerifyReport:
+    """Plan and run every check; on failure the report carries the doctor's diagnosis."""
+    from jetson_mamba.verify.runner import execute, make_plan
+
+    plan = make_plan(quick, device, backends, seed)
+    report = execute(plan, progress=progress)
+    report.seed = plan.seed
+    if report.failures:
+        report.diagnosis = diagnose(report)
+    return report
+
+
+def _passing_backends(report: VerifyReport) -> List[str]:
+    """Kernel backends all of whose checks passed, e.g. ['torch', 'triton']."""
+    status: Dict[str, bool] = {}
+    for check in report.checks:
+        if "[" in check.component:
+            name = check.component.split("[", 1)[1].rstrip("]")
+            status[name] = status.get(name, True) and check.ok
+    return [name for name, ok in status.items() if ok]
+
+
+def diagnose(report: VerifyReport) -> List[Dict[str, str]]:
+    """Why checks failed and the fix: the doctor's error/warning findings, plus what the failures show."""
+    found: List[Dict[str, str]] = []
+    failed = report.failures
+    if any(_KERNEL_IMAGE in (check.message or "") for check in failed):
+        found.append({"id": "no-kernel-image", "severity": "error",
+                      "message": "a compiled kernel has no code for this GPU (`no kernel image is available`)",
+                      "fix": "`jetson-mamba build --arch <this GPU's arch>` (see `jetson-mamba doctor`)"})
+    bad_backends = sorted({c.component.split("[", 1)[1].rstrip("]") for c in failed if "[" in c.component})
+    good = [name for name in _passing_backends(report) if name not in bad_backends]
+    if bad_backends:
+        alternative = (f"force a backend that passed: `JETSON_MAMBA_BACKEND={good[0]}`" if good
+                       else "no backend passed: run `jetson-mamba doctor`")
+        found.append({"id": "wrong-kernel-backend", "severity": "error",
+                      "message": f"backend(s) {', '.join(bad_backends)} compute wrong numbers on this machine",
+                      "fix": alternative})
+    try:
+        from jetson_mamba.compat.findings import diagnose as doctor
+        from jetson_mamba.probe import probe_machine
+
+        found += [finding.to_json() for finding in doctor(probe_machine()) if finding.severity != "info"]
+    except Exception as exc:  # the diagnosis must never hide the failures themselves
+        found.append({"id": "doctor-unavailable", "severity": "warning",
+                      "message": f"the doctor could not run: {type(exc).__name__}: {exc}",
+                      "fix": "run `jetson-mamba doctor` separately"})
+    return found
+
+
+def failure_error(report: VerifyReport) -> VerificationError:
+    """The error that makes `verify` exit non-zero: names the failed checks and the first fix."""
+    failed = report.failures
+    names = "; ".join(f"{check.label}: {check.message}" for check in failed[:3])
+    more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+    errors = [finding for finding in report.diagnosis if finding["severity"] == "error"]
+    fix = errors[0]["fix"] if errors else "run `jetson-mamba doctor`, and rerun `jetson-mamba verify` to confirm"
+    if not report.checks:
+        return VerificationError("nothing could be checked: no kernel backend is usable here",
+                                 "run `jetson-mamba doctor` to see what is missing")
+    return VerificationError(f"{len(failed)} of {len(report.checks)} checks failed: {names}{more}", fix)

@@ -1,0 +1,294 @@
+"""End-to-end checks: the public ops through autograd, mamba_ssm's Mamba / Mamba2 (fused paths and
+step()), and the Mamba-YOLO blocks, each against a float64 reference on the CPU.
+
+References never use a backend under test: jetson-mamba's own blocks run in float64 with every op
+routed to the naive references (`reference_backend`); mamba_ssm's layers are recomputed from their
+parameters with the naive ops, because their fused paths call compiled or Triton kernels directly.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Dict, List, Tuple
+
+from jetson_mamba.verify.cases import ConvCase, ScanCase, conv_inputs, scan_inputs
+from jetson_mamba.verify.compare import nan_poisoned_memory, tolerance
+from jetson_mamba.verify.extensions import import_module
+from jetson_mamba.verify.kernels import SCAN_GRADS, conv_reference, dtype_name, scan_reference
+from jetson_mamba.verify.plan import Plan, Task
+from jetson_mamba.verify.reference import reference_backend
+from jetson_mamba.verify.report import CheckResult, Skipped, run_check
+
+
+def _leaves(inputs: Dict[str, Any]) -> Dict[str, Any]:
+    return {key: None if value is None else value.detach().clone().requires_grad_()
+            for key, value in inputs.items()}
+
+
+def check_scan_fn(plan: Plan, dtype: Any, salt: int) -> List[CheckResult]:
+    """`jetson_mamba.ops.selective_scan_fn` (dispatch + autograd.Function) forward and backward."""
+    import torch
+
+    from jetson_mamba.ops import selective_scan_fn
+
+    case = ScanCase(2, 8, 33, 4)
+    generator = plan.generator(salt)
+    inputs = scan_inputs(case, dtype, plan.device, generator)
+    dout = torch.randn(inputs["u"].shape, generator=generator).to(device=plan.device, dtype=dtype)
+    ref_out, ref_state, ref_grads = scan_reference(inputs, case.softplus, dout)
+    results: Dict[str, Any] = {}
+
+    def forward() -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        leaves = _leaves(inputs)
+        with nan_poisoned_memory():
+            out, last = selective_scan_fn(**leaves, delta_softplus=True, return_last_state=True)
+            out.backward(dout)
+        results.update({key: leaf.grad for key, leaf in leaves.items() if leaf is not None})
+        return {"out": out, "last_state": last}, {"out": ref_out, "last_state": ref_state}
+
+    component, name = "ops.selective_scan_fn", case.label
+    return [run_check(component, name, dtype_name(dtype), "forward", tolerance(dtype, False), forward),
+            run_check(component, name, dtype_name(dtype), "backward", tolerance(dtype, True),
+                      lambda: ({key: results.get(key) for key in SCAN_GRADS}, ref_grads))]
+
+
+def check_conv_fn(plan: Plan, dtype: Any, salt: int) -> List[CheckResult]:
+    """`jetson_mamba.ops.causal_conv1d_fn` (dispatch + autograd.Function) forward and backward."""
+    import torch
+
+    from jetson_mamba.ops import causal_conv1d_fn
+
+    case = ConvCase(2, 8, 21, 4)
+    generator = plan.generator(salt)
+    inputs = conv_inputs(case, dtype, plan.device, generator)
+    dout = torch.randn(inputs["x"].shape, generator=generator).to(device=plan.device, dtype=dtype)
+    ref_out, _, ref_grads = conv_reference(inputs, case, dout, None)
+    results: Dict[str, Any] = {}
+
+    def forward() -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        leaves = _leaves(inputs)
+        with nan_poisoned_memory():
+            out = causal_conv1d_fn(leaves["x"], leaves["weight"], leaves["bias"], activation="silu")
+            out.backward(dout)
+        results.update({key: leaf.grad for key, leaf in leaves.items() if leaf is not None})
+        return {"out": out}, {"out": ref_out}
+
+    component, name = "ops.causal_conv1d_fn", case.label
+    return [run_check(component, name, dtype_name(dtype), "forward", tolerance(dtype, False), forward),
+            run_check(component, name, dtype_name(dtype), "backward", tolerance(dtype, True),
+                      lambda: ({key: results.get(key) for key in ("x", "weight", "bias")}, ref_grads))]
+
+
+def check_module(component: str, name: str, module: Any, reference: Callable[[Any, Dict[str, Any]], Any],
+                 shape: Tuple[int, ...], dtype: Any, device: Any, generator: Any) -> List[CheckResult]:
+    """A module forward + backward (input and parameter gradients) in `dtype` on `device` against
+    `reference(x64, params64)` computed in float64 on the CPU."""
+    import torch
+
+    x = torch.randn(*shape, generator=generator)
+    ref_params = {key: value.detach().double().requires_grad_() for key, value in module.named_parameters()}
+    ref_x = x.double().requires_grad_()
+    ref_out = reference(ref_x, ref_params)
+    dout = torch.randn(ref_out.shape, generator=generator)
+    ref_out.backward(dout.double())
+    ref_grads = {"x": ref_x.grad, **{key: value.grad for key, value in ref_params.items() if value.grad is not None}}
+    test_module = copy.deepcopy(module).to(device=device, dtype=dtype)
+    grads: Dict[str, Any] = {}
+
+    def forward() -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        test_x = x.to(device=device, dtype=dtype).requires_grad_()
+        with nan_poisoned_memory():
+            out = test_module(test_x)
+            out.backward(dout.to(device=device, dtype=dtype))
+        grads.update({"x": test_x.grad, **{key: value.grad for key, value in test_module.named_parameters()}})
+        return {"out": out}, {"out": ref_out.detach()}
+
+    return [run_check(component, name, dtype_name(dtype), "forward", tolerance(dtype, False, block=True), forward),
+            run_check(component, name, dtype_name(dtype), "backward", tolerance(dtype, True, block=True),
+                      lambda: ({key: grads.get(key) for key in ref_grads}, ref_grads))]
+
+
+def _functional_reference(module: Any) -> Callable[[Any, Dict[str, Any]], Any]:
+    """float64 reference of a jetson-mamba module: a float64 copy with every op on the naive references."""
+    import torch
+
+    ref_module = copy.deepcopy(module).cpu().double()
+
+    def reference(x: Any, params: Dict[str, Any]) -> Any:
+        with reference_backend():
+            return torch.func.functional_call(ref_module, params, (x,))
+
+    return reference
+
+
+def mamba_reference(module: Any) -> Callable[[Any, Dict[str, Any]], Any]:
+    """mamba_ssm's `Mamba` recomputed from its parameters with the naive conv and scan (its slow path)."""
+    import torch
+    import torch.nn.functional as F
+
+    from jetson_mamba.ops.causal_conv1d.naive import causal_conv1d_ref
+    from jetson_mamba.ops.selective_scan.naive import selective_scan_ref
+
+    rank, dstate = module.dt_rank, module.d_state
+
+    def reference(x: Any, p: Dict[str, Any]) -> Any:
+        xz = F.linear(x, p["in_proj.weight"], p.get("in_proj.bias")).transpose(1, 2)
+        xs, z = xz.chunk(2, dim=1)
+        xs = causal_conv1d_ref(xs, p["conv1d.weight"][:, 0, :], p.get("conv1d.bias"), activation="silu")
+        dt, B, C = torch.split(F.linear(xs.transpose(1, 2), p["x_proj.weight"]), [rank, dstate, dstate], dim=-1)
+        dt = F.linear(dt, p["dt_proj.weight"]).transpose(1, 2)
+        y = selective_scan_ref(xs, dt, -torch.exp(p["A_log"]), B.transpose(1, 2), C.transpose(1, 2), p["D"], z,
+                               p["dt_proj.bias"], delta_softplus=True)
+        return F.linear(y.transpose(1, 2), p["out_proj.weight"], p.get("out_proj.bias"))
+
+    return reference
+
+
+def mamba2_reference(module: Any) -> Callable[[Any, Dict[str, Any]], Any]:
+    """mamba_ssm's `Mamba2` recomputed from its parameters with the naive conv, SSD and gated RMSNorm."""
+    import torch
+    import torch.nn.functional as F
+
+    from jetson_mamba.ops.causal_conv1d.naive import causal_conv1d_ref
+    from jetson_mamba.ops.ssd.naive import gated_norm_ref, ssd_ref
+
+    m = module
+    d_ssm, groups, dstate, heads, headdim = m.d_ssm, m.ngroups, m.d_state, m.nheads, m.headdim
+
+    def reference(x: Any, p: Dict[str, Any]) -> Any:
+        batch, length, _ = x.shape
+        zxbcdt = F.linear(x, p["in_proj.weight"], p.get("in_proj.bias"))
+        d_mlp = (zxbcdt.shape[-1] - 2 * d_ssm - 2 * groups * dstate - heads) // 2
+        z0, x0, z, xBC, dt = torch.split(zxbcdt, [d_mlp, d_mlp, d_ssm, d_ssm + 2 * groups * dstate, heads], dim=-1)
+        xBC = causal_conv1d_ref(xBC.transpose(1, 2), p["conv1d.weight"][:, 0, :], p.get("conv1d.bias"),
+                                activation="silu").transpose(1, 2)
+        xs, B, C = torch.split(xBC, [d_ssm, groups * dstate, groups * dstate], dim=-1)
+        D = p["D"].view(heads, headdim) if m.D_has_hdim else p["D"]
+        y, _ = ssd_ref(xs.reshape(batch, length, heads, headdim), dt, -torch.exp(p["A_log"]),
+                       B.reshape(batch, length, groups, dstate), C.reshape(batch, length, groups, dstate), D,
+                       dt_bias=p["dt_bias"], dt_softplus=True, dt_limit=tuple(m.dt_limit))
+        y = y.reshape(batch, length, d_ssm)
+        if m.rmsnorm:
+            y = gated_norm_ref(y, p["norm.weight"], None, z, eps=m.norm.eps, group_size=d_ssm // groups,
+                               norm_before_gate=False)
+        else:
+            y = y * F.silu(z)
+        if d_mlp > 0:
+            y = torch.cat([F.silu(z0) * x0, y], dim=-1)
+        return F.linear(y, p["out_proj.weight"], p.get("out_proj.bias"))
+
+    return reference
+
+
+def check_step(component: str, module: Any, reference: Callable[[Any, Dict[str, Any]], Any],
+               shape: Tuple[int, int, int], dtype: Any, device: Any, generator: Any) -> CheckResult:
+    """Decoding token by token with `step()` from a fresh cache must reproduce the whole-sequence reference."""
+    import torch
+
+    x = torch.randn(*shape, generator=generator)
+    with torch.no_grad():
+        ref_out = reference(x.double(), {key: value.detach().double() for key, value in module.named_parameters()})
+    test_module = copy.deepcopy(module).to(device=device, dtype=dtype).eval()
+
+    def compute() -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        batch, length, _ = shape
+        xs = x.to(device=device, dtype=dtype)
+        with torch.no_grad(), nan_poisoned_memory():
+            conv_state, ssm_state = test_module.allocate_inference_cache(batch, length, dtype=dtype)
+            outs = []
+            for t in range(length):
+                out, conv_state, ssm_state = test_module.step(xs[:, t:t + 1], conv_state, ssm_state)
+                outs.append(out)
+        return {"out": torch.cat(outs, dim=1)}, {"out": ref_out}
+
+    return run_check(component, f"{shape[1]} decode steps, batch {shape[0]}", dtype_name(dtype), "step",
+                     tolerance(dtype, False, block=True), compute)
+
+
+def _block_dtypes(plan: Plan) -> List[Any]:
+    import torch
+
+    return [torch.float32] if plan.quick else [torch.float32, torch.bfloat16]
+
+
+def _plan_mamba_ssm(plan: Plan) -> None:
+    import torch
+
+    module, why = import_module("mamba_ssm")
+    if module is None:
+        plan.skipped.append(Skipped("mamba_ssm", f"mamba-ssm: {why}"))
+        return
+    length = 16 if plan.quick else 64
+    layers = (
+        ("mamba_ssm.Mamba", "mamba_ssm.modules.mamba_simple", "Mamba", dict(d_model=32, d_state=8), mamba_reference),
+        ("mamba_ssm.Mamba2", "mamba_ssm.modules.mamba2", "Mamba2",
+         dict(d_model=64, d_state=16, headdim=16, chunk_size=8), mamba2_reference),
+    )
+    for component, path, cls_name, kwargs, make_reference in layers:
+        layer_module, why = import_module(path)
+        if layer_module is None:
+            plan.skipped.append(Skipped(component, f"{path}: {why}"))
+            continue
+
+        def run(layer_module: Any = layer_module, cls_name: str = cls_name, kwargs: Dict[str, Any] = kwargs,
+                component: str = component, make_reference: Any = make_reference) -> List[CheckResult]:
+            torch.manual_seed(plan.seed)
+            layer = getattr(layer_module, cls_name)(**kwargs, layer_idx=0).eval()
+            reference = make_reference(layer)
+            results: List[CheckResult] = []
+            for index, dtype in enumerate(_block_dtypes(plan)):
+                generator = plan.generator(3000 + index)
+                results += check_module(component, f"fused path, batch 2, length {length}", layer, reference,
+                                        (2, length, kwargs["d_model"]), dtype, plan.device, generator)
+                results.append(check_step(component, layer, reference, (2, min(length, 8), kwargs["d_model"]),
+                                          dtype, plan.device, generator))
+            return results
+
+
+        plan.tasks.append(Task(component, run))
+
+
+def _plan_mamba_yolo(plan: Plan) -> None:
+    import torch
+
+    module, why = import_module("jetson_mamba.models.mamba_yolo")
+    if module is None:
+        plan.skipped.append(Skipped("mamba_yolo", f"jetson-mamba's Mamba-YOLO blocks: {why}"))
+        return
+    side = 6 if plan.quick else 12
+    blocks = (
+        ("mamba_yolo.SS2D", lambda: module.SS2D(d_model=16, d_state=4), (1, 16, side, side)),
+        ("mamba_yolo.VSSBlock", lambda: module.VSSBlock(in_channels=8, hidden_dim=16, ssm_d_state=4),
+         (2, 8, side, side)),
+    )
+
+    for component, build, shape in blocks:
+        def run(component: str = component, build: Any = build, shape: Tuple[int, ...] = shape) -> List[CheckResult]:
+            torch.manual_seed(plan.seed)
+            block = build().eval()
+            results: List[CheckResult] = []
+            for index, dtype in enumerate(_block_dtypes(plan)):
+                results += check_module(component, f"input {'x'.join(map(str, shape))}", block,
+                                        _functional_reference(block), shape, dtype, plan.device,
+                                        plan.generator(4000 + index))
+            return results
+
+        plan.tasks.append(Task(component, run))
+
+
+def plan_blocks(plan: Plan) -> None:
+    """Add the end-to-end tasks: public ops, mamba_ssm layers, Mamba-YOLO blocks."""
+
+    ops, why = import_module("jetson_mamba.ops")
+    if ops is None or not hasattr(ops, "selective_scan_fn"):
+        plan.skipped.append(Skipped("ops", f"jetson_mamba.ops public functions: {why or 'not present'}"))
+    else:
+        import torch
+
+        for index, dtype in enumerate([torch.float32, torch.bfloat16]):
+            plan.tasks.append(Task(f"ops.selective_scan_fn {dtype_name(dtype)}",
+                                   lambda dtype=dtype, index=index: check_scan_fn(plan, dtype, 5000 + index)))
+            plan.tasks.append(Task(f"ops.causal_conv1d_fn {dtype_name(dtype)}",
+                                   lambda dtype=dtype, index=index: check_conv_fn(plan, dtype, 5100 + index)))
+    _plan_mamba_ssm(plan)
+    _plan_mamba_yolo(plan)

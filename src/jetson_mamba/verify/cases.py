@@ -1,0 +1,130 @@
+"""Problem shapes and fresh random inputs for the kernel checks (and the benchmarks, which time the same).
+
+Inputs follow upstream's tests: delta small and positive, A negative (a stable scan), fp32 weights
+(A, D, delta_bias, fixed B/C), activations in the dtype under test. A new seed per run means a
+kernel cannot pass by being right on one lucky input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+
+@dataclass(frozen=True)
+class ScanCase:
+    """One selective-scan problem: u, delta, z (batch, dim, length); B/C fixed, variable or grouped."""
+
+    batch: int
+    dim: int
+    length: int
+    dstate: int
+    bc: str = "variable"  # "fixed" (dim, N), "variable" (batch, N, L), "grouped" (batch, groups, N, L)
+    groups: int = 1
+    z: bool = True
+    D: bool = True
+    delta_bias: bool = True
+    softplus: bool = True
+
+    @property
+    def label(self) -> str:
+        bc = f"grouped B/C G={self.groups}" if self.bc == "grouped" else f"{self.bc} B/C"
+        parts = [bc] + [name for name, on in (("z", self.z), ("D", self.D), ("delta_bias", self.delta_bias),
+                                              ("softplus", self.softplus)) if on]
+        return ", ".join(parts) + f", {self.batch}x{self.dim}x{self.length} N={self.dstate}"
+
+
+@dataclass(frozen=True)
+class ConvCase:
+    """One causal depthwise conv1d problem: x (batch, dim, length), weight (dim, width)."""
+
+    batch: int
+    dim: int
+    length: int
+    width: int
+    bias: bool = True
+    silu: bool = True
+    channel_last: bool = False
+    initial_states: bool = False
+    final_states: bool = False
+
+    @property
+    def label(self) -> str:
+        parts = [f"width {self.width}"] + [name for name, on in (
+            ("bias", self.bias), ("silu", self.silu), ("channel-last", self.channel_last),
+            ("initial states", self.initial_states), ("final states", self.final_states)) if on]
+        return ", ".join(parts) + f", {self.batch}x{self.dim}x{self.length}"
+
+
+def scan_cases(quick: bool) -> List[ScanCase]:
+    """Quick: two small cases covering z/no-z and variable/grouped B/C. Full: the odd cases too."""
+    if quick:
+        return [ScanCase(2, 6, 37, 4), ScanCase(2, 8, 20, 4, bc="grouped", groups=4, z=False)]
+    return [
+        ScanCase(2, 24, 300, 16),
+        ScanCase(2, 24, 1, 16),  # a single step
+        ScanCase(1, 13, 129, 4, bc="fixed", D=False, delta_bias=False, softplus=False),  # dim not % 8
+        ScanCase(2, 16, 100, 1, z=False),
+        ScanCase(2, 16, 255, 64, bc="grouped", groups=2),
+        ScanCase(2, 16, 160, 16, bc="grouped", groups=4, z=False),  # VMamba / Mamba-YOLO SS2D layout
+    ]
+
+
+def conv_cases(quick: bool) -> List[ConvCase]:
+    if quick:
+        return [ConvCase(2, 8, 19, 4), ConvCase(2, 8, 19, 3, bias=False, silu=False, channel_last=True)]
+    return [
+        ConvCase(2, 64, 300, 4),
+        ConvCase(2, 24, 1, 4),
+        ConvCase(1, 13, 77, 2, bias=False, silu=False),
+        ConvCase(2, 64, 257, 3, channel_last=True),
+        ConvCase(2, 64, 130, 4, channel_last=True, initial_states=True, final_states=True),
+        ConvCase(2, 32, 3, 4, channel_last=True, initial_states=True, final_states=True),
+    ]
+
+
+def scan_inputs(case: ScanCase, dtype: Any, device: Any, generator: Any) -> Dict[str, Optional[Any]]:
+    """Fresh inputs for `case`: activations in `dtype`, weights in fp32."""
+    import torch
+
+    def randn(*shape: int, dt: Any = dtype) -> Any:
+        return torch.randn(*shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dt)
+
+    def rand(*shape: int, dt: Any = dtype) -> Any:
+        return torch.rand(*shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dt)
+
+    b, d, l, n = case.batch, case.dim, case.length, case.dstate
+    if case.bc == "fixed":
+        bc_shape, bc_dtype = (d, n), torch.float32
+    elif case.bc == "variable":
+        bc_shape, bc_dtype = (b, n, l), dtype
+    else:
+        bc_shape, bc_dtype = (b, case.groups, n, l), dtype
+    return {
+        "u": randn(b, d, l),
+        "delta": 0.5 * rand(b, d, l),
+        "A": -0.5 * rand(d, n, dt=torch.float32) - 0.1,
+        "B": randn(*bc_shape, dt=bc_dtype),
+        "C": randn(*bc_shape, dt=bc_dtype),
+        "D": randn(d, dt=torch.float32) if case.D else None,
+        "z": randn(b, d, l) if case.z else None,
+        "delta_bias": 0.5 * rand(d, dt=torch.float32) if case.delta_bias else None,
+    }
+
+
+def conv_inputs(case: ConvCase, dtype: Any, device: Any, generator: Any) -> Dict[str, Optional[Any]]:
+    """Fresh inputs for `case`; channel-last x is (batch, dim, length) with stride 1 along dim."""
+    import torch
+
+    def randn(*shape: int) -> Any:
+        return torch.randn(*shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+
+    b, d, l, w = case.batch, case.dim, case.length, case.width
+    x = randn(b, l, d).transpose(1, 2) if case.channel_last else randn(b, d, l)
+    initial = randn(b, w - 1, d).transpose(1, 2) if case.initial_states else None
+    return {
+        "x": x,
+        "weight": randn(d, w),
+        "bias": randn(d) if case.bias else None,
+        "initial_states": initial,
+    }

@@ -1,0 +1,169 @@
+"""Plan and run every check for the components present on this machine; list the absent ones as skipped."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from jetson_mamba.verify import blocks, kernels
+from jetson_mamba.verify.cases import conv_cases, scan_cases
+from jetson_mamba.verify.extensions import (
+    ConvAdapter,
+    MambaScanAdapter,
+    VMambaCoreAdapter,
+    conv_uses_buffers,
+    import_module,
+)
+from jetson_mamba.verify.plan import Plan, Task
+from jetson_mamba.verify.reference import forced_backend
+from jetson_mamba.verify.report import CheckResult, Skipped, VerifyReport
+
+QUICK_DTYPES = ("float32", "bfloat16")
+FULL_DTYPES = ("float32", "float16", "bfloat16")
+OPS = ("selective_scan", "causal_conv1d")
+# (module name, what it is, which adapter checks it)
+EXTENSIONS = (
+    ("selective_scan_cuda", "mamba-ssm's compiled selective scan", "scan"),
+    ("causal_conv1d_cuda", "causal-conv1d's compiled kernels", "conv"),
+    ("selective_scan_cuda_core", "VMamba's compiled selective scan (used by Mamba-YOLO)", "core"),
+)
+STANDINS = ("selective_scan_cuda", "causal_conv1d_cuda", "causal_conv1d_cuda_legacy", "selective_scan_cuda_core")
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    return getattr(torch, name)
+
+
+def _kernel_checks(plan: Plan, component: str, module: Any, op: str, dtype: Any, salt: int) -> List[Task]:
+    """Tasks for every case of `op` on one kernel module (a backend or an extension adapter)."""
+    tasks: List[Task] = []
+    supports = getattr(module, "supports", lambda case: None)
+    cases = scan_cases(plan.quick) if op == "selective_scan" else conv_cases(plan.quick)
+    check = kernels.check_scan if op == "selective_scan" else kernels.check_conv
+    for index, case in enumerate(cases):
+        if supports(case) is not None:
+            continue
+
+        def run(case: Any = case, index: int = index) -> List[CheckResult]:
+            return check(component, module, case, dtype, plan.device, plan.generator(salt + index))
+
+        tasks.append(Task(f"{component} {kernels.dtype_name(dtype)} {case.label}", run))
+    if op == "causal_conv1d" and hasattr(module, "causal_conv1d_update"):
+        tasks.append(Task(f"{component} update {kernels.dtype_name(dtype)}", lambda: [kernels.check_conv_update(
+            component, module, dtype, plan.device, plan.generator(salt + 99))]))
+    return tasks
+
+
+def _plan_backends(plan: Plan) -> None:
+    """Every registered backend of every op (built in, or registered by a test or a plugin)."""
+    from jetson_mamba.errors import BackendUnavailableError
+    from jetson_mamba.ops.backend import list_backends, select_backend
+
+    for op in OPS:
+        for info in list_backends(op, plan.device):
+            if plan.backends and info.name not in plan.backends:
+                continue
+            component = f"{op}[{info.name}]"
+            reasons: Dict[str, str] = {}
+            for dtype_index, name in enumerate(plan.dtypes):
+                dtype = _torch_dtype(name)
+                try:
+                    _, module = select_backend(op, plan.device, dtype, name=info.name)
+                except BackendUnavailableError as exc:
+                    reasons[name] = exc.message
+                    continue
+                plan.tasks.extend(_kernel_checks(plan, component, module, op, dtype, 100 * dtype_index))
+            if len(reasons) == len(plan.dtypes):  # unusable whatever the dtype: one entry, the first reason
+                plan.skipped.append(Skipped(component, next(iter(reasons.values()))))
+            else:
+                plan.skipped.extend(Skipped(f"{component} {name}", why) for name, why in reasons.items())
+
+
+def _adapter(kind: str, module: Any) -> Any:
+    if kind == "scan":
+        return MambaScanAdapter(module)
+    if kind == "core":
+        return VMambaCoreAdapter(module)
+    return ConvAdapter(module, buffers=conv_uses_buffers(module))
+
+
+def _plan_extensions(plan: Plan) -> None:
+    """The compiled extensions through their own APIs (CUDA only), and jetson-mamba's stand-ins for them."""
+    import torch
+
+    on_gpu = torch.device(plan.device).type == "cuda"
+    if not plan.backends or "cuda" in plan.backends:
+        for name, what, kind in EXTENSIONS:
+            module, why = import_module(name)
+            if module is None:
+                plan.skipped.append(Skipped(name, f"{what}: {why}"))
+                continue
+            if "jetson_mamba" in (getattr(module, "__name__", "") + str(getattr(module, "__file__", ""))):
+                continue  # a stand-in installed under the extension's name: checked below
+            if not on_gpu:
+                plan.skipped.append(Skipped(name, f"{what}: compiled for CUDA, and there is no GPU here"))
+                continue
+            op = "causal_conv1d" if kind == "conv" else "selective_scan"
+            for index, dtype_name in enumerate(plan.dtypes):
+                plan.tasks.extend(_kernel_checks(plan, name, _adapter(kind, module), op, _torch_dtype(dtype_name),
+                                                 1000 + 100 * index))
+    for name in STANDINS:
+        module, why = import_module(f"jetson_mamba.ops.standins.{name}")
+        component = f"standins.{name}"
+        if module is None:
+            plan.skipped.append(Skipped(component, f"jetson-mamba's stand-in: {why}"))
+            continue
+        kind = "conv" if "conv" in name else ("core" if name.endswith("core") else "scan")
+        op = "causal_conv1d" if kind == "conv" else "selective_scan"
+        plan.tasks.extend(_kernel_checks(plan, component, _adapter(kind, module), op, _torch_dtype("float32"), 2000))
+
+
+def make_plan(quick: bool, device: Optional[str] = None, backends: Optional[Sequence[str]] = None,
+              seed: Optional[int] = None) -> Plan:
+    """What to check here: quick = small shapes, fp32 and bf16; full = odd shapes, every dtype."""
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    plan = Plan(device=device, quick=quick, dtypes=QUICK_DTYPES if quick else FULL_DTYPES,
+                backends=list(backends) if backends else None,
+                seed=seed if seed is not None else int.from_bytes(os.urandom(4), "little"),
+                tasks=[], skipped=[])
+    _plan_backends(plan)
+    _plan_extensions(plan)
+    blocks.plan_blocks(plan)
+    return plan
+
+
+def execute(plan: Plan, progress: bool = True) -> VerifyReport:
+    """Run the tasks (with a progress bar on stderr) and collect the report."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from jetson_mamba.cli.output import err_console
+
+    report = VerifyReport(device=_describe(plan.device), quick=plan.quick, skipped=list(plan.skipped))
+    started = time.perf_counter()
+    single = plan.backends[0] if plan.backends and len(plan.backends) == 1 else None
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True, disable=not progress) as bar, \
+            forced_backend(single if single in ("cuda", "triton", "torch") else None):
+        task_id = bar.add_task("verify", total=len(plan.tasks))
+        for task in plan.tasks:
+            bar.update(task_id, description=task.label[:70])
+            report.checks.extend(task.run())
+            bar.advance(task_id)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _describe(device: str) -> str:
+    import torch
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return "cpu"
+    major, minor = torch.cuda.get_device_capability(dev)
+    return f"{device} ({torch.cuda.get_device_name(dev)}, sm_{major}{minor})"
