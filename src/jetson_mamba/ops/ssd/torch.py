@@ -1,0 +1,161 @@
+"""Chunked SSD (Mamba2's state-space duality) in plain PyTorch, differentiable through autograd.
+
+Within a chunk of `chunk_size` steps the scan is the quadratic "attention-like" form with a
+stable segment sum; between chunks a state of shape (headdim, dstate) per head is carried.
+The sequence is processed in blocks of whole chunks, each block checkpointed when gradients
+are needed, so memory stays O(batch * nheads * block * chunk_size) however long the sequence
+is, and the backward recomputes a block instead of storing every intermediate.
+All arithmetic here runs in the compute dtype the caller chose (fp32, or fp64 for fp64 inputs).
+
+This is the `torch` backend of the `ssd` op in `jetson_mamba.ops.backend`; unlike the selective
+scan and conv backends its `chunk_scan` is differentiable itself (autograd, no separate backward).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+# Elements of one (batch, nheads, chunk, chunk) decay matrix allowed per block: a handful of
+# tensors of this size are alive at once (segment sum, decays, mixing matrix), ~32 MB each in fp32.
+BLOCK_ELEMENTS = 1 << 23
+
+
+def is_available(device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    """Runs wherever PyTorch does, for floating-point inputs."""
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        return f"the torch SSD computes in floating point only, not {dtype}"
+    return None
+
+
+def segsum(x: torch.Tensor) -> torch.Tensor:
+    """Stable segment sum: out[..., l, s] = x[..., s+1] + ... + x[..., l] for l >= s, -inf above.
+
+    Summing the masked values directly (instead of subtracting two cumulative sums) keeps the
+    exponent exact to rounding even when the cumulative sum itself grows large.
+    """
+    T = x.shape[-1]
+    below = torch.ones(T, T, device=x.device, dtype=torch.bool).tril(-1)
+    x = x.unsqueeze(-1).expand(*x.shape, T).masked_fill(~below, 0.0)
+    out = torch.cumsum(x, dim=-2)
+    return out.masked_fill(~below.logical_or(torch.eye(T, device=x.device, dtype=torch.bool)), float("-inf"))
+
+
+def _scan_block(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    state: torch.Tensor,
+    seq: Optional[torch.Tensor],
+    seq_prev: Optional[torch.Tensor],
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One block of whole chunks.
+
+    x: (b, c, T, g, r, p); dt: (b, c, T, g, r); A: (g, r); B, C: (b, c, T, g, n);
+    state: (b, g, r, p, n) entering the block; seq: (b, c, T) int or None; seq_prev: (b,) the
+    sequence index just before the block. Returns y (b, c, T, g, r, p) and the state leaving it.
+    """
+    x = x.permute(0, 1, 3, 4, 2, 5)  # b c g r T p
+    dt = dt.permute(0, 1, 3, 4, 2)  # b c g r T
+    Bg = B.permute(0, 1, 3, 2, 4)  # b c g T n
+    Cg = C.permute(0, 1, 3, 2, 4)
+    dA = dt * A[:, :, None]
+    cs = torch.cumsum(dA, dim=-1)
+
+    # 1. Intra-chunk (diagonal blocks): y[l] = sum_{s<=l} C_l.B_s exp(cs_l - cs_s) dt_s x_s.
+    seg = segsum(dA)  # b c g r T T
+    if seq is not None:
+        same = (seq[:, :, :, None] == seq[:, :, None, :])[:, :, None, None]
+        seg = seg.masked_fill(~same, float("-inf"))
+    CB = torch.matmul(Cg, Bg.transpose(-1, -2))  # b c g T T
+    W = CB[:, :, :, None] * torch.exp(seg) * dt[..., None, :]
+    y = torch.matmul(W, x)
+
+    # 2. State each chunk adds on its own: sum_s exp(cs_last - cs_s) dt_s x_s B_s^T.
+    decay = torch.exp(cs[..., -1:] - cs) * dt
+    if seq is not None:
+        decay = decay * (seq == seq[:, :, -1:])[:, :, None, None].to(decay.dtype)
+    chunk_states = torch.matmul((x * decay[..., None]).transpose(-1, -2), Bg[:, :, :, None])  # b c g r p n
+
+    # 3. Carry the state across chunks, dropping it where the sequence index changes.
+    chunk_decay = torch.exp(cs[..., -1])  # b c g r
+    if seq is not None:
+        before = torch.cat([seq_prev[:, None], seq[:, :-1, -1]], dim=1)  # b c: index just before each chunk
+        chunk_decay = chunk_decay * (seq[:, :, -1] == before)[:, :, None, None].to(chunk_decay.dtype)
+    entering: List[torch.Tensor] = []
+    for c in range(x.shape[1]):
+        entering.append(state)
+        state = chunk_decay[:, c, :, :, None, None] * state + chunk_states[:, c]
+    prev = torch.stack(entering, dim=1)  # b c g r p n
+
+    # 4. Contribution of the state entering each chunk: exp(cs_l) C_l . S (same sequence only).
+    out_decay = torch.exp(cs)
+    if seq is not None:
+        out_decay = out_decay * (seq == before[:, :, None])[:, :, None, None].to(out_decay.dtype)
+    y = y + torch.matmul(Cg[:, :, :, None], prev.transpose(-1, -2)) * out_decay[..., None]
+    return y.permute(0, 1, 4, 2, 3, 5), state
+
+
+def chunk_scan(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    chunk_size: int,
+    initial_states: Optional[torch.Tensor] = None,
+    seq_idx: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The SSD recurrence h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t^T, y_t = h_t C_t, chunk by chunk.
+
+    x: (b, L, h, p); dt: (b, L, h) already biased/softplus'd/clamped; A: (h,); B, C: (b, L, g, n)
+    with head i reading group i // (h // g); initial_states: (b, h, p, n); seq_idx: (b, L), the
+    state is dropped where it changes (the initial state belongs to sequence 0, as upstream).
+    Returns y (b, L, h, p) without D or gating, and the final state (b, h, p, n).
+    """
+    b, L, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    r = h // g
+    T = chunk_size
+    nchunks = -(-L // T)
+    pad = nchunks * T - L
+    if pad:
+        # Padded steps have dt = 0: they neither decay the state nor add to it.
+        x, dt, B, C = (torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
+        if seq_idx is not None:
+            seq_idx = torch.cat([seq_idx, seq_idx[:, -1:].expand(b, pad)], dim=1)
+    x = x.reshape(b, nchunks, T, g, r, p)
+    dt = dt.reshape(b, nchunks, T, g, r)
+    B = B.reshape(b, nchunks, T, g, n)
+    C = C.reshape(b, nchunks, T, g, n)
+    seq = seq_idx.reshape(b, nchunks, T) if seq_idx is not None else None
+    seq_prev = torch.zeros(b, dtype=seq.dtype, device=x.device) if seq is not None else None
+    if initial_states is None:
+        state = x.new_zeros(b, g, r, p, n)
+    else:
+        state = initial_states.reshape(b, g, r, p, n)
+    per_block = max(1, BLOCK_ELEMENTS // (b * h * T * T))
+    # One block stores what a checkpoint would recompute anyway; several are checkpointed so
+    # the backward holds one block's intermediates at a time.
+    use_checkpoint = nchunks > per_block and torch.is_grad_enabled() and any(
+        t.requires_grad for t in (x, dt, A, B, C, state)
+    )
+    ys: List[torch.Tensor] = []
+    A = A.reshape(g, r)
+    for c0 in range(0, nchunks, per_block):
+        sl = slice(c0, c0 + per_block)
+        block_seq = seq[:, sl] if seq is not None else None
+        args = (x[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], state, block_seq, seq_prev)
+        if use_checkpoint:
+            y, state = checkpoint(_scan_block, *args, use_reentrant=False, preserve_rng_state=False)
+        else:
+            y, state = _scan_block(*args)
+        ys.append(y)
+        if block_seq is not None:
+            seq_prev = block_seq[:, -1, -1]
+    y = torch.cat(ys, dim=1).reshape(b, nchunks * T, h, p)[:, :L]
+    return y, state.reshape(b, h, p, n)
