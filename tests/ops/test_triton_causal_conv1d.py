@@ -1,0 +1,132 @@
+"""Triton causal conv1d against the float64 reference: forward, final states, all gradients, update.
+
+Runs on CPU tensors under TRITON_INTERPRET=1 (through test_triton_interpreted.py, small shapes)
+and directly on a GPU (the same cases, plus a real shape marked gpu).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import pytest
+import torch
+from test_triton_interpreted import DEVICE, GPU, assert_close, nan_poison, needs_triton  # noqa: F401
+
+from jetson_mamba.ops import causal_conv1d_fn, causal_conv1d_update
+from jetson_mamba.ops.causal_conv1d.naive import causal_conv1d_ref, causal_conv1d_update_ref
+
+pytestmark = needs_triton
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+
+
+def rnd(*shape: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype).to(DEVICE)
+
+
+def make_x(batch: int, dim: int, L: int, channel_last: bool, dtype: torch.dtype) -> torch.Tensor:
+    if channel_last:
+        x = rnd(batch, L, dim, seed=1, dtype=dtype).transpose(1, 2)
+        assert x.stride(1) == 1
+        return x
+    return rnd(batch, dim, L, seed=1, dtype=dtype)
+
+
+def check(x: torch.Tensor, width: int, bias: bool, activation: Optional[str], states: bool,
+          seq_idx: Optional[torch.Tensor] = None, rel: float = TOL[torch.float32]) -> None:
+    """causal_conv1d_fn (Triton backend) vs the float64 reference: out, final states and gradients."""
+    batch, dim, L = x.shape
+    leaves: Dict[str, torch.Tensor] = {"x": x.detach().clone().requires_grad_(),
+                                       "weight": rnd(dim, width, seed=2, dtype=x.dtype).requires_grad_()}
+    if bias:
+        leaves["bias"] = rnd(dim, seed=3, dtype=x.dtype).requires_grad_()
+    if states:
+        leaves["initial_states"] = rnd(batch, dim, width - 1, seed=4, dtype=x.dtype).requires_grad_()
+    kw = {k: v for k, v in leaves.items() if k != "x"}
+    res = causal_conv1d_fn(leaves["x"], **kw, seq_idx=seq_idx, return_final_states=states, activation=activation)
+    ref_leaves = {k: v.detach().double().requires_grad_() for k, v in leaves.items()}
+    ref = causal_conv1d_ref(ref_leaves["x"], **{k: v for k, v in ref_leaves.items() if k != "x"},
+                            return_final_states=states, activation=activation, seq_idx=seq_idx)
+    outs, refs = (list(res), list(ref)) if states else ([res], [ref])
+    assert outs[0].stride() == x.stride() and outs[0].dtype == x.dtype
+    for name, o, r in zip(("out", "final_states"), outs, refs):
+        assert_close(o, r, rel, name)
+    grads = [rnd(*o.shape, seed=10 + i) for i, o in enumerate(outs)]
+    torch.autograd.backward(outs, [g.to(x.dtype) for g in grads])
+    torch.autograd.backward(refs, [g.double() for g in grads])
+    for name, leaf in leaves.items():
+        assert leaf.grad is not None and leaf.grad.dtype == leaf.dtype, name
+        assert_close(leaf.grad, ref_leaves[name].grad, rel * 4, f"d{name}")
+
+
+@pytest.mark.parametrize("width", [2, 3, 4])
+@pytest.mark.parametrize("channel_last", [False, True], ids=["channel-first", "channel-last"])
+@pytest.mark.parametrize("L", [2, 37])
+def test_matches_float64_reference(width: int, channel_last: bool, L: int, nan_poison: None) -> None:  # noqa: F811
+    # L=2 is shorter than the window for width 4: final states then reach into the initial states.
+    x = make_x(2, 5, L, channel_last, torch.float32)
+    check(x, width, bias=True, activation="silu", states=True)
+
+
+@pytest.mark.parametrize("activation", [None, "silu"])
+def test_no_bias_no_states(activation: Optional[str], nan_poison: None) -> None:  # noqa: F811
+    check(make_x(1, 3, 29, False, torch.float32), 4, bias=False, activation=activation, states=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(dtype: torch.dtype, nan_poison: None) -> None:  # noqa: F811
+    check(make_x(2, 4, 21, True, dtype), 4, bias=True, activation="silu", states=True, rel=TOL[dtype])
+
+
+@pytest.mark.parametrize("channel_last", [False, True], ids=["channel-first", "channel-last"])
+def test_seq_idx_separates_packed_sequences(channel_last: bool, nan_poison: None) -> None:  # noqa: F811
+    seq_idx = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 3, 3], [0] * 13], dtype=torch.int32).to(DEVICE)
+    check(make_x(2, 4, 13, channel_last, torch.float32), 4, bias=True, activation="silu", states=False,
+          seq_idx=seq_idx)
+
+
+def test_padding_tokens_give_zero(nan_poison: None) -> None:  # noqa: F811
+    """seq_idx < 0 marks padding: the CUDA kernel writes 0 there; the other tokens are unaffected."""
+    seq_idx = torch.tensor([[0, 0, 0, 1, 1, -1, -1]], dtype=torch.int32).to(DEVICE)
+    x, weight, bias = make_x(1, 3, 7, True, torch.float32), rnd(3, 4, seed=2), rnd(3, seed=3)
+    out = causal_conv1d_fn(x, weight, bias, seq_idx=seq_idx, activation="silu")
+    ref = causal_conv1d_ref(x.double(), weight.double(), bias.double(), activation="silu", seq_idx=seq_idx)
+    assert torch.equal(out[..., 5:], torch.zeros_like(out[..., 5:]))
+    assert_close(out[..., :5], ref[..., :5], 1e-5, "out before the padding")
+
+
+@pytest.mark.parametrize("width", [2, 4])
+@pytest.mark.parametrize("seqlen", [None, 3])  # None: x is (batch, dim), one decoding step
+@pytest.mark.parametrize("ring", [False, True], ids=["shift", "circular"])
+def test_update_matches_reference(width: int, seqlen: Optional[int], ring: bool, nan_poison: None) -> None:  # noqa: F811
+    batch, dim, state_len = 3, 5, 6
+    x = rnd(batch, dim, *([seqlen] if seqlen else []), seed=1)
+    state = rnd(batch, dim, state_len, seed=2)
+    weight, bias = rnd(dim, width, seed=3), rnd(dim, seed=4)
+    cache = torch.tensor([0, 4, 9], dtype=torch.int32).to(DEVICE) if ring else None
+    ref_state = state.clone()
+    out = causal_conv1d_update(x, state, weight, bias, "silu", cache_seqlens=cache)
+    ref = causal_conv1d_update_ref(x, ref_state, weight, bias, "silu", cache_seqlens=cache)
+    assert_close(out, ref, 1e-5, "out")
+    assert torch.equal(state, ref_state)
+
+
+def test_update_with_state_indices_and_padding_slots(nan_poison: None) -> None:  # noqa: F811
+    x = rnd(3, 4, seed=1)
+    states = rnd(5, 4, 3, seed=2)
+    weight = rnd(4, 4, seed=3)
+    idx = torch.tensor([3, -1, 0], dtype=torch.int32).to(DEVICE)
+    ref_states = states.clone()
+    out = causal_conv1d_update(x, states, weight, None, None, conv_state_indices=idx)
+    ref = causal_conv1d_update_ref(x, ref_states, weight, None, None, conv_state_indices=idx)
+    assert_close(out, ref, 1e-5, "out")
+    assert torch.equal(out[1], torch.zeros_like(out[1]))
+    assert torch.equal(states, ref_states)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="real shapes need a GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channel_last", [False, True], ids=["channel-first", "channel-last"])
+def test_real_shape_on_gpu(dtype: torch.dtype, channel_last: bool) -> None:
+    check(make_x(2, 512, 2048, channel_last, dtype), 4, bias=True, activation="silu", states=True,
+          rel=TOL[dtype] * (5 if dtype == torch.float32 else 1))

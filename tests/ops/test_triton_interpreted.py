@@ -1,0 +1,77 @@
+"""Runs the Triton kernel suites on CPU tensors under TRITON_INTERPRET=1, plus their shared helpers.
+
+Triton fixes interpreted-vs-compiled when it is imported, and other tests in this process may
+already have imported it, so the suites (test_triton_selective_scan.py, test_triton_causal_conv1d.py)
+run in a fresh pytest subprocess with TRITON_INTERPRET=1 and JETSON_MAMBA_BACKEND=triton: the
+public jetson_mamba.ops functions then run the Triton kernels. On a GPU they run in-process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent
+SUITES = ["test_triton_selective_scan.py", "test_triton_causal_conv1d.py"]
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+GPU = torch.cuda.is_available() and not INTERPRET
+DEVICE = "cuda" if GPU else "cpu"
+
+# Skip marker for the suites: they need a GPU or the interpreter subprocess below.
+needs_triton = pytest.mark.skipif(
+    not (INTERPRET or GPU), reason="on CPU these run under TRITON_INTERPRET=1 (test_triton_interpreted.py)")
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, rel: float, what: str) -> None:
+    """Max abs error relative to the largest reference value; NaN/inf anywhere fails."""
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert torch.isfinite(actual).all(), f"{what}: non-finite values (an element was never written?)"
+    err = (actual.double() - expected.double()).abs().max().item()
+    scale = expected.double().abs().max().item() + 1e-6
+    assert err <= rel * scale, f"{what}: max error {err:.3g} > {rel} * {scale:.3g}"
+
+
+def _poisoned(make: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    def wrapped(*args: object, **kwargs: object) -> torch.Tensor:
+        t = make(*args, **kwargs)
+        if t.is_floating_point():
+            t.fill_(float("nan"))
+        return t
+
+    return wrapped
+
+
+@pytest.fixture
+def nan_poison(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every uninitialised float buffer starts as NaN, so an output element a kernel skips shows up."""
+    for name in ("empty", "empty_like", "empty_strided"):
+        monkeypatch.setattr(torch, name, _poisoned(getattr(torch, name)))
+    yield
+
+
+@pytest.mark.skipif(INTERPRET, reason="this is the outer runner")
+def test_triton_suites_under_the_interpreter() -> None:
+    env = dict(os.environ, TRITON_INTERPRET="1", JETSON_MAMBA_BACKEND="triton", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not gpu",
+           *[str(HERE / s) for s in SUITES]]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=str(HERE))
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
+
+
+def test_cpu_needs_the_interpreter() -> None:
+    """Compiled Triton cannot take CPU tensors: is_available says so and how to fix it."""
+    from jetson_mamba.ops import triton_utils
+
+    reason = triton_utils.is_available(torch.device("cpu"), torch.float32)
+    if INTERPRET:
+        assert reason is None
+    else:
+        assert reason is not None and "TRITON_INTERPRET=1" in reason
+    assert "float32" in str(triton_utils.is_available(torch.device("cpu"), torch.float64))

@@ -1,0 +1,145 @@
+"""Triton selective scan against the float64 reference: outputs, last state and every gradient.
+
+Runs on CPU tensors under TRITON_INTERPRET=1 (through test_triton_interpreted.py, small shapes)
+and directly on a GPU (the same cases, plus real shapes marked gpu).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import pytest
+import torch
+from test_triton_interpreted import DEVICE, GPU, assert_close, nan_poison, needs_triton  # noqa: F401
+
+from jetson_mamba.errors import BackendUnavailableError
+from jetson_mamba.ops import selective_scan_fn
+from jetson_mamba.ops.selective_scan.naive import selective_scan_ref
+
+pytestmark = needs_triton
+TOL = {torch.float32: 2e-4, torch.float16: 5e-3, torch.bfloat16: 3e-2}
+ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def make_inputs(batch: int, dim: int, L: int, N: int, b_layout: str, c_layout: str, dtype: torch.dtype,
+                groups: int = 1, seed: int = 0) -> Dict[str, torch.Tensor]:
+    """Inputs on DEVICE; B/C layout: 'fixed' (dim, N), 'var' (batch, N, L) or 'grouped' (batch, groups, N, L)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape: int, scale: float = 1.0, dt: torch.dtype = dtype) -> torch.Tensor:
+        return (torch.randn(*shape, generator=g) * scale).to(dt).to(DEVICE)
+
+    def bc(layout: str) -> torch.Tensor:
+        if layout == "fixed":
+            return rnd(dim, N, dt=torch.float32)
+        if layout == "var":
+            return rnd(batch, N, L)
+        return rnd(batch, groups, N, L)
+
+    return {
+        "u": rnd(batch, dim, L),
+        "delta": rnd(batch, dim, L, scale=0.5),
+        "A": (-torch.rand(dim, N, generator=g) * 2 - 0.1).to(DEVICE),
+        "B": bc(b_layout),
+        "C": bc(c_layout),
+        "D": rnd(dim, dt=torch.float32),
+        "z": rnd(batch, dim, L),
+        "delta_bias": rnd(dim, scale=0.3, dt=torch.float32),
+    }
+
+
+def check(inp: Dict[str, torch.Tensor], use: Tuple[str, ...], softplus: bool, rel: float,
+          grad_rel: Optional[float] = None) -> None:
+    """Run the public selective_scan_fn (Triton backend) and the float64 reference; compare everything."""
+    leaves = {k: v.clone().requires_grad_() for k, v in inp.items() if k in ("u", "delta", "A", "B", "C") + use}
+    kw = {k: leaves.get(k) for k in ARGS}
+    out, last = selective_scan_fn(**kw, delta_softplus=softplus, return_last_state=True)
+    ref_leaves = {k: v.detach().double().requires_grad_() for k, v in leaves.items()}
+    ref_out, ref_last = selective_scan_ref(**{k: ref_leaves.get(k) for k in ARGS}, delta_softplus=softplus,
+                                           return_last_state=True)
+    assert out.dtype == inp["u"].dtype and last.dtype == torch.float32
+    assert_close(out, ref_out, rel, "out")
+    assert_close(last, ref_last, rel, "last_state")
+    g = torch.Generator().manual_seed(1)
+    dout = torch.randn(out.shape, generator=g).to(DEVICE)
+    out.backward(dout.to(out.dtype))
+    ref_out.backward(dout.double())
+    for name, leaf in leaves.items():
+        assert leaf.grad is not None and leaf.grad.dtype == leaf.dtype, name
+        assert_close(leaf.grad, ref_leaves[name].grad, grad_rel or rel, f"d{name}")
+
+
+ALL = ("D", "z", "delta_bias")
+CASES = {
+    # name: (batch, dim, L, N, B layout, C layout, groups, used optional args, softplus)
+    "mamba-fixed-BC": (2, 6, 19, 5, "fixed", "fixed", 1, ALL, True),
+    "mamba-var-BC": (2, 5, 23, 4, "var", "var", 1, ALL, True),
+    "bare-var": (1, 3, 17, 3, "var", "var", 1, (), False),
+    "grouped-nonuniform": (2, 6, 13, 4, "grouped", "grouped", 2, ("D",), True),
+    "vmamba-K4": (2, 8, 21, 4, "grouped", "grouped", 4, ("D", "delta_bias"), True),
+    "mixed-var-B-fixed-C": (1, 4, 11, 2, "var", "fixed", 1, ("z",), False),
+    "one-step": (2, 3, 1, 3, "var", "var", 1, ALL, True),
+    "exact-chunks": (1, 4, 16, 8, "var", "grouped", 2, ALL, True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matches_float64_reference(case: str, nan_poison: None) -> None:  # noqa: F811
+    batch, dim, L, N, bl, cl, groups, use, softplus = CASES[case]
+    check(make_inputs(batch, dim, L, N, bl, cl, torch.float32, groups), use, softplus, TOL[torch.float32])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_keep_an_fp32_state(dtype: torch.dtype, nan_poison: None) -> None:  # noqa: F811
+    inp = make_inputs(2, 4, 15, 4, "var", "grouped", dtype, groups=2)
+    # delta, A, delta_bias gradients sum many rounded products: allow more in half precision.
+    check(inp, ALL, True, TOL[dtype], grad_rel=3 * TOL[dtype])
+
+
+def test_strided_inputs_through_the_low_level_functions(nan_poison: None) -> None:  # noqa: F811
+    """u/delta/z views with time not contiguous (the public wrapper would copy them) give the same numbers."""
+    from jetson_mamba.ops.selective_scan import triton as backend
+
+    inp = make_inputs(2, 5, 12, 3, "var", "var", torch.float32)
+    strided = {k: (v.transpose(1, 2).contiguous().transpose(1, 2) if k in ("u", "delta", "z") else v)
+               for k, v in inp.items()}
+    assert strided["u"].stride(2) != 1
+    args = [strided[k] for k in ARGS]
+    out, out_z, last = backend.selective_scan_forward(*args, delta_softplus=True)
+    ref_out, ref_last = selective_scan_ref(*[inp[k].double() for k in ARGS], delta_softplus=True,
+                                           return_last_state=True)
+    assert_close(out_z, ref_out, 2e-4, "out_z")
+    ref_y = selective_scan_ref(*[inp[k].double() if k != "z" else None for k in ARGS], delta_softplus=True)
+    assert_close(out, ref_y, 2e-4, "out (before the z gate)")
+    assert_close(last, ref_last, 2e-4, "last_state")
+    dout = torch.randn_like(out).transpose(1, 2).contiguous().transpose(1, 2)
+    grads = backend.selective_scan_backward(*args, True, dout)
+    plain = backend.selective_scan_backward(*[inp[k] for k in ARGS], True, dout.contiguous())
+    for name, a, b in zip(("du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias", "dz"), grads, plain):
+        assert_close(a, b, 1e-5, name)
+
+
+def test_complex_A_is_refused_with_a_fix() -> None:
+    from jetson_mamba.ops.selective_scan import triton as backend
+
+    inp = make_inputs(1, 2, 4, 2, "var", "var", torch.float32)
+    with pytest.raises(BackendUnavailableError) as err:
+        backend.selective_scan_forward(inp["u"], inp["delta"], inp["A"].to(torch.complex64), inp["B"], inp["C"])
+    assert err.value.fix and "torch" in err.value.fix
+
+
+REAL = {
+    # Mamba block scan (bf16 and fp32) and Mamba-YOLO's SS2D scan (grouped K=4, no z, fp32).
+    "mamba-bf16": ((2, 256, 2048, 16, "var", "var", 1, ALL, True), torch.bfloat16),
+    "mamba-fp32": ((2, 256, 2048, 16, "var", "var", 1, ALL, True), torch.float32),
+    "yolo-K4-fp32": ((2, 4 * 64, 1600, 16, "grouped", "grouped", 4, ("D", "delta_bias"), True), torch.float32),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="real shapes need a GPU")
+@pytest.mark.parametrize("case", sorted(REAL))
+def test_real_shapes_on_gpu(case: str) -> None:
+    (batch, dim, L, N, bl, cl, groups, use, softplus), dtype = REAL[case]
+    tol = TOL[dtype] * (2 if dtype == torch.float32 else 1)
+    check(make_inputs(batch, dim, L, N, bl, cl, dtype, groups), use, softplus, tol, grad_rel=3 * tol)
