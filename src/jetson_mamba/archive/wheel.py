@@ -9,6 +9,8 @@ they are recorded as unknown.
 
 from __future__ import annotations
 
+import base64
+import csv
 import hashlib
 import re
 import struct
@@ -103,6 +105,19 @@ def _binary_facts(libraries: List[Tuple[List[str], List[str]]]) -> Dict[str, Any
     return facts
 
 
+def _urlsafe_sha256(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode("ascii")
+
+
+def _record_hashes(text: str) -> Dict[str, str]:
+    """member -> urlsafe-base64 sha256 from a wheel's RECORD (entries without a hash are skipped)."""
+    hashes: Dict[str, str] = {}
+    for row in csv.reader(text.splitlines()):
+        if len(row) >= 2 and row[1].startswith("sha256="):
+            hashes[row[0]] = row[1][len("sha256="):]
+    return hashes
+
+
 def _read_text(wheel: zipfile.ZipFile, member: str, filename: str) -> str:
     try:
         return wheel.read(member).decode("utf-8")
@@ -166,12 +181,19 @@ def read_wheel(path: Union[str, Path]) -> Dict[str, Any]:
             wheel_info = HeaderParser().parsestr(_read_text(wheel, f"{dist_info}/WHEEL", filename))
             name, version, tags = _agreement(filename, metadata.get("Name", ""), metadata.get("Version", ""),
                                              wheel_info.get_all("Tag") or [], dist_info)
+            record = _record_hashes(_read_text(wheel, f"{dist_info}/RECORD", filename))
             binaries: Dict[str, Any] = {}
             libraries: List[Tuple[List[str], List[str]]] = []
             for member in names:
+                if member.endswith("/"):
+                    continue
+                data = wheel.read(member)  # checks the member's CRC
+                expected = record.get(member)
+                if expected and _urlsafe_sha256(data) != expected:
+                    raise ArchiveError(f"{path}: {member} does not match the hash in its RECORD (modified after build)",
+                                       "download or build the wheel again")
                 if not (member.endswith(".so") or ".so." in member):
                     continue
-                data = wheel.read(member)
                 try:
                     archs = archs_of_elf(data)
                     libraries.append(dynamic_facts(data))
