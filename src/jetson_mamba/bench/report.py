@@ -1,0 +1,121 @@
+"""Bench output: a rich table, Markdown for benchmarks/RESULTS.md, and a PNG chart (matplotlib)."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from jetson_mamba.bench.runner import TIMED, UNAVAILABLE, BenchReport, BenchResult
+from jetson_mamba.errors import MissingDependencyError
+
+COLUMNS = ("dtype", "direction", "backend", "median ms", "p10-p90 ms", "GB/s", "% of peak", "x fastest")
+
+
+def _cells(r: BenchResult) -> List[str]:
+    if r.status != TIMED or r.timing is None:
+        return [r.dtype, r.direction, r.backend, f"{r.status}: {r.message or ''}", "", "", "", ""]
+    t = r.timing
+    return [r.dtype, r.direction, r.backend, f"{t.median_ms:.3f}", f"{t.p10_ms:.3f}-{t.p90_ms:.3f}",
+            f"{r.gbps:.3g}" if r.gbps is not None else "-",
+            f"{100 * r.peak_fraction:.0f}%" if r.peak_fraction is not None else "-",
+            f"{r.ratio:.2f}" if r.ratio is not None else "-"]
+
+
+def _by_problem(results: Sequence[BenchResult]) -> Dict[str, List[BenchResult]]:
+    """Timed, refused and failed rows per op and shape (backends that cannot run here are listed apart)."""
+    grouped: Dict[str, List[BenchResult]] = {}
+    for r in results:
+        if r.status != UNAVAILABLE:
+            grouped.setdefault(f"{r.op} - {r.problem}", []).append(r)
+    return grouped
+
+
+def unavailable(results: Sequence[BenchResult]) -> Dict[str, str]:
+    """Backend -> why it could not run here (the first reason seen)."""
+    reasons: Dict[str, str] = {}
+    for r in results:
+        if r.status == UNAVAILABLE:
+            name = r.op if r.op != "block" else r.problem.split(":")[0]
+            reasons.setdefault(f"{name}[{r.backend}]", r.message or "")
+    return reasons
+
+
+def to_markdown(report: BenchReport, command: str, date: Optional[str] = None) -> str:
+    """A Markdown section: machine, date, command, then one table per op and shape."""
+    import platform
+
+    import torch
+
+    date = date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    clock = next((r.timing.clock for r in report.results if r.timing is not None), "-")
+    peak = f"{report.device.peak_gbps:.0f} GB/s" if report.device.peak_gbps else "unknown"
+    lines = [f"## jetson-mamba bench on {report.device.name} ({date})", "",
+             f"torch {torch.__version__}, Python {platform.python_version()}, peak memory bandwidth {peak}. "
+             f"Command: `{command}`. Times are medians after warm-up ({clock}); GB/s counts every input read "
+             "once and every output written once; `x fastest` is the time over the fastest backend's.", ""]
+    for title, rows in _by_problem(report.results).items():
+        lines += [f"### {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(cell.replace("|", "/") for cell in _cells(r)) + " |" for r in rows]
+        lines.append("")
+    missing = unavailable(report.results)
+    if missing:
+        lines += ["Not timed here:", ""] + [f"- {name}: {why}" for name, why in missing.items()] + [""]
+    return "\n".join(lines)
+
+
+def print_table(report: BenchReport) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from jetson_mamba.cli.output import console
+
+    for title, rows in _by_problem(report.results).items():
+        table = Table(title=f"{title} on {report.device.name}")
+        for column in COLUMNS:
+            table.add_column(column, justify="left" if column in ("dtype", "direction", "backend") else "right")
+        for r in rows:
+            cells = [escape(c) for c in _cells(r)]
+            if r.status != TIMED:
+                cells[3] = f"[yellow]{cells[3]}[/]"
+            table.add_row(*cells)
+        console.print(table)
+    for name, why in unavailable(report.results).items():
+        console.print(f"[yellow]not timed[/] {escape(name)}: {escape(why)}")
+
+
+def write_plot(report: BenchReport, path: Path) -> Path:
+    """Grouped bars (one group per op, shape, dtype and direction; one bar per backend), log-scale ms."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingDependencyError(f"--plot needs matplotlib ({exc})",
+                                     "pip install 'jetson-mamba[plot]' (or pip install matplotlib)") from None
+    timed = [r for r in report.results if r.status == TIMED and r.timing is not None]
+    groups = list(dict.fromkeys(f"{r.problem.split(':')[0]}\n{r.op} {r.dtype} {r.direction}" for r in timed))
+    backends = list(dict.fromkeys(r.backend for r in timed))
+    width = 0.8 / max(1, len(backends))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(groups)), 4.8))
+    for index, backend in enumerate(backends):
+        xs, ys = [], []
+        for gi, group in enumerate(groups):
+            match = [r for r in timed if r.backend == backend
+                     and f"{r.problem.split(':')[0]}\n{r.op} {r.dtype} {r.direction}" == group]
+            if match:
+                xs.append(gi + index * width)
+                ys.append(match[0].timing.median_ms)
+        ax.bar(xs, ys, width=width, label=backend)
+    ax.set_xticks([gi + width * (len(backends) - 1) / 2 for gi in range(len(groups))])
+    ax.set_xticklabels(groups, fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("median time per call (ms)")
+    ax.set_title(f"jetson-mamba bench on {report.device.name}")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

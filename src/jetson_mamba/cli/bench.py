@@ -1,0 +1,73 @@
+"""`jetson-mamba bench`: time every available kernel backend side by side on this device."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+NAME = "bench"
+HELP = ("time every available backend (compiled, Triton, torch) per op and for whole blocks, side by side; "
+        "backends that fail their correctness check are refused")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--op", dest="ops", action="append", choices=("selective_scan", "causal_conv1d", "block"),
+                        help="ops to time (repeatable; default: all)")
+    parser.add_argument("--shape", help="one custom shape instead of the defaults, e.g. B=8,D=2048,L=2048,N=16 "
+                                        "(keys B D L N G z W; G>0 = grouped B/C, z=0 = no gate)")
+    parser.add_argument("--backends", help="comma-separated backends to time (default: every available one)")
+    parser.add_argument("--dtype", dest="dtypes", default=None,
+                        help="comma-separated dtypes (default: float32,bfloat16 on a GPU, float32 on the CPU)")
+    parser.add_argument("--direction", choices=("forward", "forward+backward", "both"), default="both")
+    parser.add_argument("--repeat", type=int, default=None, help="timed calls per measurement (default 20 GPU, 5 CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 3 GPU, 1 CPU)")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown report (for benchmarks/RESULTS.md)")
+    parser.add_argument("--plot", metavar="FILE", type=Path, help="also write a PNG bar chart to FILE")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from jetson_mamba.bench.report import print_table, to_markdown, write_plot
+    from jetson_mamba.bench.runner import FORWARD, FORWARD_BACKWARD, Settings, run_bench
+    from jetson_mamba.bench.shapes import OPS, custom_problems, default_problems, parse_shape
+    from jetson_mamba.cli.output import console, print_json
+    from jetson_mamba.errors import UsageError
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    on_gpu = torch.device(device).type == "cuda"
+    ops = args.ops or list(OPS)
+    if args.shape:
+        problems = custom_problems(parse_shape(args.shape), ops)
+        if not problems:
+            raise UsageError("--shape applies to selective_scan and causal_conv1d, not to blocks",
+                             "add --op selective_scan or --op causal_conv1d")
+    else:
+        problems = [p for p in default_problems(on_gpu) if p.op in ops]
+    dtypes = [d.strip() for d in (args.dtypes or ("float32,bfloat16" if on_gpu else "float32")).split(",")]
+    for name in dtypes:
+        if name not in ("float32", "float16", "bfloat16"):
+            raise UsageError(f"unknown dtype {name!r}", "use float32, float16 or bfloat16")
+    directions = {"forward": [FORWARD], "forward+backward": [FORWARD_BACKWARD]}.get(args.direction,
+                                                                                    [FORWARD, FORWARD_BACKWARD])
+    settings = Settings(device=device, dtypes=dtypes, directions=directions,
+                        backends=[b.strip() for b in args.backends.split(",")] if args.backends else None,
+                        warmup=args.warmup if args.warmup is not None else (3 if on_gpu else 1),
+                        repeat=args.repeat if args.repeat is not None else (20 if on_gpu else 5))
+    report = run_bench(problems, settings, progress=not args.json)
+    if args.plot:
+        write_plot(report, args.plot)
+    if args.json:
+        data = report.to_json()
+        data["plot"] = str(args.plot) if args.plot else None
+        print_json(data)
+    elif args.markdown:
+        command = "jetson-mamba " + " ".join(sys.argv[1:]) if sys.argv[1:] else "jetson-mamba bench --markdown"
+        sys.stdout.write(to_markdown(report, command) + "\n")
+    else:
+        print_table(report)
+        if args.plot:
+            console.print(f"chart written to {args.plot}")
+    return 0
