@@ -71,13 +71,6 @@ def build_options(plan: BuildPlan) -> BuildOptions:
     return BuildOptions(plan.archs, plan.toolchain.compress_mode, plan.cxx_std)
 
 
-def _runtime_fixes(tree: Path) -> List[str]:
-    """Bake the runtime fixes (helper D's `apply_to_tree`) into the sources, so the wheel needs no patching."""
-    from jetson_mamba.compat.runtime_patches import apply_to_tree
-
-    return list(apply_to_tree(tree))
-
-
 def _prepare(plan: BuildPlan, spec: Spec, sources: Sequence[Path],
              directory: Optional[Path]) -> Tuple[Source, Path, List[str], bool]:
     """The patched tree of one spec: in `directory` (--prepare-only) or the keyed cache tree."""
@@ -88,7 +81,7 @@ def _prepare(plan: BuildPlan, spec: Spec, sources: Sequence[Path],
         target = root / f"{source.name}-{source.version}-{tree_key(source, plan, options)}"
     else:
         target = directory / f"{source.name}-{source.version}"
-    tree, patches, reused = prepare_tree(source, plan, options, target, _runtime_fixes)
+    tree, patches, reused = prepare_tree(source, plan, options, target)
     return source, tree, patches, reused
 
 
@@ -100,9 +93,11 @@ def prepare_only(plan: BuildPlan, sources: Sequence[Path], directory: Path) -> L
         kind = PACKAGES[source.name]
         env = plan.env(kind)
         command = plan.command(Path("."), Path("..") / "wheelhouse")
-        script = directory / f"build-{source.name}.sh"
+        script = directory / f"build-{source.name}-{source.version}.sh"
         lines = ["#!/bin/sh", f"# {source.name} {source.version} for {', '.join('sm_' + a.replace('.', '') for a in plan.archs)}"
-                 f" (label {plan.label}); patches: {', '.join(patches) or 'none'}", "set -e",
+                 f"; patches: {', '.join(patches) or 'none'}",
+                 f"# the wheel lands in ../wheelhouse without the local label +{plan.label}: "
+                 "`jetson-mamba build --source` on this tree also labels, strips and checks it", "set -e",
                  f"cd \"$(dirname \"$0\")/{tree.name}\""]
         lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
         lines.append(" ".join(shlex.quote(c) for c in command))
@@ -132,17 +127,22 @@ def _run_logged(command: List[str], env: Dict[str, str], cwd: Path, log: Path, l
     steps = 0
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("units"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress, log.open("w") as out:
+    with Progress(*columns, console=console, transient=False) as progress, log.open("w", buffering=1) as out:
         task = progress.add_task(label, total=None)
         process = subprocess.Popen(command, cwd=str(cwd), env={**os.environ, **env}, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
         assert process.stdout is not None
-        for line in process.stdout:
-            out.write(line)
-            found = progress_of(line)
-            if found:
-                steps = max(steps, found[1])
-                progress.update(task, completed=found[0], total=found[1])
+        try:
+            for line in process.stdout:
+                out.write(line)
+                found = progress_of(line)
+                if found:
+                    steps = max(steps, found[1])
+                    progress.update(task, completed=found[0], total=found[1])
+        except BaseException:  # Ctrl-C: stop the compilers too, not just this process
+            process.kill()
+            process.wait()
+            raise
         status = process.wait()
         if status == 0 and steps:
             progress.update(task, completed=steps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -153,6 +154,8 @@ def _unpack(source: Source, into: Path) -> Path:
         with tarfile.open(source.path) as archive:
             members = [m for m in archive.getmembers() if m.isfile() or m.isdir()]
             _check_members(source.path, [m.name for m in members], into)
+            for member in members:  # the unpacked tree belongs to whoever builds, not to the sdist's uid
+                member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
             archive.extractall(into, members=members)
     tops = [p for p in into.iterdir() if p.is_dir()]
     if len(tops) != 1:
@@ -172,8 +175,7 @@ def tree_key(source: Source, plan: BuildPlan, options: BuildOptions) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def prepare_tree(source: Source, plan: BuildPlan, options: BuildOptions, target: Path,
-                 runtime_fixes: Optional[Callable[[Path], List[str]]] = None) -> Tuple[Path, List[str], bool]:
+def prepare_tree(source: Source, plan: BuildPlan, options: BuildOptions, target: Path) -> Tuple[Path, List[str], bool]:
     """(tree, patches applied, reused): a patched copy of the sources at `target`.
 
     An existing tree with a stamp for the same key is reused untouched, so ninja finds its
@@ -197,12 +199,10 @@ def prepare_tree(source: Source, plan: BuildPlan, options: BuildOptions, target:
         if not (tree / kind.cuda_source_dir).is_dir():
             raise UsageError(
                 f"the {source.name} {source.version} source at {source.path} has no CUDA sources "
-                f"({kind.cuda_source_dir}/ is missing; the mamba-ssm 2.2.4 sdist is like that)",
+                f"({kind.cuda_source_dir}/ is missing, as in the sdists of mamba-ssm 2.2.4 and causal-conv1d 1.4.0/1.5.0.post8)",
                 f"build from a git checkout of that version: git clone --branch v{source.version} "
                 f"<upstream repository> src && jetson-mamba build {source.name}=={source.version} --source src")
-        patches = apply_build_patches(tree, options)
-        if runtime_fixes is not None:
-            patches.extend(runtime_fixes(tree))
+        patches = apply_build_patches(tree, source.name, source.version, options)
         (tree / STAMP).write_text(json.dumps({"key": key, "source": source.origin, "name": source.name,
                                               "version": source.version, "patches": patches}, indent=2))
         tree.rename(target)

@@ -73,16 +73,20 @@ def run(args: argparse.Namespace) -> int:
         print_json({"plan": plan.to_json(), "prepare_only": args.prepare_only is not None,
                     "results": [r.to_json() for r in results]})
         return 0
-    table = Table(title="prepared (nothing compiled)" if args.prepare_only is not None else "built")
-    for column in ("package", "patches", "tree" if args.prepare_only is not None else "wheel", "size", "time",
-                   "units"):
+    if args.prepare_only is not None:
+        for r in results:
+            console.print(f"[bold]{escape(r.name)} {escape(r.version)}[/]: patched tree {escape(str(r.tree))}"
+                          f"{' (reused)' if r.reused_tree else ''}\n  patches: {escape(', '.join(r.patches))}"
+                          f"\n  build it with: sh {escape(str(r.log))}")
+        return 0
+    table = Table(title=f"built for {', '.join('sm_' + a.replace('.', '') for a in plan.archs)}")
+    for column in ("package", "wheel", "size", "time", "compiled", "patches"):
         table.add_column(column)
     for r in results:
-        if args.prepare_only is not None:
-            table.add_row(f"{r.name} {r.version}", ", ".join(r.patches), f"{r.tree}\nrun: {r.log}", "", "", "")
-            continue
-        table.add_row(f"{r.name} {r.version}", ", ".join(r.patches) + (" (tree reused)" if r.reused_tree else ""),
-                      str(r.wheel), f"{r.size / 1e6:.1f} MB", f"{r.seconds:.0f} s",
-                      f"{r.compiled_units} compiled" if r.compiled_units else "all up to date")
+        table.add_row(f"{r.name} {r.version}", str(r.wheel), f"{r.size / 1e6:.1f} MB", f"{r.seconds:.0f} s",
+                      f"{r.compiled_units} units" if r.compiled_units else "none (all objects up to date)",
+                      f"{len(r.patches)}{' (tree reused)' if r.reused_tree else ''}")
     console.print(table)
+    for r in results:
+        console.print(f"log: {escape(str(r.log))}")
     return 0

@@ -4,8 +4,8 @@ Upstream setup.py files hard-code 8-12 `-gencode` targets (ignoring TORCH_CUDA_A
 some of which nvcc 13 rejects; they pass `-lineinfo`, which triples the wheel size, and
 `-std=c++17`, which torch 2.14's headers refuse. mamba-ssm <= 2.2.5 also uses cub calls that
 CUDA 13 removed. Each fix is a `registry.Patch` in TREE mode (recorded, idempotent,
-revertible with `registry.revert`); `apply_build_patches` also checks that the patched
-setup.py still parses before writing anything.
+revertible with `registry.revert`); `apply_build_patches` also checks that every patched
+Python file still parses before writing anything.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from jetson_mamba.compat.registry import (
     patch_plan,
     replacing,
 )
+from jetson_mamba.compat.runtime_patches import RUNTIME_PATCHES
 from jetson_mamba.errors import PatchError
 
 DISTRIBUTIONS = ("causal-conv1d", "mamba-ssm")
@@ -150,16 +151,22 @@ BUILD_PATCHES: Tuple[Patch, ...] = (
 )
 
 
-def apply_build_patches(root: Path, distribution: str, version: Optional[str], options: BuildOptions) -> List[str]:
-    """Patch the source tree at `root` in place, all or nothing; the names of the patches applied."""
-    plan = patch_plan([Target(distribution, version, root)], BUILD_PATCHES, TREE,
-                      options=dataclasses.asdict(options))
+def apply_build_patches(root: Path, distribution: str, version: Optional[str], options: BuildOptions,
+                        runtime: bool = True) -> List[str]:
+    """Patch the source tree at `root` in place, all or nothing; the names of the patches applied.
+
+    With `runtime`, the runtime fixes (`runtime_patches`) are baked in too, in the same plan,
+    so the wheel built from the tree needs no `jetson-mamba patch` afterwards. The target is
+    given explicitly (not read from PKG-INFO) because git checkouts have none.
+    """
+    patches = (RUNTIME_PATCHES if runtime else ()) + BUILD_PATCHES
+    plan = patch_plan([Target(distribution, version, root)], patches, TREE, options=dataclasses.asdict(options))
     for change in plan.changes:
         if change.path.endswith(".py"):
             try:
                 ast.parse(change.after.decode("utf-8"))
             except SyntaxError as error:
                 raise PatchError(f"patched {change.absolute} would not parse ({error}); nothing was changed",
-                                 "report this setup.py; edit it by hand in a --prepare-only tree") from None
+                                 "report this file; edit it by hand in a --prepare-only tree") from None
     apply_plan(plan)
-    return [s.patch for s in plan.statuses if s.status == NEEDED]
+    return list(dict.fromkeys(s.patch for s in plan.statuses if s.status == NEEDED))
