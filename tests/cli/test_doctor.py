@@ -85,3 +85,10 @@ def test_real_pinned_pair_is_diagnosed(shared: Path, venv_factory) -> None:
     found = {f["id"] for f in data["findings"]}
     assert {"incompatible-pair", "transformers5-import", "extension-not-compiled"} <= found
     assert done.returncode == 1
+
+    subprocess.run([sys.executable, "-m", "jetson_mamba", "patch", "--python", str(python)], check=True,
+                   capture_output=True)
+    patched = as_json(doctor("--json", "--python", str(python)))
+    found = {f["id"] for f in patched["findings"]}
+    assert not {"incompatible-pair", "transformers5-import"} & found, patched["findings"]
+    assert "causal-conv1d-bridge" in patched["packages"]["patches_applied"]

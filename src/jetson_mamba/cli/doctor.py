@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, List
+from pathlib import Path
+from typing import Any, Dict, List, Set
 
 from rich.markup import escape
 from rich.table import Table
 
 from jetson_mamba.cli.output import console, err_console, print_json
+from jetson_mamba.compat import registry
 from jetson_mamba.compat.findings import Finding, diagnose
+from jetson_mamba.errors import JetsonMambaError
 from jetson_mamba.probe import MachineInfo, probe_machine
 
 NAME = "doctor"
@@ -19,6 +22,28 @@ HELP = "describe this machine (Jetson, GPU, CUDA, torch, Mamba packages) and dia
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default="/", help="read the Jetson and /proc files under this directory")
     parser.add_argument("--python", default=None, help="probe this interpreter's torch and packages")
+
+
+def patches_in_effect(machine: MachineInfo) -> Set[str]:
+    """Runtime patches recorded by `jetson-mamba patch` whose patched bytes are still on disk.
+
+    A file reinstalled since the patch no longer matches its recorded hash, so it counts as unpatched.
+    """
+    roots = {Path(p.location) for p in machine.packages.distributions.values() if p.location}
+    names: Set[str] = set()
+    for root in roots:
+        try:
+            record = registry.read_record(root)
+        except JetsonMambaError:
+            continue
+        for path, entry in record.items():
+            try:
+                current = registry.sha256((root / path).read_bytes())
+            except OSError:
+                continue
+            if current == entry.get("patched_sha256"):
+                names.update(entry.get("patches", ()))
+    return names
 
 
 def _extensions_json(machine: MachineInfo) -> List[Dict[str, Any]]:
@@ -32,7 +57,7 @@ def _extensions_json(machine: MachineInfo) -> List[Dict[str, Any]]:
     } for e in machine.packages.extensions]
 
 
-def report_json(machine: MachineInfo, findings: List[Finding]) -> Dict[str, Any]:
+def report_json(machine: MachineInfo, findings: List[Finding], patches: Set[str]) -> Dict[str, Any]:
     """The doctor JSON contract: jetson, gpu, cuda, torch, packages, findings (+ machine)."""
     full = machine.to_json()
     return {
@@ -46,6 +71,7 @@ def report_json(machine: MachineInfo, findings: List[Finding]) -> Dict[str, Any]
             "distributions": {name: p.version for name, p in sorted(machine.packages.distributions.items())},
             "extensions": _extensions_json(machine),
             "source": machine.packages.source,
+            "patches_applied": sorted(patches),
         },
         "findings": [f.to_json() for f in findings],
     }
@@ -102,11 +128,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         with err_console.status("probing the machine (torch is imported in a subprocess)..."):
             machine = probe_machine(args.root, args.python)
-    findings = diagnose(machine)
+    patches = patches_in_effect(machine)
+    findings = diagnose(machine, patches)
     if args.json:
-        print_json(report_json(machine, findings))
+        print_json(report_json(machine, findings, patches))
     else:
         console.print(_machine_table(machine))
+        if patches:
+            console.print(f"[bold]patches applied[/] {', '.join(sorted(patches))}")
         console.print()
         _print_findings(findings)
     return 1 if any(f.severity == "error" for f in findings) else 0

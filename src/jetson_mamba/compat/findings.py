@@ -11,15 +11,13 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Dict, FrozenSet, Iterable, List, Optional
 
 from jetson_mamba.compat import knowledge
+from jetson_mamba.compat.runtime_patches import CAUSAL_CONV1D_BRIDGE as PATCH_CAUSAL_CONV1D_BRIDGE
+from jetson_mamba.compat.runtime_patches import NO_DISTRIBUTED as PATCH_NO_DISTRIBUTED
+from jetson_mamba.compat.runtime_patches import TRANSFORMERS5 as PATCH_TRANSFORMERS5
 from jetson_mamba.probe import fatbin
 from jetson_mamba.probe.model import ExtensionInfo, MachineInfo
 
 SEVERITIES = ("error", "warning", "info")
-
-# Patch ids (see jetson_mamba.compat) whose presence makes a finding moot.
-PATCH_CAUSAL_CONV1D_BRIDGE = "causal-conv1d-api-bridge"
-PATCH_TRANSFORMERS5 = "transformers5-generation-outputs"
-PATCH_NO_DISTRIBUTED = "torch-without-distributed"
 
 
 @dataclass(frozen=True)
@@ -250,7 +248,8 @@ def _heavy_dependencies(machine: MachineInfo, _applied: FrozenSet[str]) -> Itera
 
 
 def diagnose(machine: MachineInfo, applied_patches: Iterable[str] = ()) -> List[Finding]:
-    """Every finding for this machine, errors first."""
+    """Every finding for this machine, errors first; `applied_patches` (runtime patch names in
+    effect, see `jetson_mamba.compat.runtime_patches`) silence the problems they fix."""
     applied = frozenset(applied_patches)
     found = [finding for check in _RULES for finding in check(machine, applied)]
     return sorted(found, key=lambda f: SEVERITIES.index(f.severity))
