@@ -52,7 +52,7 @@ def _strip(members: Dict[str, bytes], strip: Optional[str]) -> None:
 
 def finish_wheel(built: Path, out_dir: Path, label: str, strip: bool = True) -> Path:
     """Write `built` to `out_dir` under its labelled version, stripped, with a fresh RECORD."""
-    name, version, _build, _tags = parse_wheel_filename(built.name)
+    _name, version, _build, _tags = parse_wheel_filename(built.name)
     new_version = labelled_version(str(version), label)
     escaped, old_version, rest = built.name.split("-", 2)
     old_info = f"{escaped}-{old_version}.dist-info"
@@ -86,7 +86,6 @@ def finish_wheel(built: Path, out_dir: Path, label: str, strip: bool = True) -> 
     if problems:
         raise BuildError(f"the finished wheel {target} is inconsistent: " + "; ".join(problems),
                          "report this; the unmodified wheel from pip is in the build's work directory")
-    del name
     return target
 
 
