@@ -255,3 +255,19 @@ def selective_scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tenso
     dC = sum(dC_parts) if C.dim() == 2 else torch.cat(dC_parts[::-1], dim=-1)
     return (du.to(u.dtype), ddt.to(delta.dtype), dA.view(lay.dim, lay.dstate).to(A.dtype),
             dB.to(B.dtype), dC.to(C.dtype), dD, ddelta_bias, dz)
+
+
+def chunk_end_states(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                     delta_bias: Optional[torch.Tensor], delta_softplus: bool, every: int) -> torch.Tensor:
+    """States after steps every-1, 2*every-1, ... before the last one: (batch, dim, ceil(L/every)-1, dstate).
+
+    What the compiled kernels keep per 2048-step chunk; `every` must be a multiple of CHUNK.
+    """
+    if every % CHUNK:
+        raise ValueError(f"every ({every}) must be a multiple of CHUNK ({CHUNK})")
+    work = work_dtype(u.dtype)
+    lay = _Layout(u, A, B, C)
+    dt, _ = _prepare_delta(delta, delta_bias, delta_softplus, work)
+    ch = _Chunks(lay, dt, dt * u.to(work), A, B, nbuf=2)
+    _, starts, _ = _forward_core(lay, ch, C, want_y=False)
+    return starts[:, :, every // CHUNK::every // CHUNK]

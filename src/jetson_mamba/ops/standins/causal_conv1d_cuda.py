@@ -1,0 +1,50 @@
+"""Stand-in for causal-conv1d's compiled `causal_conv1d_cuda`, output-buffer API (>= 1.5.1).
+
+causal_conv1d_fwd(x, weight, bias, seq_idx, initial_states, out, final_states_out, silu) -> None
+causal_conv1d_bwd(x, weight, bias, dout, seq_idx, initial_states, dfinal_states,
+                  dx, dweight, dbias, dinitial_states, silu) -> None
+causal_conv1d_update(x, conv_state, weight, bias, out, silu, cache_seqlens, conv_state_indices) -> None
+Every result is written into the buffers the caller passes, as the kernels do.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from jetson_mamba.ops.standins._conv import backend_for
+
+__jetson_mamba_standin__ = True
+
+
+def causal_conv1d_fwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                      seq_idx: Optional[torch.Tensor], initial_states: Optional[torch.Tensor],
+                      out: torch.Tensor, final_states_out: Optional[torch.Tensor], silu_activation: bool) -> None:
+    result, final = backend_for(x).causal_conv1d_forward(
+        x, weight, bias, seq_idx, initial_states, final_states_out is not None, silu_activation)
+    out.copy_(result)
+    if final_states_out is not None:
+        final_states_out.copy_(final)
+
+
+def causal_conv1d_bwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], dout: torch.Tensor,
+                      seq_idx: Optional[torch.Tensor], initial_states: Optional[torch.Tensor],
+                      dfinal_states: Optional[torch.Tensor], dx: torch.Tensor, dweight: torch.Tensor,
+                      dbias: Optional[torch.Tensor], dinitial_states: Optional[torch.Tensor],
+                      silu_activation: bool) -> None:
+    gx, gw, gb, ginit = backend_for(x).causal_conv1d_backward(
+        x, weight, bias, dout, seq_idx, initial_states, dfinal_states, silu_activation)
+    dx.copy_(gx)
+    dweight.copy_(gw)
+    if dbias is not None and gb is not None:
+        dbias.copy_(gb)
+    if dinitial_states is not None and ginit is not None:
+        dinitial_states.copy_(ginit)
+
+
+def causal_conv1d_update(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor,
+                         bias: Optional[torch.Tensor], out: torch.Tensor, silu_activation: bool,
+                         cache_seqlens: Optional[torch.Tensor], conv_state_indices: Optional[torch.Tensor]) -> None:
+    out.copy_(backend_for(x).causal_conv1d_update(
+        x, conv_state, weight, bias, silu_activation, cache_seqlens, conv_state_indices))

@@ -1,0 +1,129 @@
+"""Backend dispatch: automatic choice, forcing with JETSON_MAMBA_BACKEND, registration, reporting."""
+
+from __future__ import annotations
+
+import logging
+import types
+from typing import Any, Optional
+
+import pytest
+import torch
+
+from jetson_mamba.errors import BackendUnavailableError
+from jetson_mamba.ops import backend, selective_scan_fn
+from jetson_mamba.ops.selective_scan import torch as scan_torch
+
+pytestmark = pytest.mark.usefixtures("clean_dispatch")
+
+
+def fake_backend(reason: Optional[str] = None, scale: float = 1.0) -> types.ModuleType:
+    """A backend module wrapping the torch one; `scale` != 1 makes it deliberately wrong."""
+    mod = types.ModuleType("fake_scan")
+
+    def is_available(device: Any, dtype: Any) -> Optional[str]:
+        return reason
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        out, out_z, last = scan_torch.selective_scan_forward(*args, **kwargs)
+        return out * scale, None if out_z is None else out_z * scale, last
+
+    mod.is_available = is_available  # type: ignore[attr-defined]
+    mod.selective_scan_forward = forward  # type: ignore[attr-defined]
+    mod.selective_scan_backward = scan_torch.selective_scan_backward  # type: ignore[attr-defined]
+    return mod
+
+
+def scan_inputs() -> tuple:
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(1, 4, 8, generator=g), torch.rand(1, 4, 8, generator=g), -torch.rand(4, 2, generator=g),
+            torch.randn(1, 2, 8, generator=g), torch.randn(1, 2, 8, generator=g))
+
+
+def test_cpu_picks_torch_and_lists_why_not_the_others() -> None:
+    name, module = backend.select_backend("selective_scan", "cpu", torch.float32)
+    assert name == "torch" and module is scan_torch
+    infos = {i.name: i for i in backend.list_backends("selective_scan", "cpu", torch.float32)}
+    assert infos["torch"].available and infos["torch"].reason is None
+    assert not infos["cuda"].available and "CUDA tensors" in str(infos["cuda"].reason)
+    assert not infos["triton"].available and "TRITON_INTERPRET" in str(infos["triton"].reason)
+    assert [i.priority for i in backend.list_backends("causal_conv1d")] == sorted(
+        (i.priority for i in backend.list_backends("causal_conv1d")), reverse=True)
+    assert infos["torch"].to_json()["available"] is True
+
+
+def test_unsupported_dtype_is_explained() -> None:
+    with pytest.raises(BackendUnavailableError) as err:
+        backend.select_backend("selective_scan", "cpu", torch.int32)
+    assert "int32" in err.value.message and err.value.fix
+
+
+def test_forcing_an_unavailable_backend_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(backend.ENV_VAR, "cuda")
+    with pytest.raises(BackendUnavailableError) as err:
+        selective_scan_fn(*scan_inputs())
+    assert "cuda" in err.value.message and "CUDA device" in str(err.value.fix)
+    monkeypatch.setenv(backend.ENV_VAR, "nonsense")
+    with pytest.raises(BackendUnavailableError, match="unknown backend"):
+        backend.select_backend("causal_conv1d", "cpu", torch.float32)
+    monkeypatch.setenv(backend.ENV_VAR, "torch")
+    assert backend.select_backend("causal_conv1d", "cpu", torch.float32)[0] == "torch"
+
+
+def test_forced_triton_on_cpu_needs_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU tensors reach the Triton backend only with JETSON_MAMBA_BACKEND=triton and TRITON_INTERPRET=1."""
+    backend.register_backend("selective_scan", "triton", fake_backend(), 200)
+    assert backend.select_backend("selective_scan", "cpu", torch.float32)[0] == "torch"
+    monkeypatch.setenv(backend.ENV_VAR, "triton")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(BackendUnavailableError) as err:
+        backend.select_backend("selective_scan", "cpu", torch.float32)
+    assert "TRITON_INTERPRET=1" in str(err.value)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert backend.select_backend("selective_scan", "cpu", torch.float32)[0] == "triton"
+
+
+def test_missing_backend_module_is_unavailable_not_an_error() -> None:
+    backend.register_backend("selective_scan", "ghost", "jetson_mamba.ops.selective_scan.no_such_module", 999)
+    infos = {i.name: i for i in backend.list_backends("selective_scan")}
+    assert not infos["ghost"].available and "cannot import" in str(infos["ghost"].reason)
+    assert backend.select_backend("selective_scan", "cpu", torch.float32)[0] == "torch"
+
+
+def test_a_wrong_registered_backend_is_used_and_is_caught() -> None:
+    """verify's use: register a wrong kernel at top priority; dispatch uses it and the numbers differ."""
+    good = selective_scan_fn(*scan_inputs())
+    backend.register_backend("selective_scan", "wrong", fake_backend(scale=1.01), 1000)
+    assert backend.select_backend("selective_scan", "cpu", torch.float32)[0] == "wrong"
+    bad = selective_scan_fn(*scan_inputs())
+    assert not torch.allclose(good, bad, rtol=1e-3, atol=0)
+    backend.unregister_backend("selective_scan", "wrong")
+    assert torch.equal(selective_scan_fn(*scan_inputs()), good)
+
+
+def test_unregistering_a_builtin_and_a_raising_is_available() -> None:
+    backend.unregister_backend("selective_scan", "torch")
+    with pytest.raises(BackendUnavailableError, match="no backend"):
+        backend.select_backend("selective_scan", "cpu", torch.float32)
+    broken = fake_backend()
+    broken.is_available = lambda d, t: 1 / 0  # type: ignore[attr-defined]
+    backend.register_backend("selective_scan", "broken", broken, 10)
+    info = backend.list_backends("selective_scan")[-1]
+    assert info.name == "broken" and "ZeroDivisionError" in str(info.reason)
+    backend.register_backend("selective_scan", "torch", scan_torch, 100)
+    assert backend.select_backend("selective_scan", "cpu", torch.float32)[0] == "torch"
+
+
+def test_choice_is_reported_once_per_op_and_backend(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="jetson_mamba.ops")
+    for _ in range(3):
+        selective_scan_fn(*scan_inputs())
+    lines = [r.getMessage() for r in caplog.records if "selective_scan runs on" in r.getMessage()]
+    assert len(lines) == 1 and "torch backend" in lines[0] and "cuda:" in lines[0]
+
+
+def test_ssd_names_are_lazy_reexports() -> None:
+    import jetson_mamba.ops as ops
+
+    with pytest.raises(AttributeError):
+        ops.no_such_function  # noqa: B018
+    assert set(ops.SSD_EXPORTS) <= set(ops.__all__)

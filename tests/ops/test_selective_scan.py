@@ -1,0 +1,146 @@
+"""The portable selective scan and the public selective_scan_fn against the float64 reference."""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Tuple
+
+import pytest
+import torch
+
+from jetson_mamba.ops import selective_scan_fn
+from jetson_mamba.ops.selective_scan import naive
+from jetson_mamba.ops.selective_scan import torch as scan_torch
+
+pytestmark = pytest.mark.usefixtures("clean_dispatch", "nan_empty")
+
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def make_inputs(batch: int, dim: int, L: int, dstate: int, bc: str, dtype: torch.dtype, with_z: bool,
+                with_D: bool, with_bias: bool, groups: int = 1, seed: int = 0) -> Dict[str, Optional[torch.Tensor]]:
+    """Inputs as Mamba produces them: A < 0, delta around softplus's range, fp32 A/D/bias."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape: int, dt: torch.dtype = dtype, scale: float = 1.0) -> torch.Tensor:
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dt)
+
+    wdt = torch.float64 if dtype == torch.float64 else torch.float32
+    if bc == "fixed":
+        B, C = rnd(dim, dstate, dt=wdt), rnd(dim, dstate, dt=wdt)
+    elif bc == "variable":
+        B, C = rnd(batch, dstate, L), rnd(batch, dstate, L)
+    else:
+        B, C = rnd(batch, groups, dstate, L), rnd(batch, groups, dstate, L)
+    return {
+        "u": rnd(batch, dim, L), "delta": rnd(batch, dim, L, scale=0.5).abs(),
+        "A": (-0.5 - torch.rand(dim, dstate, generator=g, dtype=torch.float64) * 2).to(wdt),
+        "B": B, "C": C, "D": rnd(dim, dt=wdt) if with_D else None, "z": rnd(batch, dim, L) if with_z else None,
+        "delta_bias": rnd(dim, dt=wdt, scale=0.5).abs() if with_bias else None,
+    }
+
+
+def reference(inputs: Dict[str, Optional[torch.Tensor]], softplus: bool, dout: torch.Tensor
+              ) -> Tuple[torch.Tensor, torch.Tensor, List[Optional[torch.Tensor]]]:
+    """(out, last_state, grads in NAMES order) from the naive scan in float64 on the same values."""
+    leaves = {k: None if v is None else v.detach().double().requires_grad_(True) for k, v in inputs.items()}
+    out, last = naive.selective_scan_ref(*(leaves[k] for k in NAMES), delta_softplus=softplus,
+                                         return_last_state=True)
+    out.backward(dout.double())
+    return out.detach(), last.detach(), [None if leaves[k] is None else leaves[k].grad for k in NAMES]
+
+
+CASES = [
+    # batch, dim, L, dstate, bc, groups, z, D, bias, softplus
+    (2, 5, 1, 1, "variable", 1, True, True, True, True),
+    (1, 6, 37, 4, "fixed", 1, False, True, False, False),
+    (2, 4, 130, 16, "variable", 1, True, False, True, True),
+    (1, 12, 70, 64, "grouped", 3, True, True, False, True),
+    (2, 8, 66, 4, "grouped", 2, False, False, True, False),
+    (1, 3, 9, 16, "grouped", 1, True, True, True, True),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"b{c[0]}d{c[1]}L{c[2]}n{c[3]}-{c[4]}{c[5]}"
+                         f"{'-z' if c[6] else ''}{'-D' if c[7] else ''}{'-bias' if c[8] else ''}"
+                         f"{'-sp' if c[9] else ''}")
+def test_torch_backend_matches_reference(case: tuple, dtype: torch.dtype, close: Callable[..., None]) -> None:
+    batch, dim, L, dstate, bc, groups, with_z, with_D, with_bias, softplus = case
+    inputs = make_inputs(batch, dim, L, dstate, bc, dtype, with_z, with_D, with_bias, groups)
+    dout = torch.randn(batch, dim, L, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype)
+    ref_out, ref_last, ref_grads = reference(inputs, softplus, dout)
+    args = [inputs[k] for k in NAMES]
+    out, out_z, last = scan_torch.selective_scan_forward(*args, delta_softplus=softplus)
+    assert out.dtype == dtype and last.dtype in (torch.float32, torch.float64)
+    close(out_z if with_z else out, ref_out, dtype, "out")
+    assert (out_z is None) == (not with_z)
+    close(last, ref_last, dtype, "last_state")
+    u, delta, A, B, C, D, z, delta_bias = args
+    grads = scan_torch.selective_scan_backward(u, delta, A, B, C, D, z, delta_bias, softplus, dout)
+    # backward returns (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz)
+    order = dict(zip(("u", "delta", "A", "B", "C", "D", "delta_bias", "z"), grads))
+    for name, ref in zip(NAMES, ref_grads):
+        got = order[name]
+        if got is not None and inputs[name] is not None:
+            assert got.dtype == inputs[name].dtype, f"d{name} dtype"
+        close(got, ref, dtype, f"d{name}")
+
+
+def test_chunks_are_independent_of_chunk_size(monkeypatch: pytest.MonkeyPatch,
+                                              close: Callable[..., None]) -> None:
+    """Carrying state across many small chunks gives the same numbers as one big chunk."""
+    inputs = make_inputs(1, 4, 100, 8, "variable", torch.float64, True, True, True)
+    args = [inputs[k] for k in NAMES]
+    dout = torch.randn(1, 4, 100, dtype=torch.float64)
+    big = scan_torch.selective_scan_forward(*args, delta_softplus=True)[1]
+    gbig = scan_torch.selective_scan_backward(*args[:5], args[5], args[6], args[7], True, dout)
+    monkeypatch.setattr(scan_torch, "CHUNK", 16)
+    monkeypatch.setattr(scan_torch, "SUB", 4)
+    small = scan_torch.selective_scan_forward(*args, delta_softplus=True)[1]
+    gsmall = scan_torch.selective_scan_backward(*args[:5], args[5], args[6], args[7], True, dout)
+    close(small, big, torch.float64, "out")
+    for a, b in zip(gsmall, gbig):
+        close(a, b, torch.float64)
+
+
+def test_large_decay_does_not_overflow() -> None:
+    """delta * A summed over a chunk far below -88 (exp(-cumsum) would overflow fp32): still finite."""
+    inputs = make_inputs(1, 4, 200, 4, "variable", torch.float32, False, False, False)
+    inputs["delta"] = torch.full((1, 4, 200), 30.0)
+    inputs["A"] = torch.full((4, 4), -5.0)
+    args = [inputs[k] for k in NAMES]
+    out, _, last = scan_torch.selective_scan_forward(*args)
+    grads = scan_torch.selective_scan_backward(*args, False, torch.ones_like(out))
+    assert torch.isfinite(out).all() and torch.isfinite(last).all()
+    assert all(torch.isfinite(g).all() for g in grads if g is not None)
+    ref = naive.selective_scan_ref(*args)
+    assert torch.allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("return_last_state", [False, True])
+def test_public_fn_autograd(return_last_state: bool, close: Callable[..., None]) -> None:
+    """selective_scan_fn: upstream signature, autograd gives every input's gradient."""
+    inputs = make_inputs(2, 6, 40, 4, "variable", torch.float32, True, True, True)
+    leaves = {k: None if v is None else v.clone().requires_grad_(True) for k, v in inputs.items()}
+    dout = torch.randn(2, 6, 40, dtype=torch.float64)
+    ref_out, ref_last, ref_grads = reference(inputs, True, dout)
+    result = selective_scan_fn(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"],
+                               D=leaves["D"], z=leaves["z"], delta_bias=leaves["delta_bias"],
+                               delta_softplus=True, return_last_state=return_last_state)
+    out = result[0] if return_last_state else result
+    if return_last_state:
+        close(result[1], ref_last, torch.float32, "last_state")
+        assert not result[1].requires_grad
+    close(out, ref_out, torch.float32, "out")
+    out.backward(dout.float())
+    for name, ref in zip(NAMES, ref_grads):
+        close(leaves[name].grad, ref, torch.float32, f"d{name}")
+
+
+def test_public_fn_non_contiguous_inputs(close: Callable[..., None]) -> None:
+    """Transposed (non-contiguous) u / delta / B / C are accepted, as upstream makes them contiguous."""
+    inputs = make_inputs(1, 4, 20, 4, "variable", torch.float32, False, True, False)
+    u = inputs["u"].transpose(1, 2).contiguous().transpose(1, 2)
+    B = inputs["B"].transpose(1, 2).contiguous().transpose(1, 2)
+    out = selective_scan_fn(u, inputs["delta"], inputs["A"], B, inputs["C"], D=inputs["D"])
+    close(out, naive.selective_scan_ref(*(inputs[k] for k in NAMES)), torch.float32, "out")
