@@ -202,14 +202,14 @@ def install_from_archive(location: str, python: Optional[str] = None, specs: Seq
     say: Progress = progress or (lambda _message: None)
     python = python or sys.executable
     requests = parse_requests(specs)
-    say(f"probing {python}")
-    machine = probe_machine(python=python)
-    if machine.torch.python_version is None:
-        raise InstallError(f"cannot run {python}: {machine.torch.error}", "pass a working interpreter with --python")
-    target = Target.from_machine(machine)
     say(f"reading the archive {location}")
     source = ArchiveSource(location)
     try:
+        say(f"probing {python}")
+        machine = probe_machine(python=python)
+        if machine.torch.python_version is None:
+            raise InstallError(f"cannot run {python}: {machine.torch.error}", "pass a working interpreter with --python")
+        target = Target.from_machine(machine)
         selection = _select(source, target, requests, say)
         report: Dict[str, Any] = {
             "archive": location, "python": python, "dry_run": dry_run,

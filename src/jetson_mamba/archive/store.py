@@ -154,6 +154,8 @@ def verify_archive(archive: Union[str, Path]) -> List[str]:
             record = WheelRecord.from_json(entry, f"{MANIFEST_NAME} entry {index}")
         except ArchiveError as error:
             problems.append(error.message)
+            if isinstance(entry, dict) and isinstance(entry.get("filename"), str):
+                seen[entry["filename"]] = seen.get(entry["filename"], 0) + 1  # reported once, not also as extra
             continue
         seen[record.filename] = seen.get(record.filename, 0) + 1
         file = archive / record.filename

@@ -1,0 +1,128 @@
+"""`jetson-mamba install` for real: pip into real sub-venvs, patch, verify, roll back; and a fleet index."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Dict, Tuple
+
+import pytest
+from archive_helpers import CLEAN_PIP, WHEELHOUSE, cli, cli_json, dist_state, free_port
+
+from jetson_mamba.archive.manifest import MANIFEST_NAME
+
+VenvFactory = Callable[[str], Path]
+
+
+def test_dry_run_explains_why_the_h200_wheels_do_not_fit_here(shared: Path) -> None:
+    code, report = cli_json("install", "--archive", str(shared / WHEELHOUSE), "--dry-run", "--explain")
+    assert code == 8 and report["error"] == "no-matching-wheel" and "jetson-mamba build" in report["fix"]
+    rejected = report["selection"]["rejected"]
+    assert sorted(r["filename"] for r in rejected) == ["causal_conv1d-1.6.0-cp312-cp312-linux_x86_64.whl",
+                                                       "mamba_ssm-2.2.5-cp312-cp312-linux_x86_64.whl"]
+    here = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    for rejection in rejected:  # the python tag is checked first: one reason per wheel
+        if here != "cp312":
+            assert (rejection["check"], rejection["actual"]) == ("python", "cp312-cp312")
+            assert rejection["expected"].startswith(here)
+        else:
+            assert rejection["check"] in ("cuda", "gpu-arch")
+    assert len(report["explain"]) == 4 and report["selection"]["chosen"] == []
+
+
+def test_install_from_directory_patches_and_verifies(venv_factory: VenvFactory, pure_archive: Path) -> None:
+    python = venv_factory("archive-install-dir")
+    code, report = cli_json("install", "--archive", str(pure_archive), "--python", str(python))
+    assert code == 0, report
+    assert report["installed"] == ["causal-conv1d==1.6.0", "mamba-ssm==2.2.5"] and report["replaced"] == {}
+    assert report["dependencies_missing"] == [] and report["dependencies_added"] == []  # inherited from the test venv
+    assert report["torch_unchanged"] is True and report["torch"]["files"] > 1000
+    assert report["patches"]["ok"] and "transformers" in json.dumps(report["patches"]["output"])
+    assert report["verification"]["ok"] and report["verification"]["via"] == "jetson-mamba verify --quick"
+    assert report["rolled_back"] is False
+    state = dist_state(python)
+    assert state["mamba_ssm"]["version"] == "2.2.5" and state["causal_conv1d"]["version"] == "1.6.0"
+    imported = subprocess.run([str(python), "-c", "import mamba_ssm; print(mamba_ssm.__version__)"],
+                              capture_output=True, text=True)
+    assert imported.stdout.strip() == "2.2.5", imported.stderr  # transformers 5 fix applied
+
+
+def test_fleet_index_serves_pip_and_install(venv_factory: VenvFactory, pure_archive: Path,
+                                            serve: Callable[[Path], Tuple[str, Path]]) -> None:
+    url, log = serve(pure_archive)
+    plain = venv_factory("archive-fleet-pip")
+    # --no-deps: a fleet device keeps its own torch (resolving mamba-ssm's `torch` requirement could replace it).
+    done = subprocess.run([str(plain), "-m", "pip", "install", "--no-deps", "--index-url", url, "mamba-ssm==2.2.5",
+                           "causal-conv1d"],
+                          capture_output=True, text=True, env={**CLEAN_PIP, "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert {k: v["version"] for k, v in dist_state(plain).items() if v and k != "patch-record"} == {
+        "mamba_ssm": "2.2.5", "causal_conv1d": "1.6.0"}
+    assert "GET /mamba_ssm-2.2.5-py3-none-any.whl" in log.read_text()
+    assert dist_state(plain, ("torch",))["torch"]["version"].startswith("2.14.1")  # torch left alone
+
+    python = venv_factory("archive-fleet-url")
+    check = {"JETSON_MAMBA_VERIFY_COMMAND": '"$JETSON_MAMBA_PYTHON" -c "import mamba_ssm, causal_conv1d"'}
+    code, report = cli_json("install", "--archive", url, "--python", str(python), env=check)
+    assert code == 0, report
+    assert report["installed"] == ["causal-conv1d==1.6.0", "mamba-ssm==2.2.5"] and report["torch_unchanged"]
+    assert report["verification"]["via"] == "JETSON_MAMBA_VERIFY_COMMAND" and report["verification"]["ok"]
+    requests = log.read_text()
+    assert f"GET /{MANIFEST_NAME}" in requests and requests.count("GET /causal_conv1d-1.6.0-py3-none-any.whl") == 2
+
+
+def test_failed_verification_rolls_back_versions_files_and_patches(venv_factory: VenvFactory, pure_archive: Path,
+                                                                  pure_wheels: Dict[str, Path]) -> None:
+    python = venv_factory("archive-rollback")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                    str(pure_wheels["mamba_ssm-2.2.4"]), str(pure_wheels["causal_conv1d-1.6.0"])], check=True)
+    assert cli("patch", "--python", str(python)).returncode == 0  # the previous install was patched too
+    before = dist_state(python)
+    assert before["mamba_ssm"]["version"] == "2.2.4" and before["patch-record"]
+    failing = {"JETSON_MAMBA_VERIFY_COMMAND": "echo injected verification failure >&2; exit 3"}
+    code, error = cli_json("install", "--archive", str(pure_archive), "--python", str(python), env=failing)
+    assert code == 9 and error["error"] == "install", error
+    assert "injected verification failure" in error["message"]
+    assert "rolled back to causal-conv1d 1.6.0, mamba-ssm 2.2.4" in error["message"]
+    assert dist_state(python) == before  # same versions, same bytes in every file, same patch record
+
+
+@pytest.fixture
+def bare_python(venv_factory: VenvFactory) -> Path:
+    python = venv_factory("archive-bad-input")
+    assert dist_state(python)["mamba_ssm"] is None
+    return python
+
+
+def _installs_nothing(python: Path, *args: str, code: int, needle: str) -> None:
+    got, error = cli_json("install", *args, "--python", str(python))
+    assert got == code and needle in error["message"] and error["fix"], error
+    state = dist_state(python)
+    assert state["mamba_ssm"] is None and state["causal_conv1d"] is None
+
+
+def test_hash_mismatch_installs_nothing(bare_python: Path, pure_archive: Path, pure_wheels: Dict[str, Path],
+                                        tmp_path: Path) -> None:
+    archive = tmp_path / "tampered"
+    shutil.copytree(pure_archive, archive)
+    (archive / "mamba_ssm-2.2.5-py3-none-any.whl").write_bytes(pure_wheels["mamba_ssm-2.2.4"].read_bytes())
+    _installs_nothing(bare_python, "--archive", str(archive), code=8, needle="mamba_ssm-2.2.5-py3-none-any.whl: hash")
+
+
+def test_bad_archives_install_nothing(bare_python: Path, pure_archive: Path, pure_wheels: Dict[str, Path],
+                                      tmp_path: Path) -> None:
+    _installs_nothing(bare_python, "--archive", f"http://127.0.0.1:{free_port()}/simple/", code=7,
+                      needle="cannot reach the archive")
+    future = tmp_path / "future"
+    shutil.copytree(pure_archive, future)
+    manifest = json.loads((future / MANIFEST_NAME).read_text())
+    (future / MANIFEST_NAME).write_text(json.dumps(dict(manifest, schema_version=2)))
+    _installs_nothing(bare_python, "--archive", str(future), code=7, needle="schema_version 2")
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    wheel = pure_wheels["mamba_ssm-2.2.5"]
+    (truncated / wheel.name).write_bytes(wheel.read_bytes()[:-2000])
+    _installs_nothing(bare_python, "--archive", str(truncated), code=7, needle="corrupted or truncated")
