@@ -15,7 +15,7 @@ from jetson_mamba.verify.cases import ConvCase, ScanCase, conv_inputs, scan_inpu
 from jetson_mamba.verify.compare import nan_poisoned_memory, tolerance
 from jetson_mamba.verify.extensions import import_module
 from jetson_mamba.verify.kernels import SCAN_GRADS, conv_reference, dtype_name, scan_reference
-from jetson_mamba.verify.plan import Plan, Task
+from jetson_mamba.verify.plan import Plan, Task, absent_or_broken
 from jetson_mamba.verify.reference import reference_backend
 from jetson_mamba.verify.report import CheckResult, Skipped, run_check
 
@@ -216,7 +216,7 @@ def _plan_mamba_ssm(plan: Plan) -> None:
 
     module, why = import_module("mamba_ssm")
     if module is None:
-        plan.skipped.append(Skipped("mamba_ssm", f"mamba-ssm: {why}"))
+        absent_or_broken(plan, "mamba_ssm", "mamba-ssm", why)
         return
     length = 16 if plan.quick else 64
     layers = (
@@ -227,7 +227,7 @@ def _plan_mamba_ssm(plan: Plan) -> None:
     for component, path, cls_name, kwargs, make_reference in layers:
         layer_module, why = import_module(path)
         if layer_module is None:
-            plan.skipped.append(Skipped(component, f"{path}: {why}"))
+            absent_or_broken(plan, component, path, why)
             continue
 
         def run(layer_module: Any = layer_module, cls_name: str = cls_name, kwargs: Dict[str, Any] = kwargs,

@@ -136,10 +136,17 @@ class ConvAdapter:
 
 
 def conv_uses_buffers(ext: ModuleType) -> bool:
-    """Whether this causal_conv1d_cuda takes output buffers: its fwd has 8 parameters (7 in the old API)."""
-    declared = getattr(ext, "BUFFER_API", None)  # stand-ins say so explicitly
-    if declared is not None:
-        return bool(declared)
+    """Whether this causal_conv1d_cuda takes output buffers: its fwd has 8 parameters (7 in the old API).
+
+    Python stand-ins have a signature; a compiled pybind function names its arguments arg0..argN
+    in its docstring; failing both, causal-conv1d >= 1.5.1 means buffers.
+    """
+    import inspect
+
+    try:
+        return len(inspect.signature(ext.causal_conv1d_fwd).parameters) >= 8
+    except (TypeError, ValueError):
+        pass
     doc = (getattr(ext.causal_conv1d_fwd, "__doc__", None) or "").split("\n")[0]
     if "arg7" in doc:
         return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
-from jetson_mamba.verify.report import CheckResult, Skipped
+from jetson_mamba.verify.report import ERROR, CheckResult, Skipped
 
 
 @dataclass
@@ -31,3 +31,12 @@ class Plan:
         import torch
 
         return torch.Generator().manual_seed(self.seed * 1000003 + salt)
+
+
+def absent_or_broken(plan: Plan, component: str, what: str, why: Optional[str]) -> None:
+    """Not installed: skipped, with why. Installed but failing to import: a failed check (the stack is broken)."""
+    if why == "not installed":
+        plan.skipped.append(Skipped(component, f"{what}: {why}"))
+        return
+    failure = CheckResult(component, "import", "-", "import", ERROR, None, 0.0, message=f"{what}: {why}")
+    plan.tasks.append(Task(f"{component} import", lambda: [failure]))

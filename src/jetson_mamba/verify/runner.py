@@ -15,7 +15,7 @@ from jetson_mamba.verify.extensions import (
     conv_uses_buffers,
     import_module,
 )
-from jetson_mamba.verify.plan import Plan, Task
+from jetson_mamba.verify.plan import Plan, Task, absent_or_broken
 from jetson_mamba.verify.reference import forced_backend
 from jetson_mamba.verify.report import CheckResult, Skipped, VerifyReport
 
@@ -99,7 +99,7 @@ def _plan_extensions(plan: Plan) -> None:
         for name, what, kind in EXTENSIONS:
             module, why = import_module(name)
             if module is None:
-                plan.skipped.append(Skipped(name, f"{what}: {why}"))
+                absent_or_broken(plan, name, what, why)
                 continue
             if "jetson_mamba" in (getattr(module, "__name__", "") + str(getattr(module, "__file__", ""))):
                 continue  # a stand-in installed under the extension's name: checked below
@@ -114,7 +114,7 @@ def _plan_extensions(plan: Plan) -> None:
         module, why = import_module(f"jetson_mamba.ops.standins.{name}")
         component = f"standins.{name}"
         if module is None:
-            plan.skipped.append(Skipped(component, f"jetson-mamba's stand-in: {why}"))
+            absent_or_broken(plan, component, "jetson-mamba's stand-in", why)
             continue
         kind = "conv" if "conv" in name else ("core" if name.endswith("core") else "scan")
         op = "causal_conv1d" if kind == "conv" else "selective_scan"
