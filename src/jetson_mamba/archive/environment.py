@@ -20,12 +20,12 @@ from jetson_mamba.probe.python_env import run_script
 
 # Runs in the target interpreter: Python 3.8 compatible, standard library only.
 _FILES_SCRIPT = r"""
-import json, sysconfig
+import json, sys, sysconfig
 try:
     import importlib.metadata as md
 except ImportError:
     import importlib_metadata as md
-out = {"purelib": sysconfig.get_paths()["purelib"], "dists": {}}
+out = {"purelib": sysconfig.get_paths()["purelib"], "prefix": sys.prefix, "dists": {}}
 for name in NAMES:
     dist = None
     for candidate in (name, name.replace("-", "_")):
@@ -37,7 +37,7 @@ for name in NAMES:
     if dist is None:
         continue
     files = [str(dist.locate_file(f)) for f in (dist.files or [])]
-    out["dists"][name] = {"version": dist.version, "files": files}
+    out["dists"][name] = {"version": dist.version, "files": files, "location": str(dist.locate_file(""))}
 print(json.dumps(out))
 """
 
@@ -120,10 +120,14 @@ class Snapshot:
 
     @classmethod
     def take(cls, python: str, names: Sequence[str], directory: Path, extra_dirs: Sequence[str] = ()) -> Snapshot:
+        """Copy (and hash) every file of the installed `names` and the `extra_dirs` of its site-packages."""
         info = installed_files(python, names)
         dists: Dict[str, Dict[str, Any]] = {}
         snapshot = cls(directory=directory, python=python, purelib=info["purelib"], dists=dists)
+        prefix = os.path.realpath(info["prefix"])
         for name, dist in info["dists"].items():
+            if not os.path.realpath(dist["location"]).startswith(prefix + os.sep):
+                continue  # outside this environment (a venv's system site): pip does not replace it
             files: Dict[str, str] = {}
             for item in dist["files"]:
                 source = Path(item)

@@ -119,8 +119,13 @@ def apply_patches(python: str) -> Dict[str, Any]:
     """`jetson-mamba patch --json --python PATH`: the runtime fixes the installed versions need."""
     if not _has_command("patch"):
         return {"ok": True, "skipped": "this jetson-mamba has no patch command"}
-    return command_result([sys.executable, "-m", "jetson_mamba", "patch", "--json", "--python", python],
-                          env=_package_env())
+    result = command_result([sys.executable, "-m", "jetson_mamba", "patch", "--json", "--python", python],
+                            env=_package_env())
+    output = result["output"] if isinstance(result["output"], dict) else {}
+    written = {name for change in output.get("changes", []) for name in change.get("patches", [])}
+    already = {s["patch"] for s in output.get("patches", []) if s.get("status") == "applied"}
+    result["applied"] = sorted(written | already)  # by this run, or already in place
+    return result
 
 
 def missing_dependencies(selection: Selection, machine: MachineInfo) -> List[str]:
@@ -260,7 +265,7 @@ def _install(python: str, selection: Selection, files: List[Path], machine: Mach
         if not result["verification"]["ok"]:
             raise InstallError(f"the quick verification failed ({result['verification']['via']}): "
                                f"{result['verification'].get('output')}",
-                               f"run `jetson-mamba verify --python {python}` for the details, or "
+                               f"run `{python} -m jetson_mamba verify` for the details, or "
                                f"`jetson-mamba build --arch {machine.gpu.arch if machine.gpu else 'X.Y'}` "
                                f"to build wheels for this machine")
         torch_after = torch_fingerprint(python)
