@@ -1,0 +1,1 @@
+"""Vision models built on jetson-mamba's kernels (torch is imported by the model modules)."""
