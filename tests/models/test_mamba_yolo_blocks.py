@@ -1,0 +1,186 @@
+"""Mamba-YOLO blocks: strict checkpoint loading and output parity with the original, on every backend.
+
+The fixtures in ../shared/fixtures/mamba_yolo_upstream hold the original implementation's
+state_dicts (random weights and BatchNorm statistics), inputs and eval-mode outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+import torch
+
+from jetson_mamba.errors import UsageError
+from jetson_mamba.models import mamba_yolo
+from jetson_mamba.models.mamba_yolo import scan
+
+TOLERANCE = 1e-4
+FIXTURE_DIR = "fixtures/mamba_yolo_upstream"
+CASES = ["ss2d_basic", "ss2d_ratio1_nodtrank", "vssblock", "vssblock_rect", "xssblock_n2", "xssblock_proj",
+         "simplestem", "visioncluemerge"]
+
+
+def _load(shared: Path, case: str) -> Dict[str, Any]:
+    return torch.load(shared / FIXTURE_DIR / f"{case}.pt", map_location="cpu", weights_only=False)
+
+
+def _build(fixture: Dict[str, Any]) -> torch.nn.Module:
+    module = getattr(mamba_yolo, fixture["module"])(**fixture["kwargs"])
+    module.load_state_dict(fixture["state_dict"], strict=True)
+    return module.eval()
+
+
+def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.detach().double(), ref.detach().double()
+    return float((out - ref).norm() / ref.norm())
+
+
+def test_fixture_index_covers_every_case(shared: Path) -> None:
+    index = json.loads((shared / FIXTURE_DIR / "index.json").read_text())
+    assert sorted(entry["case"] for entry in index) == sorted(CASES)
+    for entry in index:
+        module = _build(_load(shared, entry["case"]))
+        assert len(module.state_dict()) == entry["state_dict_keys"]
+        assert sum(p.numel() for p in module.parameters()) == entry["parameters"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_parity_torch_backend(shared: Path, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JETSON_MAMBA_BACKEND", "torch")
+    fixture = _load(shared, case)
+    with torch.no_grad():
+        out = _build(fixture)(fixture["input"])
+    assert out.shape == fixture["output"].shape
+    assert _rel_err(out, fixture["output"]) < TOLERANCE
+
+
+@pytest.mark.parametrize("case", ["ss2d_basic", "vssblock", "xssblock_n2"])
+def test_parity_export_scan(shared: Path, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The standard-ops scan that ONNX export uses computes the original's outputs too."""
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    fixture = _load(shared, case)
+    with torch.no_grad():
+        out = _build(fixture)(fixture["input"])
+    assert _rel_err(out, fixture["output"]) < TOLERANCE
+
+
+TRITON_SCRIPT = """
+import sys, torch
+from jetson_mamba.models import mamba_yolo
+fixture = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
+module = getattr(mamba_yolo, fixture["module"])(**fixture["kwargs"])
+module.load_state_dict(fixture["state_dict"], strict=True)
+with torch.no_grad():
+    out = module.eval()(fixture["input"]).double()
+ref = fixture["output"].double()
+print(float((out - ref).norm() / ref.norm()))
+"""
+
+
+@pytest.mark.slow
+def test_parity_triton_interpreter(shared: Path, tmp_path: Path) -> None:
+    """Triton kernels under TRITON_INTERPRET=1 (a fresh process: the flag is read at import).
+
+    The interpreter needs ~15 s for the smallest SS2D case on 2 cores, so only that case runs
+    here; benchmarks/gpu/yolo_latency.py checks every case with real Triton on the GPU.
+    """
+    pytest.importorskip("triton")
+    script = tmp_path / "triton_parity.py"
+    script.write_text(TRITON_SCRIPT)
+    env = dict(os.environ, TRITON_INTERPRET="1", JETSON_MAMBA_BACKEND="triton")
+    result = subprocess.run([sys.executable, str(script), str(shared / FIXTURE_DIR / "ss2d_ratio1_nodtrank.pt")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert float(result.stdout.strip().splitlines()[-1]) < TOLERANCE
+
+
+def test_export_scan_matches_dispatch_with_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunked standard-ops scan == selective_scan_fn (torch backend), values and gradients, L not a chunk multiple."""
+    from jetson_mamba.ops import selective_scan_fn
+
+    monkeypatch.setenv("JETSON_MAMBA_BACKEND", "torch")
+    gen = torch.Generator().manual_seed(0)
+    batch, groups, dim, n, length = 2, 4, 8, 5, scan.EXPORT_CHUNK + 7
+
+    def leaf(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return (torch.randn(*shape, generator=gen) * scale).requires_grad_()
+
+    inputs: List[torch.Tensor] = [
+        leaf(batch, dim, length), leaf(batch, dim, length, scale=0.5), (-torch.rand(dim, n, generator=gen) - 0.5),
+        leaf(batch, groups, n, length), leaf(batch, groups, n, length), leaf(dim), leaf(dim, scale=0.1)]
+    inputs[2].requires_grad_()
+    grad = torch.randn(batch, dim, length, generator=gen)
+    u, delta, A, B, C, D, bias = inputs
+    ref = selective_scan_fn(u, delta, A, B, C, D=D, delta_bias=bias, delta_softplus=True)
+    ref_grads = torch.autograd.grad(ref, inputs, grad)
+    out = scan.export_selective_scan(u, delta, A, B, C, D, bias, True)
+    out_grads = torch.autograd.grad(out, inputs, grad)
+    assert _rel_err(out, ref) < 1e-5
+    for got, want in zip(out_grads, ref_grads):
+        assert _rel_err(got, want) < 1e-4
+
+
+@pytest.mark.parametrize("d_conv", [0, 1, 2, 4])
+def test_d_conv_fixes(d_conv: int) -> None:
+    """The original breaks for d_conv < 2 and shrinks the map for even d_conv; here both keep H x W."""
+    torch.manual_seed(0)
+    block = mamba_yolo.SS2D(d_model=8, d_state=4, d_conv=d_conv).eval()
+    assert hasattr(block, "conv2d") == (d_conv > 1)
+    if d_conv > 1:
+        assert tuple(block.conv2d.weight.shape) == (16, 1, d_conv, d_conv)
+    x = torch.randn(1, 8, 5, 6)
+    with torch.no_grad():
+        out = block(x)
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+
+
+def test_d_conv_1_is_identity_conv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """d_conv < 2 means the activation feeds the scan directly: equal to an odd conv set to identity."""
+    torch.manual_seed(0)
+    plain = mamba_yolo.SS2D(d_model=8, d_state=4, d_conv=1).eval()
+    conv = mamba_yolo.SS2D(d_model=8, d_state=4, d_conv=3).eval()
+    missing = conv.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["conv2d.bias", "conv2d.weight"]
+    with torch.no_grad():
+        conv.conv2d.weight.zero_()
+        conv.conv2d.weight[:, 0, 1, 1] = 1.0
+        conv.conv2d.bias.zero_()
+        x = torch.randn(2, 8, 4, 3)
+        assert torch.allclose(plain(x), conv(x), atol=1e-6)
+
+
+def test_noz_and_low_rank_variants_run() -> None:
+    torch.manual_seed(0)
+    for kwargs in ({"forward_type": "v2noz"}, {"forward_type": "v2nozact"}, {"ssm_rank_ratio": 1.0}):
+        block = mamba_yolo.SS2D(d_model=8, d_state=4, **kwargs).eval()
+        with torch.no_grad():
+            assert block(torch.randn(1, 8, 3, 4)).shape == (1, 8, 3, 4)
+    assert mamba_yolo.VSSBlock(8, 8, ssm_ratio=0.0)(torch.randn(1, 8, 3, 3)).shape == (1, 8, 3, 3)
+    assert mamba_yolo.VisionClueMerge(4, 8)(torch.randn(1, 4, 5, 7)).shape == (1, 8, 3, 4)
+
+
+def test_unknown_forward_type_is_a_clear_error() -> None:
+    with pytest.raises(UsageError, match="forward_type"):
+        mamba_yolo.SS2D(d_model=8, forward_type="v3")
+
+
+def test_training_step_and_mixed_precision(shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gradients reach every parameter; bf16 autocast stays close to fp32 (the scan state stays fp32)."""
+    monkeypatch.setenv("JETSON_MAMBA_BACKEND", "torch")
+    fixture = _load(shared, "vssblock")
+    block = _build(fixture).train()
+    block(fixture["input"]).square().mean().backward()
+    missing = [name for name, p in block.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+    block.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        low = block(fixture["input"])
+    assert low.dtype == torch.bfloat16
+    assert _rel_err(low.float(), fixture["output"]) < 3e-2
