@@ -7,7 +7,9 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
+
+import pytest
 
 PERTURBED = textwrap.dedent('''
     """Deliberately wrong kernels: each looks plausible and is wrong in one way verify must catch."""
@@ -115,3 +117,29 @@ def test_perturbed_backends_fail_verify(tmp_path: Path) -> None:
     wrong = next(d for d in report["diagnosis"] if d["id"] == "wrong-kernel-backend")
     assert "perturbed" in wrong["message"] and "JETSON_MAMBA_BACKEND=torch" in wrong["fix"]
     assert report["error"]["fix"] == wrong["fix"]
+
+
+@pytest.mark.slow
+def test_quick_verify_checks_mamba_ssm_layers(venv_factory: Callable[[str], Path], shared: Path) -> None:
+    """With real mamba-ssm 2.2.5 Python code (no compiled kernels, made importable by `jetson-mamba patch`),
+    verify checks Mamba and Mamba2 forward, backward and step() against its float64 recomputation."""
+    import os
+
+    python = venv_factory("verify-mamba-ssm")
+    env = dict(os.environ, MAMBA_SKIP_CUDA_BUILD="TRUE", MAMBA_FORCE_BUILD="TRUE")
+    env.pop("JETSON_MAMBA_BACKEND", None)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps",
+                    str(shared / "sdists" / "mamba_ssm-2.2.5.tar.gz")], check=True, env=env, timeout=600)
+    subprocess.run([str(python), "-m", "jetson_mamba", "patch", "--json"], check=True, env=env,
+                   capture_output=True, timeout=600)
+    proc = subprocess.run([str(python), "-m", "jetson_mamba", "verify", "--quick", "--json"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    for component in ("mamba_ssm.Mamba", "mamba_ssm.Mamba2"):
+        checks = {c["direction"]: c for c in checks_of(report, component)}
+        assert set(checks) == {"forward", "backward", "step"}, component
+        for check in checks.values():
+            assert check["status"] == "passed" and check["error"] < check["tolerance"], check
+        assert {"x", "A_log", "D", "in_proj.weight", "conv1d.weight"} <= set(checks["backward"]["tensors"])
+    assert "mamba_ssm" not in {s["component"] for s in report["skipped"]}

@@ -23,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=None, help="timed calls per measurement (default 20 GPU, 5 CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 3 GPU, 1 CPU)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown report (for benchmarks/RESULTS.md)")
+    parser.add_argument("--markdown", nargs="?", const="-", metavar="FILE",
+                        help="a Markdown report (for benchmarks/RESULTS.md) on stdout, or into FILE (then it "
+                             "combines with --json)")
     parser.add_argument("--plot", metavar="FILE", type=Path, help="also write a PNG bar chart to FILE")
 
 
@@ -59,14 +61,19 @@ def run(args: argparse.Namespace) -> int:
     report = run_bench(problems, settings, progress=not args.json)
     if args.plot:
         write_plot(report, args.plot)
+    if args.markdown:
+        command = "jetson-mamba " + " ".join(sys.argv[1:]) if sys.argv[1:] else "jetson-mamba bench --markdown"
+        text = to_markdown(report, command) + "\n"
+        if args.markdown != "-":
+            Path(args.markdown).write_text(text)
+        elif not args.json:
+            sys.stdout.write(text)
     if args.json:
         data = report.to_json()
         data["plot"] = str(args.plot) if args.plot else None
+        data["markdown"] = args.markdown if args.markdown not in (None, "-") else None
         print_json(data)
-    elif args.markdown:
-        command = "jetson-mamba " + " ".join(sys.argv[1:]) if sys.argv[1:] else "jetson-mamba bench --markdown"
-        sys.stdout.write(to_markdown(report, command) + "\n")
-    else:
+    elif not args.markdown:
         print_table(report)
         if args.plot:
             console.print(f"chart written to {args.plot}")

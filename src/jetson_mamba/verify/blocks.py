@@ -80,7 +80,8 @@ def check_conv_fn(plan: Plan, dtype: Any, salt: int) -> List[CheckResult]:
 
 
 def check_module(component: str, name: str, module: Any, reference: Callable[[Any, Dict[str, Any]], Any],
-                 shape: Tuple[int, ...], dtype: Any, device: Any, generator: Any) -> List[CheckResult]:
+                 shape: Tuple[int, ...], dtype: Any, device: Any, generator: Any,
+                 precision: Any = None) -> List[CheckResult]:
     """A module forward + backward (input and parameter gradients) in `dtype` on `device` against
     `reference(x64, params64)` computed in float64 on the CPU."""
     import torch
@@ -103,8 +104,10 @@ def check_module(component: str, name: str, module: Any, reference: Callable[[An
         grads.update({"x": test_x.grad, **{key: value.grad for key, value in test_module.named_parameters()}})
         return {"out": out}, {"out": ref_out.detach()}
 
-    return [run_check(component, name, dtype_name(dtype), "forward", tolerance(dtype, False, block=True), forward),
-            run_check(component, name, dtype_name(dtype), "backward", tolerance(dtype, True, block=True),
+    precision = precision or dtype  # the arithmetic the tolerance is for (e.g. "tf32" for float32 inputs)
+    return [run_check(component, name, dtype_name(dtype), "forward", tolerance(precision, False, block=True),
+                      forward),
+            run_check(component, name, dtype_name(dtype), "backward", tolerance(precision, True, block=True),
                       lambda: ({key: grads.get(key) for key in ref_grads}, ref_grads))]
 
 
@@ -145,12 +148,14 @@ def mamba_reference(module: Any) -> Callable[[Any, Dict[str, Any]], Any]:
 
 
 def mamba2_reference(module: Any) -> Callable[[Any, Dict[str, Any]], Any]:
-    """mamba_ssm's `Mamba2` recomputed from its parameters with the naive conv, SSD and gated RMSNorm."""
+    """mamba_ssm's `Mamba2` recomputed from its parameters with the naive conv and SSD (and the plain-torch
+    gated RMSNorm, which computes in float64 for float64 inputs)."""
     import torch
     import torch.nn.functional as F
 
     from jetson_mamba.ops.causal_conv1d.naive import causal_conv1d_ref
-    from jetson_mamba.ops.ssd.naive import gated_norm_ref, ssd_ref
+    from jetson_mamba.ops.ssd.layernorm_gated import rmsnorm_fn
+    from jetson_mamba.ops.ssd.naive import ssd_ref
 
     m = module
     d_ssm, groups, dstate, heads, headdim = m.d_ssm, m.ngroups, m.d_state, m.nheads, m.headdim
@@ -169,8 +174,8 @@ def mamba2_reference(module: Any) -> Callable[[Any, Dict[str, Any]], Any]:
                        dt_bias=p["dt_bias"], dt_softplus=True, dt_limit=tuple(m.dt_limit))
         y = y.reshape(batch, length, d_ssm)
         if m.rmsnorm:
-            y = gated_norm_ref(y, p["norm.weight"], None, z, eps=m.norm.eps, group_size=d_ssm // groups,
-                               norm_before_gate=False)
+            y = rmsnorm_fn(y, p["norm.weight"], None, z, eps=m.norm.eps, group_size=d_ssm // groups,
+                           norm_before_gate=False)
         else:
             y = y * F.silu(z)
         if d_mlp > 0:
@@ -181,7 +186,8 @@ def mamba2_reference(module: Any) -> Callable[[Any, Dict[str, Any]], Any]:
 
 
 def check_step(component: str, module: Any, reference: Callable[[Any, Dict[str, Any]], Any],
-               shape: Tuple[int, int, int], dtype: Any, device: Any, generator: Any) -> CheckResult:
+               shape: Tuple[int, int, int], dtype: Any, device: Any, generator: Any,
+               precision: Any = None) -> CheckResult:
     """Decoding token by token with `step()` from a fresh cache must reproduce the whole-sequence reference."""
     import torch
 
@@ -202,7 +208,7 @@ def check_step(component: str, module: Any, reference: Callable[[Any, Dict[str, 
         return {"out": torch.cat(outs, dim=1)}, {"out": ref_out}
 
     return run_check(component, f"{shape[1]} decode steps, batch {shape[0]}", dtype_name(dtype), "step",
-                     tolerance(dtype, False, block=True), compute)
+                     tolerance(precision or dtype, False, block=True), compute)
 
 
 def _block_dtypes(plan: Plan) -> List[Any]:
@@ -219,29 +225,34 @@ def _plan_mamba_ssm(plan: Plan) -> None:
         absent_or_broken(plan, "mamba_ssm", "mamba-ssm", why)
         return
     length = 16 if plan.quick else 64
+    on_gpu = torch.device(plan.device).type == "cuda"
+    # (component, module, class, arguments, reference, float32 arithmetic of its fused path on the GPU)
     layers = (
-        ("mamba_ssm.Mamba", "mamba_ssm.modules.mamba_simple", "Mamba", dict(d_model=32, d_state=8), mamba_reference),
+        ("mamba_ssm.Mamba", "mamba_ssm.modules.mamba_simple", "Mamba", dict(d_model=32, d_state=8), mamba_reference,
+         None),
         ("mamba_ssm.Mamba2", "mamba_ssm.modules.mamba2", "Mamba2",
-         dict(d_model=64, d_state=16, headdim=16, chunk_size=8), mamba2_reference),
+         dict(d_model=64, d_state=16, headdim=32, chunk_size=8), mamba2_reference, "tf32" if on_gpu else None),
     )
-    for component, path, cls_name, kwargs, make_reference in layers:
+    for component, path, cls_name, kwargs, make_reference, fp32_precision in layers:
         layer_module, why = import_module(path)
         if layer_module is None:
             absent_or_broken(plan, component, path, why)
             continue
 
         def run(layer_module: Any = layer_module, cls_name: str = cls_name, kwargs: Dict[str, Any] = kwargs,
-                component: str = component, make_reference: Any = make_reference) -> List[CheckResult]:
+                component: str = component, make_reference: Any = make_reference,
+                fp32_precision: Any = fp32_precision) -> List[CheckResult]:
             torch.manual_seed(plan.seed)
             layer = getattr(layer_module, cls_name)(**kwargs, layer_idx=0).eval()
             reference = make_reference(layer)
             results: List[CheckResult] = []
             for index, dtype in enumerate(_block_dtypes(plan)):
                 generator = plan.generator(3000 + index)
+                precision = fp32_precision if dtype == torch.float32 else None
                 results += check_module(component, f"fused path, batch 2, length {length}", layer, reference,
-                                        (2, length, kwargs["d_model"]), dtype, plan.device, generator)
+                                        (2, length, kwargs["d_model"]), dtype, plan.device, generator, precision)
                 results.append(check_step(component, layer, reference, (2, min(length, 8), kwargs["d_model"]),
-                                          dtype, plan.device, generator))
+                                          dtype, plan.device, generator, precision))
             return results
 
 

@@ -19,12 +19,15 @@ TOLERANCES: Dict[str, Tuple[float, float]] = {
     "float16": (3e-3, 1e-2),
     "bfloat16": (2e-2, 5e-2),
 }
+# Kernels that compute float32 matrix products in TF32 (10-bit mantissa, like fp16): mamba_ssm's
+# Triton SSD kernels behind Mamba2 do, by Triton's default.
+TOLERANCES["tf32"] = TOLERANCES["float16"]
 # Whole blocks (projections, norms and the scan, run in the dtype) are looser than single kernels.
 BLOCK_FACTOR = 4.0
 
 
 def tolerance(dtype: Any, backward: bool, block: bool = False) -> float:
-    """The relative-error tolerance for one check."""
+    """The relative-error tolerance for one check (`dtype` a torch dtype or a TOLERANCES key)."""
     name = str(dtype).replace("torch.", "")
     forward_tol, backward_tol = TOLERANCES[name]
     return (backward_tol if backward else forward_tol) * (BLOCK_FACTOR if block else 1.0)
@@ -86,3 +89,21 @@ def nan_poisoned_memory() -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """No TF32 in torch's own matmuls and cuDNN convolutions while checking: float32 means float32.
+
+    Otherwise a float32 block on an Ampere or newer GPU (Orin included) differs from float64 by
+    TF32 rounding (~1e-3), which would hide a real kernel error of the same size.
+    """
+    import torch
+
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from jetson_mamba.verify import blocks, kernels
 from jetson_mamba.verify.cases import conv_cases, scan_cases
+from jetson_mamba.verify.compare import exact_float32
 from jetson_mamba.verify.extensions import (
     ConvAdapter,
     MambaScanAdapter,
@@ -17,7 +18,7 @@ from jetson_mamba.verify.extensions import (
 )
 from jetson_mamba.verify.plan import Plan, Task, absent_or_broken
 from jetson_mamba.verify.reference import forced_backend
-from jetson_mamba.verify.report import CheckResult, Skipped, VerifyReport
+from jetson_mamba.verify.report import ERROR, CheckResult, Skipped, VerifyReport
 
 QUICK_DTYPES = ("float32", "bfloat16")
 FULL_DTYPES = ("float32", "float16", "bfloat16")
@@ -149,11 +150,15 @@ def execute(plan: Plan, progress: bool = True) -> VerifyReport:
     single = plan.backends[0] if plan.backends and len(plan.backends) == 1 else None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True, disable=not progress) as bar, \
-            forced_backend(single if single in ("cuda", "triton", "torch") else None):
+            forced_backend(single if single in ("cuda", "triton", "torch") else None), exact_float32():
         task_id = bar.add_task("verify", total=len(plan.tasks))
         for task in plan.tasks:
             bar.update(task_id, description=task.label[:70])
-            report.checks.extend(task.run())
+            try:
+                report.checks.extend(task.run())
+            except Exception as exc:  # building the inputs or the reference failed: a failed check, not a crash
+                message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                report.checks.append(CheckResult(task.label, "setup", "-", "setup", ERROR, None, 0.0, message=message))
             bar.advance(task_id)
     report.seconds = time.perf_counter() - started
     return report
