@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = sub.add_parser("add", help="check wheels and record them in the archive's manifest")
     add.add_argument("wheels", nargs="+", metavar="WHEEL")
     add.add_argument("--source", default=None, help="provenance: where the wheels came from (default: their path)")
+    add.add_argument("--built-here", action="store_true",
+                     help="record this machine (probed: Jetson L4T/JetPack, GPU, CUDA, torch) as the build machine")
     list_ = sub.add_parser("list", help="the wheels of the archive and what they were built for")
     verify = sub.add_parser("verify", help="check hashes, sizes, missing/extra files and entries; report every problem")
     for action in (add, list_, verify):
@@ -39,10 +41,15 @@ def _archs(gpu: Any) -> str:
 def _add(args: argparse.Namespace, archive: Path) -> int:
     from jetson_mamba.archive import add_wheel
 
+    built_on = None
+    if args.built_here:
+        from jetson_mamba.probe import probe_machine
+
+        built_on = probe_machine()
     added: List[Dict[str, Any]] = []
     for wheel in args.wheels:
         provenance = {"source": args.source or str(Path(wheel).resolve()), "added_by": "jetson-mamba archive add"}
-        record = add_wheel(wheel, archive, provenance=provenance)
+        record = add_wheel(wheel, archive, provenance=provenance, built_on=built_on)
         added.append(record.to_json())
         if not args.json:
             console.print(f"added {escape(record.filename)} ({record.name} {record.version}, "
