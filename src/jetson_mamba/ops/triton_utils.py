@@ -54,8 +54,16 @@ def is_available(device: torch.device, dtype: torch.dtype) -> Optional[str]:
 
 
 def autotune_configs(configs: List[Any], interpret_config: Any) -> List[Any]:
-    """All configs on a GPU; one on the interpreter, where benchmarking them would only cost time."""
-    return [interpret_config] if INTERPRET else configs
+    """All configs on a GPU; one on the interpreter, where benchmarking them would only cost time.
+
+    JETSON_MAMBA_TRITON_AUTOTUNE=0 keeps only the first (the best one measured on the lab GPU):
+    no tuning runs at all, for the fastest possible first call.
+    """
+    if INTERPRET:
+        return [interpret_config]
+    if os.environ.get("JETSON_MAMBA_TRITON_AUTOTUNE", "1") == "0":
+        return configs[:1]
+    return configs
 
 
 def autotune_kwargs() -> Dict[str, Any]:

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The Triton kernels on the lab GPU in one command (repo root): install the compiled wheels to
+# compare against, run the Triton test suites at real shapes, then the side-by-side timing table.
+#   bash benchmarks/gpu/triton_check.sh [--sweep] [--cold-start]
+# Results: $OUT/triton_bench.json (OUT defaults to ./triton-out) and stdout.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$PWD/triton-out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-deps --no-index .carry/wheelhouse/*.whl
+export PYTHONPATH=$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+# The public jetson_mamba.ops functions must run the Triton kernels, not the compiled ones.
+JETSON_MAMBA_BACKEND=triton JETSON_MAMBA_TRITON_AUTOTUNE=0 timeout "${TEST_TIMEOUT:-240}" \
+    python3 -m pytest -q -p no:cacheprovider tests/ops/test_triton_selective_scan.py \
+    tests/ops/test_triton_causal_conv1d.py 2>&1 | tail -25
+echo "pytest exit: ${PIPESTATUS[0]}"
+timeout "${BENCH_TIMEOUT:-420}" python3 benchmarks/bench_triton_gpu.py --json "$OUT/triton_bench.json" "$@"
+echo "bench exit: $?"
