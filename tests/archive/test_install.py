@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Callable, Dict, Tuple
 
@@ -126,3 +127,20 @@ def test_bad_archives_install_nothing(bare_python: Path, pure_archive: Path, pur
     wheel = pure_wheels["mamba_ssm-2.2.5"]
     (truncated / wheel.name).write_bytes(wheel.read_bytes()[:-2000])
     _installs_nothing(bare_python, "--archive", str(truncated), code=7, needle="corrupted or truncated")
+
+
+def test_read_only_archive_served_and_selected_over_http(shared: Path,
+                                                        serve: Callable[[Path], Tuple[str, Path]]) -> None:
+    url, log = serve(shared / WHEELHOUSE)  # read-only: indexed (and its manifest scanned) in a temporary directory
+    accept = {"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}
+    with urllib.request.urlopen(urllib.request.Request(url + "mamba-ssm/", headers=accept)) as response:
+        assert response.headers["Content-Type"] == "application/vnd.pypi.simple.v1+json"
+        files = json.loads(response.read())["files"]
+    sums = dict(reversed(line.split()) for line in (shared / WHEELHOUSE / "SHA256SUMS").read_text().splitlines())
+    assert [(f["filename"], f["hashes"]["sha256"]) for f in files] == [
+        ("mamba_ssm-2.2.5-cp312-cp312-linux_x86_64.whl", sums["mamba_ssm-2.2.5-cp312-cp312-linux_x86_64.whl"])]
+    with urllib.request.urlopen(url + "mamba-ssm/") as response:
+        assert response.headers["Content-Type"].startswith("text/html")
+    code, report = cli_json("install", "--archive", url, "--dry-run", "--explain")
+    assert code == 8 and len(report["selection"]["rejected"]) == 2
+    assert ".whl" not in log.read_text()  # nothing fits, so no wheel was downloaded

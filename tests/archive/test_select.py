@@ -147,3 +147,21 @@ def test_missing_runtime_dependencies_never_include_torch(h200: Manifest) -> Non
     bare = machine(installed={})
     assert missing_dependencies(selection, bare) == ["einops", "transformers", "triton"]
     assert missing_dependencies(selection, machine()) == ["triton"]
+
+
+def test_exact_machine_code_beats_compatible_code_and_pure_python(h200: Manifest, pure_wheels: Dict[str, Path]) -> None:
+    from jetson_mamba.archive.wheel import read_wheel
+
+    conv = h200.record(CONV)
+    assert conv is not None
+    pure = WheelRecord(**read_wheel(pure_wheels["causal_conv1d-1.6.0"]))
+    sm80 = dataclasses.replace(_labelled(conv, "2.11", "cu130.torch2.11.sm80"),
+                               gpu_archs={"sass": ["8.0"], "ptx": [], "binaries": {}})
+    sm87 = dataclasses.replace(_labelled(conv, "2.11", "cu130.torch2.11.sm87"),
+                               gpu_archs={"sass": ["8.7"], "ptx": [], "binaries": {}})
+    orin = target(arch="8.7")
+    for wheels in ([pure, sm87, sm80], [sm80, pure, sm87]):
+        chosen = select_wheels(orin, Manifest(wheels=wheels)).chosen
+        assert [c.record.filename for c in chosen] == [sm87.filename]
+    ampere = select_wheels(orin, Manifest(wheels=[pure, sm80])).chosen[0]
+    assert ampere.record is sm80 and "sm_80 machine code" in " ".join(ampere.notes)

@@ -244,12 +244,23 @@ def _notes(record: WheelRecord, target: Target) -> Tuple[str, ...]:
     return tuple(notes)
 
 
-def _rank(record: WheelRecord, target: Target) -> Tuple[Version, int]:
-    """Higher version first, then the interpreter's best-ranked tag (lower index is better)."""
+def _arch_score(record: WheelRecord, target: Target) -> int:
+    """3: machine code for exactly this GPU, 2: for an older minor, 1: PTX only, 0: no GPU code."""
+    if not record.gpu_archs or not target.gpu_arch:
+        return 0
+    if target.gpu_arch in record.gpu_archs.get("sass", ()):
+        return 3
+    archs = FatbinArchs(sass=tuple(record.gpu_archs.get("sass", ())), ptx=())
+    return 2 if runs_on(archs, target.gpu_arch)[0] else 1
+
+
+def _rank(record: WheelRecord, target: Target) -> Tuple[Version, int, int, Version]:
+    """Newest public version, then the best GPU code, the interpreter's best-ranked tag, the label."""
     positions = {tag: index for index, tag in enumerate(target.tags)}
     best = min((positions.get(str(t), len(positions)) for text in record.tags for t in parse_tag(text)),
                default=len(positions))
-    return Version(record.version), -best
+    version = Version(record.version)
+    return Version(version.public), _arch_score(record, target), -best, version
 
 
 def select_wheels(target: Target, manifest: Manifest, digests: Optional[Mapping[str, Optional[str]]] = None,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from pathlib import Path
+from typing import Any
 
 from rich.markup import escape
 
@@ -19,10 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
 
 
+def _stop(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     from jetson_mamba.archive.serve import ArchiveServer
 
     server = ArchiveServer(args.directory, args.host, args.port)
+    signal.signal(signal.SIGTERM, _stop)  # a service manager's stop cleans up like Ctrl-C
     try:
         if args.json:
             print_json(server.describe())
@@ -30,8 +38,6 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"serving {escape(str(args.directory))} at {server.url} (Ctrl-C stops)")
             console.print(f"devices: pip install --index-url {server.url} mamba-ssm causal-conv1d, or "
                           f"jetson-mamba install --archive {server.url}")
-        import sys
-
         sys.stdout.flush()
         server.serve_forever()
     except KeyboardInterrupt:
