@@ -75,7 +75,7 @@ sys.exit(0 if report["torch_unchanged"] and verification["ok"] and patches["ok"]
 EOF
 
 step "independent checks: torch files, import, Mamba / Mamba2 fused vs reference"
-changed=$(find "$TORCH_DIR" -newer "$WORK/marker" -type f | wc -l)
+changed=$(find "$TORCH_DIR" -newer "$WORK/marker" -type f -not -path '*/__pycache__/*' | wc -l)
 TORCH_AFTER=$("$TARGET" -c 'import torch; print(torch.__version__, torch.version.cuda)')
 echo "torch before: $TORCH_BEFORE; after: $TORCH_AFTER; files under torch/ modified since the start: $changed"
 [ "$changed" -eq 0 ] && [ "$TORCH_BEFORE" = "$TORCH_AFTER" ] || fail=1
@@ -87,28 +87,47 @@ from mamba_ssm import Mamba, Mamba2
 print("mamba_ssm", md.version("mamba_ssm"), "causal_conv1d", md.version("causal_conv1d"), "transformers",
       md.version("transformers"), "| extensions:", selective_scan_cuda.__file__.rsplit("/", 1)[-1],
       causal_conv1d_cuda.__file__.rsplit("/", 1)[-1])
+import mamba_ssm.modules.mamba2 as mamba2_module
+import mamba_ssm.modules.mamba_simple as mamba_module
+calls = {}
+def count(module, attr):  # proves which path (and which compiled kernels) actually ran
+    original = getattr(module, attr)
+    def counted(*args, **kwargs):
+        calls[attr] = calls.get(attr, 0) + 1
+        return original(*args, **kwargs)
+    setattr(module, attr, counted)
+count(mamba_module, "mamba_inner_fn")
+count(mamba2_module, "mamba_split_conv1d_scan_combined")
+count(selective_scan_cuda, "fwd")
+count(causal_conv1d_cuda, "causal_conv1d_fwd")
 torch.manual_seed(0)
 ok = True
 def rel(a, b):
     return ((a - b).norm() / b.norm()).item()
-for name, make, fused, plain in (
-        ("Mamba", lambda: Mamba(d_model=256, d_state=16, d_conv=4, expand=2), "use_fast_path", None),
-        ("Mamba2", lambda: Mamba2(d_model=256, d_state=64, d_conv=4, expand=2, headdim=64), "use_mem_eff_path", None)):
+# Mamba2's paths both run Triton SSD kernels whose dots use TF32: a looser bound there.
+for name, make, fused, tolerance in (
+        ("Mamba", lambda: Mamba(d_model=256, d_state=16, d_conv=4, expand=2), "use_fast_path", 1e-3),
+        ("Mamba2", lambda: Mamba2(d_model=256, d_state=64, d_conv=4, expand=2, headdim=64), "use_mem_eff_path", 1e-2)):
     layer = make().cuda()
     x = torch.randn(2, 128, 256, device="cuda", requires_grad=True)
     outs, grads = [], []
     for flag in (True, False):
+        calls.clear()
         setattr(layer, fused, flag)
         x.grad = None
         layer.zero_grad()
         y = layer(x)
         y.float().pow(2).mean().backward()
         outs.append(y.detach()); grads.append(x.grad.detach().clone())
+        print("  %s %s=%s ran: %s" % (name, fused, flag, dict(sorted(calls.items()))))
+        entry = "mamba_inner_fn" if name == "Mamba" else "mamba_split_conv1d_scan_combined"
+        ok &= (calls.get(entry, 0) > 0) == flag and calls.get("causal_conv1d_fwd", 0) > 0
+        ok &= name == "Mamba2" or calls.get("fwd", 0) > 0
     err_out, err_grad = rel(outs[0], outs[1]), rel(grads[0], grads[1])
-    good = err_out < 1e-3 and err_grad < 1e-3 and torch.isfinite(outs[0]).all().item()
+    good = err_out < tolerance and err_grad < tolerance and torch.isfinite(outs[0]).all().item()
     ok &= good
-    print("%-6s fused (%s=True) vs unfused path: out rel err %.2e, dx rel err %.2e -> %s"
-          % (name, fused, err_out, err_grad, "ok" if good else "FAIL"))
+    print("%-6s fused (%s=True) vs unfused path: out rel err %.2e, dx rel err %.2e (tol %.0e) -> %s"
+          % (name, fused, err_out, err_grad, tolerance, "ok" if good else "FAIL"))
 raise SystemExit(0 if ok else 1)
 EOF
 
