@@ -1,0 +1,137 @@
+"""Mamba-YOLO inside the real ultralytics: YAML parsing, parameter counts, training, prediction, ONNX export."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import pytest
+import torch
+
+from jetson_mamba.errors import MissingDependencyError
+from jetson_mamba.models import mamba_yolo
+from jetson_mamba.models.mamba_yolo import integration
+
+pytest.importorskip("ultralytics")
+
+# Parameter counts of our configs (nc=80). B equals the original Mamba-YOLO-B.yaml's own summary
+# (21.8M); the paper quotes 5.8M / 19.1M / 57.6M for T / B / L.
+EXPECTED_PARAMS = {"t": 6_131_704, "b": 21_828_000}
+
+
+@pytest.fixture(scope="module")
+def yolo_t() -> Any:
+    mamba_yolo.register()
+    from ultralytics import YOLO
+
+    return YOLO("mamba-yolo-t.yaml")
+
+
+def _parsed(scale: str) -> Tuple[torch.nn.Sequential, Dict[str, Any]]:
+    """parse_model output without DetectionModel's stride forward (cheap even for L)."""
+    import ultralytics.nn.tasks as tasks
+
+    mamba_yolo.register()
+    d = tasks.yaml_model_load(f"mamba-yolo-{scale}.yaml")
+    layers, _ = tasks.parse_model(d, ch=3, verbose=False)
+    return layers, d
+
+
+def test_register_is_idempotent_and_shipped_config_resolves() -> None:
+    import ultralytics.nn.tasks as tasks
+
+    mamba_yolo.register()
+    first = tasks.parse_model
+    mamba_yolo.register()
+    assert tasks.parse_model is first
+    assert tasks.VSSBlock is mamba_yolo.VSSBlock
+    d = tasks.yaml_model_load("mamba-yolo-l.yaml")
+    assert d["scale"] == "l" and d["scales"]["l"] == [0.67, 0.75, 768]
+
+
+def test_parse_rules_scale_widths_and_pass_repeats() -> None:
+    layers, _ = _parsed("l")
+    stem, vss = layers[0], layers[1]
+    assert isinstance(stem, mamba_yolo.SimpleStem) and stem.conv[3].out_channels == 96  # 128 * 0.75
+    assert isinstance(vss, torch.nn.Sequential) and len(vss) == 2  # VSSBlock x round(3 * 0.67)
+    assert vss[0].proj_conv[0].in_channels == 96 and vss[0].proj_conv[0].out_channels == 96
+    assert isinstance(layers[6], mamba_yolo.VisionClueMerge) and layers[6].pw_linear[0].out_channels == 576
+    assert layers[6].pw_linear[0].in_channels == 4 * 384  # c1 = ch[f] of the 512 * 0.75 stage
+    xss = layers[11]
+    assert isinstance(xss, mamba_yolo.XSSBlock) and len(xss.ss2d) == 2  # n goes into XSSBlock, not a Sequential
+    assert xss.hidden_dim == 384 and xss.in_proj[0].in_channels == 576 + 384  # concat of P5-up and P4
+
+
+@pytest.mark.parametrize("scale", sorted(EXPECTED_PARAMS))
+def test_parameter_counts(scale: str) -> None:
+    layers, _ = _parsed(scale)
+    assert sum(p.numel() for p in layers.parameters()) == EXPECTED_PARAMS[scale]
+
+
+def test_unknown_parse_model_layout_is_refused() -> None:
+    with pytest.raises(MissingDependencyError, match="unknown layout"):
+        integration._add_blocks_to_parse_rules(ast.parse("def parse_model(d, ch):\n    return {Conv}\n"))
+
+
+def test_yolo_builds_and_runs(yolo_t: Any) -> None:
+    model = yolo_t.model.eval()
+    assert [type(m).__name__ for m in model.model[:3]] == ["SimpleStem", "VSSBlock", "VisionClueMerge"]  # n = round(3 * 0.33) = 1
+    assert model.stride.tolist() == [8.0, 16.0, 32.0]
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 64))
+    assert out[0].shape == (1, 84, 8 * 8 + 4 * 4 + 2 * 2)
+
+
+def test_onnx_export_standard_ops_matches_torch(yolo_t: Any, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from jetson_mamba.models.mamba_yolo import export
+
+    file = export.export_onnx(yolo_t.model, tmp_path / "mamba-yolo-t.onnx", imgsz=64)
+    ops = export.onnx_ops(file)
+    assert "Loop" in ops and "CumSum" in ops
+    assert export.nonstandard_ops(file) == []
+    assert export.check_onnx(file, yolo_t.model, torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))) < 1e-3
+
+
+def write_dataset(root: Path, count: int = 4, size: int = 64) -> Path:
+    """A tiny detection set: bright rectangles on noise, YOLO labels, and its data.yaml."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(count):
+            pixels = (torch.rand(size, size, 3, generator=gen) * 60).to(torch.uint8)
+            x0, y0 = (int(v) for v in torch.randint(4, size // 2, (2,), generator=gen))
+            w, h = (int(v) for v in torch.randint(12, size // 2 - 2, (2,), generator=gen))
+            pixels[y0:y0 + h, x0:x0 + w] = torch.tensor([230, 40, 40], dtype=torch.uint8)
+            Image.fromarray(pixels.numpy()).save(root / "images" / split / f"{i}.jpg")
+            cx, cy = (x0 + w / 2) / size, (y0 + h / 2) / size
+            (root / "labels" / split / f"{i}.txt").write_text(f"0 {cx:.6f} {cy:.6f} {w / size:.6f} {h / size:.6f}\n")
+    data = root / "data.yaml"
+    data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: box\n")
+    return data
+
+
+@pytest.mark.slow
+def test_train_then_predict_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few iterations of T on a synthetic set, then reload the checkpoint and predict (no downloads)."""
+    monkeypatch.chdir(tmp_path)
+    mamba_yolo.register()
+    from ultralytics import YOLO
+
+    data = write_dataset(tmp_path / "data")
+    model = YOLO("mamba-yolo-t.yaml")
+    model.train(data=str(data), epochs=1, imgsz=64, batch=2, workers=0, device="cpu", plots=False, amp=False,
+                project=str(tmp_path / "runs"), name="t", exist_ok=True, verbose=False, val=False)
+    weights = tmp_path / "runs" / "t" / "weights" / "last.pt"
+    assert weights.is_file()
+    trained = YOLO(str(weights))
+    assert trained.model.names == {0: "box"}
+    results = trained.predict(str(tmp_path / "data" / "images" / "val" / "0.jpg"), imgsz=64, conf=0.0,
+                              device="cpu", save=False, verbose=False)
+    boxes = results[0].boxes
+    assert boxes is not None and boxes.xyxy.shape[-1] == 4 and len(boxes) > 0
+    assert torch.isfinite(boxes.xyxy).all()
