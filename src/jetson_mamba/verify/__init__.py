@@ -86,8 +86,13 @@ def diagnose(report: VerifyReport) -> List[Dict[str, str]]:
     bad_backends = sorted({c.component.split("[", 1)[1].rstrip("]") for c in failed if "[" in c.component})
     good = [name for name in _passing_backends(report) if name not in bad_backends]
     if bad_backends:
-        alternative = (f"force a backend that passed: `JETSON_MAMBA_BACKEND={good[0]}`" if good
-                       else "no backend passed: run `jetson-mamba doctor`")
+        if good:
+            alternative = f"force a backend that passed: `JETSON_MAMBA_BACKEND={good[0]}`"
+        elif "torch" not in bad_backends:
+            alternative = ("use the portable backend: `JETSON_MAMBA_BACKEND=torch` "
+                           "(check it with `jetson-mamba verify --backend torch`)")
+        else:
+            alternative = "no backend computes correct numbers here: run `jetson-mamba doctor` and report it"
         found.append({"id": "wrong-kernel-backend", "severity": "error",
                       "message": f"backend(s) {', '.join(bad_backends)} compute wrong numbers on this machine",
                       "fix": alternative})

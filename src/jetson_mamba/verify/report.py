@@ -94,6 +94,9 @@ class VerifyReport:
         }
 
 
+_SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
 def _fmt(value: Optional[float]) -> str:
     if value is None:
         return "-"
@@ -108,12 +111,17 @@ def print_report(report: VerifyReport) -> None:
     from jetson_mamba.cli.output import console
 
     table = Table(title=f"jetson-mamba verify on {report.device}" + (" (quick)" if report.quick else ""))
-    for column in ("component", "check", "dtype", "error", "tol", "result"):
-        table.add_column(column, justify="right" if column in ("error", "tol") else "left")
-    for check in report.checks:
-        result = "[green]ok[/]" if check.ok else f"[bold red]{check.status}[/]"
-        table.add_row(escape(check.component), check.direction, check.dtype.replace("float", "fp"),
-                      _fmt(check.error), f"{check.tolerance:.0e}", result)
+    for column in ("component", "check", "dtype", "cases", "worst error", "tolerance", "result"):
+        table.add_column(column, justify="right" if column in ("cases", "worst error", "tolerance") else "left")
+    rows: Dict[Tuple[str, str, str], List[CheckResult]] = {}
+    for check in report.checks:  # one row per component, direction and dtype; every case is in --json
+        rows.setdefault((check.component, check.direction, check.dtype), []).append(check)
+    for (component, direction, dtype), checks in rows.items():
+        bad = [c for c in checks if not c.ok]
+        errors = [c.error if c.error is not None else math.inf for c in checks]
+        result = "[green]ok[/]" if not bad else f"[bold red]{len(bad)} {bad[0].status}[/]"
+        table.add_row(escape(component), direction, _SHORT.get(dtype, dtype), str(len(checks)),
+                      _fmt(max(errors)), f"{max(c.tolerance for c in checks):.0e}", result)
     console.print(table)
     for check in report.failures:
         console.print(f"[bold red]{check.status}[/] {escape(check.label)}: {escape(check.message or '')}")
