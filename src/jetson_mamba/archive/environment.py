@@ -121,9 +121,19 @@ class Snapshot:
     @classmethod
     def take(cls, python: str, names: Sequence[str], directory: Path, extra_dirs: Sequence[str] = ()) -> Snapshot:
         """Copy (and hash) every file of the installed `names` and the `extra_dirs` of its site-packages."""
-        info = installed_files(python, names)
-        dists: Dict[str, Dict[str, Any]] = {}
-        snapshot = cls(directory=directory, python=python, purelib=info["purelib"], dists=dists)
+        info = installed_files(python, [])
+        snapshot = cls(directory=directory, python=python, purelib=info["purelib"], dists={})
+        snapshot.add(names)
+        for extra in extra_dirs:
+            path = Path(info["purelib"]) / extra
+            snapshot.extra_dirs[str(path)] = path.is_dir()
+            if path.is_dir():
+                shutil.copytree(path, snapshot._backup(str(path)), symlinks=True)
+        return snapshot
+
+    def add(self, names: Sequence[str]) -> None:
+        """Also save the installed ones of `names` (e.g. what a dependency install will upgrade)."""
+        info = installed_files(self.python, [n for n in names if n not in self.dists])
         prefix = os.path.realpath(info["prefix"])
         for name, dist in info["dists"].items():
             if not os.path.realpath(dist["location"]).startswith(prefix + os.sep):
@@ -133,17 +143,11 @@ class Snapshot:
                 source = Path(item)
                 if not source.is_file():
                     continue
-                target = snapshot._backup(item)
+                target = self._backup(item)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target)
                 files[item] = _sha(target)
-            dists[name] = {"version": dist["version"], "files": files}
-        for extra in extra_dirs:
-            path = Path(info["purelib"]) / extra
-            snapshot.extra_dirs[str(path)] = path.is_dir()
-            if path.is_dir():
-                shutil.copytree(path, snapshot._backup(str(path)), symlinks=True)
-        return snapshot
+            self.dists[name] = {"version": dist["version"], "files": files}
 
     def versions(self) -> Dict[str, str]:
         return {name: dist["version"] for name, dist in self.dists.items()}

@@ -156,9 +156,13 @@ def _select(source: ArchiveSource, target: Target, requests: Sequence[Requiremen
 
 
 def _install_dependencies(python: str, requirements: List[str], torch_version: Optional[str],
-                          find_links: Optional[Path], progress: Progress) -> Dict[str, Any]:
-    """pip install the missing runtime deps with torch pinned; refuse a resolution that includes torch."""
-    added: List[str] = []
+                          find_links: Optional[Path], snapshot: Snapshot, added: List[str],
+                          progress: Progress) -> List[str]:
+    """pip install the missing runtime deps with torch pinned; refuse a resolution that includes torch.
+
+    Distributions the resolution would upgrade are saved in `snapshot` first, so a rollback restores them;
+    `added` collects "name==version" of everything installed, as it happens. Returns the warnings.
+    """
     warnings: List[str] = []
     with tempfile.TemporaryDirectory(prefix="jetson-mamba-pin-") as temporary:
         options: List[str] = []
@@ -177,6 +181,7 @@ def _install_dependencies(python: str, requirements: List[str], torch_version: O
             if plan.returncode == 0 and any(n == "torch" for n, _ in pulled):
                 raise InstallError(f"installing {requirement} would install or change torch",
                                    f"install a {requirement} that works with your torch by hand, then rerun")
+            snapshot.add([n for n, _ in pulled])
             done = plan if plan.returncode != 0 else pip(python, ["install", *options, requirement])
             if done.returncode != 0:
                 if name in OPTIONAL_DEPENDENCIES:
@@ -184,8 +189,8 @@ def _install_dependencies(python: str, requirements: List[str], torch_version: O
                     continue
                 raise InstallError(f"pip could not install the runtime dependency {requirement}: {tail(done.stderr, 5)}",
                                    f"install it by hand (`{python} -m pip install {requirement}`), then rerun")
-            added += [f"{n}=={v}" for n, v in pulled]
-    return {"added": added, "warnings": warnings}
+            added.extend(f"{n}=={v}" for n, v in pulled)
+    return warnings
 
 
 def _planned(report: Path) -> List[tuple]:
@@ -249,12 +254,12 @@ def _install(python: str, selection: Selection, files: List[Path], machine: Mach
         say(f"installing {', '.join(f.name for f in files)} (pip --no-deps)")
         done = pip(python, ["install", "--no-deps", "--no-index", "--force-reinstall", *map(str, files)])
         if done.returncode != 0:
-            raise InstallError(f"pip install failed: {tail(done.stderr, 8)}", "see the pip output above")
+            raise InstallError(f"pip install --no-deps failed: {tail(done.stderr, 8)}",
+                               "fix what pip reports (check the wheels with `jetson-mamba archive verify`), then rerun")
         result["installed"] = [f"{c.record.name}=={c.record.version}" for c in selection.chosen]
-        deps = _install_dependencies(python, dependencies, machine.torch.version, find_links, say) if dependencies \
-            else {"added": [], "warnings": []}
-        added = [a.split("==")[0] for a in deps["added"]]
-        result["dependencies_added"], result["warnings"] = deps["added"], deps["warnings"]
+        result["dependencies_added"] = added
+        result["warnings"] = _install_dependencies(python, dependencies, machine.torch.version, find_links,
+                                                   snapshot, added, say) if dependencies else []
         say("applying the runtime patches (jetson-mamba patch)")
         result["patches"] = apply_patches(python)
         if not result["patches"]["ok"]:
@@ -274,11 +279,11 @@ def _install(python: str, selection: Selection, files: List[Path], machine: Mach
         if not result["torch_unchanged"]:
             raise InstallError(f"torch changed during the install: {torch_before} -> {torch_after}",
                                "reinstall your torch build; report this as a jetson-mamba bug")
-    except Exception as failure:
+    except BaseException as failure:  # Ctrl-C too: never leave a half-installed environment
         error = failure if isinstance(failure, JetsonMambaError) else \
             InstallError(f"{type(failure).__name__}: {failure}", "fix the cause above and rerun")
         say("rolling back")
-        rollback = snapshot.restore(remove=sorted(set(names + added)))
+        rollback = snapshot.restore(remove=sorted(set(names + [a.split("==")[0] for a in added])))
         state = "rolled back to " + (", ".join(f"{n} {v}" for n, v in rollback["restored"].items()) or
                                      "nothing installed") + f" ({rollback['files_restored']} files, hash-checked)"
         if not rollback["ok"]:
