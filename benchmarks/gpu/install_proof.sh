@@ -56,7 +56,7 @@ for line in report["explain"]:
 print("installed:", ", ".join(report["installed"]), "| replaced:", report["replaced"] or "nothing")
 print("dependencies added:", report["dependencies_added"] or "none", "| warnings:", report.get("warnings") or "none")
 patches = report["patches"]
-print("patches ok:", patches["ok"], "| applied:", ", ".join(patches.get("applied", [])) or patches.get("skipped"))
+print("patches ok:", patches["ok"], "| applied:", ", ".join(patches.get("applied", [])) or "none")
 verification = report["verification"]
 result = verification.get("output")
 print("verification via", verification["via"], "ok:", verification["ok"])

@@ -1,20 +1,20 @@
 """Install the wheels that fit, safely: pip --no-deps, missing runtime deps (never torch), patch, verify.
 
 Steps: probe the target interpreter; select (hashing exactly the wheels about to be installed);
-save the files of the distributions being replaced (and the patch record); `pip install --no-deps
+save the files of the distributions being replaced (and `jetson-mamba patch`'s record); `pip install --no-deps
 --no-index --force-reinstall` the wheels; add missing runtime dependencies (einops, transformers,
 triton), refusing any resolution that would touch torch; apply the needed runtime patches
 (`jetson-mamba patch`); run the quick verification; check torch's version and files did not
 change. Any failure puts the previous versions and files back (hash-checked) and says so.
 
-The quick verification is `jetson-mamba verify --quick --json` when that command exists, else a
-built-in import + kernel-vs-reference check (`FALLBACK_VERIFY`). `JETSON_MAMBA_VERIFY_COMMAND`
-replaces it with a site-specific shell command (exit 0 = pass), e.g. for an acceptance test.
+The quick verification is `jetson-mamba verify --quick --json`, run by the target interpreter
+(both kernels against references, Mamba and Mamba2 through their fused paths).
+`JETSON_MAMBA_VERIFY_COMMAND` replaces it with a site-specific shell command (exit 0 = pass; the
+target interpreter is in $JETSON_MAMBA_PYTHON), e.g. for an acceptance test.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -29,6 +29,7 @@ import jetson_mamba
 from jetson_mamba.archive.environment import Snapshot, command_result, pip, tail, torch_fingerprint
 from jetson_mamba.archive.select import Selection, Target, no_match_error, parse_requests, select_wheels
 from jetson_mamba.archive.source import ArchiveSource
+from jetson_mamba.compat.registry import RECORD_DIR
 from jetson_mamba.errors import InstallError, JetsonMambaError
 from jetson_mamba.probe import probe_machine
 from jetson_mamba.probe.model import MachineInfo
@@ -37,60 +38,8 @@ RUNTIME_DEPENDENCIES = ("einops", "transformers", "triton")
 # No wheels on some platforms (older Jetson releases): a failed install is a warning, not a failure.
 OPTIONAL_DEPENDENCIES = ("triton",)
 VERIFY_ENV = "JETSON_MAMBA_VERIFY_COMMAND"
-PATCH_RECORD_DIR = ".jetson-mamba-patches"
 
 Progress = Callable[[str], None]
-
-FALLBACK_VERIFY = r"""
-import json, sys
-checks = []
-def check(name, fn):
-    try:
-        checks.append({"name": name, "ok": True, "detail": fn()})
-    except Exception as error:
-        checks.append({"name": name, "ok": False, "detail": "%s: %s" % (type(error).__name__, error)})
-def rel(a, b):
-    return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12))
-check("import causal_conv1d", lambda: __import__("causal_conv1d").__version__)
-check("import mamba_ssm", lambda: __import__("mamba_ssm").__version__)
-import torch
-def conv():
-    from causal_conv1d.causal_conv1d_interface import causal_conv1d_fn, causal_conv1d_ref
-    x = torch.randn(2, 64, 96, device="cuda", requires_grad=True)
-    w = torch.randn(64, 4, device="cuda", requires_grad=True)
-    out, ref = causal_conv1d_fn(x, w, None, activation="silu"), causal_conv1d_ref(x, w, None, activation="silu")
-    g = torch.randn_like(out)
-    dx, = torch.autograd.grad(out, x, g)
-    rx, = torch.autograd.grad(ref, x, g)
-    errors = (rel(out, ref), rel(dx, rx))
-    assert max(errors) < 1e-3, errors
-    return "fwd %.1e bwd %.1e" % errors
-def scan():
-    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn, selective_scan_ref
-    d, n, L = 32, 8, 64
-    u = torch.randn(2, d, L, device="cuda", requires_grad=True)
-    delta = torch.rand(2, d, L, device="cuda")
-    A = -torch.rand(d, n, device="cuda")
-    B, C = torch.randn(2, n, L, device="cuda"), torch.randn(2, n, L, device="cuda")
-    D = torch.randn(d, device="cuda")
-    out = selective_scan_fn(u, delta, A, B, C, D, delta_softplus=True)
-    ref = selective_scan_ref(u, delta, A, B, C, D, delta_softplus=True)
-    g = torch.randn_like(out)
-    du, = torch.autograd.grad(out, u, g)
-    ru, = torch.autograd.grad(ref, u, g)
-    errors = (rel(out, ref), rel(du, ru))
-    assert max(errors) < 1e-3, errors
-    return "fwd %.1e bwd %.1e" % errors
-if torch.cuda.is_available():
-    check("causal_conv1d_fn vs causal_conv1d_ref", conv)
-    check("selective_scan_fn vs selective_scan_ref", scan)
-else:
-    checks.append({"name": "kernels", "ok": None, "detail": "skipped: no CUDA GPU"})
-ok = all(c["ok"] is not False for c in checks)
-print(json.dumps({"ok": ok, "checks": checks}))
-sys.exit(0 if ok else 1)
-"""
-
 
 def _package_env() -> Dict[str, str]:
     """Environment that lets the target interpreter import this jetson_mamba."""
@@ -99,26 +48,18 @@ def _package_env() -> Dict[str, str]:
     return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
 
 
-def _has_command(name: str) -> bool:
-    return importlib.util.find_spec(f"jetson_mamba.cli.{name}") is not None
-
-
 def quick_verify(python: str) -> Dict[str, Any]:
-    """The post-install check: $JETSON_MAMBA_VERIFY_COMMAND, `verify --quick`, or the built-in check."""
+    """The post-install check: `jetson-mamba verify --quick` in the target, or $JETSON_MAMBA_VERIFY_COMMAND."""
     override = os.environ.get(VERIFY_ENV)
     if override:
         result = command_result([override], env=dict(os.environ, JETSON_MAMBA_PYTHON=python), shell=True)
         return dict(result, via=VERIFY_ENV)
-    if _has_command("verify"):
-        result = command_result([python, "-m", "jetson_mamba", "verify", "--quick", "--json"], env=_package_env())
-        return dict(result, via="jetson-mamba verify --quick")
-    return dict(command_result([python, "-c", FALLBACK_VERIFY]), via="built-in import + kernel check")
+    result = command_result([python, "-m", "jetson_mamba", "verify", "--quick", "--json"], env=_package_env())
+    return dict(result, via="jetson-mamba verify --quick")
 
 
 def apply_patches(python: str) -> Dict[str, Any]:
     """`jetson-mamba patch --json --python PATH`: the runtime fixes the installed versions need."""
-    if not _has_command("patch"):
-        return {"ok": True, "skipped": "this jetson-mamba has no patch command"}
     result = command_result([sys.executable, "-m", "jetson_mamba", "patch", "--json", "--python", python],
                             env=_package_env())
     output = result["output"] if isinstance(result["output"], dict) else {}
@@ -247,7 +188,7 @@ def _install(python: str, selection: Selection, files: List[Path], machine: Mach
     names = [c.record.name for c in selection.chosen]
     torch_before = torch_fingerprint(python)
     snapshot = Snapshot.take(python, names, Path(tempfile.mkdtemp(prefix="jetson-mamba-rollback-")),
-                             extra_dirs=[PATCH_RECORD_DIR])
+                             extra_dirs=[RECORD_DIR])
     result: Dict[str, Any] = {"replaced": snapshot.versions()}
     added: List[str] = []
     try:

@@ -43,7 +43,7 @@ def _print_report(report: Dict[str, Any], explain: bool) -> None:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     patches = report.get("patches", {})
     applied = ", ".join(patches.get("applied") or []) or "none needed"
-    console.print(f"patches: {escape(str(patches.get('skipped') or (applied if patches.get('ok') else 'failed')))}")
+    console.print(f"patches: {escape(applied if patches.get('ok') else 'failed')}")
     verification = report.get("verification", {})
     console.print(f"verification ({escape(str(verification.get('via')))}): {'passed' if verification.get('ok') else 'FAILED'}")
     torch = report.get("torch", {})
