@@ -83,17 +83,18 @@ def check_module(component: str, name: str, module: Any, reference: Callable[[An
                  shape: Tuple[int, ...], dtype: Any, device: Any, generator: Any,
                  precision: Any = None) -> List[CheckResult]:
     """A module forward + backward (input and parameter gradients) in `dtype` on `device` against
-    `reference(x64, params64)` computed in float64 on the CPU."""
+    `reference(x64, params64)` computed in float64 on the CPU from the same dtype-rounded x and parameters."""
     import torch
 
-    x = torch.randn(*shape, generator=generator)
-    ref_params = {key: value.detach().double().requires_grad_() for key, value in module.named_parameters()}
+    test_module = copy.deepcopy(module).to(device=device, dtype=dtype)
+    x = torch.randn(*shape, generator=generator).to(dtype)
+    ref_params = {key: value.detach().cpu().double().requires_grad_()
+                  for key, value in test_module.named_parameters()}
     ref_x = x.double().requires_grad_()
     ref_out = reference(ref_x, ref_params)
-    dout = torch.randn(ref_out.shape, generator=generator)
+    dout = torch.randn(ref_out.shape, generator=generator).to(dtype)
     ref_out.backward(dout.double())
     ref_grads = {"x": ref_x.grad, **{key: value.grad for key, value in ref_params.items() if value.grad is not None}}
-    test_module = copy.deepcopy(module).to(device=device, dtype=dtype)
     grads: Dict[str, Any] = {}
 
     def forward() -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -191,10 +192,11 @@ def check_step(component: str, module: Any, reference: Callable[[Any, Dict[str, 
     """Decoding token by token with `step()` from a fresh cache must reproduce the whole-sequence reference."""
     import torch
 
-    x = torch.randn(*shape, generator=generator)
-    with torch.no_grad():
-        ref_out = reference(x.double(), {key: value.detach().double() for key, value in module.named_parameters()})
     test_module = copy.deepcopy(module).to(device=device, dtype=dtype).eval()
+    x = torch.randn(*shape, generator=generator).to(dtype)
+    with torch.no_grad():
+        ref_out = reference(x.double(), {key: value.detach().cpu().double()
+                                         for key, value in test_module.named_parameters()})
 
     def compute() -> Tuple[Dict[str, Any], Dict[str, Any]]:
         batch, length, _ = shape
