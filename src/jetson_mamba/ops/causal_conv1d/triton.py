@@ -93,20 +93,23 @@ if triton is not None:
                          v.to(final_ptr.dtype.element_ty), mask=mf)
 
     @triton.jit
-    def _dpre(x_ptr, init_ptr, w_ptr, seq_ptr, dout_ptr, pos, offs_d, mask_d, bias, L,
-              s_xd, s_xl, s_id, s_il, s_wd, s_ww, s_sl, s_gd, s_gl,
-              W: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr):
-        """Gradient of the pre-activation at output positions `pos` (zero outside [0, L))."""
-        m = mask_d[:, None] & ((pos >= 0) & (pos < L))[None, :]
-        g = tl.load(dout_ptr + offs_d[:, None] * s_gd + pos[None, :] * s_gl, mask=m, other=0.0).to(tl.float32)
-        if SILU:
-            a = _pre(x_ptr, init_ptr, w_ptr, seq_ptr, pos, offs_d, mask_d, bias, L,
-                     s_xd, s_xl, s_id, s_il, s_wd, s_ww, s_sl, W, HAS_INIT, HAS_SEQ)
-            s = sigmoid(a)
-            g = g * s * (1.0 + a * (1.0 - s))
-        if HAS_SEQ:
-            g = tl.where((_seq(seq_ptr, pos, L, s_sl) >= 0)[None, :], g, 0.0)
-        return g
+    def _pick(i: tl.constexpr, a0, a1, a2, a3, a4, a5, a6):
+        """The i-th of seven values (i is a compile-time constant: no runtime selection)."""
+        if i == 0:
+            r = a0
+        elif i == 1:
+            r = a1
+        elif i == 2:
+            r = a2
+        elif i == 3:
+            r = a3
+        elif i == 4:
+            r = a4
+        elif i == 5:
+            r = a5
+        else:
+            r = a6
+        return r
 
     @triton.jit
     def _conv_bwd_kernel(
@@ -115,12 +118,16 @@ if triton is not None:
         W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, HAS_INIT: tl.constexpr,
         HAS_DFINAL: tl.constexpr, SILU: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr,
     ):
+        # Positions p of this tile; with initial states the grid starts at -(W-1), where the
+        # "dx" of the extended input is the initial states' gradient.
         # dx has x's strides; dinit has init's strides; dw (dim, W) and db (dim,) are fp32, contiguous.
         pid_l = tl.program_id(0)
         pid_d = tl.program_id(1)
         pid_b = tl.program_id(2).to(tl.int64)
         offs_d = pid_d * BD + tl.arange(0, BD)
-        offs_l = pid_l * BL + tl.arange(0, BL)
+        p = pid_l * BL + tl.arange(0, BL)
+        if HAS_INIT:
+            p = p - (W - 1)
         mask_d = offs_d < dim
         x_b = x_ptr + pid_b * s_xb
         init_b = init_ptr + pid_b * s_ib
@@ -129,56 +136,69 @@ if triton is not None:
         bias = tl.zeros([BD], dtype=tl.float32)
         if HAS_BIAS:
             bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        if HAS_SEQ:
-            cur = _seq(seq_b, offs_l, L, s_sl)
+        # X_j = x at p - (W-1) + j, j = 0 .. 2W-2 (unused ones are dead code for W < 4); S_j its seq_idx.
+        X0 = _xcat(x_b, init_b, p - (W - 1), offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
+        X1 = _xcat(x_b, init_b, p - (W - 2), offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
+        X2 = _xcat(x_b, init_b, p - (W - 3), offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
+        X3 = _xcat(x_b, init_b, p - (W - 4), offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
+        X4 = _xcat(x_b, init_b, p - (W - 5), offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
+        X5 = _xcat(x_b, init_b, p - (W - 6), offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
+        X6 = _xcat(x_b, init_b, p - (W - 7), offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
+        # Without seq_idx the S_j are never read.
+        S0 = _seq(seq_b, p - (W - 1), L, s_sl) if HAS_SEQ else p
+        S1 = _seq(seq_b, p - (W - 2), L, s_sl) if HAS_SEQ else p
+        S2 = _seq(seq_b, p - (W - 3), L, s_sl) if HAS_SEQ else p
+        S3 = _seq(seq_b, p - (W - 4), L, s_sl) if HAS_SEQ else p
+        S4 = _seq(seq_b, p - (W - 5), L, s_sl) if HAS_SEQ else p
+        S5 = _seq(seq_b, p - (W - 6), L, s_sl) if HAS_SEQ else p
+        S6 = _seq(seq_b, p - (W - 7), L, s_sl) if HAS_SEQ else p
+        cur = _pick(W - 1, S0, S1, S2, S3, S4, S5, S6)
         dx = tl.zeros([BD, BL], dtype=tl.float32)
         g0 = tl.zeros([BD, BL], dtype=tl.float32)
         for s in tl.static_range(W):
-            # x[t] feeds out[t + s] through tap W-1-s.
-            g = _dpre(x_b, init_b, w_ptr, seq_b, g_b, offs_l + s, offs_d, mask_d, bias, L,
-                      s_xd, s_xl, s_id, s_il, s_wd, s_ww, s_sl, s_gd, s_gl, W, HAS_INIT, HAS_SEQ, SILU)
+            # Pre-activation of out[p + s] (which x[p] feeds through tap W-1-s), then its gradient.
+            q = p + s
+            sq = _pick(s + W - 1, S0, S1, S2, S3, S4, S5, S6)
+            a = tl.zeros([BD, BL], dtype=tl.float32) + bias[:, None]
+            for k in tl.static_range(W):
+                wk = tl.load(w_ptr + offs_d * s_wd + k * s_ww, mask=mask_d, other=0.0).to(tl.float32)
+                xk = _pick(s + k, X0, X1, X2, X3, X4, X5, X6)
+                if HAS_SEQ:
+                    xk = tl.where((_pick(s + k, S0, S1, S2, S3, S4, S5, S6) == sq)[None, :], xk, 0.0)
+                a += wk[:, None] * xk
+            mq = mask_d[:, None] & ((q >= 0) & (q < L))[None, :]
+            g = tl.load(g_b + offs_d[:, None] * s_gd + q[None, :] * s_gl, mask=mq, other=0.0).to(tl.float32)
+            if SILU:
+                sg = sigmoid(a)
+                g = g * sg * (1.0 + a * (1.0 - sg))
             if HAS_SEQ:
-                g = tl.where((_seq(seq_b, offs_l + s, L, s_sl) == cur)[None, :], g, 0.0)
-            wk = tl.load(w_ptr + offs_d * s_wd + (W - 1 - s) * s_ww, mask=mask_d, other=0.0).to(tl.float32)
-            dx += wk[:, None] * g
+                g = tl.where((sq >= 0)[None, :], g, 0.0)
             if s == 0:
                 g0 = g
+            if HAS_SEQ:
+                g = tl.where((sq == cur)[None, :], g, 0.0)
+            wt = tl.load(w_ptr + offs_d * s_wd + (W - 1 - s) * s_ww, mask=mask_d, other=0.0).to(tl.float32)
+            dx += wt[:, None] * g
         if HAS_DFINAL:
-            j = offs_l - (L - (W - 1))
-            mf = mask_d[:, None] & ((j >= 0) & (offs_l < L))[None, :]
+            j = p - (L - (W - 1))
+            mf = mask_d[:, None] & ((j >= 0) & (p < L))[None, :]
             dx += tl.load(dfinal_ptr + pid_b * s_fb + offs_d[:, None] * s_fd + j[None, :] * s_fl,
                           mask=mf, other=0.0).to(tl.float32)
-        m2 = mask_d[:, None] & (offs_l < L)[None, :]
-        tl.store(dx_ptr + pid_b * s_xb + offs_d[:, None] * s_xd + offs_l[None, :] * s_xl,
+        m2 = mask_d[:, None] & ((p >= 0) & (p < L))[None, :]
+        tl.store(dx_ptr + pid_b * s_xb + offs_d[:, None] * s_xd + p[None, :] * s_xl,
                  dx.to(dx_ptr.dtype.element_ty), mask=m2)
+        if HAS_INIT:
+            mi = mask_d[:, None] & ((p < 0) & (p >= 1 - W))[None, :]
+            tl.store(dinit_ptr + pid_b * s_ib + offs_d[:, None] * s_id + (p + W - 1)[None, :] * s_il,
+                     dx.to(dinit_ptr.dtype.element_ty), mask=mi)
         # Weight and bias gradients: sum over this tile, then one atomic per channel and tap.
         for k in tl.static_range(W):
-            src = offs_l - (W - 1) + k
-            xv = _xcat(x_b, init_b, src, offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
+            xk = _pick(k, X0, X1, X2, X3, X4, X5, X6)
             if HAS_SEQ:
-                xv = tl.where((_seq(seq_b, src, L, s_sl) == cur)[None, :], xv, 0.0)
-            tl.atomic_add(dw_ptr + offs_d * W + k, tl.sum(g0 * xv, axis=1), mask=mask_d)
+                xk = tl.where((_pick(k, S0, S1, S2, S3, S4, S5, S6) == cur)[None, :], xk, 0.0)
+            tl.atomic_add(dw_ptr + offs_d * W + k, tl.sum(g0 * xk, axis=1), mask=mask_d)
         if HAS_BIAS:
             tl.atomic_add(db_ptr + offs_d, tl.sum(g0, axis=1), mask=mask_d)
-        if HAS_INIT:
-            if pid_l == 0:
-                # Initial state j sits at position j - (W-1) and feeds out[j - (W-1) + s] via tap W-1-s.
-                jj = tl.arange(0, 4)
-                p = jj - (W - 1)
-                di = tl.zeros([BD, 4], dtype=tl.float32)
-                for s in tl.static_range(W):
-                    g = _dpre(x_b, init_b, w_ptr, seq_b, g_b, p + s, offs_d, mask_d, bias, L,
-                              s_xd, s_xl, s_id, s_il, s_wd, s_ww, s_sl, s_gd, s_gl, W, HAS_INIT, HAS_SEQ, SILU)
-                    wk = tl.load(w_ptr + offs_d * s_wd + (W - 1 - s) * s_ww, mask=mask_d, other=0.0).to(tl.float32)
-                    di += wk[:, None] * g
-                if HAS_DFINAL:
-                    i = jj - L
-                    mf = mask_d[:, None] & ((i >= 0) & (i < W - 1))[None, :]
-                    di += tl.load(dfinal_ptr + pid_b * s_fb + offs_d[:, None] * s_fd + i[None, :] * s_fl,
-                                  mask=mf, other=0.0).to(tl.float32)
-                mi = mask_d[:, None] & (jj < W - 1)[None, :]
-                tl.store(dinit_ptr + pid_b * s_ib + offs_d[:, None] * s_id + jj[None, :] * s_il,
-                         di.to(dinit_ptr.dtype.element_ty), mask=mi)
 
     @triton.jit
     def _conv_update_kernel(
@@ -331,7 +351,8 @@ def causal_conv1d_backward(
     dinit = torch.empty_like(initial_states) if initial_states is not None else None
     s_sb, s_sl = _seq_args(seq_idx, initial_states)
     si, sf = _strides3(initial_states), _strides3(dfinal_states)
-    grid = lambda m: (grid_size(L, m["BL"]), grid_size(dim, m["BD"]), batch)  # noqa: E731
+    pad = W - 1 if initial_states is not None else 0  # the grid also covers the initial states
+    grid = lambda m: (grid_size(L + pad, m["BL"]), grid_size(dim, m["BD"]), batch)  # noqa: E731
     _bwd[layout][grid](
         x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
         initial_states if initial_states is not None else x, dout,

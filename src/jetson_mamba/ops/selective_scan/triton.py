@@ -46,14 +46,17 @@ if triton is not None:
                 g = (tl.program_id(0) * BD) // dpg
                 p = base + g * s_g + offs_n[:, None] * s_n + tt[None, :] * s_l
                 v = tl.load(p, mask=mask_n[:, None] & mask_t[None, :], other=0.0).to(tl.float32)
-                return v[None, :, :]
-            g = offs_d // dpg
-            p = base + g[:, None, None] * s_g + offs_n[None, :, None] * s_n + tt[None, None, :] * s_l
-            m = mask_d[:, None, None] & mask_n[None, :, None] & mask_t[None, None, :]
-            return tl.load(p, mask=m, other=0.0).to(tl.float32)
-        p = ptr + offs_d[:, None] * s_g + offs_n[None, :] * s_n
-        v = tl.load(p, mask=mask_d[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
-        return v[:, :, None]
+                res = v[None, :, :]
+            else:
+                g = offs_d // dpg
+                p = base + g[:, None, None] * s_g + offs_n[None, :, None] * s_n + tt[None, None, :] * s_l
+                m = mask_d[:, None, None] & mask_n[None, :, None] & mask_t[None, None, :]
+                res = tl.load(p, mask=m, other=0.0).to(tl.float32)
+        else:
+            p = ptr + offs_d[:, None] * s_g + offs_n[None, :] * s_n
+            v = tl.load(p, mask=mask_d[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
+            res = v[:, :, None]
+        return res
 
     @triton.jit
     def _load_delta(delta_ptr, offs, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
