@@ -43,13 +43,16 @@ def upstream_wheels(shared: Path) -> Dict[Tuple[str, str], Path]:
 @pytest.fixture(scope="session")
 def pair_venv(venv_factory: Callable[[str], Path], upstream_wheels: Dict[Tuple[str, str], Path]
               ) -> Callable[[str, str], Path]:
-    """A sub-venv with mamba-ssm `m` and causal-conv1d `c` installed by pip; returns its python."""
+    """A sub-venv with mamba-ssm `mamba` and causal-conv1d `conv` installed by pip; returns its python.
 
-    def make(mamba: str, conv: str) -> Path:
+    Tests that leave different states behind use different `tag`s (one venv per name and tag).
+    """
+
+    def make(mamba: str, conv: str, tag: str = "") -> Path:
         for key in (("mamba_ssm", mamba), ("causal_conv1d", conv)):
             if key not in upstream_wheels:
                 pytest.skip(f"no sdist of {key[0]} {key[1]} in ../shared/sdists")
-        python = venv_factory(f"mamba-{mamba}-conv-{conv}")
+        python = venv_factory(f"mamba-{mamba}-conv-{conv}{'-' + tag if tag else ''}")
         if not list(python.parent.parent.glob("lib/python*/site-packages/mamba_ssm")):
             subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
                             str(upstream_wheels["mamba_ssm", mamba]), str(upstream_wheels["causal_conv1d", conv])],

@@ -369,9 +369,11 @@ def patch_plan(targets: Sequence[Target], patches: Sequence[Patch], mode: str,
             before = absolute.read_bytes()
             original, ours = _file_state(target, path, before, record.get(path), mode)
             text = before.decode("utf-8")
-            present = [p.name for p in users if p.is_applied(text)] if ours else []
+            # patches in the file: what the record says (other patch sets included) plus what is found now
+            present = list(record[path].get("patches", [])) if ours else []
             for patch in users:
-                if patch.name in present:
+                if patch.is_applied(text):  # by us, or baked into the installed wheel
+                    present += [] if patch.name in present else [patch.name]
                     statuses.append(PatchStatus(patch.name, target.distribution, path, APPLIED, patch.summary))
                     continue
                 try:
@@ -386,7 +388,7 @@ def patch_plan(targets: Sequence[Target], patches: Sequence[Patch], mode: str,
                     statuses.append(PatchStatus(patch.name, target.distribution, path, NOT_NEEDED, patch.not_needed))
                     continue
                 text = new
-                present.append(patch.name)
+                present += [] if patch.name in present else [patch.name]
                 statuses.append(PatchStatus(patch.name, target.distribution, path, NEEDED, patch.summary))
             after = text.encode("utf-8")
             if after != before:

@@ -1,0 +1,147 @@
+"""What each runtime patch fixes, on real upstream code in sub-venvs, on the CPU with the portable kernels.
+
+Patches are added one at a time, so each check first shows the upstream failure the next patch
+removes; then everything is reverted byte-for-byte.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any, Callable, Dict, Sequence
+
+import pytest
+
+from jetson_mamba.compat import registry
+from jetson_mamba.compat.installed import runtime_plan
+from jetson_mamba.compat.runtime_patches import (
+    CAUSAL_CONV1D_BRIDGE,
+    NO_DISTRIBUTED,
+    PORTABLE,
+    RUNTIME_PATCHES,
+    TRANSFORMERS5,
+)
+
+CHECKS = Path(__file__).with_name("mamba_checks.py")
+FP32 = 1e-4  # portable kernels in fp32 against upstream's references / unfused paths
+
+pytest.importorskip("jetson_mamba.ops.standins.selective_scan_cuda", reason="portable stand-ins not available")
+
+
+def _patch(python: Path, names: Sequence[str]) -> registry.Plan:
+    _, plan = runtime_plan(str(python), [p for p in RUNTIME_PATCHES if p.name in names])
+    registry.apply_plan(plan)
+    return plan
+
+
+def _run(python: Path, *checks: str) -> Dict[str, Any]:
+    done = subprocess.run([str(python), str(CHECKS), *checks], capture_output=True, text=True, check=False,
+                          timeout=900)
+    assert done.returncode == 0 and done.stdout.strip(), done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _assert_ok(result: Dict[str, Any], tolerance: float = FP32) -> None:
+    assert result["ok"], result
+    for name, value in result.get("errors", {}).items():
+        assert value < tolerance, (name, value, result)
+
+
+def _site(python: Path) -> Path:
+    return next(python.parent.parent.glob("lib/python*/site-packages"))
+
+
+def _compiled_conv1d(site: Path, standin: str) -> None:
+    """Stand in for an installed compiled `causal_conv1d_cuda` (exact signatures of that API style)."""
+    (site / "causal_conv1d_cuda.py").write_text(f"from jetson_mamba.ops.standins.{standin} import *  # noqa\n")
+
+
+def _files(site: Path) -> Dict[str, bytes]:
+    return {str(p.relative_to(site)): p.read_bytes() for p in site.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
+@pytest.mark.slow
+def test_each_patch_fixes_its_failure_on_the_pinned_pair(pair_venv: Callable[..., Path]) -> None:
+    """mamba-ssm 2.2.4 + causal-conv1d 1.6.0 with its output-buffer compiled API, transformers 5."""
+    python = pair_venv("2.2.4", "1.6.0", "behaviour")
+    site = _site(python)
+    _compiled_conv1d(site, "causal_conv1d_cuda")
+    upstream = _files(site)
+
+    _patch(python, [PORTABLE])
+    result = _run(python, "import")["import"]
+    assert not result["ok"] and "GreedySearchDecoderOnlyOutput" in result["error"]
+
+    _patch(python, [PORTABLE, TRANSFORMERS5])
+    result = _run(python, "import", "fused")
+    assert result["import"]["ok"], result
+    fused = result["fused"]  # the compiled API mismatch, as on the GPU
+    assert not fused["ok"] and fused["error"].startswith("TypeError: causal_conv1d_fwd()"), fused
+    result = _run(python, "--no-distributed", "import")["import"]
+    assert not result["ok"] and "_all_gather_base" in result["error"], result
+    result = _run(python, "--no-process-group", "distributed")["distributed"]
+    assert not result["ok"] and "ProcessGroup" in result["error"], result
+
+    _patch(python, [PORTABLE, TRANSFORMERS5, NO_DISTRIBUTED])
+    result = _run(python, "--no-distributed", "import", "distributed")
+    assert result["import"]["ok"], result
+    messages = result["distributed"]["messages"]
+    assert messages.pop("ProcessGroup()") is None  # torch's own stub class there, not ours
+    messages.update({f"old torch: {k}": v for k, v in
+                     _run(python, "--no-process-group", "distributed")["distributed"]["messages"].items()})
+    assert len(messages) == 7, messages
+    assert all(m and "this PyTorch build" in m and "torch.distributed." in m for m in messages.values()), messages
+
+    plan = _patch(python, [PORTABLE, TRANSFORMERS5, NO_DISTRIBUTED, CAUSAL_CONV1D_BRIDGE])
+    assert {c.path for c in plan.changes} == {"mamba_ssm/ops/selective_scan_interface.py",
+                                              "mamba_ssm/ops/triton/ssd_combined.py"}
+    result = _run(python, "fused", "inner", "modules", "generate", "bridge")
+    assert result["fused"]["ok"], result["fused"]
+    _assert_ok(result["inner"])
+    _assert_ok(result["modules"])
+    for layer in ("Mamba1", "Mamba2"):  # transformers 5: generate() returns its output type
+        assert result["generate"][layer] == {"type": "GenerateDecoderOnlyOutput", "shape": [2, 12],
+                                             "greedy_matches_forward": True}, result["generate"]
+    assert set(result["bridge"]["modules"].values()) == {"causal_conv1d.cpp_functions"}
+
+    entries = registry.read_record(site)
+    assert sorted(entries["mamba_ssm/ops/selective_scan_interface.py"]["patches"]) == sorted(
+        [PORTABLE, CAUSAL_CONV1D_BRIDGE])
+    # nothing new outside the patched packages but the record: no sitecustomize.py, no .pth import hook
+    added = {Path(p).parts[0] for p in _files(site)} - {Path(p).parts[0] for p in upstream}
+    assert added == {registry.RECORD_DIR}
+    registry.revert(site)
+    assert _files(site) == upstream
+
+
+@pytest.mark.slow
+def test_reverse_pairing_new_mamba_with_old_causal_conv1d(pair_venv: Callable[..., Path]) -> None:
+    """mamba-ssm 2.2.5 imports causal_conv1d.cpp_functions, which causal-conv1d 1.4.0 lacks."""
+    python = pair_venv("2.2.5", "1.4.0", "behaviour")
+    _compiled_conv1d(_site(python), "causal_conv1d_cuda_legacy")
+    _patch(python, [PORTABLE, TRANSFORMERS5])
+    fused = _run(python, "fused")["fused"]
+    assert not fused["ok"] and "causal_conv1d_cuda is not available" in fused["error"], fused
+
+    _patch(python, [p.name for p in RUNTIME_PATCHES])
+    result = _run(python, "fused", "inner", "bridge")
+    assert result["fused"]["ok"], result
+    _assert_ok(result["inner"])
+    # the old compiled functions (here jetson-mamba's legacy stand-in) are called directly
+    assert set(result["bridge"]["modules"].values()) == {"jetson_mamba.ops.standins.causal_conv1d_cuda_legacy"}
+    registry.revert(_site(python))
+
+
+@pytest.mark.slow
+def test_latest_mamba_runs_on_the_cpu(pair_venv: Callable[..., Path]) -> None:
+    """mamba-ssm 2.3.2.post1 + causal-conv1d 1.6.0, no compiled kernel at all: the stand-ins come in by the patch."""
+    python = pair_venv("2.3.2.post1", "1.6.0", "behaviour")
+    _patch(python, [p.name for p in RUNTIME_PATCHES])
+    result = _run(python, "import", "fused", "inner", "modules", "generate")
+    assert result["import"]["ok"] and result["fused"]["ok"], result
+    _assert_ok(result["inner"])
+    _assert_ok(result["modules"])
+    assert result["generate"]["Mamba2"]["greedy_matches_forward"], result["generate"]
+    registry.revert(_site(python))
