@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
 import pytest
 import torch
 
+from jetson_mamba.cli import main
 from jetson_mamba.errors import MissingDependencyError
 from jetson_mamba.models import mamba_yolo
 from jetson_mamba.models.mamba_yolo import integration
@@ -83,17 +85,6 @@ def test_yolo_builds_and_runs(yolo_t: Any) -> None:
     assert out[0].shape == (1, 84, 8 * 8 + 4 * 4 + 2 * 2)
 
 
-def test_onnx_export_standard_ops_matches_torch(yolo_t: Any, tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
-    from jetson_mamba.models.mamba_yolo import export
-
-    file = export.export_onnx(yolo_t.model, tmp_path / "mamba-yolo-t.onnx", imgsz=64)
-    ops = export.onnx_ops(file)
-    assert "Loop" in ops and "CumSum" in ops
-    assert export.nonstandard_ops(file) == []
-    assert export.check_onnx(file, yolo_t.model, torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))) < 1e-3
-
-
 def write_dataset(root: Path, count: int = 4, size: int = 64) -> Path:
     """A tiny detection set: bright rectangles on noise, YOLO labels, and its data.yaml."""
     from PIL import Image
@@ -115,9 +106,17 @@ def write_dataset(root: Path, count: int = 4, size: int = 64) -> Path:
     return data
 
 
+def _cli_json(capsys: pytest.CaptureFixture, *argv: str) -> Dict[str, Any]:
+    capsys.readouterr()
+    assert main(["yolo", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
 @pytest.mark.slow
-def test_train_then_predict_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A few iterations of T on a synthetic set, then reload the checkpoint and predict (no downloads)."""
+def test_train_predict_export_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture) -> None:
+    """A few iterations of T on a synthetic set; reload the checkpoint and predict (API and CLI);
+    export the trained model to ONNX (standard ops only) and compare onnxruntime with PyTorch."""
     monkeypatch.chdir(tmp_path)
     mamba_yolo.register()
     from ultralytics import YOLO
@@ -135,3 +134,21 @@ def test_train_then_predict_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     boxes = results[0].boxes
     assert boxes is not None and boxes.xyxy.shape[-1] == 4 and len(boxes) > 0
     assert torch.isfinite(boxes.xyxy).all()
+
+    image = str(tmp_path / "data" / "images" / "val" / "1.jpg")
+    found = _cli_json(capsys, "predict", "--model", str(weights), "--source", image, "--imgsz", "64", "--conf", "0")
+    assert found["images"][0]["detections"] and found["images"][0]["detections"][0]["class"] == "box"
+
+    pytest.importorskip("onnxruntime")
+    onnx_file = tmp_path / "t.onnx"
+    exported = _cli_json(capsys, "export", "--model", str(weights), "--imgsz", "64", "--output", str(onnx_file))
+    assert exported["onnx"] == str(onnx_file) and onnx_file.is_file()
+    assert {"Loop", "CumSum", "Exp", "MatMul"} <= set(exported["ops"])
+    assert not [op for op in exported["ops"] if "::" in op]  # no custom-domain op anywhere
+    assert exported["relative_error_vs_torch"] < 1e-3
+    assert exported["tensorrt"].startswith(f"trtexec --onnx={onnx_file}")
+
+
+def test_cli_missing_weights_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
+    assert main(["yolo", "predict", "--model", "missing.pt", "--source", "x.jpg"]) == 2
+    assert "fix:" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from jetson_mamba.models.mamba_yolo.blocks import (
     VSSBlock_YOLO,
     XSSBlock,
 )
-from jetson_mamba.models.mamba_yolo.integration import SCALES, config_path, register
+from jetson_mamba.models.mamba_yolo.integration import PUBLISHED, SCALES, config_path, load_yolo, register
 
 __all__ = ["SS2D", "LayerNorm2d", "LSBlock", "RGBlock", "SimpleStem", "VisionClueMerge", "VSSBlock",
-           "VSSBlock_YOLO", "XSSBlock", "SCALES", "config_path", "register"]
+           "VSSBlock_YOLO", "XSSBlock", "PUBLISHED", "SCALES", "config_path", "load_yolo", "register"]

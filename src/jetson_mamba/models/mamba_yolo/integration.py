@@ -30,6 +30,8 @@ from jetson_mamba.errors import MissingDependencyError, UsageError
 
 TESTED_ULTRALYTICS = ("8.4.190",)
 SCALES = ("t", "b", "l")
+# Mamba-YOLO paper, COCO at 640x640: (parameters in millions, GFLOPs).
+PUBLISHED = {"t": (5.8, 13.2), "b": (19.1, 45.4), "l": (57.6, 156.2)}
 CONFIG_NAME = "mamba-yolo.yaml"
 _PLAIN_BLOCKS = ("SimpleStem", "VisionClueMerge", "VSSBlock")
 _REPEAT_BLOCKS = ("XSSBlock",)
@@ -111,6 +113,18 @@ def _wrap_yaml_model_load(original: Callable[[Any], Dict[str, Any]]) -> Callable
 
     yaml_model_load.__jetson_mamba__ = True  # type: ignore[attr-defined]
     return yaml_model_load
+
+
+def load_yolo(model: str) -> Any:
+    """An ultralytics YOLO from a scale (t, b, l), a model YAML or a trained .pt, after `register()`."""
+    register()
+    from ultralytics import YOLO
+
+    spec = f"mamba-yolo-{model.lower()}.yaml" if model.lower() in SCALES else model
+    if spec.endswith(".pt") and not os.path.exists(spec):
+        raise UsageError(f"weights file {spec} does not exist",
+                         "pass a trained checkpoint (runs/detect/<name>/weights/best.pt) or a scale: t, b, l")
+    return YOLO(spec)
 
 
 def register() -> None:

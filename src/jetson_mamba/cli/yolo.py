@@ -1,0 +1,153 @@
+"""`jetson-mamba yolo`: build, train, predict with and export Mamba-YOLO through the real ultralytics."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, Dict, List
+
+NAME = "yolo"
+HELP = "Mamba-YOLO (T/B/L) with ultralytics: info (params, GFLOPs), train, predict, export to ONNX"
+
+SUBCOMMANDS = ("info", "train", "predict", "export")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output on stdout")
+    parser.add_argument("--device", default="cpu", help="torch device for ultralytics (cpu, 0, cuda:0; default cpu)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="yolo_command", metavar="SUBCOMMAND")
+    info = sub.add_parser("info", help="parameters and GFLOPs of the T/B/L configs next to the published ones")
+    info.add_argument("--scale", choices=("t", "b", "l", "all"), default="all")
+    info.add_argument("--imgsz", type=int, default=640)
+    train = sub.add_parser("train", help="train on an ultralytics data.yaml")
+    train.add_argument("--data", required=True, help="ultralytics dataset YAML (path, train, val, names)")
+    train.add_argument("--model", default="t", help="scale (t, b, l), a model YAML, or a .pt to fine-tune")
+    train.add_argument("--epochs", type=int, default=100)
+    train.add_argument("--imgsz", type=int, default=640)
+    train.add_argument("--batch", type=int, default=16)
+    train.add_argument("--workers", type=int, default=0, help="dataloader processes (0: in the main process)")
+    train.add_argument("--project", default="runs/mamba-yolo")
+    train.add_argument("--name", default="train")
+    predict = sub.add_parser("predict", help="detect objects in images")
+    predict.add_argument("--model", required=True, help="trained .pt (or a scale for an untrained smoke run)")
+    predict.add_argument("--source", required=True, help="image file, folder or glob")
+    predict.add_argument("--imgsz", type=int, default=640)
+    predict.add_argument("--conf", type=float, default=0.25)
+    predict.add_argument("--save", action="store_true", help="also write annotated images (ultralytics runs dir)")
+    export = sub.add_parser("export", help="ONNX with standard ops only (checked against PyTorch with onnxruntime)")
+    export.add_argument("--model", required=True, help="trained .pt, a model YAML, or a scale (t, b, l)")
+    export.add_argument("--output", type=Path, help="ONNX file to write (default: next to the weights)")
+    export.add_argument("--imgsz", type=int, default=640)
+    export.add_argument("--batch", type=int, default=1)
+    export.add_argument("--opset", type=int, default=17)
+    export.add_argument("--no-check", dest="check", action="store_false",
+                        help="skip the onnxruntime-vs-PyTorch comparison")
+    for command in (info, train, predict, export):
+        _common(command)
+
+
+def _offline() -> None:
+    """Before ultralytics is imported: no network probes or downloads, no requirement auto-installs."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS", "1")
+
+
+def _info(args: argparse.Namespace) -> Dict[str, Any]:
+    import torch
+    from ultralytics.utils.torch_utils import get_flops
+
+    from jetson_mamba.models.mamba_yolo import PUBLISHED, SCALES, load_yolo
+
+    rows: List[Dict[str, Any]] = []
+    for scale in SCALES if args.scale == "all" else (args.scale,):
+        with torch.no_grad():
+            model = load_yolo(scale).model
+            rows.append({"scale": scale, "parameters": sum(p.numel() for p in model.parameters()),
+                         "gflops": round(get_flops(model, args.imgsz), 2), "imgsz": args.imgsz,
+                         "published_parameters_m": PUBLISHED[scale][0], "published_gflops": PUBLISHED[scale][1]})
+    return {"models": rows}
+
+
+def _train(args: argparse.Namespace) -> Dict[str, Any]:
+    from jetson_mamba.models.mamba_yolo import load_yolo
+
+    model = load_yolo(args.model)
+    model.train(data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, workers=args.workers,
+                device=args.device, project=str(Path(args.project).resolve()), name=args.name, plots=False)
+    save_dir = Path(model.trainer.save_dir)
+    return {"save_dir": str(save_dir), "best": str(save_dir / "weights" / "best.pt"),
+            "last": str(save_dir / "weights" / "last.pt")}
+
+
+def _predict(args: argparse.Namespace) -> Dict[str, Any]:
+    from jetson_mamba.models.mamba_yolo import load_yolo
+
+    model = load_yolo(args.model)
+    images = []
+    for result in model.predict(args.source, imgsz=args.imgsz, conf=args.conf, device=args.device,
+                                save=args.save, verbose=False):
+        boxes = result.boxes
+        images.append({"path": result.path, "detections": [
+            {"class": result.names[int(c)], "confidence": round(float(p), 4), "xyxy": [round(float(v), 1) for v in b]}
+            for b, p, c in zip(boxes.xyxy.tolist(), boxes.conf.tolist(), boxes.cls.tolist())]})
+    return {"images": images}
+
+
+def _export(args: argparse.Namespace) -> Dict[str, Any]:
+    import torch
+    from rich.console import Console
+
+    from jetson_mamba.models.mamba_yolo import load_yolo
+    from jetson_mamba.models.mamba_yolo.export import check_onnx, export_onnx, onnx_ops
+
+    model = load_yolo(args.model).model
+    output = args.output or (Path(args.model).with_suffix(".onnx") if args.model.endswith(".pt")
+                             else Path(f"mamba-yolo-{args.model}.onnx"))
+    with Console(stderr=True).status(f"exporting {output} (imgsz {args.imgsz}, batch {args.batch})"):
+        export_onnx(model, output, imgsz=args.imgsz, batch=args.batch, opset=args.opset)
+        data: Dict[str, Any] = {"onnx": str(output), "ops": onnx_ops(output),
+                                "tensorrt": f"trtexec --onnx={output} --saveEngine={output.with_suffix('.engine')} --fp16"}
+        if args.check:
+            images = torch.rand(args.batch, 3, args.imgsz, args.imgsz, generator=torch.Generator().manual_seed(0))
+            data["relative_error_vs_torch"] = check_onnx(output, model, images)
+    return data
+
+
+def _print(command: str, data: Dict[str, Any]) -> None:
+    from jetson_mamba.cli.output import console
+
+    if command == "info":
+        console.print(f"{'scale':<6}{'params':>12}{'GFLOPs':>9}   published (params, GFLOPs)")
+        for row in data["models"]:
+            console.print(f"{row['scale']:<6}{row['parameters'] / 1e6:>11.2f}M{row['gflops']:>9.1f}   "
+                          f"{row['published_parameters_m']}M, {row['published_gflops']}")
+    elif command == "predict":
+        for image in data["images"]:
+            console.print(f"{image['path']}: {len(image['detections'])} detections")
+            for det in image["detections"]:
+                console.print(f"  {det['class']} {det['confidence']:.2f} {det['xyxy']}")
+    else:
+        for key, value in data.items():
+            console.print(f"{key}: {value}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from jetson_mamba.errors import UsageError
+
+    if args.yolo_command not in SUBCOMMANDS:
+        raise UsageError("jetson-mamba yolo needs a subcommand",
+                         f"run one of: {', '.join(f'jetson-mamba yolo {c}' for c in SUBCOMMANDS)}")
+    _offline()
+    data = {"info": _info, "train": _train, "predict": _predict, "export": _export}[args.yolo_command](args)
+    if args.json:
+        from jetson_mamba.cli.output import print_json
+
+        print_json(data)
+    else:
+        _print(args.yolo_command, data)
+    return 0
