@@ -78,3 +78,12 @@ def test_parse_shape_and_its_errors() -> None:
         custom_problems(parse_shape("D=30,G=4"), ["selective_scan"])
     with pytest.raises(UsageError, match="widths are 2 to 4"):
         custom_problems(parse_shape("W=5"), ["causal_conv1d"])
+
+
+@pytest.mark.gpu
+def test_measure_uses_cuda_events_on_a_gpu() -> None:
+    import torch
+
+    a = torch.randn(2048, 2048, device="cuda")
+    timing = measure(lambda i: a @ a, "cuda", warmup=2, repeat=10)
+    assert timing.clock == "cuda-events" and timing.samples == 10 and 0 < timing.median_ms < 1000
