@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from pathlib import Path
 from typing import Dict
@@ -103,6 +105,21 @@ def test_reinstalled_upstream_file_is_left_alone_by_revert(site: Path) -> None:
     (site / "demo" / "mod.py").write_text(UPSTREAM)  # what pip --force-reinstall does
     assert [r.action for r in registry.revert(site)] == ["already-upstream"]
     assert (site / "demo" / "mod.py").read_text() == UPSTREAM
+
+
+def test_upgraded_package_is_left_alone_by_revert_and_patched_afresh(site: Path) -> None:
+    registry.apply_plan(registry.patch_plan([_target(site, {})], [PATCH], registry.INSTALLED))
+    upgraded = UPSTREAM.replace("(3, 4)", "(3, 5)")
+    (site / "demo" / "mod.py").write_text(upgraded)  # pip installed a new version over it
+    info = site / "demo-1.1.dist-info"
+    info.mkdir()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(upgraded.encode()).digest()).rstrip(b"=").decode()
+    (info / "RECORD").write_text(f"demo/mod.py,sha256={digest},{len(upgraded)}\n")
+    target = _target(site, registry.installed_hashes(site, "Demo"))
+    assert target.upstream_sha256 == {"demo/mod.py": registry.sha256(upgraded.encode())}
+    assert registry.patch_plan([target], [PATCH], registry.INSTALLED).changes[0].original == upgraded.encode()
+    assert [r.action for r in registry.revert(site)] == ["already-upstream"]
+    assert (site / "demo" / "mod.py").read_text() == upgraded and registry.applied_patches(site) == {}
 
 
 def test_read_only_target_gives_permission_error_and_changes_nothing(site: Path, monkeypatch) -> None:

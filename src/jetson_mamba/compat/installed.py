@@ -8,7 +8,6 @@ another environment, and the caller never imports torch or mamba_ssm). For the i
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +33,7 @@ for name in PATCHED:
         dist = md.distribution(name)
     except Exception:
         continue
-    record = {}
-    for f in dist.files or []:
-        if f.hash is not None:
-            record[str(f).replace("\\", "/")] = "%s=%s" % (f.hash.mode, f.hash.value)
-    out["distributions"][name] = {"version": dist.version, "root": str(dist.locate_file("")), "record": record}
+    out["distributions"][name] = {"version": dist.version, "root": str(dist.locate_file(""))}
 for name in FACTS:
     try:
         out["versions"][name] = md.version(name)
@@ -79,9 +74,8 @@ def locate(python: Optional[str] = None) -> Environment:
                                      "pass the path of a working Python 3.8+ interpreter with --python")
     targets = []
     for name, info in sorted(data["distributions"].items()):
-        hashes = {path: digest for path, value in info["record"].items()
-                  if (digest := registry.record_hash_to_hex(value)) is not None}
-        targets.append(registry.Target(name, info["version"], Path(info["root"]), hashes))
+        root = Path(info["root"])
+        targets.append(registry.Target(name, info["version"], root, registry.installed_hashes(root, name)))
     facts = {"versions": {**data["versions"], **{t.distribution: t.version for t in targets}},
              "extensions": data["extensions"], "python": data["python"]}
     return Environment(data["python"], Path(data["purelib"]), tuple(targets), facts)
@@ -93,6 +87,3 @@ def runtime_plan(python: Optional[str] = None, patches: Sequence[registry.Patch]
     env = locate(python)
     return env, registry.patch_plan(env.targets, patches, registry.INSTALLED, facts=env.facts)
 
-
-def facts_json(env: Environment) -> Dict[str, Any]:
-    return json.loads(json.dumps({"python": env.python, "site_packages": str(env.purelib), **env.facts}))

@@ -30,6 +30,7 @@ API (used by `cli/patch.py`, `compat/build_patches.py`, the install and build co
 - `revert(root) -> List[Reverted]`: restores every recorded file byte-exactly (hash-checked)
   and removes the record; a file changed since (reinstalled upstream) is left alone.
 - `applied_patches(root) -> Dict[str, List[str]]`: recorded file -> patch names (for doctor).
+- `installed_hashes(root, distribution)`: the RECORD hashes that define "upstream" when installed.
 - `tree_target(root) -> Target`: an unpacked sdist as a target (name and version from PKG-INFO).
 - `unified_diff(change) -> str`: what --dry-run prints.
 - `atomic_write(path, data)`: the one way this package rewrites a file.
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import csv
 import difflib
 import hashlib
 import json
@@ -89,6 +91,28 @@ def record_hash_to_hex(value: str) -> Optional[str]:
         return base64.urlsafe_b64decode(padded).hex()
     except ValueError:
         return None
+
+
+def normalise(name: str) -> str:
+    """A distribution name as PEP 503 compares them ("Mamba_SSM" -> "mamba-ssm")."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_hashes(root: Path, distribution: str) -> Dict[str, str]:
+    """Relative path -> sha256 hex of an installed distribution's files, from its dist-info RECORD.
+
+    This is what "the known upstream content" means for an installed package; {} when none.
+    """
+    for info in sorted(Path(root).glob("*.dist-info")):
+        if normalise(info.name[:-len(".dist-info")].rsplit("-", 1)[0]) != normalise(distribution):
+            continue
+        try:
+            rows = list(csv.reader((info / "RECORD").read_text(encoding="utf-8").splitlines()))
+        except OSError:
+            return {}
+        return {row[0]: digest for row in rows
+                if len(row) >= 2 and row[1] and (digest := record_hash_to_hex(row[1])) is not None}
+    return {}
 
 
 @dataclass(frozen=True)
@@ -433,8 +457,9 @@ def revert(root: Path, dry_run: bool = False) -> List[Reverted]:
         absolute = root / path
         current = absolute.read_bytes() if absolute.is_file() else None
         digest = sha256(current) if current is not None else None
-        if digest == entry["original_sha256"] or current is None:
-            work.append((path, absolute, None))
+        reinstalled = digest is not None and digest == installed_hashes(root, entry["distribution"]).get(path)
+        if digest == entry["original_sha256"] or current is None or reinstalled:
+            work.append((path, absolute, None))  # upstream again (e.g. pip reinstalled it): only drop the record
             continue
         if digest != entry["patched_sha256"]:
             raise PatchError(
@@ -476,8 +501,7 @@ def tree_target(root: Path) -> Target:
                          "unpack the .tar.gz from the package index (or ../shared/sdists) and pass its top folder"
                          ) from None
     fields = dict(re.findall(r"^(Name|Version): *(.+?)\s*$", text, flags=re.M))
-    name = re.sub(r"[-_.]+", "-", fields.get("Name", "")).lower()
-    return Target(name, fields.get("Version"), Path(root))
+    return Target(normalise(fields.get("Name", "")), fields.get("Version"), Path(root))
 
 
 def unified_diff(change: FileChange) -> str:
