@@ -225,8 +225,11 @@ def _install(python: str, selection: Selection, files: List[Path], machine: Mach
             InstallError(f"{type(failure).__name__}: {failure}", "fix the cause above and rerun")
         say("rolling back")
         rollback = snapshot.restore(remove=sorted(set(names + [a.split("==")[0] for a in added])))
-        state = "rolled back to " + (", ".join(f"{n} {v}" for n, v in rollback["restored"].items()) or
-                                     "nothing installed") + f" ({rollback['files_restored']} files, hash-checked)"
+        restored = ", ".join(f"{n} {v}" for n, v in sorted(rollback["restored"].items()))
+        state = f"rolled back to {restored} ({rollback['files_restored']} files restored, hash-checked)" if restored \
+            else "rolled back: nothing was installed before"
+        if rollback["removed"]:
+            state += f"; removed {', '.join(rollback['removed'])}"
         if not rollback["ok"]:
             state = f"rollback incomplete ({'; '.join(rollback['problems'])}); saved files kept in {snapshot.directory}"
         else:

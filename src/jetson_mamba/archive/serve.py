@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from functools import partial
@@ -76,8 +77,15 @@ class ArchiveServer:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}/simple/"
 
+    @property
+    def fleet_url(self) -> str:
+        """The URL other machines use (this host's name when listening on every interface)."""
+        host = socket.gethostname() if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}/simple/"
+
     def describe(self) -> Dict[str, Any]:
-        return {"url": self.url, "host": self.host, "port": self.port, "projects": self.index["projects"]}
+        return {"url": self.url, "fleet_url": self.fleet_url, "host": self.host, "port": self.port,
+                "projects": self.index["projects"]}
 
     def start(self) -> ArchiveServer:
         """Serve in a background thread (tests, embedding)."""

@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
             print_json(server.describe())
         else:
             console.print(f"serving {escape(str(args.directory))} at {server.url} (Ctrl-C stops)")
-            console.print(f"devices: pip install --index-url {server.url} mamba-ssm causal-conv1d, or "
-                          f"jetson-mamba install --archive {server.url}")
+            console.print(f"devices: jetson-mamba install --archive {server.fleet_url}, or "
+                          f"pip install --no-deps --index-url {server.fleet_url} mamba-ssm causal-conv1d")
         sys.stdout.flush()
         server.serve_forever()
     except KeyboardInterrupt:
