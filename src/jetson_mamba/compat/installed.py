@@ -4,6 +4,7 @@ The facts come from a small script run by the target interpreter (`--python PATH
 another environment, and the caller never imports torch or mamba_ssm). For the install command:
 `runtime_plan(python)` then `registry.apply_plan(plan)`, or run
 `python -m jetson_mamba patch --json --python PATH` (same result, one JSON document).
+For doctor: `applied_runtime_patches(site_packages)` (pure read, never raises).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from jetson_mamba.compat import registry
 from jetson_mamba.compat.runtime_patches import RUNTIME_PATCHES
-from jetson_mamba.errors import MissingDependencyError
+from jetson_mamba.errors import JetsonMambaError, MissingDependencyError
 from jetson_mamba.probe.python_env import run_script
 
 PATCHED_DISTRIBUTIONS = ("mamba-ssm", "causal-conv1d")
@@ -87,3 +88,21 @@ def runtime_plan(python: Optional[str] = None, patches: Sequence[registry.Patch]
     env = locate(python)
     return env, registry.patch_plan(env.targets, patches, registry.INSTALLED, facts=env.facts)
 
+
+
+def applied_runtime_patches(root: Path, patches: Sequence[registry.Patch] = RUNTIME_PATCHES) -> Set[str]:
+    """Runtime patches in effect in the site-packages `root`: applied in every file that needs them.
+
+    Reads the files themselves (the markers), so it also sees patches baked into a wheel by the
+    build; never raises (for doctor): an unreadable or unknown state counts as nothing applied.
+    """
+    root = Path(root)
+    targets = [registry.Target(name, None, root, registry.installed_hashes(root, name))
+               for name in PATCHED_DISTRIBUTIONS
+               if any((root / f).is_file() for p in patches if p.distribution == name for f in p.files)]
+    try:
+        plan = registry.patch_plan(targets, patches, registry.INSTALLED)
+    except (JetsonMambaError, OSError, UnicodeDecodeError):
+        return set()
+    needed = {s.patch for s in plan.statuses if s.status == registry.NEEDED}
+    return {s.patch for s in plan.statuses if s.status == registry.APPLIED} - needed
