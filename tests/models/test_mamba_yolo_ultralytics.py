@@ -85,6 +85,22 @@ def test_yolo_builds_and_runs(yolo_t: Any) -> None:
     assert out[0].shape == (1, 84, 8 * 8 + 4 * 4 + 2 * 2)
 
 
+def test_standalone_detector_equals_ultralytics_model(yolo_t: Any) -> None:
+    """The ultralytics-free builder has the same parameters, loads the ultralytics state_dict strictly,
+    and computes the same head outputs (what the GPU latency benchmark runs where ultralytics is absent)."""
+    from jetson_mamba.models.mamba_yolo.standalone import build_detector
+
+    model = yolo_t.model.eval()
+    standalone = build_detector("t").eval()
+    standalone.load_state_dict(model.state_dict(), strict=True)
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(x)[1]
+        maps = torch.cat([m.flatten(2) for m in standalone(x)], dim=2)
+    for got, want in ((maps[:, :64], ref["boxes"]), (maps[:, 64:], ref["scores"])):
+        assert float((got - want).norm() / want.norm()) < 1e-5
+
+
 def write_dataset(root: Path, count: int = 4, size: int = 64) -> Path:
     """A tiny detection set: bright rectangles on noise, YOLO labels, and its data.yaml."""
     from PIL import Image
