@@ -116,6 +116,8 @@ def failure_error(report: VerifyReport) -> VerificationError:
     errors = [finding for finding in report.diagnosis if finding["severity"] == "error"]
     fix = errors[0]["fix"] if errors else "run `jetson-mamba doctor`, and rerun `jetson-mamba verify` to confirm"
     if not report.checks:
-        return VerificationError("nothing could be checked: no kernel backend is usable here",
-                                 "run `jetson-mamba doctor` to see what is missing")
+        first = f": {report.skipped[0].component}: {report.skipped[0].reason}" if report.skipped else ""
+        return VerificationError(f"nothing could be checked here{first}",
+                                 "pick a backend this machine can run (`jetson-mamba verify` without --backend "
+                                 "checks every one), or run `jetson-mamba doctor` to see what is missing")
     return VerificationError(f"{len(failed)} of {len(report.checks)} checks failed: {names}{more}", fix)

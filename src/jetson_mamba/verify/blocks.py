@@ -14,7 +14,14 @@ from typing import Any, Callable, Dict, List, Tuple
 from jetson_mamba.verify.cases import ConvCase, ScanCase, conv_inputs, scan_inputs
 from jetson_mamba.verify.compare import nan_poisoned_memory, tolerance
 from jetson_mamba.verify.extensions import import_module
-from jetson_mamba.verify.kernels import SCAN_GRADS, conv_reference, dtype_name, scan_reference
+from jetson_mamba.verify.kernels import (
+    SCAN_GRADS,
+    conv_reference,
+    dtype_name,
+    float64_leaves,
+    grads_of,
+    scan_reference,
+)
 from jetson_mamba.verify.plan import Plan, Task, absent_or_broken
 from jetson_mamba.verify.reference import reference_backend
 from jetson_mamba.verify.report import CheckResult, Skipped, run_check
@@ -77,6 +84,53 @@ def check_conv_fn(plan: Plan, dtype: Any, salt: int) -> List[CheckResult]:
     return [run_check(component, name, dtype_name(dtype), "forward", tolerance(dtype, False), forward),
             run_check(component, name, dtype_name(dtype), "backward", tolerance(dtype, True),
                       lambda: ({key: results.get(key) for key in ("x", "weight", "bias")}, ref_grads))]
+
+
+def check_chunk_scan_fn(plan: Plan, dtype: Any, salt: int) -> List[CheckResult]:
+    """`jetson_mamba.ops.mamba_chunk_scan_combined` (Mamba2's SSD) with D, z, dt_bias, softplus, initial and
+    final states, a length not a multiple of the chunk, forward and backward, against the float64 recurrence."""
+    import torch
+
+    from jetson_mamba.ops import mamba_chunk_scan_combined
+    from jetson_mamba.ops.ssd.naive import ssd_ref
+
+    b, length, heads, headdim, groups, dstate, chunk = 2, 37, 4, 8, 2, 8, 16
+    generator = plan.generator(salt)
+
+    def randn(*shape: int, dt: Any = dtype, scale: float = 1.0) -> Any:
+        return (scale * torch.randn(*shape, generator=generator)).to(device=plan.device, dtype=dt)
+
+    inputs = {
+        "x": randn(b, length, heads, headdim), "dt": randn(b, length, heads, scale=0.5),
+        "A": -(0.5 + torch.rand(heads, generator=generator)).to(plan.device),
+        "B": randn(b, length, groups, dstate), "C": randn(b, length, groups, dstate),
+        "D": randn(heads, dt=torch.float32), "z": randn(b, length, heads, headdim),
+        "dt_bias": randn(heads, dt=torch.float32, scale=0.5),
+        "initial_states": randn(b, heads, headdim, dstate, dt=torch.float32, scale=0.5),
+    }
+    dout, dfinal = randn(b, length, heads, headdim), randn(b, heads, headdim, dstate, dt=torch.float32)
+    ref = float64_leaves(inputs)
+    ref_out, ref_final = ssd_ref(**ref, dt_softplus=True)
+    ((ref_out * dout.cpu().double()).sum() + (ref_final * dfinal.cpu().double()).sum()).backward()
+    ref_grads = grads_of(ref)
+    grads: Dict[str, Any] = {}
+
+    def forward() -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        leaves = _leaves(inputs)
+        with nan_poisoned_memory():
+            out, final = mamba_chunk_scan_combined(
+                leaves["x"], leaves["dt"], leaves["A"], leaves["B"], leaves["C"], chunk, D=leaves["D"],
+                z=leaves["z"], dt_bias=leaves["dt_bias"], initial_states=leaves["initial_states"],
+                dt_softplus=True, return_final_states=True)
+            ((out.double() * dout.double()).sum() + (final.double() * dfinal.double()).sum()).backward()
+        grads.update(grads_of(leaves))
+        return {"out": out, "final_states": final}, {"out": ref_out.detach(), "final_states": ref_final.detach()}
+
+    component = "ops.mamba_chunk_scan_combined"
+    name = f"D, z, dt_bias, softplus, initial/final states, {b}x{length}x{heads}x{headdim} G={groups} chunk {chunk}"
+    return [run_check(component, name, dtype_name(dtype), "forward", tolerance(dtype, False), forward),
+            run_check(component, name, dtype_name(dtype), "backward", tolerance(dtype, True),
+                      lambda: (grads, ref_grads))]
 
 
 def check_module(component: str, name: str, module: Any, reference: Callable[[Any, Dict[str, Any]], Any],
@@ -291,17 +345,27 @@ def _plan_mamba_yolo(plan: Plan) -> None:
 
 def plan_blocks(plan: Plan) -> None:
     """Add the end-to-end tasks: public ops, mamba_ssm layers, Mamba-YOLO blocks."""
+    import torch
 
     ops, why = import_module("jetson_mamba.ops")
     if ops is None or not hasattr(ops, "selective_scan_fn"):
         plan.skipped.append(Skipped("ops", f"jetson_mamba.ops public functions: {why or 'not present'}"))
+        return
+    why = plan.forced_unusable("selective_scan")
+    if why is not None:
+        plan.skipped.append(Skipped("ops, mamba_ssm, mamba_yolo", f"--backend {plan.forced}: {why}"))
+        return
+    for index, dtype in enumerate([torch.float32, torch.bfloat16]):
+        plan.tasks.append(Task(f"ops.selective_scan_fn {dtype_name(dtype)}",
+                               lambda dtype=dtype, index=index: check_scan_fn(plan, dtype, 5000 + index)))
+        plan.tasks.append(Task(f"ops.causal_conv1d_fn {dtype_name(dtype)}",
+                               lambda dtype=dtype, index=index: check_conv_fn(plan, dtype, 5100 + index)))
+    why = plan.forced_unusable("ssd")
+    if why is not None:
+        plan.skipped.append(Skipped("ops.mamba_chunk_scan_combined", f"--backend {plan.forced}: {why}"))
     else:
-        import torch
-
         for index, dtype in enumerate([torch.float32, torch.bfloat16]):
-            plan.tasks.append(Task(f"ops.selective_scan_fn {dtype_name(dtype)}",
-                                   lambda dtype=dtype, index=index: check_scan_fn(plan, dtype, 5000 + index)))
-            plan.tasks.append(Task(f"ops.causal_conv1d_fn {dtype_name(dtype)}",
-                                   lambda dtype=dtype, index=index: check_conv_fn(plan, dtype, 5100 + index)))
+            plan.tasks.append(Task(f"ops.mamba_chunk_scan_combined {dtype_name(dtype)}",
+                                   lambda dtype=dtype, index=index: check_chunk_scan_fn(plan, dtype, 5200 + index)))
     _plan_mamba_ssm(plan)
     _plan_mamba_yolo(plan)

@@ -21,12 +21,12 @@ def dtype_name(dtype: Any) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def _float64_leaves(inputs: Dict[str, Optional[Any]]) -> Dict[str, Optional[Any]]:
+def float64_leaves(inputs: Dict[str, Optional[Any]]) -> Dict[str, Optional[Any]]:
     return {key: None if value is None else value.detach().cpu().double().requires_grad_()
             for key, value in inputs.items()}
 
 
-def _grads(leaves: Dict[str, Optional[Any]]) -> Dict[str, Any]:
+def grads_of(leaves: Dict[str, Optional[Any]]) -> Dict[str, Any]:
     return {key: value.grad for key, value in leaves.items() if value is not None and value.grad is not None}
 
 
@@ -34,10 +34,10 @@ def scan_reference(inputs: Dict[str, Optional[Any]], softplus: bool, dout: Any) 
     """float64 (out, last_state, gradients of every input) from the naive selective scan."""
     from jetson_mamba.ops.selective_scan.naive import selective_scan_ref
 
-    leaves = _float64_leaves(inputs)
+    leaves = float64_leaves(inputs)
     out, last = selective_scan_ref(**leaves, delta_softplus=softplus, return_last_state=True)
     out.backward(dout.detach().cpu().double())
-    return out.detach(), last.detach(), _grads(leaves)
+    return out.detach(), last.detach(), grads_of(leaves)
 
 
 def check_scan(component: str, module: Any, case: ScanCase, dtype: Any, device: Any, generator: Any,
@@ -74,7 +74,7 @@ def conv_reference(inputs: Dict[str, Optional[Any]], case: ConvCase, dout: Any,
     """float64 (out, final_states, gradients) from the naive causal conv1d."""
     from jetson_mamba.ops.causal_conv1d.naive import causal_conv1d_ref
 
-    leaves = _float64_leaves(inputs)
+    leaves = float64_leaves(inputs)
     result = causal_conv1d_ref(leaves["x"], leaves["weight"], leaves["bias"], leaves["initial_states"],
                                return_final_states=case.final_states, activation="silu" if case.silu else None)
     out, final = result if case.final_states else (result, None)
@@ -82,7 +82,7 @@ def conv_reference(inputs: Dict[str, Optional[Any]], case: ConvCase, dout: Any,
     if final is not None:
         loss = loss + (final * dfinal.detach().cpu().double()).sum()
     loss.backward()
-    return out.detach(), None if final is None else final.detach(), _grads(leaves)
+    return out.detach(), None if final is None else final.detach(), grads_of(leaves)
 
 
 def check_conv(component: str, module: Any, case: ConvCase, dtype: Any, device: Any, generator: Any,

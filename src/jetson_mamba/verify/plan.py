@@ -26,6 +26,29 @@ class Plan:
     tasks: List[Task]
     skipped: List[Skipped]
 
+    @property
+    def forced(self) -> Optional[str]:
+        """The built-in backend the end-to-end checks run on (JETSON_MAMBA_BACKEND), when exactly one is asked."""
+        if self.backends and len(self.backends) == 1 and self.backends[0] in ("cuda", "triton", "torch"):
+            return self.backends[0]
+        return None
+
+    def forced_unusable(self, op: str) -> Optional[str]:
+        """Why the forced backend cannot run `op` here (None: it can, or none is forced): then the checks
+        that dispatch (stand-ins, public ops, blocks) are skipped instead of failing for the wrong reason."""
+        import torch
+
+        from jetson_mamba.errors import BackendUnavailableError
+        from jetson_mamba.ops.backend import select_backend
+
+        if self.forced is None:
+            return None
+        try:
+            select_backend(op, self.device, torch.float32, name=self.forced)
+        except BackendUnavailableError as exc:
+            return exc.message
+        return None
+
     def generator(self, salt: int) -> Any:
         """A CPU generator per task: fresh inputs each run (new seed), reproducible within one (`--seed`)."""
         import torch

@@ -119,6 +119,10 @@ def _plan_extensions(plan: Plan) -> None:
             continue
         kind = "conv" if "conv" in name else ("core" if name.endswith("core") else "scan")
         op = "causal_conv1d" if kind == "conv" else "selective_scan"
+        why = plan.forced_unusable(op)
+        if why is not None:
+            plan.skipped.append(Skipped(component, f"--backend {plan.forced}: {why}"))
+            continue
         plan.tasks.extend(_kernel_checks(plan, component, _adapter(kind, module), op, _torch_dtype("float32"), 2000))
 
 
@@ -147,10 +151,9 @@ def execute(plan: Plan, progress: bool = True) -> VerifyReport:
 
     report = VerifyReport(device=_describe(plan.device), quick=plan.quick, skipped=list(plan.skipped))
     started = time.perf_counter()
-    single = plan.backends[0] if plan.backends and len(plan.backends) == 1 else None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True, disable=not progress) as bar, \
-            forced_backend(single if single in ("cuda", "triton", "torch") else None), exact_float32():
+            forced_backend(plan.forced), exact_float32():
         task_id = bar.add_task("verify", total=len(plan.tasks))
         for task in plan.tasks:
             bar.update(task_id, description=task.label[:70])
