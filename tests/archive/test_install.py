@@ -6,9 +6,10 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Iterator, Tuple
 
 import pytest
 from archive_helpers import CLEAN_PIP, WHEELHOUSE, cli, cli_json, dist_state, free_port
@@ -144,3 +145,31 @@ def test_read_only_archive_served_and_selected_over_http(shared: Path,
     code, report = cli_json("install", "--archive", url, "--dry-run", "--explain")
     assert code == 8 and len(report["selection"]["rejected"]) == 2
     assert ".whl" not in log.read_text()  # nothing fits, so no wheel was downloaded
+
+
+@pytest.fixture
+def pypiserver(pure_archive: Path) -> Iterator[str]:
+    """pypiserver (a plain PEP 503 index, no manifest) serving the pure archive on a free port."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "pypiserver", "run", "-p", str(port), "-i", "127.0.0.1",
+                               str(pure_archive)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/simple/"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                assert server.poll() is None, "pypiserver exited"
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_any_pep503_index_works_without_a_manifest(pypiserver: str, pure_archive: Path) -> None:
+    code, report = cli_json("install", "--archive", pypiserver, "--dry-run", "--explain")
+    assert code == 0, report
+    recorded = {w["filename"]: w["sha256"] for w in json.loads((pure_archive / MANIFEST_NAME).read_text())["wheels"]}
+    assert {c["filename"]: c["sha256"] for c in report["selection"]["chosen"]} == recorded

@@ -1,4 +1,5 @@
-"""Where an archive lives: a local directory or an http(s) URL served by `jetson-mamba serve`.
+"""Where an archive lives: a local directory, an http(s) URL served by `jetson-mamba serve`, or any
+PEP 503 index (pypiserver, a static mirror; its wheels are downloaded and read, as there is no manifest).
 
 Both give the manifest and the chosen wheels as local files with their actual sha256, so the
 selection can check hashes of exactly the wheels it is about to install.
@@ -12,15 +13,34 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from html.parser import HTMLParser
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from jetson_mamba.archive.manifest import MANIFEST_NAME, Manifest, WheelRecord, parse_manifest
 from jetson_mamba.archive.store import open_directory
-from jetson_mamba.archive.wheel import sha256_of
+from jetson_mamba.archive.wheel import read_wheel, sha256_of
 from jetson_mamba.errors import ArchiveError
 
 _TIMEOUT = 30.0
+
+
+class _Anchors(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: List[str] = []
+
+    def handle_starttag(self, tag: str, attrs: List[Tuple[str, Optional[str]]]) -> None:
+        href = dict(attrs).get("href")
+        if tag == "a" and href:
+            self.hrefs.append(href)
+
+
+def _links(page: bytes) -> List[str]:
+    """The hrefs of a PEP 503 HTML page."""
+    parser = _Anchors()
+    parser.feed(page.decode("utf-8", "replace"))
+    return parser.hrefs
 
 
 def _is_url(location: str) -> bool:
@@ -58,36 +78,67 @@ class ArchiveSource:
             with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:
                 body = response.read()
         except urllib.error.HTTPError as error:
-            raise ArchiveError(f"the archive at {self.base_url} has no {MANIFEST_NAME} (HTTP {error.code})",
-                               "serve an archive directory with `jetson-mamba serve DIR` (it publishes "
-                               f"{MANIFEST_NAME}), or add its wheels first: `jetson-mamba archive add --archive DIR "
-                               "WHEEL...`") from None
+            if error.code == 404:
+                return self._scan_index()
+            raise _unreachable(url, f"HTTP {error.code}") from None
         except (urllib.error.URLError, OSError) as error:
             raise _unreachable(url, getattr(error, "reason", error)) from None
         try:
             data = json.loads(body)
-        except ValueError as error:
-            raise ArchiveError(f"{url} is not JSON ({error})", "point --archive at the server's root URL") from None
+        except ValueError:
+            return self._scan_index()  # some servers answer any path with a page
         return parse_manifest(data, url)
+
+    def _get(self, url: str) -> bytes:
+        try:
+            with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:
+                return response.read()
+        except (urllib.error.URLError, OSError) as error:
+            raise _unreachable(url, getattr(error, "reason", error)) from None
+
+    def _scan_index(self) -> Manifest:
+        """A manifest for a plain PEP 503 index (pypiserver, a static mirror): download and read every wheel."""
+        simple = urllib.parse.urljoin(self.base_url or "", "simple/")
+        projects = [urllib.parse.urljoin(simple, href) for href in _links(self._get(simple))]
+        if not projects:
+            raise ArchiveError(f"neither {MANIFEST_NAME} nor a PEP 503 index with projects at {self.base_url}",
+                               "point --archive at the root URL of `jetson-mamba serve DIR` or of a pip index")
+        records: List[WheelRecord] = []
+        for project in projects:
+            for href in _links(self._get(project)):
+                url, _, fragment = urllib.parse.urljoin(project, href).partition("#")
+                filename = urllib.parse.unquote(url.rsplit("/", 1)[-1])
+                if not filename.endswith(".whl"):
+                    continue
+                path = self._download(url, filename)
+                facts = read_wheel(path)
+                expected = fragment[len("sha256="):] if fragment.startswith("sha256=") else facts["sha256"]
+                facts["sha256"] = expected  # the index's digest is what the file must match
+                records.append(WheelRecord(**facts, provenance={"source": url, "digest": "index link"}))
+        return Manifest(wheels=records)
+
+    def _download(self, url: str, filename: str) -> Path:
+        if self._downloads is None:
+            self._downloads = Path(tempfile.mkdtemp(prefix="jetson-mamba-download-"))
+        path = self._downloads / filename
+        try:
+            with urllib.request.urlopen(url, timeout=_TIMEOUT) as response, open(path, "wb") as out:
+                shutil.copyfileobj(response, out)
+        except (urllib.error.URLError, OSError) as error:
+            raise _unreachable(url, getattr(error, "reason", error)) from None
+        self._files[filename] = path
+        return path
 
     def fetch(self, record: WheelRecord, progress: Optional[Callable[[str], None]] = None) -> Path:
         """A local path of the wheel (downloaded once for a URL archive)."""
         if record.filename in self._files:
             return self._files[record.filename]
-        if self.directory is not None:
-            path = self.directory / record.filename
-        else:
-            if self._downloads is None:
-                self._downloads = Path(tempfile.mkdtemp(prefix="jetson-mamba-download-"))
-            path = self._downloads / record.filename
-            url = urllib.parse.urljoin(self.base_url or "", urllib.parse.quote(record.filename))
+        if self.directory is None:
             if progress:
                 progress(f"downloading {record.filename} ({record.size / 1e6:.1f} MB)")
-            try:
-                with urllib.request.urlopen(url, timeout=_TIMEOUT) as response, open(path, "wb") as out:
-                    shutil.copyfileobj(response, out)
-            except (urllib.error.URLError, OSError) as error:
-                raise _unreachable(url, getattr(error, "reason", error)) from None
+            url = urllib.parse.urljoin(self.base_url or "", urllib.parse.quote(record.filename))
+            return self._download(url, record.filename)
+        path = self.directory / record.filename
         self._files[record.filename] = path
         return path
 
