@@ -1,0 +1,27 @@
+"""verify edge cases through the CLI entry point in this process (no subprocess start-up)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from jetson_mamba.cli import main
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
+def test_forcing_a_backend_that_cannot_run_here_fails_with_the_reason(capsys: pytest.CaptureFixture) -> None:
+    code = main(["verify", "--quick", "--json", "--backend", "cuda"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 10 and report["ok"] is False and report["checks"] == []
+    assert "nothing could be checked here" in report["error"]["message"]
+    assert "CUDA tensors" in report["error"]["message"] and "without --backend" in report["error"]["fix"]
+    skipped = {s["component"] for s in report["skipped"]}
+    assert {"selective_scan[cuda]", "standins.selective_scan_cuda", "ops, mamba_ssm, mamba_yolo"} <= skipped
+
+
+def test_bench_rejects_a_bad_shape_with_the_fix(capsys: pytest.CaptureFixture) -> None:
+    code = main(["bench", "--json", "--op", "selective_scan", "--shape", "B=2,Q=1"])
+    error = json.loads(capsys.readouterr().out)
+    assert code == 2 and error["error"] == "usage" and "Q=1" in error["message"] and "B=8" in error["fix"]
