@@ -120,6 +120,8 @@ def bench_scan(ext: Any, name: str, batch: int, dim: int, L: int, groups: int, d
     row["triton_fwd_ms"] = median_ms(triton_scan_fwd, sets)
     row["cuda_fwdbwd_ms"] = median_ms(lambda *a: cuda_scan_fwd_bwd(ext, *a), sets, iters=20)
     row["triton_fwdbwd_ms"] = median_ms(triton_scan_fwd_bwd, sets, iters=20)
+    row["configs"] = {"fwd": str(getattr(scan_triton._fwd, "best_config", None)),
+                      "bwd": str(getattr(scan_triton._bwd, "best_config", None))}
     row["fwd_ratio"] = row["cuda_fwd_ms"] / row["triton_fwd_ms"]
     row["fwdbwd_ratio"] = row["cuda_fwdbwd_ms"] / row["triton_fwdbwd_ms"]
     return row
@@ -171,6 +173,9 @@ def bench_conv(ext: Any, dtype: torch.dtype, channel_last: bool) -> Row:
     row["triton_fwd_ms"] = median_ms(triton_conv_fwd, sets)
     row["cuda_bwd_ms"] = median_ms(lambda *a: cuda_conv_bwd(ext, *a), sets)
     row["triton_bwd_ms"] = median_ms(triton_conv_bwd, sets)
+    layout = "last" if channel_last else "first"
+    row["configs"] = {"fwd": str(getattr(conv_triton._fwd[layout], "best_config", None)),
+                      "bwd": str(getattr(conv_triton._bwd[layout], "best_config", None))}
     row["fwd_ratio"] = row["cuda_fwd_ms"] / row["triton_fwd_ms"]
     row["bwd_ratio"] = row["cuda_bwd_ms"] / row["triton_bwd_ms"]
     return row
@@ -201,9 +206,9 @@ def sweep(budget_s: float) -> List[Row]:
             rows.append({"kernel": label, "config": f"{keys[0]}={a} {keys[1]}={b} w={w}", "ms": ms})
             print(f"  sweep {label:28s} {keys[0]}={a:<3d} {keys[1]}={b:<4d} w={w}: {ms:.3f} ms", flush=True)
 
-    fwd_cfgs = [(1, 64, 2), (1, 128, 4), (1, 256, 4), (1, 256, 8), (2, 64, 4), (2, 128, 4), (4, 32, 4),
-                (4, 64, 4), (4, 64, 8), (8, 32, 4), (8, 64, 8), (16, 32, 8)]
-    bwd_cfgs = [(1, 32, 2), (1, 64, 4), (1, 128, 4), (2, 32, 4), (2, 64, 4), (4, 32, 4), (4, 32, 8)]
+    fwd_cfgs = [(1, 64, 2), (4, 32, 4), (1, 32, 1), (1, 64, 1), (1, 16, 1), (2, 32, 1), (2, 16, 1),
+                (2, 32, 2), (4, 16, 2), (4, 32, 2), (8, 16, 4)]
+    bwd_cfgs = [(1, 32, 2), (1, 32, 1), (1, 16, 1), (2, 16, 2), (2, 32, 2), (1, 64, 2), (2, 16, 1)]
     for dtype in (torch.bfloat16, torch.float32):
         sets = [scan_inputs(8, 2048, 2048, 16, 1, dtype, True, s) for s in range(2)]
         run(scan_triton._fwd, f"scan fwd {dtype}", fwd_cfgs, ("BD", "T"),
@@ -214,11 +219,11 @@ def sweep(budget_s: float) -> List[Row]:
         run(scan_triton._bwd, f"scan bwd {dtype}", bwd_cfgs, ("BD", "T"),
             lambda *a: scan_triton.selective_scan_backward(*a[:8], True, a[8]), sets)
     sets = [scan_inputs(8, 512, 6400, 16, 4, torch.float32, False, s) for s in range(2)]
-    run(scan_triton._fwd, "yolo K=4 fwd float32", fwd_cfgs[:8], ("BD", "T"), lambda *a: triton_scan_fwd(*a), sets)
-    conv_cfgs = {"first": [(4, 256, 4), (8, 256, 4), (16, 256, 4), (4, 512, 4), (8, 512, 8), (16, 128, 4),
-                           (32, 64, 4), (2, 1024, 8)],
-                 "last": [(64, 32, 4), (128, 16, 4), (32, 64, 4), (128, 32, 8), (64, 64, 8), (256, 16, 8),
-                          (32, 32, 4), (256, 8, 4)]}
+    run(scan_triton._fwd, "yolo K=4 fwd float32", fwd_cfgs, ("BD", "T"), lambda *a: triton_scan_fwd(*a), sets)
+    conv_cfgs = {"first": [(4, 256, 4), (2, 256, 2), (4, 128, 4), (4, 128, 2), (2, 512, 4), (1, 1024, 4),
+                           (8, 256, 8), (2, 128, 1)],
+                 "last": [(32, 32, 4), (32, 64, 4), (16, 32, 2), (32, 16, 2), (16, 64, 4), (64, 16, 4),
+                          (256, 8, 4), (64, 32, 8)]}
     for layout in ("first", "last"):
         for dtype in (torch.bfloat16, torch.float32):
             sets = [conv_inputs(dtype, layout == "last", s) for s in range(2)]
@@ -256,23 +261,76 @@ def cold_start() -> List[Row]:
     """First-call times (import, scan forward, conv forward) of fresh processes: empty cache, then warm."""
     rows: List[Row] = []
     with tempfile.TemporaryDirectory() as cache:
-        for autotune in ("1", "0"):
-            for run in ("empty cache", "warm cache"):
-                if run == "empty cache":
-                    subprocess.run(["rm", "-rf", cache])
-                    os.makedirs(cache)
-                env = dict(os.environ, TRITON_CACHE_DIR=cache, JETSON_MAMBA_TRITON_AUTOTUNE=autotune)
-                proc = subprocess.run([sys.executable, "-c", COLD], env=env, capture_output=True, text=True,
-                                      timeout=600)
-                if proc.returncode != 0:
-                    rows.append({"run": run, "autotune": autotune, "error": proc.stderr[-500:]})
-                    continue
-                imp, scan, conv = (float(v) for v in proc.stdout.split()[-3:])
-                rows.append({"run": run, "autotune": autotune, "import_s": imp, "scan_fwd_first_call_s": scan,
-                             "conv_fwd_first_call_s": conv})
-                print(f"  cold start ({run}, autotune={autotune}): import {imp:.2f} s, scan fwd {scan:.2f} s, "
-                      f"conv fwd {conv:.2f} s", flush=True)
+        for autotune, run in (("1", "empty cache"), ("1", "warm cache"), ("0", "empty cache")):
+            if run == "empty cache":
+                subprocess.run(["rm", "-rf", cache])
+                os.makedirs(cache)
+            env = dict(os.environ, TRITON_CACHE_DIR=cache, JETSON_MAMBA_TRITON_AUTOTUNE=autotune)
+            proc = subprocess.run([sys.executable, "-c", COLD], env=env, capture_output=True, text=True,
+                                  timeout=600)
+            if proc.returncode != 0:
+                rows.append({"run": run, "autotune": autotune, "error": proc.stderr[-500:]})
+                continue
+            imp, scan, conv = (float(v) for v in proc.stdout.split()[-3:])
+            rows.append({"run": run, "autotune": autotune, "import_s": imp, "scan_fwd_first_call_s": scan,
+                         "conv_fwd_first_call_s": conv})
+            print(f"  cold start ({run}, autotune={autotune}): import {imp:.2f} s, scan fwd {scan:.2f} s, "
+                  f"conv fwd {conv:.2f} s", flush=True)
     return rows
+
+
+# ---------------------------------------------------------------- whole Mamba block
+BLOCK = """
+import importlib, importlib.util, statistics, sys, types, torch
+mode, path = sys.argv[1], sys.argv[2]
+if mode == "triton":  # the stand-ins (dispatching to Triton) replace the compiled extensions
+    from jetson_mamba.ops import standins
+    for name in ("selective_scan_cuda", "causal_conv1d_cuda"):
+        sys.modules[name] = importlib.import_module(standins.MODULES[name])
+spec = importlib.util.find_spec("mamba_ssm")  # skip mamba_ssm/__init__ (it needs transformers < 5)
+pkg = types.ModuleType("mamba_ssm")
+pkg.__path__ = list(spec.submodule_search_locations)
+sys.modules["mamba_ssm"] = pkg
+from mamba_ssm.modules.mamba_simple import Mamba
+torch.manual_seed(0)
+model = Mamba(d_model=1024).cuda().to(torch.bfloat16)
+xs = [torch.randn(8, 2048, 1024, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)]
+def step(x):
+    model.zero_grad(set_to_none=True)
+    out = model(x)
+    out.backward(torch.ones_like(out))
+    return out
+for i in range(3):
+    step(xs[i % 3])
+times = []
+for i in range(15):
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record(); step(xs[i % 3]); e.record(); torch.cuda.synchronize(); times.append(s.elapsed_time(e))
+out = step(xs[0])
+torch.save({"out": out.float().cpu(), "dx": xs[0].grad.float().cpu(), "dA_log": model.A_log.grad.float().cpu(),
+            "din_proj": model.in_proj.weight.grad.float().cpu(), "ms": statistics.median(times)}, path)
+"""
+
+
+def whole_block() -> Row:
+    """Mamba(d_model=1024) forward+backward, B=8 L=2048 bf16: compiled kernels vs Triton (via the stand-ins)."""
+    got: Dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("cuda", "triton"):
+            path = os.path.join(tmp, mode + ".pt")
+            env = dict(os.environ, JETSON_MAMBA_BACKEND=mode if mode == "triton" else "")
+            proc = subprocess.run([sys.executable, "-c", BLOCK, mode, path], env=env, capture_output=True,
+                                  text=True, timeout=300)
+            if proc.returncode != 0:
+                return {"op": "Mamba block", "error": f"{mode}: {proc.stderr[-1500:]}"}
+            got[mode] = torch.load(path)
+    cu, tr = got["cuda"], got["triton"]
+    row: Row = {"op": "Mamba(d_model=1024) block fwd+bwd", "dtype": "bfloat16", "shape": "B=8 L=2048",
+                "cuda_ms": cu["ms"], "triton_ms": tr["ms"], "ratio": cu["ms"] / tr["ms"],
+                "errors": {k: rel_err(tr[k], cu[k]) for k in ("out", "dx", "dA_log", "din_proj")}}
+    print(f"  Mamba block: compiled {cu['ms']:.3f} ms, Triton {tr['ms']:.3f} ms, ratio {row['ratio']:.2f}, "
+          f"errors {row['errors']}", flush=True)
+    return row
 
 
 def markdown(rows: List[Row]) -> str:
@@ -292,6 +350,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--sweep", action="store_true", help="time every candidate launch config")
     parser.add_argument("--sweep-budget", type=float, default=240.0, help="seconds the sweep may take")
     parser.add_argument("--cold-start", action="store_true", help="measure first-call JIT time")
+    parser.add_argument("--block", action="store_true", help="whole Mamba block, compiled vs Triton")
     parser.add_argument("--skip-main", action="store_true", help="only the sweep / cold start")
     parser.add_argument("--json", help="write all results here")
     args = parser.parse_args(argv)
@@ -306,21 +365,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"{result['device']}  torch {result['torch']}  triton {result['triton']}  {result['date']}", flush=True)
     if args.cold_start:
         result["cold_start"] = cold_start()
+    if args.block:
+        result["block"] = whole_block()
     if args.sweep:
         result["sweep"] = sweep(args.sweep_budget)
     rows: List[Row] = []
     if not args.skip_main:
         for dtype in (torch.bfloat16, torch.float32):
             rows.append(bench_scan(selective_scan_cuda, "selective_scan z softplus", 8, 2048, 2048, 1, dtype, True))
-            print(markdown(rows[-1:]), flush=True)
+            print(markdown(rows[-1:]).splitlines()[-1], rows[-1]["configs"], flush=True)
         for batch, dim, L in ((8, 512, 6400), (8, 1024, 1600), (1, 512, 6400), (32, 512, 6400)):
             rows.append(bench_scan(selective_scan_cuda, "selective_scan Mamba-YOLO K=4 no z", batch, dim, L, 4,
                                    torch.float32, False))
-            print(markdown(rows[-1:]), flush=True)
+            print(markdown(rows[-1:]).splitlines()[-1], rows[-1]["configs"], flush=True)
         for dtype in (torch.bfloat16, torch.float32):
             for channel_last in (False, True):
                 rows.append(bench_conv(causal_conv1d_cuda, dtype, channel_last))
-                print(markdown(rows[-1:]), flush=True)
+                print(markdown(rows[-1:]).splitlines()[-1], rows[-1]["configs"], flush=True)
         print(markdown(rows))
     result["rows"] = rows
     if args.json:

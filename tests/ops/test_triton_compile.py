@@ -59,11 +59,16 @@ def _scan_cfg(table: Any) -> Dict[str, Any]:
     return {"BD": bd, "T": t}
 
 
+def _conv_cfg(table: Any) -> Dict[str, Any]:
+    bd, bl, _w = table[0]
+    return {"BD": bd, "BL": bl}
+
+
 VARIANTS = {
     "scan-fwd": (scan._fwd, dict(SCAN, **_scan_cfg(scan._FWD_CONFIGS), s_ol=1), scan._FWD_CONFIGS[0][2]),
-    "scan-bwd": (scan._bwd, dict(SCAN, **_scan_cfg([scan._BWD_CONFIG]), s_gl=1), scan._BWD_CONFIG[2]),
-    "conv-fwd": (conv._fwd["first"], dict(CONV, HAS_FINAL=True, BD=8, BL=256, s_xl=1), 4),
-    "conv-bwd": (conv._bwd["last"], dict(CONV, HAS_DFINAL=True, BD=64, BL=32, s_xd=1), 4),
+    "scan-bwd": (scan._bwd, dict(SCAN, **_scan_cfg(scan._BWD_CONFIGS), s_gl=1), scan._BWD_CONFIGS[0][2]),
+    "conv-fwd": (conv._fwd["first"], dict(CONV, HAS_FINAL=True, **_conv_cfg(conv._FWD_CONFIGS["first"]), s_xl=1), 4),
+    "conv-bwd": (conv._bwd["last"], dict(CONV, HAS_DFINAL=True, **_conv_cfg(conv._BWD_CONFIGS["last"]), s_xd=1), 4),
     "conv-update": (conv._conv_update_kernel, dict(W=4, HAS_BIAS=True, SILU=True, CIRCULAR=True, HAS_IDX=True,
                                                    BD=64), 2),
 }

@@ -280,8 +280,8 @@ if triton is not None:
 
 
 # (BD, T, num_warps): measured on the H200 (benchmarks/bench_triton_gpu.py); valid on sm_87 too.
-_FWD_CONFIGS = [(1, 128, 4), (1, 256, 4), (2, 128, 4), (4, 64, 4), (1, 64, 2), (2, 64, 4), (4, 128, 8)]
-_BWD_CONFIG = (1, 64, 4)
+_FWD_CONFIGS = [(1, 64, 2), (4, 32, 4), (1, 32, 1), (1, 64, 1), (2, 32, 1), (2, 32, 2), (4, 32, 2), (1, 128, 4)]
+_BWD_CONFIGS = [(1, 32, 2), (1, 32, 1), (1, 16, 1), (2, 16, 2), (2, 32, 2), (2, 32, 4)]
 _INTERPRET_CONFIG = (2, 8, 1)
 
 
@@ -297,7 +297,7 @@ def _tuned(kernel, configs, key, **kwargs):
 
 _KEY = ["dim", "L", "N", "G_B", "G_C", "DPG_B", "DPG_C"]
 _fwd = _tuned(_ssm_fwd_kernel, _configs(_FWD_CONFIGS), _KEY) if triton is not None else None
-_bwd = _tuned(_ssm_bwd_kernel, _configs([_BWD_CONFIG, (1, 128, 4), (2, 64, 4), (1, 32, 2)]), _KEY,
+_bwd = _tuned(_ssm_bwd_kernel, _configs(_BWD_CONFIGS), _KEY,
               reset_to_zero=["dA_ptr", "dB_ptr", "dC_ptr", "dD_ptr", "dbias_ptr"]) if triton is not None else None
 
 
