@@ -66,12 +66,13 @@ def test_bench_refuses_wrong_backend_and_writes_markdown(tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     assert text.startswith("## jetson-mamba bench on cpu (")
-    assert "| dtype | direction | backend | median ms | p10-p90 ms | GB/s | % of peak | x fastest |" in text
+    assert "| dtype | direction | backend | median ms | p10-p90 ms | GB/s | % of peak | x fastest | cuda/this |" in text
     rows: List[str] = [line for line in text.splitlines() if line.startswith("| float32")]
     by_backend: Dict[str, List[str]] = {}
     for row in rows:
         by_backend.setdefault(row.split("|")[3].strip(), []).append(row)
-    assert len(by_backend["torch"]) == 2 and all(row.split("|")[-2].strip() == "1.00" for row in by_backend["torch"])
+    assert len(by_backend["torch"]) == 2 and all(row.split("|")[-3].strip() == "1.00" and row.split("|")[-2].strip() == "-"
+                                             for row in by_backend["torch"])
     assert len(by_backend["broken"]) == 2
     assert all("refused: correctness check failed, not timed: forward" in row for row in by_backend["broken"])
     assert "out:" in by_backend["broken"][0]

@@ -9,17 +9,19 @@ from typing import Dict, List, Optional, Sequence
 from jetson_mamba.bench.runner import TIMED, UNAVAILABLE, BenchReport, BenchResult
 from jetson_mamba.errors import MissingDependencyError
 
-COLUMNS = ("dtype", "direction", "backend", "median ms", "p10-p90 ms", "GB/s", "% of peak", "x fastest")
+COLUMNS = ("dtype", "direction", "backend", "median ms", "p10-p90 ms", "GB/s", "% of peak", "x fastest",
+           "cuda/this")
 
 
 def _cells(r: BenchResult) -> List[str]:
     if r.status != TIMED or r.timing is None:
-        return [r.dtype, r.direction, r.backend, f"{r.status}: {r.message or ''}", "", "", "", ""]
+        return [r.dtype, r.direction, r.backend, f"{r.status}: {r.message or ''}", "", "", "", "", ""]
     t = r.timing
     return [r.dtype, r.direction, r.backend, f"{t.median_ms:.3f}", f"{t.p10_ms:.3f}-{t.p90_ms:.3f}",
             f"{r.gbps:.3g}" if r.gbps is not None else "-",
             f"{100 * r.peak_fraction:.0f}%" if r.peak_fraction is not None else "-",
-            f"{r.ratio:.2f}" if r.ratio is not None else "-"]
+            f"{r.ratio:.2f}" if r.ratio is not None else "-",
+            f"{r.vs_cuda:.2f}" if r.vs_cuda is not None else "-"]
 
 
 def _by_problem(results: Sequence[BenchResult]) -> Dict[str, List[BenchResult]]:
@@ -53,7 +55,8 @@ def to_markdown(report: BenchReport, command: str, date: Optional[str] = None) -
     lines = [f"## jetson-mamba bench on {report.device.name} ({date})", "",
              f"torch {torch.__version__}, Python {platform.python_version()}, peak memory bandwidth {peak}. "
              f"Command: `{command}`. Times are medians after warm-up ({clock}); GB/s counts every input read "
-             "once and every output written once; `x fastest` is the time over the fastest backend's.", ""]
+             "once and every output written once; `x fastest` is the time over the fastest backend's; `cuda/this` "
+             "is the compiled kernel's time over this one (above 1: faster than the compiled kernel).", ""]
     for title, rows in _by_problem(report.results).items():
         lines += [f"### {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         lines += ["| " + " | ".join(cell.replace("|", "/") for cell in _cells(r)) + " |" for r in rows]

@@ -35,6 +35,7 @@ class BenchResult:
     gbps: Optional[float] = None
     peak_fraction: Optional[float] = None
     ratio: Optional[float] = None  # median / fastest median of the same op, problem, dtype and direction
+    vs_cuda: Optional[float] = None  # compiled kernel's median / this median (> 1: faster than compiled)
     message: Optional[str] = None
 
     @property
@@ -49,7 +50,8 @@ class BenchResult:
             t = self.timing
             data.update({"median_ms": t.median_ms, "p10_ms": t.p10_ms, "p90_ms": t.p90_ms, "min_ms": t.min_ms,
                          "spread": t.spread, "samples": t.samples, "clock": t.clock, "bytes": self.bytes,
-                         "gbps": self.gbps, "peak_fraction": self.peak_fraction, "ratio_to_fastest": self.ratio})
+                         "gbps": self.gbps, "peak_fraction": self.peak_fraction, "ratio_to_fastest": self.ratio,
+                         "cuda_time_over_this": self.vs_cuda})
         return data
 
 
@@ -295,13 +297,19 @@ def _time_block(problem: Problem, settings: Settings, gate: _Gate,
 
 
 def _set_ratios(results: List[BenchResult]) -> None:
+    """Each time over the fastest of its group, and the compiled (cuda) time over it: the target ratio."""
     best: Dict[Tuple[str, str, str, str], float] = {}
+    cuda: Dict[Tuple[str, str, str, str], float] = {}
     for r in results:
         if r.timing is not None:
             best[r.group] = min(best.get(r.group, r.timing.median_ms), r.timing.median_ms)
+            if r.backend == "cuda":
+                cuda[r.group] = r.timing.median_ms
     for r in results:
         if r.timing is not None and best.get(r.group):
             r.ratio = r.timing.median_ms / best[r.group]
+            if r.group in cuda:
+                r.vs_cuda = cuda[r.group] / r.timing.median_ms
 
 
 def run_bench(problems: Sequence[Problem], settings: Settings, progress: bool = True) -> BenchReport:
