@@ -102,7 +102,7 @@ def _plan_extensions(plan: Plan) -> None:
             if module is None:
                 absent_or_broken(plan, name, what, why)
                 continue
-            if "jetson_mamba" in (getattr(module, "__name__", "") + str(getattr(module, "__file__", ""))):
+            if getattr(module, "__jetson_mamba_standin__", False) or "jetson_mamba" in str(getattr(module, "__file__", "")):
                 continue  # a stand-in installed under the extension's name: checked below
             if not on_gpu:
                 plan.skipped.append(Skipped(name, f"{what}: compiled for CUDA, and there is no GPU here"))

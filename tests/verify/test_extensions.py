@@ -1,0 +1,58 @@
+"""The extension adapters catch broken in-place contracts: a kernel that returns a fresh tensor instead of
+writing the caller's buffer passes a naive check but gives mamba_inner_fn garbage gradients."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from jetson_mamba.ops.standins import causal_conv1d_cuda, selective_scan_cuda
+from jetson_mamba.verify.cases import ConvCase, ScanCase
+from jetson_mamba.verify.extensions import ConvAdapter, MambaScanAdapter, conv_uses_buffers
+from jetson_mamba.verify.kernels import check_conv, check_scan
+
+
+def _bwd_ignoring_dz(*args: Any) -> Any:
+    """selective_scan_cuda.bwd that computes dz correctly but never writes the dz buffer it is given."""
+    args = list(args)
+    args[11] = None
+    return selective_scan_cuda.bwd(*args)
+
+
+def _fwd_returning_out(x: Any, weight: Any, bias: Any, seq_idx: Any, init: Any, out: Any, final: Any,
+                       silu: bool) -> Any:
+    """New-API causal_conv1d_fwd that returns its result instead of filling `out` (the old API's habit)."""
+    fresh = torch.empty_like(out)
+    causal_conv1d_cuda.causal_conv1d_fwd(x, weight, bias, seq_idx, init, fresh, final, silu)
+    return fresh
+
+
+def test_the_stand_ins_honour_the_buffers() -> None:
+    generator = torch.Generator().manual_seed(0)
+    case = ScanCase(2, 8, 21, 4)
+    results = check_scan("standin", MambaScanAdapter(selective_scan_cuda), case, torch.float32, "cpu", generator)
+    assert [r.status for r in results] == ["passed", "passed"] and "z" in results[1].tensors
+    assert conv_uses_buffers(causal_conv1d_cuda)
+    conv = check_conv("standin", ConvAdapter(causal_conv1d_cuda, buffers=True), ConvCase(2, 8, 19, 4),
+                      torch.float32, "cpu", generator)
+    assert [r.status for r in conv] == ["passed", "passed"]
+
+
+def test_unwritten_dz_buffer_fails_the_backward_check() -> None:
+    broken = SimpleNamespace(fwd=selective_scan_cuda.fwd, bwd=_bwd_ignoring_dz)
+    results = check_scan("broken", MambaScanAdapter(broken), ScanCase(2, 8, 21, 4), torch.float32, "cpu",
+                         torch.Generator().manual_seed(1))
+    forward, backward = results
+    assert forward.status == "passed"
+    assert backward.status == "failed" and "z: NaN/Inf" in backward.message
+    assert backward.tensors["u"] < 1e-5  # everything else is right: only the contract is broken
+
+
+def test_unfilled_output_buffer_fails_the_forward_check() -> None:
+    broken = SimpleNamespace(causal_conv1d_fwd=_fwd_returning_out, causal_conv1d_bwd=causal_conv1d_cuda.causal_conv1d_bwd)
+    forward, backward = check_conv("broken", ConvAdapter(broken, buffers=True), ConvCase(2, 8, 19, 4),
+                                   torch.float32, "cpu", torch.Generator().manual_seed(2))
+    assert forward.status == "failed" and "out: NaN/Inf" in forward.message
+    assert backward.status == "passed"
