@@ -125,6 +125,11 @@ def inner(args: argparse.Namespace) -> int:
     report: Dict[str, Any] = {"device": name, "torch": torch.__version__, "imgsz": args.imgsz,
                               "backends": {n: i.to_json() for n, i in infos.items()},
                               "parity": [], "gradients": [], "latency": []}
+    from jetson_mamba.ops._compiled import why_unavailable
+
+    report["vmamba_core"] = why_unavailable("selective_scan_cuda_core", "VMamba", torch.device(device),
+                                            torch.float32) or "available: used by SS2D when no backend is forced"
+    print(f"== VMamba selective_scan_cuda_core: {report['vmamba_core']}", flush=True)
     fixtures = _fixture_dir()
     if fixtures is None:
         report["parity_skipped"] = "fixtures not found (copy ../shared/fixtures to .carry/fixtures)"

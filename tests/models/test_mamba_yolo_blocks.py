@@ -184,3 +184,28 @@ def test_training_step_and_mixed_precision(shared: Path, monkeypatch: pytest.Mon
         low = block(fixture["input"])
     assert low.dtype == torch.bfloat16
     assert _rel_err(low.float(), fixture["output"]) < 3e-2
+
+
+def test_vmamba_core_calling_convention(shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a selective_scan_cuda_core present, SS2D calls its fwd/bwd with VMamba's signature.
+
+    The real extension needs a GPU; jetson-mamba's stand-in has the same signature and return
+    values, so it stands in for it here: outputs match the original, gradients match the dispatch.
+    """
+    from jetson_mamba.models.mamba_yolo import vmamba_core
+    from jetson_mamba.ops.standins import selective_scan_cuda_core as standin
+
+    monkeypatch.delenv("JETSON_MAMBA_BACKEND", raising=False)
+    fixture = _load(shared, "ss2d_basic")
+    assert vmamba_core.usable_core(torch.device("cpu"), torch.float32) is None  # never on the CPU
+    grads = []
+    for core in (None, standin):
+        monkeypatch.setattr(vmamba_core, "usable_core", lambda device, dtype, core=core: core)
+        block = _build(fixture)
+        x = fixture["input"].clone().requires_grad_()
+        out = block(x)
+        assert _rel_err(out, fixture["output"]) < TOLERANCE
+        out.square().sum().backward()
+        grads.append([x.grad] + [p.grad for p in block.parameters()])
+    for via_core, via_dispatch in zip(*grads):
+        assert _rel_err(via_core, via_dispatch) < 1e-5

@@ -3,7 +3,8 @@
 The four directions are: row-major, column-major, and both reversed. Their K * D channels go
 through one call of `jetson_mamba.ops.selective_scan_fn` with grouped B/C of shape
 (batch, K, N, L): channel k * D + d reads group k, which is exactly the layout VMamba's
-`selective_scan_cuda_core` takes, so no argument re-mapping (or cropping) is needed.
+`selective_scan_cuda_core` takes, so no argument re-mapping (or cropping) is needed. When VMamba's
+real compiled core is installed (and no backend is forced), it is called directly instead.
 
 While `torch.onnx.export` runs, the scan is computed by `export_selective_scan` instead: standard
 ops only (a Loop over chunks, CumSum, Exp, MatMul), no custom op, so ONNX Runtime and TensorRT
@@ -136,10 +137,16 @@ def cross_selective_scan(x: torch.Tensor, x_proj_weight: torch.Tensor, dt_projs_
     if torch.onnx.is_in_onnx_export():
         ys = export_selective_scan(us, dts, As, Bs, Cs, Ds_f, delta_bias, True)
     else:
-        from jetson_mamba.ops import selective_scan_fn
+        from jetson_mamba.models.mamba_yolo import vmamba_core
 
-        ys = selective_scan_fn(us.contiguous(), dts.contiguous(), As, Bs, Cs, D=Ds_f,
-                               delta_bias=delta_bias, delta_softplus=True)
+        us, dts = us.contiguous(), dts.contiguous()
+        core = vmamba_core.usable_core(us.device, us.dtype)
+        if core is not None:
+            ys = vmamba_core.CoreSelectiveScan.apply(core, us, dts, As, Bs, Cs, Ds_f, delta_bias, True)
+        else:
+            from jetson_mamba.ops import selective_scan_fn
+
+            ys = selective_scan_fn(us, dts, As, Bs, Cs, D=Ds_f, delta_bias=delta_bias, delta_softplus=True)
     y = cross_merge(ys.view(b, K_DIRECTIONS, d, length), h, w)               # (B, D, L)
     y = out_norm(y.transpose(1, 2)).view(b, h, w, d)
     return y.to(x.dtype)
