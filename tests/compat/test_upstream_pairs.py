@@ -77,6 +77,8 @@ def test_patch_check_again_revert(mamba: str, conv: str, pair_venv: Callable[[st
     assert again["rc"] == 0 and again["written"] == [] and again["changes"] == []
     assert _snapshot(site) == patched
 
+    listed = _cli(python, "--revert", "--dry-run")
+    assert len(listed["files"]) == len(first["written"]) and _snapshot(site) == patched
     reverted = _cli(python, "--revert")
     assert {f["action"] for f in reverted["files"]} == {"restored"}
     assert len(reverted["files"]) == len(first["written"])

@@ -23,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true",
                       help="only report; exit status 1 if a patch is needed")
-    mode.add_argument("--dry-run", action="store_true", help="print the unified diff; change nothing")
     mode.add_argument("--revert", action="store_true",
-                      help="restore every patched file byte-for-byte (with --dry-run: list them)")
+                      help="restore every patched file byte-for-byte (with --dry-run: only list them)")
+    parser.add_argument("--dry-run", action="store_true", help="print the unified diff; change nothing")
     parser.add_argument("--python", default=None,
                         help="patch the packages of this interpreter (default: the one running jetson-mamba)")
 
