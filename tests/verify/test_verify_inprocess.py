@@ -25,3 +25,15 @@ def test_bench_rejects_a_bad_shape_with_the_fix(capsys: pytest.CaptureFixture) -
     code = main(["bench", "--json", "--op", "selective_scan", "--shape", "B=2,Q=1"])
     error = json.loads(capsys.readouterr().out)
     assert code == 2 and error["error"] == "usage" and "Q=1" in error["message"] and "B=8" in error["fix"]
+
+
+@pytest.mark.parametrize("command", ["verify", "bench"])
+def test_without_torch_the_error_says_what_to_install(command: str, capsys: pytest.CaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    code = main([command, "--json"])
+    error = json.loads(capsys.readouterr().out)
+    assert code == 3 and error["error"] == "missing-dependency"
+    assert "torch cannot be imported" in error["message"] and "never installs torch" in error["fix"]

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from jetson_mamba.verify import require_torch
+
+    require_torch()
     import torch
 
     from jetson_mamba.bench.report import print_table, to_markdown, write_plot

@@ -20,9 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jetson_mamba.cli.output import print_json
-    from jetson_mamba.verify import failure_error, run_verify
+    from jetson_mamba.verify import failure_error, require_torch, run_verify
     from jetson_mamba.verify.report import print_report
 
+    require_torch()
     backends = [name.strip() for value in (args.backends or []) for name in value.split(",") if name.strip()]
     report = run_verify(quick=args.quick, device=args.device, backends=backends or None, seed=args.seed,
                         progress=not args.json)

@@ -47,9 +47,24 @@ from typing import Dict, List, Optional, Sequence
 from jetson_mamba.errors import VerificationError
 from jetson_mamba.verify.report import CheckResult, Skipped, VerifyReport
 
-__all__ = ["CheckResult", "Skipped", "VerifyReport", "diagnose", "failure_error", "run_verify"]
+__all__ = ["CheckResult", "Skipped", "VerifyReport", "diagnose", "failure_error", "require_torch", "run_verify"]
 
 _KERNEL_IMAGE = "no kernel image is available"
+
+
+def require_torch() -> None:
+    """verify and bench need torch in this interpreter; say so (with the fix) instead of a traceback."""
+    import sys
+
+    from jetson_mamba.errors import MissingDependencyError
+
+    try:
+        import torch  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken install raising OSError on its libraries
+        raise MissingDependencyError(
+            f"torch cannot be imported by {sys.executable}: {type(exc).__name__}: {exc}",
+            "install PyTorch for this machine (on a Jetson, NVIDIA's JetPack wheel); jetson-mamba never installs "
+            "torch. `jetson-mamba doctor` shows what is wrong") from None
 
 
 def run_verify(quick: bool = False, device: Optional[str] = None, backends: Optional[Sequence[str]] = None,
