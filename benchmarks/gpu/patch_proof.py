@@ -198,7 +198,7 @@ def _setup(base_python: str, wheelhouse: Path, sdists: Path, work: Path, env: Di
     if len(wheels) != 2:
         raise SystemExit(f"patch_proof: need causal_conv1d-1.6.0 and mamba_ssm-2.2.5 wheels in {wheelhouse}")
     pip = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--disable-pip-version-check"]
-    _run(pip + [str(w) for w in wheels], env)
+    _run(pip + ["--force-reinstall"] + [str(w) for w in wheels], env)  # into the venv even if the system has them
     compiled = list(site.glob("selective_scan_cuda*.so"))
     kept = [shutil.copy2(str(so), str(work / so.name)) for so in compiled]
     _run([str(python), "-m", "pip", "wheel", "-q", "--no-deps", "--no-index", "--no-build-isolation",
