@@ -71,6 +71,32 @@ def test_parameter_counts(scale: str) -> None:
     assert sum(p.numel() for p in layers.parameters()) == EXPECTED_PARAMS[scale]
 
 
+def test_original_repository_yaml_builds(tmp_path: Path) -> None:
+    """A YAML in the original repo's own form (its scale key 'B', CamelCase file name) parses too."""
+    import ultralytics.nn.tasks as tasks
+    import yaml
+
+    config = yaml.safe_load(integration.config_path("b").read_text())
+    config["scales"] = {"B": config["scales"]["b"]}
+    file = tmp_path / "Mamba-YOLO-B.yaml"
+    file.write_text(yaml.safe_dump(config))
+    mamba_yolo.register()
+    layers, _ = tasks.parse_model(tasks.yaml_model_load(str(file)), ch=3, verbose=False)
+    assert sum(p.numel() for p in layers.parameters()) == EXPECTED_PARAMS["b"]
+
+
+def test_older_inline_set_layout_is_patched() -> None:
+    """ultralytics 8.1-8.3 wrote the parse rules as inline set literals in `if m in {...}`."""
+    tree = ast.parse("def parse_model(d, ch):\n"
+                     "    if m in {Classify, Conv, SPPF, C2f, C3}:\n"
+                     "        if m in {BottleneckCSP, C2f, C3}:\n"
+                     "            pass\n")
+    integration._add_blocks_to_parse_rules(tree)
+    sets = [sorted(e.id for e in n.elts) for n in ast.walk(tree) if isinstance(n, ast.Set)]
+    assert {"SimpleStem", "VisionClueMerge", "VSSBlock", "XSSBlock"} <= set(sets[0])
+    assert "XSSBlock" in sets[1] and "VSSBlock" not in sets[1]
+
+
 def test_unknown_parse_model_layout_is_refused() -> None:
     with pytest.raises(MissingDependencyError, match="unknown layout"):
         integration._add_blocks_to_parse_rules(ast.parse("def parse_model(d, ch):\n    return {Conv}\n"))
