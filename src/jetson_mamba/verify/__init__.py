@@ -8,11 +8,14 @@ NaN-poisoned first (an unwritten output fails). Components:
   including any registered with `jetson_mamba.ops.backend.register_backend`), and the decode update;
 - the compiled extensions through their own APIs (`selective_scan_cuda`, `causal_conv1d_cuda`,
   VMamba's `selective_scan_cuda_core`) and jetson-mamba's stand-ins for them (`standins.*`);
-- the public ops through dispatch and autograd (`ops.selective_scan_fn`, `ops.causal_conv1d_fn`);
+- the public ops through dispatch and autograd (`ops.selective_scan_fn`, `ops.causal_conv1d_fn`,
+  `ops.mamba_chunk_scan_combined`);
 - mamba_ssm's `Mamba` and `Mamba2` (fused paths, backward, `step()`), when mamba_ssm imports;
 - the Mamba-YOLO blocks (`mamba_yolo.SS2D`, `mamba_yolo.VSSBlock`).
 
-`--quick` (small shapes, float32 and bfloat16) takes seconds, also on the CPU.
+`--quick` (small shapes, float32 and bfloat16) takes seconds, also on the CPU. `--backend NAME` limits the
+kernel-backend checks; a single built-in one is also forced (JETSON_MAMBA_BACKEND) for the checks that
+dispatch, which are skipped when it cannot run here. Float32 is checked with TF32 off.
 
 JSON (`jetson-mamba verify --json`, also `python -m jetson_mamba verify --quick --json`)::
 
