@@ -144,8 +144,9 @@ def _run_logged(command: List[str], env: Dict[str, str], cwd: Path, log: Path, l
             process.wait()
             raise
         status = process.wait()
-        if status == 0 and steps:
-            progress.update(task, completed=steps)
+        if status == 0:
+            progress.update(task, completed=steps, total=steps,
+                            description=label if steps else f"{label}: every object up to date")
     return status, steps
 
 
