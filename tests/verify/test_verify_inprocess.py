@@ -37,3 +37,21 @@ def test_without_torch_the_error_says_what_to_install(command: str, capsys: pyte
     error = json.loads(capsys.readouterr().out)
     assert code == 3 and error["error"] == "missing-dependency"
     assert "torch cannot be imported" in error["message"] and "never installs torch" in error["fix"]
+
+
+def test_a_kernel_without_code_for_this_gpu_is_diagnosed_with_the_build_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled kernel's own error message turns into the fix (the doctor's findings follow it)."""
+    import jetson_mamba.verify as verify
+    from jetson_mamba.verify.report import ERROR, CheckResult, VerifyReport
+
+    monkeypatch.setattr(verify, "_gpu_arch", lambda: "8.7")
+    message = "RuntimeError: CUDA error: no kernel image is available for execution on the device"
+    report = VerifyReport(device="cuda (Orin, sm_87)", quick=True, checks=[
+        CheckResult("selective_scan_cuda", "case", "float32", "forward", ERROR, None, 1e-4, message=message)])
+    report.diagnosis = verify.diagnose(report)
+    first = report.diagnosis[0]
+    assert first["id"] == "no-kernel-image" and "no sm_87 code" in first["message"]
+    assert first["fix"].startswith("`jetson-mamba build --arch 8.7`")
+    error = verify.failure_error(report)
+    assert error.exit_code == 10 and "selective_scan_cuda forward float32" in error.message
+    assert error.fix == first["fix"]

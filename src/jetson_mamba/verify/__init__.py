@@ -83,6 +83,16 @@ def run_verify(quick: bool = False, device: Optional[str] = None, backends: Opti
     return report
 
 
+def _gpu_arch() -> Optional[str]:
+    """This GPU's compute capability as "8.7" (None without one)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    return f"{major}.{minor}"
+
+
 def _passing_backends(report: VerifyReport) -> List[str]:
     """Kernel backends all of whose checks passed, e.g. ['torch', 'triton']."""
     status: Dict[str, bool] = {}
@@ -97,10 +107,14 @@ def diagnose(report: VerifyReport) -> List[Dict[str, str]]:
     """Why checks failed and the fix: the doctor's error/warning findings, plus what the failures show."""
     found: List[Dict[str, str]] = []
     failed = report.failures
-    if any(_KERNEL_IMAGE in (check.message or "") for check in failed):
+    no_image = sorted({check.component for check in failed if _KERNEL_IMAGE in (check.message or "")})
+    if no_image:
+        arch = _gpu_arch()
+        sm = f"sm_{arch.replace('.', '')}" if arch else "this GPU's"
         found.append({"id": "no-kernel-image", "severity": "error",
-                      "message": "a compiled kernel has no code for this GPU (`no kernel image is available`)",
-                      "fix": "`jetson-mamba build --arch <this GPU's arch>` (see `jetson-mamba doctor`)"})
+                      "message": f"{', '.join(no_image)}: the compiled extension has no {sm} code "
+                                 "(`no kernel image is available for execution on the device`)",
+                      "fix": f"`jetson-mamba build --arch {arch or '<arch>'}`, then `jetson-mamba install` the wheels"})
     bad_backends = sorted({c.component.split("[", 1)[1].rstrip("]") for c in failed if "[" in c.component})
     good = [name for name in _passing_backends(report) if name not in bad_backends]
     if bad_backends:
