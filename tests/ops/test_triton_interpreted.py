@@ -28,13 +28,13 @@ needs_triton = pytest.mark.skipif(
     not (INTERPRET or GPU), reason="on CPU these run under TRITON_INTERPRET=1 (test_triton_interpreted.py)")
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, rel: float, what: str) -> None:
-    """Max abs error relative to the largest reference value; NaN/inf anywhere fails."""
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, rel: float, what: str, atol: float = 0.0) -> None:
+    """Max abs error within rel * (largest reference value) + atol; NaN/inf anywhere fails."""
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     assert torch.isfinite(actual).all(), f"{what}: non-finite values (an element was never written?)"
     err = (actual.double() - expected.double()).abs().max().item()
     scale = expected.double().abs().max().item() + 1e-6
-    assert err <= rel * scale, f"{what}: max error {err:.3g} > {rel} * {scale:.3g}"
+    assert err <= rel * scale + atol, f"{what}: max error {err:.3g} > {rel} * {scale:.3g} + {atol:.1g}"
 
 
 def _poisoned(make: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:

@@ -66,7 +66,9 @@ def check(inp: Dict[str, torch.Tensor], use: Tuple[str, ...], softplus: bool, re
     ref_out.backward(dout.double())
     for name, leaf in leaves.items():
         assert leaf.grad is not None and leaf.grad.dtype == leaf.dtype, name
-        assert_close(leaf.grad, ref_leaves[name].grad, grad_rel or rel, f"d{name}")
+        # atol: where the exact gradient is 0 (dA after one step: no earlier state to decay), fused
+        # multiply-adds on the GPU leave fp32 rounding noise (~1e-8) from x_t - dBu_t.
+        assert_close(leaf.grad, ref_leaves[name].grad, grad_rel or rel, f"d{name}", atol=1e-7)
 
 
 ALL = ("D", "z", "delta_bias")

@@ -279,9 +279,10 @@ if triton is not None:
             tl.atomic_add(dbias_ptr + offs_d, dbias_acc, mask=mask_d)
 
 
-# (BD, T, num_warps): measured on the H200 (benchmarks/bench_triton_gpu.py); valid on sm_87 too.
-_FWD_CONFIGS = [(1, 64, 2), (4, 32, 4), (1, 32, 1), (1, 64, 1), (2, 32, 1), (2, 32, 2), (4, 32, 2), (1, 128, 4)]
-_BWD_CONFIGS = [(1, 32, 2), (1, 32, 1), (1, 16, 1), (2, 16, 2), (2, 32, 2), (2, 32, 4)]
+# (BD, T, num_warps), the autotuner's candidates; first = best measured on the H200 (used alone with
+# JETSON_MAMBA_TRITON_AUTOTUNE=0). benchmarks/RESULTS.md has the sweep; all compile for sm_87.
+_FWD_CONFIGS = [(1, 64, 1), (4, 32, 2), (1, 64, 2), (1, 32, 1), (2, 32, 1), (2, 32, 2), (4, 32, 4), (1, 128, 4)]
+_BWD_CONFIGS = [(1, 16, 1), (2, 16, 2), (1, 32, 1), (1, 32, 2), (2, 32, 2), (2, 32, 4)]
 _INTERPRET_CONFIG = (2, 8, 1)
 
 
