@@ -190,6 +190,14 @@ def test_train_predict_export_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert exported["relative_error_vs_torch"] < 1e-3
     assert exported["tensorrt"].startswith(f"trtexec --onnx={onnx_file}")
 
+    # ultralytics' own exporter takes the same standard-ops path, and its onnxruntime backend predicts.
+    native = Path(trained.export(format="onnx", imgsz=64, simplify=False, device="cpu"))
+    from jetson_mamba.models.mamba_yolo.export import nonstandard_ops
+
+    assert nonstandard_ops(native) == []
+    onnx_results = YOLO(str(native), task="detect").predict(image, imgsz=64, conf=0.0, device="cpu", verbose=False)
+    assert len(onnx_results[0].boxes) > 0
+
 
 def test_cli_missing_weights_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
     assert main(["yolo", "predict", "--model", "missing.pt", "--source", "x.jpg"]) == 2
