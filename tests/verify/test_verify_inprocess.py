@@ -55,3 +55,9 @@ def test_a_kernel_without_code_for_this_gpu_is_diagnosed_with_the_build_command(
     error = verify.failure_error(report)
     assert error.exit_code == 10 and "selective_scan_cuda forward float32" in error.message
     assert error.fix == first["fix"]
+
+
+def test_an_unknown_backend_name_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
+    code = main(["verify", "--quick", "--json", "--backend", "trition"])
+    error = json.loads(capsys.readouterr().out)
+    assert code == 2 and "trition" in error["message"] and "triton" in error["fix"]

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from jetson_mamba.bench.shapes import OPS, custom_problems, default_problems, parse_shape
     from jetson_mamba.cli.output import console, print_json
     from jetson_mamba.errors import UsageError
+    from jetson_mamba.verify.runner import check_backend_names
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     on_gpu = torch.device(device).type == "cuda"
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
                         backends=[b.strip() for b in args.backends.split(",")] if args.backends else None,
                         warmup=args.warmup if args.warmup is not None else (3 if on_gpu else 1),
                         repeat=args.repeat if args.repeat is not None else (20 if on_gpu else 5))
+    check_backend_names(settings.backends, device, "--backends")
     report = run_bench(problems, settings, progress=not args.json)
     if args.plot:
         write_plot(report, args.plot)

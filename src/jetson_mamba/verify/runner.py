@@ -83,6 +83,18 @@ def _plan_backends(plan: Plan) -> None:
                 plan.skipped.extend(Skipped(f"{component} {name}", why) for name, why in reasons.items())
 
 
+def check_backend_names(backends: Optional[Sequence[str]], device: str, option: str = "--backend") -> None:
+    """Backend names asked for must exist for some op: a typo must not turn into a run that checks nothing."""
+    from jetson_mamba.errors import UsageError
+    from jetson_mamba.ops.backend import list_backends
+
+    known = {info.name for op in OPS for info in list_backends(op, device)}
+    unknown = [name for name in backends or () if name not in known]
+    if unknown:
+        raise UsageError(f"unknown backend(s) {', '.join(unknown)}; known here: {', '.join(sorted(known))}",
+                         f"use {option} with one of {', '.join(sorted(known))} (comma-separated)")
+
+
 def _adapter(kind: str, module: Any) -> Any:
     if kind == "scan":
         return MambaScanAdapter(module)
@@ -123,7 +135,9 @@ def _plan_extensions(plan: Plan) -> None:
         if why is not None:
             plan.skipped.append(Skipped(component, f"--backend {plan.forced}: {why}"))
             continue
-        plan.tasks.extend(_kernel_checks(plan, component, _adapter(kind, module), op, _torch_dtype("float32"), 2000))
+        for index, dtype_name in enumerate(("float32",) if plan.quick else plan.dtypes):
+            plan.tasks.extend(_kernel_checks(plan, component, _adapter(kind, module), op, _torch_dtype(dtype_name),
+                                             2000 + 100 * index))
 
 
 def make_plan(quick: bool, device: Optional[str] = None, backends: Optional[Sequence[str]] = None,
@@ -137,6 +151,7 @@ def make_plan(quick: bool, device: Optional[str] = None, backends: Optional[Sequ
                 backends=list(backends) if backends else None,
                 seed=seed if seed is not None else int.from_bytes(os.urandom(4), "little"),
                 tasks=[], skipped=[])
+    check_backend_names(plan.backends, plan.device)
     _plan_backends(plan)
     _plan_extensions(plan)
     blocks.plan_blocks(plan)
