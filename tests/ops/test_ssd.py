@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 import torch
+from upstream_sources import ssd_minimal
 
 from jetson_mamba.ops.ssd import SSDInputError, mamba_chunk_scan_combined
 from jetson_mamba.ops.ssd import torch as ssd_torch
@@ -165,26 +166,14 @@ def test_multi_block_checkpointing_gives_the_same_gradients(monkeypatch: pytest.
         assert_close(b, a, 1e-5, "blocked vs whole")
 
 
-def test_matches_upstream_ssd_minimal(shared, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_matches_upstream_ssd_minimal(shared) -> None:
     """mamba-ssm's own ssd_minimal_discrete (Listing 1 of the paper, from the 2.2.4 sdist) agrees."""
-    import sys
-    import tarfile
-    import types
-
-    with tarfile.open(shared / "sdists" / "mamba_ssm-2.2.4.tar.gz") as tar:
-        member = next(m for m in tar.getmembers() if m.name.endswith("mamba_ssm/modules/ssd_minimal.py"))
-        source = tar.extractfile(member).read().decode()
     pytest.importorskip("einops")
-    # ssd_minimal imports the Triton op only for its own self-test; point that import at ours.
-    for name in ("mamba_ssm", "mamba_ssm.ops", "mamba_ssm.ops.triton", "mamba_ssm.ops.triton.ssd_combined"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    sys.modules["mamba_ssm.ops.triton.ssd_combined"].mamba_chunk_scan_combined = mamba_chunk_scan_combined
-    upstream: Dict[str, object] = {}
-    exec(compile(source, "ssd_minimal.py", "exec"), upstream)
+    minimal = ssd_minimal(shared / "sdists" / "mamba_ssm-2.2.4.tar.gz")
     inp = make_inputs(2, 64, 4, 8, 1, 16, torch.float32, seed=13)
     dt = torch.nn.functional.softplus(inp["dt"] - 1)
     init = inp["init"]
-    y_min, final_min = upstream["ssd_minimal_discrete"](
+    y_min, final_min = minimal(
         inp["x"] * dt[..., None], inp["A"] * dt, inp["B"].expand(-1, -1, 4, -1), inp["C"].expand(-1, -1, 4, -1), 16,
         initial_states=init[:, None])
     y, final = mamba_chunk_scan_combined(inp["x"], dt, inp["A"], inp["B"], inp["C"], 32, initial_states=init,

@@ -16,6 +16,7 @@ from jetson_mamba.ops.causal_conv1d.naive import causal_conv1d_ref
 from jetson_mamba.ops.ssd import (
     RMSNormGated,
     SSDInputError,
+    causal_conv1d_varlen_states,
     mamba_chunk_scan_combined,
     mamba_split_conv1d_scan_combined,
     rmsnorm_fn,
@@ -342,3 +343,12 @@ def test_selective_state_update_without_heads_matches_mamba1_step() -> None:
     assert out.shape == (3, 8) and out.dtype == torch.bfloat16
     assert_close(state, expected_state, 1e-2, "state")
     assert_close(out.float(), (expected_state * C[:, None]).sum(-1) + D * x, 2e-2, "out")
+
+
+def test_causal_conv1d_varlen_states_takes_each_sequences_tail() -> None:
+    x = torch.arange(1.0, 11.0)[:, None] * torch.tensor([1.0, -1.0])  # (10 tokens, dim 2)
+    cu = torch.tensor([0, 2, 2, 7, 10], dtype=torch.int32)
+    states = causal_conv1d_varlen_states(x, cu, state_len=4)
+    assert states.shape == (4, 2, 4) and states.stride(1) == 1  # upstream layout: transposed (batch, len, dim)
+    assert states[:, 0].tolist() == [[0, 0, 1, 2], [0, 0, 0, 0], [4, 5, 6, 7], [0, 8, 9, 10]]
+    assert torch.equal(states[:, 1], -states[:, 0])

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import sys
 import tarfile
+import types
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 
 def read_member(sdist: Path, suffix: str) -> str:
@@ -42,3 +44,29 @@ def load(source: str, path: Path) -> Dict[str, Any]:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return vars(module)
+
+
+def ssd_minimal(sdist: Path) -> Callable[..., Any]:
+    """`ssd_minimal_discrete` (Listing 1 of the SSD paper) from a mamba-ssm sdist.
+
+    Its module imports the Triton mamba_chunk_scan_combined for its own self-test only; that import
+    is pointed at jetson_mamba's while the module loads, and sys.modules is restored afterwards.
+    """
+    from jetson_mamba.ops.ssd import mamba_chunk_scan_combined
+
+    names = ("mamba_ssm", "mamba_ssm.ops", "mamba_ssm.ops.triton", "mamba_ssm.ops.triton.ssd_combined")
+    saved = {name: sys.modules.get(name) for name in names}
+    stub = types.ModuleType(names[-1])
+    stub.mamba_chunk_scan_combined = mamba_chunk_scan_combined  # type: ignore[attr-defined]
+    sys.modules.update({name: types.ModuleType(name) for name in names[:-1]})
+    sys.modules[names[-1]] = stub
+    try:
+        namespace: Dict[str, Any] = {}
+        exec(compile(read_member(sdist, "mamba_ssm/modules/ssd_minimal.py"), "ssd_minimal.py", "exec"), namespace)
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    return namespace["ssd_minimal_discrete"]
