@@ -225,6 +225,7 @@ def main() -> int:
         import jetson_mamba.ops.ssd as ours
 
         DEVICE = "cpu"
+        print("dry run on the CPU: the 'mamba_ssm' rows are jetson_mamba again (checks this script only)")
         correctness({name: getattr(ours, name) for name in ("mamba_chunk_scan_combined", "rmsnorm_fn",
                      "mamba_split_conv1d_scan_combined", "selective_state_update")}, rows)
     elif not torch.cuda.is_available():
