@@ -68,7 +68,7 @@ def _chunked_scan(dts: torch.Tensor, us: torch.Tensor, A: torch.Tensor, Bs: torc
         diff = s.unsqueeze(-1) - s.unsqueeze(-2)                            # (..., T, T): S_t - S_s
         decay = torch.exp(torch.where(causal, diff, torch.full_like(diff, float("-inf"))))
         x = (dt * b_c * u).unsqueeze(-1)                                    # (..., T, 1)
-        h = torch.exp(s) * state.unsqueeze(-1) + torch.matmul(decay, x).squeeze(-1)
+        h = torch.exp(s) * state.unsqueeze(-1) + torch.matmul(decay, x)[..., 0]  # [..., 0]: no If node, unlike squeeze
         out[c] = (h * c_c).sum(3)
         state = h[..., chunk - 1]
     return out
