@@ -121,9 +121,10 @@ def load_yolo(model: str) -> Any:
     from ultralytics import YOLO
 
     spec = f"mamba-yolo-{model.lower()}.yaml" if model.lower() in SCALES else model
-    if spec.endswith(".pt") and not os.path.exists(spec):
-        raise UsageError(f"weights file {spec} does not exist",
-                         "pass a trained checkpoint (runs/detect/<name>/weights/best.pt) or a scale: t, b, l")
+    shipped = _CONFIG_RE.match(Path(spec).name) is not None
+    if spec.endswith((".pt", ".yaml", ".yml", ".onnx")) and not shipped and not os.path.exists(spec):
+        raise UsageError(f"model file {spec} does not exist",
+                         "pass a trained checkpoint (runs/.../weights/best.pt), a model YAML, or a scale: t, b, l")
     return YOLO(spec)
 
 
