@@ -65,7 +65,8 @@ def test_quick_verify_json_on_cpu(tmp_path: Path) -> None:
                       "ops.causal_conv1d_fn", "mamba_yolo.SS2D", "mamba_yolo.VSSBlock",
                       # the stand-ins through the compiled extensions' own calling conventions
                       "standins.selective_scan_cuda", "standins.causal_conv1d_cuda",
-                      "standins.causal_conv1d_cuda_legacy", "standins.selective_scan_cuda_core"):
+                      "standins.causal_conv1d_cuda_legacy", "standins.selective_scan_cuda_core",
+                      "standins.selective_scan_cuda_oflex"):
         checks = checks_of(report, component)
         assert {c["direction"] for c in checks} >= {"forward", "backward"}, component
     kernel = checks_of(report, "selective_scan[torch]")
@@ -85,7 +86,7 @@ def test_quick_verify_json_on_cpu(tmp_path: Path) -> None:
     skipped = {s["component"]: s["reason"] for s in report["skipped"]}
     assert "CUDA" in skipped["selective_scan[cuda]"]
     assert "TRITON_INTERPRET=1" in skipped["selective_scan[triton]"]
-    for name in ("selective_scan_cuda", "causal_conv1d_cuda", "selective_scan_cuda_core"):
+    for name in ("selective_scan_cuda", "causal_conv1d_cuda", "selective_scan_cuda_core", "selective_scan_cuda_oflex"):
         assert name in skipped and skipped[name]
 
 

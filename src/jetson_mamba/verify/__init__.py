@@ -7,7 +7,8 @@ NaN-poisoned first (an unwritten output fails). Components:
 - each kernel backend of each op (`selective_scan[cuda|triton|torch|...]`, `causal_conv1d[...]`,
   including any registered with `jetson_mamba.ops.backend.register_backend`), and the decode update;
 - the compiled extensions through their own APIs (`selective_scan_cuda`, `causal_conv1d_cuda`,
-  VMamba's `selective_scan_cuda_core`) and jetson-mamba's stand-ins for them (`standins.*`);
+  VMamba's `selective_scan_cuda_core` and `selective_scan_cuda_oflex`) and jetson-mamba's stand-ins for
+  them (`standins.*`);
 - the public ops through dispatch and autograd (`ops.selective_scan_fn`, `ops.causal_conv1d_fn`,
   `ops.mamba_chunk_scan_combined`);
 - mamba_ssm's `Mamba` and `Mamba2` (fused paths, backward, `step()`), when mamba_ssm imports;

@@ -63,7 +63,8 @@ class MambaScanAdapter:
 
 
 class VMambaCoreAdapter:
-    """VMamba's `selective_scan_cuda_core.fwd/bwd` (grouped B/C (batch, K, N, L), no z), as Mamba-YOLO calls it."""
+    """VMamba's `selective_scan_cuda_core` / `selective_scan_cuda_oflex` fwd/bwd (grouped B/C (batch, K, N, L),
+    no z), as Mamba-YOLO calls them (oflex's extra `out_float` left at its default)."""
 
     nrows = 1
 

@@ -28,8 +28,10 @@ EXTENSIONS = (
     ("selective_scan_cuda", "mamba-ssm's compiled selective scan", "scan"),
     ("causal_conv1d_cuda", "causal-conv1d's compiled kernels", "conv"),
     ("selective_scan_cuda_core", "VMamba's compiled selective scan (used by Mamba-YOLO)", "core"),
+    ("selective_scan_cuda_oflex", "VMamba's compiled selective scan, oflex build (used by Mamba-YOLO)", "core"),
 )
-STANDINS = ("selective_scan_cuda", "causal_conv1d_cuda", "causal_conv1d_cuda_legacy", "selective_scan_cuda_core")
+STANDINS = ("selective_scan_cuda", "causal_conv1d_cuda", "causal_conv1d_cuda_legacy", "selective_scan_cuda_core",
+            "selective_scan_cuda_oflex")
 
 
 def _torch_dtype(name: str) -> Any:
@@ -129,7 +131,7 @@ def _plan_extensions(plan: Plan) -> None:
         if module is None:
             absent_or_broken(plan, component, "jetson-mamba's stand-in", why)
             continue
-        kind = "conv" if "conv" in name else ("core" if name.endswith("core") else "scan")
+        kind = "conv" if "conv" in name else ("core" if name.startswith("selective_scan_cuda_") else "scan")
         op = "causal_conv1d" if kind == "conv" else "selective_scan"
         why = plan.forced_unusable(op)
         if why is not None:
