@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Callable, Dict
 
@@ -14,6 +15,7 @@ import pytest
 from jetson_mamba.cli import main
 from jetson_mamba.compat import registry
 
+NO_CUDA_BUILD = {"MAMBA_SKIP_CUDA_BUILD": "TRUE", "MAMBA_FORCE_BUILD": "TRUE"}
 TARGET = "mamba_ssm/ops/selective_scan_interface.py"
 
 
@@ -89,3 +91,22 @@ def test_bad_interpreter_and_empty_environment() -> None:
     assert done.returncode == 3 and "could not inspect" in done.stderr and "--python" in done.stderr
     empty = _cli("--check")  # the test venv has neither package
     assert empty.returncode == 0 and "nothing to patch" in empty.stdout
+
+
+@pytest.mark.slow
+def test_editable_install_patches_its_checkout(shared: Path, tmp_path: Path,
+                                               venv_factory: Callable[[str], Path]) -> None:
+    """`pip install -e` of a mamba-ssm checkout: the files Python imports are the checkout's."""
+    with tarfile.open(shared / "sdists" / "mamba_ssm-2.2.4.tar.gz") as archive:
+        archive.extractall(tmp_path)  # noqa: S202 (our own read-only fixture)
+    checkout = tmp_path / "mamba_ssm-2.2.4"
+    python = venv_factory("editable-mamba-2.2.4")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                    "-e", str(checkout)], check=True, env={**os.environ, **NO_CUDA_BUILD})
+    before = {p: p.read_bytes() for p in checkout.rglob("*.py")}
+    done = json.loads(_cli("--json", "--python", str(python)).stdout)
+    assert str(checkout / TARGET) in done["written"]
+    assert "causal_conv1d_fwd_function(" in (checkout / TARGET).read_text()
+    assert json.loads(_cli("--json", "--check", "--python", str(python)).stdout)["clean"]
+    assert _cli("--revert", "--python", str(python)).returncode == 0
+    assert {p: p.read_bytes() for p in checkout.rglob("*.py")} == before

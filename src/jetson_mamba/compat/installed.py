@@ -34,7 +34,13 @@ for name in PATCHED:
         dist = md.distribution(name)
     except Exception:
         continue
-    out["distributions"][name] = {"version": dist.version, "root": str(dist.locate_file(""))}
+    try:  # where the package really is: elsewhere than the dist-info for an editable install
+        spec = importlib.util.find_spec(name.replace("-", "_"))
+    except Exception:
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    out["distributions"][name] = {"version": dist.version, "root": str(dist.locate_file("")),
+                                  "package": locations[0] if locations else None}
 for name in FACTS:
     try:
         out["versions"][name] = md.version(name)
@@ -76,6 +82,12 @@ def locate(python: Optional[str] = None) -> Environment:
     targets = []
     for name, info in sorted(data["distributions"].items()):
         root = Path(info["root"])
+        package = Path(info["package"]) if info.get("package") else None
+        if package is not None and package.parent.resolve() != root.resolve():
+            # editable install: patch the checkout it runs from (no RECORD hashes there: the patches'
+            # own recognition of the upstream code decides, as for a source tree)
+            targets.append(registry.Target(name, info["version"], package.parent))
+            continue
         targets.append(registry.Target(name, info["version"], root, registry.installed_hashes(root, name)))
     facts = {"versions": {**data["versions"], **{t.distribution: t.version for t in targets}},
              "extensions": data["extensions"], "python": data["python"]}
