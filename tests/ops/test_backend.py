@@ -127,3 +127,6 @@ def test_ssd_names_are_lazy_reexports() -> None:
     with pytest.raises(AttributeError):
         ops.no_such_function  # noqa: B018
     assert set(ops.SSD_EXPORTS) <= set(ops.__all__)
+    ssd = pytest.importorskip("jetson_mamba.ops.ssd")
+    for name in ops.SSD_EXPORTS:
+        assert getattr(ops, name) is getattr(ssd, name)

@@ -49,23 +49,37 @@ def reference(inputs: Dict[str, Optional[torch.Tensor]], softplus: bool, dout: t
     return out.detach(), last.detach(), [None if leaves[k] is None else leaves[k].grad for k in NAMES]
 
 
+# Small chunks so short test sequences cross chunk (and sub-block) boundaries, for each plan.
+PLANS = {
+    "two-level": {"CHUNK": 32, "SUB": 8, "SEQUENTIAL_BLOCK": 1 << 40},
+    "sequential": {"CHUNK_SEQUENTIAL": 16, "SEQUENTIAL_BLOCK": 0},
+}
+
+
+def use_plan(monkeypatch: pytest.MonkeyPatch, plan: str) -> None:
+    for name, value in PLANS[plan].items():
+        monkeypatch.setattr(scan_torch, name, value)
+
+
 CASES = [
-    # batch, dim, L, dstate, bc, groups, z, D, bias, softplus
-    (2, 5, 1, 1, "variable", 1, True, True, True, True),
-    (1, 6, 37, 4, "fixed", 1, False, True, False, False),
-    (2, 4, 130, 16, "variable", 1, True, False, True, True),
-    (1, 12, 70, 64, "grouped", 3, True, True, False, True),
-    (2, 8, 66, 4, "grouped", 2, False, False, True, False),
-    (1, 3, 9, 16, "grouped", 1, True, True, True, True),
+    # batch, dim, L, dstate, bc, groups, z, D, bias, softplus, plan
+    (2, 5, 1, 1, "variable", 1, True, True, True, True, "two-level"),
+    (1, 6, 37, 4, "fixed", 1, False, True, False, False, "sequential"),
+    (2, 4, 130, 16, "variable", 1, True, False, True, True, "two-level"),
+    (1, 12, 70, 64, "grouped", 3, True, True, False, True, "sequential"),
+    (2, 8, 66, 4, "grouped", 2, False, False, True, False, "two-level"),
+    (1, 3, 9, 16, "grouped", 1, True, True, True, True, "sequential"),
 ]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"b{c[0]}d{c[1]}L{c[2]}n{c[3]}-{c[4]}{c[5]}"
                          f"{'-z' if c[6] else ''}{'-D' if c[7] else ''}{'-bias' if c[8] else ''}"
-                         f"{'-sp' if c[9] else ''}")
-def test_torch_backend_matches_reference(case: tuple, dtype: torch.dtype, close: Callable[..., None]) -> None:
-    batch, dim, L, dstate, bc, groups, with_z, with_D, with_bias, softplus = case
+                         f"{'-sp' if c[9] else ''}-{c[10]}")
+def test_torch_backend_matches_reference(case: tuple, dtype: torch.dtype, close: Callable[..., None],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    batch, dim, L, dstate, bc, groups, with_z, with_D, with_bias, softplus, plan = case
+    use_plan(monkeypatch, plan)
     inputs = make_inputs(batch, dim, L, dstate, bc, dtype, with_z, with_D, with_bias, groups)
     dout = torch.randn(batch, dim, L, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype)
     ref_out, ref_last, ref_grads = reference(inputs, softplus, dout)
@@ -86,7 +100,8 @@ def test_torch_backend_matches_reference(case: tuple, dtype: torch.dtype, close:
         close(got, ref, dtype, f"d{name}")
 
 
-def test_chunks_are_independent_of_chunk_size(monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("plan", sorted(PLANS))
+def test_chunks_are_independent_of_chunk_size(plan: str, monkeypatch: pytest.MonkeyPatch,
                                               close: Callable[..., None]) -> None:
     """Carrying state across many small chunks gives the same numbers as one big chunk."""
     inputs = make_inputs(1, 4, 100, 8, "variable", torch.float64, True, True, True)
@@ -94,8 +109,7 @@ def test_chunks_are_independent_of_chunk_size(monkeypatch: pytest.MonkeyPatch,
     dout = torch.randn(1, 4, 100, dtype=torch.float64)
     big = scan_torch.selective_scan_forward(*args, delta_softplus=True)[1]
     gbig = scan_torch.selective_scan_backward(*args[:5], args[5], args[6], args[7], True, dout)
-    monkeypatch.setattr(scan_torch, "CHUNK", 16)
-    monkeypatch.setattr(scan_torch, "SUB", 4)
+    use_plan(monkeypatch, plan)
     small = scan_torch.selective_scan_forward(*args, delta_softplus=True)[1]
     gsmall = scan_torch.selective_scan_backward(*args[:5], args[5], args[6], args[7], True, dout)
     close(small, big, torch.float64, "out")
@@ -103,11 +117,13 @@ def test_chunks_are_independent_of_chunk_size(monkeypatch: pytest.MonkeyPatch,
         close(a, b, torch.float64)
 
 
-def test_large_decay_does_not_overflow() -> None:
+@pytest.mark.parametrize("plan", sorted(PLANS))
+def test_large_decay_does_not_overflow(plan: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """delta * A summed over a chunk far below -88 (exp(-cumsum) would overflow fp32): still finite."""
     inputs = make_inputs(1, 4, 200, 4, "variable", torch.float32, False, False, False)
     inputs["delta"] = torch.full((1, 4, 200), 30.0)
     inputs["A"] = torch.full((4, 4), -5.0)
+    use_plan(monkeypatch, plan)
     args = [inputs[k] for k in NAMES]
     out, _, last = scan_torch.selective_scan_forward(*args)
     grads = scan_torch.selective_scan_backward(*args, False, torch.ones_like(out))

@@ -244,7 +244,9 @@ ssi.selective_scan_fn = selective_scan_ref  # plain autograd through the float64
 reference = run(ssi.mamba_inner_ref)
 worst = max(((a - e).abs().max() / e.abs().max()).item() for a, e in zip(fused, reference))
 print("worst relative error", worst)
-assert worst < 1e-10, worst
+# float64 throughout, except that causal-conv1d >= 1.5.1 hands the kernel float32 dweight/dbias
+# buffers (as on the GPU): ~1e-8. A stand-in that ignored a caller's buffer gives O(1) errors.
+assert worst < (1e-10 if sys.argv[1] == "legacy" else 1e-6), worst
 """
 
 
