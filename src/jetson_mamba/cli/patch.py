@@ -40,13 +40,21 @@ def _environment_lines(env: Environment) -> None:
 
 
 def _status_table(plan: registry.Plan) -> Table:
-    table = Table(show_lines=False)
-    for column in ("patch", "file", "status", "why"):
-        table.add_column(column, overflow="fold")
+    """One row per patch and distribution: overall status, each file's status, and why."""
+    groups: Dict[tuple, List[registry.PatchStatus]] = {}
     for s in plan.statuses:
-        if s.status == registry.MISSING:
-            continue
-        table.add_row(s.patch, f"{s.distribution}: {s.path}", f"[{_STYLE[s.status]}]{s.status}[/]", escape(s.reason))
+        if s.status != registry.MISSING:
+            groups.setdefault((s.patch, s.distribution), []).append(s)
+    table = Table(show_lines=True)
+    for column in ("patch", "status", "files", "why"):
+        table.add_column(column, overflow="fold")
+    for (patch, distribution), statuses in groups.items():
+        found = {s.status for s in statuses}
+        overall = next(st for st in (registry.NEEDED, registry.APPLIED, registry.NOT_NEEDED) if st in found)
+        files = "\n".join(f"{s.path} [{_STYLE[s.status]}]({s.status})[/]" for s in statuses)
+        why = statuses[0].reason if overall == registry.NOT_NEEDED else next(
+            s.reason for s in statuses if s.status == overall)
+        table.add_row(f"{patch}\n({distribution})", f"[{_STYLE[overall]}]{overall}[/]", files, escape(why))
     return table
 
 
