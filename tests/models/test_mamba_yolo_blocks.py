@@ -209,3 +209,22 @@ def test_vmamba_core_calling_convention(shared: Path, monkeypatch: pytest.Monkey
         grads.append([x.grad] + [p.grad for p in block.parameters()])
     for via_core, via_dispatch in zip(*grads):
         assert _rel_err(via_core, via_dispatch) < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton", "torch"])
+def test_parity_on_gpu(shared: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every fixture case on the GPU (TF32 off) with each selective-scan backend that can run there."""
+    from jetson_mamba.ops import list_backends
+
+    info = {i.name: i for i in list_backends("selective_scan", "cuda", torch.float32)}[backend]
+    if not info.available:
+        pytest.skip(f"{backend}: {info.reason}")
+    monkeypatch.setenv("JETSON_MAMBA_BACKEND", backend)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    for case in CASES:
+        fixture = _load(shared, case)
+        with torch.no_grad():
+            out = _build(fixture).cuda()(fixture["input"].cuda())
+        assert _rel_err(out.cpu(), fixture["output"]) < TOLERANCE, case
