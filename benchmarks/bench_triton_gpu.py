@@ -351,6 +351,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--sweep-budget", type=float, default=240.0, help="seconds the sweep may take")
     parser.add_argument("--cold-start", action="store_true", help="measure first-call JIT time")
     parser.add_argument("--block", action="store_true", help="whole Mamba block, compiled vs Triton")
+    parser.add_argument("--skip-conv", action="store_true", help="leave the causal conv1d rows out")
     parser.add_argument("--skip-main", action="store_true", help="only the sweep / cold start")
     parser.add_argument("--json", help="write all results here")
     args = parser.parse_args(argv)
@@ -378,7 +379,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             rows.append(bench_scan(selective_scan_cuda, "selective_scan Mamba-YOLO K=4 no z", batch, dim, L, 4,
                                    torch.float32, False))
             print(markdown(rows[-1:]).splitlines()[-1], rows[-1]["configs"], flush=True)
-        for dtype in (torch.bfloat16, torch.float32):
+        for dtype in () if args.skip_conv else (torch.bfloat16, torch.float32):
             for channel_last in (False, True):
                 rows.append(bench_conv(causal_conv1d_cuda, dtype, channel_last))
                 print(markdown(rows[-1:]).splitlines()[-1], rows[-1]["configs"], flush=True)

@@ -12,8 +12,8 @@ export PYTHONPATH=$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 # The public jetson_mamba.ops functions must run the Triton kernels, not the compiled ones.
 JETSON_MAMBA_BACKEND=triton JETSON_MAMBA_TRITON_AUTOTUNE=0 timeout "${TEST_TIMEOUT:-240}" \
-    python3 -m pytest -q -p no:cacheprovider tests/ops/test_triton_selective_scan.py \
-    tests/ops/test_triton_causal_conv1d.py > "$OUT/pytest.txt" 2>&1
+    python3 -m pytest -q -p no:cacheprovider ${TESTS:-tests/ops/test_triton_selective_scan.py \
+    tests/ops/test_triton_causal_conv1d.py} > "$OUT/pytest.txt" 2>&1
 echo "pytest exit: $?"
 tail -25 "$OUT/pytest.txt"
 timeout "${BENCH_TIMEOUT:-420}" python3 benchmarks/bench_triton_gpu.py --json "$OUT/triton_bench.json" "$@"
