@@ -7,6 +7,7 @@ removes; then everything is reverted byte-for-byte.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any, Callable, Dict, Sequence
@@ -135,7 +136,7 @@ def test_reverse_pairing_new_mamba_with_old_causal_conv1d(pair_venv: Callable[..
 
 
 @pytest.mark.slow
-def test_latest_mamba_runs_on_the_cpu(pair_venv: Callable[..., Path]) -> None:
+def test_latest_mamba_runs_on_the_cpu(pair_venv: Callable[..., Path], tmp_path: Path) -> None:
     """mamba-ssm 2.3.2.post1 + causal-conv1d 1.6.0, no compiled kernel at all: the stand-ins come in by the patch."""
     python = pair_venv("2.3.2.post1", "1.6.0", "behaviour")
     _patch(python, [p.name for p in RUNTIME_PATCHES])
@@ -144,4 +145,13 @@ def test_latest_mamba_runs_on_the_cpu(pair_venv: Callable[..., Path]) -> None:
     _assert_ok(result["inner"])
     _assert_ok(result["modules"])
     assert result["generate"]["Mamba2"]["greedy_matches_forward"], result["generate"]
+
+    # jetson-mamba uninstalled (here: shadowed by a package that cannot be imported): upstream's own error
+    gone = tmp_path / "gone" / "jetson_mamba"
+    gone.mkdir(parents=True)
+    (gone / "__init__.py").write_text("raise ImportError('jetson-mamba is not installed')\n")
+    done = subprocess.run([str(python), "-c", "import mamba_ssm"], capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(gone.parent)})
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == "ModuleNotFoundError: No module named 'selective_scan_cuda'"
     registry.revert(_site(python))
