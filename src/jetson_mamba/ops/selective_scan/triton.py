@@ -285,8 +285,8 @@ if triton is not None:
 
 # (BD, T, num_warps), the autotuner's candidates (first: used alone with JETSON_MAMBA_TRITON_AUTOTUNE=0).
 # Small T and few warps keep each thread's (T x states) slab in registers; all compile for sm_87.
-_FWD_CONFIGS = [(8, 8, 1), (16, 8, 1), (4, 8, 1), (8, 16, 1), (16, 4, 1), (32, 4, 1), (64, 4, 2), (4, 16, 1)]
-_BWD_CONFIGS = [(4, 8, 1), (8, 4, 1), (8, 8, 1), (16, 4, 1), (2, 16, 1), (4, 4, 1)]
+_FWD_CONFIGS = [(8, 8, 1), (8, 16, 1), (4, 16, 1), (16, 8, 1), (4, 8, 1), (16, 4, 1), (32, 4, 1), (64, 4, 2)]
+_BWD_CONFIGS = [(8, 8, 1), (4, 8, 1), (16, 4, 1), (8, 4, 1), (2, 16, 1), (4, 4, 1)]
 _INTERPRET_CONFIG = (2, 8, 1)
 
 
