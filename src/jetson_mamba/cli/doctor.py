@@ -10,9 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from jetson_mamba.cli.output import console, err_console, print_json
-from jetson_mamba.compat import registry
 from jetson_mamba.compat.findings import Finding, diagnose
-from jetson_mamba.errors import JetsonMambaError
+from jetson_mamba.compat.installed import PATCHED_DISTRIBUTIONS, applied_runtime_patches
 from jetson_mamba.probe import MachineInfo, probe_machine
 
 NAME = "doctor"
@@ -25,25 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def patches_in_effect(machine: MachineInfo) -> Set[str]:
-    """Runtime patches recorded by `jetson-mamba patch` whose patched bytes are still on disk.
+    """Runtime patches in effect where mamba-ssm / causal-conv1d are installed.
 
-    A file reinstalled since the patch no longer matches its recorded hash, so it counts as unpatched.
+    Read from the files themselves, so fixes baked into a wheel by `jetson-mamba build` count too,
+    and a file reinstalled since `jetson-mamba patch` counts as unpatched.
     """
-    roots = {Path(p.location) for p in machine.packages.distributions.values() if p.location}
-    names: Set[str] = set()
-    for root in roots:
-        try:
-            record = registry.read_record(root)
-        except JetsonMambaError:
-            continue
-        for path, entry in record.items():
-            try:
-                current = registry.sha256((root / path).read_bytes())
-            except OSError:
-                continue
-            if current == entry.get("patched_sha256"):
-                names.update(entry.get("patches", ()))
-    return names
+    roots = {Path(p.location) for name, p in machine.packages.distributions.items()
+             if p.location and name in PATCHED_DISTRIBUTIONS}
+    return set().union(*(applied_runtime_patches(root) for root in roots))
 
 
 def _extensions_json(machine: MachineInfo) -> List[Dict[str, Any]]:
