@@ -53,6 +53,7 @@ class BackendInfo:
 _extra: Dict[str, Dict[str, _Entry]] = {}
 _removed: Dict[str, Set[str]] = {}
 _reported: Set[Tuple[str, str]] = set()
+_import_failures: Dict[str, str] = {}  # a failed import is not retried on every call
 
 
 def _entries(op: str) -> Dict[str, _Entry]:
@@ -81,15 +82,19 @@ def reset_backends() -> None:
     _extra.clear()
     _removed.clear()
     _reported.clear()
+    _import_failures.clear()
 
 
 def _load(entry: _Entry) -> Tuple[Optional[ModuleType], Optional[str]]:
     if isinstance(entry.module, ModuleType):
         return entry.module, None
+    if entry.module in _import_failures:
+        return None, _import_failures[entry.module]
     try:
         return importlib.import_module(entry.module), None
     except ImportError as exc:  # absent module or a missing dependency (triton, the extension)
-        return None, f"cannot import {entry.module}: {exc}"
+        _import_failures[entry.module] = f"cannot import {entry.module}: {exc}"
+        return None, _import_failures[entry.module]
 
 
 def _device_kind(device: torch.device) -> str:
