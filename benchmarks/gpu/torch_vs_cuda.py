@@ -132,11 +132,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", type=Path, default=Path(os.environ.get("OUT", ".")) / "torch_vs_cuda.json")
     args = parser.parse_args()
-    ensure_compiled()
     import torch
 
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available():  # checked first: never install wheels on a machine without a GPU
         raise SystemExit("no CUDA device")
+    ensure_compiled()
     rows: List[Dict[str, Any]] = []
     for dtype in (torch.float32, torch.bfloat16):
         rows += bench_scan(dtype, args.repeats)
