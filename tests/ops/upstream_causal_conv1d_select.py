@@ -26,10 +26,7 @@ DESELECTED_REASON = {
     "test_causal_conv1d_race_condition": "10,000 forward+backward passes at (2, 4128, 2048) looking for GPU races: hours on a CPU",
 }
 # Known gaps of jetson_mamba's implementation: expected to fail (strict, so a fix shows up as XPASS).
-KNOWN_GAPS = {
-    "test_causal_conv1d_varlen_padding": "causal-conv1d 1.6.0 outputs 0 where seq_idx < 0 (padding tokens); "
-                                         "jetson_mamba's torch causal_conv1d_fn still convolves them",
-}
+KNOWN_GAPS: Dict[str, str] = {}
 
 
 def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:

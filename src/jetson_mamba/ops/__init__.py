@@ -25,7 +25,8 @@ __all__ = [
     "BackendInfo", "list_backends", "register_backend", "select_backend", "unregister_backend",
     "selective_scan_fn", "causal_conv1d_fn", "causal_conv1d_update",
     "SelectiveScanFn", "CausalConv1dFn",
-    "mamba_chunk_scan_combined", "mamba_split_conv1d_scan_combined", "rmsnorm_fn",
+    "mamba_chunk_scan_combined", "mamba_split_conv1d_scan_combined", "rmsnorm_fn", "RMSNormGated",
+    "selective_state_update", "causal_conv1d_varlen_states",
 ]
 
 ACTIVATIONS = (None, "silu", "swish")
@@ -155,7 +156,8 @@ def causal_conv1d_update(x: torch.Tensor, conv_state: torch.Tensor, weight: torc
 
 
 # Mamba2 / SSD: implemented in jetson_mamba.ops.ssd, imported on first use.
-SSD_EXPORTS = ("mamba_chunk_scan_combined", "mamba_split_conv1d_scan_combined", "rmsnorm_fn")
+SSD_EXPORTS = ("mamba_chunk_scan_combined", "mamba_split_conv1d_scan_combined", "rmsnorm_fn", "RMSNormGated",
+               "selective_state_update", "causal_conv1d_varlen_states")
 
 
 def __getattr__(name: str) -> Any:

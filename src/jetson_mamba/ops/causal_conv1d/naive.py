@@ -20,7 +20,8 @@ def causal_conv1d_ref(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
                       ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """out[t] = act(bias + sum_j weight[:, j] * xx[t + j]), xx = initial_states (or zeros) ++ x.
 
-    With seq_idx (batch, L), taps that reach into another sequence (seq_idx differs) count as zero.
+    With seq_idx (batch, L), taps that reach into another sequence (seq_idx differs) count as zero,
+    and padding tokens (seq_idx < 0) output zero, as causal-conv1d >= 1.6 does.
     """
     import torch
     import torch.nn.functional as F
@@ -48,6 +49,8 @@ def causal_conv1d_ref(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
         out = out + bias[:, None].to(work)
     if activation is not None:
         out = F.silu(out)
+    if seq_idx is not None:
+        out = out * (seq_idx >= 0)[:, None, :].to(work)
     out = out.to(dtype_in)
     if not return_final_states:
         return out

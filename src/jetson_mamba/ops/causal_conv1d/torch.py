@@ -61,6 +61,11 @@ def _conv(xx: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
     return pre
 
 
+def _real_tokens(seq_idx: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """(batch, 1, L) = 0 at padding tokens (seq_idx < 0), which output 0 as in causal-conv1d >= 1.6."""
+    return None if seq_idx is None else (seq_idx >= 0).to(dtype)[:, None, :]
+
+
 def _like(values: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
     """values in layout's dtype and memory layout (channel-first or channel-last)."""
     import torch
@@ -80,7 +85,9 @@ def causal_conv1d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[
     width, L = weight.shape[1], x.shape[-1]
     xx = _padded(x, initial_states, width, work_dtype(x.dtype))
     pre = _conv(xx, weight, bias, _masks(seq_idx, width, L, xx.dtype), L)
-    out = _like(F.silu(pre) if silu else pre, x)
+    act = F.silu(pre) if silu else pre
+    real = _real_tokens(seq_idx, act.dtype)
+    out = _like(act if real is None else act * real, x)
     final = xx[:, :, xx.shape[-1] - (width - 1):].to(x.dtype) if return_final_states else None
     return out, final
 
@@ -98,6 +105,9 @@ def causal_conv1d_backward(x: torch.Tensor, weight: torch.Tensor, bias: Optional
     xx = _padded(x, initial_states, width, work_dtype(x.dtype))
     masks = _masks(seq_idx, width, L, xx.dtype)
     dpre = dout.to(xx.dtype)
+    real = _real_tokens(seq_idx, dpre.dtype)
+    if real is not None:
+        dpre = dpre * real
     if silu:
         pre = _conv(xx, weight, bias, masks, L)
         sig = torch.sigmoid(pre)
