@@ -156,7 +156,9 @@ def _unpack(source: Source, into: Path) -> Path:
             _check_members(source.path, [m.name for m in members], into)
             for member in members:  # the unpacked tree belongs to whoever builds, not to the sdist's uid
                 member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
-            archive.extractall(into, members=members)
+            # Python >= 3.12 checks members itself ("data" filter); ours above covers older ones.
+            extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            archive.extractall(into, members=members, **extra)
     tops = [p for p in into.iterdir() if p.is_dir()]
     if len(tops) != 1:
         raise BuildError(f"{source.path} does not unpack to one directory", "pass an unpacked tree with --source")
