@@ -31,9 +31,9 @@ build=$!
 step patch_proof 110 python3 benchmarks/gpu/patch_proof.py
 step install_proof 120 env RESULTS="$R/install" bash benchmarks/gpu/install_proof.sh
 step verify 170 env OUT="$R/verify" bash benchmarks/gpu/verify_bench.sh verify
-step bench 80 env OUT="$R/verify" bash benchmarks/gpu/verify_bench.sh bench
-step yolo 70 python3 benchmarks/gpu/yolo_latency.py --out "$R/yolo"
 step torch_vs_cuda 40 env OUT="$R" python3 benchmarks/gpu/torch_vs_cuda.py
+step bench 80 env OUT="$R/verify" bash benchmarks/gpu/verify_bench.sh bench
+step yolo 90 python3 benchmarks/gpu/yolo_latency.py --out "$R/yolo"
 
 wait $build
 cp -r benchmarks/gpu/results "$R/results" 2>/dev/null
