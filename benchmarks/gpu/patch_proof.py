@@ -267,8 +267,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="jm-patch-proof-"))
     try:
         python, site = _setup(sys.executable, args.wheelhouse, args.sdists, work, env)
-        # the venv must not see this repository's jetson_mamba: fixes 1-3 are self-contained
-        venv_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+        # the venv must not see this repository's jetson_mamba (fixes 1-3 are self-contained), only
+        # whatever PYTHONPATH the caller gave (on the lab machine: the torch venv's site-packages)
+        venv_env = {**env, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
         upstream = _snapshot(site)
         before = _stage(python, "before", venv_env)
         _print_stage("BEFORE jetson-mamba patch (mamba-ssm 2.2.4 + causal-conv1d 1.6.0, sm_90 kernels)", before)
