@@ -1,12 +1,11 @@
 """Archives of real wheels, a real index server, and the CLI run as a user runs it.
 
-The pure-Python wheels of the real upstream sdists come from the patch tests' session fixture
-(`tests/compat/conftest.py`, cached by the sdists' digests), so CI builds them once.
+The pure-Python wheels of the real upstream sdists come from the session fixture `upstream_wheels`
+(`tests/conftest.py`, cached by the sdists' digests), so CI builds them once.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -19,13 +18,6 @@ import pytest
 from archive_helpers import free_port
 
 from jetson_mamba.archive import add_wheel
-
-_COMPAT = Path(__file__).resolve().parents[1] / "compat" / "conftest.py"
-_spec = importlib.util.spec_from_file_location("jetson_mamba_compat_fixtures", _COMPAT)
-assert _spec is not None and _spec.loader is not None
-_compat = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_compat)
-upstream_wheels = _compat.upstream_wheels  # the session fixture, shared cache
 
 
 @pytest.fixture(scope="session")

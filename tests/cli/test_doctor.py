@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -70,15 +69,9 @@ def test_human_output() -> None:
 
 
 @pytest.mark.slow
-def test_real_pinned_pair_is_diagnosed(shared: Path, venv_factory) -> None:
+def test_real_pinned_pair_is_diagnosed(pair_venv) -> None:
     """mamba-ssm 2.2.4 + causal-conv1d 1.6.0 (their real Python code) with transformers 5."""
-    python = venv_factory("doctor-pinned-pair")
-    env = {"MAMBA_SKIP_CUDA_BUILD": "TRUE", "MAMBA_FORCE_BUILD": "TRUE",
-           "CAUSAL_CONV1D_SKIP_CUDA_BUILD": "TRUE", "CAUSAL_CONV1D_FORCE_BUILD": "TRUE"}
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps",
-                    str(shared / "sdists" / "mamba_ssm-2.2.4.tar.gz"),
-                    str(shared / "sdists" / "causal_conv1d-1.6.0.tar.gz")],
-                   check=True, env={**os.environ, **env})
+    python = pair_venv("2.2.4", "1.6.0", tag="doctor")
     done = doctor("--json", "--python", str(python))
     data = as_json(done)
     assert data["packages"]["distributions"]["mamba-ssm"] == "2.2.4"

@@ -269,21 +269,13 @@ assert worst < (1e-10 if sys.argv[1] == "legacy" else 1e-6), worst
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("versions", [("mamba_ssm-2.2.4", "causal_conv1d-1.4.0", "legacy"),
-                                      ("mamba_ssm-2.3.2.post1", "causal_conv1d-1.6.0", "new")],
+@pytest.mark.parametrize("versions", [("2.2.4", "1.4.0", "legacy"), ("2.3.2.post1", "1.6.0", "new")],
                          ids=["2.2.4+1.4.0-legacy", "2.3.2+1.6.0-buffers"])
-def test_unmodified_mamba_inner_fn_runs_on_the_standins(versions: tuple, shared: Path, venv_factory: Callable,
+def test_unmodified_mamba_inner_fn_runs_on_the_standins(versions: tuple, pair_venv: Callable,
                                                         tmp_path: Path) -> None:
     """Real upstream mamba_inner_fn (installed from the sdists, no kernels) against its float64 reference."""
     mamba, conv, style = versions
-    python = venv_factory(f"inner-{style}")
-    env = {"MAMBA_SKIP_CUDA_BUILD": "TRUE", "MAMBA_FORCE_BUILD": "TRUE",
-           "CAUSAL_CONV1D_SKIP_CUDA_BUILD": "TRUE", "CAUSAL_CONV1D_FORCE_BUILD": "TRUE"}
-    import os
-
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-index", "--no-build-isolation", "--no-deps",
-                    str(shared / "sdists" / f"{mamba}.tar.gz"), str(shared / "sdists" / f"{conv}.tar.gz")],
-                   check=True, env={**os.environ, **env}, capture_output=True, timeout=600)
+    python = pair_venv(mamba, conv, tag=f"inner-{style}")
     script = tmp_path / "inner.py"
     script.write_text(INNER_SCRIPT)
     proc = subprocess.run([str(python), str(script), style], capture_output=True, text=True, timeout=600)

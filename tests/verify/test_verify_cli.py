@@ -121,16 +121,17 @@ def test_perturbed_backends_fail_verify(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_quick_verify_checks_mamba_ssm_layers(venv_factory: Callable[[str], Path], shared: Path) -> None:
+def test_quick_verify_checks_mamba_ssm_layers(venv_factory: Callable[[str], Path],
+                                              upstream_wheels: Dict[Tuple[str, str], Path]) -> None:
     """With real mamba-ssm 2.2.5 Python code (no compiled kernels, made importable by `jetson-mamba patch`),
     verify checks Mamba and Mamba2 forward, backward and step() against its float64 recomputation."""
     import os
 
     python = venv_factory("verify-mamba-ssm")
-    env = dict(os.environ, MAMBA_SKIP_CUDA_BUILD="TRUE", MAMBA_FORCE_BUILD="TRUE")
+    env = dict(os.environ)
     env.pop("JETSON_MAMBA_BACKEND", None)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps",
-                    str(shared / "sdists" / "mamba_ssm-2.2.5.tar.gz")], check=True, env=env, timeout=600)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                    str(upstream_wheels["mamba_ssm", "2.2.5"])], check=True, env=env, timeout=600)
     subprocess.run([str(python), "-m", "jetson_mamba", "patch", "--json"], check=True, env=env,
                    capture_output=True, timeout=600)
     proc = subprocess.run([str(python), "-m", "jetson_mamba", "verify", "--quick", "--json"],

@@ -6,7 +6,6 @@ import torch here and always look at the environment that is being changed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from jetson_mamba.archive.wheel import sha256_of
 from jetson_mamba.errors import InstallError
 from jetson_mamba.probe.python_env import run_script
 
@@ -101,10 +101,6 @@ def tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @dataclass
 class Snapshot:
     """Copies of the files of distributions about to be replaced, to put them back exactly."""
@@ -146,7 +142,7 @@ class Snapshot:
                 target = self._backup(item)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target)
-                files[item] = _sha(target)
+                files[item] = sha256_of(target)
             self.dists[name] = {"version": dist["version"], "files": files}
 
     def versions(self) -> Dict[str, str]:
@@ -174,7 +170,7 @@ class Snapshot:
             now = after.get(name, {}).get("version")
             if now != dist["version"]:
                 problems.append(f"{name} is {now} after the rollback, expected {dist['version']}")
-            changed = [p for p, digest in dist["files"].items() if not Path(p).is_file() or _sha(Path(p)) != digest]
+            changed = [p for p, digest in dist["files"].items() if not Path(p).is_file() or sha256_of(Path(p)) != digest]
             if changed:
                 problems.append(f"{name}: {len(changed)} files differ after the rollback, e.g. {changed[0]}")
         leftover = [name for name in remove if name not in self.dists and name in after]

@@ -105,17 +105,14 @@ def _binary_facts(libraries: List[Tuple[List[str], List[str]]]) -> Dict[str, Any
     return facts
 
 
-def _urlsafe_sha256(data: bytes) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode("ascii")
+def record_hash(data: bytes) -> str:
+    """A wheel RECORD hash entry: `sha256=<urlsafe base64, unpadded>`."""
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode("ascii")
 
 
 def _record_hashes(text: str) -> Dict[str, str]:
-    """member -> urlsafe-base64 sha256 from a wheel's RECORD (entries without a hash are skipped)."""
-    hashes: Dict[str, str] = {}
-    for row in csv.reader(text.splitlines()):
-        if len(row) >= 2 and row[1].startswith("sha256="):
-            hashes[row[0]] = row[1][len("sha256="):]
-    return hashes
+    """member -> its `sha256=...` entry in a wheel's RECORD (entries without a hash are skipped)."""
+    return {row[0]: row[1] for row in csv.reader(text.splitlines()) if len(row) >= 2 and row[1].startswith("sha256=")}
 
 
 def _read_text(wheel: zipfile.ZipFile, member: str, filename: str) -> str:
@@ -189,7 +186,7 @@ def read_wheel(path: Union[str, Path]) -> Dict[str, Any]:
                     continue
                 data = wheel.read(member)  # checks the member's CRC
                 expected = record.get(member)
-                if expected and _urlsafe_sha256(data) != expected:
+                if expected and record_hash(data) != expected:
                     raise ArchiveError(f"{path}: {member} does not match the hash in its RECORD (modified after build)",
                                        "download or build the wheel again")
                 if not (member.endswith(".so") or ".so." in member):

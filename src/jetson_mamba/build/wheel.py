@@ -7,9 +7,7 @@ checked to agree before the wheel leaves the work directory.
 
 from __future__ import annotations
 
-import base64
 import csv
-import hashlib
 import io
 import re
 import shutil
@@ -22,12 +20,8 @@ from typing import Dict, List, Optional, Tuple
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
+from jetson_mamba.archive.wheel import record_hash
 from jetson_mamba.errors import BuildError
-
-
-def _record_hash(data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode("ascii")
-    return f"sha256={digest}"
 
 
 def labelled_version(version: str, label: str) -> str:
@@ -72,7 +66,7 @@ def finish_wheel(built: Path, out_dir: Path, label: str, strip: bool = True) -> 
     record = io.StringIO()
     writer = csv.writer(record, lineterminator="\n")
     for member, data in renamed.items():
-        writer.writerow([member, _record_hash(data), len(data)])
+        writer.writerow([member, record_hash(data), len(data)])
     writer.writerow([f"{new_info}/RECORD", "", ""])
     renamed[f"{new_info}/RECORD"] = record.getvalue().encode()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -116,6 +110,6 @@ def check_wheel(path: Path) -> List[str]:
                 problems.append(f"RECORD lists missing {member}")
                 continue
             data = wheel.read(member)
-            if digest != _record_hash(data) or size != str(len(data)):
+            if digest != record_hash(data) or size != str(len(data)):
                 problems.append(f"RECORD hash/size of {member} is wrong")
     return problems
