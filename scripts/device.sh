@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Copies what the lab GPU scripts need from ../shared into the git-ignored .carry/ (the device tool
-# sends the working tree, not ../shared): the sm_90 wheels, the sdists and the Mamba-YOLO fixtures.
-# Then run every GPU proof in one call: `bash benchmarks/gpu/lab.sh` with .carry carried.
+# sends the working tree, not ../shared): the sm_90 wheels, the sdists and the Mamba-YOLO fixtures;
+# plus .carry/whl, the wheels of ultralytics for the GPU training run (the lab machine has none and
+# no network; polars 1.9.0 because newer ones are too large to carry). Then run the GPU proofs:
+# `bash benchmarks/gpu/lab.sh` with .carry carried.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${JETSON_MAMBA_SHARED:-../shared}
-mkdir -p .carry/wheelhouse .carry/sdists .carry/fixtures
+mkdir -p .carry/wheelhouse .carry/sdists .carry/fixtures .carry/whl
 cp "$SHARED"/wheelhouse/h200-cu130-py312/*.whl .carry/wheelhouse/
 cp "$SHARED"/sdists/*.tar.gz .carry/sdists/
 cp -r "$SHARED"/fixtures/mamba_yolo_upstream .carry/fixtures/
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+  -d .carry/whl ultralytics==8.4.190 ultralytics-thop==2.2.3 ultralytics-platform==0.1.99 polars==1.9.0 \
+  || echo "no ultralytics wheels (benchmarks/gpu/yolo_train.sh needs them)" >&2
 du -sh .carry

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Every GPU proof in one call on the lab machine (one H200, 16 cores, no network), from the repo root:
-#   bash benchmarks/gpu/lab.sh [SECONDS]
-# The device session has little time, so the source build (CPU-bound, niced) runs in the background
-# while the GPU proofs run one after another, each with its own time limit; whatever finished by the
-# deadline (default 540 s) is packed into $OUT/lab.tgz (one file, as the device tool returns few).
-# Needs .carry/wheelhouse (the two sm_90 wheels), .carry/sdists and .carry/fixtures (copies of ../shared).
+# GPU proofs in one call on the lab machine (one H200, 16 cores, no network), from the repo root:
+#   LAB_STEPS="..." bash benchmarks/gpu/lab.sh [SECONDS]
+# A device call is short, so the correctness proofs (each in its own venv, each compiling Triton kernels
+# on the CPU: mamba-ssm's own autotuned SSD kernels take minutes on a cold cache, which all of them then
+# share) run at the same time; the timing steps run after them, one at a time, on an idle machine.
+# The source build (CPU-bound) runs niced in the background when asked for. Whatever finished by the
+# deadline (default 540 s) is packed into $OUT/lab.tgz, and the short results are printed at the end.
+# Needs .carry/ (scripts/device.sh): wheelhouse (the two sm_90 wheels), sdists, fixtures, whl (ultralytics).
+# Steps, correctness (in parallel): patch_proof install_proof verify_cuda verify_triton verify_torch yolo_train
+#        timing (one by one, after): bench yolo torch_vs_cuda triton_bench        background: build
 set -u
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
@@ -17,12 +21,12 @@ export JETSON_MAMBA_SHARED="$PWD/.carry"
 # --system-site-packages do not see its torch, so its site-packages go on PYTHONPATH.
 PYTHONPATH=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 export PYTHONPATH
-STEPS=" ${LAB_STEPS:-build patch_proof install_proof verify torch_vs_cuda bench yolo} "
+STEPS=" ${LAB_STEPS:-patch_proof install_proof verify_cuda verify_triton verify_torch yolo_train bench yolo} "
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 left() { echo $(( DEADLINE - $(date +%s) )); }
 step() {  # name seconds command...: run with a limit capped by the deadline, log to $R/name.log
   local name=$1 limit=$2; shift 2
-  local cap; cap=$(left); [ "$cap" -lt "$limit" ] && limit=$cap
+  local cap; cap=$(( $(left) - 10 )); [ "$cap" -lt "$limit" ] && limit=$cap
   if [ "$limit" -le 5 ]; then echo "== $name: skipped, no time left" | tee -a "$R/summary.txt"; return; fi
   local start; start=$(date +%s)
   timeout "$limit" "$@" > "$R/$name.log" 2>&1
@@ -32,16 +36,30 @@ step() {  # name seconds command...: run with a limit capped by the deadline, lo
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$R/summary.txt"
 want build && (RESULTS="$R/build" nice -n 19 timeout $(( $(left) - 15 )) bash benchmarks/gpu/build_sm90.sh \
   > "$R/build.log" 2>&1; echo "== build_sm90: exit $? (background)" >> "$R/summary.txt") &
+build_pid=$!
 
-want patch_proof && step patch_proof 110 python3 benchmarks/gpu/patch_proof.py
-want install_proof && step install_proof 120 env RESULTS="$R/install" bash benchmarks/gpu/install_proof.sh
-want verify && step verify 170 env OUT="$R/verify" bash benchmarks/gpu/verify_bench.sh verify
-want torch_vs_cuda && step torch_vs_cuda 40 env OUT="$R" python3 benchmarks/gpu/torch_vs_cuda.py
-want bench && step bench 80 env OUT="$R/verify" bash benchmarks/gpu/verify_bench.sh bench
-want yolo && step yolo 90 python3 benchmarks/gpu/yolo_latency.py --out "$R/yolo"
+pids=()
+want patch_proof && { step patch_proof 900 python3 benchmarks/gpu/patch_proof.py & pids+=($!); }
+want install_proof && { step install_proof 900 env RESULTS="$R/install" bash benchmarks/gpu/install_proof.sh & pids+=($!); }
+for backend in cuda triton torch; do
+  want "verify_$backend" && { step "verify_$backend" 900 env OUT="$R/verify" bash benchmarks/gpu/verify_bench.sh "$backend" & pids+=($!); }
+done
+want yolo_train && { step yolo_train 900 bash benchmarks/gpu/yolo_train.sh & pids+=($!); }
+[ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
 
-wait
+want bench && step bench 200 env OUT="$R/verify" bash benchmarks/gpu/verify_bench.sh bench
+want yolo && step yolo 200 python3 benchmarks/gpu/yolo_latency.py --out "$R/yolo"
+want torch_vs_cuda && step torch_vs_cuda 60 env OUT="$R" python3 benchmarks/gpu/torch_vs_cuda.py
+want triton_bench && step triton_bench 400 env OUT="$R/triton" bash benchmarks/gpu/triton_check.sh ${TRITON_ARGS:-}
+
+want build && wait "$build_pid"
 cp -r benchmarks/gpu/results "$R/results" 2>/dev/null
-cat "$R/summary.txt"
 tar czf "$OUT/lab.tgz" -C "$R" .
 cp "$R/summary.txt" "$OUT/summary.txt"
+# the short results, for the call's output tail
+for f in patch_proof.log verify/verify-cuda.txt verify/verify-triton.txt verify/verify-torch.txt yolo_train.log \
+         yolo/yolo-latency.md verify/bench.md build.log; do
+  [ -s "$R/$f" ] && { echo; echo "######## $f"; grep -v "^\s*$" "$R/$f" | tail -40; }
+done
+[ -s "$R/install_proof.log" ] && { echo; echo "######## install_proof.log"; sed -n '/--explain --json/,$p' "$R/install_proof.log" | tail -45; }
+echo; cat "$R/summary.txt"

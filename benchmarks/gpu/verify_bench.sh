@@ -21,7 +21,7 @@ exec > >(tee -a "$OUT/log-$PART.txt") 2>&1
 "$PY" -m venv --system-site-packages "$WORK/venv"
 VPY="$WORK/venv/bin/python"
 "$VPY" -m pip install -q --no-deps --no-index .carry/wheelhouse/*.whl || { echo "wheel install failed"; exit 2; }
-export PYTHONPATH="$PWD/src"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 # jetson-mamba needs rich and packaging; without network, fall back to the copies vendored in pip.
 if ! "$VPY" -c "import rich, packaging" 2>/dev/null; then
   VENDOR=$("$VPY" -c "import os, pip._vendor as v; print(os.path.dirname(v.__file__))")

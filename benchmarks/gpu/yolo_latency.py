@@ -198,6 +198,8 @@ def outer(args: argparse.Namespace) -> int:
         for name in ("rich", "packaging"):
             (shim / name).symlink_to(Path(vendor) / name)
         paths.append(str(shim))
+    # keep the caller's PYTHONPATH (on the lab machine: the torch venv's site-packages, see lab.sh)
+    paths += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths), **{INNER: "1"})
     return subprocess.run([python, __file__, *sys.argv[1:]], env=env).returncode
 

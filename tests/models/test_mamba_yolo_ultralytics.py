@@ -127,27 +127,6 @@ def test_standalone_detector_equals_ultralytics_model(yolo_t: Any) -> None:
         assert float((got - want).norm() / want.norm()) < 1e-5
 
 
-def write_dataset(root: Path, count: int = 4, size: int = 64) -> Path:
-    """A tiny detection set: bright rectangles on noise, YOLO labels, and its data.yaml."""
-    from PIL import Image
-
-    gen = torch.Generator().manual_seed(0)
-    for split in ("train", "val"):
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for i in range(count):
-            pixels = (torch.rand(size, size, 3, generator=gen) * 60).to(torch.uint8)
-            x0, y0 = (int(v) for v in torch.randint(4, size // 2, (2,), generator=gen))
-            w, h = (int(v) for v in torch.randint(12, size // 2 - 2, (2,), generator=gen))
-            pixels[y0:y0 + h, x0:x0 + w] = torch.tensor([230, 40, 40], dtype=torch.uint8)
-            Image.fromarray(pixels.numpy()).save(root / "images" / split / f"{i}.jpg")
-            cx, cy = (x0 + w / 2) / size, (y0 + h / 2) / size
-            (root / "labels" / split / f"{i}.txt").write_text(f"0 {cx:.6f} {cy:.6f} {w / size:.6f} {h / size:.6f}\n")
-    data = root / "data.yaml"
-    data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: box\n")
-    return data
-
-
 def _cli_json(capsys: pytest.CaptureFixture, *argv: str) -> Dict[str, Any]:
     capsys.readouterr()
     assert main(["yolo", *argv, "--json"]) == 0
@@ -163,7 +142,7 @@ def test_train_predict_export_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyP
     mamba_yolo.register()
     from ultralytics import YOLO
 
-    data = write_dataset(tmp_path / "data")
+    data = Path(_cli_json(capsys, "dataset", str(tmp_path / "data"), "--count", "4")["data"])
     model = YOLO("mamba-yolo-t.yaml")
     model.train(data=str(data), epochs=1, imgsz=64, batch=2, workers=0, device="cpu", plots=False, amp=False,
                 project=str(tmp_path / "runs"), name="t", exist_ok=True, verbose=False, val=False)
@@ -197,6 +176,21 @@ def test_train_predict_export_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert nonstandard_ops(native) == []
     onnx_results = YOLO(str(native), task="detect").predict(image, imgsz=64, conf=0.0, device="cpu", verbose=False)
     assert len(onnx_results[0].boxes) > 0
+
+
+def test_dataset_is_deterministic_and_refuses_a_non_empty_directory(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    first = _cli_json(capsys, "dataset", str(tmp_path / "a"), "--count", "2", "--size", "48")
+    _cli_json(capsys, "dataset", str(tmp_path / "b"), "--count", "2", "--size", "48")
+    for split in ("train", "val"):
+        for i in range(2):
+            label = Path("labels", split, f"{i}.txt")
+            assert (tmp_path / "a" / label).read_text() == (tmp_path / "b" / label).read_text()
+            cls, *box = (tmp_path / "a" / label).read_text().split()
+            assert cls == "0" and all(0.0 < float(v) < 1.0 for v in box)
+    assert "train: images/train" in Path(first["data"]).read_text()
+    assert main(["yolo", "dataset", str(tmp_path / "a")]) == 2
+    assert "not empty" in capsys.readouterr().err
 
 
 def test_cli_missing_weights_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:

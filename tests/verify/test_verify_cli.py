@@ -62,7 +62,7 @@ def test_quick_verify_json_on_cpu(tmp_path: Path) -> None:
     assert report["ok"] is True and report["quick"] is True and report["device"] == "cpu"
     assert report["summary"]["failed"] == 0 and report["summary"]["passed"] == len(report["checks"])
     for component in ("selective_scan[torch]", "causal_conv1d[torch]", "ops.selective_scan_fn",
-                      "ops.causal_conv1d_fn", "mamba_yolo.SS2D", "mamba_yolo.VSSBlock",
+                      "ops.causal_conv1d_fn", "mamba_yolo.SS2D", "mamba_yolo.VSSBlock", "mamba_yolo.XSSBlock",
                       # the stand-ins through the compiled extensions' own calling conventions
                       "standins.selective_scan_cuda", "standins.causal_conv1d_cuda",
                       "standins.causal_conv1d_cuda_legacy", "standins.selective_scan_cuda_core",

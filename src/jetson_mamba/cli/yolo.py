@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 NAME = "yolo"
-HELP = "Mamba-YOLO (T/B/L) with ultralytics: info (params, GFLOPs), train, predict, export to ONNX"
+HELP = ("Mamba-YOLO (T/B/L) with ultralytics: info (params, GFLOPs), train, predict, export to ONNX; "
+        "dataset writes a tiny synthetic set for a smoke run")
 
-SUBCOMMANDS = ("info", "train", "predict", "export")
+SUBCOMMANDS = ("info", "train", "predict", "export", "dataset")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     export.add_argument("--opset", type=int, default=17)
     export.add_argument("--no-check", dest="check", action="store_false",
                         help="skip the onnxruntime-vs-PyTorch comparison")
-    for command in (info, train, predict, export):
+    dataset = sub.add_parser("dataset", help="write a tiny synthetic detection set (images, labels, data.yaml)")
+    dataset.add_argument("directory", type=Path, help="where to write it (created)")
+    dataset.add_argument("--count", type=int, default=8, help="images per split")
+    dataset.add_argument("--size", type=int, default=64, help="image side in pixels")
+    for command in (info, train, predict, export, dataset):
         _common(command)
 
 
@@ -118,6 +123,20 @@ def _export(args: argparse.Namespace) -> Dict[str, Any]:
     return data
 
 
+def _dataset(args: argparse.Namespace) -> Dict[str, Any]:
+    from jetson_mamba.errors import UsageError
+    from jetson_mamba.models.mamba_yolo.synthetic import write_dataset
+
+    if args.size < 32 or args.count < 1:
+        raise UsageError(f"--size {args.size} / --count {args.count} is too small",
+                         "use --size 32 or more and --count 1 or more")
+    if args.directory.exists() and any(args.directory.iterdir()):
+        raise UsageError(f"{args.directory} exists and is not empty", "name a new or empty directory")
+    data = write_dataset(args.directory, count=args.count, size=args.size)
+    return {"data": str(data), "images_per_split": args.count, "size": args.size,
+            "train": f"jetson-mamba yolo train --data {data} --imgsz {args.size}"}
+
+
 def _print(command: str, data: Dict[str, Any]) -> None:
     from jetson_mamba.cli.output import console
 
@@ -143,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("jetson-mamba yolo needs a subcommand",
                          f"run one of: {', '.join(f'jetson-mamba yolo {c}' for c in SUBCOMMANDS)}")
     _offline()
-    data = {"info": _info, "train": _train, "predict": _predict, "export": _export}[args.yolo_command](args)
+    commands = {"info": _info, "train": _train, "predict": _predict, "export": _export, "dataset": _dataset}
+    data = commands[args.yolo_command](args)
     if args.json:
         from jetson_mamba.cli.output import print_json
 

@@ -12,7 +12,7 @@ NaN-poisoned first (an unwritten output fails). Components:
 - the public ops through dispatch and autograd (`ops.selective_scan_fn`, `ops.causal_conv1d_fn`,
   `ops.mamba_chunk_scan_combined`);
 - mamba_ssm's `Mamba` and `Mamba2` (fused paths, backward, `step()`), when mamba_ssm imports;
-- the Mamba-YOLO blocks (`mamba_yolo.SS2D`, `mamba_yolo.VSSBlock`).
+- the Mamba-YOLO blocks (`mamba_yolo.SS2D`, `mamba_yolo.VSSBlock`, `mamba_yolo.XSSBlock`).
 
 `--quick` (small shapes, float32 and bfloat16) takes seconds, also on the CPU. `--backend NAME` limits the
 kernel-backend checks; a single built-in one is also forced (JETSON_MAMBA_BACKEND) for the checks that

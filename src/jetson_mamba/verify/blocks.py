@@ -327,6 +327,8 @@ def _plan_mamba_yolo(plan: Plan) -> None:
         ("mamba_yolo.SS2D", lambda: module.SS2D(d_model=16, d_state=4), (1, 16, side, side)),
         ("mamba_yolo.VSSBlock", lambda: module.VSSBlock(in_channels=8, hidden_dim=16, ssm_d_state=4),
          (2, 8, side, side)),
+        ("mamba_yolo.XSSBlock", lambda: module.XSSBlock(in_channels=8, hidden_dim=16, n=2, ssm_d_state=4),
+         (2, 8, side, side)),
     )
 
     for component, build, shape in blocks:
