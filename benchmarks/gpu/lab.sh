@@ -44,7 +44,7 @@ want install_proof && { step install_proof 900 env RESULTS="$R/install" bash ben
 for backend in cuda triton torch; do
   want "verify_$backend" && { step "verify_$backend" 900 env OUT="$R/verify" bash benchmarks/gpu/verify_bench.sh "$backend" & pids+=($!); }
 done
-want yolo_train && { step yolo_train 900 bash benchmarks/gpu/yolo_train.sh & pids+=($!); }
+want yolo_train && { step yolo_train 900 env JETSON_MAMBA_TRITON_AUTOTUNE=0 bash benchmarks/gpu/yolo_train.sh & pids+=($!); }
 [ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
 
 want bench && step bench 200 env OUT="$R/verify" bash benchmarks/gpu/verify_bench.sh bench
