@@ -89,6 +89,8 @@ print("mamba_ssm", md.version("mamba_ssm"), "causal_conv1d", md.version("causal_
       causal_conv1d_cuda.__file__.rsplit("/", 1)[-1])
 import mamba_ssm.modules.mamba2 as mamba2_module
 import mamba_ssm.modules.mamba_simple as mamba_module
+from jetson_mamba.ops.triton_utils import pin_autotuned_kernels
+print("pinned", pin_autotuned_kernels("mamba_ssm"), "autotuned Triton kernels of mamba_ssm to one config (cold JIT)")
 calls = {}
 def count(module, attr):  # proves which path (and which compiled kernels) actually ran
     original = getattr(module, attr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import subprocess
 from pathlib import Path
 from typing import Optional
@@ -135,6 +137,20 @@ def test_plan_defaults_to_the_probed_gpu_and_sets_the_build_env() -> None:
     assert command[:4] == ["/venv/bin/python", "-m", "pip", "wheel"]
     assert {"--no-build-isolation", "--no-deps", "--no-index"} <= set(command)
     assert not any("torch" in part for part in command)
+
+
+def test_split_compile_gives_each_job_the_cores_the_jobs_leave(monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 cores, 4 jobs: each nvcc optimizes its unit on 4 threads (NVCC_APPEND_FLAGS, read by nvcc itself)."""
+    monkeypatch.setenv("NVCC_APPEND_FLAGS", "-Xptxas=-O3")
+    tools = dataclasses.replace(toolchain(), split_compile=True)
+    plan = make_plan(machine(16, 120000, 0, gpu_arch="9.0"), tools, [], None, 4)
+    assert plan.split_threads == 4 and plan.to_json()["split_threads"] == 4
+    assert plan.env(PACKAGES["causal-conv1d"])["NVCC_APPEND_FLAGS"] == "-Xptxas=-O3 --split-compile=4"
+    assert make_plan(machine(16, 120000, 0, gpu_arch="9.0"), tools, [], None, 16).split_threads == 1
+    assert "NVCC_APPEND_FLAGS" not in make_plan(machine(16, 120000, 0, gpu_arch="9.0"), tools, [], None, 16).env(
+        PACKAGES["causal-conv1d"])
+    old_nvcc = make_plan(machine(16, 120000, 0, gpu_arch="9.0"), toolchain(), [], None, 4)
+    assert old_nvcc.split_threads == 1 and "NVCC_APPEND_FLAGS" not in old_nvcc.env(PACKAGES["causal-conv1d"])
 
 
 def test_plan_without_a_gpu_asks_for_arch() -> None:

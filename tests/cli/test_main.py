@@ -36,6 +36,31 @@ def test_json_before_or_after_the_command(argv, monkeypatch: pytest.MonkeyPatch)
     assert seen == {"json": True}
 
 
+def test_verbose_logs_the_backend_choice_on_stderr(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    import logging
+
+    import torch
+
+    from jetson_mamba.ops import backend
+
+    def choose(args: argparse.Namespace) -> int:
+        backend.select_backend("causal_conv1d", "cpu", torch.float32, name="torch")
+        return 0
+
+    monkeypatch.setattr("jetson_mamba.cli.doctor.run", choose)
+    monkeypatch.setattr(backend, "_reported", set())
+    logger = logging.getLogger("jetson_mamba")
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logger, "level", logging.NOTSET)
+    assert cli.main(["doctor"]) == 0
+    assert "runs on" not in capsys.readouterr().err
+    monkeypatch.setattr(backend, "_reported", set())
+    assert cli.main(["-v", "doctor"]) == 0 and cli.main(["doctor", "--verbose"]) == 0
+    assert capsys.readouterr().err.count("causal_conv1d runs on the torch backend (requested)") == 1
+    assert len(logger.handlers) == 1
+
+
 def test_errors_become_exit_codes_with_the_fix(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     def failing(args: argparse.Namespace) -> int:
         raise UsageError("unknown arch 'sm_99x'", "use one of 8.7, sm_87, 87")

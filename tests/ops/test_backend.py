@@ -82,6 +82,28 @@ def test_forced_triton_on_cpu_needs_the_interpreter(monkeypatch: pytest.MonkeyPa
     assert backend.select_backend("selective_scan", "cpu", torch.float32)[0] == "triton"
 
 
+def test_a_preference_list_takes_the_first_backend_that_can_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`triton,torch`: Triton where it runs, torch for CPU tensors (ultralytics' CPU pass at model build)."""
+    backend.register_backend("selective_scan", "triton", fake_backend(), 200)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setenv(backend.ENV_VAR, "triton, torch")
+    assert backend.preferred_backends() == ["triton", "torch"] and backend.forced_backend() == "triton"
+    assert backend.select_backend("selective_scan", "cpu", torch.float32)[0] == "torch"
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert backend.select_backend("selective_scan", "cpu", torch.float32)[0] == "triton"
+    infos = {i.name: i for i in backend.list_backends("selective_scan", "cpu", torch.float32)}
+    assert infos["triton"].available  # listed as forced, so the interpreter counts
+    monkeypatch.setenv(backend.ENV_VAR, "cuda,triton")
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(BackendUnavailableError) as err:
+        backend.select_backend("selective_scan", "cpu", torch.float32)
+    assert "none of" in err.value.message and "cuda:" in err.value.message and "triton:" in err.value.message
+    assert "torch runs everywhere" in str(err.value.fix)
+    monkeypatch.setenv(backend.ENV_VAR, "triton,bogus")
+    with pytest.raises(BackendUnavailableError, match="unknown backend 'bogus'"):
+        backend.select_backend("selective_scan", "cpu", torch.float32)
+
+
 def test_missing_backend_module_is_unavailable_not_an_error() -> None:
     backend.register_backend("selective_scan", "ghost", "jetson_mamba.ops.selective_scan.no_such_module", 999)
     infos = {i.name: i for i in backend.list_backends("selective_scan")}

@@ -62,14 +62,15 @@ def probe_toolchain(machine: MachineInfo, python: Optional[str] = None) -> Toolc
     python = python or sys.executable
     nvcc = machine.cuda.nvcc
     archs: Tuple[str, ...] = ()
-    compress = False
+    compress = split = False
     if nvcc:
         archs = parse_gpu_archs(run_quiet([nvcc, "--list-gpu-arch"]) or "")
-        compress = "--compress-mode" in (run_quiet([nvcc, "--help"]) or "")
+        usage = run_quiet([nvcc, "--help"]) or ""
+        compress, split = "--compress-mode" in usage, "--split-compile " in usage
     data, _failure = run_script(python, _TORCH_SCRIPT, timeout=60.0)
     data = data or {}
     include = data.get("include")
     return Toolchain(python=python, cuda_home=machine.cuda.home, nvcc=nvcc, cuda_version=machine.cuda.version,
                      nvcc_archs=archs, compress_mode=compress, torch_version=data.get("version"),
                      torch_include=include, torch_cxx_std=required_cxx_std(include),
-                     ccache=shutil.which("ccache"))
+                     ccache=shutil.which("ccache"), split_compile=split)

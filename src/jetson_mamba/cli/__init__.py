@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import sys
 from types import ModuleType
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable output on stdout")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log decisions on stderr (e.g. which kernel backend each op runs on)")
     parser = argparse.ArgumentParser(
         prog="jetson-mamba",
         description="Set up, patch, build, verify and benchmark a Mamba stack on Jetson and other CUDA machines.",
@@ -51,11 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_to_stderr() -> None:
+    """jetson_mamba's INFO log lines on the current stderr (once per process)."""
+    logger = logging.getLogger("jetson_mamba")
+    if not any(getattr(h, "jetson_mamba_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.jetson_mamba_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "json"):
         args.json = False
+    if getattr(args, "verbose", False):
+        _log_to_stderr()
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2

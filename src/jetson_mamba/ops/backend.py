@@ -4,7 +4,10 @@ Every op (`selective_scan`, `causal_conv1d`, `ssd`, ...) has backend modules
 `jetson_mamba.ops.<op>.<name>` that expose `is_available(device, dtype) -> Optional[str]`
 (None when usable, else why not) plus the op's low-level functions. Modules are imported
 lazily, so a missing or broken one (e.g. no triton) only makes that backend unavailable.
-`JETSON_MAMBA_BACKEND=cuda|triton|torch` forces one backend; tests and `verify` can
+`JETSON_MAMBA_BACKEND=cuda|triton|torch` forces one backend (an error where it cannot run);
+a comma list such as `triton,torch` is an order of preference: the first that can run the
+tensors at hand wins (ultralytics builds a model with a CPU forward pass before moving it
+to the GPU, so `triton,torch` trains on Triton). Tests and `verify` can
 register extra backends (including deliberately wrong ones) to prove a bad kernel is caught.
 """
 
@@ -120,9 +123,15 @@ def _why_not(op: str, name: str, entry: _Entry, device: torch.device, dtype: tor
 
 
 def forced_backend() -> Optional[str]:
-    """The backend named by JETSON_MAMBA_BACKEND, or None when dispatch is automatic."""
-    value = os.environ.get(ENV_VAR, "").strip().lower()
-    return value or None
+    """The backend named by JETSON_MAMBA_BACKEND (the first of a preference list), or None when
+    dispatch is automatic."""
+    names = preferred_backends()
+    return names[0] if names else None
+
+
+def preferred_backends() -> List[str]:
+    """JETSON_MAMBA_BACKEND as a list: empty (automatic), one name (forced) or an order of preference."""
+    return [n.strip() for n in os.environ.get(ENV_VAR, "").lower().split(",") if n.strip()]
 
 
 def list_backends(op: Optional[str] = None, device: Union[str, torch.device] = "cpu",
@@ -137,7 +146,7 @@ def list_backends(op: Optional[str] = None, device: Union[str, torch.device] = "
     for one in ops:
         entries = sorted(_entries(one).items(), key=lambda kv: -kv[1].priority)
         for name, entry in entries:
-            _, reason = _why_not(one, name, entry, dev, dt, forced=forced_backend() == name)
+            _, reason = _why_not(one, name, entry, dev, dt, forced=name in preferred_backends())
             infos.append(BackendInfo(one, name, entry.priority, reason is None, reason))
     return infos
 
@@ -159,20 +168,31 @@ def select_backend(op: str, device: Union[str, torch.device], dtype: torch.dtype
 
     dev = torch.device(device)
     entries = _entries(op)
-    wanted = name or forced_backend()
-    if wanted:
-        if wanted not in entries:
-            raise BackendUnavailableError(
-                f"unknown backend {wanted!r} for {op}; known: {', '.join(sorted(entries))}",
-                f"set {ENV_VAR} to one of {', '.join(sorted(entries))}, or unset it")
-        module, reason = _why_not(op, wanted, entries[wanted], dev, dtype, forced=True)
+    wanted = [name] if name else preferred_backends()
+    unknown = [w for w in wanted if w not in entries]
+    if unknown:
+        raise BackendUnavailableError(
+            f"unknown backend {unknown[0]!r} for {op}; known: {', '.join(sorted(entries))}",
+            f"set {ENV_VAR} to one of {', '.join(sorted(entries))} (or a comma list of them), or unset it")
+    if len(wanted) == 1:
+        module, reason = _why_not(op, wanted[0], entries[wanted[0]], dev, dtype, forced=True)
         if module is None or reason is not None:
             raise BackendUnavailableError(
-                f"backend {wanted!r} cannot run {op} on {dev} {dtype}: {reason}",
-                _fix_for(wanted, dev))
-        _report(op, wanted, f"forced by {ENV_VAR}" if not name else "requested")
-        return wanted, module
+                f"backend {wanted[0]!r} cannot run {op} on {dev} {dtype}: {reason}",
+                _fix_for(wanted[0], dev))
+        _report(op, wanted[0], f"forced by {ENV_VAR}" if not name else "requested")
+        return wanted[0], module
     rejected: List[str] = []
+    for cand in wanted:
+        module, reason = _why_not(op, cand, entries[cand], dev, dtype, forced=True)
+        if module is not None and reason is None:
+            _report(op, cand, f"first usable of {ENV_VAR}={','.join(wanted)}")
+            return cand, module
+        rejected.append(f"{cand}: {reason}")
+    if wanted:
+        raise BackendUnavailableError(
+            f"none of {ENV_VAR}={','.join(wanted)} can run {op} on {dev} {dtype}: {'; '.join(rejected)}",
+            f"add a backend that runs on {dev} to {ENV_VAR} (torch runs everywhere), or unset it")
     for cand, entry in sorted(entries.items(), key=lambda kv: -kv[1].priority):
         module, reason = _why_not(op, cand, entry, dev, dtype, forced=False)
         if module is not None and reason is None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Dict, List, Optional
+import sys
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -70,6 +71,40 @@ def autotune_kwargs() -> Dict[str, Any]:
     """Keep tuned configs on disk (Triton's cache dir) so a second process skips the benchmarking."""
     params = inspect.signature(triton.autotune).parameters
     return {"cache_results": True} if "cache_results" in params else {}
+
+
+def _tile_size(config: Any) -> Tuple[int, int]:
+    """How much a config asks of a streaming multiprocessor: tile elements x stages, then warps."""
+    tiles = 1
+    for value in config.kwargs.values():
+        if isinstance(value, int) and not isinstance(value, bool):
+            tiles *= max(value, 1)
+    return tiles * max(getattr(config, "num_stages", 1) or 1, 1), getattr(config, "num_warps", 4) or 4
+
+
+def pin_autotuned_kernels(prefix: str) -> int:
+    """Keep only the smallest config of every autotuned Triton kernel in the loaded modules `prefix*`.
+
+    Numbers do not depend on tile sizes, and with one config a cold cache compiles one variant per
+    kernel instead of all (mamba_ssm's SSD kernels: ~10 each, minutes on a Jetson's CPU). The smallest
+    tiles fit every GPU's shared memory. Returns how many kernels were pinned.
+    """
+    if triton is None:
+        return 0
+    from triton.runtime.autotuner import Autotuner
+
+    seen = set()
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == prefix or name.startswith(prefix + ".")):
+            continue
+        for value in list(vars(module).values()):
+            while value is not None and not isinstance(value, Autotuner) and hasattr(value, "fn"):
+                value = value.fn  # @triton.heuristics wraps the autotuner
+            if isinstance(value, Autotuner) and id(value) not in seen and len(value.configs) > 1:
+                seen.add(id(value))
+                value.configs = [min(value.configs, key=_tile_size)]
+                value.cache.clear()
+    return len(seen)
 
 
 def grid_size(n: int, block: int) -> int:

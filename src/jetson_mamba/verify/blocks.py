@@ -273,6 +273,16 @@ def _block_dtypes(plan: Plan) -> List[Any]:
     return [torch.float32] if plan.quick else [torch.float32, torch.bfloat16]
 
 
+def _pin_autotuning(plan: Plan) -> None:
+    """mamba_ssm's Mamba2 runs ~30 autotuned Triton kernels: one config each keeps a cold start short."""
+    from jetson_mamba.ops.triton_utils import pin_autotuned_kernels
+
+    pinned = pin_autotuned_kernels("mamba_ssm")
+    if pinned:
+        plan.notes.append(f"{pinned} autotuned Triton kernels of mamba_ssm pinned to their smallest config "
+                          "(the numbers do not depend on it; tuning them all would take minutes on a cold cache)")
+
+
 def _plan_mamba_ssm(plan: Plan) -> None:
     import torch
 
@@ -294,6 +304,7 @@ def _plan_mamba_ssm(plan: Plan) -> None:
         if layer_module is None:
             absent_or_broken(plan, component, path, why)
             continue
+        _pin_autotuning(plan)
 
         def run(layer_module: Any = layer_module, cls_name: str = cls_name, kwargs: Dict[str, Any] = kwargs,
                 component: str = component, make_reference: Any = make_reference,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from jetson_mamba.verify.report import ERROR, CheckResult, Skipped
@@ -25,6 +25,7 @@ class Plan:
     seed: int
     tasks: List[Task]
     skipped: List[Skipped]
+    notes: List[str] = field(default_factory=list)  # how this run differs from plain use (e.g. pinned autotuning)
 
     @property
     def forced(self) -> Optional[str]:

@@ -66,6 +66,8 @@ class VerifyReport:
     diagnosis: List[Dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     seed: Optional[int] = None
+    notes: List[str] = field(default_factory=list)
+    task_seconds: Dict[str, float] = field(default_factory=dict)  # where the time went (cold JIT shows here)
 
     @property
     def failures(self) -> List[CheckResult]:
@@ -91,6 +93,8 @@ class VerifyReport:
             "checks": [check.to_json() for check in self.checks],
             "skipped": [skip.to_json() for skip in self.skipped],
             "diagnosis": self.diagnosis,
+            "notes": self.notes,
+            "task_seconds": {label: round(seconds, 2) for label, seconds in self.task_seconds.items()},
         }
 
 
@@ -127,6 +131,8 @@ def print_report(report: VerifyReport) -> None:
         console.print(f"[bold red]{check.status}[/] {escape(check.label)}: {escape(check.message or '')}")
     for skip in report.skipped:
         console.print(f"[yellow]skipped[/] {escape(skip.component)}: {escape(skip.reason)}")
+    for note in report.notes:
+        console.print(f"[dim]note: {escape(note)}[/]")
     for finding in report.diagnosis:
         console.print(f"[bold]{escape(finding['severity'])}[/] {escape(finding['message'])}\n  fix: "
                       f"{escape(finding['fix'])}")

@@ -154,6 +154,8 @@ def make_plan(quick: bool, device: Optional[str] = None, backends: Optional[Sequ
                 seed=seed if seed is not None else int.from_bytes(os.urandom(4), "little"),
                 tasks=[], skipped=[])
     check_backend_names(plan.backends, plan.device)
+    if os.environ.get("JETSON_MAMBA_TRITON_AUTOTUNE") == "0":
+        plan.notes.append("jetson-mamba's Triton kernels run their first config (JETSON_MAMBA_TRITON_AUTOTUNE=0)")
     _plan_backends(plan)
     _plan_extensions(plan)
     blocks.plan_blocks(plan)
@@ -174,12 +176,15 @@ def execute(plan: Plan, progress: bool = True) -> VerifyReport:
         task_id = bar.add_task("verify", total=len(plan.tasks))
         for task in plan.tasks:
             bar.update(task_id, description=task.label[:70])
+            task_started = time.perf_counter()
             try:
                 report.checks.extend(task.run())
             except Exception as exc:  # building the inputs or the reference failed: a failed check, not a crash
                 message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                 report.checks.append(CheckResult(task.label, "setup", "-", "setup", ERROR, None, 0.0, message=message))
+            report.task_seconds[task.label] = time.perf_counter() - task_started
             bar.advance(task_id)
+    report.notes = list(plan.notes)
     report.seconds = time.perf_counter() - started
     return report
 
