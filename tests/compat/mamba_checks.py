@@ -156,7 +156,12 @@ def check_distributed() -> Dict[str, Any]:
             messages[name] = str(error)
         else:
             messages[name] = None
-    return {"messages": messages}
+    # introspection must not trip over the stand-in for torch.distributed (hasattr, getattr with a default)
+    proxy = getattr(distributed_utils, "_jm_dist", None)
+    introspection = None
+    if proxy is not None:
+        introspection = {"dunder": hasattr(proxy, "__wrapped__"), "unknown": getattr(proxy, "no_such_name", "default")}
+    return {"messages": messages, "introspection": introspection}
 
 
 def check_bridge() -> Dict[str, Any]:

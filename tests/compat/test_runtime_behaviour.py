@@ -89,6 +89,7 @@ def test_each_patch_fixes_its_failure_on_the_pinned_pair(pair_venv: Callable[...
     result = _run(python, "--no-distributed", "import", "distributed")
     assert result["import"]["ok"], result
     messages = result["distributed"]["messages"]
+    assert result["distributed"]["introspection"] == {"dunder": False, "unknown": "default"}, result
     assert messages.pop("ProcessGroup()") is None  # torch's own stub class there, not ours
     messages.update({f"old torch: {k}": v for k, v in
                      _run(python, "--no-process-group", "distributed")["distributed"]["messages"].items()})

@@ -6,6 +6,7 @@ state_dicts (random weights and BatchNorm statistics), inputs and eval-mode outp
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -184,6 +185,10 @@ def test_training_step_and_mixed_precision(shared: Path, monkeypatch: pytest.Mon
         low = block(fixture["input"])
     assert low.dtype == torch.bfloat16
     assert _rel_err(low.float(), fixture["output"]) < 3e-2
+    # a model cast to bf16 as a whole (what `bench` and people do, not autocast) runs too
+    with torch.no_grad():
+        cast = copy.deepcopy(block).to(torch.bfloat16)(fixture["input"].bfloat16())
+    assert cast.dtype == torch.bfloat16 and _rel_err(cast.float(), fixture["output"]) < 5e-2
 
 
 def test_vmamba_core_calling_convention(shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,7 +31,12 @@ def test_pins_the_smallest_config_also_behind_heuristics(monkeypatch: pytest.Mon
     plain = triton.autotune(_configs(), key=["x"])(triton.jit(kernel))
     wrapped = triton.heuristics({"EVEN": lambda args: True})(triton.autotune(_configs(), key=["x"])(triton.jit(kernel)))
     outside = triton.autotune(_configs(), key=["x"])(triton.jit(kernel))
-    for name, value in (("pkg_pin", {}), ("pkg_pin.kernels", {"a": plain, "b": wrapped, "a_again": plain}),
+    class Hostile:  # like mamba_ssm's torch.distributed stand-in on a torch without distributed
+        def __getattr__(self, name: str) -> None:
+            raise RuntimeError(f"no {name} here")
+
+    for name, value in (("pkg_pin", {"proxy": Hostile()}),
+                        ("pkg_pin.kernels", {"a": plain, "b": wrapped, "a_again": plain}),
                         ("pkg_pinned_not", {"c": outside})):
         module = types.ModuleType(name)
         vars(module).update(value)

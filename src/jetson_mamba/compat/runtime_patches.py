@@ -123,8 +123,12 @@ except ImportError:
 _DISTRIBUTED = _header(NO_DISTRIBUTED) + """\
 # Some torch builds (Jetson) lack torch.distributed or parts of it. Importing mamba_ssm works there;
 # a distributed feature raises a RuntimeError that names what is missing.
+class _JmDistributedMissing(RuntimeError, AttributeError):
+    \"\"\"A RuntimeError for whoever calls the feature; an AttributeError for hasattr/getattr probes.\"\"\"
+
+
 def _jm_dist_missing(name):
-    return RuntimeError(
+    return _JmDistributedMissing(
         "mamba-ssm's distributed (tensor/sequence parallel) features need torch.distributed.%s, which this "
         "PyTorch build (%s) does not provide; use a PyTorch built with distributed support, or run "
         "without a process_group" % (name, torch.__version__))
@@ -136,11 +140,15 @@ class _JmDistributed(object):
     _fallbacks = {"all_gather_into_tensor": "_all_gather_base", "reduce_scatter_tensor": "_reduce_scatter_base"}
 
     def __getattr__(self, name):
+        if name.startswith("__"):  # introspection (copy, inspect) sees a plain object
+            raise AttributeError(name)
         dist = getattr(torch, "distributed", None)
         if dist is not None and dist.is_available():
             for candidate in (name, self._fallbacks.get(name)):
                 if candidate and hasattr(dist, candidate):
                     return getattr(dist, candidate)
+            if name not in self._fallbacks:
+                raise AttributeError("module 'torch.distributed' has no attribute %r" % name)
         raise _jm_dist_missing(name)
 
 

@@ -91,14 +91,15 @@ def pin_autotuned_kernels(prefix: str) -> int:
     """
     if triton is None:
         return 0
-    from triton.runtime.autotuner import Autotuner
+    from triton.runtime.autotuner import Autotuner, Heuristics
 
     seen = set()
     for name, module in list(sys.modules.items()):
         if module is None or not (name == prefix or name.startswith(prefix + ".")):
             continue
         for value in list(vars(module).values()):
-            while value is not None and not isinstance(value, Autotuner) and hasattr(value, "fn"):
+            # types only, no attribute probing: modules hold proxies whose __getattr__ raises
+            while isinstance(value, Heuristics):
                 value = value.fn  # @triton.heuristics wraps the autotuner
             if isinstance(value, Autotuner) and id(value) not in seen and len(value.configs) > 1:
                 seen.add(id(value))

@@ -148,5 +148,8 @@ def cross_selective_scan(x: torch.Tensor, x_proj_weight: torch.Tensor, dt_projs_
 
             ys = selective_scan_fn(us, dts, As, Bs, Cs, D=Ds_f, delta_bias=delta_bias, delta_softplus=True)
     y = cross_merge(ys.view(b, K_DIRECTIONS, d, length), h, w)               # (B, D, L)
+    weight = getattr(out_norm, "weight", None)
+    if isinstance(weight, torch.Tensor):  # a model cast to bf16/fp16 (not autocast): the norm's own dtype
+        y = y.to(weight.dtype)            # (the original feeds it fp32 and fails)
     y = out_norm(y.transpose(1, 2)).view(b, h, w, d)
     return y.to(x.dtype)
