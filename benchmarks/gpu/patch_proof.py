@@ -162,12 +162,10 @@ def inner(stage: str) -> int:
         _alias_transformers_outputs()
     from mamba_ssm import Mamba, Mamba2
 
-    # mamba_ssm's ~25 autotuned SSD kernels, one config each: minutes less of cold JIT (jetson-mamba's
-    # helper, imported only now, so mamba_ssm itself was imported without jetson_mamba on the path)
-    sys.path.append(str(ROOT / "src"))
-    from jetson_mamba.ops.triton_utils import pin_autotuned_kernels
-
-    print(f"pinned {pin_autotuned_kernels('mamba_ssm')} autotuned kernels", file=sys.stderr)
+    # mamba_ssm's SSD kernels are autotuned as in normal use (minutes of cold JIT): pinned to their
+    # smallest config, mamba-ssm 2.2.x computes a wrong D gradient when headdim (64 here) exceeds
+    # BLOCK_SIZE_N (_chunk_scan_chunk_state_bwd_dx_kernel stores, not adds, one partial sum per column
+    # block; fixed in 2.3 with an atomic add), which is upstream's bug, not this proof's subject.
     mamba = {"d_model": 256, "d_state": 16}
     mamba2 = {"d_model": 256, "d_state": 64, "headdim": 64}
     if stage == "before":

@@ -274,13 +274,17 @@ def _block_dtypes(plan: Plan) -> List[Any]:
 
 
 def _pin_autotuning(plan: Plan) -> None:
-    """mamba_ssm's Mamba2 runs ~30 autotuned Triton kernels: one config each keeps a cold start short."""
+    """mamba_ssm's Mamba2 runs ~27 autotuned Triton kernels: one config each keeps a cold start short.
+
+    The smallest config is also the one that shows mamba-ssm 2.2.x's dD defect (a per-head D gradient
+    stored, not summed, per BLOCK_SIZE_N column block: wrong when headdim > BLOCK_SIZE_N; fixed in
+    2.3), which the Mamba2 check below stays clear of with headdim 32."""
     from jetson_mamba.ops.triton_utils import pin_autotuned_kernels
 
     pinned = pin_autotuned_kernels("mamba_ssm")
     if pinned:
         plan.notes.append(f"{pinned} autotuned Triton kernels of mamba_ssm pinned to their smallest config "
-                          "(the numbers do not depend on it; tuning them all would take minutes on a cold cache)")
+                          "(tuning them all takes minutes on a cold cache)")
 
 
 def _plan_mamba_ssm(plan: Plan) -> None:
@@ -296,6 +300,7 @@ def _plan_mamba_ssm(plan: Plan) -> None:
     layers = (
         ("mamba_ssm.Mamba", "mamba_ssm.modules.mamba_simple", "Mamba", dict(d_model=32, d_state=8), mamba_reference,
          None),
+        # headdim 32: not above any config's BLOCK_SIZE_N, which mamba-ssm 2.2.x's dD needs (see _pin_autotuning)
         ("mamba_ssm.Mamba2", "mamba_ssm.modules.mamba2", "Mamba2",
          dict(d_model=64, d_state=16, headdim=32, chunk_size=8), mamba2_reference, "tf32" if on_gpu else None),
     )
