@@ -53,24 +53,36 @@ def _site_packages(venv: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def venv_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+def venv_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """Make (once per name) a real venv that sees this test venv's packages (torch, jetson_mamba).
 
     Installing torch costs minutes, so sub-venvs inherit it through a .pth that calls
     `site.addsitedir` on this interpreter's site-packages; packages installed into the
-    sub-venv itself come first on sys.path and shadow the inherited ones.
-    Returns the sub-venv's python executable.
+    sub-venv itself come first on sys.path and shadow the inherited ones. `hide` names
+    distributions the sub-venv must not inherit (it then sees a copy of the site-packages
+    made of symlinks, without them). Returns the sub-venv's python executable.
     """
     made: Dict[str, Path] = {}
     base = tmp_path_factory.mktemp("venvs")
     parent_site = sysconfig.get_paths()["purelib"]
 
-    def make(name: str) -> Path:
+    def inherited(name: str, hide: Tuple[str, ...]) -> str:
+        if not hide:
+            return parent_site
+        farm = base / f"{name}-inherited"
+        farm.mkdir()
+        for entry in Path(parent_site).iterdir():
+            stem = entry.name.split("-")[0].split(".")[0].lower().replace("_", "-")
+            if stem not in hide:
+                (farm / entry.name).symlink_to(entry)
+        return str(farm)
+
+    def make(name: str, hide: Tuple[str, ...] = ()) -> Path:
         if name not in made:
             venv = base / name
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
             pth = _site_packages(venv) / "_jetson_mamba_parent.pth"
-            pth.write_text(f"import site; site.addsitedir({parent_site!r})\n")
+            pth.write_text(f"import site; site.addsitedir({inherited(name, hide)!r})\n")
             made[name] = venv / "bin" / "python"
         return made[name]
 

@@ -52,6 +52,23 @@ def test_install_from_directory_patches_and_verifies(venv_factory: VenvFactory, 
     assert imported.stdout.strip() == "2.2.5", imported.stderr  # transformers 5 fix applied
 
 
+def test_install_adds_a_missing_runtime_dependency_with_pip(venv_factory: Callable[..., Path],
+                                                             pure_archive: Path) -> None:
+    """A target without einops (mamba-ssm needs it): pip adds it, torch pinned, and the report says so."""
+    python = venv_factory("archive-install-no-einops", hide=("einops",))
+    assert subprocess.run([str(python), "-c", "import einops"], capture_output=True).returncode != 0
+    torch_before = dist_state(python, ("torch",))["torch"]
+    code, report = cli_json("install", "--archive", str(pure_archive), "--python", str(python))
+    assert code == 0, report
+    assert report["dependencies_missing"] == ["einops"]
+    assert [a.split("==")[0] for a in report["dependencies_added"]] == ["einops"], report["dependencies_added"]
+    assert report["torch_unchanged"] is True and dist_state(python, ("torch",))["torch"] == torch_before
+    assert report["verification"]["ok"]
+    version = subprocess.run([str(python), "-c", "import einops; print(einops.__version__)"],
+                             capture_output=True, text=True)
+    assert version.returncode == 0 and report["dependencies_added"] == [f"einops=={version.stdout.strip()}"]
+
+
 def test_fleet_index_serves_pip_and_install(venv_factory: VenvFactory, pure_archive: Path,
                                             serve: Callable[[Path], Tuple[str, Path]]) -> None:
     url, log = serve(pure_archive)
