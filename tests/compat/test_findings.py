@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Dict, List, Optional
 
-from jetson_mamba.compat.findings import PATCH_CAUSAL_CONV1D_BRIDGE, Finding, diagnose
+from jetson_mamba.compat.findings import PATCH_CAUSAL_CONV1D_BRIDGE, PATCH_SSD_DD, Finding, diagnose
 from jetson_mamba.compat.knowledge import recommended_max_jobs
 from jetson_mamba.probe.model import (
     CudaInfo,
@@ -48,7 +48,14 @@ def ids(findings: List[Finding], severity: Optional[str] = None) -> List[str]:
 
 
 def test_healthy_orin_has_no_findings() -> None:
-    assert diagnose(healthy_orin()) == []
+    assert diagnose(healthy_orin(), applied_patches=[PATCH_SSD_DD]) == []
+
+
+def test_mamba2_d_gradient_warns_before_2_3_until_patched() -> None:
+    found = next(f for f in diagnose(healthy_orin()) if f.id == "mamba2-d-gradient")
+    assert found.severity == "warning" and "BLOCK_SIZE_N" in found.message and "jetson-mamba patch" in found.fix
+    fixed_upstream = healthy_orin(packages=packages({"mamba-ssm": "2.3.2.post1", "causal-conv1d": "1.6.0"}))
+    assert "mamba2-d-gradient" not in ids(diagnose(fixed_upstream))
 
 
 def test_pinned_pair_is_an_error_until_patched() -> None:
@@ -56,7 +63,7 @@ def test_pinned_pair_is_an_error_until_patched() -> None:
     found = diagnose(machine)
     assert ids(found, "error") == ["incompatible-pair"]
     assert "incompatible function arguments" in found[0].message and "jetson-mamba patch" in found[0].fix
-    assert diagnose(machine, applied_patches=[PATCH_CAUSAL_CONV1D_BRIDGE]) == []
+    assert diagnose(machine, applied_patches=[PATCH_CAUSAL_CONV1D_BRIDGE, PATCH_SSD_DD]) == []
 
 
 def test_reverse_pair() -> None:
@@ -67,7 +74,7 @@ def test_reverse_pair() -> None:
 def test_local_version_labels_compare_by_public_version() -> None:
     machine = healthy_orin(packages=packages({"mamba-ssm": "2.2.5+cu126.torch2.5.sm87", "causal-conv1d": "1.6.0+cu126"},
                                              healthy_orin().packages.extensions))
-    assert diagnose(machine) == []
+    assert diagnose(machine, applied_patches=[PATCH_SSD_DD]) == []
 
 
 def test_extension_without_this_arch() -> None:

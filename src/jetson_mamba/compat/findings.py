@@ -13,6 +13,7 @@ from typing import Callable, Dict, FrozenSet, Iterable, List, Optional
 from jetson_mamba.compat import knowledge
 from jetson_mamba.compat.runtime_patches import CAUSAL_CONV1D_BRIDGE as PATCH_CAUSAL_CONV1D_BRIDGE
 from jetson_mamba.compat.runtime_patches import NO_DISTRIBUTED as PATCH_NO_DISTRIBUTED
+from jetson_mamba.compat.runtime_patches import SSD_DD as PATCH_SSD_DD
 from jetson_mamba.compat.runtime_patches import TRANSFORMERS5 as PATCH_TRANSFORMERS5
 from jetson_mamba.probe import fatbin
 from jetson_mamba.probe.model import ExtensionInfo, MachineInfo
@@ -200,6 +201,19 @@ def _transformers5(machine: MachineInfo, applied: FrozenSet[str]) -> Iterable[Fi
             "`cannot import name 'GreedySearchDecoderOnlyOutput' from 'transformers.generation'`",
             "`jetson-mamba patch` (imports the new output classes), or `pip install 'transformers<5'`",
         )
+
+
+@rule
+def _mamba2_d_gradient(machine: MachineInfo, applied: FrozenSet[str]) -> Iterable[Finding]:
+    mamba = knowledge.parse_version(machine.packages.version("mamba-ssm"))
+    if mamba is None or mamba >= knowledge.MAMBA_SUMS_SSD_DD or PATCH_SSD_DD in applied:
+        return
+    yield Finding(
+        "mamba2-d-gradient", "warning",
+        f"mamba-ssm {mamba}'s Mamba2 backward can return a wrong gradient for D: it keeps one column block's "
+        "partial sum when Triton's autotuner picks BLOCK_SIZE_N below headdim (62% off measured at headdim 64)",
+        "`jetson-mamba patch` (sums every block, as mamba-ssm 2.3 does)",
+    )
 
 
 @rule

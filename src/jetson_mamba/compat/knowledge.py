@@ -19,6 +19,9 @@ MAMBA_USES_CPP_FUNCTIONS = Version("2.2.5")
 # mamba-ssm <= 2.2.x imports in mamba_ssm/utils/generation.py (2.3 imports the new names).
 TRANSFORMERS_WITHOUT_OLD_OUTPUTS = Version("5")
 MAMBA_NEW_GENERATION_OUTPUTS = Version("2.3")
+# mamba-ssm < 2.3: Mamba2's backward keeps one column block's partial D gradient when the autotuner
+# picks BLOCK_SIZE_N < headdim (2.3 sums them with an atomic add)
+MAMBA_SUMS_SSD_DD = Version("2.3")
 # mamba-ssm 2.3 requires tilelang, apache-tvm-ffi and quack-kernels, which have no aarch64 wheels.
 MAMBA_HEAVY_DEPENDENCIES = Version("2.3")
 # mamba-ssm <= 2.2.5 uses cub::LaneId / cub::CTA_SYNC, removed in CUDA 13's CCCL 3.

@@ -14,6 +14,11 @@ imports jetson_mamba, guarded so that uninstalling jetson-mamba falls back to up
 4. portable-kernels: without the compiled `selective_scan_cuda` / `causal_conv1d_cuda`, import
    jetson-mamba's stand-ins; Triton ops given tensors off the GPU run portable code. A compiled
    extension that exists always wins (a broken one still raises its own error).
+5. ssd-dD-reduction: mamba-ssm < 2.3's Mamba2 backward (`_chunk_scan_chunk_state_bwd_dx_kernel`)
+   stores the per-head D gradient of each BLOCK_SIZE_N column block instead of summing them, so
+   when the autotuner picks BLOCK_SIZE_N < headdim (configs with 32 exist; headdim is 64 by
+   default) the D gradient is silently wrong (62% off measured on the H200). Sum atomically into a
+   zeroed buffer, zeroed again before each autotuning trial, as mamba-ssm 2.3 does.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ CAUSAL_CONV1D_BRIDGE = "causal-conv1d-bridge"
 TRANSFORMERS5 = "transformers5-generation-output"
 NO_DISTRIBUTED = "torch-without-distributed"
 PORTABLE = "portable-kernels"
+SSD_DD = "ssd-dD-reduction"
 
 SELECTIVE_SCAN_INTERFACE = "mamba_ssm/ops/selective_scan_interface.py"
 SSD_COMBINED = "mamba_ssm/ops/triton/ssd_combined.py"
@@ -117,6 +123,18 @@ except ImportError:
     from transformers.generation import GenerateDecoderOnlyOutput, TextStreamer
     GreedySearchDecoderOnlyOutput = SampleDecoderOnlyOutput = GenerateDecoderOnlyOutput
 """
+
+# ---------------------------------------------------------- 5. Mamba2's D gradient (defined here, used below)
+
+_ssd_dd = replacing(
+    SSD_DD,
+    Replace(r"^(\s+)dD = tl\.sum\(dout_res \* x\)\n\1tl\.store\(dD_ptr, dD\)\n",
+            rf"\1dD = tl.sum(dout_res * x)\n\1tl.atomic_add(dD_ptr, dD)  # {marker(SSD_DD)}: sum the column blocks\n"),
+    Replace(r"^(\s+)dD = torch\.empty\(triton\.cdiv\(chunk_size, BLOCK_SIZE_min\)",
+            r"\1dD = torch.zeros(triton.cdiv(chunk_size, BLOCK_SIZE_min)"),
+    # the autotuner runs the kernel once per config: the buffer is zeroed before each run
+    Replace(r"pre_hook=init_to_zero\(\[\"ddt_ptr\"\]\)\)", 'pre_hook=init_to_zero(["ddt_ptr", "dD_ptr"]))', count=0),
+)
 
 # ---------------------------------------------------------- 3. torch without torch.distributed
 
@@ -356,6 +374,15 @@ RUNTIME_PATCHES = (
         files=tuple(_PORTABLE_MAMBA),
         transform=_per_file(_PORTABLE_MAMBA),
         not_needed="this file has no compiled-extension import or Triton entry point to route",
+    ),
+    Patch(
+        name=SSD_DD,
+        distribution="mamba-ssm",
+        summary="Mamba2's D gradient is summed over every column block (mamba-ssm < 2.3 kept one block's "
+                "partial sum when the autotuner chose BLOCK_SIZE_N < headdim: a silently wrong gradient)",
+        files=(SSD_COMBINED,),
+        transform=_ssd_dd,
+        not_needed="this version sums D's gradient itself (mamba-ssm >= 2.3)",
     ),
     Patch(
         name=PORTABLE,
