@@ -57,7 +57,8 @@ cp -r benchmarks/gpu/results "$R/results" 2>/dev/null
 tar czf "$OUT/lab.tgz" -C "$R" .
 cp "$R/summary.txt" "$OUT/summary.txt"
 # the short results, for the call's output tail
-for f in patch_proof.log verify/verify-cuda.txt verify/verify-triton.txt verify/verify-torch.txt yolo_train.log \
+for f in patch_proof.log verify/verify-cuda.txt verify/verify-triton.txt verify/verify-torch.txt verify/log-cuda.txt \
+         verify/log-triton.txt verify/log-torch.txt yolo_train.log \
          yolo/yolo-latency.md verify/bench.md build.log; do
   [ -s "$R/$f" ] && { echo; echo "######## $f"; grep -v "^\s*$" "$R/$f" | tail -40; }
 done

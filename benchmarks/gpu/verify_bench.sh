@@ -69,7 +69,8 @@ if [ -n "$BACKENDS" ]; then
 for backend in $BACKENDS; do
   start=$(date +%s)
   # correctness does not depend on the Triton tile sizes: skip autotuning (dozens of shapes) to stay fast
-  JETSON_MAMBA_TRITON_AUTOTUNE=0 timeout 560 "$VPY" -m jetson_mamba verify --backend "$backend" --json \
+  # -v: one line per task on stderr (the log), so a run cut off by its time limit still shows where the time went
+  JETSON_MAMBA_TRITON_AUTOTUNE=0 timeout 560 "$VPY" -m jetson_mamba -v verify --backend "$backend" --json \
     > "$OUT/verify-$backend.json"
   rc=$?
   echo "== verify --backend $backend: exit $rc in $(( $(date +%s) - start )) s" | tee "$OUT/verify-$backend.txt"

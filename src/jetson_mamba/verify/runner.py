@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -19,6 +20,8 @@ from jetson_mamba.verify.extensions import (
 from jetson_mamba.verify.plan import Plan, Task, absent_or_broken
 from jetson_mamba.verify.reference import forced_backend
 from jetson_mamba.verify.report import ERROR, CheckResult, Skipped, VerifyReport
+
+logger = logging.getLogger("jetson_mamba.verify")
 
 QUICK_DTYPES = ("float32", "bfloat16")
 FULL_DTYPES = ("float32", "float16", "bfloat16")
@@ -183,6 +186,8 @@ def execute(plan: Plan, progress: bool = True) -> VerifyReport:
                 message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                 report.checks.append(CheckResult(task.label, "setup", "-", "setup", ERROR, None, 0.0, message=message))
             report.task_seconds[task.label] = time.perf_counter() - task_started
+            # with `jetson-mamba -v`: a trace on stderr that survives a run killed by a time limit
+            logger.info("verify: %s: %.1f s", task.label, report.task_seconds[task.label])
             bar.advance(task_id)
     report.notes = list(plan.notes)
     report.seconds = time.perf_counter() - started
