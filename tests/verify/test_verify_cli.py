@@ -88,6 +88,10 @@ def test_quick_verify_json_on_cpu(tmp_path: Path) -> None:
     assert "TRITON_INTERPRET=1" in skipped["selective_scan[triton]"]
     for name in ("selective_scan_cuda", "causal_conv1d_cuda", "selective_scan_cuda_core", "selective_scan_cuda_oflex"):
         assert name in skipped and skipped[name]
+    # where the time went, per task (every check comes from a timed task), and how this run was set up
+    assert report["task_seconds"] and all(s >= 0 for s in report["task_seconds"].values())
+    assert {c["component"] for c in report["checks"]} <= {label.split()[0] for label in report["task_seconds"]}
+    assert "JETSON_MAMBA_TRITON_AUTOTUNE=0" in " ".join(report["notes"])
 
 
 def test_perturbed_backends_fail_verify(tmp_path: Path) -> None:
