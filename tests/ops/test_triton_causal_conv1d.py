@@ -71,6 +71,33 @@ def test_no_bias_no_states(activation: Optional[str], nan_poison: None) -> None:
     check(make_x(1, 3, 29, False, torch.float32), 4, bias=False, activation=activation, states=False)
 
 
+@pytest.mark.parametrize("width", [2, 3, 4])
+@pytest.mark.parametrize("states", [False, True], ids=["no-states", "states"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channel_first_rows_kernels(width: int, states: bool, dtype: torch.dtype,
+                                    nan_poison: None) -> None:  # noqa: F811
+    """The rows kernels (channel-first, unit time stride): several programs along L, a length that is
+    not a multiple of 8, a channel count not a multiple of the tile; with states the forward keeps
+    them and the backward takes the general kernel."""
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+
+    calls = {"fwd": 0, "bwd": 0}
+    for name, kernel in (("fwd", conv._fwd_rows), ("bwd", conv._bwd_rows)):
+        original = kernel.run
+
+        def counted(*args, name=name, original=original, **kwargs):  # type: ignore[no-untyped-def]
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        kernel.run = counted
+    try:
+        check(make_x(2, 5, 45, False, dtype), width, bias=True, activation="silu", states=states, rel=TOL[dtype])
+    finally:
+        for kernel in (conv._fwd_rows, conv._bwd_rows):
+            del kernel.run
+    assert calls == {"fwd": 1, "bwd": 0 if states else 1}
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision(dtype: torch.dtype, nan_poison: None) -> None:  # noqa: F811
     check(make_x(2, 4, 21, True, dtype), 4, bias=True, activation="silu", states=True, rel=TOL[dtype])

@@ -29,23 +29,30 @@ HALF = {"u_ptr", "delta_ptr", "z_ptr", "out_ptr", "outz_ptr", "B_ptr", "C_ptr", 
 INT = {"seq_ptr", "cache_ptr", "idx_ptr"}
 
 
-def compile_for(kernel: Any, arch: int, consts: Dict[str, Any], num_warps: int) -> Any:
-    """Compile `kernel` (autotuned/heuristics wrappers peeled off) for sm_`arch`, bf16 tensors, unit time stride."""
+def compile_for(kernel: Any, arch: int, consts: Dict[str, Any], num_warps: int, aligned: bool = False) -> Any:
+    """Compile `kernel` (autotuned/heuristics wrappers peeled off) for sm_`arch`, bf16 tensors, unit time stride.
+
+    `aligned`: pointers and integer arguments divisible by 16, as Triton specializes them at a launch
+    on typical shapes (L = 2048, contiguous tensors), so vector loads show as they would there."""
     fn = kernel
     while not isinstance(fn, triton.runtime.jit.JITFunction):
         fn = fn.fn
     signature: Dict[str, str] = {}
     constexprs: Dict[Any, Any] = {}
+    attrs: Dict[Any, Any] = {}
     for i, param in enumerate(fn.params):
         name = param.name
         if name in consts:
             signature[name] = "constexpr"
             constexprs[(i,)] = consts[name]
-        elif name.endswith("_ptr"):
+            continue
+        if name.endswith("_ptr"):
             signature[name] = "*bf16" if name in HALF else "*i32" if name in INT else "*fp32"
         else:
             signature[name] = "i32"
-    return triton.compile(ASTSource(fn, signature, constexprs, {}), target=GPUTarget("cuda", arch, 32),
+        if aligned:
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    return triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", arch, 32),
                           options={"num_warps": num_warps})
 
 
@@ -69,6 +76,10 @@ VARIANTS = {
     "scan-bwd": (scan._bwd, dict(SCAN, **_scan_cfg(scan._BWD_CONFIGS), s_gl=1), scan._BWD_CONFIGS[0][2]),
     "conv-fwd": (conv._fwd["first"], dict(CONV, HAS_FINAL=True, **_conv_cfg(conv._FWD_CONFIGS["first"]), s_xl=1), 4),
     "conv-bwd": (conv._bwd["last"], dict(CONV, HAS_DFINAL=True, **_conv_cfg(conv._BWD_CONFIGS["last"]), s_xd=1), 4),
+    "conv-fwd-rows": (conv._fwd_rows, dict(W=4, HAS_BIAS=True, HAS_INIT=True, HAS_FINAL=True, SILU=True,
+                                           BD=conv._FWD_ROWS_CONFIGS[0][0], R=conv._FWD_ROWS_CONFIGS[0][1]), 4),
+    "conv-bwd-rows": (conv._bwd_rows, dict(W=4, HAS_BIAS=True, SILU=True, BD=conv._BWD_ROWS_CONFIGS[0][0],
+                                           R=conv._BWD_ROWS_CONFIGS[0][1]), 4),
     "conv-update": (conv._conv_update_kernel, dict(W=4, HAS_BIAS=True, SILU=True, CIRCULAR=True, HAS_IDX=True,
                                                    BD=64), 2),
 }
@@ -83,3 +94,26 @@ def test_kernel_compiles_for(variant: str, arch: int) -> None:
     assert compiled.asm.get("cubin"), "no cubin produced"
     assert f".target sm_{arch}" in compiled.asm["ptx"]
     assert compiled.metadata.shared <= ORIN_SMEM, f"{compiled.metadata.shared} bytes of shared memory"
+
+
+@pytest.mark.parametrize("variant", ["conv-fwd-rows", "conv-bwd-rows"])
+def test_rows_kernels_read_rows_with_vector_loads(variant: str) -> None:
+    """The point of the rows kernels: bf16 x and dout rows come in as 8- or 16-byte loads and the shifted
+    windows are built in registers. The 2-byte loads left are the W weights (and the forward's final
+    states); the general kernel needs 28 of them for the same tile. Only the backward's W + 1 reductions
+    over rows (dweight, dbias) touch shared memory."""
+    import re
+
+    from triton.tools.disasm import get_sass
+
+    kernel, consts, num_warps = VARIANTS[variant]
+    sass = get_sass(compile_for(kernel, 90, dict(consts, HAS_INIT=False) if "fwd" in variant else consts,
+                                num_warps, aligned=True).asm["cubin"])
+    loads = re.findall(r"\bLDG\.E[.\w]*", sass)
+    vector = [op for op in loads if op in ("LDG.E.64", "LDG.E.128")]
+    width = consts["W"]
+    assert loads.count("LDG.E.U16") <= width + 1, loads
+    if "fwd" in variant:
+        assert len(vector) == 2 and not re.search(r"\b(LDS|STS|SHFL)", sass), loads  # this row, the row before
+    else:
+        assert len(vector) == 5, loads  # x: the row before, this one, the one after; dout: this one and the next
