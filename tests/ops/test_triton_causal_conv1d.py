@@ -98,6 +98,12 @@ def test_channel_first_rows_kernels(width: int, states: bool, dtype: torch.dtype
     assert calls == {"fwd": 1, "bwd": 0 if states else 1}
 
 
+@pytest.mark.parametrize("L", [1, 8, 17])
+def test_channel_first_rows_edges(L: int, nan_poison: None) -> None:  # noqa: F811
+    """Rows kernels at one step, exactly one row, and one step past two rows."""
+    check(make_x(2, 3, L, False, torch.float32), 4, bias=True, activation="silu", states=False)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision(dtype: torch.dtype, nan_poison: None) -> None:  # noqa: F811
     check(make_x(2, 4, 21, True, dtype), 4, bias=True, activation="silu", states=True, rel=TOL[dtype])
