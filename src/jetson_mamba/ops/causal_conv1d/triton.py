@@ -236,25 +236,6 @@ if triton is not None:
             tl.atomic_add(db_ptr + offs_d, tl.sum(acc, axis=1), mask=mask_d)
 
     @triton.jit
-    def _pick(i: tl.constexpr, a0, a1, a2, a3, a4, a5, a6):
-        """The i-th of seven values (i is a compile-time constant: no runtime selection)."""
-        if i == 0:
-            r = a0
-        elif i == 1:
-            r = a1
-        elif i == 2:
-            r = a2
-        elif i == 3:
-            r = a3
-        elif i == 4:
-            r = a4
-        elif i == 5:
-            r = a5
-        else:
-            r = a6
-        return r
-
-    @triton.jit
     def _conv_bwd_kernel(
         x_ptr, w_ptr, bias_ptr, seq_ptr, init_ptr, dout_ptr, dfinal_ptr, dx_ptr, dw_ptr, db_ptr, dinit_ptr,
         dim, L, s_xb, s_xd, s_xl, s_wd, s_ww, s_gb, s_gd, s_gl, s_ib, s_id, s_il, s_fb, s_fd, s_fl, s_sb, s_sl,
@@ -279,35 +260,25 @@ if triton is not None:
         bias = tl.zeros([BD], dtype=tl.float32)
         if HAS_BIAS:
             bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        # X_j = x at p - (W-1) + j, j = 0 .. 2W-2 (unused ones are dead code for W < 4); S_j its seq_idx.
-        X0 = _xcat(x_b, init_b, p - (W - 1), offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
-        X1 = _xcat(x_b, init_b, p - (W - 2), offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
-        X2 = _xcat(x_b, init_b, p - (W - 3), offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
-        X3 = _xcat(x_b, init_b, p - (W - 4), offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
-        X4 = _xcat(x_b, init_b, p - (W - 5), offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
-        X5 = _xcat(x_b, init_b, p - (W - 6), offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
-        X6 = _xcat(x_b, init_b, p - (W - 7), offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
-        # Without seq_idx the S_j are never read.
-        S0 = _seq(seq_b, p - (W - 1), L, s_sl) if HAS_SEQ else p
-        S1 = _seq(seq_b, p - (W - 2), L, s_sl) if HAS_SEQ else p
-        S2 = _seq(seq_b, p - (W - 3), L, s_sl) if HAS_SEQ else p
-        S3 = _seq(seq_b, p - (W - 4), L, s_sl) if HAS_SEQ else p
-        S4 = _seq(seq_b, p - (W - 5), L, s_sl) if HAS_SEQ else p
-        S5 = _seq(seq_b, p - (W - 6), L, s_sl) if HAS_SEQ else p
-        S6 = _seq(seq_b, p - (W - 7), L, s_sl) if HAS_SEQ else p
-        cur = _pick(W - 1, S0, S1, S2, S3, S4, S5, S6)
+        # X[j] = x at p - (W-1) + j, j = 0 .. 2W-2; S[j] its seq_idx (never read without seq_idx).
+        X = ()
+        S = ()
+        for j in tl.static_range(2 * W - 1):
+            X = X + (_xcat(x_b, init_b, p - (W - 1) + j, offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT),)
+            S = S + (_seq(seq_b, p - (W - 1) + j, L, s_sl) if HAS_SEQ else p,)
+        cur = S[W - 1]
         dx = tl.zeros([BD, BL], dtype=tl.float32)
         g0 = tl.zeros([BD, BL], dtype=tl.float32)
         for s in tl.static_range(W):
             # Pre-activation of out[p + s] (which x[p] feeds through tap W-1-s), then its gradient.
             q = p + s
-            sq = _pick(s + W - 1, S0, S1, S2, S3, S4, S5, S6)
+            sq = S[s + W - 1]
             a = tl.zeros([BD, BL], dtype=tl.float32) + bias[:, None]
             for k in tl.static_range(W):
                 wk = tl.load(w_ptr + offs_d * s_wd + k * s_ww, mask=mask_d, other=0.0).to(tl.float32)
-                xk = _pick(s + k, X0, X1, X2, X3, X4, X5, X6)
+                xk = X[s + k]
                 if HAS_SEQ:
-                    xk = tl.where((_pick(s + k, S0, S1, S2, S3, S4, S5, S6) == sq)[None, :], xk, 0.0)
+                    xk = tl.where((S[s + k] == sq)[None, :], xk, 0.0)
                 a += wk[:, None] * xk
             mq = mask_d[:, None] & ((q >= 0) & (q < L))[None, :]
             g = tl.load(g_b + offs_d[:, None] * s_gd + q[None, :] * s_gl, mask=mq, other=0.0).to(tl.float32)
@@ -336,9 +307,9 @@ if triton is not None:
                      dx.to(dinit_ptr.dtype.element_ty), mask=mi)
         # Weight and bias gradients: sum over this tile, then one atomic per channel and tap.
         for k in tl.static_range(W):
-            xk = _pick(k, X0, X1, X2, X3, X4, X5, X6)
+            xk = X[k]
             if HAS_SEQ:
-                xk = tl.where((_pick(k, S0, S1, S2, S3, S4, S5, S6) == cur)[None, :], xk, 0.0)
+                xk = tl.where((S[k] == cur)[None, :], xk, 0.0)
             tl.atomic_add(dw_ptr + offs_d * W + k, tl.sum(g0 * xk, axis=1), mask=mask_d)
         if HAS_BIAS:
             tl.atomic_add(db_ptr + offs_d, tl.sum(g0, axis=1), mask=mask_d)
