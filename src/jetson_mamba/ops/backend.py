@@ -174,21 +174,17 @@ def select_backend(op: str, device: Union[str, torch.device], dtype: torch.dtype
         raise BackendUnavailableError(
             f"unknown backend {unknown[0]!r} for {op}; known: {', '.join(sorted(entries))}",
             f"set {ENV_VAR} to one of {', '.join(sorted(entries))} (or a comma list of them), or unset it")
-    if len(wanted) == 1:
-        module, reason = _why_not(op, wanted[0], entries[wanted[0]], dev, dtype, forced=True)
-        if module is None or reason is not None:
-            raise BackendUnavailableError(
-                f"backend {wanted[0]!r} cannot run {op} on {dev} {dtype}: {reason}",
-                _fix_for(wanted[0], dev))
-        _report(op, wanted[0], f"forced by {ENV_VAR}" if not name else "requested")
-        return wanted[0], module
     rejected: List[str] = []
     for cand in wanted:
         module, reason = _why_not(op, cand, entries[cand], dev, dtype, forced=True)
         if module is not None and reason is None:
-            _report(op, cand, f"first usable of {ENV_VAR}={','.join(wanted)}")
+            _report(op, cand, "requested" if name else f"forced by {ENV_VAR}" if len(wanted) == 1
+                    else f"first usable of {ENV_VAR}={','.join(wanted)}")
             return cand, module
         rejected.append(f"{cand}: {reason}")
+    if len(wanted) == 1:
+        raise BackendUnavailableError(f"backend {wanted[0]!r} cannot run {op} on {dev} {dtype}: {reason}",
+                                      _fix_for(wanted[0], dev))
     if wanted:
         raise BackendUnavailableError(
             f"none of {ENV_VAR}={','.join(wanted)} can run {op} on {dev} {dtype}: {'; '.join(rejected)}",
