@@ -132,8 +132,9 @@ _ssd_dd = replacing(
             rf"\1dD = tl.sum(dout_res * x)\n\1tl.atomic_add(dD_ptr, dD)  # {marker(SSD_DD)}: sum the column blocks\n"),
     Replace(r"^(\s+)dD = torch\.empty\(triton\.cdiv\(chunk_size, BLOCK_SIZE_min\)",
             r"\1dD = torch.zeros(triton.cdiv(chunk_size, BLOCK_SIZE_min)"),
-    # the autotuner runs the kernel once per config: the buffer is zeroed before each run
-    Replace(r"pre_hook=init_to_zero\(\[\"ddt_ptr\"\]\)\)", 'pre_hook=init_to_zero(["ddt_ptr", "dD_ptr"]))', count=0),
+    # the autotuner runs the kernel once per config: the buffer is zeroed before each run (the 9
+    # configs of that kernel, the only ones in the file zeroing ddt alone; any other count is unknown code)
+    Replace(r"pre_hook=init_to_zero\(\[\"ddt_ptr\"\]\)\)", 'pre_hook=init_to_zero(["ddt_ptr", "dD_ptr"]))', count=9),
 )
 
 # ---------------------------------------------------------- 3. torch without torch.distributed

@@ -309,7 +309,6 @@ def _plan_mamba_ssm(plan: Plan) -> None:
         if layer_module is None:
             absent_or_broken(plan, component, path, why)
             continue
-        _pin_autotuning(plan)
 
         def run(layer_module: Any = layer_module, cls_name: str = cls_name, kwargs: Dict[str, Any] = kwargs,
                 component: str = component, make_reference: Any = make_reference,
@@ -327,8 +326,8 @@ def _plan_mamba_ssm(plan: Plan) -> None:
                                           dtype, plan.device, generator, precision))
             return results
 
-
         plan.tasks.append(Task(component, run))
+    _pin_autotuning(plan)  # once, with every mamba_ssm module the layers imported
 
 
 def _plan_mamba_yolo(plan: Plan) -> None:
