@@ -18,13 +18,21 @@ import types
 import torch
 
 
-def main(root: str) -> None:
+def import_ssd_combined(root: str) -> types.ModuleType:
+    """mamba_ssm.ops.triton.ssd_combined from the package tree `root`, without running mamba_ssm/__init__
+    (which needs the compiled extensions): the parent packages are bare namespace modules."""
     for name, sub in (("mamba_ssm", ""), ("mamba_ssm.ops", "/ops"), ("mamba_ssm.ops.triton", "/ops/triton"),
                       ("mamba_ssm.utils", "/utils")):
         module = types.ModuleType(name)
         module.__path__ = [root + sub]
         sys.modules[name] = module
     from mamba_ssm.ops.triton import ssd_combined
+
+    return ssd_combined
+
+
+def main(root: str) -> None:
+    ssd_combined = import_ssd_combined(root)
 
     from jetson_mamba.ops.triton_utils import pin_autotuned_kernels
 

@@ -15,6 +15,8 @@ triton = pytest.importorskip("triton")
 
 from jetson_mamba.ops.triton_utils import pin_autotuned_kernels  # noqa: E402
 
+CHECKS = Path(__file__).resolve().parents[1] / "compat"  # ssd_dd_check.import_ssd_combined
+
 
 def _configs() -> list:
     return [triton.Config({"BM": 128, "BN": 64}, num_stages=3, num_warps=8),
@@ -57,12 +59,10 @@ def test_pins_the_real_mamba_ssm_ssd_kernels(shared: Path, tmp_path: Path) -> No
         tar.extractall(tmp_path, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(tmp_path)
     package = next(tmp_path.glob("*/mamba_ssm"))
     script = textwrap.dedent(f"""
-        import sys, types
-        root = {str(package)!r}
-        for name, sub in (("mamba_ssm", ""), ("mamba_ssm.ops", "/ops"), ("mamba_ssm.ops.triton", "/ops/triton"),
-                          ("mamba_ssm.utils", "/utils")):
-            module = types.ModuleType(name); module.__path__ = [root + sub]; sys.modules[name] = module
-        import mamba_ssm.ops.triton.ssd_combined
+        import sys
+        sys.path.insert(0, {str(CHECKS)!r})
+        from ssd_dd_check import import_ssd_combined
+        import_ssd_combined({str(package)!r})
         from jetson_mamba.ops.triton_utils import pin_autotuned_kernels
         print(pin_autotuned_kernels("mamba_ssm"))
         from triton.runtime.autotuner import Autotuner
