@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # GPU proofs in one call on the lab machine (one H200, 16 cores, no network), from the repo root:
 #   LAB_STEPS="..." bash benchmarks/gpu/lab.sh [SECONDS]
-# A device call is short, so the correctness proofs (each in its own venv, each compiling Triton kernels
-# on the CPU: mamba-ssm's own autotuned SSD kernels take minutes on a cold cache, which all of them then
-# share) run at the same time; the timing steps run after them, one at a time, on an idle machine.
-# The source build (CPU-bound) runs niced in the background when asked for. Whatever finished by the
-# deadline (default 540 s) is packed into $OUT/lab.tgz, and the short results are printed at the end.
+# Every step runs alone, in the order below: run side by side, the proofs (each compiling Triton kernels
+# on the CPU; mamba-ssm's autotuned SSD kernels take minutes on a cold cache) all ran out of time.
+# They share one Triton cache, .lab-cache/triton (git-ignored: it stays on a warm machine between calls);
+# it also comes back as $OUT/triton-cache.tgz, which the next call unpacks from .carry/ when the machine
+# is fresh. The source build (CPU-bound) runs niced in the background when asked for. Whatever finished
+# by the deadline (default 540 s) is packed into $OUT/lab.tgz, and the short results are printed at the end.
 # Needs .carry/ (scripts/device.sh): wheelhouse (the two sm_90 wheels), sdists, fixtures, whl (ultralytics).
-# Steps, correctness (in parallel): patch_proof install_proof verify_cuda verify_triton verify_torch yolo_train
-#        timing (one by one, after): bench yolo torch_vs_cuda triton_bench        background: build
+# Steps, correctness: patch_proof install_proof verify_cuda verify_triton verify_torch yolo_train
+#        timing: bench yolo torch_vs_cuda triton_bench        background: build
 set -u
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
@@ -17,6 +18,11 @@ OUT=${OUT:-$PWD/lab-out}
 R="$OUT/r"
 mkdir -p "$R"
 export JETSON_MAMBA_SHARED="$PWD/.carry"
+export TRITON_CACHE_DIR="$PWD/.lab-cache/triton"
+if [ ! -d "$TRITON_CACHE_DIR" ] && [ -s .carry/triton-cache.tgz ]; then
+  mkdir -p "$TRITON_CACHE_DIR" && tar xzf .carry/triton-cache.tgz -C "$TRITON_CACHE_DIR"
+fi
+mkdir -p "$TRITON_CACHE_DIR"
 # The lab's python3 is itself a venv (/opt/torch/.venv): venvs made from it with
 # --system-site-packages do not see its torch, so its site-packages go on PYTHONPATH.
 PYTHONPATH=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -38,14 +44,14 @@ want build && (RESULTS="$R/build" nice -n 19 timeout $(( $(left) - 15 )) bash be
   > "$R/build.log" 2>&1; echo "== build_sm90: exit $? (background)" >> "$R/summary.txt") &
 build_pid=$!
 
-pids=()
-want patch_proof && { step patch_proof 900 python3 benchmarks/gpu/patch_proof.py & pids+=($!); }
-want install_proof && { step install_proof 900 env RESULTS="$R/install" bash benchmarks/gpu/install_proof.sh & pids+=($!); }
+cache_files() { find "$TRITON_CACHE_DIR" -type f | wc -l; }
+echo "== Triton cache at start: $(cache_files) files" | tee -a "$R/summary.txt"
+want patch_proof && step patch_proof 900 python3 benchmarks/gpu/patch_proof.py
+want install_proof && step install_proof 900 env RESULTS="$R/install" bash benchmarks/gpu/install_proof.sh
 for backend in cuda triton torch; do
-  want "verify_$backend" && { step "verify_$backend" 900 env OUT="$R/verify" bash benchmarks/gpu/verify_bench.sh "$backend" & pids+=($!); }
+  want "verify_$backend" && step "verify_$backend" 900 env OUT="$R/verify" bash benchmarks/gpu/verify_bench.sh "$backend"
 done
-want yolo_train && { step yolo_train 900 env JETSON_MAMBA_TRITON_AUTOTUNE=0 bash benchmarks/gpu/yolo_train.sh & pids+=($!); }
-[ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
+want yolo_train && step yolo_train 900 env JETSON_MAMBA_TRITON_AUTOTUNE=0 bash benchmarks/gpu/yolo_train.sh
 
 want bench && step bench 200 env OUT="$R/verify" bash benchmarks/gpu/verify_bench.sh bench
 want yolo && step yolo 200 python3 benchmarks/gpu/yolo_latency.py --out "$R/yolo"
@@ -54,6 +60,8 @@ want triton_bench && step triton_bench 400 env OUT="$R/triton" bash benchmarks/g
 
 want build && wait "$build_pid"
 cp -r benchmarks/gpu/results "$R/results" 2>/dev/null
+echo "== Triton cache at end: $(cache_files) files, $(du -sh "$TRITON_CACHE_DIR" | cut -f1)" | tee -a "$R/summary.txt"
+tar czf "$OUT/triton-cache.tgz" -C "$TRITON_CACHE_DIR" .
 tar czf "$OUT/lab.tgz" -C "$R" .
 cp "$R/summary.txt" "$OUT/summary.txt"
 # the short results, for the call's output tail
