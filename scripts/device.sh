@@ -10,6 +10,11 @@ SHARED=${JETSON_MAMBA_SHARED:-../shared}
 mkdir -p .carry/wheelhouse .carry/sdists .carry/fixtures .carry/whl
 cp "$SHARED"/wheelhouse/h200-cu130-py312/*.whl .carry/wheelhouse/
 cp "$SHARED"/sdists/*.tar.gz .carry/sdists/
+# mamba-ssm 2.2.6.post3 (the build proof's third version) is not in ../shared: pip fetches the sdist alone
+# (it prepares metadata by running setup.py, which imports torch: hence the test venv's python).
+[ -f .carry/sdists/mamba_ssm-2.2.6.post3.tar.gz ] || .venv/bin/python -m pip download -q --no-deps \
+  --no-binary :all: --no-build-isolation -d .carry/sdists mamba-ssm==2.2.6.post3 \
+  || echo "no mamba-ssm 2.2.6.post3 sdist (benchmarks/gpu/build_sm90.sh skips that version)" >&2
 cp -r "$SHARED"/fixtures/mamba_yolo_upstream .carry/fixtures/
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

@@ -2,8 +2,8 @@
 # On the lab GPU machine (H200 = sm_90, 16 cores, torch 2.11.0+cu130, nvcc 13.0, no network):
 # build causal-conv1d 1.6.0 and mamba-ssm 2.2.5 (+ 2.2.6.post3 when its sdist is in .carry/sdists)
 # for sm_90 with `jetson-mamba build`, both packages of the pair in parallel, print wall times,
-# per-unit compile times and wheel sizes, then install the wheels into a fresh venv (seeing the
-# system torch) and run `jetson-mamba verify` on the GPU against them.
+# per-unit compile times and wheel sizes, then install each mamba-ssm's wheels with causal-conv1d's into a
+# fresh venv (seeing the system torch) and run `jetson-mamba verify --backend cuda` on the GPU against them.
 # Targets (issue 6): the pair in <= 6 minutes wall, <= 20 MB of wheels together.
 #   usage: bash benchmarks/gpu/build_sm90.sh            (PYTHON=..., SDISTS=..., RESULTS=... to override)
 set -uo pipefail
@@ -40,13 +40,34 @@ wait $conv_pid; conv_rc=$?
 wait $mamba_pid; mamba_rc=$?
 pair_wall=$(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $start}")
 echo "== pair causal-conv1d 1.6.0 + mamba-ssm 2.2.5 for sm_90, in parallel (jobs $conv_jobs + $mamba_jobs): ${pair_wall} s wall"
-newer_rc=0
+# Verify the built wheels on the GPU: a fresh venv per mamba-ssm version that sees the system torch,
+# only our wheels installed; --backend cuda: the compiled kernels of these wheels, through their own
+# APIs, dispatch and mamba_ssm's Mamba/Mamba2 (the Triton and torch backends do not depend on the
+# build); untuned Triton tiles for speed.
+verify_wheels() {  # tag mamba-version
+  local venv="$WORK/venv-$1" start rc
+  "$PY" -m venv --system-site-packages "$venv"
+  "$venv/bin/python" -m pip install -q --no-deps --no-index --force-reinstall \
+    "$WORK"/wheels/causal_conv1d-1.6.0+*.whl "$WORK"/wheels/mamba_ssm-"$2"+*.whl
+  "$venv/bin/python" -c "import causal_conv1d, mamba_ssm, selective_scan_cuda, causal_conv1d_cuda; print('== $1 imports from', mamba_ssm.__file__, causal_conv1d_cuda.__file__)"
+  start=$(date +%s)
+  JETSON_MAMBA_TRITON_AUTOTUNE=0 "$venv/bin/python" -m jetson_mamba -v verify --backend cuda --json \
+    > "$RESULTS/build-sm90-verify-$1.json" 2> "$RESULTS/build-sm90-verify-$1.log"
+  rc=$?
+  echo "== jetson-mamba verify --backend cuda with causal-conv1d 1.6.0 + mamba-ssm $2 as built: exit $rc" \
+    "in $(( $(date +%s) - start )) s (report: $RESULTS/build-sm90-verify-$1.json)"
+  "$venv/bin/python" -c "import json, sys; d = json.load(open(sys.argv[1])); print('   ', d['device'], d['summary'])" \
+    "$RESULTS/build-sm90-verify-$1.json"
+  return $rc
+}
+[ $conv_rc -eq 0 ] && [ $mamba_rc -eq 0 ] && { verify_wheels pair 2.2.5 & verify_pid=$!; }
+newer_rc=0; newer_verify_rc=0
 if ls "$SDISTS"/mamba_ssm-2.2.6.post3.tar.gz >/dev/null 2>&1; then
+  # beside the pair's verify (one core and the GPU): the build gets the other cores
   build mamba-ssm==2.2.6.post3 "$cores" mamba226; newer_rc=$?
 else
-  echo "== mamba-ssm 2.2.6.post3: no sdist in $SDISTS (the machine has no network), skipped"
+  echo "== mamba-ssm 2.2.6.post3: no sdist in $SDISTS (scripts/device.sh fetches it), skipped"
 fi
-
 "$PY" - "$WORK" "$RESULTS/build-sm90.json" "$pair_wall" <<'EOF'
 import json, pathlib, sys
 work, target, wall = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), float(sys.argv[3])
@@ -67,20 +88,9 @@ pair_size = sum(r["size"] for r in pair)
 print(f"pair: {wall:.1f} s wall (target <= 360 s), {pair_size / 1e6:.1f} MB together (target <= 20 MB)")
 target.write_text(json.dumps({"pair_wall_seconds": wall, "pair_bytes": pair_size, "results": rows}, indent=2))
 EOF
+[ $newer_rc -eq 0 ] && [ -s "$WORK/mamba226.json" ] && { verify_wheels newer 2.2.6.post3; newer_verify_rc=$?; }
+verify_rc=1
+[ -n "${verify_pid:-}" ] && { wait "$verify_pid"; verify_rc=$?; }
 
-# Verify the pair on the GPU: a fresh venv that sees the system torch, only our wheels installed.
-"$PY" -m venv --system-site-packages "$WORK/venv"
-"$WORK/venv/bin/python" -m pip install -q --no-deps --no-index --force-reinstall \
-  "$WORK"/wheels/causal_conv1d-1.6.0+*.whl "$WORK"/wheels/mamba_ssm-2.2.5+*.whl
-"$WORK/venv/bin/python" -c "import causal_conv1d, mamba_ssm, selective_scan_cuda, causal_conv1d_cuda; print('== imports from', mamba_ssm.__file__, causal_conv1d_cuda.__file__)"
-# --backend cuda: the compiled kernels of these wheels, through their own APIs, dispatch and mamba_ssm's
-# Mamba/Mamba2 (the Triton and torch backends do not depend on the build); untuned Triton tiles for speed.
-start=$(date +%s)
-JETSON_MAMBA_TRITON_AUTOTUNE=0 "$WORK/venv/bin/python" -m jetson_mamba -v verify --backend cuda --json \
-  > "$RESULTS/build-sm90-verify.json" 2> "$RESULTS/build-sm90-verify.log"
-verify_rc=$?
-echo "== jetson-mamba verify --backend cuda with the built wheels: exit $verify_rc in $(( $(date +%s) - start )) s" \
-  "(report: $RESULTS/build-sm90-verify.json)"
-"$WORK/venv/bin/python" -c "import json, sys; d = json.load(open(sys.argv[1])); print('   ', d['device'], d['summary'])" \
-  "$RESULTS/build-sm90-verify.json"
-exit $(( conv_rc || mamba_rc || newer_rc || verify_rc ))
+
+exit $(( conv_rc || mamba_rc || newer_rc || verify_rc || newer_verify_rc ))

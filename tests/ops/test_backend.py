@@ -111,6 +111,12 @@ def test_missing_backend_module_is_unavailable_not_an_error() -> None:
     assert backend.select_backend("selective_scan", "cpu", torch.float32)[0] == "torch"
 
 
+def test_a_built_in_backend_an_op_lacks_says_so() -> None:
+    """ssd has no compiled-kernel backend of ours: the reason says that, not an import traceback."""
+    infos = {i.name: i for i in backend.list_backends("ssd")}
+    assert infos["cuda"].reason == "jetson-mamba has no cuda kernel for ssd"
+
+
 def test_a_wrong_registered_backend_is_used_and_is_caught() -> None:
     """verify's use: register a wrong kernel at top priority; dispatch uses it and the numbers differ."""
     good = selective_scan_fn(*scan_inputs())

@@ -160,3 +160,24 @@ def test_public_fn_non_contiguous_inputs(close: Callable[..., None]) -> None:
     B = inputs["B"].transpose(1, 2).contiguous().transpose(1, 2)
     out = selective_scan_fn(u, inputs["delta"], inputs["A"], B, inputs["C"], D=inputs["D"])
     close(out, naive.selective_scan_ref(*(inputs[k] for k in NAMES)), torch.float32, "out")
+
+
+def test_compiled_fixed_B_state_gets_its_B_factor_back() -> None:
+    """The compiled kernel scans delta*u without a fixed B (see cuda.last_state): its stored state is the
+    state of a scan with B = 1. Multiplying B back must give the true final state, for every B."""
+    from jetson_mamba.ops.selective_scan.cuda import last_state
+    from jetson_mamba.ops.selective_scan.naive import selective_scan_ref
+
+    g = torch.Generator().manual_seed(7)
+    batch, dim, L, N = 2, 5, 23, 3
+    u, delta = torch.randn(batch, dim, L, generator=g), 0.5 * torch.rand(batch, dim, L, generator=g)
+    A = -0.5 * torch.rand(dim, N, generator=g) - 0.1
+    B, C = torch.randn(dim, N, generator=g), torch.randn(dim, N, generator=g)
+    _, kernel_like = selective_scan_ref(u, delta, A, torch.ones(dim, N), C, return_last_state=True)
+    x = torch.zeros(batch, dim, 1, 2 * N)
+    x[:, :, -1, 1::2] = kernel_like
+    _, truth = selective_scan_ref(u, delta, A, B, C, return_last_state=True)
+    torch.testing.assert_close(last_state(x, B), truth)
+    assert not torch.allclose(x[:, :, -1, 1::2], truth)  # the uncorrected state is wrong
+    variable = torch.randn(batch, N, L, generator=g)
+    assert last_state(x, variable) is not None and torch.equal(last_state(x, variable), x[:, :, -1, 1::2])

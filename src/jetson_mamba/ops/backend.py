@@ -88,7 +88,7 @@ def reset_backends() -> None:
     _import_failures.clear()
 
 
-def _load(entry: _Entry) -> Tuple[Optional[ModuleType], Optional[str]]:
+def _load(op: str, name: str, entry: _Entry) -> Tuple[Optional[ModuleType], Optional[str]]:
     if isinstance(entry.module, ModuleType):
         return entry.module, None
     if entry.module in _import_failures:
@@ -96,7 +96,11 @@ def _load(entry: _Entry) -> Tuple[Optional[ModuleType], Optional[str]]:
     try:
         return importlib.import_module(entry.module), None
     except ImportError as exc:  # absent module or a missing dependency (triton, the extension)
-        _import_failures[entry.module] = f"cannot import {entry.module}: {exc}"
+        built_in = entry.module == f"jetson_mamba.ops.{op}.{name}"
+        if built_in and isinstance(exc, ModuleNotFoundError) and exc.name == entry.module:
+            _import_failures[entry.module] = f"jetson-mamba has no {name} kernel for {op}"
+        else:
+            _import_failures[entry.module] = f"cannot import {entry.module}: {exc}"
         return None, _import_failures[entry.module]
 
 
@@ -106,7 +110,7 @@ def _device_kind(device: torch.device) -> str:
 
 def _why_not(op: str, name: str, entry: _Entry, device: torch.device, dtype: torch.dtype,
              forced: bool) -> Tuple[Optional[ModuleType], Optional[str]]:
-    module, reason = _load(entry)
+    module, reason = _load(op, name, entry)
     if module is None:
         return None, reason
     if name == "triton" and _device_kind(device) == "cpu":

@@ -13,6 +13,7 @@ import importlib
 from types import ModuleType
 from typing import Any, List, Optional, Tuple
 
+from jetson_mamba.ops.selective_scan.cuda import last_state
 from jetson_mamba.verify.cases import ScanCase
 
 
@@ -31,7 +32,8 @@ def _grouped(BC: Any) -> Any:
 
 
 class MambaScanAdapter:
-    """mamba-ssm's `selective_scan_cuda.fwd/bwd`."""
+    """mamba-ssm's `selective_scan_cuda.fwd/bwd`; the final state with a fixed B gets its B factor back, as the
+    cuda backend does (the kernel leaves it out: see `ops.selective_scan.cuda.last_state`)."""
 
     def __init__(self, ext: ModuleType) -> None:
         self.ext = ext
@@ -47,7 +49,7 @@ class MambaScanAdapter:
     def selective_scan_forward(self, u: Any, delta: Any, A: Any, B: Any, C: Any, D: Any = None, z: Any = None,
                                delta_bias: Any = None, delta_softplus: bool = False) -> Tuple[Any, Any, Any]:
         out, x, rest = self._fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-        return out, rest[0] if z is not None else None, x[:, :, -1, 1::2]
+        return out, rest[0] if z is not None else None, last_state(x, B)
 
     def selective_scan_backward(self, u: Any, delta: Any, A: Any, B: Any, C: Any, D: Any, z: Any,
                                 delta_bias: Any, delta_softplus: bool, dout: Any) -> Tuple[Any, ...]:

@@ -41,7 +41,19 @@ def selective_scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
     ext = load_extension(EXTENSION)
     u, delta, B4, C4, z = _prepare(u, delta, B, C, z)
     out, x, *rest = ext.fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus)
-    return out, (rest[0] if z is not None else None), x[:, :, -1, 1::2]
+    return out, (rest[0] if z is not None else None), last_state(x, B)
+
+
+def last_state(x: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """The final state from the kernel's chunk states x (batch, dim, n_chunks, 2N).
+
+    With a fixed B (dim, N) the kernel scans delta*u and applies B only when it forms the output, so
+    its stored states lack the B factor (mamba-ssm's own `selective_scan_fn(return_last_state=True)`
+    returns them so: an upstream bug, harmless to Mamba, whose B is variable). B is constant in time,
+    so multiplying it back gives the true state.
+    """
+    state = x[:, :, -1, 1::2]
+    return state * B if B.dim() == 2 else state
 
 
 def selective_scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
