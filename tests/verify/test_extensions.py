@@ -32,7 +32,7 @@ def _fwd_returning_out(x: Any, weight: Any, bias: Any, seq_idx: Any, init: Any, 
 def test_the_stand_ins_honour_the_buffers() -> None:
     generator = torch.Generator().manual_seed(0)
     case = ScanCase(2, 8, 21, 4)
-    results = check_scan("standin", MambaScanAdapter(selective_scan_cuda), case, torch.float32, "cpu", generator)
+    results = check_scan("standin", MambaScanAdapter(selective_scan_cuda, compiled=False), case, torch.float32, "cpu", generator)
     assert [r.status for r in results] == ["passed", "passed"] and "z" in results[1].tensors
     assert conv_uses_buffers(causal_conv1d_cuda)
     conv = check_conv("standin", ConvAdapter(causal_conv1d_cuda, buffers=True), ConvCase(2, 8, 19, 4),
@@ -42,7 +42,7 @@ def test_the_stand_ins_honour_the_buffers() -> None:
 
 def test_unwritten_dz_buffer_fails_the_backward_check() -> None:
     broken = SimpleNamespace(fwd=selective_scan_cuda.fwd, bwd=_bwd_ignoring_dz)
-    results = check_scan("broken", MambaScanAdapter(broken), ScanCase(2, 8, 21, 4), torch.float32, "cpu",
+    results = check_scan("broken", MambaScanAdapter(broken, compiled=False), ScanCase(2, 8, 21, 4), torch.float32, "cpu",
                          torch.Generator().manual_seed(1))
     forward, backward = results
     assert forward.status == "passed"
@@ -56,3 +56,29 @@ def test_unfilled_output_buffer_fails_the_forward_check() -> None:
                                    torch.float32, "cpu", torch.Generator().manual_seed(2))
     assert forward.status == "failed" and "out: NaN/Inf" in forward.message
     assert backward.status == "passed"
+
+
+def _fwd_like_the_kernel(u: Any, delta: Any, A: Any, B: Any, *rest: Any) -> Any:
+    """selective_scan_cuda.fwd as the compiled kernel stores states with a fixed B: without its B factor."""
+    out, x, *more = selective_scan_cuda.fwd(u, delta, A, B, *rest)
+    if B.dim() == 2:
+        x = x.clone()
+        x[..., 1::2] = x[..., 1::2] / B[:, None, :]
+    return (out, x, *more)
+
+
+def test_fixed_B_state_is_corrected_for_the_compiled_kernel_alone() -> None:
+    """The compiled kernel's fixed-B final state lacks B; the stand-in's does not. Each adapter mode passes its
+    own module and fails the other (found on the lab GPU: correcting the stand-in too multiplied B in twice)."""
+    case = ScanCase(1, 13, 129, 4, bc="fixed", D=False, delta_bias=False, softplus=False)
+    kernel_like = SimpleNamespace(fwd=_fwd_like_the_kernel, bwd=selective_scan_cuda.bwd)
+
+    def forward_status(module: Any, compiled: bool) -> str:
+        results = check_scan("scan", MambaScanAdapter(module, compiled=compiled), case, torch.float32, "cpu",
+                             torch.Generator().manual_seed(3))
+        return results[0].status
+
+    assert forward_status(selective_scan_cuda, compiled=False) == "passed"
+    assert forward_status(kernel_like, compiled=True) == "passed"
+    assert forward_status(selective_scan_cuda, compiled=True) == "failed"
+    assert forward_status(kernel_like, compiled=False) == "failed"

@@ -32,11 +32,13 @@ def _grouped(BC: Any) -> Any:
 
 
 class MambaScanAdapter:
-    """mamba-ssm's `selective_scan_cuda.fwd/bwd`; the final state with a fixed B gets its B factor back, as the
-    cuda backend does (the kernel leaves it out: see `ops.selective_scan.cuda.last_state`)."""
+    """mamba-ssm's `selective_scan_cuda.fwd/bwd`. The compiled kernel's final state with a fixed B gets its B
+    factor back, as the cuda backend does (the kernel leaves it out: `ops.selective_scan.cuda.last_state`);
+    jetson-mamba's stand-in stores the true state, which mamba_ssm then returns as is."""
 
-    def __init__(self, ext: ModuleType) -> None:
+    def __init__(self, ext: ModuleType, compiled: bool) -> None:
         self.ext = ext
+        self.compiled = compiled
 
     def supports(self, case: ScanCase) -> Optional[str]:
         return None
@@ -49,7 +51,8 @@ class MambaScanAdapter:
     def selective_scan_forward(self, u: Any, delta: Any, A: Any, B: Any, C: Any, D: Any = None, z: Any = None,
                                delta_bias: Any = None, delta_softplus: bool = False) -> Tuple[Any, Any, Any]:
         out, x, rest = self._fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-        return out, rest[0] if z is not None else None, last_state(x, B)
+        state = last_state(x, B) if self.compiled else x[:, :, -1, 1::2]
+        return out, rest[0] if z is not None else None, state
 
     def selective_scan_backward(self, u: Any, delta: Any, A: Any, B: Any, C: Any, D: Any, z: Any,
                                 delta_bias: Any, delta_softplus: bool, dout: Any) -> Tuple[Any, ...]:

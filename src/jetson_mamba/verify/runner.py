@@ -100,9 +100,9 @@ def check_backend_names(backends: Optional[Sequence[str]], device: str, option: 
                          f"use {option} with one of {', '.join(sorted(known))} (comma-separated)")
 
 
-def _adapter(kind: str, module: Any) -> Any:
+def _adapter(kind: str, module: Any, compiled: bool) -> Any:
     if kind == "scan":
-        return MambaScanAdapter(module)
+        return MambaScanAdapter(module, compiled)
     if kind == "core":
         return VMambaCoreAdapter(module)
     return ConvAdapter(module, buffers=conv_uses_buffers(module))
@@ -126,7 +126,7 @@ def _plan_extensions(plan: Plan) -> None:
                 continue
             op = "causal_conv1d" if kind == "conv" else "selective_scan"
             for index, dtype_name in enumerate(plan.dtypes):
-                plan.tasks.extend(_kernel_checks(plan, name, _adapter(kind, module), op, _torch_dtype(dtype_name),
+                plan.tasks.extend(_kernel_checks(plan, name, _adapter(kind, module, True), op, _torch_dtype(dtype_name),
                                                  1000 + 100 * index))
     for name in STANDINS:
         module, why = import_module(f"jetson_mamba.ops.standins.{name}")
@@ -141,7 +141,7 @@ def _plan_extensions(plan: Plan) -> None:
             plan.skipped.append(Skipped(component, f"--backend {plan.forced}: {why}"))
             continue
         for index, dtype_name in enumerate(("float32",) if plan.quick else plan.dtypes):
-            plan.tasks.extend(_kernel_checks(plan, component, _adapter(kind, module), op, _torch_dtype(dtype_name),
+            plan.tasks.extend(_kernel_checks(plan, component, _adapter(kind, module, False), op, _torch_dtype(dtype_name),
                                              2000 + 100 * index))
 
 
