@@ -8,6 +8,8 @@ so that no call finds its inputs in L2. The compiled kernels are the `selective_
 mamba_ssm package itself need not import). Every timed pair is also compared numerically.
 `--sweep` times every candidate launch config of each kernel (to pick the defaults);
 `--cold-start` measures the first call of a fresh process with an empty and a warm Triton cache.
+`--graph` also times each call replayed from a CUDA graph: GPU time without the host's launch cost
+(a Triton launch from Python costs tens of microseconds, the size of the conv kernels themselves).
 """
 
 from __future__ import annotations
@@ -45,6 +47,34 @@ def median_ms(fn: Callable[..., Any], sets: Sequence[Tuple[Any, ...]], warmup: i
         events.append((start, end))
     torch.cuda.synchronize()
     return statistics.median(s.elapsed_time(e) for s, e in events)
+
+
+GRAPH = False  # --graph: also time CUDA-graph replays (set by main)
+
+
+def graph_ms(fn: Callable[..., Any], sets: Sequence[Tuple[Any, ...]], iters: int = 30) -> Optional[float]:
+    """Median time of one replay of fn(*set) captured in a CUDA graph (None when capture fails: the
+    reason is printed). Call after median_ms, so autotuning and JIT happened outside the capture."""
+    try:
+        graphs = []
+        for args in sets:
+            fn(*args)
+            torch.cuda.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                fn(*args)
+            graphs.append(graph)
+        return median_ms(lambda g: g.replay(), [(g,) for g in graphs], iters=iters)
+    except Exception as exc:  # a benchmark row must not die with its optional column
+        print(f"graph capture failed: {type(exc).__name__}: {exc}", flush=True)
+        return None
+
+
+def time_pair(row: Row, key: str, fn: Callable[..., Any], sets: Sequence[Tuple[Any, ...]], iters: int = 30) -> None:
+    """row[key + '_ms'] (per-call events) and, with --graph, row[key + '_graph_ms']."""
+    row[f"{key}_ms"] = median_ms(fn, sets, iters=iters)
+    if GRAPH:
+        row[f"{key}_graph_ms"] = graph_ms(fn, sets, iters=iters)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -116,10 +146,10 @@ def bench_scan(ext: Any, name: str, batch: int, dim: int, L: int, groups: int, d
     row: Row = {"op": name, "dtype": str(dtype).replace("torch.", ""),
                 "shape": f"B={batch} D={dim} L={L} N=16" + (f" K={groups}" if groups > 1 else ""),
                 "max_rel_err": max(errs.values()), "errors": errs}
-    row["cuda_fwd_ms"] = median_ms(lambda *a: cuda_scan_fwd(ext, *a), sets)
-    row["triton_fwd_ms"] = median_ms(triton_scan_fwd, sets)
-    row["cuda_fwdbwd_ms"] = median_ms(lambda *a: cuda_scan_fwd_bwd(ext, *a), sets, iters=20)
-    row["triton_fwdbwd_ms"] = median_ms(triton_scan_fwd_bwd, sets, iters=20)
+    time_pair(row, "cuda_fwd", lambda *a: cuda_scan_fwd(ext, *a), sets)
+    time_pair(row, "triton_fwd", triton_scan_fwd, sets)
+    time_pair(row, "cuda_fwdbwd", lambda *a: cuda_scan_fwd_bwd(ext, *a), sets, iters=20)
+    time_pair(row, "triton_fwdbwd", triton_scan_fwd_bwd, sets, iters=20)
     row["configs"] = {"fwd": str(getattr(scan_triton._fwd, "best_config", None)),
                       "bwd": str(getattr(scan_triton._bwd, "best_config", None))}
     row["fwd_ratio"] = row["cuda_fwd_ms"] / row["triton_fwd_ms"]
@@ -169,10 +199,10 @@ def bench_conv(ext: Any, dtype: torch.dtype, channel_last: bool) -> Row:
     row: Row = {"op": "causal_conv1d width 4 silu " + ("channel-last" if channel_last else "channel-first"),
                 "dtype": str(dtype).replace("torch.", ""), "shape": "B=8 D=2048 L=2048",
                 "max_rel_err": max(errs.values()), "errors": errs}
-    row["cuda_fwd_ms"] = median_ms(lambda *a: cuda_conv_fwd(ext, *a), sets)
-    row["triton_fwd_ms"] = median_ms(triton_conv_fwd, sets)
-    row["cuda_bwd_ms"] = median_ms(lambda *a: cuda_conv_bwd(ext, *a), sets)
-    row["triton_bwd_ms"] = median_ms(triton_conv_bwd, sets)
+    time_pair(row, "cuda_fwd", lambda *a: cuda_conv_fwd(ext, *a), sets)
+    time_pair(row, "triton_fwd", triton_conv_fwd, sets)
+    time_pair(row, "cuda_bwd", lambda *a: cuda_conv_bwd(ext, *a), sets)
+    time_pair(row, "triton_bwd", triton_conv_bwd, sets)
     layout = "last" if channel_last else "first"
     row["configs"] = {"fwd": str(getattr(conv_triton._fwd[layout], "best_config", None)),
                       "bwd": str(getattr(conv_triton._bwd[layout], "best_config", None))}
@@ -342,6 +372,19 @@ def markdown(rows: List[Row]) -> str:
             f"| {r['op']} | {r['dtype']} | {r['shape']} | {r['cuda_fwd_ms']:.3f} | {r['triton_fwd_ms']:.3f} | "
             f"{r['fwd_ratio']:.2f} | {r[f'cuda_{second}_ms']:.3f} ({second}) | {r[f'triton_{second}_ms']:.3f} | "
             f"{r[f'{second}_ratio']:.2f} | {r['max_rel_err']:.1e} |")
+    graphed = [r for r in rows if "triton_fwd_graph_ms" in r]
+    if graphed:
+        lines += ["", "CUDA-graph replays (no host launch cost), ms:", "",
+                  "| op | dtype | shape | CUDA fwd | Triton fwd | CUDA/Triton | CUDA 2nd | Triton 2nd | CUDA/Triton |",
+                  "|" + " --- |" * 9]
+        for r in graphed:
+            second = "fwdbwd" if "cuda_fwdbwd_ms" in r else "bwd"
+            cells = [r.get(k) for k in ("cuda_fwd_graph_ms", "triton_fwd_graph_ms",
+                                        f"cuda_{second}_graph_ms", f"triton_{second}_graph_ms")]
+            text = ["-" if v is None else f"{v:.3f}" for v in cells]
+            ratios = ["-" if a is None or b is None else f"{a / b:.2f}" for a, b in ((cells[0], cells[1]), (cells[2], cells[3]))]
+            lines.append(f"| {r['op']} | {r['dtype']} | {r['shape']} | {text[0]} | {text[1]} | {ratios[0]} | "
+                         f"{text[2]} ({second}) | {text[3]} | {ratios[1]} |")
     return "\n".join(lines)
 
 
@@ -353,8 +396,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--block", action="store_true", help="whole Mamba block, compiled vs Triton")
     parser.add_argument("--skip-conv", action="store_true", help="leave the causal conv1d rows out")
     parser.add_argument("--skip-main", action="store_true", help="only the sweep / cold start")
+    parser.add_argument("--graph", action="store_true", help="also time CUDA-graph replays (no launch cost)")
     parser.add_argument("--json", help="write all results here")
     args = parser.parse_args(argv)
+    global GRAPH
+    GRAPH = args.graph
     import causal_conv1d_cuda
     import selective_scan_cuda
 
@@ -374,15 +420,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.skip_main:
         for dtype in (torch.bfloat16, torch.float32):
             rows.append(bench_scan(selective_scan_cuda, "selective_scan z softplus", 8, 2048, 2048, 1, dtype, True))
-            print(markdown(rows[-1:]).splitlines()[-1], rows[-1]["configs"], flush=True)
+            print(markdown(rows[-1:]).splitlines()[2], rows[-1]["configs"], flush=True)
         for batch, dim, L in ((8, 512, 6400), (8, 1024, 1600), (1, 512, 6400), (32, 512, 6400)):
             rows.append(bench_scan(selective_scan_cuda, "selective_scan Mamba-YOLO K=4 no z", batch, dim, L, 4,
                                    torch.float32, False))
-            print(markdown(rows[-1:]).splitlines()[-1], rows[-1]["configs"], flush=True)
+            print(markdown(rows[-1:]).splitlines()[2], rows[-1]["configs"], flush=True)
         for dtype in () if args.skip_conv else (torch.bfloat16, torch.float32):
             for channel_last in (False, True):
                 rows.append(bench_conv(causal_conv1d_cuda, dtype, channel_last))
-                print(markdown(rows[-1:]).splitlines()[-1], rows[-1]["configs"], flush=True)
+                print(markdown(rows[-1:]).splitlines()[2], rows[-1]["configs"], flush=True)
         print(markdown(rows))
     result["rows"] = rows
     if args.json:
