@@ -142,3 +142,51 @@ def test_read_only_target_gives_permission_error_and_changes_nothing(site: Path,
 def test_record_hash_conversion() -> None:
     assert registry.record_hash_to_hex("sha256=" + "A" * 43) == "00" * 32
     assert registry.record_hash_to_hex("md5=abc") is None
+
+
+def test_file_changed_after_planning_is_refused_and_nothing_is_written(site: Path) -> None:
+    """Planning reads the files, writing happens later: a change in between (pip, another run) refuses."""
+    target = _target(site, {"demo/mod.py": registry.sha256(UPSTREAM.encode())})
+    plan = registry.patch_plan([target], [PATCH], registry.INSTALLED)
+    meddled = UPSTREAM + "# edited meanwhile\n"
+    (site / "demo" / "mod.py").write_text(meddled)
+    with pytest.raises(PatchError, match="changed while jetson-mamba was planning"):
+        registry.apply_plan(plan)
+    assert (site / "demo" / "mod.py").read_text() == meddled
+    assert not (site / registry.RECORD_DIR).exists()
+
+
+def test_two_runs_planned_together_patch_once(site: Path) -> None:
+    """Two runs that planned the same change: the second finds it done and writes nothing."""
+    target = _target(site, {"demo/mod.py": registry.sha256(UPSTREAM.encode())})
+    first = registry.patch_plan([target], [PATCH], registry.INSTALLED)
+    second = registry.patch_plan([target], [PATCH], registry.INSTALLED)
+    registry.apply_plan(first)
+    patched = (site / "demo" / "mod.py").read_bytes()
+    record = (site / registry.RECORD_DIR / registry.RECORD_FILE).read_bytes()
+    registry.apply_plan(second)
+    assert (site / "demo" / "mod.py").read_bytes() == patched
+    assert (site / registry.RECORD_DIR / registry.RECORD_FILE).read_bytes() == record
+    assert [r.action for r in registry.revert(site)] == ["restored"]
+    assert (site / "demo" / "mod.py").read_bytes() == UPSTREAM.encode()
+
+
+def test_a_run_waits_for_the_one_holding_the_lock(site: Path) -> None:
+    """apply blocks while another process holds the directory lock, then proceeds."""
+    import fcntl
+    import threading
+
+    target = _target(site, {"demo/mod.py": registry.sha256(UPSTREAM.encode())})
+    plan = registry.patch_plan([target], [PATCH], registry.INSTALLED)
+    fd = os.open(str(site), os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    worker = threading.Thread(target=registry.apply_plan, args=(plan,))
+    try:
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive() and (site / "demo" / "mod.py").read_text() == UPSTREAM
+    finally:
+        os.close(fd)
+    worker.join(10)
+    assert not worker.is_alive() and "new_call" in (site / "demo" / "mod.py").read_text()
+    assert not list(site.glob("*.lock")) and not list((site / registry.RECORD_DIR).glob("*lock*"))

@@ -49,7 +49,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from jetson_mamba.errors import PatchError, PermissionDeniedError
 
@@ -307,6 +307,22 @@ def applied_patches(root: Path) -> Dict[str, List[str]]:
 
 # ----------------------------------------------------------------------------------- writes
 
+@contextlib.contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """One writer at a time per root (site-packages or source tree): two patch/revert runs at once
+    would interleave their record updates. A lock on the directory itself leaves no lock file behind."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no concurrent-run protection
+        yield
+        return
+    fd = os.open(str(root), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
 def atomic_write(path: Path, data: bytes, mode: Optional[int] = None) -> None:
     """Replace `path` by `data` via a temporary file in the same directory and a rename.
 
@@ -430,20 +446,40 @@ def apply_plan(plan: Plan) -> List[FileChange]:
     for change in plan.changes:
         by_root.setdefault(change.root, []).append(change)
     for root, changes in by_root.items():
-        record = read_record(root)
-        for change in changes:
-            original_digest = sha256(change.original)
-            backup = _backup_path(root, original_digest)
-            if not backup.is_file():
-                backup.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(backup, change.original, 0o644)
-            record[change.path] = {"distribution": change.distribution, "version": change.version,
-                                   "original_sha256": original_digest, "patched_sha256": sha256(change.after),
-                                   "patches": list(change.patches)}
-        _write_record(root, record)
-        for change in changes:
-            atomic_write(change.absolute, change.after)
+        with _exclusive(root):
+            changes = _still_to_write(changes)
+            record = read_record(root)
+            for change in changes:
+                original_digest = sha256(change.original)
+                backup = _backup_path(root, original_digest)
+                if not backup.is_file():
+                    backup.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write(backup, change.original, 0o644)
+                record[change.path] = {"distribution": change.distribution, "version": change.version,
+                                       "original_sha256": original_digest, "patched_sha256": sha256(change.after),
+                                       "patches": list(change.patches)}
+            if changes:
+                _write_record(root, record)
+            for change in changes:
+                atomic_write(change.absolute, change.after)
     return list(plan.changes)
+
+
+def _still_to_write(changes: Sequence[FileChange]) -> List[FileChange]:
+    """The planned changes whose files still hold the bytes they were planned from, checked under the
+    lock before anything is written. A file already patched the same way (a run beside this one) is
+    skipped; any other change since planning refuses the whole root, so nothing is half-patched."""
+    todo = []
+    for change in changes:
+        current = change.absolute.read_bytes() if change.absolute.is_file() else None
+        if current == change.after:
+            continue
+        if current != change.before:
+            raise PatchError(f"{change.absolute} changed while jetson-mamba was planning its patch (another "
+                             "patch run or a pip install at the same time?); nothing was written here",
+                             "run jetson-mamba patch again once the other process has finished")
+        todo.append(change)
+    return todo
 
 
 def revert(root: Path, dry_run: bool = False) -> List[Reverted]:
@@ -451,6 +487,13 @@ def revert(root: Path, dry_run: bool = False) -> List[Reverted]:
 
     Refuses (PatchError, nothing changed) when a file is neither ours nor upstream.
     """
+    if dry_run or not _record_path(root).is_file():
+        return _revert(root, dry_run)
+    with _exclusive(root):
+        return _revert(root, dry_run)
+
+
+def _revert(root: Path, dry_run: bool) -> List[Reverted]:
     record = read_record(root)
     work: List[Tuple[str, Path, Optional[bytes]]] = []
     for path, entry in sorted(record.items()):
