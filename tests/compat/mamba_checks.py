@@ -174,6 +174,21 @@ def check_bridge() -> Dict[str, Any]:
                                              ("ssd_combined", ssd_combined))}}
 
 
+def check_fixed_b_state() -> Dict[str, Any]:
+    """selective_scan_fn's final state with a fixed (dim, dstate) B against selective_scan_ref's."""
+    from mamba_ssm.ops import selective_scan_interface as ssi
+
+    torch.manual_seed(0)
+    batch, dim, length, n = 2, 8, 24, 4
+    u, delta = torch.randn(batch, dim, length), 0.5 * torch.rand(batch, dim, length)
+    A, B, C = -torch.rand(dim, n) - 0.5, torch.randn(dim, n), torch.randn(dim, n)
+    out, state = ssi.selective_scan_fn(u, delta, A, B, C, return_last_state=True)
+    out_ref, state_ref = ssi.selective_scan_ref(u, delta, A, B, C, return_last_state=True)
+    return {"errors": {"out": _rel(out, out_ref), "last_state": _rel(state, state_ref)},
+            "module": getattr(ssi.selective_scan_cuda, "__name__", "?"),
+            "standin": bool(getattr(ssi.selective_scan_cuda, "__jetson_mamba_standin__", False))}
+
+
 def main(argv: list) -> int:
     if argv and argv[0] in ("--no-distributed", "--no-process-group"):
         _without_distributed(process_group=argv[0] == "--no-distributed")

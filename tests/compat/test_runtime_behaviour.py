@@ -18,6 +18,7 @@ from jetson_mamba.compat import registry
 from jetson_mamba.compat.installed import runtime_plan
 from jetson_mamba.compat.runtime_patches import (
     CAUSAL_CONV1D_BRIDGE,
+    FIXED_B_STATE,
     NO_DISTRIBUTED,
     PORTABLE,
     RUNTIME_PATCHES,
@@ -156,3 +157,42 @@ def test_latest_mamba_runs_on_the_cpu(pair_venv: Callable[..., Path], tmp_path: 
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == "ModuleNotFoundError: No module named 'selective_scan_cuda'"
     registry.revert(_site(python))
+
+
+KERNEL_LIKE_SCAN = """\
+\"\"\"Stands in for the compiled selective_scan_cuda with its fixed-B habit: chunk states without B's factor.\"\"\"
+from jetson_mamba.ops.standins.selective_scan_cuda import bwd, fwd as _fwd
+
+
+def fwd(u, delta, A, B, C, *rest):
+    out, x, *more = _fwd(u, delta, A, B, C, *rest)
+    if B.dim() == 2:
+        x = x.clone()
+        x[..., 1::2] = x[..., 1::2] / B[:, None, :]
+    return [out, x, *more]
+"""
+
+
+@pytest.mark.slow
+def test_fixed_B_final_state_with_the_compiled_kernel(pair_venv: Callable[..., Path]) -> None:
+    """Upstream's selective_scan_fn returns the compiled kernel's fixed-B state without B; the patch multiplies
+    it back, and leaves jetson-mamba's stand-in (which stores the true state) alone."""
+    python = pair_venv("2.3.2.post1", "1.6.0", "behaviour")
+    site = _site(python)
+    _patch(python, [p.name for p in RUNTIME_PATCHES if p.name != FIXED_B_STATE])
+    kernel = site / "selective_scan_cuda.py"
+    try:
+        result = _run(python, "fixed_b_state")["fixed_b_state"]
+        assert result["standin"], result
+        _assert_ok(result)  # the stand-in: right without the patch
+        kernel.write_text(KERNEL_LIKE_SCAN)
+        result = _run(python, "fixed_b_state")["fixed_b_state"]
+        assert not result["standin"] and result["errors"]["out"] < FP32, result
+        assert result["errors"]["last_state"] > 0.1, result  # upstream's bug
+        _patch(python, [p.name for p in RUNTIME_PATCHES])
+        _assert_ok(_run(python, "fixed_b_state")["fixed_b_state"])
+        kernel.unlink()
+        _assert_ok(_run(python, "fixed_b_state")["fixed_b_state"])  # the stand-in again, not multiplied twice
+    finally:
+        kernel.unlink(missing_ok=True)
+        registry.revert(site)

@@ -19,6 +19,10 @@ imports jetson_mamba, guarded so that uninstalling jetson-mamba falls back to up
    when the autotuner picks BLOCK_SIZE_N < headdim (configs with 32 exist; headdim is 64 by
    default) the D gradient is silently wrong (62% off measured on the H200). Sum atomically into a
    zeroed buffer, zeroed again before each autotuning trial, as mamba-ssm 2.3 does.
+6. fixed-B-last-state: with a fixed B (dim, dstate), the compiled selective scan applies B only when
+   it forms the output, so the states it stores lack B's factor and `selective_scan_fn(...,
+   return_last_state=True)` returns a wrong state (found by `jetson-mamba verify` on the lab GPU;
+   every version so far). Multiply B back; jetson-mamba's stand-in already stores the true state.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ TRANSFORMERS5 = "transformers5-generation-output"
 NO_DISTRIBUTED = "torch-without-distributed"
 PORTABLE = "portable-kernels"
 SSD_DD = "ssd-dD-reduction"
+FIXED_B_STATE = "fixed-B-last-state"
 
 SELECTIVE_SCAN_INTERFACE = "mamba_ssm/ops/selective_scan_interface.py"
 SSD_COMBINED = "mamba_ssm/ops/triton/ssd_combined.py"
@@ -337,6 +342,14 @@ _PORTABLE_MAMBA: Dict[str, Transform] = {
 }
 _PORTABLE_CONV: Transform = _standin_import("causal_conv1d_cuda", _causal_conv1d_standin)
 
+# ---------------------------------------------------------------- 6. fixed-B final state
+
+_FIXED_B_STATE = Replace(
+    r"^(?P<indent>[ \t]+)last_state = x\[:, :, -1, 1::2\]  # \(batch, dim, dstate\)\n",
+    r"\g<0>\g<indent>" + _header(FIXED_B_STATE).rstrip("\n") + "\n"
+    r"\g<indent>if B.dim() == 2 and not getattr(selective_scan_cuda, '__jetson_mamba_standin__', False):\n"
+    r"\g<indent>    last_state = last_state * B  # the compiled kernel keeps a fixed B out of its states\n")
+
 RUNTIME_PATCHES = (
     Patch(
         name=CAUSAL_CONV1D_BRIDGE,
@@ -384,6 +397,15 @@ RUNTIME_PATCHES = (
         files=(SSD_COMBINED,),
         transform=_ssd_dd,
         not_needed="this version sums D's gradient itself (mamba-ssm >= 2.3)",
+    ),
+    Patch(
+        name=FIXED_B_STATE,
+        distribution="mamba-ssm",
+        summary="selective_scan_fn's final state with a fixed (dim, dstate) B is right with the compiled kernel "
+                "(its stored states lack B's factor: upstream returned them as they are)",
+        files=(SELECTIVE_SCAN_INTERFACE,),
+        transform=replacing(FIXED_B_STATE, _FIXED_B_STATE),
+        not_needed="this version does not read the final state from the kernel's chunk states",
     ),
     Patch(
         name=PORTABLE,
