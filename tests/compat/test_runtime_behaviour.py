@@ -159,18 +159,7 @@ def test_latest_mamba_runs_on_the_cpu(pair_venv: Callable[..., Path], tmp_path: 
     registry.revert(_site(python))
 
 
-KERNEL_LIKE_SCAN = """\
-\"\"\"Stands in for the compiled selective_scan_cuda with its fixed-B habit: chunk states without B's factor.\"\"\"
-from jetson_mamba.ops.standins.selective_scan_cuda import bwd, fwd as _fwd
-
-
-def fwd(u, delta, A, B, C, *rest):
-    out, x, *more = _fwd(u, delta, A, B, C, *rest)
-    if B.dim() == 2:
-        x = x.clone()
-        x[..., 1::2] = x[..., 1::2] / B[:, None, :]
-    return [out, x, *more]
-"""
+KERNEL_LIKE_SCAN = Path(__file__).with_name("kernel_like_scan.py")
 
 
 @pytest.mark.slow
@@ -185,7 +174,7 @@ def test_fixed_B_final_state_with_the_compiled_kernel(pair_venv: Callable[..., P
         result = _run(python, "fixed_b_state")["fixed_b_state"]
         assert result["standin"], result
         _assert_ok(result)  # the stand-in: right without the patch
-        kernel.write_text(KERNEL_LIKE_SCAN)
+        kernel.write_text(KERNEL_LIKE_SCAN.read_text())
         result = _run(python, "fixed_b_state")["fixed_b_state"]
         assert not result["standin"] and result["errors"]["out"] < FP32, result
         assert result["errors"]["last_state"] > 0.1, result  # upstream's bug

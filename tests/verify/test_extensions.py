@@ -3,6 +3,7 @@ writing the caller's buffer passes a naive check but gives mamba_inner_fn garbag
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -32,7 +33,7 @@ def _fwd_returning_out(x: Any, weight: Any, bias: Any, seq_idx: Any, init: Any, 
 def test_the_stand_ins_honour_the_buffers() -> None:
     generator = torch.Generator().manual_seed(0)
     case = ScanCase(2, 8, 21, 4)
-    results = check_scan("standin", MambaScanAdapter(selective_scan_cuda, compiled=False), case, torch.float32, "cpu", generator)
+    results = check_scan("standin", MambaScanAdapter(selective_scan_cuda), case, torch.float32, "cpu", generator)
     assert [r.status for r in results] == ["passed", "passed"] and "z" in results[1].tensors
     assert conv_uses_buffers(causal_conv1d_cuda)
     conv = check_conv("standin", ConvAdapter(causal_conv1d_cuda, buffers=True), ConvCase(2, 8, 19, 4),
@@ -42,7 +43,7 @@ def test_the_stand_ins_honour_the_buffers() -> None:
 
 def test_unwritten_dz_buffer_fails_the_backward_check() -> None:
     broken = SimpleNamespace(fwd=selective_scan_cuda.fwd, bwd=_bwd_ignoring_dz)
-    results = check_scan("broken", MambaScanAdapter(broken, compiled=False), ScanCase(2, 8, 21, 4), torch.float32, "cpu",
+    results = check_scan("broken", MambaScanAdapter(broken), ScanCase(2, 8, 21, 4), torch.float32, "cpu",
                          torch.Generator().manual_seed(1))
     forward, backward = results
     assert forward.status == "passed"
@@ -58,27 +59,32 @@ def test_unfilled_output_buffer_fails_the_forward_check() -> None:
     assert backward.status == "passed"
 
 
-def _fwd_like_the_kernel(u: Any, delta: Any, A: Any, B: Any, *rest: Any) -> Any:
-    """selective_scan_cuda.fwd as the compiled kernel stores states with a fixed B: without its B factor."""
-    out, x, *more = selective_scan_cuda.fwd(u, delta, A, B, *rest)
-    if B.dim() == 2:
-        x = x.clone()
-        x[..., 1::2] = x[..., 1::2] / B[:, None, :]
-    return (out, x, *more)
+def _kernel_like_scan() -> Any:
+    """tests/compat/kernel_like_scan.py: fixed-B states without B, as the compiled kernel stores them."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "compat" / "kernel_like_scan.py"
+    spec = importlib.util.spec_from_file_location("kernel_like_scan", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_fixed_B_state_is_corrected_for_the_compiled_kernel_alone() -> None:
-    """The compiled kernel's fixed-B final state lacks B; the stand-in's does not. Each adapter mode passes its
-    own module and fails the other (found on the lab GPU: correcting the stand-in too multiplied B in twice)."""
+    """The compiled kernel's fixed-B final state lacks B; the stand-in's does not. The adapter tells them apart by
+    the stand-in mark: each passes, and each fails when taken for the other (found on the lab GPU: correcting
+    the stand-in too multiplied B in twice)."""
     case = ScanCase(1, 13, 129, 4, bc="fixed", D=False, delta_bias=False, softplus=False)
-    kernel_like = SimpleNamespace(fwd=_fwd_like_the_kernel, bwd=selective_scan_cuda.bwd)
+    kernel = _kernel_like_scan()
+    kernel_taken_for_standin = SimpleNamespace(fwd=kernel.fwd, bwd=kernel.bwd, __jetson_mamba_standin__=True)
+    standin_taken_for_kernel = SimpleNamespace(fwd=selective_scan_cuda.fwd, bwd=selective_scan_cuda.bwd)
 
-    def forward_status(module: Any, compiled: bool) -> str:
-        results = check_scan("scan", MambaScanAdapter(module, compiled=compiled), case, torch.float32, "cpu",
+    def forward_status(module: Any) -> str:
+        results = check_scan("scan", MambaScanAdapter(module), case, torch.float32, "cpu",
                              torch.Generator().manual_seed(3))
         return results[0].status
 
-    assert forward_status(selective_scan_cuda, compiled=False) == "passed"
-    assert forward_status(kernel_like, compiled=True) == "passed"
-    assert forward_status(selective_scan_cuda, compiled=True) == "failed"
-    assert forward_status(kernel_like, compiled=False) == "failed"
+    assert forward_status(selective_scan_cuda) == "passed"
+    assert forward_status(kernel) == "passed"
+    assert forward_status(standin_taken_for_kernel) == "failed"
+    assert forward_status(kernel_taken_for_standin) == "failed"

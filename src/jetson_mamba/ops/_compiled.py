@@ -18,12 +18,17 @@ STANDIN_MARK = "__jetson_mamba_standin__"
 GPU_DTYPES = ("float32", "float16", "bfloat16")
 
 
+def is_standin(module: object) -> bool:
+    """Whether `module` is one of jetson-mamba's stand-ins (they carry STANDIN_MARK), not a compiled extension."""
+    return bool(getattr(module, STANDIN_MARK, False))
+
+
 def load_extension(name: str) -> ModuleType:
     """The compiled module `name`; ImportError when absent, broken, or one of our stand-ins."""
     import torch  # noqa: F401  (the extensions need torch's libraries loaded first)
 
     module = importlib.import_module(name)
-    if getattr(module, STANDIN_MARK, False):
+    if is_standin(module):
         raise ImportError(f"{name} is jetson-mamba's stand-in, not the compiled extension")
     return module
 

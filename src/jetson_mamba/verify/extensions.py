@@ -13,6 +13,7 @@ import importlib
 from types import ModuleType
 from typing import Any, List, Optional, Tuple
 
+from jetson_mamba.ops._compiled import is_standin
 from jetson_mamba.ops.selective_scan.cuda import last_state
 from jetson_mamba.verify.cases import ScanCase
 
@@ -36,9 +37,8 @@ class MambaScanAdapter:
     factor back, as the cuda backend does (the kernel leaves it out: `ops.selective_scan.cuda.last_state`);
     jetson-mamba's stand-in stores the true state, which mamba_ssm then returns as is."""
 
-    def __init__(self, ext: ModuleType, compiled: bool) -> None:
+    def __init__(self, ext: ModuleType) -> None:
         self.ext = ext
-        self.compiled = compiled
 
     def supports(self, case: ScanCase) -> Optional[str]:
         return None
@@ -51,7 +51,7 @@ class MambaScanAdapter:
     def selective_scan_forward(self, u: Any, delta: Any, A: Any, B: Any, C: Any, D: Any = None, z: Any = None,
                                delta_bias: Any = None, delta_softplus: bool = False) -> Tuple[Any, Any, Any]:
         out, x, rest = self._fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-        state = last_state(x, B) if self.compiled else x[:, :, -1, 1::2]
+        state = x[:, :, -1, 1::2] if is_standin(self.ext) else last_state(x, B)
         return out, rest[0] if z is not None else None, state
 
     def selective_scan_backward(self, u: Any, delta: Any, A: Any, B: Any, C: Any, D: Any, z: Any,

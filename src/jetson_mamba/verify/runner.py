@@ -7,6 +7,7 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+from jetson_mamba.ops._compiled import is_standin
 from jetson_mamba.verify import blocks, kernels
 from jetson_mamba.verify.cases import conv_cases, scan_cases
 from jetson_mamba.verify.compare import exact_float32
@@ -100,9 +101,9 @@ def check_backend_names(backends: Optional[Sequence[str]], device: str, option: 
                          f"use {option} with one of {', '.join(sorted(known))} (comma-separated)")
 
 
-def _adapter(kind: str, module: Any, compiled: bool) -> Any:
+def _adapter(kind: str, module: Any) -> Any:
     if kind == "scan":
-        return MambaScanAdapter(module, compiled)
+        return MambaScanAdapter(module)
     if kind == "core":
         return VMambaCoreAdapter(module)
     return ConvAdapter(module, buffers=conv_uses_buffers(module))
@@ -119,14 +120,14 @@ def _plan_extensions(plan: Plan) -> None:
             if module is None:
                 absent_or_broken(plan, name, what, why)
                 continue
-            if getattr(module, "__jetson_mamba_standin__", False) or "jetson_mamba" in str(getattr(module, "__file__", "")):
+            if is_standin(module) or "jetson_mamba" in str(getattr(module, "__file__", "")):
                 continue  # a stand-in installed under the extension's name: checked below
             if not on_gpu:
                 plan.skipped.append(Skipped(name, f"{what}: compiled for CUDA, and there is no GPU here"))
                 continue
             op = "causal_conv1d" if kind == "conv" else "selective_scan"
             for index, dtype_name in enumerate(plan.dtypes):
-                plan.tasks.extend(_kernel_checks(plan, name, _adapter(kind, module, True), op, _torch_dtype(dtype_name),
+                plan.tasks.extend(_kernel_checks(plan, name, _adapter(kind, module), op, _torch_dtype(dtype_name),
                                                  1000 + 100 * index))
     for name in STANDINS:
         module, why = import_module(f"jetson_mamba.ops.standins.{name}")
@@ -141,7 +142,7 @@ def _plan_extensions(plan: Plan) -> None:
             plan.skipped.append(Skipped(component, f"--backend {plan.forced}: {why}"))
             continue
         for index, dtype_name in enumerate(("float32",) if plan.quick else plan.dtypes):
-            plan.tasks.extend(_kernel_checks(plan, component, _adapter(kind, module, False), op, _torch_dtype(dtype_name),
+            plan.tasks.extend(_kernel_checks(plan, component, _adapter(kind, module), op, _torch_dtype(dtype_name),
                                              2000 + 100 * index))
 
 
