@@ -49,9 +49,6 @@ def median_ms(fn: Callable[..., Any], sets: Sequence[Tuple[Any, ...]], warmup: i
     return statistics.median(s.elapsed_time(e) for s, e in events)
 
 
-GRAPH = False  # --graph: also time CUDA-graph replays (set by main)
-
-
 def graph_ms(fn: Callable[..., Any], sets: Sequence[Tuple[Any, ...]], iters: int = 30) -> Optional[float]:
     """Median time of one replay of fn(*set) captured in a CUDA graph (None when capture fails: the
     reason is printed). Call after median_ms, so autotuning and JIT happened outside the capture."""
@@ -70,10 +67,11 @@ def graph_ms(fn: Callable[..., Any], sets: Sequence[Tuple[Any, ...]], iters: int
         return None
 
 
-def time_pair(row: Row, key: str, fn: Callable[..., Any], sets: Sequence[Tuple[Any, ...]], iters: int = 30) -> None:
-    """row[key + '_ms'] (per-call events) and, with --graph, row[key + '_graph_ms']."""
+def time_pair(row: Row, key: str, fn: Callable[..., Any], sets: Sequence[Tuple[Any, ...]], graph: bool,
+              iters: int = 30) -> None:
+    """row[key + '_ms'] (per-call events) and, with `graph` (--graph), row[key + '_graph_ms']."""
     row[f"{key}_ms"] = median_ms(fn, sets, iters=iters)
-    if GRAPH:
+    if graph:
         row[f"{key}_graph_ms"] = graph_ms(fn, sets, iters=iters)
 
 
@@ -134,7 +132,7 @@ def triton_scan_fwd_bwd(u, delta, A, B, C, D, z, bias, dout):  # noqa: ANN001, A
 
 
 def bench_scan(ext: Any, name: str, batch: int, dim: int, L: int, groups: int, dtype: torch.dtype,
-               with_z: bool) -> Row:
+               with_z: bool, graph: bool = False) -> Row:
     sets = [scan_inputs(batch, dim, L, 16, groups, dtype, with_z, seed) for seed in range(N_SETS)]
     first = sets[0]
     ref_fwd, tri_fwd = cuda_scan_fwd(ext, *first), triton_scan_fwd(*first)
@@ -146,10 +144,10 @@ def bench_scan(ext: Any, name: str, batch: int, dim: int, L: int, groups: int, d
     row: Row = {"op": name, "dtype": str(dtype).replace("torch.", ""),
                 "shape": f"B={batch} D={dim} L={L} N=16" + (f" K={groups}" if groups > 1 else ""),
                 "max_rel_err": max(errs.values()), "errors": errs}
-    time_pair(row, "cuda_fwd", lambda *a: cuda_scan_fwd(ext, *a), sets)
-    time_pair(row, "triton_fwd", triton_scan_fwd, sets)
-    time_pair(row, "cuda_fwdbwd", lambda *a: cuda_scan_fwd_bwd(ext, *a), sets, iters=20)
-    time_pair(row, "triton_fwdbwd", triton_scan_fwd_bwd, sets, iters=20)
+    time_pair(row, "cuda_fwd", lambda *a: cuda_scan_fwd(ext, *a), sets, graph)
+    time_pair(row, "triton_fwd", triton_scan_fwd, sets, graph)
+    time_pair(row, "cuda_fwdbwd", lambda *a: cuda_scan_fwd_bwd(ext, *a), sets, graph, iters=20)
+    time_pair(row, "triton_fwdbwd", triton_scan_fwd_bwd, sets, graph, iters=20)
     row["configs"] = {"fwd": str(getattr(scan_triton._fwd, "best_config", None)),
                       "bwd": str(getattr(scan_triton._bwd, "best_config", None))}
     row["fwd_ratio"] = row["cuda_fwd_ms"] / row["triton_fwd_ms"]
@@ -191,7 +189,7 @@ def triton_conv_bwd(x, w, b, dout):  # noqa: ANN001, ANN201
     return conv_triton.causal_conv1d_backward(x, w, b, dout, None, None, None, True)[:3]
 
 
-def bench_conv(ext: Any, dtype: torch.dtype, channel_last: bool) -> Row:
+def bench_conv(ext: Any, dtype: torch.dtype, channel_last: bool, graph: bool = False) -> Row:
     sets = [conv_inputs(dtype, channel_last, seed) for seed in range(N_SETS)]
     errs = {"out": rel_err(triton_conv_fwd(*sets[0]), cuda_conv_fwd(ext, *sets[0]))}
     for n, t, r in zip(("dx", "dweight", "dbias"), triton_conv_bwd(*sets[0]), cuda_conv_bwd(ext, *sets[0])):
@@ -199,10 +197,10 @@ def bench_conv(ext: Any, dtype: torch.dtype, channel_last: bool) -> Row:
     row: Row = {"op": "causal_conv1d width 4 silu " + ("channel-last" if channel_last else "channel-first"),
                 "dtype": str(dtype).replace("torch.", ""), "shape": "B=8 D=2048 L=2048",
                 "max_rel_err": max(errs.values()), "errors": errs}
-    time_pair(row, "cuda_fwd", lambda *a: cuda_conv_fwd(ext, *a), sets)
-    time_pair(row, "triton_fwd", triton_conv_fwd, sets)
-    time_pair(row, "cuda_bwd", lambda *a: cuda_conv_bwd(ext, *a), sets)
-    time_pair(row, "triton_bwd", triton_conv_bwd, sets)
+    time_pair(row, "cuda_fwd", lambda *a: cuda_conv_fwd(ext, *a), sets, graph)
+    time_pair(row, "triton_fwd", triton_conv_fwd, sets, graph)
+    time_pair(row, "cuda_bwd", lambda *a: cuda_conv_bwd(ext, *a), sets, graph)
+    time_pair(row, "triton_bwd", triton_conv_bwd, sets, graph)
     layout = "last" if channel_last else "first"
     row["configs"] = {"fwd": str(getattr(conv_triton._fwd[layout], "best_config", None)),
                       "bwd": str(getattr(conv_triton._bwd[layout], "best_config", None))}
@@ -399,8 +397,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--graph", action="store_true", help="also time CUDA-graph replays (no launch cost)")
     parser.add_argument("--json", help="write all results here")
     args = parser.parse_args(argv)
-    global GRAPH
-    GRAPH = args.graph
     import causal_conv1d_cuda
     import selective_scan_cuda
 
@@ -419,15 +415,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows: List[Row] = []
     if not args.skip_main:
         for dtype in (torch.bfloat16, torch.float32):
-            rows.append(bench_scan(selective_scan_cuda, "selective_scan z softplus", 8, 2048, 2048, 1, dtype, True))
+            rows.append(bench_scan(selective_scan_cuda, "selective_scan z softplus", 8, 2048, 2048, 1, dtype, True,
+                                   args.graph))
             print(markdown(rows[-1:]).splitlines()[2], rows[-1]["configs"], flush=True)
         for batch, dim, L in ((8, 512, 6400), (8, 1024, 1600), (1, 512, 6400), (32, 512, 6400)):
             rows.append(bench_scan(selective_scan_cuda, "selective_scan Mamba-YOLO K=4 no z", batch, dim, L, 4,
-                                   torch.float32, False))
+                                   torch.float32, False, args.graph))
             print(markdown(rows[-1:]).splitlines()[2], rows[-1]["configs"], flush=True)
         for dtype in () if args.skip_conv else (torch.bfloat16, torch.float32):
             for channel_last in (False, True):
-                rows.append(bench_conv(causal_conv1d_cuda, dtype, channel_last))
+                rows.append(bench_conv(causal_conv1d_cuda, dtype, channel_last, args.graph))
                 print(markdown(rows[-1:]).splitlines()[2], rows[-1]["configs"], flush=True)
         print(markdown(rows))
     result["rows"] = rows

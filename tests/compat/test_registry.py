@@ -161,10 +161,10 @@ def test_two_runs_planned_together_patch_once(site: Path) -> None:
     target = _target(site, {"demo/mod.py": registry.sha256(UPSTREAM.encode())})
     first = registry.patch_plan([target], [PATCH], registry.INSTALLED)
     second = registry.patch_plan([target], [PATCH], registry.INSTALLED)
-    registry.apply_plan(first)
+    assert [c.path for c in registry.apply_plan(first)] == ["demo/mod.py"]
     patched = (site / "demo" / "mod.py").read_bytes()
     record = (site / registry.RECORD_DIR / registry.RECORD_FILE).read_bytes()
-    registry.apply_plan(second)
+    assert registry.apply_plan(second) == []
     assert (site / "demo" / "mod.py").read_bytes() == patched
     assert (site / registry.RECORD_DIR / registry.RECORD_FILE).read_bytes() == record
     assert [r.action for r in registry.revert(site)] == ["restored"]

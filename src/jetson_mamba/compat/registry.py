@@ -323,6 +323,7 @@ def _exclusive(root: Path) -> Iterator[None]:
     finally:
         os.close(fd)  # releases the lock
 
+
 def atomic_write(path: Path, data: bytes, mode: Optional[int] = None) -> None:
     """Replace `path` by `data` via a temporary file in the same directory and a rename.
 
@@ -438,13 +439,15 @@ def patch_plan(targets: Sequence[Target], patches: Sequence[Patch], mode: str,
 
 
 def apply_plan(plan: Plan) -> List[FileChange]:
-    """Write a plan's changes: backups and record first, then each file atomically."""
+    """Write a plan's changes: backups and record first, then each file atomically. Returns the changes
+    written (one that a run beside this one made already is left out)."""
     if not plan.changes:
         return []
     _check_writable([c.absolute.parent for c in plan.changes] + [c.root / RECORD_DIR for c in plan.changes])
     by_root: Dict[Path, List[FileChange]] = {}
     for change in plan.changes:
         by_root.setdefault(change.root, []).append(change)
+    written: List[FileChange] = []
     for root, changes in by_root.items():
         with _exclusive(root):
             changes = _still_to_write(changes)
@@ -462,7 +465,8 @@ def apply_plan(plan: Plan) -> List[FileChange]:
                 _write_record(root, record)
             for change in changes:
                 atomic_write(change.absolute, change.after)
-    return list(plan.changes)
+            written.extend(changes)
+    return written
 
 
 def _still_to_write(changes: Sequence[FileChange]) -> List[FileChange]:

@@ -59,8 +59,12 @@ _reported: Set[Tuple[str, str]] = set()
 _import_failures: Dict[str, str] = {}  # a failed import is not retried on every call
 
 
+def _builtin_module(op: str, name: str) -> str:
+    return f"jetson_mamba.ops.{op}.{name}"
+
+
 def _entries(op: str) -> Dict[str, _Entry]:
-    entries = {name: _Entry(f"jetson_mamba.ops.{op}.{name}", prio)
+    entries = {name: _Entry(_builtin_module(op, name), prio)
                for name, prio in BUILTIN_BACKENDS if name not in _removed.get(op, set())}
     entries.update(_extra.get(op, {}))
     return entries
@@ -96,8 +100,7 @@ def _load(op: str, name: str, entry: _Entry) -> Tuple[Optional[ModuleType], Opti
     try:
         return importlib.import_module(entry.module), None
     except ImportError as exc:  # absent module or a missing dependency (triton, the extension)
-        built_in = entry.module == f"jetson_mamba.ops.{op}.{name}"
-        if built_in and isinstance(exc, ModuleNotFoundError) and exc.name == entry.module:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == entry.module == _builtin_module(op, name):
             _import_failures[entry.module] = f"jetson-mamba has no {name} kernel for {op}"
         else:
             _import_failures[entry.module] = f"cannot import {entry.module}: {exc}"

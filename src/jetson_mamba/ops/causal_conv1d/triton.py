@@ -398,6 +398,11 @@ if triton is not None:
                       reset_to_zero=["dw_ptr", "db_ptr"])
 
 
+def _rows_grid(batch: int, dim: int, L: int):  # noqa: ANN202
+    """The rows kernels' launch grid: (row blocks of 8 R steps, channel blocks, batch)."""
+    return lambda m: (grid_size(L, 8 * m["R"]), grid_size(dim, m["BD"]), batch)
+
+
 def _layout(x: torch.Tensor) -> str:
     return "last" if x.stride(1) == 1 and x.stride(2) != 1 else "first"
 
@@ -444,8 +449,7 @@ def causal_conv1d_forward(
     s_sb, s_sl = _seq_args(seq_idx, initial_states)
     si, sf = _strides3(initial_states), _strides3(final)
     if layout == "first" and x.stride(2) == 1 and out.stride(2) == 1 and seq_idx is None:
-        rows = lambda m: (grid_size(L, 8 * m["R"]), grid_size(dim, m["BD"]), batch)  # noqa: E731
-        _fwd_rows[rows](
+        _fwd_rows[_rows_grid(batch, dim, L)](
             x, weight, bias if bias is not None else x, initial_states if initial_states is not None else x, out,
             final if final is not None else x, dim, L, x.stride(0), x.stride(1), *weight.stride(), out.stride(0),
             out.stride(1), *si, *sf, W=W, HAS_BIAS=bias is not None, HAS_INIT=initial_states is not None,
@@ -481,8 +485,7 @@ def causal_conv1d_backward(
     dinit = torch.empty_like(initial_states) if initial_states is not None else None
     if (layout == "first" and x.stride(2) == 1 and dx.stride(2) == 1 and seq_idx is None and initial_states is None
             and dfinal_states is None):
-        rows = lambda m: (grid_size(L, 8 * m["R"]), grid_size(dim, m["BD"]), batch)  # noqa: E731
-        _bwd_rows[rows](
+        _bwd_rows[_rows_grid(batch, dim, L)](
             x, weight, bias if bias is not None else x, dout, dx, dw, db if db is not None else dw,
             dim, L, x.stride(0), x.stride(1), *weight.stride(), dout.stride(0), dout.stride(1), dx.stride(0),
             dx.stride(1), W=W, HAS_BIAS=bias is not None, SILU=bool(silu),
