@@ -77,9 +77,7 @@ for name in ("conv", "mamba225", "mamba226"):
     if path.is_file() and path.stat().st_size:
         report = json.loads(path.read_text())
         rows.extend(r for r in report.get("results", []))
-total = 0
 for r in rows:
-    total += r["size"]
     units = ", ".join(f"{u} {s:.0f}s" for u, s in r["unit_seconds"][:4])
     print(f"{r['name']} {r['version']}: {r['seconds']:.1f} s, {r['size'] / 1e6:.1f} MB, "
           f"{r['compiled_units']} units (slowest: {units}) -> {pathlib.Path(r['wheel']).name}")
@@ -91,6 +89,5 @@ EOF
 # after every build, one at a time: verify's float64 references on the CPU beside 16 compilers ran 30x slower
 [ $conv_rc -eq 0 ] && [ $mamba_rc -eq 0 ] && { verify_wheels pair 2.2.5; verify_rc=$?; }
 [ $newer_rc -eq 0 ] && [ -s "$WORK/mamba226.json" ] && { verify_wheels newer 2.2.6.post3; newer_verify_rc=$?; }
-
 
 exit $(( conv_rc || mamba_rc || newer_rc || verify_rc || newer_verify_rc ))

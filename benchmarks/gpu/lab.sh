@@ -20,10 +20,10 @@ R="$OUT/r"
 mkdir -p "$R"
 export JETSON_MAMBA_SHARED="$PWD/.carry"
 export TRITON_CACHE_DIR="$PWD/.lab-cache/triton"
-if [ ! -d "$TRITON_CACHE_DIR" ] && [ -s .carry/triton-cache.tgz ]; then
-  mkdir -p "$TRITON_CACHE_DIR" && tar xzf .carry/triton-cache.tgz -C "$TRITON_CACHE_DIR"
+if [ ! -d "$TRITON_CACHE_DIR" ]; then  # a fresh machine: start from the cache an earlier call returned
+  mkdir -p "$TRITON_CACHE_DIR"
+  [ -s .carry/triton-cache.tgz ] && tar xzf .carry/triton-cache.tgz -C "$TRITON_CACHE_DIR"
 fi
-mkdir -p "$TRITON_CACHE_DIR"
 # The lab's python3 is itself a venv (/opt/torch/.venv): venvs made from it with
 # --system-site-packages do not see its torch, so its site-packages go on PYTHONPATH.
 PYTHONPATH=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
