@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# The test command (README.md; .ci/run calls exactly this): sets up .venv with a CPU torch
+# The test command (README.md; .ci/run calls exactly this): sets up .venv with torch (a CUDA build, run on the CPU)
 # and the test extras, then runs the whole suite. GPU tests skip themselves without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# A fresh venv takes about 7 GB (the CUDA build of torch is 5.5 GB of it): say so before pip
+# dies half-way with "No space left on device".
+if ! [ -x .venv/bin/python ]; then
+    free_gb=$("$PYTHON" -c 'import shutil; print(shutil.disk_usage(".").free // 2**30)')
+    if [ "$free_gb" -lt 9 ]; then
+        echo "scripts/test.sh: only ${free_gb} GB free on $(df --output=target . | tail -1); the test venv needs about 9 GB" \
+             "(torch 2.14.1, CUDA build, 5.5 GB, plus pip's unpacking). Fix: free disk space (old clones' .venv folders," \
+             "pytest's temp folders under /tmp/pytest-of-$(id -un)) and run it again." >&2
+        exit 2
+    fi
+    "$PYTHON" -m venv .venv
+fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is only ever installed here, into the test venv; jetson-mamba itself never installs torch.
 # The CUDA build of torch 2.14.1 runs on the CPU too, and its headers and libraries let the
