@@ -130,6 +130,20 @@ def test_complex_A_is_refused_with_a_fix() -> None:
     assert err.value.fix and "torch" in err.value.fix
 
 
+def test_batch_one_and_batch_eight_tune_apart() -> None:
+    """Batch is in the autotuning key (as a class), so batch 1 is not run with batch 8's wide blocks."""
+    from jetson_mamba.ops.selective_scan import triton as backend
+
+    assert [backend.batch_class(b) for b in (1, 2, 3, 5, 8, 9, 16, 64)] == [1, 2, 4, 8, 8, 16, 16, 16]
+
+    def key(batch: int) -> list:
+        args = backend._common_args(*make_inputs(batch, 4, 4, 2, "var", "var", torch.float32).values())
+        return [args[k] for k in backend._fwd.keys]
+
+    assert key(1) != key(8) and key(9) == key(16)
+    assert "batch_class" in backend._bwd.keys
+
+
 REAL = {
     # Mamba block scan (bf16 and fp32) and Mamba-YOLO's SS2D scan (grouped K=4, no z, fp32).
     "mamba-bf16": ((2, 256, 2048, 16, "var", "var", 1, ALL, True), torch.bfloat16),

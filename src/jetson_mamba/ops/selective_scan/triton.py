@@ -72,10 +72,10 @@ if triton is not None:
         "B_UNIFORM": lambda a: a["G_B"] == 1 or a["DPG_B"] % a["BD"] == 0,
         "C_UNIFORM": lambda a: a["G_C"] == 1 or a["DPG_C"] % a["BD"] == 0,
     })
-    @triton.jit
+    @triton.jit(do_not_specialize=["batch_class"])  # a key for the autotuner, not a variant
     def _ssm_fwd_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, outz_ptr, last_ptr,
-        dim, L, N, G_B, G_C, DPG_B, DPG_C,
+        dim, L, N, G_B, G_C, DPG_B, DPG_C, batch_class,
         s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol, s_ad, s_an,
         s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
         B_VAR: tl.constexpr, C_VAR: tl.constexpr, B_UNIFORM: tl.constexpr, C_UNIFORM: tl.constexpr,
@@ -156,11 +156,11 @@ if triton is not None:
         "B_UNIFORM": lambda a: a["G_B"] == 1 or a["DPG_B"] % a["BD"] == 0,
         "C_UNIFORM": lambda a: a["G_C"] == 1 or a["DPG_C"] % a["BD"] == 0,
     })
-    @triton.jit
+    @triton.jit(do_not_specialize=["batch_class"])  # a key for the autotuner, not a variant
     def _ssm_bwd_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr,
         du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
-        dim, L, N, G_B, G_C, DPG_B, DPG_C, s_ck,
+        dim, L, N, G_B, G_C, DPG_B, DPG_C, batch_class, s_ck,
         s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl, s_ad, s_an,
         s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
         B_VAR: tl.constexpr, C_VAR: tl.constexpr, B_UNIFORM: tl.constexpr, C_UNIFORM: tl.constexpr,
@@ -285,7 +285,9 @@ if triton is not None:
 
 # (BD, T, num_warps), the autotuner's candidates (first: used alone with JETSON_MAMBA_TRITON_AUTOTUNE=0).
 # Small T and few warps keep each thread's (T x states) slab in registers; all compile for sm_87.
-_FWD_CONFIGS = [(8, 8, 1), (8, 16, 1), (4, 16, 1), (16, 8, 1), (4, 8, 1), (16, 4, 1), (32, 4, 1), (64, 4, 2)]
+# BD=2 is for batch 1 with few channels (Mamba-YOLO's first stages): dim/BD programs must fill the GPU.
+_FWD_CONFIGS = [(8, 8, 1), (8, 16, 1), (4, 16, 1), (16, 8, 1), (4, 8, 1), (16, 4, 1), (32, 4, 1), (64, 4, 2),
+                (2, 16, 1), (2, 32, 1)]
 _BWD_CONFIGS = [(8, 8, 1), (4, 8, 1), (16, 4, 1), (8, 4, 1), (2, 16, 1), (4, 4, 1)]
 _INTERPRET_CONFIG = (2, 8, 1)
 
@@ -300,7 +302,9 @@ def _tuned(kernel, configs, key, **kwargs):
     return triton.autotune(tu.autotune_configs(configs, interp), key=key, **tu.autotune_kwargs(), **kwargs)(kernel)
 
 
-_KEY = ["dim", "L", "N", "G_B", "G_C", "DPG_B", "DPG_C"]
+# batch_class is in the kernels' signatures for this key alone: one program per (channel block,
+# batch row), so batch 1 wants narrower blocks than batch 8 at the same dim.
+_KEY = ["dim", "L", "N", "G_B", "G_C", "DPG_B", "DPG_C", "batch_class"]
 _fwd = _tuned(_ssm_fwd_kernel, _configs(_FWD_CONFIGS), _KEY) if triton is not None else None
 _bwd = _tuned(_ssm_bwd_kernel, _configs(_BWD_CONFIGS), _KEY,
               reset_to_zero=["dA_ptr", "dB_ptr", "dC_ptr", "dD_ptr", "dbias_ptr"]) if triton is not None else None
@@ -320,6 +324,11 @@ def _bc_layout(M: torch.Tensor, dim: int, N: int, name: str) -> Tuple[bool, int,
             raise ValueError(f"grouped {name} has {G} groups, which does not divide dim={dim}")
         return True, G, dim // G, (M.stride(0), M.stride(1), M.stride(2), M.stride(3))
     raise ValueError(f"{name} must be (dim, dstate), (batch, dstate, L) or (batch, groups, dstate, L)")
+
+
+def batch_class(batch: int) -> int:
+    """The batch as the autotuner sees it: 1, 2, 4, 8 or 16 (16 and more fill any GPU alike)."""
+    return min(1 << max(batch - 1, 0).bit_length(), 16)
 
 
 def _check(u: torch.Tensor, A: torch.Tensor) -> None:
@@ -343,7 +352,7 @@ def _common_args(u, delta, A, B, C, D, z, delta_bias):
     c_var, g_c, dpg_c, sc = _bc_layout(C, dim, N, "C")
     zs = z.stride() if z is not None else (0, 0, 0)
     return dict(
-        dim=dim, L=L, N=N, G_B=g_b, G_C=g_c, DPG_B=dpg_b, DPG_C=dpg_c,
+        dim=dim, L=L, N=N, G_B=g_b, G_C=g_c, DPG_B=dpg_b, DPG_C=dpg_c, batch_class=batch_class(batch),
         s_ub=u.stride(0), s_ud=u.stride(1), s_ul=u.stride(2),
         s_db=delta.stride(0), s_dd=delta.stride(1), s_dl=delta.stride(2),
         s_zb=zs[0], s_zd=zs[1], s_zl=zs[2], s_ad=A.stride(0), s_an=A.stride(1),
