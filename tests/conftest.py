@@ -14,6 +14,7 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from types import ModuleType
 from typing import Callable, Dict, Tuple
 
 import pytest
@@ -37,6 +38,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def kernel_like_scan() -> ModuleType:
+    """tests/compat/kernel_like_scan.py: fixed-B states without B, as the compiled kernel stores them."""
+    import importlib.util
+
+    path = Path(__file__).with_name("compat") / "kernel_like_scan.py"
+    spec = importlib.util.spec_from_file_location("kernel_like_scan", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

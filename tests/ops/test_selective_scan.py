@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 import torch
@@ -181,3 +181,40 @@ def test_compiled_fixed_B_state_gets_its_B_factor_back() -> None:
     assert not torch.allclose(x[:, :, -1, 1::2], truth)  # the uncorrected state is wrong
     variable = torch.randn(batch, N, L, generator=g)
     assert torch.equal(last_state(x, variable), x[:, :, -1, 1::2])
+
+
+@pytest.mark.parametrize("bc", ["fixed", "grouped"])
+@pytest.mark.parametrize("plan", sorted(PLANS))
+def test_forward_x_keeps_the_kernels_chunk_states(plan: str, bc: str, monkeypatch: pytest.MonkeyPatch,
+                                                  close: Callable[..., None]) -> None:
+    """x from the same pass as out: decay products and states at every chunk end, the last chunk short."""
+    inputs = make_inputs(2, 4, 150, 3, bc, torch.float64, True, True, True, groups=2)
+    args = [inputs[k] for k in NAMES]
+    use_plan(monkeypatch, plan)
+    out, out_z, x = scan_torch.selective_scan_forward_x(*args, delta_softplus=True, every=64)
+    plain = scan_torch.selective_scan_forward(*args, delta_softplus=True)
+    assert torch.equal(out, plain[0]) and torch.equal(out_z, plain[1])
+    assert x.shape == (2, 4, 3, 6) and x.dtype == torch.float32
+    ref = naive.chunk_states_ref(*(inputs[k] for k in ("u", "delta", "A", "B", "C", "delta_bias")),
+                                 delta_softplus=True, every=64)
+    close(x, ref, torch.float32, "x")
+    close(x[:, :, -1, 1::2], plain[2], torch.float32, "x's last state")
+    with pytest.raises(ValueError, match="not a multiple of the chunk"):
+        scan_torch.selective_scan_forward_x(*args, delta_softplus=True, every=40)
+
+
+def test_compiled_forward_x_gets_fixed_B_states_right(kernel_like_scan: Any, monkeypatch: pytest.MonkeyPatch,
+                                                      close: Callable[..., None]) -> None:
+    """The cuda backend's x is the kernel's, every chunk's fixed-B state given its B factor back."""
+    from jetson_mamba.ops.selective_scan import cuda
+
+    monkeypatch.setattr(cuda, "load_extension", lambda name: kernel_like_scan)
+    inputs = make_inputs(1, 3, 2100, 2, "fixed", torch.float32, False, True, True)
+    args = [inputs[k] for k in NAMES]
+    _, _, x = cuda.selective_scan_forward_x(*args, delta_softplus=True, every=2048)
+    ref = naive.chunk_states_ref(*(inputs[k] for k in ("u", "delta", "A", "B", "C", "delta_bias")),
+                                 delta_softplus=True)
+    assert x.shape == (1, 3, 2, 4)
+    close(x, ref, torch.float32, "x")
+    with pytest.raises(ValueError, match="every 2048 steps"):
+        cuda.selective_scan_forward_x(*args, delta_softplus=True, every=1024)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Callable, Dict, Iterator
 
 import pytest
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 
 from jetson_mamba.ops import standins
 from jetson_mamba.ops.causal_conv1d.naive import causal_conv1d_ref
-from jetson_mamba.ops.selective_scan.naive import selective_scan_ref
+from jetson_mamba.ops.selective_scan.naive import chunk_states_ref, selective_scan_ref
 from jetson_mamba.ops.standins import (
     causal_conv1d_cuda,
     causal_conv1d_cuda_legacy,
@@ -100,6 +101,30 @@ def test_chunk_states_every_2048_steps(close: Callable[..., None]) -> None:
         selective_scan_cuda_core.bwd(*args, None, None, torch.ones_like(out), None, True, 1)
     with pytest.raises(RuntimeError, match="expected"):
         selective_scan_cuda_core.bwd(*args, None, None, torch.ones_like(out), x[:, :, :1], True, 1)
+
+
+def test_chunk_states_for_a_backend_that_keeps_none(close: Callable[..., None]) -> None:
+    """A registered backend without selective_scan_forward_x: x comes from a second (torch) scan, with the
+    backend's own last state in it, so a wrong final state still shows where callers read it."""
+    from jetson_mamba.ops.backend import register_backend
+    from jetson_mamba.ops.selective_scan import torch as portable
+
+    def forward_off_by_one(*args: object, **kwargs: object) -> tuple:
+        out, out_z, last = portable.selective_scan_forward(*args, **kwargs)
+        return out, out_z, last + 1
+
+    plain = ModuleType("plain_scan")
+    plain.is_available = portable.is_available  # type: ignore[attr-defined]
+    plain.selective_scan_forward = forward_off_by_one  # type: ignore[attr-defined]
+    plain.selective_scan_backward = portable.selective_scan_backward  # type: ignore[attr-defined]
+    register_backend("selective_scan", "plain", plain, priority=1000)
+    c = scan_case(2100, dim=2, dstate=2)
+    args = [c[k] for k in ("u", "delta", "A", "B", "C")]
+    _, x = selective_scan_cuda_core.fwd(*args, None, c["delta_bias"], True, 1)
+    ref = chunk_states_ref(*args, c["delta_bias"], True)
+    close(x[:, :, 0], ref[:, :, 0], torch.float32, "first chunk")
+    close(x[:, :, 1, 0::2], ref[:, :, 1, 0::2], torch.float32, "last decay product")
+    close(x[:, :, 1, 1::2], ref[:, :, 1, 1::2] + 1, torch.float32, "the backend's own last state")
 
 
 def test_vmamba_core_grouped(close: Callable[..., None]) -> None:
@@ -236,7 +261,7 @@ standins.install(["selective_scan_cuda", "causal_conv1d_cuda"], legacy_causal_co
 sys.modules["mamba_ssm"] = importlib.util.module_from_spec(importlib.util.find_spec("mamba_ssm"))
 import mamba_ssm.ops.selective_scan_interface as ssi
 from causal_conv1d.causal_conv1d_interface import causal_conv1d_ref
-from jetson_mamba.ops.selective_scan.naive import selective_scan_ref
+from jetson_mamba.ops.selective_scan.naive import chunk_states_ref, selective_scan_ref
 
 torch.manual_seed(0)
 torch.set_default_dtype(torch.float64)

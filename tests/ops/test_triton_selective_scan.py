@@ -14,7 +14,7 @@ from test_triton_interpreted import DEVICE, GPU, assert_close, nan_poison, needs
 
 from jetson_mamba.errors import BackendUnavailableError
 from jetson_mamba.ops import selective_scan_fn
-from jetson_mamba.ops.selective_scan.naive import selective_scan_ref
+from jetson_mamba.ops.selective_scan.naive import chunk_states_ref, selective_scan_ref
 
 pytestmark = needs_triton
 TOL = {torch.float32: 2e-4, torch.float16: 5e-3, torch.bfloat16: 3e-2}
@@ -128,6 +128,25 @@ def test_complex_A_is_refused_with_a_fix() -> None:
     with pytest.raises(BackendUnavailableError) as err:
         backend.selective_scan_forward(inp["u"], inp["delta"], inp["A"].to(torch.complex64), inp["B"], inp["C"])
     assert err.value.fix and "torch" in err.value.fix
+
+
+@pytest.mark.parametrize("layout", ["fixed", "grouped"])
+def test_forward_x_keeps_the_kernels_chunk_states(layout: str, nan_poison: None) -> None:  # noqa: F811
+    """The stand-ins' x from the forward kernel itself: decay products and states at each chunk end."""
+    from jetson_mamba.ops.selective_scan import triton as backend
+
+    inp = make_inputs(2, 4, 75, 3, layout, layout, torch.float32, groups=2)
+    args = [inp[k] for k in ARGS]
+    out, out_z, x = backend.selective_scan_forward_x(*args, delta_softplus=True, every=32)
+    plain = backend.selective_scan_forward(*args, delta_softplus=True)
+    assert torch.equal(out, plain[0]) and torch.equal(out_z, plain[1])
+    assert x.shape == (2, 4, 3, 6)
+    ref = chunk_states_ref(*(inp[k].cpu().double() for k in ("u", "delta", "A", "B", "C", "delta_bias")),
+                           delta_softplus=True, every=32)
+    assert_close(x.cpu(), ref, TOL[torch.float32], "x")
+    assert torch.equal(x[:, :, -1, 1::2], plain[2])
+    with pytest.raises(ValueError, match="multiple of 32"):
+        backend.selective_scan_forward_x(*args, delta_softplus=True, every=48)
 
 
 def test_batch_one_and_batch_eight_tune_apart() -> None:

@@ -3,8 +3,7 @@ writing the caller's buffer passes a naive check but gives mamba_inner_fn garbag
 
 from __future__ import annotations
 
-from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import torch
@@ -59,23 +58,12 @@ def test_unfilled_output_buffer_fails_the_forward_check() -> None:
     assert backward.status == "passed"
 
 
-def _kernel_like_scan() -> Any:
-    """tests/compat/kernel_like_scan.py: fixed-B states without B, as the compiled kernel stores them."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "compat" / "kernel_like_scan.py"
-    spec = importlib.util.spec_from_file_location("kernel_like_scan", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_fixed_B_state_is_corrected_for_the_compiled_kernel_alone() -> None:
+def test_fixed_B_state_is_corrected_for_the_compiled_kernel_alone(kernel_like_scan: ModuleType) -> None:
     """The compiled kernel's fixed-B final state lacks B; the stand-in's does not. The adapter tells them apart by
     the stand-in mark: each passes, and each fails when taken for the other (found on the lab GPU: correcting
     the stand-in too multiplied B in twice)."""
     case = ScanCase(1, 13, 129, 4, bc="fixed", D=False, delta_bias=False, softplus=False)
-    kernel = _kernel_like_scan()
+    kernel = kernel_like_scan
     kernel_taken_for_standin = SimpleNamespace(fwd=kernel.fwd, bwd=kernel.bwd, __jetson_mamba_standin__=True)
     standin_taken_for_kernel = SimpleNamespace(fwd=selective_scan_cuda.fwd, bwd=selective_scan_cuda.bwd)
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import torch
 
 EXTENSION = "selective_scan_cuda"
+X_CHUNK = 2048  # steps per chunk state in x, for every L above 2048
 
 
 def is_available(device: torch.device, dtype: torch.dtype) -> Optional[str]:
@@ -38,10 +39,30 @@ def selective_scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
                            z: Optional[torch.Tensor] = None, delta_bias: Optional[torch.Tensor] = None,
                            delta_softplus: bool = False,
                            ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+    out, out_z, x = _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return out, out_z, last_state(x, B)
+
+
+def selective_scan_forward_x(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                             C: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor],
+                             delta_bias: Optional[torch.Tensor], delta_softplus: bool, every: int,
+                             ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+    """(out, out_z or None, x): the kernel's own chunk states x, with true states for a fixed B."""
+    if every != X_CHUNK:
+        raise ValueError(f"the compiled kernel keeps its states every {X_CHUNK} steps, not every {every}")
+    out, out_z, x = _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if B.dim() == 2:
+        x[..., 1::2] *= B[:, None, :]  # see last_state
+    return out, out_z, x
+
+
+def _forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+             D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+             delta_softplus: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
     ext = load_extension(EXTENSION)
     u, delta, B4, C4, z = _prepare(u, delta, B, C, z)
     out, x, *rest = ext.fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus)
-    return out, (rest[0] if z is not None else None), last_state(x, B)
+    return out, (rest[0] if z is not None else None), x
 
 
 def last_state(x: torch.Tensor, B: torch.Tensor) -> torch.Tensor:

@@ -59,3 +59,27 @@ def selective_scan_ref(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B:
         out = out * F.silu(z.to(work))
     out = out.to(dtype_in)
     return (out, x) if return_last_state else out
+
+
+def chunk_states_ref(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                     delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False, every: int = 2048,
+                     ) -> torch.Tensor:
+    """The compiled kernels' chunk states x (batch, dim, ceil(L / every), 2 * dstate): at the end of each
+    `every`-step chunk, [..., 0::2] the product of exp(delta * A) from the start, [..., 1::2] the true
+    state. In u's work dtype (float32, or float64 for float64 u); one reference scan per chunk end."""
+    import torch
+    import torch.nn.functional as F
+
+    work = torch.float64 if u.dtype == torch.float64 else torch.float32
+    L = u.shape[-1]
+    dt = delta.to(work) if delta_bias is None else delta.to(work) + delta_bias[..., None].to(work)
+    dt = F.softplus(dt) if delta_softplus else dt
+    ends = list(range(every, L, every)) + [L]
+    x = torch.empty(*u.shape[:2], len(ends), 2 * A.shape[1], dtype=work, device=u.device)
+    for c, end in enumerate(ends):
+        prefix = [t[..., :end] if t.dim() >= 3 else t for t in (u, delta, A, B, C)]
+        _, state = selective_scan_ref(*prefix, delta_bias=delta_bias, delta_softplus=delta_softplus,
+                                      return_last_state=True)
+        x[:, :, c, 1::2] = state
+        x[:, :, c, 0::2] = torch.exp(dt[..., :end].sum(-1)[..., None] * A.to(work))
+    return x

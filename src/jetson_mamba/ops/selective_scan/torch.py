@@ -192,23 +192,26 @@ def _scan_(a: torch.Tensor, h: torch.Tensor, state: torch.Tensor, reverse: bool,
     return carry.squeeze(0)
 
 
-def _forward_core(call: _Call, y_into_dt: bool, want_y: bool, keep_starts: bool
+def _forward_core(call: _Call, y_into_dt: bool, want_y: bool, keep_every: int
                   ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor], torch.Tensor]:
-    """Run the scan: (y (L, batch, dim) or None, chunk-start states (n_chunks, batch, dstate, dim)
-    or None, last state (batch, dstate, dim)). With y_into_dt, y overwrites call.dtT chunk by chunk
-    (each chunk's dt is consumed before its y is written), which saves a (batch, dim, L) buffer."""
-    bounds = call.bounds()
+    """Run the scan: (y (L, batch, dim) or None, the states at steps 0, keep_every, 2 * keep_every, ...
+    before those steps ((ceil(L / keep_every), batch, dstate, dim); None for keep_every=0), last state
+    (batch, dstate, dim)). keep_every is a multiple of call.chunk. With y_into_dt, y overwrites call.dtT
+    chunk by chunk (each chunk's dt is consumed before its y is written): one (batch, dim, L) buffer less."""
     device = call.dtT.device
     starts = None
-    if keep_starts:
-        starts = torch.empty(len(bounds), call.batch, call.dstate, call.dim, dtype=call.work, device=device)
+    if keep_every:
+        if keep_every % call.chunk:
+            raise ValueError(f"states are kept every {keep_every} steps, not a multiple of the chunk ({call.chunk})")
+        starts = torch.empty(-(-call.L // keep_every), call.batch, call.dstate, call.dim, dtype=call.work,
+                             device=device)
     y = None
     if want_y:
         y = call.dtT if y_into_dt else torch.empty(call.L, call.batch, call.dim, dtype=call.work, device=device)
     state = torch.zeros(call.batch, call.dstate, call.dim, dtype=call.work, device=device)
-    for c, (t0, t1) in enumerate(bounds):
-        if starts is not None:
-            starts[c] = state
+    for t0, t1 in call.bounds():
+        if starts is not None and t0 % keep_every == 0:
+            starts[t0 // keep_every] = state
         a = call.fill_a(call.buf(0, t1 - t0), t0, t1)
         h = call.fill_b(call.buf(1, t1 - t0), t0, t1)
         state.copy_(_scan_(a, h, state, reverse=False, sub=call.sub))
@@ -223,8 +226,35 @@ def selective_scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
                            delta_softplus: bool = False,
                            ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
     """(out, out_z or None, last_state); see jetson_mamba.ops for the shapes."""
+    out, out_z, last, _ = _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, every=0)
+    return out, out_z, last
+
+
+def selective_scan_forward_x(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                             C: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor],
+                             delta_bias: Optional[torch.Tensor], delta_softplus: bool, every: int,
+                             ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+    """(out, out_z or None, x): x (batch, dim, ceil(L / every), 2 * dstate) fp32 as the compiled kernels
+    keep it, from the same pass: at each `every`-step chunk's end, [..., 0::2] the product of
+    exp(delta * A) from the start and [..., 1::2] the state. `every`: a multiple of 256."""
+    out, out_z, _, x = _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, every)
+    assert x is not None
+    return out, out_z, x
+
+
+def _forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+             D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+             delta_softplus: bool, every: int,
+             ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor, Optional[torch.Tensor]]:
+    """(out, out_z, last state, x or None for every=0)."""
     call = _Call(u, delta, A, B, C, delta_bias, delta_softplus, nbuf=2)
-    yT, _, last = _forward_core(call, y_into_dt=True, want_y=True, keep_starts=False)
+    x = None
+    if every:
+        # the decay products need each chunk's sum of dt, taken before y overwrites call.dtT
+        sums = torch.stack([call.dtT[t:t + every].sum(0) for t in range(0, call.L, every)], dim=-1).cumsum(-1)
+        x = torch.empty(call.batch, call.dim, sums.shape[-1], 2 * call.dstate, dtype=torch.float32, device=u.device)
+        x[..., 0::2] = torch.exp(sums[..., None] * A.to(call.work)[:, None, :])
+    yT, starts, last = _forward_core(call, y_into_dt=True, want_y=True, keep_every=every)
     assert yT is not None
     uw, work = call.u, call.work
     del call  # frees the chunk buffers and xuT before the outputs are allocated
@@ -233,7 +263,12 @@ def selective_scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
     if D is not None:
         y.addcmul_(uw, D.to(work)[:, None])
     out_z = None if z is None else F.silu(z.to(work)).mul_(y).to(u.dtype)
-    return y.to(u.dtype), out_z, last.transpose(1, 2).contiguous()
+    last = last.transpose(1, 2).contiguous()
+    if x is not None:
+        assert starts is not None
+        x[:, :, :-1, 1::2] = starts[1:].permute(1, 3, 0, 2)
+        x[:, :, -1, 1::2] = last
+    return y.to(u.dtype), out_z, last, x
 
 
 def selective_scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
@@ -243,7 +278,7 @@ def selective_scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tenso
     """(du, ddelta, dA, dB, dC, dD, ddelta_bias, dz); dout is the gradient of out_z when z is given."""
     call = _Call(u, delta, A, B, C, delta_bias, delta_softplus, nbuf=4)
     work = call.work
-    yT, starts, _ = _forward_core(call, y_into_dt=False, want_y=z is not None, keep_starts=True)
+    yT, starts, _ = _forward_core(call, y_into_dt=False, want_y=z is not None, keep_every=call.chunk)
     assert starts is not None
     # Every (batch, dim, L) temporary is freed as soon as it is used: memory is the point here.
     dy = dout.to(work)
@@ -310,17 +345,3 @@ def selective_scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tenso
     return (du.to(u.dtype), ddt.to(delta.dtype), dA.view(call.dim, call.dstate).to(A.dtype),
             dB.to(B.dtype), dC.to(C.dtype), dD, ddelta_bias, dz)
 
-
-def chunk_end_states(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                     delta_bias: Optional[torch.Tensor], delta_softplus: bool, every: int) -> torch.Tensor:
-    """States after steps every-1, 2*every-1, ... before the last one: (batch, dim, ceil(L/every)-1, dstate).
-
-    What the compiled kernels keep per 2048-step chunk; `every` must be a multiple of the chunk.
-    """
-    call = _Call(u, delta, A, B, C, delta_bias, delta_softplus, nbuf=2)
-    if every % call.chunk:
-        raise ValueError(f"every ({every}) must be a multiple of the chunk ({call.chunk})")
-    _, starts, _ = _forward_core(call, y_into_dt=False, want_y=False, keep_starts=True)
-    assert starts is not None
-    step = every // call.chunk
-    return starts[step::step].permute(1, 3, 0, 2)

@@ -74,13 +74,13 @@ if triton is not None:
     })
     @triton.jit(do_not_specialize=["batch_class"])  # a key for the autotuner, not a variant
     def _ssm_fwd_kernel(
-        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, outz_ptr, last_ptr,
-        dim, L, N, G_B, G_C, DPG_B, DPG_C, batch_class,
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, outz_ptr, last_ptr, x_ptr,
+        dim, L, N, G_B, G_C, DPG_B, DPG_C, batch_class, X_EVERY,
         s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol, s_ad, s_an,
-        s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
+        s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl, s_xb, s_xd, s_xc,
         B_VAR: tl.constexpr, C_VAR: tl.constexpr, B_UNIFORM: tl.constexpr, C_UNIFORM: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        BD: tl.constexpr, BN: tl.constexpr, T: tl.constexpr,
+        HAS_X: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, T: tl.constexpr,
     ):
         # Tile (T, BN, BD) with channels last: Triton spreads lanes over channels (then states),
         # so the scan over time and most of the sum over states stay inside each thread (no shuffles).
@@ -100,6 +100,8 @@ if triton is not None:
         if HAS_D:
             Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
         h = tl.zeros([BN, BD], dtype=tl.float32)
+        dsum = tl.zeros([BD], dtype=tl.float32)  # delta summed from the start, for x's decay products
+        x_base = x_ptr + pid_b * s_xb
         for t0 in range(0, L, T):
             tt = t0 + offs_t
             mask_t = tt < L
@@ -108,12 +110,18 @@ if triton is not None:
                          mask=m2, other=0.0).to(tl.float32)
             dl, _raw = _load_delta(delta_ptr + pid_b * s_db, tt[:, None] * s_dl + offs_d[None, :] * s_dd,
                                    m2, bias[None, :], HAS_BIAS, SOFTPLUS)
+            if HAS_X:
+                dsum += tl.sum(dl, axis=0)
             Bt = _load_bc_t(B_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B,
                             s_Bb, s_Bg, s_Bn, s_Bl, BD, B_VAR, B_UNIFORM)
             Ct = _load_bc_t(C_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_C,
                             s_Cb, s_Cg, s_Cn, s_Cl, BD, C_VAR, C_UNIFORM)
             xx, _dA, _dBu = _chunk_states(dl, uu, A2, Bt, h)
             h = _last_row(xx, offs_t, T)
+            if HAS_X:  # X_EVERY is a multiple of T, so chunk ends fall on tile ends
+                if (t0 + T) % X_EVERY == 0:
+                    if t0 + T < L:
+                        _store_x(x_base, (t0 + T) // X_EVERY - 1, dsum, A2, h, offs_d, offs_n, m_nd, s_xd, s_xc)
             y = tl.sum(xx * Ct, axis=1) + Dv[None, :] * uu
             o = tt[:, None] * s_ol + offs_d[None, :] * s_od
             tl.store(out_ptr + pid_b * s_ob + o, y.to(out_ptr.dtype.element_ty), mask=m2)
@@ -123,6 +131,15 @@ if triton is not None:
                 tl.store(outz_ptr + pid_b * s_ob + o, (y * zz * sigmoid(zz)).to(outz_ptr.dtype.element_ty), mask=m2)
         p_last = last_ptr + pid_b * dim * N + offs_d[None, :] * N + offs_n[:, None]
         tl.store(p_last, h, mask=m_nd)
+        if HAS_X:
+            _store_x(x_base, (L - 1) // X_EVERY, dsum, A2, h, offs_d, offs_n, m_nd, s_xd, s_xc)
+
+    @triton.jit
+    def _store_x(base, c, dsum, A2, h, offs_d, offs_n, m_nd, s_xd, s_xc):
+        """Chunk c's entry of x, the compiled kernels' layout: (decay product, state) pairs over states."""
+        p = base + c * s_xc + offs_d[None, :] * s_xd + 2 * offs_n[:, None]
+        tl.store(p, tl.exp2(A2 * dsum[None, :]), mask=m_nd)
+        tl.store(p + 1, h, mask=m_nd)
 
     @triton.jit
     def _chunk_states(dl, uu, A2, Bt, h):
@@ -290,6 +307,7 @@ _FWD_CONFIGS = [(8, 8, 1), (8, 16, 1), (4, 16, 1), (16, 8, 1), (4, 8, 1), (16, 4
                 (2, 16, 1), (2, 32, 1)]
 _BWD_CONFIGS = [(8, 8, 1), (4, 8, 1), (16, 4, 1), (8, 4, 1), (2, 16, 1), (4, 4, 1)]
 _INTERPRET_CONFIG = (2, 8, 1)
+_T_MAX = max(t for _, t, _ in _FWD_CONFIGS + [_INTERPRET_CONFIG])  # x's chunk ends must fall on tile ends
 
 
 def _configs(table):
@@ -368,6 +386,31 @@ def selective_scan_forward(
     delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
     """(out = y + D u, out_z = out * silu(z) or None, last state fp32 (batch, dim, dstate))."""
+    out, out_z, last, _ = _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, every=0)
+    return out, out_z, last
+
+
+def selective_scan_forward_x(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+    delta_softplus: bool, every: int,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+    """(out, out_z or None, x): x (batch, dim, ceil(L / every), 2 * dstate) fp32 as the compiled kernels
+    keep it, written by the same kernel: at each chunk's end the decay product from the start
+    ([..., 0::2]) and the state ([..., 1::2]). `every`: a multiple of the largest tile (32 steps)."""
+    if every <= 0 or every % _T_MAX:
+        raise ValueError(f"x keeps a state every {every} steps; the Triton scan needs a multiple of {_T_MAX}")
+    out, out_z, _, x = _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, every)
+    assert x is not None
+    return out, out_z, x
+
+
+def _forward(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+    delta_softplus: bool, every: int,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor, Optional[torch.Tensor]]:
+    """(out, out_z, last state, x or None for every=0)."""
     _check(u, A)
     batch, dim, L = u.shape
     N = A.shape[1]
@@ -375,14 +418,17 @@ def selective_scan_forward(
     out = torch.empty((batch, dim, L), device=u.device, dtype=u.dtype)
     out_z = torch.empty_like(out) if z is not None else None
     last = torch.empty((batch, dim, N), device=u.device, dtype=torch.float32)
+    x = torch.empty((batch, dim, grid_size(L, every), 2 * N), device=u.device, dtype=torch.float32) if every else None
+    xs = x.stride() if x is not None else (0, 0, 0)
     dummy = out
     grid = lambda meta: (grid_size(dim, meta["BD"]), batch)  # noqa: E731
     _fwd[grid](
         u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
         delta_bias if delta_bias is not None else dummy, out, out_z if out_z is not None else dummy, last,
+        x if x is not None else last, X_EVERY=every or 1, s_xb=xs[0], s_xd=xs[1], s_xc=xs[2], HAS_X=x is not None,
         s_ob=out.stride(0), s_od=out.stride(1), s_ol=out.stride(2), SOFTPLUS=bool(delta_softplus), **args,
     )
-    return out, out_z, last
+    return out, out_z, last, x
 
 
 def selective_scan_backward(

@@ -7,8 +7,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from jetson_mamba.ops.backend import select_backend
-
-X_CHUNK = 2048  # the compiled kernels store one state per 2048 steps
+from jetson_mamba.ops.selective_scan.cuda import X_CHUNK
 
 
 def n_chunks(L: int) -> int:
@@ -18,24 +17,11 @@ def n_chunks(L: int) -> int:
 def chunk_states(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                  delta_bias: Optional[torch.Tensor], delta_softplus: bool, last_state: torch.Tensor
                  ) -> torch.Tensor:
-    """x (batch, dim, n_chunks, 2 * dstate) as the kernels return it: x[..., 0::2] the running
-    product of exp(delta * A) from the start, x[..., 1::2] the state, both at each chunk's end."""
-    import torch.nn.functional as F
+    """x (batch, dim, n_chunks, 2 * dstate) for a backend that cannot return it (a registered one):
+    the torch backend's, with that backend's own last state, so a wrong kernel still shows in x."""
+    from jetson_mamba.ops.selective_scan import torch as portable
 
-    from jetson_mamba.ops.selective_scan.torch import chunk_end_states
-
-    batch, dim, L = u.shape
-    count = n_chunks(L)
-    # Every op here is a pass over (batch, dim, L) on top of the backend's kernel: one add (promoting
-    # to fp32), the softplus, and one sum per chunk (not a full cumsum), as few as the API allows.
-    dt = delta.float() if delta_bias is None else delta + delta_bias.float()[:, None]
-    dt = F.softplus(dt) if delta_softplus else dt
-    sums = [dt[..., i * X_CHUNK:(i + 1) * X_CHUNK].sum(-1) for i in range(count)]
-    cum = torch.stack(sums, dim=-1).cumsum(-1)  # (batch, dim, n_chunks): delta summed to each chunk's end
-    x = torch.empty(batch, dim, count, 2 * A.shape[1], dtype=torch.float32, device=u.device)
-    x[..., 0::2] = torch.exp(cum[..., None] * A.float()[:, None, :])
-    if count > 1:
-        x[:, :, :-1, 1::2] = chunk_end_states(u, delta, A, B, C, delta_bias, delta_softplus, X_CHUNK)
+    x = portable.selective_scan_forward_x(u, delta, A, B, C, None, None, delta_bias, delta_softplus, X_CHUNK)[2]
     x[:, :, -1, 1::2] = last_state
     return x
 
@@ -53,8 +39,12 @@ def check_x(x: Optional[torch.Tensor], u: torch.Tensor, A: torch.Tensor) -> None
 def forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
             D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
             delta_softplus: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
-    """(out, out_z or None, x) through the dispatched selective-scan backend."""
+    """(out, out_z or None, x) through the dispatched selective-scan backend: in one pass where the
+    backend keeps the chunk states itself (selective_scan_forward_x), else with a second scan for x."""
     _, backend = select_backend("selective_scan", u.device, u.dtype)
+    with_x = getattr(backend, "selective_scan_forward_x", None)
+    if with_x is not None:
+        return with_x(u, delta, A, B, C, D, z, delta_bias, delta_softplus, X_CHUNK)
     out, out_z, last = backend.selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return out, out_z, chunk_states(u, delta, A, B, C, delta_bias, delta_softplus, last)
 
