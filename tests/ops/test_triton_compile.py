@@ -72,8 +72,10 @@ def _conv_cfg(table: Any) -> Dict[str, Any]:
 
 
 VARIANTS = {
-    "scan-fwd": (scan._fwd, dict(SCAN, **_scan_cfg(scan._FWD_CONFIGS), s_ol=1), scan._FWD_CONFIGS[0][2]),
-    "scan-fwd-narrow": (scan._fwd, dict(SCAN, BD=2, T=32, s_ol=1), 1),  # batch-1 candidate, the longest slab
+    "scan-fwd": (scan._fwd, dict(SCAN, **_scan_cfg(scan._FWD_CONFIGS), s_ol=1, HAS_X=False),
+                 scan._FWD_CONFIGS[0][2]),
+    # a batch-1 candidate, the longest slab, writing the stand-ins' chunk states x
+    "scan-fwd-narrow-x": (scan._fwd, dict(SCAN, BD=2, T=32, s_ol=1, HAS_X=True), 1),
     "scan-bwd": (scan._bwd, dict(SCAN, **_scan_cfg(scan._BWD_CONFIGS), s_gl=1), scan._BWD_CONFIGS[0][2]),
     "conv-fwd": (conv._fwd["first"], dict(CONV, HAS_FINAL=True, **_conv_cfg(conv._FWD_CONFIGS["first"]), s_xl=1), 4),
     "conv-bwd": (conv._bwd["last"], dict(CONV, HAS_DFINAL=True, **_conv_cfg(conv._BWD_CONFIGS["last"]), s_xd=1), 4),
