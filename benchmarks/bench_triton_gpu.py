@@ -1,6 +1,7 @@
 """Triton kernels vs the compiled CUDA kernels, side by side in one process, on one GPU.
 
-    python benchmarks/bench_triton_gpu.py [--sweep] [--cold-start] [--json results.json]
+    python benchmarks/bench_triton_gpu.py [--sweep] [--cold-start] [--block] [--graph] [--standin]
+                                          [--json results.json]
 
 Times are medians of CUDA-event-timed calls after warm-up, cycling through several input sets
 so that no call finds its inputs in L2. The compiled kernels are the `selective_scan_cuda` and
@@ -361,6 +362,36 @@ def whole_block() -> Row:
     return row
 
 
+def standin_forward(ext: Any) -> Row:
+    """Upstream Mamba-YOLO's scan call, VMamba's `selective_scan_cuda_core.fwd`, as jetson-mamba's stand-in
+    on the Triton backend (it must also return the chunk states x: 4 chunks at L=6400), next to the Triton
+    forward alone and the compiled mamba kernel (which keeps x in its own pass)."""
+    from jetson_mamba.ops.backend import ENV_VAR
+    from jetson_mamba.ops.standins import selective_scan_cuda_core as core
+
+    sets = [scan_inputs(8, 512, 6400, 16, 4, torch.float32, False, seed) for seed in range(N_SETS)]
+    saved = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = "triton"
+    try:
+        row: Row = {"op": "stand-in selective_scan_cuda_core.fwd (with x)", "shape": "B=8 D=512 L=6400 N=16 K=4"}
+        time_pair(row, "standin_fwd", lambda u, delta, A, B, C, D, z, bias, dout:
+                  core.fwd(u, delta, A, B, C, D, bias, True, 1), sets, graph=False)
+    finally:
+        if saved is None:
+            del os.environ[ENV_VAR]
+        else:
+            os.environ[ENV_VAR] = saved
+    time_pair(row, "triton_fwd", triton_scan_fwd, sets, graph=False)
+    time_pair(row, "cuda_fwd", lambda *a: cuda_scan_fwd(ext, *a), sets, graph=False)
+    u, delta, A, B, C, D, _, bias, _ = sets[0]
+    x_standin = core.fwd(u, delta, A, B, C, D, bias, True, 1)[1]
+    row["x_rel_err_vs_compiled"] = rel_err(x_standin, ext.fwd(u, delta, A, B, C, D, None, bias, True)[1])
+    print(f"  {row['op']} {row['shape']}: stand-in {row['standin_fwd_ms']:.3f} ms, Triton forward "
+          f"{row['triton_fwd_ms']:.3f} ms, compiled {row['cuda_fwd_ms']:.3f} ms, x rel err "
+          f"{row['x_rel_err_vs_compiled']:.1e}", flush=True)
+    return row
+
+
 def markdown(rows: List[Row]) -> str:
     lines = ["| op | dtype | shape | CUDA fwd ms | Triton fwd ms | CUDA/Triton | CUDA bwd or fwd+bwd ms | "
              "Triton ms | CUDA/Triton | max rel err |", "|" + " --- |" * 10]
@@ -395,6 +426,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--skip-conv", action="store_true", help="leave the causal conv1d rows out")
     parser.add_argument("--skip-main", action="store_true", help="only the sweep / cold start")
     parser.add_argument("--graph", action="store_true", help="also time CUDA-graph replays (no launch cost)")
+    parser.add_argument("--standin", action="store_true", help="the stand-in's forward with chunk states x")
     parser.add_argument("--json", help="write all results here")
     args = parser.parse_args(argv)
     import causal_conv1d_cuda
@@ -410,6 +442,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         result["cold_start"] = cold_start()
     if args.block:
         result["block"] = whole_block()
+    if args.standin:
+        result["standin"] = standin_forward(selective_scan_cuda)
     if args.sweep:
         result["sweep"] = sweep(args.sweep_budget)
     rows: List[Row] = []

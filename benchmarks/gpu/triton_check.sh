@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Triton kernels on the lab GPU in one command (repo root): install the compiled wheels to
 # compare against, run the Triton test suites at real shapes, then the side-by-side timing table.
-#   bash benchmarks/gpu/triton_check.sh [--sweep] [--cold-start]
+#   bash benchmarks/gpu/triton_check.sh [--sweep] [--cold-start] [--block] [--graph] [--standin]
 # Results: $OUT/triton_bench.json (OUT defaults to ./triton-out) and stdout.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
