@@ -4,7 +4,7 @@ writing the caller's buffer passes a naive check but gives mamba_inner_fn garbag
 from __future__ import annotations
 
 from types import ModuleType, SimpleNamespace
-from typing import Any
+from typing import Any, Tuple
 
 import torch
 
@@ -67,12 +67,18 @@ def test_fixed_B_state_is_corrected_for_the_compiled_kernel_alone(kernel_like_sc
     kernel_taken_for_standin = SimpleNamespace(fwd=kernel.fwd, bwd=kernel.bwd, __jetson_mamba_standin__=True)
     standin_taken_for_kernel = SimpleNamespace(fwd=selective_scan_cuda.fwd, bwd=selective_scan_cuda.bwd)
 
-    def forward_status(module: Any) -> str:
+    # two 2048-step chunks: every chunk's state in x, not only the last, needs B back
+    long_case = ScanCase(1, 3, 2100, 2, bc="fixed", z=False, D=False, delta_bias=False, softplus=False)
+
+    def statuses(module: Any) -> Tuple[str, str]:
         results = check_scan("scan", MambaScanAdapter(module), case, torch.float32, "cpu",
                              torch.Generator().manual_seed(3))
-        return results[0].status
+        chunks = check_scan("scan", MambaScanAdapter(module), long_case, torch.float32, "cpu",
+                            torch.Generator().manual_seed(4), backward=False)
+        assert chunks[-1].direction == "chunk states"
+        return results[0].status, chunks[-1].status
 
-    assert forward_status(selective_scan_cuda) == "passed"
-    assert forward_status(kernel) == "passed"
-    assert forward_status(standin_taken_for_kernel) == "failed"
-    assert forward_status(kernel_taken_for_standin) == "failed"
+    assert statuses(selective_scan_cuda) == ("passed", "passed")
+    assert statuses(kernel) == ("passed", "passed")
+    assert statuses(standin_taken_for_kernel) == ("failed", "failed")
+    assert statuses(kernel_taken_for_standin) == ("failed", "failed")

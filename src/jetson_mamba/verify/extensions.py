@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any, List, Optional, Tuple
 
 from jetson_mamba.ops._compiled import is_standin
-from jetson_mamba.ops.selective_scan.cuda import last_state
+from jetson_mamba.ops.selective_scan.cuda import X_CHUNK, true_chunk_states
 from jetson_mamba.verify.cases import ScanCase
 
 
@@ -33,9 +33,9 @@ def _grouped(BC: Any) -> Any:
 
 
 class MambaScanAdapter:
-    """mamba-ssm's `selective_scan_cuda.fwd/bwd`. The compiled kernel's final state with a fixed B gets its B
-    factor back, as the cuda backend does (the kernel leaves it out: `ops.selective_scan.cuda.last_state`);
-    jetson-mamba's stand-in stores the true state, which mamba_ssm then returns as is."""
+    """mamba-ssm's `selective_scan_cuda.fwd/bwd`. The compiled kernel's states with a fixed B get their B
+    factor back, as the cuda backend does (the kernel leaves it out: `ops.selective_scan.cuda.true_chunk_states`);
+    jetson-mamba's stand-in stores the true states, which mamba_ssm then returns as they are."""
 
     def __init__(self, ext: ModuleType) -> None:
         self.ext = ext
@@ -50,9 +50,16 @@ class MambaScanAdapter:
 
     def selective_scan_forward(self, u: Any, delta: Any, A: Any, B: Any, C: Any, D: Any = None, z: Any = None,
                                delta_bias: Any = None, delta_softplus: bool = False) -> Tuple[Any, Any, Any]:
+        out, out_z, x = self.selective_scan_forward_x(u, delta, A, B, C, D, z, delta_bias, delta_softplus, X_CHUNK)
+        return out, out_z, x[:, :, -1, 1::2]
+
+    def selective_scan_forward_x(self, u: Any, delta: Any, A: Any, B: Any, C: Any, D: Any, z: Any, delta_bias: Any,
+                                 delta_softplus: bool, every: int) -> Tuple[Any, Any, Any]:
+        """The module's own x (its states every 2048 steps), as mamba_ssm and the backward receive it."""
+        if every != X_CHUNK:
+            raise ValueError(f"selective_scan_cuda keeps its states every {X_CHUNK} steps, not every {every}")
         out, x, rest = self._fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-        state = x[:, :, -1, 1::2] if is_standin(self.ext) else last_state(x, B)
-        return out, rest[0] if z is not None else None, state
+        return out, rest[0] if z is not None else None, x if is_standin(self.ext) else true_chunk_states(x, B)
 
     def selective_scan_backward(self, u: Any, delta: Any, A: Any, B: Any, C: Any, D: Any, z: Any,
                                 delta_bias: Any, delta_softplus: bool, dout: Any) -> Tuple[Any, ...]:

@@ -23,7 +23,7 @@ class CheckResult:
     component: str  # "selective_scan[torch]", "mamba_ssm.Mamba", "mamba_yolo.VSSBlock", ...
     name: str  # the case, e.g. "variable B/C, z, D, delta_bias, softplus, L=37"
     dtype: str  # "float32", "float16", "bfloat16"
-    direction: str  # "forward", "backward", "step", "update"
+    direction: str  # "forward", "backward", "step", "update", "chunk states"
     status: str  # passed, failed, error
     error: Optional[float]  # the worst relative error over the compared tensors
     tolerance: float

@@ -51,9 +51,7 @@ def selective_scan_forward_x(u: torch.Tensor, delta: torch.Tensor, A: torch.Tens
     if every != X_CHUNK:
         raise ValueError(f"the compiled kernel keeps its states every {X_CHUNK} steps, not every {every}")
     out, out_z, x = _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    if B.dim() == 2:
-        x[..., 1::2] *= B[:, None, :]  # see last_state
-    return out, out_z, x
+    return out, out_z, true_chunk_states(x, B)
 
 
 def _forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -66,15 +64,23 @@ def _forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Ten
 
 
 def last_state(x: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """The final state from the kernel's chunk states x (batch, dim, n_chunks, 2N).
+    """The true final state from the kernel's chunk states x (batch, dim, n_chunks, 2N)."""
+    return true_chunk_states(x[:, :, -1:], B)[:, :, 0, 1::2]
+
+
+def true_chunk_states(x: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """The kernel's chunk states x with true states (x itself unless B is fixed).
 
     With a fixed B (dim, N) the kernel scans delta*u and applies B only when it forms the output, so
     its stored states lack the B factor (mamba-ssm's own `selective_scan_fn(return_last_state=True)`
     returns them so: an upstream bug, harmless to Mamba, whose B is variable). B is constant in time,
-    so multiplying it back gives the true state.
+    so multiplying it back gives the true states.
     """
-    state = x[:, :, -1, 1::2]
-    return state * B if B.dim() == 2 else state
+    if B.dim() != 2:
+        return x
+    fixed = x.clone()
+    fixed[..., 1::2] *= B[:, None, :]
+    return fixed
 
 
 def selective_scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
