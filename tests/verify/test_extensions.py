@@ -68,7 +68,8 @@ def test_fixed_B_state_is_corrected_for_the_compiled_kernel_alone(kernel_like_sc
     standin_taken_for_kernel = SimpleNamespace(fwd=selective_scan_cuda.fwd, bwd=selective_scan_cuda.bwd)
 
     # two 2048-step chunks: every chunk's state in x, not only the last, needs B back
-    long_case = ScanCase(1, 3, 2100, 2, bc="fixed", z=False, D=False, delta_bias=False, softplus=False)
+    long_case = ScanCase(1, 3, 2100, 2, bc="fixed", z=False, D=False, delta_bias=False, softplus=False,
+                         delta_scale=0.002)
 
     def statuses(module: Any) -> Tuple[str, str]:
         results = check_scan("scan", MambaScanAdapter(module), case, torch.float32, "cpu",
@@ -82,3 +83,15 @@ def test_fixed_B_state_is_corrected_for_the_compiled_kernel_alone(kernel_like_sc
     assert statuses(kernel) == ("passed", "passed")
     assert statuses(standin_taken_for_kernel) == ("failed", "failed")
     assert statuses(kernel_taken_for_standin) == ("failed", "failed")
+
+
+def test_chunk_states_check_refuses_a_case_whose_decay_underflows() -> None:
+    """Over 2048 steps of large deltas the decay products are below fp32's range, 0 in every kernel: such a
+    case could not judge them, so the check errors and names the fix instead of comparing zeros."""
+    from jetson_mamba.ops.selective_scan import torch as portable
+
+    case = ScanCase(1, 3, 2100, 2, bc="fixed", z=False, D=False, delta_bias=False, softplus=False)
+    result = check_scan("scan", portable, case, torch.float32, "cpu", torch.Generator().manual_seed(5),
+                        backward=False)[-1]
+    assert result.direction == "chunk states" and result.status == "error"
+    assert "delta_scale" in (result.message or "")
