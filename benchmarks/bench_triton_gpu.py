@@ -366,25 +366,18 @@ def standin_forward(ext: Any) -> Row:
     """Upstream Mamba-YOLO's scan call, VMamba's `selective_scan_cuda_core.fwd`, as jetson-mamba's stand-in
     on the Triton backend (it must also return the chunk states x: 4 chunks at L=6400), next to the Triton
     forward alone and the compiled mamba kernel (which keeps x in its own pass)."""
-    from jetson_mamba.ops.backend import ENV_VAR
     from jetson_mamba.ops.standins import selective_scan_cuda_core as core
+    from jetson_mamba.verify.reference import forced_backend
 
     sets = [scan_inputs(8, 512, 6400, 16, 4, torch.float32, False, seed) for seed in range(N_SETS)]
-    saved = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = "triton"
-    try:
-        row: Row = {"op": "stand-in selective_scan_cuda_core.fwd (with x)", "shape": "B=8 D=512 L=6400 N=16 K=4"}
+    row: Row = {"op": "stand-in selective_scan_cuda_core.fwd (with x)", "shape": "B=8 D=512 L=6400 N=16 K=4"}
+    u, delta, A, B, C, D, _, bias, _ = sets[0]
+    with forced_backend("triton"):  # else the stand-in would dispatch to the compiled kernel installed here
         time_pair(row, "standin_fwd", lambda u, delta, A, B, C, D, z, bias, dout:
                   core.fwd(u, delta, A, B, C, D, bias, True, 1), sets, graph=False)
-    finally:
-        if saved is None:
-            del os.environ[ENV_VAR]
-        else:
-            os.environ[ENV_VAR] = saved
+        x_standin = core.fwd(u, delta, A, B, C, D, bias, True, 1)[1]
     time_pair(row, "triton_fwd", triton_scan_fwd, sets, graph=False)
     time_pair(row, "cuda_fwd", lambda *a: cuda_scan_fwd(ext, *a), sets, graph=False)
-    u, delta, A, B, C, D, _, bias, _ = sets[0]
-    x_standin = core.fwd(u, delta, A, B, C, D, bias, True, 1)[1]
     row["x_rel_err_vs_compiled"] = rel_err(x_standin, ext.fwd(u, delta, A, B, C, D, None, bias, True)[1])
     print(f"  {row['op']} {row['shape']}: stand-in {row['standin_fwd_ms']:.3f} ms, Triton forward "
           f"{row['triton_fwd_ms']:.3f} ms, compiled {row['cuda_fwd_ms']:.3f} ms, x rel err "
