@@ -118,10 +118,9 @@ if triton is not None:
                             s_Cb, s_Cg, s_Cn, s_Cl, BD, C_VAR, C_UNIFORM)
             xx, _dA, _dBu = _chunk_states(dl, uu, A2, Bt, h)
             h = _last_row(xx, offs_t, T)
-            if HAS_X:  # X_EVERY is a multiple of T, so chunk ends fall on tile ends
-                if (t0 + T) % X_EVERY == 0:
-                    if t0 + T < L:
-                        _store_x(x_base, (t0 + T) // X_EVERY - 1, dsum, A2, h, offs_d, offs_n, m_nd, s_xd, s_xc)
+            end = t0 + T  # X_EVERY is a multiple of T, so chunk ends fall on tile ends; the last one is below
+            if HAS_X and (end % X_EVERY == 0) & (end < L):
+                _store_x(x_base, end // X_EVERY - 1, dsum, A2, h, offs_d, offs_n, m_nd, s_xd, s_xc)
             y = tl.sum(xx * Ct, axis=1) + Dv[None, :] * uu
             o = tt[:, None] * s_ol + offs_d[None, :] * s_od
             tl.store(out_ptr + pid_b * s_ob + o, y.to(out_ptr.dtype.element_ty), mask=m2)
