@@ -1,6 +1,7 @@
 """Triton kernels vs the compiled CUDA kernels, side by side in one process, on one GPU.
 
-    python benchmarks/bench_triton_gpu.py [--sweep] [--cold-start] [--block] [--graph] [--standin]
+    python benchmarks/bench_triton_gpu.py [--sweep [--sweep-groups scan,conv,rows]] [--cold-start] [--block]
+                                          [--graph] [--standin] [--host] [--skip-scan] [--skip-conv]
                                           [--json results.json]
 
 Times are medians of CUDA-event-timed calls after warm-up, cycling through several input sets
@@ -10,7 +11,8 @@ mamba_ssm package itself need not import). Every timed pair is also compared num
 `--sweep` times every candidate launch config of each kernel (to pick the defaults);
 `--cold-start` measures the first call of a fresh process with an empty and a warm Triton cache.
 `--graph` also times each call replayed from a CUDA graph: GPU time without the host's launch cost
-(a Triton launch from Python costs tens of microseconds, the size of the conv kernels themselves).
+(a Triton launch from Python costs tens of microseconds, the size of the conv kernels themselves);
+`--host` measures that host cost per call and profiles it.
 """
 
 from __future__ import annotations
@@ -136,6 +138,7 @@ def bench_scan(ext: Any, name: str, batch: int, dim: int, L: int, groups: int, d
                with_z: bool, graph: bool = False) -> Row:
     sets = [scan_inputs(batch, dim, L, 16, groups, dtype, with_z, seed) for seed in range(N_SETS)]
     first = sets[0]
+    triton_scan_fwd_bwd(*first)  # tunes: the outputs compared below come from remembered launches (launch_tuned)
     ref_fwd, tri_fwd = cuda_scan_fwd(ext, *first), triton_scan_fwd(*first)
     errs = {"out": rel_err(tri_fwd[0], ref_fwd[0]), "last_state": rel_err(tri_fwd[1], ref_fwd[1])}
     ref_bwd, tri_bwd = cuda_scan_fwd_bwd(ext, *first), triton_scan_fwd_bwd(*first)
@@ -192,6 +195,7 @@ def triton_conv_bwd(x, w, b, dout):  # noqa: ANN001, ANN201
 
 def bench_conv(ext: Any, dtype: torch.dtype, channel_last: bool, graph: bool = False) -> Row:
     sets = [conv_inputs(dtype, channel_last, seed) for seed in range(N_SETS)]
+    triton_conv_fwd(*sets[0]), triton_conv_bwd(*sets[0])  # tunes, as in bench_scan
     errs = {"out": rel_err(triton_conv_fwd(*sets[0]), cuda_conv_fwd(ext, *sets[0]))}
     for n, t, r in zip(("dx", "dweight", "dbias"), triton_conv_bwd(*sets[0]), cuda_conv_bwd(ext, *sets[0])):
         errs[n] = rel_err(t, r)
@@ -202,17 +206,23 @@ def bench_conv(ext: Any, dtype: torch.dtype, channel_last: bool, graph: bool = F
     time_pair(row, "triton_fwd", triton_conv_fwd, sets, graph)
     time_pair(row, "cuda_bwd", lambda *a: cuda_conv_bwd(ext, *a), sets, graph)
     time_pair(row, "triton_bwd", triton_conv_bwd, sets, graph)
-    layout = "last" if channel_last else "first"
-    row["configs"] = {"fwd": str(getattr(conv_triton._fwd[layout], "best_config", None)),
-                      "bwd": str(getattr(conv_triton._bwd[layout], "best_config", None))}
+    # channel-first, unit time stride: the rows kernels run
+    fwd, bwd = (conv_triton._fwd["last"], conv_triton._bwd["last"]) if channel_last else \
+        (conv_triton._fwd_rows, conv_triton._bwd_rows)
+    row["configs"] = {"fwd": str(getattr(fwd, "best_config", None)), "bwd": str(getattr(bwd, "best_config", None))}
     row["fwd_ratio"] = row["cuda_fwd_ms"] / row["triton_fwd_ms"]
     row["bwd_ratio"] = row["cuda_bwd_ms"] / row["triton_bwd_ms"]
     return row
 
 
 # ---------------------------------------------------------------- config sweep
-def sweep(budget_s: float) -> List[Row]:
-    """Time each candidate config of each kernel at the target shapes (stops when the budget is spent)."""
+SWEEP_GROUPS = ("scan", "conv", "rows")
+
+
+def sweep(budget_s: float, groups: Sequence[str] = SWEEP_GROUPS, graph: bool = False) -> List[Row]:
+    """Time each candidate config of each kernel at the target shapes (stops when the budget is spent);
+    `groups`: scan, conv (the general conv kernels), rows (the channel-first rows kernels); `graph`: also
+    as CUDA-graph replays, the kernel's own time without the host's launch cost."""
     import triton
 
     t_end = time.time() + budget_s
@@ -225,16 +235,36 @@ def sweep(budget_s: float) -> List[Row]:
                 rows.append({"kernel": label, "config": "skipped: sweep budget spent"})
                 return
             cfg = triton.Config({keys[0]: a, keys[1]: b}, num_warps=w)
+            row: Row = {"kernel": label, "config": f"{keys[0]}={a} {keys[1]}={b} w={w}"}
             with only_config(kernel, cfg):
                 try:
-                    ms = median_ms(fn, sets, warmup=2, iters=10)
+                    row["ms"] = median_ms(fn, sets, warmup=2, iters=10)
+                    if graph:
+                        row["graph_ms"] = graph_ms(fn, sets, iters=10)
                 except Exception as exc:  # a config that does not fit (registers, smem) is a result too
-                    rows.append({"kernel": label, "config": f"{keys[0]}={a} {keys[1]}={b} w={w}",
-                                 "error": str(exc)[:200]})
+                    rows.append(dict(row, error=str(exc)[:200]))
                     continue
-            rows.append({"kernel": label, "config": f"{keys[0]}={a} {keys[1]}={b} w={w}", "ms": ms})
-            print(f"  sweep {label:28s} {keys[0]}={a:<3d} {keys[1]}={b:<4d} w={w}: {ms:.3f} ms", flush=True)
+            rows.append(row)
+            replay = f", graph {row['graph_ms']:.3f} ms" if row.get("graph_ms") else ""
+            print(f"  sweep {label:28s} {keys[0]}={a:<3d} {keys[1]}={b:<4d} w={w}: {row['ms']:.3f} ms{replay}",
+                  flush=True)
 
+    if "rows" in groups:
+        fwd_rows = sorted(set(conv_triton._FWD_ROWS_CONFIGS) | {(8, 32, 8), (16, 16, 8), (2, 128, 8), (4, 16, 2)})
+        bwd_rows = sorted(set(conv_triton._BWD_ROWS_CONFIGS) | {(2, 64, 4), (8, 8, 2), (32, 8, 8), (4, 64, 8)})
+        for dtype in (torch.bfloat16, torch.float32):
+            sets = [conv_inputs(dtype, False, s) for s in range(2)]
+            run(conv_triton._fwd_rows, f"conv fwd rows {dtype}", fwd_rows, ("BD", "R"), triton_conv_fwd, sets)
+            run(conv_triton._bwd_rows, f"conv bwd rows {dtype}", bwd_rows, ("BD", "R"), triton_conv_bwd, sets)
+    if "scan" in groups:
+        scan_sweep(run)
+    if "conv" in groups:
+        conv_sweep(run)
+    return rows
+
+
+def scan_sweep(run: Callable[..., None]) -> None:
+    """The selective scan's candidate configs (forward, backward, Mamba-YOLO forward)."""
     fwd_cfgs = [(1, 64, 2), (4, 32, 4), (1, 32, 1), (1, 64, 1), (1, 16, 1), (2, 32, 1), (2, 16, 1),
                 (2, 32, 2), (4, 16, 2), (4, 32, 2), (8, 16, 4)]
     bwd_cfgs = [(1, 32, 2), (1, 32, 1), (1, 16, 1), (2, 16, 2), (2, 32, 2), (1, 64, 2), (2, 16, 1)]
@@ -249,6 +279,10 @@ def sweep(budget_s: float) -> List[Row]:
             lambda *a: scan_triton.selective_scan_backward(*a[:8], True, a[8]), sets)
     sets = [scan_inputs(8, 512, 6400, 16, 4, torch.float32, False, s) for s in range(2)]
     run(scan_triton._fwd, "yolo K=4 fwd float32", fwd_cfgs, ("BD", "T"), lambda *a: triton_scan_fwd(*a), sets)
+
+
+def conv_sweep(run: Callable[..., None]) -> None:
+    """The general conv kernels' candidate configs (channel-last, and channel-first the rows kernels don't take)."""
     conv_cfgs = {"first": [(4, 256, 4), (2, 256, 2), (4, 128, 4), (4, 128, 2), (2, 512, 4), (1, 1024, 4),
                            (8, 256, 8), (2, 128, 1)],
                  "last": [(32, 32, 4), (32, 64, 4), (16, 32, 2), (32, 16, 2), (16, 64, 4), (64, 16, 4),
@@ -260,7 +294,44 @@ def sweep(budget_s: float) -> List[Row]:
                 triton_conv_fwd, sets)
             run(conv_triton._bwd[layout], f"conv bwd {layout} {dtype}", conv_cfgs[layout], ("BD", "BL"),
                 triton_conv_bwd, sets)
-    return rows
+
+
+# ---------------------------------------------------------------- host cost
+def host_cost(conv_ext: Any, scan_ext: Any, calls: int = 500) -> Row:
+    """Host (CPU) microseconds per call on tiny tensors, where the GPU work is negligible: what the launch
+    path alone costs, Triton (through jetson-mamba's wrapper) vs the compiled extensions; plus where the
+    Triton conv forward's host time goes (cProfile, by own time)."""
+    import cProfile
+    import io
+    import pstats
+
+    cx = conv_inputs(torch.float32, False, 0, batch=1, dim=64, L=64)
+    sx = scan_inputs(1, 64, 64, 16, 1, torch.float32, True, 0)
+    fns = {"cuda conv fwd": lambda: cuda_conv_fwd(conv_ext, *cx), "triton conv fwd": lambda: triton_conv_fwd(*cx),
+           "cuda conv bwd": lambda: cuda_conv_bwd(conv_ext, *cx), "triton conv bwd": lambda: triton_conv_bwd(*cx),
+           "cuda scan fwd": lambda: cuda_scan_fwd(scan_ext, *sx), "triton scan fwd": lambda: triton_scan_fwd(*sx)}
+    row: Row = {"op": "host cost per call (us), B=1 D=64 L=64"}
+    for name, fn in fns.items():
+        for _ in range(20):
+            fn()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        row[name] = (time.perf_counter() - start) / calls * 1e6
+        torch.cuda.synchronize()
+        print(f"  host cost {name:16s}: {row[name]:.1f} us per call", flush=True)
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(calls):
+        fns["triton conv fwd"]()
+    profile.disable()
+    torch.cuda.synchronize()
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(18)
+    row["triton_conv_fwd_profile"] = text.getvalue()
+    print(text.getvalue(), flush=True)
+    return row
 
 
 # ---------------------------------------------------------------- cold start
@@ -414,9 +485,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", action="store_true", help="time every candidate launch config")
     parser.add_argument("--sweep-budget", type=float, default=240.0, help="seconds the sweep may take")
+    parser.add_argument("--sweep-groups", default=",".join(SWEEP_GROUPS),
+                        help=f"comma-separated, of {', '.join(SWEEP_GROUPS)}")
+    parser.add_argument("--host", action="store_true", help="host time per call (the launch path) and its profile")
     parser.add_argument("--cold-start", action="store_true", help="measure first-call JIT time")
     parser.add_argument("--block", action="store_true", help="whole Mamba block, compiled vs Triton")
     parser.add_argument("--skip-conv", action="store_true", help="leave the causal conv1d rows out")
+    parser.add_argument("--skip-scan", action="store_true", help="leave the selective scan rows out")
     parser.add_argument("--skip-main", action="store_true", help="only the sweep / cold start")
     parser.add_argument("--graph", action="store_true", help="also time CUDA-graph replays (no launch cost)")
     parser.add_argument("--standin", action="store_true", help="the stand-in's forward with chunk states x")
@@ -437,15 +512,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         result["block"] = whole_block()
     if args.standin:
         result["standin"] = standin_forward(selective_scan_cuda)
+    if args.host:
+        result["host"] = host_cost(causal_conv1d_cuda, selective_scan_cuda)
     if args.sweep:
-        result["sweep"] = sweep(args.sweep_budget)
+        result["sweep"] = sweep(args.sweep_budget, args.sweep_groups.split(","), args.graph)
     rows: List[Row] = []
     if not args.skip_main:
-        for dtype in (torch.bfloat16, torch.float32):
+        for dtype in () if args.skip_scan else (torch.bfloat16, torch.float32):
             rows.append(bench_scan(selective_scan_cuda, "selective_scan z softplus", 8, 2048, 2048, 1, dtype, True,
                                    args.graph))
             print(markdown(rows[-1:]).splitlines()[2], rows[-1]["configs"], flush=True)
-        for batch, dim, L in ((8, 512, 6400), (8, 1024, 1600), (1, 512, 6400), (32, 512, 6400)):
+        for batch, dim, L in () if args.skip_scan else ((8, 512, 6400), (8, 1024, 1600), (1, 512, 6400),
+                                                        (32, 512, 6400)):
             rows.append(bench_scan(selective_scan_cuda, "selective_scan Mamba-YOLO K=4 no z", batch, dim, L, 4,
                                    torch.float32, False, args.graph))
             print(markdown(rows[-1:]).splitlines()[2], rows[-1]["configs"], flush=True)

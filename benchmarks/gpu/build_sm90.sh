@@ -49,7 +49,16 @@ verify_wheels() {  # tag mamba-version
   "$PY" -m venv --system-site-packages "$venv"
   "$venv/bin/python" -m pip install -q --no-deps --no-index --force-reinstall \
     "$WORK"/wheels/causal_conv1d-1.6.0+*.whl "$WORK"/wheels/mamba_ssm-"$2"+*.whl
-  "$venv/bin/python" -c "import causal_conv1d, mamba_ssm, selective_scan_cuda, causal_conv1d_cuda; print('== $1 imports from', mamba_ssm.__file__, causal_conv1d_cuda.__file__)"
+  # the built wheels, not a copy elsewhere on PYTHONPATH (lab.sh puts the system site-packages there)
+  "$venv/bin/python" - "$venv" "$1" <<'PYEOF' || return 2
+import sys
+import causal_conv1d, causal_conv1d_cuda, mamba_ssm, selective_scan_cuda
+files = [m.__file__ for m in (causal_conv1d, causal_conv1d_cuda, mamba_ssm, selective_scan_cuda)]
+print(f"== {sys.argv[2]} imports from", *files)
+stray = [f for f in files if not f.startswith(sys.argv[1])]
+if stray:
+    sys.exit(f"== not the built wheels: {stray} shadow the venv's (uninstall them, or drop them from PYTHONPATH)")
+PYEOF
   start=$(date +%s)
   JETSON_MAMBA_TRITON_AUTOTUNE=0 "$venv/bin/python" -m jetson_mamba -v verify --backend cuda --json \
     > "$RESULTS/build-sm90-verify-$1.json" 2> "$RESULTS/build-sm90-verify-$1.log"

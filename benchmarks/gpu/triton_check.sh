@@ -7,8 +7,11 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/triton-out}
 mkdir -p "$OUT"
-python3 -m pip install -q --no-deps --no-index .carry/wheelhouse/*.whl
-export PYTHONPATH=$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}
+# Into a folder of its own, not the system python: installed there, the unpatched wheels would shadow
+# every later venv's own mamba_ssm (lab.sh puts the system site-packages on PYTHONPATH).
+SITE=$(mktemp -d /tmp/jm-triton-site.XXXX)
+python3 -m pip install -q --no-deps --no-index --target "$SITE" .carry/wheelhouse/*.whl
+export PYTHONPATH=$PWD/src:$PWD/benchmarks:$SITE${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 # The public jetson_mamba.ops functions must run the Triton kernels, not the compiled ones.
 JETSON_MAMBA_BACKEND=triton JETSON_MAMBA_TRITON_AUTOTUNE=0 timeout "${TEST_TIMEOUT:-240}" \

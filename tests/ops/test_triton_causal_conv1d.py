@@ -82,7 +82,8 @@ def test_channel_first_rows_kernels(width: int, states: bool, dtype: torch.dtype
     from jetson_mamba.ops.causal_conv1d import triton as conv
 
     calls = {"fwd": 0, "bwd": 0}
-    for name, kernel in (("fwd", conv._fwd_rows), ("bwd", conv._bwd_rows)):
+    # the JIT functions under the autotuners: every launch runs them, tuned or remembered (launch_tuned)
+    for name, kernel in (("fwd", conv._fwd_rows.fn), ("bwd", conv._bwd_rows.fn)):
         original = kernel.run
 
         def counted(*args, name=name, original=original, **kwargs):  # type: ignore[no-untyped-def]
@@ -93,9 +94,44 @@ def test_channel_first_rows_kernels(width: int, states: bool, dtype: torch.dtype
     try:
         check(make_x(2, 5, 45, False, dtype), width, bias=True, activation="silu", states=states, rel=TOL[dtype])
     finally:
-        for kernel in (conv._fwd_rows, conv._bwd_rows):
+        for kernel in (conv._fwd_rows.fn, conv._bwd_rows.fn):
             del kernel.run
     assert calls == {"fwd": 1, "bwd": 0 if states else 1}
+
+
+def test_launches_skip_the_autotuner_once_tuned_until_its_configs_change() -> None:
+    """launch_tuned: the first call for a key goes through the autotuner, later ones run the JIT function
+    with the remembered config (same numbers); new configs (pin_autotuned_kernels, a benchmark forcing
+    one) send the next call through the autotuner again."""
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+
+    tuner = conv._fwd_rows
+    calls = {"autotuner": 0, "kernel": []}
+    tuner_run, kernel_run = tuner.run, tuner.fn.run
+
+    def count_tuner(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["autotuner"] += 1
+        return tuner_run(*args, **kwargs)
+
+    def count_kernel(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["kernel"].append((kwargs["BD"], kwargs["R"], kwargs["num_warps"]))
+        return kernel_run(*args, **kwargs)
+
+    x, w = make_x(1, 7, 19, False, torch.float32), torch.randn(7, 4, device=DEVICE)  # a key no other test uses
+    saved = tuner.configs
+    tuner.run, tuner.fn.run = count_tuner, count_kernel
+    try:
+        first = conv.causal_conv1d_forward(x, w, None, None, None, False, True)[0]
+        second = conv.causal_conv1d_forward(x, w, None, None, None, False, True)[0]
+        assert calls["autotuner"] == 1 and len(calls["kernel"]) == 2
+        assert calls["kernel"][0] == calls["kernel"][1], "the remembered config is not the tuned one"
+        assert torch.equal(first, second)
+        tuner.configs = list(saved)  # what pin_autotuned_kernels does
+        conv.causal_conv1d_forward(x, w, None, None, None, False, True)
+        assert calls["autotuner"] == 2 and len(calls["kernel"]) == 3
+    finally:
+        tuner.configs = saved
+        del tuner.run, tuner.fn.run
 
 
 @pytest.mark.parametrize("L", [1, 8, 17])

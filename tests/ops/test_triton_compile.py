@@ -99,19 +99,25 @@ def test_kernel_compiles_for(variant: str, arch: int) -> None:
     assert compiled.metadata.shared <= ORIN_SMEM, f"{compiled.metadata.shared} bytes of shared memory"
 
 
-@pytest.mark.parametrize("variant", ["conv-fwd-rows", "conv-bwd-rows"])
-def test_rows_kernels_read_rows_with_vector_loads(variant: str) -> None:
-    """The point of the rows kernels: bf16 x and dout rows come in as 8- or 16-byte loads and the shifted
-    windows are built in registers. The 2-byte loads left are the W weights (and the forward's final
-    states); the general kernel needs 28 of them for the same tile. Only the backward's W + 1 reductions
-    over rows (dweight, dbias) touch shared memory."""
+ROWS_CANDIDATES = [("conv-fwd-rows", c) for c in conv._FWD_ROWS_CONFIGS] + \
+                  [("conv-bwd-rows", c) for c in conv._BWD_ROWS_CONFIGS]
+
+
+@pytest.mark.parametrize("variant, config", ROWS_CANDIDATES, ids=[f"{v}-{c}" for v, c in ROWS_CANDIDATES])
+def test_rows_kernels_read_rows_with_vector_loads(variant: str, config: Any) -> None:
+    """The point of the rows kernels, at every candidate config: bf16 x and dout rows come in as 8- or
+    16-byte loads and the shifted windows are built in registers. The 2-byte loads left are the W weights
+    (and the forward's final states); the general kernel needs 28 of them for the same tile. Only the
+    backward's W + 1 reductions over rows (dweight, dbias) touch shared memory: a tile with fewer rows
+    than threads put the windows through it too (51 barriers instead of 9)."""
     import re
 
     from triton.tools.disasm import get_sass
 
-    kernel, consts, num_warps = VARIANTS[variant]
-    sass = get_sass(compile_for(kernel, 90, dict(consts, HAS_INIT=False) if "fwd" in variant else consts,
-                                num_warps, aligned=True).asm["cubin"])
+    kernel, consts, _ = VARIANTS[variant]
+    bd, rows, num_warps = config
+    consts = dict(consts, BD=bd, R=rows, **({"HAS_INIT": False} if "fwd" in variant else {}))
+    sass = get_sass(compile_for(kernel, 90, consts, num_warps, aligned=True).asm["cubin"])
     loads = re.findall(r"\bLDG\.E[.\w]*", sass)
     vector = [op for op in loads if op in ("LDG.E.64", "LDG.E.128")]
     width = consts["W"]
@@ -120,3 +126,5 @@ def test_rows_kernels_read_rows_with_vector_loads(variant: str) -> None:
         assert len(vector) == 2 and not re.search(r"\b(LDS|STS|SHFL)", sass), loads  # this row, the row before
     else:
         assert len(vector) == 5, loads  # x: the row before, this one, the one after; dout: this one and the next
+        barriers = len(re.findall(r"\bBAR\.", sass))
+        assert barriers <= 2 * (width + 1), f"{barriers} barriers: the tile's rows go through shared memory"

@@ -376,9 +376,12 @@ _FWD_CONFIGS = {"first": [(4, 256, 4), (4, 512, 4), (8, 512, 8), (16, 128, 4), (
 _BWD_CONFIGS = {"first": [(4, 256, 4), (4, 128, 4), (2, 256, 2), (4, 128, 2), (2, 512, 4), (1, 1024, 4)],
                 "last": [(16, 32, 2), (16, 64, 4), (32, 32, 4), (32, 64, 4), (32, 16, 2), (64, 16, 4)]}
 _INTERPRET_CONFIG = (4, 16, 1)
-# (BD, R rows of 8 steps, num_warps) for the rows kernels; not yet tuned on a GPU
+# (BD, R rows of 8 steps, num_warps) for the rows kernels. BD * R must be at least one row per thread
+# (32 * num_warps): with fewer, threads hold copies of the same rows and the register shuffles of the
+# windows go through shared memory (the backward's first table, all of it below that line, had 51
+# barriers instead of 9 in its SASS; it ran at 0.21x the compiled kernel's speed on the H200).
 _FWD_ROWS_CONFIGS = [(4, 32, 4), (2, 64, 4), (8, 16, 4), (4, 64, 8), (1, 128, 4)]
-_BWD_ROWS_CONFIGS = [(4, 16, 4), (2, 32, 4), (4, 32, 8), (8, 8, 4), (1, 64, 4)]
+_BWD_ROWS_CONFIGS = [(8, 16, 4), (4, 32, 4), (16, 8, 4), (8, 32, 8), (4, 16, 2), (16, 16, 8)]
 _ROWS_INTERPRET_CONFIG = (2, 2, 1)
 
 
@@ -449,16 +452,16 @@ def causal_conv1d_forward(
     s_sb, s_sl = _seq_args(seq_idx, initial_states)
     si, sf = _strides3(initial_states), _strides3(final)
     if layout == "first" and x.stride(2) == 1 and out.stride(2) == 1 and seq_idx is None:
-        _fwd_rows[_rows_grid(batch, dim, L)](
-            x, weight, bias if bias is not None else x, initial_states if initial_states is not None else x, out,
+        tu.launch_tuned(
+            _fwd_rows, (dim, L, W, x.dtype), _rows_grid(batch, dim, L), x, weight, bias if bias is not None else x, initial_states if initial_states is not None else x, out,
             final if final is not None else x, dim, L, x.stride(0), x.stride(1), *weight.stride(), out.stride(0),
             out.stride(1), *si, *sf, W=W, HAS_BIAS=bias is not None, HAS_INIT=initial_states is not None,
             HAS_FINAL=final is not None, SILU=bool(silu),
         )
         return out, final
     grid = lambda m: (grid_size(L, m["BL"]), grid_size(dim, m["BD"]), batch)  # noqa: E731
-    _fwd[layout][grid](
-        x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
+    tu.launch_tuned(
+        _fwd[layout], (dim, L, W, x.dtype), grid, x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
         initial_states if initial_states is not None else x, out, final if final is not None else x,
         dim, L, *x.stride(), *weight.stride(), *out.stride(), *si, *sf, s_sb, s_sl,
         W=W, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, HAS_INIT=initial_states is not None,
@@ -485,8 +488,8 @@ def causal_conv1d_backward(
     dinit = torch.empty_like(initial_states) if initial_states is not None else None
     if (layout == "first" and x.stride(2) == 1 and dx.stride(2) == 1 and seq_idx is None and initial_states is None
             and dfinal_states is None):
-        _bwd_rows[_rows_grid(batch, dim, L)](
-            x, weight, bias if bias is not None else x, dout, dx, dw, db if db is not None else dw,
+        tu.launch_tuned(
+            _bwd_rows, (dim, L, W, x.dtype), _rows_grid(batch, dim, L), x, weight, bias if bias is not None else x, dout, dx, dw, db if db is not None else dw,
             dim, L, x.stride(0), x.stride(1), *weight.stride(), dout.stride(0), dout.stride(1), dx.stride(0),
             dx.stride(1), W=W, HAS_BIAS=bias is not None, SILU=bool(silu),
         )
@@ -495,8 +498,8 @@ def causal_conv1d_backward(
     si, sf = _strides3(initial_states), _strides3(dfinal_states)
     pad = W - 1 if initial_states is not None else 0  # the grid also covers the initial states
     grid = lambda m: (grid_size(L + pad, m["BL"]), grid_size(dim, m["BD"]), batch)  # noqa: E731
-    _bwd[layout][grid](
-        x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
+    tu.launch_tuned(
+        _bwd[layout], (dim, L, W, x.dtype, pad), grid, x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
         initial_states if initial_states is not None else x, dout,
         dfinal_states if dfinal_states is not None else x, dx, dw, db if db is not None else dw,
         dinit if dinit is not None else x,

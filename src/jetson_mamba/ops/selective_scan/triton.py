@@ -17,7 +17,7 @@ g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1} as a reverse scan. Gradients that su
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -379,6 +379,12 @@ def _common_args(u, delta, A, B, C, D, z, delta_bias):
     )
 
 
+def _launch_key(args: Dict[str, Any], u: torch.Tensor, delta: torch.Tensor, B: torch.Tensor,
+                C: torch.Tensor) -> Tuple[Any, ...]:
+    """What the autotuner keys a scan launch on: _KEY's values and the inputs' dtypes."""
+    return tuple(args[k] for k in _KEY) + (u.dtype, delta.dtype, B.dtype, C.dtype)
+
+
 def selective_scan_forward(
     u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
     D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
@@ -421,8 +427,8 @@ def _forward(
     xs = x.stride() if x is not None else (0, 0, 0)
     dummy = out
     grid = lambda meta: (grid_size(dim, meta["BD"]), batch)  # noqa: E731
-    _fwd[grid](
-        u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
+    tu.launch_tuned(
+        _fwd, _launch_key(args, u, delta, B, C), grid, u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
         delta_bias if delta_bias is not None else dummy, out, out_z if out_z is not None else dummy, last,
         x if x is not None else last, X_EVERY=every or 1, s_xb=xs[0], s_xd=xs[1], s_xc=xs[2], HAS_X=x is not None,
         s_ob=out.stride(0), s_od=out.stride(1), s_ol=out.stride(2), SOFTPLUS=bool(delta_softplus), **args,
@@ -461,8 +467,8 @@ def selective_scan_backward(
     ckpt = torch.empty((batch, dim, max_chunks, args["BN"]), **f32)
     dummy = du
     grid = lambda meta: (grid_size(dim, meta["BD"]), batch)  # noqa: E731
-    _bwd[grid](
-        u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
+    tu.launch_tuned(
+        _bwd, _launch_key(args, u, delta, B, C), grid, u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
         delta_bias if delta_bias is not None else dummy, dout, ckpt,
         du, ddelta, dz if dz is not None else dummy, dA, dB, dC,
         dD if dD is not None else dummy, dbias if dbias is not None else dummy,
