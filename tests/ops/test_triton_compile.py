@@ -76,7 +76,7 @@ VARIANTS = {
                  scan._FWD_CONFIGS[0][2]),
     # a batch-1 candidate, the longest slab, writing the stand-ins' chunk states x
     "scan-fwd-narrow-x": (scan._fwd, dict(SCAN, BD=2, T=32, s_ol=1, HAS_X=True), 1),
-    "scan-bwd": (scan._bwd, dict(SCAN, **_scan_cfg(scan._BWD_CONFIGS), s_gl=1), scan._BWD_CONFIGS[0][2]),
+    "scan-bwd": (scan._bwd, dict(SCAN, **_scan_cfg(scan._BWD_CONFIGS), s_gl=1, HAS_OUTZ=True), scan._BWD_CONFIGS[0][2]),
     "conv-fwd": (conv._fwd["first"], dict(CONV, HAS_FINAL=True, **_conv_cfg(conv._FWD_CONFIGS["first"]), s_xl=1), 4),
     "conv-bwd": (conv._bwd["last"], dict(CONV, HAS_DFINAL=True, **_conv_cfg(conv._BWD_CONFIGS["last"]), s_xd=1), 4),
     "conv-fwd-rows": (conv._fwd_rows, dict(W=4, HAS_BIAS=True, HAS_INIT=True, HAS_FINAL=True, SILU=True,

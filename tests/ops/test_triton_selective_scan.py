@@ -149,6 +149,32 @@ def test_forward_x_keeps_the_kernels_chunk_states(layout: str, nan_poison: None)
         backend.selective_scan_forward_x(*args, delta_softplus=True, every=48)
 
 
+def test_stand_in_backward_takes_out_z_from_the_kernel(monkeypatch: pytest.MonkeyPatch,
+                                                       nan_poison: None) -> None:  # noqa: F811
+    """mamba_ssm's recompute_out_z: on the Triton backend the backward kernel writes out_z (every element:
+    buffers start as NaN); it matches the forward's out_z, and the gradients are the plain backward's."""
+    from jetson_mamba.ops.selective_scan import triton as backend
+    from jetson_mamba.ops.standins import selective_scan_cuda as standin
+    from jetson_mamba.verify.reference import forced_backend
+
+    inp = make_inputs(2, 4, 37, 3, "var", "var", torch.float32)
+    args = [inp[k] for k in ARGS]
+    fused = backend.selective_scan_backward_out_z
+    calls = []
+    monkeypatch.setattr(backend, "selective_scan_backward_out_z", lambda *a: calls.append(1) or fused(*a))
+    with forced_backend("triton"):
+        out, x, out_z = standin.fwd(*args, True)
+        dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+        result = standin.bwd(*args, dout, x, out, None, True, True)
+    assert calls == [1] and len(result) == 9
+    assert_close(result[8], out_z, TOL[torch.float32], "out_z from the backward kernel")
+    plain = backend.selective_scan_backward(*args, True, dout)
+    for name, got, want in zip(("du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias", "dz"), result, plain):
+        assert torch.equal(got, want), name
+    with pytest.raises(ValueError, match="needs z"):
+        backend.selective_scan_backward_out_z(*args[:6], None, args[7], True, dout)
+
+
 def test_batch_one_and_batch_eight_tune_apart() -> None:
     """Batch is in the autotuning key (as a class), so batch 1 is not run with batch 8's wide blocks."""
     from jetson_mamba.ops.selective_scan import triton as backend

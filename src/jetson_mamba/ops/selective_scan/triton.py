@@ -175,16 +175,16 @@ if triton is not None:
     @triton.jit(do_not_specialize=["batch_class"])  # a key for the autotuner, not a variant
     def _ssm_bwd_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr,
-        du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+        du_ptr, ddelta_ptr, dz_ptr, outz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
         dim, L, N, G_B, G_C, DPG_B, DPG_C, batch_class, s_ck,
         s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl, s_ad, s_an,
         s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
         B_VAR: tl.constexpr, C_VAR: tl.constexpr, B_UNIFORM: tl.constexpr, C_UNIFORM: tl.constexpr,
-        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        BD: tl.constexpr, BN: tl.constexpr, T: tl.constexpr,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_OUTZ: tl.constexpr, HAS_BIAS: tl.constexpr,
+        SOFTPLUS: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, T: tl.constexpr,
     ):
         # Same (T, BN, BD) tiles as the forward. dB/dC buffers are fp32 and laid out like B/C
-        # (fixed: (dim, N) through s_*g, s_*n); du, ddelta, dz share dout's strides s_g*.
+        # (fixed: (dim, N) through s_*g, s_*n); du, ddelta, dz and out_z share dout's strides s_g*.
         pid_d = tl.program_id(0)
         pid_b = tl.program_id(1).to(tl.int64)
         offs_d = pid_d * BD + tl.arange(0, BD)
@@ -253,6 +253,8 @@ if triton is not None:
                 sz = sigmoid(zz)
                 dz = dy * y * sz * (1.0 + zz * (1.0 - sz))
                 tl.store(dz_ptr + pid_b * s_gb + og, dz.to(dz_ptr.dtype.element_ty), mask=m2)
+                if HAS_OUTZ:  # the recomputed gated output (mamba_ssm's recompute_out_z)
+                    tl.store(outz_ptr + pid_b * s_gb + og, (y * zz * sz).to(outz_ptr.dtype.element_ty), mask=m2)
                 dy = dy * zz * sz
             dD_acc += tl.sum(dy * uu, axis=0)
             dxx = dy[:, None, :] * Ct
@@ -443,6 +445,30 @@ def selective_scan_backward(
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
            Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
     """(du, ddelta, dA, dB, dC, dD, ddelta_bias, dz); dout is the gradient of out_z (with z) or out."""
+    return _backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, False)[0]
+
+
+def selective_scan_backward_out_z(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    D: Optional[torch.Tensor], z: torch.Tensor, delta_bias: Optional[torch.Tensor],
+    delta_softplus: bool, dout: torch.Tensor,
+) -> Tuple[Tuple[torch.Tensor, ...], torch.Tensor]:
+    """(the 8 gradients of selective_scan_backward, out_z = out * silu(z)): the gated output that
+    mamba_ssm's backward asks the compiled kernel to recompute (recompute_out_z), written by the
+    backward kernel, which recomputes out anyway, instead of five elementwise passes afterwards."""
+    grads, out_z = _backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, True)
+    assert out_z is not None
+    return grads, out_z
+
+
+def _backward(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+    delta_softplus: bool, dout: torch.Tensor, with_out_z: bool,
+) -> Tuple[Tuple[Any, ...], Optional[torch.Tensor]]:
+    """(the 8 gradients, out_z or None)."""
+    if with_out_z and z is None:
+        raise ValueError("out_z = out * silu(z) needs z")
     _check(u, A)
     batch, dim, L = u.shape
     args = _common_args(u, delta, A, B, C, D, z, delta_bias)
@@ -450,6 +476,7 @@ def selective_scan_backward(
     du = torch.empty_like(dout, dtype=u.dtype)
     ddelta = torch.empty_like(dout, dtype=delta.dtype)
     dz = torch.empty_like(dout, dtype=z.dtype) if z is not None else None
+    out_z = torch.empty_like(dout, dtype=u.dtype) if with_out_z else None
     f32 = dict(device=u.device, dtype=torch.float32)
     dA = torch.zeros(A.shape, **f32)
     dB = torch.zeros(B.shape, **f32)
@@ -468,11 +495,12 @@ def selective_scan_backward(
     dummy = du
     grid = lambda meta: (grid_size(dim, meta["BD"]), batch)  # noqa: E731
     tu.launch_tuned(
-        _bwd, _launch_key(args, u, delta, B, C), grid, u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
+        _bwd, _launch_key(args, u, delta, B, C), grid,
+        u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
         delta_bias if delta_bias is not None else dummy, dout, ckpt,
-        du, ddelta, dz if dz is not None else dummy, dA, dB, dC,
+        du, ddelta, dz if dz is not None else dummy, out_z if out_z is not None else dummy, dA, dB, dC,
         dD if dD is not None else dummy, dbias if dbias is not None else dummy,
         s_ck=ckpt.stride(1), s_gb=dout.stride(0), s_gd=dout.stride(1), s_gl=dout.stride(2),
-        SOFTPLUS=bool(delta_softplus), **args,
+        SOFTPLUS=bool(delta_softplus), HAS_OUTZ=with_out_z, **args,
     )
-    return (du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dbias, dz)
+    return (du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dbias, dz), out_z

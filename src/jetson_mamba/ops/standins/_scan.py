@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from jetson_mamba.ops.backend import select_backend
 from jetson_mamba.ops.selective_scan.cuda import X_CHUNK
@@ -53,6 +54,24 @@ def backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Ten
              D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
              dout: torch.Tensor, x: Optional[torch.Tensor], delta_softplus: bool) -> List[Optional[torch.Tensor]]:
     """[du, ddelta, dA, dB, dC, dD, ddelta_bias, dz] through the dispatched backend (x is only checked)."""
+    return backward_out_z(u, delta, A, B, C, D, z, delta_bias, dout, x, delta_softplus, None)[0]
+
+
+def backward_out_z(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                   D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+                   dout: torch.Tensor, x: Optional[torch.Tensor], delta_softplus: bool, out: Optional[torch.Tensor],
+                   ) -> Tuple[List[Optional[torch.Tensor]], Optional[torch.Tensor]]:
+    """backward, plus out_z = out * silu(z) when `out` is given (mamba_ssm's recompute_out_z): written by
+    the backward kernel where the backend has one that does (selective_scan_backward_out_z), else
+    computed from `out` in fp32."""
     check_x(x, u, A)
     _, backend = select_backend("selective_scan", u.device, u.dtype)
-    return list(backend.selective_scan_backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout))
+    fused = getattr(backend, "selective_scan_backward_out_z", None) if out is not None and z is not None else None
+    if fused is not None:
+        grads, out_z = fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout)
+        return list(grads), out_z.to(out.dtype)
+    grads = list(backend.selective_scan_backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout))
+    if out is None or z is None:
+        return grads, None
+    work = torch.promote_types(out.dtype, torch.float32)
+    return grads, (out.to(work) * F.silu(z.to(work))).to(out.dtype)

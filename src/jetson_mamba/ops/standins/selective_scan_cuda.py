@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import List, Optional
 
 import torch
-import torch.nn.functional as F
 
 from jetson_mamba.ops.standins import _scan
 
@@ -30,8 +29,11 @@ def bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, 
         D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
         dout: torch.Tensor, x: Optional[torch.Tensor], out: Optional[torch.Tensor], dz: Optional[torch.Tensor],
         delta_softplus: bool, recompute_out_z: bool) -> List[Optional[torch.Tensor]]:
-    du, ddelta, dA, dB, dC, dD, ddelta_bias, dz_new = _scan.backward(
-        u, delta, A, B, C, D, z, delta_bias, dout, x, delta_softplus)
+    if z is not None and recompute_out_z and out is None:
+        raise RuntimeError("recompute_out_z needs `out` from fwd")
+    grads, out_z = _scan.backward_out_z(u, delta, A, B, C, D, z, delta_bias, dout, x, delta_softplus,
+                                        out if z is not None and recompute_out_z else None)
+    du, ddelta, dA, dB, dC, dD, ddelta_bias, dz_new = grads
     result: List[Optional[torch.Tensor]] = [du, ddelta, dA, dB, dC, dD, ddelta_bias]
     if z is not None:
         assert dz_new is not None
@@ -39,9 +41,6 @@ def bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, 
             dz.copy_(dz_new)
             dz_new = dz
         result.append(dz_new)
-        if recompute_out_z:
-            if out is None:
-                raise RuntimeError("recompute_out_z needs `out` from fwd")
-            work = torch.promote_types(out.dtype, torch.float32)
-            result.append((out.to(work) * F.silu(z.to(work))).to(out.dtype))
+        if out_z is not None:
+            result.append(out_z)
     return result
