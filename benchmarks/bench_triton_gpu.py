@@ -228,14 +228,16 @@ def sweep(budget_s: float, groups: Sequence[str] = SWEEP_GROUPS, graph: bool = F
     t_end = time.time() + budget_s
     rows: List[Row] = []
 
-    def run(kernel: Any, label: str, cfgs: List[Tuple[int, int, int]], keys: Tuple[str, str],
+    def run(kernel: Any, label: str, cfgs: List[Tuple[int, ...]], keys: Tuple[str, ...],
             fn: Callable[..., Any], sets: Sequence[Tuple[Any, ...]]) -> None:
-        for a, b, w in cfgs:
+        """cfgs: (one value per key..., num_warps)."""
+        for *values, w in cfgs:
             if time.time() > t_end:
                 rows.append({"kernel": label, "config": "skipped: sweep budget spent"})
                 return
-            cfg = triton.Config({keys[0]: a, keys[1]: b}, num_warps=w)
-            row: Row = {"kernel": label, "config": f"{keys[0]}={a} {keys[1]}={b} w={w}"}
+            cfg = triton.Config(dict(zip(keys, values)), num_warps=w)
+            text = " ".join(f"{k}={v}" for k, v in zip(keys, values)) + f" w={w}"
+            row: Row = {"kernel": label, "config": text}
             with only_config(kernel, cfg):
                 try:
                     row["ms"] = median_ms(fn, sets, warmup=2, iters=10)
@@ -246,16 +248,16 @@ def sweep(budget_s: float, groups: Sequence[str] = SWEEP_GROUPS, graph: bool = F
                     continue
             rows.append(row)
             replay = f", graph {row['graph_ms']:.3f} ms" if row.get("graph_ms") else ""
-            print(f"  sweep {label:28s} {keys[0]}={a:<3d} {keys[1]}={b:<4d} w={w}: {row['ms']:.3f} ms{replay}",
-                  flush=True)
+            print(f"  sweep {label:28s} {text:24s}: {row['ms']:.3f} ms{replay}", flush=True)
 
     if "rows" in groups:
-        fwd_rows = sorted(set(conv_triton._FWD_ROWS_CONFIGS) | {(8, 32, 8), (16, 16, 8), (2, 128, 8), (4, 16, 2)})
-        bwd_rows = sorted(set(conv_triton._BWD_ROWS_CONFIGS) | {(2, 64, 4), (8, 8, 2), (32, 8, 8), (4, 64, 8)})
+        fwd_rows = sorted(set(conv_triton._FWD_ROWS_CONFIGS) | {(8, 32, 8), (2, 128, 8)})
+        bwd_rows = sorted(set(conv_triton._BWD_ROWS_CONFIGS) | {(2, 64, 1, 4), (2, 64, 8, 4), (4, 32, 16, 4),
+                                                                (8, 16, 8, 4), (16, 8, 4, 4), (4, 64, 4, 8)})
         for dtype in (torch.bfloat16, torch.float32):
             sets = [conv_inputs(dtype, False, s) for s in range(2)]
             run(conv_triton._fwd_rows, f"conv fwd rows {dtype}", fwd_rows, ("BD", "R"), triton_conv_fwd, sets)
-            run(conv_triton._bwd_rows, f"conv bwd rows {dtype}", bwd_rows, ("BD", "R"), triton_conv_bwd, sets)
+            run(conv_triton._bwd_rows, f"conv bwd rows {dtype}", bwd_rows, ("BD", "R", "S"), triton_conv_bwd, sets)
     if "scan" in groups:
         scan_sweep(run)
     if "conv" in groups:

@@ -137,10 +137,11 @@ if triton is not None:
         return v
 
     @triton.jit
-    def _rows_program(dim, BD: tl.constexpr, R: tl.constexpr):
-        """This program's channels, their mask, its batch and its (rows, 8) time positions."""
+    def _rows_program(dim, BD: tl.constexpr, R: tl.constexpr, S: tl.constexpr):
+        """This program's channels, their mask, its batch and the (rows, 8) time positions of its first
+        tile (a program covers S tiles of R rows, one after the other)."""
         offs_d = tl.program_id(1) * BD + tl.arange(0, BD)
-        pos = (tl.program_id(0) * R + tl.arange(0, R))[:, None] * 8 + tl.arange(0, 8)[None, :]
+        pos = (tl.program_id(0) * R * S + tl.arange(0, R))[:, None] * 8 + tl.arange(0, 8)[None, :]
         return offs_d, offs_d < dim, tl.program_id(2).to(tl.int64), pos
 
     @triton.jit
@@ -159,7 +160,7 @@ if triton is not None:
         W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_FINAL: tl.constexpr,
         SILU: tl.constexpr, BD: tl.constexpr, R: tl.constexpr,
     ):
-        offs_d, mask_d, pid_b, pos = _rows_program(dim, BD, R)
+        offs_d, mask_d, pid_b, pos = _rows_program(dim, BD, R, 1)
         x_b = x_ptr + pid_b * s_xb
         init_b = init_ptr + pid_b * s_ib
         # column 8 + m of the window is x at offset m (-8 <= m < 8) from the row start
@@ -187,53 +188,73 @@ if triton is not None:
         x_ptr, w_ptr, bias_ptr, dout_ptr, dx_ptr, dw_ptr, db_ptr,
         dim, L, s_xb, s_xd, s_wd, s_ww, s_gb, s_gd, s_ob, s_od,
         W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BD: tl.constexpr, R: tl.constexpr,
+        S: tl.constexpr,
     ):
         # No initial states, seq_idx or final-state gradient (those take the general kernel).
         # dx has strides (s_ob, s_od, 1); dw (dim, W) and db (dim,) are fp32, contiguous.
-        offs_d, mask_d, pid_b, pos = _rows_program(dim, BD, R)
+        # S tiles one after the other: the weight and bias gradients stay in registers across them, so
+        # their reductions over rows and their atomics happen once per program, not once per tile.
+        offs_d, mask_d, pid_b, pos0 = _rows_program(dim, BD, R, S)
         x_b = x_ptr + pid_b * s_xb
         g_b = dout_ptr + pid_b * s_gb
-        # x at offsets -8 <= m < 16 (column 8 + m); dout at 0 <= m < 16
-        xs = (_split8(_rows(x_b, x_b, pos - 8, offs_d, mask_d, L, s_xd, 0, 0, W, False))
-              + _split8(_rows(x_b, x_b, pos, offs_d, mask_d, L, s_xd, 0, 0, W, False))
-              + _split8(_rows(x_b, x_b, pos + 8, offs_d, mask_d, L, s_xd, 0, 0, W, False)))
-        gs = (_split8(_rows(g_b, g_b, pos, offs_d, mask_d, L, s_gd, 0, 0, W, False))
-              + _split8(_rows(g_b, g_b, pos + 8, offs_d, mask_d, L, s_gd, 0, 0, W, False)))
         bias = tl.zeros([BD], dtype=tl.float32)
         if HAS_BIAS:
             bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        # gradient of the pre-activation at offsets 0 .. 8 + W - 2, each computed once
-        gm = ()
-        for m in tl.static_range(8 + W - 1):
-            g = gs[m]
-            if SILU:
-                a = _pre_at(xs, m, w_ptr, offs_d, mask_d, s_wd, s_ww, bias, W, R)
-                sg = sigmoid(a)
-                g = g * sg * (1.0 + a * (1.0 - sg))
-            gm = gm + (g,)
-        # dx at offset j: x[j] feeds out[j + s] through tap W-1-s
-        dxs = ()
-        for j in tl.static_range(8):
-            acc = tl.zeros([BD, R], dtype=tl.float32)
-            for s in tl.static_range(W):
-                wt = tl.load(w_ptr + offs_d * s_wd + (W - 1 - s) * s_ww, mask=mask_d, other=0.0).to(tl.float32)
-                acc += wt[:, None] * gm[j + s]
-            dxs = dxs + (acc,)
-        m2 = mask_d[:, None, None] & (pos < L)[None]
-        tl.store(dx_ptr + pid_b * s_ob + offs_d[:, None, None] * s_od + pos[None],
-                 _join8(dxs).to(dx_ptr.dtype.element_ty), mask=m2)
-        # weight and bias gradients over this tile's outputs (offsets 0..7): summed elementwise over the
-        # 8 columns first, then one reduction over the rows and one atomic per channel and tap
+        dw0 = tl.zeros([BD, R], dtype=tl.float32)
+        dw1 = tl.zeros([BD, R], dtype=tl.float32)
+        dw2 = tl.zeros([BD, R], dtype=tl.float32)
+        dw3 = tl.zeros([BD, R], dtype=tl.float32)
+        db = tl.zeros([BD, R], dtype=tl.float32)
+        for tile in range(S):
+            pos = pos0 + tile * (8 * R)
+            # x at offsets -8 <= m < 16 (column 8 + m); dout at 0 <= m < 16
+            xs = (_split8(_rows(x_b, x_b, pos - 8, offs_d, mask_d, L, s_xd, 0, 0, W, False))
+                  + _split8(_rows(x_b, x_b, pos, offs_d, mask_d, L, s_xd, 0, 0, W, False))
+                  + _split8(_rows(x_b, x_b, pos + 8, offs_d, mask_d, L, s_xd, 0, 0, W, False)))
+            gs = (_split8(_rows(g_b, g_b, pos, offs_d, mask_d, L, s_gd, 0, 0, W, False))
+                  + _split8(_rows(g_b, g_b, pos + 8, offs_d, mask_d, L, s_gd, 0, 0, W, False)))
+            # gradient of the pre-activation at offsets 0 .. 8 + W - 2, each computed once
+            gm = ()
+            for m in tl.static_range(8 + W - 1):
+                g = gs[m]
+                if SILU:
+                    a = _pre_at(xs, m, w_ptr, offs_d, mask_d, s_wd, s_ww, bias, W, R)
+                    sg = sigmoid(a)
+                    g = g * sg * (1.0 + a * (1.0 - sg))
+                gm = gm + (g,)
+            # dx at offset j: x[j] feeds out[j + s] through tap W-1-s
+            dxs = ()
+            for j in tl.static_range(8):
+                acc = tl.zeros([BD, R], dtype=tl.float32)
+                for s in tl.static_range(W):
+                    wt = tl.load(w_ptr + offs_d * s_wd + (W - 1 - s) * s_ww, mask=mask_d, other=0.0).to(tl.float32)
+                    acc += wt[:, None] * gm[j + s]
+                dxs = dxs + (acc,)
+            m2 = mask_d[:, None, None] & (pos < L)[None]
+            tl.store(dx_ptr + pid_b * s_ob + offs_d[:, None, None] * s_od + pos[None],
+                     _join8(dxs).to(dx_ptr.dtype.element_ty), mask=m2)
+            # weight and bias gradients over this tile's outputs (offsets 0..7), summed over its 8 columns
+            for k in tl.static_range(W):
+                acc = tl.zeros([BD, R], dtype=tl.float32)
+                for j in tl.static_range(8):
+                    acc += gm[j] * xs[8 + j - (W - 1) + k]
+                if k == 0:
+                    dw0 += acc
+                elif k == 1:
+                    dw1 += acc
+                elif k == 2:
+                    dw2 += acc
+                else:
+                    dw3 += acc
+            if HAS_BIAS:
+                for j in tl.static_range(8):
+                    db += gm[j]
+        # one reduction over the rows and one atomic per channel and tap, for all S tiles
+        dws = (dw0, dw1, dw2, dw3)
         for k in tl.static_range(W):
-            acc = tl.zeros([BD, R], dtype=tl.float32)
-            for j in tl.static_range(8):
-                acc += gm[j] * xs[8 + j - (W - 1) + k]
-            tl.atomic_add(dw_ptr + offs_d * W + k, tl.sum(acc, axis=1), mask=mask_d)
+            tl.atomic_add(dw_ptr + offs_d * W + k, tl.sum(dws[k], axis=1), mask=mask_d)
         if HAS_BIAS:
-            acc = tl.zeros([BD, R], dtype=tl.float32)
-            for j in tl.static_range(8):
-                acc += gm[j]
-            tl.atomic_add(db_ptr + offs_d, tl.sum(acc, axis=1), mask=mask_d)
+            tl.atomic_add(db_ptr + offs_d, tl.sum(db, axis=1), mask=mask_d)
 
     @triton.jit
     def _conv_bwd_kernel(
@@ -376,18 +397,23 @@ _FWD_CONFIGS = {"first": [(4, 256, 4), (4, 512, 4), (8, 512, 8), (16, 128, 4), (
 _BWD_CONFIGS = {"first": [(4, 256, 4), (4, 128, 4), (2, 256, 2), (4, 128, 2), (2, 512, 4), (1, 1024, 4)],
                 "last": [(16, 32, 2), (16, 64, 4), (32, 32, 4), (32, 64, 4), (32, 16, 2), (64, 16, 4)]}
 _INTERPRET_CONFIG = (4, 16, 1)
-# (BD, R rows of 8 steps, num_warps) for the rows kernels. BD * R must be at least one row per thread
-# (32 * num_warps): with fewer, threads hold copies of the same rows and the register shuffles of the
-# windows go through shared memory (the backward's first table, all of it below that line, had 51
-# barriers instead of 9 in its SASS; it ran at 0.21x the compiled kernel's speed on the H200).
-_FWD_ROWS_CONFIGS = [(4, 32, 4), (2, 64, 4), (8, 16, 4), (4, 64, 8), (1, 128, 4)]
-_BWD_ROWS_CONFIGS = [(8, 16, 4), (4, 32, 4), (16, 8, 4), (8, 32, 8), (4, 16, 2), (16, 16, 8)]
+# For the rows kernels: (BD, R rows of 8 steps, num_warps) forward, (BD, R, S tiles per program,
+# num_warps) backward; first = best measured on the H200 (bench_triton_gpu.py --sweep --sweep-groups rows).
+# BD * R must be at least one row per thread (32 * num_warps): with fewer, threads hold copies of the
+# same rows and the register shuffles of the windows go through shared memory (the backward's first
+# table, all of it below that line, had 51 barriers instead of 9 in its SASS; it ran at 0.21x the
+# compiled kernel's speed on the H200, 0.41-0.45x once every tile had a row per thread). S > 1 keeps
+# the weight gradients in registers over S tiles (not measured on a GPU yet; S = 1 stays a candidate).
+_FWD_ROWS_CONFIGS = [(1, 128, 4), (2, 64, 4), (4, 32, 4), (8, 16, 4), (4, 64, 8)]
+_BWD_ROWS_CONFIGS = [(4, 32, 1, 4), (8, 16, 1, 4), (4, 32, 4, 4), (8, 16, 4, 4), (2, 64, 4, 4), (4, 32, 8, 4)]
 _ROWS_INTERPRET_CONFIG = (2, 2, 1)
+_BWD_ROWS_INTERPRET_CONFIG = (2, 2, 2, 1)  # two tiles per program: the loop runs under the interpreter too
 
 
-def _make(kernel, table, interpret=_INTERPRET_CONFIG, steps="BL", **kwargs):
-    def one(bd, bl, w):
-        return triton.Config({"BD": bd, steps: bl}, num_warps=w)
+def _make(kernel, table, interpret=_INTERPRET_CONFIG, names=("BD", "BL"), **kwargs):
+    def one(*entry):
+        *params, warps = entry
+        return triton.Config(dict(zip(names, params)), num_warps=warps)
 
     configs = tu.autotune_configs([one(*c) for c in table], one(*interpret))
     return triton.autotune(configs, key=["dim", "L", "W"], **tu.autotune_kwargs(), **kwargs)(kernel)
@@ -396,14 +422,14 @@ def _make(kernel, table, interpret=_INTERPRET_CONFIG, steps="BL", **kwargs):
 if triton is not None:
     _fwd = {k: _make(_conv_fwd_kernel, v) for k, v in _FWD_CONFIGS.items()}
     _bwd = {k: _make(_conv_bwd_kernel, v, reset_to_zero=["dw_ptr", "db_ptr"]) for k, v in _BWD_CONFIGS.items()}
-    _fwd_rows = _make(_conv_fwd_rows_kernel, _FWD_ROWS_CONFIGS, _ROWS_INTERPRET_CONFIG, "R")
-    _bwd_rows = _make(_conv_bwd_rows_kernel, _BWD_ROWS_CONFIGS, _ROWS_INTERPRET_CONFIG, "R",
+    _fwd_rows = _make(_conv_fwd_rows_kernel, _FWD_ROWS_CONFIGS, _ROWS_INTERPRET_CONFIG, ("BD", "R"))
+    _bwd_rows = _make(_conv_bwd_rows_kernel, _BWD_ROWS_CONFIGS, _BWD_ROWS_INTERPRET_CONFIG, ("BD", "R", "S"),
                       reset_to_zero=["dw_ptr", "db_ptr"])
 
 
 def _rows_grid(batch: int, dim: int, L: int):  # noqa: ANN202
-    """The rows kernels' launch grid: (row blocks of 8 R steps, channel blocks, batch)."""
-    return lambda m: (grid_size(L, 8 * m["R"]), grid_size(dim, m["BD"]), batch)
+    """The rows kernels' launch grid: (blocks of S tiles of 8 R steps, channel blocks, batch)."""
+    return lambda m: (grid_size(L, 8 * m["R"] * m.get("S", 1)), grid_size(dim, m["BD"]), batch)
 
 
 def _layout(x: torch.Tensor) -> str:
