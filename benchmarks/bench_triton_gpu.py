@@ -1,6 +1,7 @@
 """Triton kernels vs the compiled CUDA kernels, side by side in one process, on one GPU.
 
-    python benchmarks/bench_triton_gpu.py [--sweep [--sweep-groups scan,conv,rows]] [--cold-start] [--block]
+    python benchmarks/bench_triton_gpu.py [--sweep [--sweep-groups scan,conv,rows]] [--cold-start]
+                                          [--block [--block-profile]]
                                           [--graph] [--standin] [--host] [--skip-scan] [--skip-conv]
                                           [--json results.json]
 
@@ -384,7 +385,7 @@ def cold_start() -> List[Row]:
 # ---------------------------------------------------------------- whole Mamba block
 BLOCK = """
 import importlib, importlib.util, statistics, sys, types, torch
-mode, path = sys.argv[1], sys.argv[2]
+mode, path, profile = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 if mode == "triton":  # the stand-ins (dispatching to Triton) replace the compiled extensions
     from jetson_mamba.ops import standins
     for name in ("selective_scan_cuda", "causal_conv1d_cuda"):
@@ -408,21 +409,31 @@ times = []
 for i in range(15):
     s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     s.record(); step(xs[i % 3]); e.record(); torch.cuda.synchronize(); times.append(s.elapsed_time(e))
+table = ""
+if profile:  # where one step's GPU time goes, kernel by kernel
+    from torch.profiler import ProfilerActivity, profile as profiler
+    with profiler(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for i in range(3):
+            step(xs[i % 3])
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
 out = step(xs[0])
 torch.save({"out": out.float().cpu(), "dx": xs[0].grad.float().cpu(), "dA_log": model.A_log.grad.float().cpu(),
-            "din_proj": model.in_proj.weight.grad.float().cpu(), "ms": statistics.median(times)}, path)
+            "din_proj": model.in_proj.weight.grad.float().cpu(), "ms": statistics.median(times),
+            "profile": table}, path)
 """
 
 
-def whole_block() -> Row:
-    """Mamba(d_model=1024) forward+backward, B=8 L=2048 bf16: compiled kernels vs Triton (via the stand-ins)."""
+def whole_block(profile: bool = False) -> Row:
+    """Mamba(d_model=1024) forward+backward, B=8 L=2048 bf16: compiled kernels vs Triton (via the stand-ins);
+    `profile`: also each mode's torch.profiler table of 3 steps (GPU time per kernel)."""
     got: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("cuda", "triton"):
             path = os.path.join(tmp, mode + ".pt")
             env = dict(os.environ, JETSON_MAMBA_BACKEND=mode if mode == "triton" else "")
-            proc = subprocess.run([sys.executable, "-c", BLOCK, mode, path], env=env, capture_output=True,
-                                  text=True, timeout=300)
+            proc = subprocess.run([sys.executable, "-c", BLOCK, mode, path, "1" if profile else "0"], env=env,
+                                  capture_output=True, text=True, timeout=300)
             if proc.returncode != 0:
                 return {"op": "Mamba block", "error": f"{mode}: {proc.stderr[-1500:]}"}
             got[mode] = torch.load(path)
@@ -432,6 +443,10 @@ def whole_block() -> Row:
                 "errors": {k: rel_err(tr[k], cu[k]) for k in ("out", "dx", "dA_log", "din_proj")}}
     print(f"  Mamba block: compiled {cu['ms']:.3f} ms, Triton {tr['ms']:.3f} ms, ratio {row['ratio']:.2f}, "
           f"errors {row['errors']}", flush=True)
+    if profile:
+        row["profile"] = {"cuda": cu["profile"], "triton": tr["profile"]}
+        for mode in ("cuda", "triton"):
+            print(f"  Mamba block, {mode}: GPU time per kernel over 3 steps\n{row['profile'][mode]}", flush=True)
     return row
 
 
@@ -492,6 +507,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--host", action="store_true", help="host time per call (the launch path) and its profile")
     parser.add_argument("--cold-start", action="store_true", help="measure first-call JIT time")
     parser.add_argument("--block", action="store_true", help="whole Mamba block, compiled vs Triton")
+    parser.add_argument("--block-profile", action="store_true", help="with --block: GPU time per kernel")
     parser.add_argument("--skip-conv", action="store_true", help="leave the causal conv1d rows out")
     parser.add_argument("--skip-scan", action="store_true", help="leave the selective scan rows out")
     parser.add_argument("--skip-main", action="store_true", help="only the sweep / cold start")
@@ -511,7 +527,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.cold_start:
         result["cold_start"] = cold_start()
     if args.block:
-        result["block"] = whole_block()
+        result["block"] = whole_block(args.block_profile)
     if args.standin:
         result["standin"] = standin_forward(selective_scan_cuda)
     if args.host:
