@@ -334,14 +334,16 @@ def _bc_layout(M: torch.Tensor, dim: int, N: int, name: str) -> Tuple[bool, int,
     if M.dim() == 2:
         if tuple(M.shape) != (dim, N):
             raise ValueError(f"fixed {name} must have shape (dim, dstate) = ({dim}, {N}), got {tuple(M.shape)}")
-        return False, dim, 1, (0, M.stride(0), M.stride(1), 0)
+        s_d, s_n = M.stride()
+        return False, dim, 1, (0, s_d, s_n, 0)
     if M.dim() == 3:
-        return True, 1, dim, (M.stride(0), 0, M.stride(1), M.stride(2))
+        s_b, s_n, s_l = M.stride()
+        return True, 1, dim, (s_b, 0, s_n, s_l)
     if M.dim() == 4:
         G = M.shape[1]
         if dim % G != 0:
             raise ValueError(f"grouped {name} has {G} groups, which does not divide dim={dim}")
-        return True, G, dim // G, (M.stride(0), M.stride(1), M.stride(2), M.stride(3))
+        return True, G, dim // G, M.stride()
     raise ValueError(f"{name} must be (dim, dstate), (batch, dstate, L) or (batch, groups, dstate, L)")
 
 
@@ -362,22 +364,23 @@ def _check(u: torch.Tensor, A: torch.Tensor) -> None:
 
 
 def _common_args(u, delta, A, B, C, D, z, delta_bias):
-    """Kernel arguments shared by forward and backward, plus the B/C layouts."""
+    """Kernel arguments shared by forward and backward, plus the B/C layouts (plain Python: this runs
+    on every call, where each microsecond adds to the launch's host cost)."""
     batch, dim, L = u.shape
     N = A.shape[1]
     if delta.shape != u.shape or (z is not None and z.shape != u.shape):
         raise ValueError(f"u, delta and z must all have shape {tuple(u.shape)}")
     b_var, g_b, dpg_b, sb = _bc_layout(B, dim, N, "B")
     c_var, g_c, dpg_c, sc = _bc_layout(C, dim, N, "C")
+    us, ds, As = u.stride(), delta.stride(), A.stride()
     zs = z.stride() if z is not None else (0, 0, 0)
     return dict(
         dim=dim, L=L, N=N, G_B=g_b, G_C=g_c, DPG_B=dpg_b, DPG_C=dpg_c, batch_class=batch_class(batch),
-        s_ub=u.stride(0), s_ud=u.stride(1), s_ul=u.stride(2),
-        s_db=delta.stride(0), s_dd=delta.stride(1), s_dl=delta.stride(2),
-        s_zb=zs[0], s_zd=zs[1], s_zl=zs[2], s_ad=A.stride(0), s_an=A.stride(1),
+        s_ub=us[0], s_ud=us[1], s_ul=us[2], s_db=ds[0], s_dd=ds[1], s_dl=ds[2],
+        s_zb=zs[0], s_zd=zs[1], s_zl=zs[2], s_ad=As[0], s_an=As[1],
         s_Bb=sb[0], s_Bg=sb[1], s_Bn=sb[2], s_Bl=sb[3], s_Cb=sc[0], s_Cg=sc[1], s_Cn=sc[2], s_Cl=sc[3],
         B_VAR=b_var, C_VAR=c_var, HAS_D=D is not None, HAS_Z=z is not None,
-        HAS_BIAS=delta_bias is not None, BN=max(triton.next_power_of_2(N), 2),
+        HAS_BIAS=delta_bias is not None, BN=max(1 << (N - 1).bit_length(), 2),  # next power of 2
     )
 
 
