@@ -400,9 +400,9 @@ _INTERPRET_CONFIG = (4, 16, 1)
 # For the rows kernels: (BD, R rows of 8 steps, num_warps) forward, (BD, R, S tiles per program,
 # num_warps) backward; first = best measured on the H200 (bench_triton_gpu.py --sweep --sweep-groups rows).
 # BD * R must be at least one row per thread (32 * num_warps): with fewer, threads hold copies of the
-# same rows and the register shuffles of the windows go through shared memory (the backward's first
-# table, all of it below that line, had 51 barriers instead of 9 in its SASS; it ran at 0.21x the
-# compiled kernel's speed on the H200, 0.41-0.45x once every tile had a row per thread). S > 1 keeps
+# same rows and the register shuffles of the windows go through shared memory: every candidate of the
+# backward's first table was below that line (34 shared loads instead of 5 in its SASS) and it ran at
+# 0.21x the compiled kernel's speed on the H200, 0.41-0.45x once every tile had a row per thread. S > 1 keeps
 # the weight gradients in registers over S tiles (not measured on a GPU yet; S = 1 stays a candidate).
 _FWD_ROWS_CONFIGS = [(1, 128, 4), (2, 64, 4), (4, 32, 4), (8, 16, 4), (4, 64, 8)]
 _BWD_ROWS_CONFIGS = [(4, 32, 1, 4), (8, 16, 1, 4), (4, 32, 4, 4), (8, 16, 4, 4), (2, 64, 4, 4), (4, 32, 8, 4)]
@@ -479,7 +479,8 @@ def causal_conv1d_forward(
     si, sf = _strides3(initial_states), _strides3(final)
     if layout == "first" and x.stride(2) == 1 and out.stride(2) == 1 and seq_idx is None:
         tu.launch_tuned(
-            _fwd_rows, (dim, L, W, x.dtype), _rows_grid(batch, dim, L), x, weight, bias if bias is not None else x, initial_states if initial_states is not None else x, out,
+            _fwd_rows, (dim, L, W, x.dtype), _rows_grid(batch, dim, L),
+            x, weight, bias if bias is not None else x, initial_states if initial_states is not None else x, out,
             final if final is not None else x, dim, L, x.stride(0), x.stride(1), *weight.stride(), out.stride(0),
             out.stride(1), *si, *sf, W=W, HAS_BIAS=bias is not None, HAS_INIT=initial_states is not None,
             HAS_FINAL=final is not None, SILU=bool(silu),
@@ -487,7 +488,8 @@ def causal_conv1d_forward(
         return out, final
     grid = lambda m: (grid_size(L, m["BL"]), grid_size(dim, m["BD"]), batch)  # noqa: E731
     tu.launch_tuned(
-        _fwd[layout], (dim, L, W, x.dtype), grid, x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
+        _fwd[layout], (dim, L, W, x.dtype), grid,
+        x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
         initial_states if initial_states is not None else x, out, final if final is not None else x,
         dim, L, *x.stride(), *weight.stride(), *out.stride(), *si, *sf, s_sb, s_sl,
         W=W, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, HAS_INIT=initial_states is not None,
@@ -515,7 +517,8 @@ def causal_conv1d_backward(
     if (layout == "first" and x.stride(2) == 1 and dx.stride(2) == 1 and seq_idx is None and initial_states is None
             and dfinal_states is None):
         tu.launch_tuned(
-            _bwd_rows, (dim, L, W, x.dtype), _rows_grid(batch, dim, L), x, weight, bias if bias is not None else x, dout, dx, dw, db if db is not None else dw,
+            _bwd_rows, (dim, L, W, x.dtype), _rows_grid(batch, dim, L),
+            x, weight, bias if bias is not None else x, dout, dx, dw, db if db is not None else dw,
             dim, L, x.stride(0), x.stride(1), *weight.stride(), dout.stride(0), dout.stride(1), dx.stride(0),
             dx.stride(1), W=W, HAS_BIAS=bias is not None, SILU=bool(silu),
         )
@@ -525,7 +528,8 @@ def causal_conv1d_backward(
     pad = W - 1 if initial_states is not None else 0  # the grid also covers the initial states
     grid = lambda m: (grid_size(L + pad, m["BL"]), grid_size(dim, m["BD"]), batch)  # noqa: E731
     tu.launch_tuned(
-        _bwd[layout], (dim, L, W, x.dtype, pad), grid, x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
+        _bwd[layout], (dim, L, W, x.dtype, pad), grid,
+        x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
         initial_states if initial_states is not None else x, dout,
         dfinal_states if dfinal_states is not None else x, dx, dw, db if db is not None else dw,
         dinit if dinit is not None else x,

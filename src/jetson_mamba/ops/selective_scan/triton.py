@@ -433,7 +433,8 @@ def _forward(
     dummy = out
     grid = lambda meta: (grid_size(dim, meta["BD"]), batch)  # noqa: E731
     tu.launch_tuned(
-        _fwd, _launch_key(args, u, delta, B, C), grid, u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
+        _fwd, _launch_key(args, u, delta, B, C), grid,
+        u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
         delta_bias if delta_bias is not None else dummy, out, out_z if out_z is not None else dummy, last,
         x if x is not None else last, X_EVERY=every or 1, s_xb=xs[0], s_xd=xs[1], s_xc=xs[2], HAS_X=x is not None,
         s_ob=out.stride(0), s_od=out.stride(1), s_ol=out.stride(2), SOFTPLUS=bool(delta_softplus), **args,
