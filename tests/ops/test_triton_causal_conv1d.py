@@ -134,6 +134,34 @@ def test_launches_skip_the_autotuner_once_tuned_until_its_configs_change() -> No
         del tuner.run, tuner.fn.run
 
 
+def test_conv_autotuners_key_on_the_length_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What each conv autotuner keys on (dim, L_class, W) is the same for lengths of one power-of-two
+    class, so they tune once for all of them; the kernels still get the true length."""
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+
+    seen = []
+    for tuner in (conv._fwd_rows, conv._bwd_rows, conv._fwd["last"], conv._bwd["last"]):
+        assert tuner.keys == ["dim", "L_class", "W"]
+        original = tuner.fn.run
+
+        def spy(*args, tuner=tuner, original=original, **kwargs):  # type: ignore[no-untyped-def]
+            named = dict(zip(tuner.fn.arg_names, args), **kwargs)
+            seen.append((tuner.fn.__name__, named["L"], [named[k] for k in tuner.keys]))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(tuner.fn, "run", spy)
+    w = torch.randn(3, 4, device=DEVICE)
+    for L in (19, 30):
+        for channel_last in (False, True):
+            x = make_x(1, 3, L, channel_last, torch.float32)
+            conv.causal_conv1d_forward(x, w, None, None, None, False, True)
+            conv.causal_conv1d_backward(x, w, None, torch.ones_like(x), None, None, None, True)
+    assert len(seen) == 8 and {length for _, length, _ in seen} == {19, 30}
+    for name in {n for n, _, _ in seen}:
+        assert len({tuple(key) for n, _, key in seen if n == name}) == 1, name
+    assert all(key == [3, 32, 4] for _, _, key in seen)
+
+
 @pytest.mark.parametrize("L", [1, 8, 17])
 def test_channel_first_rows_edges(L: int, nan_poison: None) -> None:  # noqa: F811
     """Rows kernels at one step, exactly one row, and one step past two rows."""

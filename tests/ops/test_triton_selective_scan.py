@@ -189,6 +189,24 @@ def test_batch_one_and_batch_eight_tune_apart() -> None:
     assert "batch_class" in backend._bwd.keys
 
 
+def test_lengths_of_one_power_of_two_class_tune_once() -> None:
+    """The autotuners see a length's power-of-two class, not the length: a new prompt length in the same
+    class reuses the tuned config instead of benchmarking every candidate again."""
+    from jetson_mamba.ops import triton_utils
+    from jetson_mamba.ops.selective_scan import triton as backend
+
+    assert [triton_utils.length_class(n) for n in (0, 1, 2, 3, 5, 1000, 1024, 1025)] == \
+        [1, 1, 2, 4, 8, 1024, 1024, 2048]
+
+    def key(L: int) -> list:
+        args = backend._common_args(*make_inputs(1, 4, L, 2, "var", "var", torch.float32).values())
+        assert args["L"] == L  # the kernels still get the true length
+        return [args[k] for k in backend._fwd.keys]
+
+    assert "L" not in backend._fwd.keys and "L" not in backend._bwd.keys
+    assert key(1000) == key(1024) != key(1025)
+
+
 REAL = {
     # Mamba block scan (bf16 and fp32) and Mamba-YOLO's SS2D scan (grouped K=4, no z, fp32).
     "mamba-bf16": ((2, 256, 2048, 16, "var", "var", 1, ALL, True), torch.bfloat16),

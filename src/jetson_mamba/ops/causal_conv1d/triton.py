@@ -64,10 +64,10 @@ if triton is not None:
             acc += wk[:, None] * xv
         return acc
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["L_class"])  # a key for the autotuner, not a variant
     def _conv_fwd_kernel(
         x_ptr, w_ptr, bias_ptr, seq_ptr, init_ptr, out_ptr, final_ptr,
-        dim, L, s_xb, s_xd, s_xl, s_wd, s_ww, s_ob, s_od, s_ol, s_ib, s_id, s_il, s_fb, s_fd, s_fl, s_sb, s_sl,
+        dim, L, L_class, s_xb, s_xd, s_xl, s_wd, s_ww, s_ob, s_od, s_ol, s_ib, s_id, s_il, s_fb, s_fd, s_fl, s_sb, s_sl,
         W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, HAS_INIT: tl.constexpr,
         HAS_FINAL: tl.constexpr, SILU: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr,
     ):
@@ -153,10 +153,10 @@ if triton is not None:
             acc += wk[:, None] * cols[8 + m - (W - 1) + k]
         return acc
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["L_class"])  # a key for the autotuner, not a variant
     def _conv_fwd_rows_kernel(
         x_ptr, w_ptr, bias_ptr, init_ptr, out_ptr, final_ptr,
-        dim, L, s_xb, s_xd, s_wd, s_ww, s_ob, s_od, s_ib, s_id, s_il, s_fb, s_fd, s_fl,
+        dim, L, L_class, s_xb, s_xd, s_wd, s_ww, s_ob, s_od, s_ib, s_id, s_il, s_fb, s_fd, s_fl,
         W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_FINAL: tl.constexpr,
         SILU: tl.constexpr, BD: tl.constexpr, R: tl.constexpr,
     ):
@@ -183,10 +183,10 @@ if triton is not None:
                 _store_final(x_b, init_b, final_ptr + pid_b * s_fb, offs_d, mask_d, L, s_xd, 1, s_id, s_il,
                              s_fd, s_fl, W, HAS_INIT)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["L_class"])  # a key for the autotuner, not a variant
     def _conv_bwd_rows_kernel(
         x_ptr, w_ptr, bias_ptr, dout_ptr, dx_ptr, dw_ptr, db_ptr,
-        dim, L, s_xb, s_xd, s_wd, s_ww, s_gb, s_gd, s_ob, s_od,
+        dim, L, L_class, s_xb, s_xd, s_wd, s_ww, s_gb, s_gd, s_ob, s_od,
         W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BD: tl.constexpr, R: tl.constexpr,
         S: tl.constexpr,
     ):
@@ -256,10 +256,10 @@ if triton is not None:
         if HAS_BIAS:
             tl.atomic_add(db_ptr + offs_d, tl.sum(db, axis=1), mask=mask_d)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["L_class"])  # a key for the autotuner, not a variant
     def _conv_bwd_kernel(
         x_ptr, w_ptr, bias_ptr, seq_ptr, init_ptr, dout_ptr, dfinal_ptr, dx_ptr, dw_ptr, db_ptr, dinit_ptr,
-        dim, L, s_xb, s_xd, s_xl, s_wd, s_ww, s_gb, s_gd, s_gl, s_ib, s_id, s_il, s_fb, s_fd, s_fl, s_sb, s_sl,
+        dim, L, L_class, s_xb, s_xd, s_xl, s_wd, s_ww, s_gb, s_gd, s_gl, s_ib, s_id, s_il, s_fb, s_fd, s_fl, s_sb, s_sl,
         W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, HAS_INIT: tl.constexpr,
         HAS_DFINAL: tl.constexpr, SILU: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr,
     ):
@@ -416,7 +416,7 @@ def _make(kernel, table, interpret=_INTERPRET_CONFIG, names=("BD", "BL"), **kwar
         return triton.Config(dict(zip(names, params)), num_warps=warps)
 
     configs = tu.autotune_configs([one(*c) for c in table], one(*interpret))
-    return triton.autotune(configs, key=["dim", "L", "W"], **tu.autotune_kwargs(), **kwargs)(kernel)
+    return triton.autotune(configs, key=["dim", "L_class", "W"], **tu.autotune_kwargs(), **kwargs)(kernel)
 
 
 if triton is not None:
@@ -468,6 +468,7 @@ def causal_conv1d_forward(
     _check(x, weight)
     batch, dim, L = x.shape
     W = weight.shape[1]
+    L_class = tu.length_class(L)
     layout = _layout(x)
     out = torch.empty_like(x)
     final = None
@@ -479,19 +480,19 @@ def causal_conv1d_forward(
     si, sf = _strides3(initial_states), _strides3(final)
     if layout == "first" and x.stride(2) == 1 and out.stride(2) == 1 and seq_idx is None:
         tu.launch_tuned(
-            _fwd_rows, (dim, L, W, x.dtype), _rows_grid(batch, dim, L),
+            _fwd_rows, (dim, L_class, W, x.dtype), _rows_grid(batch, dim, L),
             x, weight, bias if bias is not None else x, initial_states if initial_states is not None else x, out,
-            final if final is not None else x, dim, L, x.stride(0), x.stride(1), *weight.stride(), out.stride(0),
-            out.stride(1), *si, *sf, W=W, HAS_BIAS=bias is not None, HAS_INIT=initial_states is not None,
+            final if final is not None else x, dim, L, L_class, x.stride(0), x.stride(1), *weight.stride(),
+            out.stride(0), out.stride(1), *si, *sf, W=W, HAS_BIAS=bias is not None, HAS_INIT=initial_states is not None,
             HAS_FINAL=final is not None, SILU=bool(silu),
         )
         return out, final
     grid = lambda m: (grid_size(L, m["BL"]), grid_size(dim, m["BD"]), batch)  # noqa: E731
     tu.launch_tuned(
-        _fwd[layout], (dim, L, W, x.dtype), grid,
+        _fwd[layout], (dim, L_class, W, x.dtype), grid,
         x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
         initial_states if initial_states is not None else x, out, final if final is not None else x,
-        dim, L, *x.stride(), *weight.stride(), *out.stride(), *si, *sf, s_sb, s_sl,
+        dim, L, L_class, *x.stride(), *weight.stride(), *out.stride(), *si, *sf, s_sb, s_sl,
         W=W, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, HAS_INIT=initial_states is not None,
         HAS_FINAL=final is not None, SILU=bool(silu),
     )
@@ -507,6 +508,7 @@ def causal_conv1d_backward(
     _check(x, weight)
     batch, dim, L = x.shape
     W = weight.shape[1]
+    L_class = tu.length_class(L)
     layout = _layout(x)
     if dout.stride() != x.stride():
         dout = torch.empty_like(x).copy_(dout)
@@ -517,9 +519,9 @@ def causal_conv1d_backward(
     if (layout == "first" and x.stride(2) == 1 and dx.stride(2) == 1 and seq_idx is None and initial_states is None
             and dfinal_states is None):
         tu.launch_tuned(
-            _bwd_rows, (dim, L, W, x.dtype), _rows_grid(batch, dim, L),
+            _bwd_rows, (dim, L_class, W, x.dtype), _rows_grid(batch, dim, L),
             x, weight, bias if bias is not None else x, dout, dx, dw, db if db is not None else dw,
-            dim, L, x.stride(0), x.stride(1), *weight.stride(), dout.stride(0), dout.stride(1), dx.stride(0),
+            dim, L, L_class, x.stride(0), x.stride(1), *weight.stride(), dout.stride(0), dout.stride(1), dx.stride(0),
             dx.stride(1), W=W, HAS_BIAS=bias is not None, SILU=bool(silu),
         )
         return dx, dw.to(weight.dtype), db.to(bias.dtype) if db is not None else None, dinit
@@ -528,12 +530,12 @@ def causal_conv1d_backward(
     pad = W - 1 if initial_states is not None else 0  # the grid also covers the initial states
     grid = lambda m: (grid_size(L + pad, m["BL"]), grid_size(dim, m["BD"]), batch)  # noqa: E731
     tu.launch_tuned(
-        _bwd[layout], (dim, L, W, x.dtype, pad), grid,
+        _bwd[layout], (dim, L_class, W, x.dtype, pad), grid,
         x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
         initial_states if initial_states is not None else x, dout,
         dfinal_states if dfinal_states is not None else x, dx, dw, db if db is not None else dw,
         dinit if dinit is not None else x,
-        dim, L, *x.stride(), *weight.stride(), *dout.stride(), *si, *sf, s_sb, s_sl,
+        dim, L, L_class, *x.stride(), *weight.stride(), *dout.stride(), *si, *sf, s_sb, s_sl,
         W=W, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, HAS_INIT=initial_states is not None,
         HAS_DFINAL=dfinal_states is not None, SILU=bool(silu),
     )

@@ -72,10 +72,10 @@ if triton is not None:
         "B_UNIFORM": lambda a: a["G_B"] == 1 or a["DPG_B"] % a["BD"] == 0,
         "C_UNIFORM": lambda a: a["G_C"] == 1 or a["DPG_C"] % a["BD"] == 0,
     })
-    @triton.jit(do_not_specialize=["batch_class"])  # a key for the autotuner, not a variant
+    @triton.jit(do_not_specialize=["batch_class", "L_class"])  # keys for the autotuner, not variants
     def _ssm_fwd_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, outz_ptr, last_ptr, x_ptr,
-        dim, L, N, G_B, G_C, DPG_B, DPG_C, batch_class, X_EVERY,
+        dim, L, N, G_B, G_C, DPG_B, DPG_C, batch_class, L_class, X_EVERY,
         s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol, s_ad, s_an,
         s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl, s_xb, s_xd, s_xc,
         B_VAR: tl.constexpr, C_VAR: tl.constexpr, B_UNIFORM: tl.constexpr, C_UNIFORM: tl.constexpr,
@@ -172,11 +172,11 @@ if triton is not None:
         "B_UNIFORM": lambda a: a["G_B"] == 1 or a["DPG_B"] % a["BD"] == 0,
         "C_UNIFORM": lambda a: a["G_C"] == 1 or a["DPG_C"] % a["BD"] == 0,
     })
-    @triton.jit(do_not_specialize=["batch_class"])  # a key for the autotuner, not a variant
+    @triton.jit(do_not_specialize=["batch_class", "L_class"])  # keys for the autotuner, not variants
     def _ssm_bwd_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr,
         du_ptr, ddelta_ptr, dz_ptr, outz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
-        dim, L, N, G_B, G_C, DPG_B, DPG_C, batch_class, s_ck,
+        dim, L, N, G_B, G_C, DPG_B, DPG_C, batch_class, L_class, s_ck,
         s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl, s_ad, s_an,
         s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
         B_VAR: tl.constexpr, C_VAR: tl.constexpr, B_UNIFORM: tl.constexpr, C_UNIFORM: tl.constexpr,
@@ -321,9 +321,10 @@ def _tuned(kernel, configs, key, **kwargs):
     return triton.autotune(tu.autotune_configs(configs, interp), key=key, **tu.autotune_kwargs(), **kwargs)(kernel)
 
 
-# batch_class is in the kernels' signatures for this key alone: one program per (channel block,
-# batch row), so batch 1 wants narrower blocks than batch 8 at the same dim.
-_KEY = ["dim", "L", "N", "G_B", "G_C", "DPG_B", "DPG_C", "batch_class"]
+# batch_class and L_class are in the kernels' signatures for this key alone. Batch: one program per
+# (channel block, batch row), so batch 1 wants narrower blocks than batch 8 at the same dim. Length:
+# its power-of-two class (triton_utils.length_class), so a new prompt length does not tune again.
+_KEY = ["dim", "L_class", "N", "G_B", "G_C", "DPG_B", "DPG_C", "batch_class"]
 _fwd = _tuned(_ssm_fwd_kernel, _configs(_FWD_CONFIGS), _KEY) if triton is not None else None
 _bwd = _tuned(_ssm_bwd_kernel, _configs(_BWD_CONFIGS), _KEY,
               reset_to_zero=["dA_ptr", "dB_ptr", "dC_ptr", "dD_ptr", "dbias_ptr"]) if triton is not None else None
@@ -376,6 +377,7 @@ def _common_args(u, delta, A, B, C, D, z, delta_bias):
     zs = z.stride() if z is not None else (0, 0, 0)
     return dict(
         dim=dim, L=L, N=N, G_B=g_b, G_C=g_c, DPG_B=dpg_b, DPG_C=dpg_c, batch_class=batch_class(batch),
+        L_class=tu.length_class(L),
         s_ub=us[0], s_ud=us[1], s_ul=us[2], s_db=ds[0], s_dd=ds[1], s_dl=ds[2],
         s_zb=zs[0], s_zd=zs[1], s_zl=zs[2], s_ad=As[0], s_an=As[1],
         s_Bb=sb[0], s_Bg=sb[1], s_Bn=sb[2], s_Bl=sb[3], s_Cb=sc[0], s_Cg=sc[1], s_Cn=sc[2], s_Cl=sc[3],
