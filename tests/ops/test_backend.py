@@ -158,3 +158,25 @@ def test_ssd_names_are_lazy_reexports() -> None:
     ssd = pytest.importorskip("jetson_mamba.ops.ssd")
     for name in ops.SSD_EXPORTS:
         assert getattr(ops, name) is getattr(ssd, name)
+
+
+def test_a_choice_is_remembered_until_the_backends_or_the_setting_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every kernel call asks for its backend: the answer is remembered, and forgotten when a backend is
+    registered or removed, or JETSON_MAMBA_BACKEND changes."""
+    asked = []
+    fast = fake_backend()
+    fast.is_available = lambda device, dtype: asked.append(dtype) or None  # type: ignore[attr-defined]
+    backend.register_backend("selective_scan", "fast", fast, priority=500)
+    for _ in range(3):
+        assert backend.select_backend("selective_scan", "cpu", torch.float32) == ("fast", fast)
+    assert asked == [torch.float32]
+    backend.select_backend("selective_scan", "cpu", torch.float64)  # another question, asked once more
+    assert asked == [torch.float32, torch.float64]
+    monkeypatch.setenv(backend.ENV_VAR, "torch")
+    assert backend.select_backend("selective_scan", "cpu", torch.float32) == ("torch", scan_torch)
+    monkeypatch.delenv(backend.ENV_VAR)
+    backend.unregister_backend("selective_scan", "fast")
+    assert backend.select_backend("selective_scan", "cpu", torch.float32) == ("torch", scan_torch)
+    backend.register_backend("selective_scan", "fast", fast, priority=500)
+    assert backend.select_backend("selective_scan", "cpu", torch.float32)[0] == "fast"
+    assert len(asked) == 3

@@ -1,4 +1,4 @@
-"""Kernel backend dispatch: compiled extension -> Triton -> torch, decided per call.
+"""Kernel backend dispatch: compiled extension -> Triton -> torch, decided per op, device and dtype.
 
 Every op (`selective_scan`, `causal_conv1d`, `ssd`, ...) has backend modules
 `jetson_mamba.ops.<op>.<name>` that expose `is_available(device, dtype) -> Optional[str]`
@@ -59,6 +59,10 @@ _extra: Dict[str, Dict[str, _Entry]] = {}
 _removed: Dict[str, Set[str]] = {}
 _reported: Set[Tuple[str, str]] = set()
 _import_failures: Dict[str, str] = {}  # a failed import is not retried on every call
+# (op, device, dtype, name, JETSON_MAMBA_BACKEND, TRITON_INTERPRET) -> the choice: every kernel call
+# asks, and deciding afresh (imports, each candidate's is_available) cost ~10 us of host time per call
+# on the CPU this was measured on. Registering or removing a backend forgets every choice.
+_chosen: Dict[Tuple[object, ...], Tuple[str, ModuleType]] = {}
 
 
 def _builtin_module(op: str, name: str) -> str:
@@ -76,6 +80,7 @@ def register_backend(op: str, name: str, module: Union[str, ModuleType], priorit
     """Add (or replace) backend `name` of `op`: a module object or a dotted module path."""
     _extra.setdefault(op, {})[name] = _Entry(module, priority)
     _removed.get(op, set()).discard(name)
+    _chosen.clear()
 
 
 def unregister_backend(op: str, name: str) -> None:
@@ -84,6 +89,7 @@ def unregister_backend(op: str, name: str) -> None:
         del _extra[op][name]
     else:
         _removed.setdefault(op, set()).add(name)
+    _chosen.clear()
 
 
 def reset_backends() -> None:
@@ -92,6 +98,7 @@ def reset_backends() -> None:
     _removed.clear()
     _reported.clear()
     _import_failures.clear()
+    _chosen.clear()
 
 
 def _load(op: str, name: str, entry: _Entry) -> Tuple[Optional[ModuleType], Optional[str]]:
@@ -171,8 +178,18 @@ def select_backend(op: str, device: Union[str, torch.device], dtype: torch.dtype
     """The backend module to use for `op` on tensors of `device`/`dtype`: (name, module).
 
     `name` (or JETSON_MAMBA_BACKEND) forces one; it raises BackendUnavailableError with the
-    reason and the fix when that backend cannot run these tensors.
+    reason and the fix when that backend cannot run these tensors. A choice is remembered (errors
+    are not): the same question again costs one dict lookup.
     """
+    key = (op, device, dtype, name, os.environ.get(ENV_VAR), os.environ.get("TRITON_INTERPRET"))
+    chosen = _chosen.get(key)
+    if chosen is None:
+        chosen = _chosen[key] = _select(op, device, dtype, name)
+    return chosen
+
+
+def _select(op: str, device: Union[str, torch.device], dtype: torch.dtype,
+            name: Optional[str]) -> Tuple[str, ModuleType]:
     import torch
 
     dev = torch.device(device)
