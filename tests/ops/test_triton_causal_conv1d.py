@@ -162,6 +162,66 @@ def test_conv_autotuners_key_on_the_length_class(monkeypatch: pytest.MonkeyPatch
     assert all(key == [3, 32, 4] for _, _, key in seen)
 
 
+def test_stand_in_writes_into_the_callers_buffers(monkeypatch: pytest.MonkeyPatch, nan_poison: None) -> None:  # noqa: F811
+    """mamba_inner_fn's calls: out and dx are views into larger tensors (NaN-filled here); the Triton
+    backend writes them in place, with no copy after; a buffer that is the input itself still works."""
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+    from jetson_mamba.ops.standins import causal_conv1d_cuda as standin
+    from jetson_mamba.verify.reference import forced_backend
+
+    given = []
+    for name in ("causal_conv1d_forward", "causal_conv1d_backward", "causal_conv1d_update"):
+        original = getattr(conv, name)
+
+        def spy(*args, original=original, name=name, **kwargs):  # type: ignore[no-untyped-def]
+            given.append((name, sorted(kwargs)))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(conv, name, spy)
+    x, w, b = make_x(2, 3, 21, False, torch.float32), rnd(3, 4, seed=2), rnd(3, seed=3)
+    xw = x.detach().double().requires_grad_()
+    ref = causal_conv1d_ref(xw, w.double(), b.double(), activation="silu")
+    dout = rnd(2, 3, 21, seed=5)
+    ref.backward(dout.double())
+    pair = torch.full((2, 6, 21), float("nan"), device=DEVICE)
+    out = pair.chunk(2, dim=1)[0]
+    dx = pair.chunk(2, dim=1)[1]
+    state = torch.zeros(2, 3, 3, device=DEVICE)
+    step_out = torch.full((2, 3), float("nan"), device=DEVICE)
+    buffers = {t.untyped_storage().data_ptr() for t in (pair, step_out)}
+    copy = torch.Tensor.copy_
+
+    def no_copy_into_buffers(dst, src, *args, **kwargs):  # type: ignore[no-untyped-def]
+        assert dst.untyped_storage().data_ptr() not in buffers, "a result was copied over a caller's buffer"
+        return copy(dst, src, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "copy_", no_copy_into_buffers)
+    with forced_backend("triton"):
+        standin.causal_conv1d_fwd(x, w, b, None, None, out, None, True)
+        standin.causal_conv1d_bwd(x, w, b, dout, None, None, None, dx, torch.empty(3, 4), torch.empty(3), None, True)
+        standin.causal_conv1d_update(x[:, :, 0], state, w, b, step_out, True, None, None)
+    assert [g for g in given] == [("causal_conv1d_forward", ["out"]), ("causal_conv1d_backward", ["dx"]),
+                                  ("causal_conv1d_update", ["out"])]
+    assert_close(out, ref, TOL[torch.float32], "out in the caller's view")
+    assert_close(dx, xw.grad, TOL[torch.float32] * 4, "dx in the caller's view")
+    assert_close(step_out, ref[:, :, 0], TOL[torch.float32], "update's out")
+    monkeypatch.undo()
+    inplace = x.clone()
+    with forced_backend("triton"):
+        standin.causal_conv1d_fwd(inplace, w, b, None, None, inplace, None, True)  # out is x: computed aside
+    assert_close(inplace, ref, TOL[torch.float32], "in-place out")
+
+
+def test_buffer_overlap_is_judged_by_memory_spans() -> None:
+    from jetson_mamba.ops.standins._conv import _overlap
+
+    pair = torch.zeros(2, 6, 5)
+    first, second = pair.chunk(2, dim=1)
+    assert _overlap(pair, first) and _overlap(first, first) and not _overlap(torch.zeros(3), torch.zeros(3))
+    # interleaved views span each other's memory: judged overlapping (conservative)
+    assert _overlap(first, second) and not _overlap(pair[0], pair[1]) and _overlap(pair[:, :, 1:], pair)
+
+
 @pytest.mark.parametrize("L", [1, 8, 17])
 def test_channel_first_rows_edges(L: int, nan_poison: None) -> None:  # noqa: F811
     """Rows kernels at one step, exactly one row, and one step past two rows."""

@@ -2,9 +2,11 @@
 
 Every op (`selective_scan`, `causal_conv1d`, `ssd`, ...) has backend modules
 `jetson_mamba.ops.<op>.<name>` that expose `is_available(device, dtype) -> Optional[str]`
-(None when usable, else why not) plus the op's low-level functions (a selective_scan backend may
-also offer `selective_scan_forward_x`, the forward with the compiled kernels' chunk states, which
-the stand-in modules then take from the same pass instead of a second scan). Modules are imported
+(None when usable, else why not) plus the op's low-level functions. Optional, for the stand-in
+modules: a selective_scan backend may offer `selective_scan_forward_x` (the forward with the compiled
+kernels' chunk states, from the same pass instead of a second scan) and `selective_scan_backward_out_z`
+(the backward that also writes out * silu(z)); a causal_conv1d backend whose functions take the
+caller's output buffers (out=, dx=) says so with `WRITES_INTO_BUFFERS = True`. Modules are imported
 lazily, so a missing or broken one (e.g. no triton) only makes that backend unavailable.
 `JETSON_MAMBA_BACKEND=cuda|triton|torch` forces one backend (an error where it cannot run);
 a comma list such as `triton,torch` is an order of preference: the first that can run the

@@ -25,6 +25,10 @@ from jetson_mamba.errors import BackendUnavailableError
 from jetson_mamba.ops import triton_utils as tu
 from jetson_mamba.ops.triton_utils import grid_size, tl, triton
 
+# forward, backward and update take the caller's output buffers (out=, dx=), so the stand-ins of the
+# compiled module write into them directly instead of copying a result over (one pass over the tensor)
+WRITES_INTO_BUFFERS = True
+
 is_available = tu.is_available
 
 if triton is not None:
@@ -448,6 +452,14 @@ def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
         raise ValueError(f"causal conv1d supports widths 2 to 4, got {weight.shape[1]}")
 
 
+def _buffer(buf: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
+    """A caller's output buffer, checked against x."""
+    if buf.shape != x.shape or buf.dtype != x.dtype or buf.device != x.device:
+        raise ValueError(f"{name} must be like x: {tuple(x.shape)} {x.dtype} on {x.device}; got "
+                         f"{tuple(buf.shape)} {buf.dtype} on {buf.device}")
+    return buf
+
+
 def _strides3(t: Optional[torch.Tensor]) -> Tuple[int, int, int]:
     return tuple(t.stride()) if t is not None else (0, 0, 0)  # type: ignore[return-value]
 
@@ -463,14 +475,16 @@ def _seq_args(seq_idx: Optional[torch.Tensor], initial_states: Optional[torch.Te
 def causal_conv1d_forward(
     x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], seq_idx: Optional[torch.Tensor],
     initial_states: Optional[torch.Tensor], return_final_states: bool, silu: bool,
+    out: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(out, final_states (batch, dim, width-1) or None); out keeps x's layout."""
+    """(out, final_states (batch, dim, width-1) or None); out keeps x's layout, or is the caller's
+    buffer `out` (any strides), written in place."""
     _check(x, weight)
     batch, dim, L = x.shape
     W = weight.shape[1]
     L_class = tu.length_class(L)
     layout = _layout(x)
-    out = torch.empty_like(x)
+    out = torch.empty_like(x) if out is None else _buffer(out, x, "out")
     final = None
     if return_final_states:
         final = torch.empty(batch, W - 1, dim, device=x.device, dtype=x.dtype).transpose(1, 2)
@@ -502,9 +516,10 @@ def causal_conv1d_forward(
 def causal_conv1d_backward(
     x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], dout: torch.Tensor,
     seq_idx: Optional[torch.Tensor], initial_states: Optional[torch.Tensor],
-    dfinal_states: Optional[torch.Tensor], silu: bool,
+    dfinal_states: Optional[torch.Tensor], silu: bool, dx: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """(dx, dweight, dbias or None, dinitial_states or None); dx keeps x's layout."""
+    """(dx, dweight, dbias or None, dinitial_states or None); dx keeps x's layout, or is the caller's
+    buffer `dx`, written in place where the kernel can take its strides (the result is then `dx` itself)."""
     _check(x, weight)
     batch, dim, L = x.shape
     W = weight.shape[1]
@@ -512,12 +527,16 @@ def causal_conv1d_backward(
     layout = _layout(x)
     if dout.stride() != x.stride():
         dout = torch.empty_like(x).copy_(dout)
-    dx = torch.empty_like(x)
+    rows = (layout == "first" and x.stride(2) == 1 and seq_idx is None and initial_states is None
+            and dfinal_states is None)
+    if dx is not None and not (_buffer(dx, x, "dx").stride(2) == 1 if rows else dx.stride() == x.stride()):
+        dx = None  # the rows kernel takes any dx with unit time stride, the general one only x's strides
+    if dx is None:
+        dx = torch.empty_like(x)
     dw = torch.zeros(dim, W, device=x.device, dtype=torch.float32)
     db = torch.zeros(dim, device=x.device, dtype=torch.float32) if bias is not None else None
     dinit = torch.empty_like(initial_states) if initial_states is not None else None
-    if (layout == "first" and x.stride(2) == 1 and dx.stride(2) == 1 and seq_idx is None and initial_states is None
-            and dfinal_states is None):
+    if rows:
         tu.launch_tuned(
             _bwd_rows, (dim, L_class, W, x.dtype), _rows_grid(batch, dim, L),
             x, weight, bias if bias is not None else x, dout, dx, dw, db if db is not None else dw,
@@ -545,8 +564,10 @@ def causal_conv1d_backward(
 def causal_conv1d_update(
     x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], silu: bool,
     cache_seqlens: Optional[torch.Tensor], conv_state_indices: Optional[torch.Tensor],
+    out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """One decoding step (or a few): out for x (batch, dim[, seqlen]); conv_state updated in place."""
+    """One decoding step (or a few): out for x (batch, dim[, seqlen]), or the caller's buffer `out`
+    written in place; conv_state updated in place."""
     squeeze = x.dim() == 2
     x3 = x.unsqueeze(-1) if squeeze else x
     _check(x3, weight)
@@ -555,14 +576,16 @@ def causal_conv1d_update(
     state_len = conv_state.shape[-1]
     if state_len < W - 1:
         raise ValueError(f"conv_state holds {state_len} steps but width {W} needs at least {W - 1}")
-    out = torch.empty_like(x3)
+    if out is not None:
+        _buffer(out, x, "out")
+    out3 = torch.empty_like(x3) if out is None else out.unsqueeze(-1) if squeeze else out
     bd = 4 if tu.INTERPRET else 64
     _conv_update_kernel[(batch, grid_size(dim, bd))](
         x3, conv_state, weight, bias if bias is not None else x3,
         cache_seqlens if cache_seqlens is not None else x3,
-        conv_state_indices if conv_state_indices is not None else x3, out,
-        dim, seqlen, state_len, *x3.stride(), *conv_state.stride(), *weight.stride(), *out.stride(),
+        conv_state_indices if conv_state_indices is not None else x3, out3,
+        dim, seqlen, state_len, *x3.stride(), *conv_state.stride(), *weight.stride(), *out3.stride(),
         W=W, HAS_BIAS=bias is not None, SILU=bool(silu), CIRCULAR=cache_seqlens is not None,
         HAS_IDX=conv_state_indices is not None, BD=bd, num_warps=2,
     )
-    return out.squeeze(-1) if squeeze else out
+    return out3.squeeze(-1) if squeeze else out3

@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from jetson_mamba.ops.standins._conv import backend_for
+from jetson_mamba.ops.standins._conv import backend_for, buffers, fill
 
 __jetson_mamba_standin__ = True
 
@@ -21,9 +21,11 @@ __jetson_mamba_standin__ = True
 def causal_conv1d_fwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                       seq_idx: Optional[torch.Tensor], initial_states: Optional[torch.Tensor],
                       out: torch.Tensor, final_states_out: Optional[torch.Tensor], silu_activation: bool) -> None:
-    result, final = backend_for(x).causal_conv1d_forward(
-        x, weight, bias, seq_idx, initial_states, final_states_out is not None, silu_activation)
-    out.copy_(result)
+    backend = backend_for(x)
+    result, final = backend.causal_conv1d_forward(
+        x, weight, bias, seq_idx, initial_states, final_states_out is not None, silu_activation,
+        **buffers(backend, (x,), out=out))
+    fill(out, result)
     if final_states_out is not None:
         final_states_out.copy_(final)
 
@@ -33,9 +35,11 @@ def causal_conv1d_bwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
                       dfinal_states: Optional[torch.Tensor], dx: torch.Tensor, dweight: torch.Tensor,
                       dbias: Optional[torch.Tensor], dinitial_states: Optional[torch.Tensor],
                       silu_activation: bool) -> None:
-    gx, gw, gb, ginit = backend_for(x).causal_conv1d_backward(
-        x, weight, bias, dout, seq_idx, initial_states, dfinal_states, silu_activation)
-    dx.copy_(gx)
+    backend = backend_for(x)
+    gx, gw, gb, ginit = backend.causal_conv1d_backward(
+        x, weight, bias, dout, seq_idx, initial_states, dfinal_states, silu_activation,
+        **buffers(backend, (x, dout), dx=dx))
+    fill(dx, gx)
     dweight.copy_(gw)
     if dbias is not None and gb is not None:
         dbias.copy_(gb)
@@ -46,5 +50,6 @@ def causal_conv1d_bwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
 def causal_conv1d_update(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor,
                          bias: Optional[torch.Tensor], out: torch.Tensor, silu_activation: bool,
                          cache_seqlens: Optional[torch.Tensor], conv_state_indices: Optional[torch.Tensor]) -> None:
-    out.copy_(backend_for(x).causal_conv1d_update(
-        x, conv_state, weight, bias, silu_activation, cache_seqlens, conv_state_indices))
+    backend = backend_for(x)
+    fill(out, backend.causal_conv1d_update(x, conv_state, weight, bias, silu_activation, cache_seqlens,
+                                           conv_state_indices, **buffers(backend, (x, conv_state), out=out)))
