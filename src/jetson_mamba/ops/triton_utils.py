@@ -102,7 +102,8 @@ def launch_tuned(kernel: Any, key: Tuple[Any, ...], grid: Any, *args: Any, **kwa
         return
     kernel[grid](*args, **kwargs)
     best = getattr(kernel, "best_config", None)
-    if best is not None and best.pre_hook is None:
+    # a config with a pre-hook, or a Triton without Config.all_kwargs (before 3.0), keeps the autotuner
+    if best is not None and getattr(best, "pre_hook", None) is None and hasattr(best, "all_kwargs"):
         memo[2][key] = best.all_kwargs()
 
 
