@@ -50,12 +50,14 @@ def test_verbose_logs_the_backend_choice_on_stderr(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr("jetson_mamba.cli.doctor.run", choose)
     monkeypatch.setattr(backend, "_reported", set())
+    monkeypatch.setattr(backend, "_chosen", {})
     logger = logging.getLogger("jetson_mamba")
     monkeypatch.setattr(logger, "handlers", [])
     monkeypatch.setattr(logger, "level", logging.NOTSET)
     assert cli.main(["doctor"]) == 0
     assert "runs on" not in capsys.readouterr().err
     monkeypatch.setattr(backend, "_reported", set())
+    monkeypatch.setattr(backend, "_chosen", {})  # dispatch remembers its choice: choose afresh
     assert cli.main(["-v", "doctor"]) == 0 and cli.main(["doctor", "--verbose"]) == 0
     assert capsys.readouterr().err.count("causal_conv1d runs on the torch backend (requested)") == 1
     assert len(logger.handlers) == 1
