@@ -212,6 +212,18 @@ def test_stand_in_writes_into_the_callers_buffers(monkeypatch: pytest.MonkeyPatc
     assert_close(inplace, ref, TOL[torch.float32], "in-place out")
 
 
+@pytest.mark.parametrize("channel_last", [False, True], ids=["rows kernels", "general kernels"])
+def test_a_buffer_unlike_x_is_refused(channel_last: bool) -> None:
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+
+    x, w = make_x(1, 3, 9, channel_last, torch.float32), rnd(3, 4, seed=2)
+    wrong = torch.empty(1, 3, 8, device=DEVICE)
+    with pytest.raises(ValueError, match="out must be like x"):
+        conv.causal_conv1d_forward(x, w, None, None, None, False, True, out=wrong)
+    with pytest.raises(ValueError, match="dx must be like x"):
+        conv.causal_conv1d_backward(x, w, None, torch.ones_like(x), None, None, None, True, dx=wrong)
+
+
 def test_buffer_overlap_is_judged_by_memory_spans() -> None:
     from jetson_mamba.ops.standins._conv import _overlap
 

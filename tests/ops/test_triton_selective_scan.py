@@ -195,7 +195,7 @@ def test_lengths_of_one_power_of_two_class_tune_once() -> None:
     from jetson_mamba.ops import triton_utils
     from jetson_mamba.ops.selective_scan import triton as backend
 
-    assert [triton_utils.length_class(n) for n in (0, 1, 2, 3, 5, 1000, 1024, 1025)] == \
+    assert [triton_utils.next_power_of_2(n) for n in (0, 1, 2, 3, 5, 1000, 1024, 1025)] == \
         [1, 1, 2, 4, 8, 1024, 1024, 2048]
 
     def key(L: int) -> list:

@@ -420,6 +420,8 @@ def _make(kernel, table, interpret=_INTERPRET_CONFIG, names=("BD", "BL"), **kwar
         return triton.Config(dict(zip(names, params)), num_warps=warps)
 
     configs = tu.autotune_configs([one(*c) for c in table], one(*interpret))
+    # L_class, the length's power of two (in the kernels' signatures for this key alone): keyed on the
+    # exact length, every new prompt length was tuned again
     return triton.autotune(configs, key=["dim", "L_class", "W"], **tu.autotune_kwargs(), **kwargs)(kernel)
 
 
@@ -482,7 +484,7 @@ def causal_conv1d_forward(
     _check(x, weight)
     batch, dim, L = x.shape
     W = weight.shape[1]
-    L_class = tu.length_class(L)
+    L_class = tu.next_power_of_2(L)
     layout = _layout(x)
     out = torch.empty_like(x) if out is None else _buffer(out, x, "out")
     final = None
@@ -523,15 +525,16 @@ def causal_conv1d_backward(
     _check(x, weight)
     batch, dim, L = x.shape
     W = weight.shape[1]
-    L_class = tu.length_class(L)
+    L_class = tu.next_power_of_2(L)
     layout = _layout(x)
     if dout.stride() != x.stride():
         dout = torch.empty_like(x).copy_(dout)
     rows = (layout == "first" and x.stride(2) == 1 and seq_idx is None and initial_states is None
             and dfinal_states is None)
-    if dx is not None and not (_buffer(dx, x, "dx").stride(2) == 1 if rows else dx.stride() == x.stride()):
-        dx = None  # the rows kernel takes any dx with unit time stride, the general one only x's strides
-    if dx is None:
+    if dx is not None:
+        _buffer(dx, x, "dx")
+    # the rows kernel takes any dx with unit time stride, the general one only x's strides
+    if dx is None or not (dx.stride(2) == 1 if rows else dx.stride() == x.stride()):
         dx = torch.empty_like(x)
     dw = torch.zeros(dim, W, device=x.device, dtype=torch.float32)
     db = torch.zeros(dim, device=x.device, dtype=torch.float32) if bias is not None else None

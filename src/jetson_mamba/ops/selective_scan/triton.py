@@ -323,7 +323,8 @@ def _tuned(kernel, configs, key, **kwargs):
 
 # batch_class and L_class are in the kernels' signatures for this key alone. Batch: one program per
 # (channel block, batch row), so batch 1 wants narrower blocks than batch 8 at the same dim. Length:
-# its power-of-two class (triton_utils.length_class), so a new prompt length does not tune again.
+# its power-of-two class (triton_utils.next_power_of_2): keyed on the exact length, every new prompt
+# length was tuned again (each candidate benchmarked, about 0.1 s apiece with Triton's defaults).
 _KEY = ["dim", "L_class", "N", "G_B", "G_C", "DPG_B", "DPG_C", "batch_class"]
 _fwd = _tuned(_ssm_fwd_kernel, _configs(_FWD_CONFIGS), _KEY) if triton is not None else None
 _bwd = _tuned(_ssm_bwd_kernel, _configs(_BWD_CONFIGS), _KEY,
@@ -350,7 +351,7 @@ def _bc_layout(M: torch.Tensor, dim: int, N: int, name: str) -> Tuple[bool, int,
 
 def batch_class(batch: int) -> int:
     """The batch as the autotuner sees it: 1, 2, 4, 8 or 16 (16 and more fill any GPU alike)."""
-    return min(1 << max(batch - 1, 0).bit_length(), 16)
+    return min(tu.next_power_of_2(batch), 16)
 
 
 def _check(u: torch.Tensor, A: torch.Tensor) -> None:
@@ -377,12 +378,12 @@ def _common_args(u, delta, A, B, C, D, z, delta_bias):
     zs = z.stride() if z is not None else (0, 0, 0)
     return dict(
         dim=dim, L=L, N=N, G_B=g_b, G_C=g_c, DPG_B=dpg_b, DPG_C=dpg_c, batch_class=batch_class(batch),
-        L_class=tu.length_class(L),
+        L_class=tu.next_power_of_2(L),
         s_ub=us[0], s_ud=us[1], s_ul=us[2], s_db=ds[0], s_dd=ds[1], s_dl=ds[2],
         s_zb=zs[0], s_zd=zs[1], s_zl=zs[2], s_ad=As[0], s_an=As[1],
         s_Bb=sb[0], s_Bg=sb[1], s_Bn=sb[2], s_Bl=sb[3], s_Cb=sc[0], s_Cg=sc[1], s_Cn=sc[2], s_Cl=sc[3],
         B_VAR=b_var, C_VAR=c_var, HAS_D=D is not None, HAS_Z=z is not None,
-        HAS_BIAS=delta_bias is not None, BN=max(1 << (N - 1).bit_length(), 2),  # next power of 2
+        HAS_BIAS=delta_bias is not None, BN=max(tu.next_power_of_2(N), 2),
     )
 
 

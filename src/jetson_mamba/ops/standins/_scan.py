@@ -66,12 +66,12 @@ def backward_out_z(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     computed from `out` in fp32."""
     check_x(x, u, A)
     _, backend = select_backend("selective_scan", u.device, u.dtype)
-    fused = getattr(backend, "selective_scan_backward_out_z", None) if out is not None and z is not None else None
-    if fused is not None:
-        grads, out_z = fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout)
-        return list(grads), out_z.to(out.dtype)
-    grads = list(backend.selective_scan_backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout))
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout)
     if out is None or z is None:
-        return grads, None
+        return list(backend.selective_scan_backward(*args)), None
+    fused = getattr(backend, "selective_scan_backward_out_z", None)
+    if fused is not None:
+        grads, out_z = fused(*args)
+        return list(grads), out_z.to(out.dtype)
     work = torch.promote_types(out.dtype, torch.float32)
-    return grads, (out.to(work) * F.silu(z.to(work))).to(out.dtype)
+    return list(backend.selective_scan_backward(*args)), (out.to(work) * F.silu(z.to(work))).to(out.dtype)
