@@ -224,8 +224,29 @@ def test_a_buffer_unlike_x_is_refused(channel_last: bool) -> None:
         conv.causal_conv1d_backward(x, w, None, torch.ones_like(x), None, None, None, True, dx=wrong)
 
 
+def test_rows_backward_reads_a_transposed_dout(monkeypatch: pytest.MonkeyPatch,
+                                              nan_poison: None) -> None:  # noqa: F811
+    """mamba_inner_fn's conv backward: x is a view into xz and dout a transposed matmul result, so their
+    strides differ. The rows kernel reads that dout as it is (no copy to x's strides: a pass over
+    batch x dim x L) and gives the numbers of a contiguous dout."""
+    from jetson_mamba.ops import triton_utils as tu
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+
+    xz = rnd(2, 10, 23, seed=1)
+    x, w, b = xz.chunk(2, dim=1)[0], rnd(5, 4, seed=2), rnd(5, seed=3)
+    dout = rnd(5, 2 * 23, seed=4).view(5, 2, 23).permute(1, 0, 2)  # strides (23, 46, 1)
+    launched = []
+    launch = tu.launch_tuned
+    monkeypatch.setattr(tu, "launch_tuned", lambda k, key, grid, *a, **kw: launched.append(a) or launch(k, key, grid, *a, **kw))
+    got = conv.causal_conv1d_backward(x, w, b, dout, None, None, None, True)
+    assert launched[0][3] is dout, "dout was copied before the rows kernel"
+    want = conv.causal_conv1d_backward(x, w, b, dout.contiguous(), None, None, None, True)
+    for name, g, r in zip(("dx", "dweight", "dbias"), got, want):
+        assert torch.equal(g, r), name
+
+
 def test_buffer_overlap_is_judged_by_memory_spans() -> None:
-    from jetson_mamba.ops.standins._conv import _overlap
+    from jetson_mamba.ops.standins._buffers import _overlap
 
     pair = torch.zeros(2, 6, 5)
     first, second = pair.chunk(2, dim=1)

@@ -175,6 +175,40 @@ def test_stand_in_backward_takes_out_z_from_the_kernel(monkeypatch: pytest.Monke
         backend.selective_scan_backward_out_z(*args[:6], None, args[7], True, dout)
 
 
+def test_stand_in_backward_reads_a_transposed_dout_and_writes_the_callers_dz(
+        monkeypatch: pytest.MonkeyPatch, nan_poison: None) -> None:  # noqa: F811
+    """mamba_inner_fn's layouts: dout is a transposed matmul result (strides (L, batch*L, 1)) and dz a view
+    into its dxz. The kernel reads that dout and writes that dz as they are: no copy of either (each a pass
+    over batch x dim x L), and the same numbers as from contiguous tensors."""
+    from jetson_mamba.ops import triton_utils as tu
+    from jetson_mamba.ops.selective_scan import triton as backend
+    from jetson_mamba.ops.standins import selective_scan_cuda as standin
+    from jetson_mamba.verify.reference import forced_backend
+
+    inp = make_inputs(2, 4, 37, 3, "var", "var", torch.float32)
+    args = [inp[k] for k in ARGS]
+    dout = torch.randn(4, 2 * 37, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    dout = dout.view(4, 2, 37).permute(1, 0, 2)  # (batch, dim, L), strides (37, 74, 1)
+    dxz = torch.full((2, 8, 37), float("nan"), device=DEVICE)
+    dx, dz = dxz.chunk(2, dim=1)
+    launched = []
+    launch = tu.launch_tuned
+    monkeypatch.setattr(tu, "launch_tuned", lambda k, key, grid, *a, **kw: launched.append(a) or launch(k, key, grid, *a, **kw))
+    with forced_backend("triton"):
+        out, x, _ = standin.fwd(*args, True)
+        launched.clear()
+        result = standin.bwd(*args, dout, x, out, dz, True, False)
+    (kernel_args,) = launched
+    assert kernel_args[8] is dout, "dout was copied before the kernel"
+    assert kernel_args[12].data_ptr() == dz.data_ptr() and kernel_args[12].stride() == dz.stride()
+    assert result[7] is dz and not dz.isnan().any() and dx.isnan().all()
+    plain = backend.selective_scan_backward(*args, True, dout.contiguous())
+    for name, got, want in zip(("du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias", "dz"), result, plain):
+        assert torch.equal(got, want), name
+    with pytest.raises(ValueError, match="dz must be like z"):
+        backend.selective_scan_backward(*args, True, dout, dz=dz[:, :, 1:])
+
+
 def test_batch_one_and_batch_eight_tune_apart() -> None:
     """Batch is in the autotuning key (as a class), so batch 1 is not run with batch 8's wide blocks."""
     from jetson_mamba.ops.selective_scan import triton as backend

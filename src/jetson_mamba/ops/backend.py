@@ -5,9 +5,9 @@ Every op (`selective_scan`, `causal_conv1d`, `ssd`, ...) has backend modules
 (None when usable, else why not) plus the op's low-level functions. Optional, for the stand-in
 modules: a selective_scan backend may offer `selective_scan_forward_x` (the forward with the compiled
 kernels' chunk states, from the same pass instead of a second scan) and `selective_scan_backward_out_z`
-(the backward that also writes out * silu(z)); a causal_conv1d backend whose functions take the
-caller's output buffers (out=, dx=) says so with `WRITES_INTO_BUFFERS = True`. Modules are imported
-lazily, so a missing or broken one (e.g. no triton) only makes that backend unavailable.
+(the backward that also writes out * silu(z)); a backend whose functions take the caller's output
+buffers (causal_conv1d: out=, dx=; selective_scan's backward: dz=) says so with
+`WRITES_INTO_BUFFERS = True`. Modules are imported lazily, so a missing or broken one (e.g. no triton) only makes that backend unavailable.
 `JETSON_MAMBA_BACKEND=cuda|triton|torch` forces one backend (an error where it cannot run);
 a comma list such as `triton,torch` is an order of preference: the first that can run the
 tensors at hand wins (ultralytics builds a model with a CPU forward pass before moving it

@@ -45,16 +45,21 @@ def is_available(device: torch.device, dtype: torch.dtype) -> Optional[str]:
         return f"Triton kernels need a CUDA device, not {device.type}"
     if INTERPRET:
         return "TRITON_INTERPRET=1 is set: the kernels were built for the CPU interpreter, not the GPU"
-    if not torch.cuda.is_available():
-        return "torch sees no CUDA device"
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    index = device.index
+    if index is None:  # a bare "cuda" (a tensor's device always has an index)
+        if not torch.cuda.is_available():
+            return "torch sees no CUDA device"
+        index = torch.cuda.current_device()
     return _capability_reason(index, dtype is torch.bfloat16)
 
 
 @functools.lru_cache(maxsize=None)
 def _capability_reason(index: int, bf16: bool) -> Optional[str]:
     """is_available's answer for a GPU, asked once per device: reading the capability on every kernel
-    call cost ~10 us of the ~85 us host time of a conv launch (profiled on the lab H200)."""
+    call cost ~10 us of the ~85 us host time of a conv launch (profiled on the lab H200), and asking
+    torch.cuda.is_available() ~3 us more."""
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device"
     major, _minor = torch.cuda.get_device_capability(index)
     if major < 7:
         return f"Triton needs compute capability 7.0 or newer (this GPU is {major}.x)"

@@ -26,6 +26,7 @@ from jetson_mamba.ops import triton_utils as tu
 from jetson_mamba.ops.triton_utils import grid_size, tl, triton
 
 is_available = tu.is_available
+WRITES_INTO_BUFFERS = True  # the backward takes a caller's dz buffer (standins._buffers)
 
 if triton is not None:
     from jetson_mamba.ops.triton_utils import sigmoid, softplus
@@ -149,6 +150,14 @@ if triton is not None:
         return aa * h[None, :, :] + xx, dA, dBu
 
     @triton.jit
+    def _reverse_scan(a, b):
+        """associative_scan(..., reverse=True) over time as flip, scan, flip: Triton lowers a reverse scan
+        with lane shuffles even though each thread holds its whole time axis (640 per backward tile, most
+        of the kernel's shuffles, in the sm_90 SASS of Triton 3.6 and 3.8); flipping that axis is free."""
+        ar, br = tl.associative_scan((tl.flip(a, 0), tl.flip(b, 0)), 0, _affine_combine)
+        return tl.flip(ar, 0), tl.flip(br, 0)
+
+    @triton.jit
     def _last_row(x, offs_t, T: tl.constexpr):
         """x[T - 1] (masked steps carry the state unchanged, so this is the chunk's end state)."""
         return tl.sum(tl.where(offs_t[:, None, None] == T - 1, x, 0.0), axis=0)
@@ -161,12 +170,12 @@ if triton is not None:
         if UNIFORM:
             g = (tl.program_id(0) * BD) // dpg
             p = base + g * s_g + tt[:, None] * s_l + offs_n[None, :] * s_n
-            tl.atomic_add(p, tl.sum(grad, axis=2), mask=mask_t[:, None] & mask_n[None, :])
+            tl.atomic_add(p, tl.sum(grad, axis=2), mask=mask_t[:, None] & mask_n[None, :], sem="relaxed")
         else:
             g = offs_d // dpg
             p = base + tt[:, None, None] * s_l + offs_n[None, :, None] * s_n + g[None, None, :] * s_g
             m = mask_t[:, None, None] & mask_n[None, :, None] & mask_d[None, None, :]
-            tl.atomic_add(p, grad, mask=m)
+            tl.atomic_add(p, grad, mask=m, sem="relaxed")
 
     @triton.heuristics({
         "B_UNIFORM": lambda a: a["G_B"] == 1 or a["DPG_B"] % a["BD"] == 0,
@@ -177,14 +186,16 @@ if triton is not None:
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr,
         du_ptr, ddelta_ptr, dz_ptr, outz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
         dim, L, N, G_B, G_C, DPG_B, DPG_C, batch_class, L_class, s_ck,
-        s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl, s_ad, s_an,
+        s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl, s_ob, s_od, s_ol,
+        s_wb, s_wd, s_wl, s_ad, s_an,
         s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
         B_VAR: tl.constexpr, C_VAR: tl.constexpr, B_UNIFORM: tl.constexpr, C_UNIFORM: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_OUTZ: tl.constexpr, HAS_BIAS: tl.constexpr,
         SOFTPLUS: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, T: tl.constexpr,
     ):
         # Same (T, BN, BD) tiles as the forward. dB/dC buffers are fp32 and laid out like B/C
-        # (fixed: (dim, N) through s_*g, s_*n); du, ddelta, dz and out_z share dout's strides s_g*.
+        # (fixed: (dim, N) through s_*g, s_*n). Strides: dout s_g*, du/ddelta/out_z s_o*, dz s_w*
+        # (a caller's buffer: mamba_inner_fn's dz is a view into its dxz).
         pid_d = tl.program_id(0)
         pid_b = tl.program_id(1).to(tl.int64)
         offs_d = pid_d * BD + tl.arange(0, BD)
@@ -245,6 +256,7 @@ if triton is not None:
             h0 = tl.load(ck + c * BN, mask=m_nd, other=0.0)
             xx, dA, dBu = _chunk_states(dl, uu, A2, Bt, h0)
             og = tt[:, None] * s_gl + offs_d[None, :] * s_gd
+            oo = pid_b * s_ob + tt[:, None] * s_ol + offs_d[None, :] * s_od
             dy = tl.load(dout_ptr + pid_b * s_gb + og, mask=m2, other=0.0).to(tl.float32)
             if HAS_Z:
                 zz = tl.load(z_ptr + pid_b * s_zb + tt[:, None] * s_zl + offs_d[None, :] * s_zd,
@@ -252,9 +264,10 @@ if triton is not None:
                 y = tl.sum(xx * Ct, axis=1) + Dv[None, :] * uu
                 sz = sigmoid(zz)
                 dz = dy * y * sz * (1.0 + zz * (1.0 - sz))
-                tl.store(dz_ptr + pid_b * s_gb + og, dz.to(dz_ptr.dtype.element_ty), mask=m2)
+                tl.store(dz_ptr + pid_b * s_wb + tt[:, None] * s_wl + offs_d[None, :] * s_wd,
+                         dz.to(dz_ptr.dtype.element_ty), mask=m2)
                 if HAS_OUTZ:  # the recomputed gated output (mamba_ssm's recompute_out_z)
-                    tl.store(outz_ptr + pid_b * s_gb + og, (y * zz * sz).to(outz_ptr.dtype.element_ty), mask=m2)
+                    tl.store(outz_ptr + oo, (y * zz * sz).to(outz_ptr.dtype.element_ty), mask=m2)
                 dy = dy * zz * sz
             dD_acc += tl.sum(dy * uu, axis=0)
             dxx = dy[:, None, :] * Ct
@@ -270,7 +283,7 @@ if triton is not None:
             dl_next, _raw = _load_delta(d_base, (tt + 1)[:, None] * s_dl + offs_d[None, :] * s_dd, m_next,
                                         bias[None, :], HAS_BIAS, SOFTPLUS)
             dA_next = tl.exp2(dl_next[:, None, :] * A2[None, :, :])
-            ag, gg = tl.associative_scan((dA_next, dxx), 0, _affine_combine, reverse=True)
+            ag, gg = _reverse_scan(dA_next, dxx)
             gg = gg + ag * p_next[None, :, :]
             p_next = tl.sum(tl.where(offs_t[:, None, None] == 0, dA * gg, 0.0), axis=0)
             dB = gg * (dl * uu)[:, None, :]
@@ -288,18 +301,18 @@ if triton is not None:
                 ddl = tl.where(raw <= 20.0, ddl * sigmoid(raw), ddl)
             ddl = tl.where(m2, ddl, 0.0)
             dbias_acc += tl.sum(ddl, axis=0)
-            tl.store(du_ptr + pid_b * s_gb + og, du.to(du_ptr.dtype.element_ty), mask=m2)
-            tl.store(ddelta_ptr + pid_b * s_gb + og, ddl.to(ddelta_ptr.dtype.element_ty), mask=m2)
+            tl.store(du_ptr + oo, du.to(du_ptr.dtype.element_ty), mask=m2)
+            tl.store(ddelta_ptr + oo, ddl.to(ddelta_ptr.dtype.element_ty), mask=m2)
 
-        tl.atomic_add(dA_ptr + pnd, dA_acc, mask=m_nd)
+        tl.atomic_add(dA_ptr + pnd, dA_acc, mask=m_nd, sem="relaxed")
         if not B_VAR:
-            tl.atomic_add(dB_ptr + offs_n[:, None] * s_Bn + offs_d[None, :] * s_Bg, dBf_acc, mask=m_nd)
+            tl.atomic_add(dB_ptr + offs_n[:, None] * s_Bn + offs_d[None, :] * s_Bg, dBf_acc, mask=m_nd, sem="relaxed")
         if not C_VAR:
-            tl.atomic_add(dC_ptr + offs_n[:, None] * s_Cn + offs_d[None, :] * s_Cg, dCf_acc, mask=m_nd)
+            tl.atomic_add(dC_ptr + offs_n[:, None] * s_Cn + offs_d[None, :] * s_Cg, dCf_acc, mask=m_nd, sem="relaxed")
         if HAS_D:
-            tl.atomic_add(dD_ptr + offs_d, dD_acc, mask=mask_d)
+            tl.atomic_add(dD_ptr + offs_d, dD_acc, mask=mask_d, sem="relaxed")
         if HAS_BIAS:
-            tl.atomic_add(dbias_ptr + offs_d, dbias_acc, mask=mask_d)
+            tl.atomic_add(dbias_ptr + offs_d, dbias_acc, mask=mask_d, sem="relaxed")
 
 # (BD, T, num_warps), the autotuner's candidates (first: used alone with JETSON_MAMBA_TRITON_AUTOTUNE=0).
 # Small T and few warps keep each thread's (T x states) slab in registers; all compile for sm_87.
@@ -448,22 +461,23 @@ def _forward(
 def selective_scan_backward(
     u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
     D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-    delta_softplus: bool, dout: torch.Tensor,
+    delta_softplus: bool, dout: torch.Tensor, dz: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
            Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """(du, ddelta, dA, dB, dC, dD, ddelta_bias, dz); dout is the gradient of out_z (with z) or out."""
-    return _backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, False)[0]
+    """(du, ddelta, dA, dB, dC, dD, ddelta_bias, dz); dout is the gradient of out_z (with z) or out.
+    `dz`: a caller's buffer (any strides) that the kernel writes dz into, and returns."""
+    return _backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, False, dz)[0]
 
 
 def selective_scan_backward_out_z(
     u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
     D: Optional[torch.Tensor], z: torch.Tensor, delta_bias: Optional[torch.Tensor],
-    delta_softplus: bool, dout: torch.Tensor,
+    delta_softplus: bool, dout: torch.Tensor, dz: Optional[torch.Tensor] = None,
 ) -> Tuple[Tuple[torch.Tensor, ...], torch.Tensor]:
     """(the 8 gradients of selective_scan_backward, out_z = out * silu(z)): the gated output that
     mamba_ssm's backward asks the compiled kernel to recompute (recompute_out_z), written by the
     backward kernel, which recomputes out anyway, instead of five elementwise passes afterwards."""
-    grads, out_z = _backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, True)
+    grads, out_z = _backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, True, dz)
     assert out_z is not None
     return grads, out_z
 
@@ -471,7 +485,7 @@ def selective_scan_backward_out_z(
 def _backward(
     u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
     D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-    delta_softplus: bool, dout: torch.Tensor, with_out_z: bool,
+    delta_softplus: bool, dout: torch.Tensor, with_out_z: bool, dz: Optional[torch.Tensor],
 ) -> Tuple[Tuple[Any, ...], Optional[torch.Tensor]]:
     """(the 8 gradients, out_z or None)."""
     if with_out_z and z is None:
@@ -479,11 +493,21 @@ def _backward(
     _check(u, A)
     batch, dim, L = u.shape
     args = _common_args(u, delta, A, B, C, D, z, delta_bias)
-    dout = dout.contiguous()
-    du = torch.empty_like(dout, dtype=u.dtype)
-    ddelta = torch.empty_like(dout, dtype=delta.dtype)
-    dz = torch.empty_like(dout, dtype=z.dtype) if z is not None else None
-    out_z = torch.empty_like(dout, dtype=u.dtype) if with_out_z else None
+    # dout is read with its own strides (mamba_inner_fn's is a transposed matmul result; a copy costs a
+    # pass over B x D x L), as the compiled kernel does; only a strided time axis is copied.
+    if dout.stride(2) != 1:
+        dout = dout.contiguous()
+    du = torch.empty(u.shape, device=u.device, dtype=u.dtype)
+    ddelta = torch.empty(u.shape, device=u.device, dtype=delta.dtype)
+    out_z = torch.empty(u.shape, device=u.device, dtype=u.dtype) if with_out_z else None
+    if z is None:
+        if dz is not None:
+            raise ValueError("a dz buffer was given, but there is no z")
+    elif dz is None:
+        dz = torch.empty(u.shape, device=u.device, dtype=z.dtype)
+    elif dz.shape != u.shape or dz.dtype != z.dtype or dz.device != u.device:
+        raise ValueError(f"dz must be like z: {tuple(u.shape)} {z.dtype} on {u.device}; got "
+                         f"{tuple(dz.shape)} {dz.dtype} on {dz.device}")
     f32 = dict(device=u.device, dtype=torch.float32)
     dA = torch.zeros(A.shape, **f32)
     dB = torch.zeros(B.shape, **f32)
@@ -500,6 +524,7 @@ def _backward(
     max_chunks = grid_size(L, min(c.kwargs["T"] for c in _bwd.configs))
     ckpt = torch.empty((batch, dim, max_chunks, args["BN"]), **f32)
     dummy = du
+    ws = dz.stride() if dz is not None else (0, 0, 0)
     grid = lambda meta: (grid_size(dim, meta["BD"]), batch)  # noqa: E731
     tu.launch_tuned(
         _bwd, _launch_key(args, u, delta, B, C), grid,
@@ -508,6 +533,7 @@ def _backward(
         du, ddelta, dz if dz is not None else dummy, out_z if out_z is not None else dummy, dA, dB, dC,
         dD if dD is not None else dummy, dbias if dbias is not None else dummy,
         s_ck=ckpt.stride(1), s_gb=dout.stride(0), s_gd=dout.stride(1), s_gl=dout.stride(2),
+        s_ob=du.stride(0), s_od=du.stride(1), s_ol=du.stride(2), **dict(zip(("s_wb", "s_wd", "s_wl"), ws)),
         SOFTPLUS=bool(delta_softplus), HAS_OUTZ=with_out_z, **args,
     )
     return (du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dbias, dz), out_z

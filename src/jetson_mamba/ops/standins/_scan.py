@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from jetson_mamba.ops.backend import select_backend
 from jetson_mamba.ops.selective_scan.cuda import X_CHUNK
+from jetson_mamba.ops.standins._buffers import buffers
 
 
 def n_chunks(L: int) -> int:
@@ -54,24 +55,27 @@ def backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Ten
              D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
              dout: torch.Tensor, x: Optional[torch.Tensor], delta_softplus: bool) -> List[Optional[torch.Tensor]]:
     """[du, ddelta, dA, dB, dC, dD, ddelta_bias, dz] through the dispatched backend (x is only checked)."""
-    return backward_out_z(u, delta, A, B, C, D, z, delta_bias, dout, x, delta_softplus, None)[0]
+    return backward_out_z(u, delta, A, B, C, D, z, delta_bias, dout, x, delta_softplus, None, None)[0]
 
 
 def backward_out_z(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                    D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
                    dout: torch.Tensor, x: Optional[torch.Tensor], delta_softplus: bool, out: Optional[torch.Tensor],
-                   ) -> Tuple[List[Optional[torch.Tensor]], Optional[torch.Tensor]]:
+                   dz: Optional[torch.Tensor]) -> Tuple[List[Optional[torch.Tensor]], Optional[torch.Tensor]]:
     """backward, plus out_z = out * silu(z) when `out` is given (mamba_ssm's recompute_out_z): written by
     the backward kernel where the backend has one that does (selective_scan_backward_out_z), else
-    computed from `out` in fp32."""
+    computed from `out` in fp32. `dz`: the caller's buffer, which a backend that writes into buffers
+    fills directly (the dz returned is then that buffer)."""
     check_x(x, u, A)
     _, backend = select_backend("selective_scan", u.device, u.dtype)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout)
+    into = buffers(backend, tuple(t for t in (u, delta, z, dout) if t is not None), dz=dz) if dz is not None else {}
     if out is None or z is None:
-        return list(backend.selective_scan_backward(*args)), None
+        return list(backend.selective_scan_backward(*args, **into)), None
     fused = getattr(backend, "selective_scan_backward_out_z", None)
     if fused is not None:
-        grads, out_z = fused(*args)
+        grads, out_z = fused(*args, **into)
         return list(grads), out_z.to(out.dtype)
     work = torch.promote_types(out.dtype, torch.float32)
-    return list(backend.selective_scan_backward(*args)), (out.to(work) * F.silu(z.to(work))).to(out.dtype)
+    grads = backend.selective_scan_backward(*args, **into)
+    return list(grads), (out.to(work) * F.silu(z.to(work))).to(out.dtype)

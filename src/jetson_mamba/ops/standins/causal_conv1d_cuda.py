@@ -13,7 +13,8 @@ from typing import Optional
 
 import torch
 
-from jetson_mamba.ops.standins._conv import backend_for, buffers, fill
+from jetson_mamba.ops.standins._buffers import buffers, fill
+from jetson_mamba.ops.standins._conv import backend_for
 
 __jetson_mamba_standin__ = True
 

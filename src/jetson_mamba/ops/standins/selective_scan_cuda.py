@@ -13,6 +13,7 @@ from typing import List, Optional
 import torch
 
 from jetson_mamba.ops.standins import _scan
+from jetson_mamba.ops.standins._buffers import fill
 
 __jetson_mamba_standin__ = True
 
@@ -32,13 +33,14 @@ def bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, 
     if z is not None and recompute_out_z and out is None:
         raise RuntimeError("recompute_out_z needs `out` from fwd")
     grads, out_z = _scan.backward_out_z(u, delta, A, B, C, D, z, delta_bias, dout, x, delta_softplus,
-                                        out if z is not None and recompute_out_z else None)
+                                        out if z is not None and recompute_out_z else None,
+                                        dz if z is not None else None)
     du, ddelta, dA, dB, dC, dD, ddelta_bias, dz_new = grads
     result: List[Optional[torch.Tensor]] = [du, ddelta, dA, dB, dC, dD, ddelta_bias]
     if z is not None:
         assert dz_new is not None
         if dz is not None:
-            dz.copy_(dz_new)
+            fill(dz, dz_new)
             dz_new = dz
         result.append(dz_new)
         if out_z is not None:

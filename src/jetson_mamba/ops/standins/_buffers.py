@@ -1,0 +1,37 @@
+"""Caller's output buffers for the stand-ins: a backend that writes into them directly saves a copy."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any, Dict, Tuple
+
+import torch
+
+
+def buffers(backend: ModuleType, inputs: Tuple[torch.Tensor, ...], **named: torch.Tensor) -> Dict[str, Any]:
+    """The caller's output buffers as keyword arguments, for a backend that writes into them
+    (WRITES_INTO_BUFFERS, see ops.backend); none for one that returns new tensors, nor where a buffer
+    shares memory with an input (written in place, the kernel's programs would read each other's outputs)."""
+    if not getattr(backend, "WRITES_INTO_BUFFERS", False):
+        return {}
+    return {k: v for k, v in named.items() if not any(_overlap(v, t) for t in inputs)}
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors' memory spans (first to last element) intersect."""
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+
+    def span(t: torch.Tensor) -> Tuple[int, int]:
+        start = t.storage_offset() * t.element_size()
+        extent = sum((n - 1) * st for n, st in zip(t.shape, t.stride())) if t.numel() else -1
+        return start, start + (extent + 1) * t.element_size()
+
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a0 < b1 and b0 < a1
+
+
+def fill(buffer: torch.Tensor, result: torch.Tensor) -> None:
+    """buffer <- result, unless the backend already wrote result into buffer."""
+    if result.data_ptr() != buffer.data_ptr() or result.stride() != buffer.stride():
+        buffer.copy_(result)
