@@ -177,15 +177,17 @@ def test_stand_in_backward_takes_out_z_from_the_kernel(monkeypatch: pytest.Monke
 
 def test_stand_in_backward_reads_a_transposed_dout_and_writes_the_callers_dz(
         monkeypatch: pytest.MonkeyPatch, nan_poison: None) -> None:  # noqa: F811
-    """mamba_inner_fn's layouts: dout is a transposed matmul result (strides (L, batch*L, 1)) and dz a view
-    into its dxz. The kernel reads that dout and writes that dz as they are: no copy of either (each a pass
-    over batch x dim x L), and the same numbers as from contiguous tensors."""
+    """mamba_inner_fn's layouts: delta and dout are transposed matmul results (strides (L, batch*L, 1)) and
+    dz a view into its dxz. The kernel reads that dout and writes that dz as they are: no copy of either
+    (each a pass over batch x dim x L), and the same numbers as from contiguous tensors. du and ddelta come
+    back in delta's layout, as the compiled kernel's ddelta does: mamba_inner_fn's (dim, batch*L) views."""
     from jetson_mamba.ops import triton_utils as tu
     from jetson_mamba.ops.selective_scan import triton as backend
     from jetson_mamba.ops.standins import selective_scan_cuda as standin
     from jetson_mamba.verify.reference import forced_backend
 
     inp = make_inputs(2, 4, 37, 3, "var", "var", torch.float32)
+    inp["delta"] = inp["delta"].transpose(0, 1).contiguous().transpose(0, 1)
     args = [inp[k] for k in ARGS]
     dout = torch.randn(4, 2 * 37, generator=torch.Generator().manual_seed(1)).to(DEVICE)
     dout = dout.view(4, 2, 37).permute(1, 0, 2)  # (batch, dim, L), strides (37, 74, 1)
@@ -202,6 +204,7 @@ def test_stand_in_backward_reads_a_transposed_dout_and_writes_the_callers_dz(
     assert kernel_args[8] is dout, "dout was copied before the kernel"
     assert kernel_args[12].data_ptr() == dz.data_ptr() and kernel_args[12].stride() == dz.stride()
     assert result[7] is dz and not dz.isnan().any() and dx.isnan().all()
+    assert result[0].stride() == result[1].stride() == inp["delta"].stride() == (37, 74, 1)
     plain = backend.selective_scan_backward(*args, True, dout.contiguous())
     for name, got, want in zip(("du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias", "dz"), result, plain):
         assert torch.equal(got, want), name

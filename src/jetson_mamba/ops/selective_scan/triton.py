@@ -194,8 +194,8 @@ if triton is not None:
         SOFTPLUS: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, T: tl.constexpr,
     ):
         # Same (T, BN, BD) tiles as the forward. dB/dC buffers are fp32 and laid out like B/C
-        # (fixed: (dim, N) through s_*g, s_*n). Strides: dout s_g*, du/ddelta/out_z s_o*, dz s_w*
-        # (a caller's buffer: mamba_inner_fn's dz is a view into its dxz).
+        # (fixed: (dim, N) through s_*g, s_*n). Strides: dout s_g*, du/ddelta/out_z s_o* (delta's
+        # layout), dz s_w* (a caller's buffer: mamba_inner_fn's dz is a view into its dxz).
         pid_d = tl.program_id(0)
         pid_b = tl.program_id(1).to(tl.int64)
         offs_d = pid_d * BD + tl.arange(0, BD)
@@ -497,9 +497,12 @@ def _backward(
     # pass over B x D x L), as the compiled kernel does; only a strided time axis is copied.
     if dout.stride(2) != 1:
         dout = dout.contiguous()
-    du = torch.empty(u.shape, device=u.device, dtype=u.dtype)
-    ddelta = torch.empty(u.shape, device=u.device, dtype=delta.dtype)
-    out_z = torch.empty(u.shape, device=u.device, dtype=u.dtype) if with_out_z else None
+    # du, ddelta and out_z take delta's layout (any strides; contiguous where delta overlaps itself), as
+    # the compiled kernel's ddelta and out do: mamba_inner_fn's delta is a transposed matmul result, and
+    # its backward rearranges these three to (dim, batch * L) for matmuls: views then, not copies.
+    du = torch.empty_like(delta, dtype=u.dtype)
+    ddelta = torch.empty_like(delta)
+    out_z = torch.empty_like(delta, dtype=u.dtype) if with_out_z else None
     if z is None:
         if dz is not None:
             raise ValueError("a dz buffer was given, but there is no z")
