@@ -26,6 +26,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     TRITON_IMPORT_ERROR = f"triton is not importable ({exc})"
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# Inline PTX for the hardware log2: NVIDIA GPUs only (not the interpreter, not ROCm's Triton).
+_HW_LOG2 = triton is not None and not INTERPRET and torch.version.hip is None
+if triton is not None:
+    _HW_LOG2 = tl.constexpr(_HW_LOG2)
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 LOG2E = 1.4426950408889634
 
@@ -167,9 +171,23 @@ if triton is not None:
         return 1.0 / (1.0 + tl.exp(-x))
 
     @triton.jit
+    def _log2(x):
+        """log2 from the GPU's special function unit (lg2.approx: absolute error ~2^-22), where Triton's
+        tl.log/tl.log2 compile to a ~25-instruction software logarithm; tl.log2 under the interpreter
+        (which runs no PTX)."""
+        if _HW_LOG2:
+            return tl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                             is_pure=True, pack=1)
+        else:
+            return tl.log2(x)
+
+    @triton.jit
     def softplus(x):
-        """log1p(exp(x)) for x <= 20, x above (as the CUDA kernels); Goldberg's log1p keeps tiny values exact."""
+        """log1p(exp(x)) for x <= 20, x above (as the CUDA kernels). log1p from the hardware log2 where
+        exp(x) >= 1/32 (relative error below 1e-5 there), else from its series (error ~e^5/6). It was
+        Goldberg's log1p through tl.log and an IEEE division: ~37 SASS instructions per element, a third
+        of the scan forward's loop."""
         e = tl.exp(x)
-        w = 1.0 + e
-        lp = tl.where(w == 1.0, e, tl.log(w) * (e / (w - 1.0)))
+        series = e * (1.0 + e * (-0.5 + e * (0.3333333333333333 + e * (-0.25 + e * 0.2))))
+        lp = tl.where(e < 0.03125, series, _log2(1.0 + e) * 0.6931471805599453)
         return tl.where(x <= 20.0, lp, x)

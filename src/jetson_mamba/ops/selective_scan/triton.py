@@ -158,6 +158,21 @@ if triton is not None:
         return tl.flip(ar, 0), tl.flip(br, 0)
 
     @triton.jit
+    def _keep_previous(f1, p1, x1, f2, p2, x2):
+        """Scan step over (more than one element?, predecessor, value): each position keeps the value
+        before it."""
+        return f1 + f2 + 1.0, tl.where(f2 > 0.0, p2, x1), x2
+
+    @triton.jit
+    def _next_row(x):
+        """x[t + 1] along axis 0, 0 in the last row. A gather would move time onto the lanes, and a second
+        load of delta cost a second softplus per step; a forward scan over the flipped axis that keeps
+        each position's predecessor stays in registers."""
+        zero = tl.zeros_like(x)
+        _f, prev, _x = tl.associative_scan((zero, zero, tl.flip(x, 0)), 0, _keep_previous)
+        return tl.flip(prev, 0)
+
+    @triton.jit
     def _last_row(x, offs_t, T: tl.constexpr):
         """x[T - 1] (masked steps carry the state unchanged, so this is the chunk's end state)."""
         return tl.sum(tl.where(offs_t[:, None, None] == T - 1, x, 0.0), axis=0)
@@ -277,12 +292,9 @@ if triton is not None:
                              s_Cb, s_Cg, s_Cn, s_Cl, BD, C_UNIFORM)
             else:
                 dCf_acc += tl.sum(dC, axis=0)
-            # exp(delta_{t+1} A) from a second (cached) load of delta one step on: shifting dA across
-            # the tile would need a gather that moves time onto the lanes. Masked (last row, past L) = 1.
-            m_next = ((offs_t < T - 1) & (tt + 1 < L))[:, None] & mask_d[None, :]
-            dl_next, _raw = _load_delta(d_base, (tt + 1)[:, None] * s_dl + offs_d[None, :] * s_dd, m_next,
-                                        bias[None, :], HAS_BIAS, SOFTPLUS)
-            dA_next = tl.exp2(dl_next[:, None, :] * A2[None, :, :])
+            # exp(delta_{t+1} A): delta one step on, shifted inside each thread (_next_row); 0 in the
+            # tile's last row (its decay is carried by p_next) and on masked steps, so the factor is 1.
+            dA_next = tl.exp2(_next_row(dl)[:, None, :] * A2[None, :, :])
             ag, gg = _reverse_scan(dA_next, dxx)
             gg = gg + ag * p_next[None, :, :]
             p_next = tl.sum(tl.where(offs_t[:, None, None] == 0, dA * gg, 0.0), axis=0)
