@@ -13,8 +13,8 @@ import torch
 from test_triton_interpreted import DEVICE, GPU, assert_close, nan_poison, needs_triton  # noqa: F401
 
 from jetson_mamba.errors import BackendUnavailableError
-from jetson_mamba.ops import triton_utils as tu
 from jetson_mamba.ops import selective_scan_fn
+from jetson_mamba.ops import triton_utils as tu
 from jetson_mamba.ops.selective_scan.naive import chunk_states_ref, selective_scan_ref
 
 pytestmark = needs_triton
