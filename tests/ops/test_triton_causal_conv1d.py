@@ -6,11 +6,11 @@ and directly on a GPU (the same cases, plus a real shape marked gpu).
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 import torch
-from test_triton_interpreted import DEVICE, GPU, assert_close, nan_poison, needs_triton  # noqa: F401
+from test_triton_interpreted import DEVICE, GPU, assert_close, launches, nan_poison, needs_triton  # noqa: F401
 
 from jetson_mamba.ops import causal_conv1d_fn, causal_conv1d_update
 from jetson_mamba.ops.causal_conv1d.naive import causal_conv1d_ref, causal_conv1d_update_ref
@@ -224,31 +224,32 @@ def test_a_buffer_unlike_x_is_refused(channel_last: bool) -> None:
         conv.causal_conv1d_backward(x, w, None, torch.ones_like(x), None, None, None, True, dx=wrong)
 
 
-def test_rows_backward_reads_a_transposed_dout(monkeypatch: pytest.MonkeyPatch,
-                                              nan_poison: None) -> None:  # noqa: F811
+def test_rows_backward_reads_a_transposed_dout(launches: List[Tuple[object, ...]], nan_poison: None) -> None:  # noqa: F811
     """mamba_inner_fn's conv backward: x is a view into xz and dout a transposed matmul result, so their
     strides differ. The rows kernel reads that dout as it is (no copy to x's strides: a pass over
     batch x dim x L) and gives the numbers of a contiguous dout."""
-    from jetson_mamba.ops import triton_utils as tu
     from jetson_mamba.ops.causal_conv1d import triton as conv
 
     xz = rnd(2, 10, 23, seed=1)
     x, w, b = xz.chunk(2, dim=1)[0], rnd(5, 4, seed=2), rnd(5, seed=3)
     dout = rnd(5, 2 * 23, seed=4).view(5, 2, 23).permute(1, 0, 2)  # strides (23, 46, 1)
-    launched = []
-    launch = tu.launch_tuned
-    monkeypatch.setattr(tu, "launch_tuned", lambda k, key, grid, *a, **kw: launched.append(a) or launch(k, key, grid, *a, **kw))
     got = conv.causal_conv1d_backward(x, w, b, dout, None, None, None, True)
-    assert launched[0][3] is dout, "dout was copied before the rows kernel"
+    assert launches[0][3] is dout, "dout was copied before the rows kernel"
     want = conv.causal_conv1d_backward(x, w, b, dout.contiguous(), None, None, None, True)
     for name, g, r in zip(("dx", "dweight", "dbias"), got, want):
         assert torch.equal(g, r), name
 
 
 def test_buffer_overlap_is_judged_by_memory_spans() -> None:
-    from jetson_mamba.ops.standins._buffers import _overlap
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+    from jetson_mamba.ops.standins._buffers import _overlap, buffers
 
     pair = torch.zeros(2, 6, 5)
+    # a buffer given as None, or an absent input (None), is no tensor to write into or to overlap
+    other = torch.zeros(6, 5)
+    given = buffers(conv, (pair, None), out=None, dx=other)
+    assert list(given) == ["dx"] and given["dx"] is other
+    assert buffers(conv, (pair,), dx=pair[1]) == {}
     first, second = pair.chunk(2, dim=1)
     assert _overlap(pair, first) and _overlap(first, first) and not _overlap(torch.zeros(3), torch.zeros(3))
     # interleaved views span each other's memory: judged overlapping (conservative)

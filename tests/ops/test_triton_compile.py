@@ -7,7 +7,9 @@ needs a Hopper-only feature or more shared memory than an Orin SM has fails here
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from typing import Any, Dict
 
 import pytest
@@ -19,6 +21,7 @@ if os.environ.get("TRITON_INTERPRET") == "1":
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
+from triton.tools.disasm import get_sass  # noqa: E402
 
 from jetson_mamba.ops.causal_conv1d import triton as conv  # noqa: E402
 from jetson_mamba.ops.selective_scan import triton as scan  # noqa: E402
@@ -88,6 +91,13 @@ VARIANTS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def variant_sass(variant: str) -> str:
+    """sm_90 SASS of a VARIANTS entry, aligned as at a typical launch (compiled once per test session)."""
+    kernel, consts, num_warps = VARIANTS[variant]
+    return get_sass(compile_for(kernel, 90, consts, num_warps, aligned=True).asm["cubin"])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", [87, 90], ids=["sm_87-orin", "sm_90-hopper"])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -110,10 +120,6 @@ def test_rows_kernels_read_rows_with_vector_loads(variant: str, config: Any) -> 
     (and the forward's final states); the general kernel needs 28 of them for the same tile. Only the
     backward's W + 1 reductions over rows (dweight, dbias) touch shared memory: a tile with fewer rows
     than threads put the windows through it too (34 shared loads instead of 5)."""
-    import re
-
-    from triton.tools.disasm import get_sass
-
     kernel, consts, _ = VARIANTS[variant]
     *tile, num_warps = config
     consts = dict(consts, **dict(zip(("BD", "R", "S"), tile)), **({"HAS_INIT": False} if "fwd" in variant else {}))
@@ -138,12 +144,7 @@ def test_gradient_atomics_are_relaxed(variant: str) -> None:
     tl.atomic_add's default (acq_rel), each one is fenced: MEMBAR.ALL.GPU before it (waits for every
     memory operation in flight) and CCTL.IVALL after it (drops the SM's L1), once per tile in the scan
     backward's loop. Relaxed, they are fire-and-forget reductions (RED)."""
-    import re
-
-    from triton.tools.disasm import get_sass
-
-    kernel, consts, num_warps = VARIANTS[variant]
-    sass = get_sass(compile_for(kernel, 90, consts, num_warps, aligned=True).asm["cubin"])
+    sass = variant_sass(variant)
     assert re.search(r"\bREDG?\b|\bRED\.", sass), "no atomic reduction left in the kernel"
     fences = re.findall(r"\b(MEMBAR\.\w+\.GPU|CCTL\.IVALL)\b", sass)
     assert not fences, f"{len(fences)} fences around the gradient atomics"
@@ -154,13 +155,7 @@ def test_scan_backward_reverse_scan_stays_in_registers() -> None:
     Triton (3.6 and 3.8) moved the values across lanes: 884 shuffles in the kernel, 640 of them that
     scan's, although each thread holds its whole time axis. Flipped, scanned forwards and flipped back,
     it needs none; what remains (~250) are the sums over states and channels."""
-    import re
-
-    from triton.tools.disasm import get_sass
-
-    kernel, consts, num_warps = VARIANTS["scan-bwd"]
-    sass = get_sass(compile_for(kernel, 90, consts, num_warps, aligned=True).asm["cubin"])
-    shuffles = len(re.findall(r"\bSHFL\.", sass))
+    shuffles = len(re.findall(r"\bSHFL\.", variant_sass("scan-bwd")))
     assert shuffles < 400, f"{shuffles} lane shuffles in the scan backward"
 
 
@@ -169,8 +164,4 @@ def test_softplus_takes_the_hardware_log2(variant: str) -> None:
     """tl.log compiles to a software logarithm (~25 instructions, no MUFU); with Goldberg's division the
     softplus was ~37 SASS instructions per element, a third of the forward's loop (848 -> 637 with
     lg2.approx). The kernels' softplus goes through the special function unit."""
-    from triton.tools.disasm import get_sass
-
-    kernel, consts, num_warps = VARIANTS[variant]
-    sass = get_sass(compile_for(kernel, 90, consts, num_warps, aligned=True).asm["cubin"])
-    assert "MUFU.LG2" in sass
+    assert "MUFU.LG2" in variant_sass(variant)

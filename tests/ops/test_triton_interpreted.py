@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, List, Tuple
 
 import pytest
 import torch
@@ -53,6 +53,23 @@ def nan_poison(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in ("empty", "empty_like", "empty_strided"):
         monkeypatch.setattr(torch, name, _poisoned(getattr(torch, name)))
     yield
+
+
+@pytest.fixture
+def launches(monkeypatch: pytest.MonkeyPatch) -> List[Tuple[object, ...]]:
+    """The positional kernel arguments of every Triton launch (triton_utils.launch_tuned), in order: to
+    check that a tensor reaches the kernel itself, not a copy."""
+    from jetson_mamba.ops import triton_utils as tu
+
+    seen: List[Tuple[object, ...]] = []
+    launch = tu.launch_tuned
+
+    def spy(kernel: object, key: Tuple[object, ...], grid: object, *args: object, **kwargs: object) -> None:
+        seen.append(args)
+        launch(kernel, key, grid, *args, **kwargs)
+
+    monkeypatch.setattr(tu, "launch_tuned", spy)
+    return seen
 
 
 @pytest.mark.skipif(INTERPRET, reason="this is the outer runner")

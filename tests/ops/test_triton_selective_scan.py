@@ -6,11 +6,11 @@ and directly on a GPU (the same cases, plus real shapes marked gpu).
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 import torch
-from test_triton_interpreted import DEVICE, GPU, assert_close, nan_poison, needs_triton  # noqa: F401
+from test_triton_interpreted import DEVICE, GPU, assert_close, launches, nan_poison, needs_triton  # noqa: F401
 
 from jetson_mamba.errors import BackendUnavailableError
 from jetson_mamba.ops import selective_scan_fn
@@ -197,12 +197,11 @@ def test_stand_in_backward_takes_out_z_from_the_kernel(monkeypatch: pytest.Monke
 
 
 def test_stand_in_backward_reads_a_transposed_dout_and_writes_the_callers_dz(
-        monkeypatch: pytest.MonkeyPatch, nan_poison: None) -> None:  # noqa: F811
+        launches: List[Tuple[object, ...]], nan_poison: None) -> None:  # noqa: F811
     """mamba_inner_fn's layouts: delta and dout are transposed matmul results (strides (L, batch*L, 1)) and
     dz a view into its dxz. The kernel reads that dout and writes that dz as they are: no copy of either
     (each a pass over batch x dim x L), and the same numbers as from contiguous tensors. du and ddelta come
     back in delta's layout, as the compiled kernel's ddelta does: mamba_inner_fn's (dim, batch*L) views."""
-    from jetson_mamba.ops import triton_utils as tu
     from jetson_mamba.ops.selective_scan import triton as backend
     from jetson_mamba.ops.standins import selective_scan_cuda as standin
     from jetson_mamba.verify.reference import forced_backend
@@ -214,14 +213,11 @@ def test_stand_in_backward_reads_a_transposed_dout_and_writes_the_callers_dz(
     dout = dout.view(4, 2, 37).permute(1, 0, 2)  # (batch, dim, L), strides (37, 74, 1)
     dxz = torch.full((2, 8, 37), float("nan"), device=DEVICE)
     dx, dz = dxz.chunk(2, dim=1)
-    launched = []
-    launch = tu.launch_tuned
-    monkeypatch.setattr(tu, "launch_tuned", lambda k, key, grid, *a, **kw: launched.append(a) or launch(k, key, grid, *a, **kw))
     with forced_backend("triton"):
         out, x, _ = standin.fwd(*args, True)
-        launched.clear()
+        launches.clear()
         result = standin.bwd(*args, dout, x, out, dz, True, False)
-    (kernel_args,) = launched
+    (kernel_args,) = launches
     assert kernel_args[8] is dout, "dout was copied before the kernel"
     assert kernel_args[12].data_ptr() == dz.data_ptr() and kernel_args[12].stride() == dz.stride()
     assert result[7] is dz and not dz.isnan().any() and dx.isnan().all()

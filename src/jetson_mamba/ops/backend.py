@@ -7,7 +7,8 @@ modules: a selective_scan backend may offer `selective_scan_forward_x` (the forw
 kernels' chunk states, from the same pass instead of a second scan) and `selective_scan_backward_out_z`
 (the backward that also writes out * silu(z)); a backend whose functions take the caller's output
 buffers (causal_conv1d: out=, dx=; selective_scan's backward: dz=) says so with
-`WRITES_INTO_BUFFERS = True`. Modules are imported lazily, so a missing or broken one (e.g. no triton) only makes that backend unavailable.
+`WRITES_INTO_BUFFERS = True`. Modules are imported lazily, so a missing or broken one (e.g. no
+triton) only makes that backend unavailable.
 `JETSON_MAMBA_BACKEND=cuda|triton|torch` forces one backend (an error where it cannot run);
 a comma list such as `triton,torch` is an order of preference: the first that can run the
 tensors at hand wins (ultralytics builds a model with a CPU forward pass before moving it

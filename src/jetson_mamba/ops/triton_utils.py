@@ -26,10 +26,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     TRITON_IMPORT_ERROR = f"triton is not importable ({exc})"
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-# Inline PTX for the hardware log2: NVIDIA GPUs only (not the interpreter, not ROCm's Triton).
-_HW_LOG2 = triton is not None and not INTERPRET and torch.version.hip is None
-if triton is not None:
-    _HW_LOG2 = tl.constexpr(_HW_LOG2)
+# Inline PTX for the hardware log2: NVIDIA GPUs only (not the interpreter, not ROCm's Triton); a
+# constexpr, so the kernels compile only the branch taken.
+_HW_LOG2 = tl.constexpr(not INTERPRET and torch.version.hip is None) if triton is not None else None
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 LOG2E = 1.4426950408889634
 

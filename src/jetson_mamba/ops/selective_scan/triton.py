@@ -318,9 +318,11 @@ if triton is not None:
 
         tl.atomic_add(dA_ptr + pnd, dA_acc, mask=m_nd, sem="relaxed")
         if not B_VAR:
-            tl.atomic_add(dB_ptr + offs_n[:, None] * s_Bn + offs_d[None, :] * s_Bg, dBf_acc, mask=m_nd, sem="relaxed")
+            tl.atomic_add(dB_ptr + offs_n[:, None] * s_Bn + offs_d[None, :] * s_Bg, dBf_acc, mask=m_nd,
+                          sem="relaxed")
         if not C_VAR:
-            tl.atomic_add(dC_ptr + offs_n[:, None] * s_Cn + offs_d[None, :] * s_Cg, dCf_acc, mask=m_nd, sem="relaxed")
+            tl.atomic_add(dC_ptr + offs_n[:, None] * s_Cn + offs_d[None, :] * s_Cg, dCf_acc, mask=m_nd,
+                          sem="relaxed")
         if HAS_D:
             tl.atomic_add(dD_ptr + offs_d, dD_acc, mask=mask_d, sem="relaxed")
         if HAS_BIAS:
@@ -539,7 +541,7 @@ def _backward(
     max_chunks = grid_size(L, min(c.kwargs["T"] for c in _bwd.configs))
     ckpt = torch.empty((batch, dim, max_chunks, args["BN"]), **f32)
     dummy = du
-    ws = dz.stride() if dz is not None else (0, 0, 0)
+    s_wb, s_wd, s_wl = dz.stride() if dz is not None else (0, 0, 0)
     grid = lambda meta: (grid_size(dim, meta["BD"]), batch)  # noqa: E731
     tu.launch_tuned(
         _bwd, _launch_key(args, u, delta, B, C), grid,
@@ -548,7 +550,7 @@ def _backward(
         du, ddelta, dz if dz is not None else dummy, out_z if out_z is not None else dummy, dA, dB, dC,
         dD if dD is not None else dummy, dbias if dbias is not None else dummy,
         s_ck=ckpt.stride(1), s_gb=dout.stride(0), s_gd=dout.stride(1), s_gl=dout.stride(2),
-        s_ob=du.stride(0), s_od=du.stride(1), s_ol=du.stride(2), **dict(zip(("s_wb", "s_wd", "s_wl"), ws)),
+        s_ob=du.stride(0), s_od=du.stride(1), s_ol=du.stride(2), s_wb=s_wb, s_wd=s_wd, s_wl=s_wl,
         SOFTPLUS=bool(delta_softplus), HAS_OUTZ=with_out_z, **args,
     )
     return (du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dbias, dz), out_z

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
 
-def buffers(backend: ModuleType, inputs: Tuple[torch.Tensor, ...], **named: torch.Tensor) -> Dict[str, Any]:
+def buffers(backend: ModuleType, inputs: Tuple[Optional[torch.Tensor], ...],
+            **named: Optional[torch.Tensor]) -> Dict[str, Any]:
     """The caller's output buffers as keyword arguments, for a backend that writes into them
     (WRITES_INTO_BUFFERS, see ops.backend); none for one that returns new tensors, nor where a buffer
-    shares memory with an input (written in place, the kernel's programs would read each other's outputs)."""
+    shares memory with an input (written in place, the kernel's programs would read each other's outputs).
+    None, as a buffer or an input, is no tensor: left out."""
     if not getattr(backend, "WRITES_INTO_BUFFERS", False):
         return {}
-    return {k: v for k, v in named.items() if not any(_overlap(v, t) for t in inputs)}
+    given = [t for t in inputs if t is not None]
+    return {k: v for k, v in named.items() if v is not None and not any(_overlap(v, t) for t in given)}
 
 
 def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:

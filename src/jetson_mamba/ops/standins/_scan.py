@@ -69,7 +69,7 @@ def backward_out_z(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     check_x(x, u, A)
     _, backend = select_backend("selective_scan", u.device, u.dtype)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout)
-    into = buffers(backend, tuple(t for t in (u, delta, z, dout) if t is not None), dz=dz) if dz is not None else {}
+    into = buffers(backend, (u, delta, z, dout), dz=dz)
     if out is None or z is None:
         return list(backend.selective_scan_backward(*args, **into)), None
     fused = getattr(backend, "selective_scan_backward_out_z", None)
