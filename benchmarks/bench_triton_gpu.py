@@ -267,10 +267,10 @@ def sweep(budget_s: float, groups: Sequence[str] = SWEEP_GROUPS, graph: bool = F
 
 
 def scan_sweep(run: Callable[..., None]) -> None:
-    """The selective scan's candidate configs (forward, backward, Mamba-YOLO forward)."""
-    fwd_cfgs = [(1, 64, 2), (4, 32, 4), (1, 32, 1), (1, 64, 1), (1, 16, 1), (2, 32, 1), (2, 16, 1),
-                (2, 32, 2), (4, 16, 2), (4, 32, 2), (8, 16, 4)]
-    bwd_cfgs = [(1, 32, 2), (1, 32, 1), (1, 16, 1), (2, 16, 2), (2, 32, 2), (1, 64, 2), (2, 16, 1)]
+    """The selective scan's candidate configs (forward, backward, Mamba-YOLO forward): the kernels' own
+    tables plus a few neighbours that are not in them (a sweep that finds one faster says to add it)."""
+    fwd_cfgs = sorted(set(scan_triton._FWD_CONFIGS) | {(16, 8, 1), (8, 4, 1), (32, 2, 1), (4, 32, 1)})
+    bwd_cfgs = sorted(set(scan_triton._BWD_CONFIGS) | {(16, 8, 2), (8, 16, 1), (32, 2, 1), (2, 8, 1)})
     for dtype in (torch.bfloat16, torch.float32):
         sets = [scan_inputs(8, 2048, 2048, 16, 1, dtype, True, s) for s in range(2)]
         run(scan_triton._fwd, f"scan fwd {dtype}", fwd_cfgs, ("BD", "T"),
@@ -285,18 +285,16 @@ def scan_sweep(run: Callable[..., None]) -> None:
 
 
 def conv_sweep(run: Callable[..., None]) -> None:
-    """The general conv kernels' candidate configs (channel-last, and channel-first the rows kernels don't take)."""
-    conv_cfgs = {"first": [(4, 256, 4), (2, 256, 2), (4, 128, 4), (4, 128, 2), (2, 512, 4), (1, 1024, 4),
-                           (8, 256, 8), (2, 128, 1)],
-                 "last": [(32, 32, 4), (32, 64, 4), (16, 32, 2), (32, 16, 2), (16, 64, 4), (64, 16, 4),
-                          (256, 8, 4), (64, 32, 8)]}
+    """The general conv kernels' candidate configs (channel-last, and channel-first the rows kernels don't
+    take): each kernel's own table plus the neighbours below."""
+    extra = {"first": {(8, 256, 8), (2, 128, 1), (4, 512, 8)}, "last": {(256, 8, 4), (64, 32, 8), (16, 16, 2)}}
     for layout in ("first", "last"):
         for dtype in (torch.bfloat16, torch.float32):
             sets = [conv_inputs(dtype, layout == "last", s) for s in range(2)]
-            run(conv_triton._fwd[layout], f"conv fwd {layout} {dtype}", conv_cfgs[layout], ("BD", "BL"),
-                triton_conv_fwd, sets)
-            run(conv_triton._bwd[layout], f"conv bwd {layout} {dtype}", conv_cfgs[layout], ("BD", "BL"),
-                triton_conv_bwd, sets)
+            run(conv_triton._fwd[layout], f"conv fwd {layout} {dtype}",
+                sorted(set(conv_triton._FWD_CONFIGS[layout]) | extra[layout]), ("BD", "BL"), triton_conv_fwd, sets)
+            run(conv_triton._bwd[layout], f"conv bwd {layout} {dtype}",
+                sorted(set(conv_triton._BWD_CONFIGS[layout]) | extra[layout]), ("BD", "BL"), triton_conv_bwd, sets)
 
 
 # ---------------------------------------------------------------- host cost
