@@ -191,7 +191,10 @@ def triton_conv_fwd(x, w, b, dout):  # noqa: ANN001, ANN201
 
 
 def triton_conv_bwd(x, w, b, dout):  # noqa: ANN001, ANN201
-    return conv_triton.causal_conv1d_backward(x, w, b, dout, None, None, None, True)[:3]
+    """As cuda_conv_bwd (and causal-conv1d, and the stand-in): zeroed fp32 buffers the kernel adds into."""
+    dw = torch.zeros_like(w, dtype=torch.float32)
+    db = torch.zeros_like(b, dtype=torch.float32)
+    return conv_triton.causal_conv1d_backward(x, w, b, dout, None, None, None, True, dweight=dw, dbias=db)[:3]
 
 
 def bench_conv(ext: Any, dtype: torch.dtype, channel_last: bool, graph: bool = False) -> Row:
@@ -252,9 +255,11 @@ def sweep(budget_s: float, groups: Sequence[str] = SWEEP_GROUPS, graph: bool = F
             print(f"  sweep {label:28s} {text:24s}: {row['ms']:.3f} ms{replay}", flush=True)
 
     if "rows" in groups:
-        fwd_rows = sorted(set(conv_triton._FWD_ROWS_CONFIGS) | {(8, 32, 8), (2, 128, 8)})
+        # neighbours: fp32 rows hold 4 steps, so longer tiles (R) give fp32 the steps bf16 has per program
+        fwd_rows = sorted(set(conv_triton._FWD_ROWS_CONFIGS) | {(8, 32, 8), (2, 128, 8), (1, 256, 8), (2, 128, 4)})
         bwd_rows = sorted(set(conv_triton._BWD_ROWS_CONFIGS) | {(2, 64, 1, 4), (2, 64, 8, 4), (4, 32, 16, 4),
-                                                                (8, 16, 8, 4), (16, 8, 4, 4), (4, 64, 4, 8)})
+                                                                (8, 16, 8, 4), (16, 8, 4, 4), (4, 64, 4, 8),
+                                                                (1, 128, 4, 4), (2, 128, 2, 4), (2, 128, 4, 8)})
         for dtype in (torch.bfloat16, torch.float32):
             sets = [conv_inputs(dtype, False, s) for s in range(2)]
             run(conv_triton._fwd_rows, f"conv fwd rows {dtype}", fwd_rows, ("BD", "R"), triton_conv_fwd, sets)

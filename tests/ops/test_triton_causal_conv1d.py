@@ -74,29 +74,24 @@ def test_no_bias_no_states(activation: Optional[str], nan_poison: None) -> None:
 @pytest.mark.parametrize("width", [2, 3, 4])
 @pytest.mark.parametrize("states", [False, True], ids=["no-states", "states"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_channel_first_rows_kernels(width: int, states: bool, dtype: torch.dtype,
+def test_channel_first_rows_kernels(width: int, states: bool, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch,
                                     nan_poison: None) -> None:  # noqa: F811
     """The rows kernels (channel-first, unit time stride): several programs along L, a length that is
     not a multiple of 8, a channel count not a multiple of the tile; with states the forward keeps
     them and the backward takes the general kernel."""
+    from jetson_mamba.ops import triton_utils as tu
     from jetson_mamba.ops.causal_conv1d import triton as conv
 
-    calls = {"fwd": 0, "bwd": 0}
-    # the JIT functions under the autotuners: every launch runs them, tuned or remembered (launch_tuned)
-    for name, kernel in (("fwd", conv._fwd_rows.fn), ("bwd", conv._bwd_rows.fn)):
-        original = kernel.run
+    kernels = []
+    launch = tu.launch_tuned
 
-        def counted(*args, name=name, original=original, **kwargs):  # type: ignore[no-untyped-def]
-            calls[name] += 1
-            return original(*args, **kwargs)
+    def spy(kernel, *args, **kwargs):  # type: ignore[no-untyped-def]
+        kernels.append(kernel)
+        return launch(kernel, *args, **kwargs)
 
-        kernel.run = counted
-    try:
-        check(make_x(2, 5, 45, False, dtype), width, bias=True, activation="silu", states=states, rel=TOL[dtype])
-    finally:
-        for kernel in (conv._fwd_rows.fn, conv._bwd_rows.fn):
-            del kernel.run
-    assert calls == {"fwd": 1, "bwd": 0 if states else 1}
+    monkeypatch.setattr(tu, "launch_tuned", spy)
+    check(make_x(2, 5, 45, False, dtype), width, bias=True, activation="silu", states=states, rel=TOL[dtype])
+    assert kernels == [conv._fwd_rows, conv._bwd["first"] if states else conv._bwd_rows]
 
 
 def test_launches_skip_the_autotuner_once_tuned_until_its_configs_change() -> None:
@@ -180,7 +175,8 @@ def test_stand_in_writes_into_the_callers_buffers(monkeypatch: pytest.MonkeyPatc
         monkeypatch.setattr(conv, name, spy)
     x, w, b = make_x(2, 3, 21, False, torch.float32), rnd(3, 4, seed=2), rnd(3, seed=3)
     xw = x.detach().double().requires_grad_()
-    ref = causal_conv1d_ref(xw, w.double(), b.double(), activation="silu")
+    wd, bd = w.double().requires_grad_(), b.double().requires_grad_()
+    ref = causal_conv1d_ref(xw, wd, bd, activation="silu")
     dout = rnd(2, 3, 21, seed=5)
     ref.backward(dout.double())
     pair = torch.full((2, 6, 21), float("nan"), device=DEVICE)
@@ -188,7 +184,8 @@ def test_stand_in_writes_into_the_callers_buffers(monkeypatch: pytest.MonkeyPatc
     dx = pair.chunk(2, dim=1)[1]
     state = torch.zeros(2, 3, 3, device=DEVICE)
     step_out = torch.full((2, 3), float("nan"), device=DEVICE)
-    buffers = {t.untyped_storage().data_ptr() for t in (pair, step_out)}
+    dweight, dbias = torch.zeros(3, 4, device=DEVICE), torch.zeros(3, device=DEVICE)
+    buffers = {t.untyped_storage().data_ptr() for t in (pair, step_out, dweight, dbias)}
     copy = torch.Tensor.copy_
 
     def no_copy_into_buffers(dst, src, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -198,10 +195,14 @@ def test_stand_in_writes_into_the_callers_buffers(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(torch.Tensor, "copy_", no_copy_into_buffers)
     with forced_backend("triton"):
         standin.causal_conv1d_fwd(x, w, b, None, None, out, None, True)
-        standin.causal_conv1d_bwd(x, w, b, dout, None, None, None, dx, torch.empty(3, 4), torch.empty(3), None, True)
+        # causal-conv1d hands over zeroed fp32 buffers for the weight and bias gradients
+        standin.causal_conv1d_bwd(x, w, b, dout, None, None, None, dx, dweight, dbias, None, True)
         standin.causal_conv1d_update(x[:, :, 0], state, w, b, step_out, True, None, None)
-    assert [g for g in given] == [("causal_conv1d_forward", ["out"]), ("causal_conv1d_backward", ["dx"]),
+    assert [g for g in given] == [("causal_conv1d_forward", ["out"]),
+                                  ("causal_conv1d_backward", ["dbias", "dweight", "dx"]),
                                   ("causal_conv1d_update", ["out"])]
+    assert_close(dweight, wd.grad, TOL[torch.float32] * 4, "dweight in the caller's buffer")
+    assert_close(dbias, bd.grad, TOL[torch.float32] * 4, "dbias in the caller's buffer")
     assert_close(out, ref, TOL[torch.float32], "out in the caller's view")
     assert_close(dx, xw.grad, TOL[torch.float32] * 4, "dx in the caller's view")
     assert_close(step_out, ref[:, :, 0], TOL[torch.float32], "update's out")
@@ -222,6 +223,52 @@ def test_a_buffer_unlike_x_is_refused(channel_last: bool) -> None:
         conv.causal_conv1d_forward(x, w, None, None, None, False, True, out=wrong)
     with pytest.raises(ValueError, match="dx must be like x"):
         conv.causal_conv1d_backward(x, w, None, torch.ones_like(x), None, None, None, True, dx=wrong)
+
+
+@pytest.mark.parametrize("channel_last", [False, True], ids=["rows kernels", "general kernels"])
+def test_backward_adds_into_the_callers_fp32_weight_and_bias_buffers(channel_last: bool,
+                                                                     launches: List[Tuple[object, ...]]) -> None:  # noqa: F811
+    """As the compiled kernel with causal-conv1d's zeroed fp32 buffers: the kernel itself adds into them
+    (they are its arguments, no copy or cast after), so what was there stays, tuning runs included."""
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+
+    x, w, b = make_x(2, 5, 29, channel_last, torch.bfloat16), rnd(5, 4, seed=2), rnd(5, seed=3)
+    w, b, dout = w.to(torch.bfloat16), b.to(torch.bfloat16), rnd(2, 5, 29, seed=4).to(torch.bfloat16)
+    _, want_w, want_b, _ = conv.causal_conv1d_backward(x, w, b, dout, None, None, None, True)
+    assert want_w.dtype == want_b.dtype == torch.bfloat16  # no buffers: new ones, in weight's dtype
+    dweight, dbias = torch.full((5, 4), 0.5, device=DEVICE), torch.full((5,), -0.25, device=DEVICE)
+    launches.clear()
+    _, got_w, got_b, _ = conv.causal_conv1d_backward(x, w, b, dout, None, None, None, True,
+                                                     dweight=dweight, dbias=dbias)
+    assert got_w is dweight and got_b is dbias
+    assert any(a is dweight for a in launches[0]) and any(a is dbias for a in launches[0])
+    assert_close(dweight - 0.5, want_w.float(), TOL[torch.bfloat16], "dweight added into")
+    assert_close(dbias + 0.25, want_b.float(), TOL[torch.bfloat16], "dbias added into")
+
+
+def test_weight_and_bias_buffers_that_do_not_fit_are_refused() -> None:
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+
+    x, w, b = make_x(1, 3, 9, False, torch.float32), rnd(3, 4, seed=2), rnd(3, seed=3)
+    dout = torch.ones_like(x)
+
+    def bwd(bias: Optional[torch.Tensor], **buffers: torch.Tensor) -> None:
+        conv.causal_conv1d_backward(x, w, bias, dout, None, None, None, True, **buffers)
+
+    zw, zb = torch.zeros(3, 4, device=DEVICE), torch.zeros(3, device=DEVICE)
+    with pytest.raises(ValueError, match="dweight must be a contiguous float32 buffer of shape \\(3, 4\\)"):
+        bwd(b, dweight=zw.to(torch.float16), dbias=zb)
+    with pytest.raises(ValueError, match="got \\(4, 3\\) torch.float32 .*, not contiguous"):
+        bwd(b, dweight=torch.zeros(3, 4, device=DEVICE).t(), dbias=zb)
+    with pytest.raises(ValueError, match="dbias must be a contiguous float32 buffer of shape \\(3,\\)"):
+        bwd(b, dweight=zw, dbias=torch.zeros(4, device=DEVICE))
+    with pytest.raises(ValueError, match="without a dbias buffer, but there is a bias"):
+        bwd(b, dweight=zw)
+    with pytest.raises(ValueError, match="a dbias buffer was given, but there is no bias"):
+        bwd(None, dweight=zw, dbias=zb)
+    with pytest.raises(ValueError, match="a dbias buffer needs a dweight buffer too"):
+        bwd(b, dbias=zb)
+    assert not zw.any() and not zb.any(), "a refused call wrote into a buffer"
 
 
 def test_rows_backward_reads_a_transposed_dout(launches: List[Tuple[object, ...]], nan_poison: None) -> None:  # noqa: F811

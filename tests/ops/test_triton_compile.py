@@ -13,6 +13,7 @@ import re
 from typing import Any, Dict
 
 import pytest
+import torch
 
 pytest.importorskip("triton")
 if os.environ.get("TRITON_INTERPRET") == "1":
@@ -32,8 +33,10 @@ HALF = {"u_ptr", "delta_ptr", "z_ptr", "out_ptr", "outz_ptr", "B_ptr", "C_ptr", 
 INT = {"seq_ptr", "cache_ptr", "idx_ptr"}
 
 
-def compile_for(kernel: Any, arch: int, consts: Dict[str, Any], num_warps: int, aligned: bool = False) -> Any:
-    """Compile `kernel` (autotuned/heuristics wrappers peeled off) for sm_`arch`, bf16 tensors, unit time stride.
+def compile_for(kernel: Any, arch: int, consts: Dict[str, Any], num_warps: int, aligned: bool = False,
+                data: str = "bf16") -> Any:
+    """Compile `kernel` (autotuned/heuristics wrappers peeled off) for sm_`arch`, `data` (bf16 or fp32)
+    tensors, unit time stride.
 
     `aligned`: pointers and integer arguments divisible by 16, as Triton specializes them at a launch
     on typical shapes (L = 2048, contiguous tensors), so vector loads show as they would there."""
@@ -50,7 +53,7 @@ def compile_for(kernel: Any, arch: int, consts: Dict[str, Any], num_warps: int, 
             constexprs[(i,)] = consts[name]
             continue
         if name.endswith("_ptr"):
-            signature[name] = "*bf16" if name in HALF else "*i32" if name in INT else "*fp32"
+            signature[name] = f"*{data}" if name in HALF else "*i32" if name in INT else "*fp32"
         else:
             signature[name] = "i32"
         if aligned:
@@ -82,9 +85,9 @@ VARIANTS = {
     "scan-bwd": (scan._bwd, dict(SCAN, **_scan_cfg(scan._BWD_CONFIGS), s_gl=1, HAS_OUTZ=True), scan._BWD_CONFIGS[0][2]),
     "conv-fwd": (conv._fwd["first"], dict(CONV, HAS_FINAL=True, **_conv_cfg(conv._FWD_CONFIGS["first"]), s_xl=1), 4),
     "conv-bwd": (conv._bwd["last"], dict(CONV, HAS_DFINAL=True, **_conv_cfg(conv._BWD_CONFIGS["last"]), s_xd=1), 4),
-    "conv-fwd-rows": (conv._fwd_rows, dict(W=4, HAS_BIAS=True, HAS_INIT=True, HAS_FINAL=True, SILU=True,
+    "conv-fwd-rows": (conv._fwd_rows, dict(W=4, HAS_BIAS=True, HAS_INIT=True, HAS_FINAL=True, SILU=True, RW=8,
                                            BD=conv._FWD_ROWS_CONFIGS[0][0], R=conv._FWD_ROWS_CONFIGS[0][1]), 4),
-    "conv-bwd-rows": (conv._bwd_rows, dict(W=4, HAS_BIAS=True, SILU=True, BD=conv._BWD_ROWS_CONFIGS[0][0],
+    "conv-bwd-rows": (conv._bwd_rows, dict(W=4, HAS_BIAS=True, SILU=True, RW=8, BD=conv._BWD_ROWS_CONFIGS[0][0],
                                            R=conv._BWD_ROWS_CONFIGS[0][1], S=conv._BWD_ROWS_CONFIGS[0][2]), 4),
     "conv-update": (conv._conv_update_kernel, dict(W=4, HAS_BIAS=True, SILU=True, CIRCULAR=True, HAS_IDX=True,
                                                    BD=64), 2),
@@ -113,23 +116,31 @@ ROWS_CANDIDATES = [("conv-fwd-rows", c) for c in conv._FWD_ROWS_CONFIGS] + \
                   [("conv-bwd-rows", c) for c in conv._BWD_ROWS_CONFIGS]
 
 
+@pytest.mark.parametrize("data", ["bf16", "fp32"])
 @pytest.mark.parametrize("variant, config", ROWS_CANDIDATES, ids=[f"{v}-{c}" for v, c in ROWS_CANDIDATES])
-def test_rows_kernels_read_rows_with_vector_loads(variant: str, config: Any) -> None:
-    """The point of the rows kernels, at every candidate config: bf16 x and dout rows come in as 8- or
-    16-byte loads and the shifted windows are built in registers. The 2-byte loads left are the W weights
-    (and the forward's final states); the general kernel needs 28 of them for the same tile. Only the
-    backward's W + 1 reductions over rows (dweight, dbias) touch shared memory: a tile with fewer rows
-    than threads put the windows through it too (34 shared loads instead of 5)."""
+def test_rows_kernels_read_rows_with_vector_loads(variant: str, config: Any, data: str) -> None:
+    """The point of the rows kernels, at every candidate config: x and dout rows come in as 16-byte
+    loads (8 bf16 or 4 fp32 steps: the row width the wrapper passes), the steps next to them as 8- or
+    16-byte loads, and the shifted windows are built in registers. The 2-byte loads left are the W
+    weights (and the forward's final states); the general kernel needs 28 of them for the same tile.
+    Only the backward's W + 1 reductions over rows (dweight, dbias) touch shared memory: a tile with
+    fewer rows than threads put the windows through it too (34 shared loads instead of 5), and so did
+    rows of 8 fp32 steps, split across two threads (66 barriers in the backward, 21 in the forward)."""
+    from jetson_mamba.ops.causal_conv1d.triton import _row_width
+
     kernel, consts, _ = VARIANTS[variant]
     *tile, num_warps = config
-    consts = dict(consts, **dict(zip(("BD", "R", "S"), tile)), **({"HAS_INIT": False} if "fwd" in variant else {}))
-    sass = get_sass(compile_for(kernel, 90, consts, num_warps, aligned=True).asm["cubin"])
+    row_width = _row_width(torch.empty(0, dtype=torch.bfloat16 if data == "bf16" else torch.float32))
+    consts = dict(consts, **dict(zip(("BD", "R", "S"), tile)), RW=row_width,
+                  **({"HAS_INIT": False} if "fwd" in variant else {}))
+    sass = get_sass(compile_for(kernel, 90, consts, num_warps, aligned=True, data=data).asm["cubin"])
     loads = re.findall(r"\bLDG\.E[.\w]*", sass)
     vector = [op for op in loads if op in ("LDG.E.64", "LDG.E.128")]
     width = consts["W"]
     assert loads.count("LDG.E.U16") <= width + 1, loads
+    assert loads.count("LDG.E.128") >= (1 if "fwd" in variant else 2), loads  # this row of x (and of dout)
     if "fwd" in variant:
-        assert len(vector) == 2 and not re.search(r"\b(LDS|STS|SHFL)", sass), loads  # this row, the row before
+        assert len(vector) == 2 and not re.search(r"\b(LDS|STS|SHFL|BAR)\b", sass), loads  # this row, the row before
     else:
         assert len(vector) == 5, loads  # x: the row before, this one, the one after; dout: this one and the next
         # each of the W + 1 reductions over rows reads shared memory once per warp step (1-2); the old

@@ -6,7 +6,8 @@ Every op (`selective_scan`, `causal_conv1d`, `ssd`, ...) has backend modules
 modules: a selective_scan backend may offer `selective_scan_forward_x` (the forward with the compiled
 kernels' chunk states, from the same pass instead of a second scan) and `selective_scan_backward_out_z`
 (the backward that also writes out * silu(z)); a backend whose functions take the caller's output
-buffers (causal_conv1d: out=, dx=; selective_scan's backward: dz=) says so with
+buffers (causal_conv1d: out=, dx=, and fp32 dweight=/dbias= that the backward adds into;
+selective_scan's backward: dz=) says so with
 `WRITES_INTO_BUFFERS = True`. Modules are imported lazily, so a missing or broken one (e.g. no
 triton) only makes that backend unavailable.
 `JETSON_MAMBA_BACKEND=cuda|triton|torch` forces one backend (an error where it cannot run);

@@ -97,22 +97,93 @@ _LAUNCH_MEMO: Dict[int, Tuple[Any, Any, Dict[Any, Dict[str, Any]]]] = {}
 def launch_tuned(kernel: Any, key: Tuple[Any, ...], grid: Any, *args: Any, **kwargs: Any) -> None:
     """kernel[grid](*args, **kwargs) for a Triton autotuner, with the tuned config remembered per `key`
     (the caller's tuning-relevant values). From the second call with a key on, the JIT function runs
-    directly, as the autotuner would run it, without the autotuner's per-call work (two dicts over
-    every argument and a dtype scan: ~20 of the ~85 us host time of a conv launch, profiled on the lab
-    H200). The memo is dropped whenever the autotuner's configs or cache are replaced
+    directly (`launch`), as the autotuner would run it, without the autotuner's per-call work (two dicts
+    over every argument and a dtype scan: ~20 of the ~85 us host time of a conv launch, profiled on the
+    lab H200). The memo is dropped whenever the autotuner's configs or cache are replaced
     (pin_autotuned_kernels, a benchmark forcing one config)."""
     memo = _LAUNCH_MEMO.get(id(kernel))
     if memo is None or memo[0] is not kernel.configs or memo[1] is not kernel.cache:
         memo = _LAUNCH_MEMO[id(kernel)] = (kernel.configs, kernel.cache, {})
     tuned = memo[2].get(key)
     if tuned is not None:
-        kernel.fn.run(*args, grid=grid, warmup=False, **kwargs, **tuned)
+        launch(kernel.fn, grid, *args, **kwargs, **tuned)
         return
     kernel[grid](*args, **kwargs)
     best = getattr(kernel, "best_config", None)
     # a config with a pre-hook, or a Triton without Config.all_kwargs (before 3.0), keeps the autotuner
     if best is not None and getattr(best, "pre_hook", None) is None and hasattr(best, "all_kwargs"):
         memo[2][key] = best.all_kwargs()
+
+
+# id(JIT function) -> {launch_key: (compiled kernel, names of the parameters passed by keyword)}
+_COMPILED: Dict[int, Dict[Any, Tuple[Any, Tuple[str, ...]]]] = {}
+_COMPILED_PER_KERNEL = 256  # distinct shapes/strides remembered per kernel; the memo starts over past it
+
+
+def launch_key(device: int, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Any, ...]:
+    """What selects a compiled kernel, as fine as Triton's own specialization or finer: a tensor's dtype
+    and whether its address is 16-byte aligned; any other value itself (Triton specializes integers on
+    their value's divisibility by 16 and width, constexprs on their value)."""
+    return (device, tuple(kwargs),
+            tuple((a.dtype, not a.data_ptr() & 15) if isinstance(a, torch.Tensor) else a for a in args),
+            tuple((a.dtype, not a.data_ptr() & 15) if isinstance(a, torch.Tensor) else a for a in kwargs.values()))
+
+
+# Triton with knobs (3.4 and later) launches a compiled kernel as `launch` does: `CompiledKernel.run(grid
+# x3, stream, function, packed metadata, launch metadata, enter hook, exit hook, *every parameter in
+# signature order)` (read in 3.6 and 3.8); older ones pass only the non-constexpr parameters.
+_FAST_LAUNCH = triton is not None and not INTERPRET and hasattr(triton, "knobs")
+
+
+def _fast_path_ok() -> bool:
+    """Whether `launch` may call compiled kernels' launchers itself: a Triton that launches them as
+    `launch` does, and no launch hooks set (profilers set them; they need Triton's own path)."""
+    if not _FAST_LAUNCH:
+        return False
+    runtime = triton.knobs.runtime
+    return not (_hooked(runtime.launch_enter_hook) or _hooked(runtime.launch_exit_hook))
+
+
+def _hooked(hook: Any) -> bool:
+    """A launch hook that does something: set, and where it is a chain of hooks (3.5 and later), not empty."""
+    return hook is not None and bool(getattr(hook, "calls", True))
+
+
+@functools.lru_cache(maxsize=1)
+def _device_and_stream() -> Tuple[Any, Any]:
+    """Triton's own getters of the current device and its stream (torch's raw-stream call), looked up once."""
+    from triton.runtime import driver
+
+    active = driver.active
+    return active.get_current_device, active.get_current_stream
+
+
+def launch(fn: Any, grid: Any, *args: Any, **kwargs: Any) -> None:
+    """fn[grid](*args, **kwargs) for a JIT function. Once a launch with the same `launch_key` has
+    compiled (or found) its kernel, later ones call that kernel's launcher directly: Triton's run binds
+    and specializes every argument, builds a cache key with str(options) and checks its globals on each
+    call (~20 us of host time per launch, the bulk of a conv launch's host cost). `grid` as Triton's: a
+    tuple, or a callable of the keyword arguments (the constexprs and the config)."""
+    if not _fast_path_ok():
+        fn.run(*args, grid=grid, warmup=False, **kwargs)
+        return
+    current_device, current_stream = _device_and_stream()
+    device = current_device()
+    key = launch_key(device, args, kwargs)
+    memo = _COMPILED.setdefault(id(fn), {})
+    hit = memo.get(key)
+    if hit is None or fn.pre_run_hooks:
+        compiled = fn.run(*args, grid=grid, warmup=False, **kwargs)
+        names = tuple(fn.arg_names[len(args):])
+        if hasattr(compiled, "packed_metadata") and not fn.pre_run_hooks and all(n in kwargs for n in names):
+            if len(memo) >= _COMPILED_PER_KERNEL:
+                memo.clear()
+            memo[key] = (compiled, names)
+        return
+    compiled, names = hit
+    g = grid(kwargs) if callable(grid) else grid
+    compiled.run(g[0], g[1] if len(g) > 1 else 1, g[2] if len(g) > 2 else 1, current_stream(device),
+                 compiled.function, compiled.packed_metadata, None, None, None, *args, *[kwargs[n] for n in names])
 
 
 def _tile_size(config: Any) -> Tuple[int, int]:

@@ -7,12 +7,14 @@ the W shifted loads of x hit L1, so x is read from memory once. The backward rec
 pre-activation at the W output positions that each input feeds instead of storing it.
 
 Channel-first tensors with unit time stride (the usual layout) take the "rows" kernels instead:
-the tile is (channels, rows of 8 steps); each row and the row before it (and after it, in the
-backward) are read with aligned 16-byte loads, and the W-1 shifted windows are assembled in
-registers (`tl.split`/`tl.join` of the 8 columns), where shifted loads would be 2-byte loads (the
-SASS of the general kernel for bf16: 28 of its 30 loads were LDG.E.U16; the rows kernel has one
-LDG.E.128 and one LDG.E.64 of x per thread, no shared memory). The backward computes each
-pre-activation once (8 + W - 1 per row instead of 8 W).
+the tile is (channels, rows of RW steps), a row being 16 bytes (RW = 8 steps of a 16-bit type, 4 of
+fp32); each row and the row before it (and after it, in the backward) are read with aligned vector
+loads, and the W-1 shifted windows are assembled in registers (`tl.split`/`tl.join` of the RW
+columns), where shifted loads would be 2-byte loads (the SASS of the general kernel for bf16: 28 of
+its 30 loads were LDG.E.U16; the rows kernel has one LDG.E.128 and one LDG.E.64 of x per thread, no
+shared memory). A row is one thread's 16-byte vector: 8 fp32 steps were split across two threads
+and the windows went through shared memory (21 barriers in the forward's SASS, 66 in the backward's).
+The backward computes each pre-activation once (RW + W - 1 per row instead of RW W).
 """
 
 from __future__ import annotations
@@ -123,14 +125,35 @@ if triton is not None:
         return c0, c1, c2, c3, c4, c5, c6, c7
 
     @triton.jit
-    def _join8(c):
-        """The inverse of _split8: a tuple of 8 (...) tiles -> one (..., 8) tile."""
-        t = tl.join(tl.join(tl.join(c[0], c[4]), tl.join(c[2], c[6])), tl.join(tl.join(c[1], c[5]), tl.join(c[3], c[7])))
-        return tl.reshape(t, t.shape[:-3] + (8,))
+    def _split4(t):
+        """The 4 columns of a (..., 4) tile, in order (register moves only)."""
+        e, o = tl.split(tl.reshape(t, t.shape[:-1] + (2, 2)))
+        c0, c2 = tl.split(e)
+        c1, c3 = tl.split(o)
+        return c0, c1, c2, c3
+
+    @triton.jit
+    def _split(t, RW: tl.constexpr):
+        """The RW (8 or 4) columns of a (..., RW) tile, in order."""
+        if RW == 8:
+            return _split8(t)
+        else:
+            return _split4(t)
+
+    @triton.jit
+    def _join(c, RW: tl.constexpr):
+        """The inverse of _split: a tuple of RW (...) tiles -> one (..., RW) tile."""
+        if RW == 8:
+            t = tl.join(tl.join(tl.join(c[0], c[4]), tl.join(c[2], c[6])),
+                        tl.join(tl.join(c[1], c[5]), tl.join(c[3], c[7])))
+            return tl.reshape(t, t.shape[:-3] + (8,))
+        else:
+            t = tl.join(tl.join(c[0], c[2]), tl.join(c[1], c[3]))
+            return tl.reshape(t, t.shape[:-2] + (4,))
 
     @triton.jit
     def _rows(x_b, init_b, pos, offs_d, mask_d, L, s_xd, s_id, s_il, W: tl.constexpr, HAS_INIT: tl.constexpr):
-        """x (unit time stride) at the (rows, 8) positions `pos` as (channels, rows, 8) fp32, with the
+        """x (unit time stride) at the (rows, RW) positions `pos` as (channels, rows, RW) fp32, with the
         initial states (or zero) left of position 0: one aligned vector load per row."""
         m = mask_d[:, None, None] & ((pos >= 0) & (pos < L))[None]
         v = tl.load(x_b + offs_d[:, None, None] * s_xd + pos[None], mask=m, other=0.0).to(tl.float32)
@@ -141,20 +164,21 @@ if triton is not None:
         return v
 
     @triton.jit
-    def _rows_program(dim, BD: tl.constexpr, R: tl.constexpr, S: tl.constexpr):
-        """This program's channels, their mask, its batch and the (rows, 8) time positions of its first
+    def _rows_program(dim, BD: tl.constexpr, R: tl.constexpr, S: tl.constexpr, RW: tl.constexpr):
+        """This program's channels, their mask, its batch and the (rows, RW) time positions of its first
         tile (a program covers S tiles of R rows, one after the other)."""
         offs_d = tl.program_id(1) * BD + tl.arange(0, BD)
-        pos = (tl.program_id(0) * R * S + tl.arange(0, R))[:, None] * 8 + tl.arange(0, 8)[None, :]
+        pos = (tl.program_id(0) * R * S + tl.arange(0, R))[:, None] * RW + tl.arange(0, RW)[None, :]
         return offs_d, offs_d < dim, tl.program_id(2).to(tl.int64), pos
 
     @triton.jit
-    def _pre_at(cols, m: tl.constexpr, w_ptr, offs_d, mask_d, s_wd, s_ww, bias, W: tl.constexpr, R: tl.constexpr):
-        """Pre-activation (bias + conv) at offset m of the rows, from the window columns (cols[8 + i]: offset i)."""
+    def _pre_at(cols, m: tl.constexpr, w_ptr, offs_d, mask_d, s_wd, s_ww, bias, W: tl.constexpr, R: tl.constexpr,
+                RW: tl.constexpr):
+        """Pre-activation (bias + conv) at offset m of the rows, from the window columns (cols[RW + i]: offset i)."""
         acc = tl.zeros([offs_d.shape[0], R], dtype=tl.float32) + bias[:, None]
         for k in tl.static_range(W):
             wk = tl.load(w_ptr + offs_d * s_wd + k * s_ww, mask=mask_d, other=0.0).to(tl.float32)
-            acc += wk[:, None] * cols[8 + m - (W - 1) + k]
+            acc += wk[:, None] * cols[RW + m - (W - 1) + k]
         return acc
 
     @triton.jit(do_not_specialize=["L_class"])  # a key for the autotuner, not a variant
@@ -162,26 +186,26 @@ if triton is not None:
         x_ptr, w_ptr, bias_ptr, init_ptr, out_ptr, final_ptr,
         dim, L, L_class, s_xb, s_xd, s_wd, s_ww, s_ob, s_od, s_ib, s_id, s_il, s_fb, s_fd, s_fl,
         W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_FINAL: tl.constexpr,
-        SILU: tl.constexpr, BD: tl.constexpr, R: tl.constexpr,
+        SILU: tl.constexpr, BD: tl.constexpr, R: tl.constexpr, RW: tl.constexpr,
     ):
-        offs_d, mask_d, pid_b, pos = _rows_program(dim, BD, R, 1)
+        offs_d, mask_d, pid_b, pos = _rows_program(dim, BD, R, 1, RW)
         x_b = x_ptr + pid_b * s_xb
         init_b = init_ptr + pid_b * s_ib
-        # column 8 + m of the window is x at offset m (-8 <= m < 8) from the row start
-        cols = (_split8(_rows(x_b, init_b, pos - 8, offs_d, mask_d, L, s_xd, s_id, s_il, W, HAS_INIT))
-                + _split8(_rows(x_b, init_b, pos, offs_d, mask_d, L, s_xd, s_id, s_il, W, HAS_INIT)))
+        # column RW + m of the window is x at offset m (-RW <= m < RW) from the row start
+        cols = (_split(_rows(x_b, init_b, pos - RW, offs_d, mask_d, L, s_xd, s_id, s_il, W, HAS_INIT), RW)
+                + _split(_rows(x_b, init_b, pos, offs_d, mask_d, L, s_xd, s_id, s_il, W, HAS_INIT), RW))
         bias = tl.zeros([BD], dtype=tl.float32)
         if HAS_BIAS:
             bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
         outs = ()
-        for j in tl.static_range(8):
-            acc = _pre_at(cols, j, w_ptr, offs_d, mask_d, s_wd, s_ww, bias, W, R)
+        for j in tl.static_range(RW):
+            acc = _pre_at(cols, j, w_ptr, offs_d, mask_d, s_wd, s_ww, bias, W, R, RW)
             if SILU:
                 acc = acc * sigmoid(acc)
             outs = outs + (acc,)
         m2 = mask_d[:, None, None] & (pos < L)[None]
         tl.store(out_ptr + pid_b * s_ob + offs_d[:, None, None] * s_od + pos[None],
-                 _join8(outs).to(out_ptr.dtype.element_ty), mask=m2)
+                 _join(outs, RW).to(out_ptr.dtype.element_ty), mask=m2)
         if HAS_FINAL:
             if tl.program_id(0) == tl.num_programs(0) - 1:
                 _store_final(x_b, init_b, final_ptr + pid_b * s_fb, offs_d, mask_d, L, s_xd, 1, s_id, s_il,
@@ -192,13 +216,13 @@ if triton is not None:
         x_ptr, w_ptr, bias_ptr, dout_ptr, dx_ptr, dw_ptr, db_ptr,
         dim, L, L_class, s_xb, s_xd, s_wd, s_ww, s_gb, s_gd, s_ob, s_od,
         W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BD: tl.constexpr, R: tl.constexpr,
-        S: tl.constexpr,
+        S: tl.constexpr, RW: tl.constexpr,
     ):
         # No initial states, seq_idx or final-state gradient (those take the general kernel).
         # dx has strides (s_ob, s_od, 1); dw (dim, W) and db (dim,) are fp32, contiguous.
         # S tiles one after the other: the weight and bias gradients stay in registers across them, so
         # their reductions over rows and their atomics happen once per program, not once per tile.
-        offs_d, mask_d, pid_b, pos0 = _rows_program(dim, BD, R, S)
+        offs_d, mask_d, pid_b, pos0 = _rows_program(dim, BD, R, S, RW)
         x_b = x_ptr + pid_b * s_xb
         g_b = dout_ptr + pid_b * s_gb
         bias = tl.zeros([BD], dtype=tl.float32)
@@ -210,25 +234,25 @@ if triton is not None:
         dw3 = tl.zeros([BD, R], dtype=tl.float32)
         db = tl.zeros([BD, R], dtype=tl.float32)
         for tile in range(S):
-            pos = pos0 + tile * (8 * R)
-            # x at offsets -8 <= m < 16 (column 8 + m); dout at 0 <= m < 16
-            xs = (_split8(_rows(x_b, x_b, pos - 8, offs_d, mask_d, L, s_xd, 0, 0, W, False))
-                  + _split8(_rows(x_b, x_b, pos, offs_d, mask_d, L, s_xd, 0, 0, W, False))
-                  + _split8(_rows(x_b, x_b, pos + 8, offs_d, mask_d, L, s_xd, 0, 0, W, False)))
-            gs = (_split8(_rows(g_b, g_b, pos, offs_d, mask_d, L, s_gd, 0, 0, W, False))
-                  + _split8(_rows(g_b, g_b, pos + 8, offs_d, mask_d, L, s_gd, 0, 0, W, False)))
-            # gradient of the pre-activation at offsets 0 .. 8 + W - 2, each computed once
+            pos = pos0 + tile * (RW * R)
+            # x at offsets -RW <= m < 2 RW (column RW + m); dout at 0 <= m < 2 RW
+            xs = (_split(_rows(x_b, x_b, pos - RW, offs_d, mask_d, L, s_xd, 0, 0, W, False), RW)
+                  + _split(_rows(x_b, x_b, pos, offs_d, mask_d, L, s_xd, 0, 0, W, False), RW)
+                  + _split(_rows(x_b, x_b, pos + RW, offs_d, mask_d, L, s_xd, 0, 0, W, False), RW))
+            gs = (_split(_rows(g_b, g_b, pos, offs_d, mask_d, L, s_gd, 0, 0, W, False), RW)
+                  + _split(_rows(g_b, g_b, pos + RW, offs_d, mask_d, L, s_gd, 0, 0, W, False), RW))
+            # gradient of the pre-activation at offsets 0 .. RW + W - 2, each computed once
             gm = ()
-            for m in tl.static_range(8 + W - 1):
+            for m in tl.static_range(RW + W - 1):
                 g = gs[m]
                 if SILU:
-                    a = _pre_at(xs, m, w_ptr, offs_d, mask_d, s_wd, s_ww, bias, W, R)
+                    a = _pre_at(xs, m, w_ptr, offs_d, mask_d, s_wd, s_ww, bias, W, R, RW)
                     sg = sigmoid(a)
                     g = g * sg * (1.0 + a * (1.0 - sg))
                 gm = gm + (g,)
             # dx at offset j: x[j] feeds out[j + s] through tap W-1-s
             dxs = ()
-            for j in tl.static_range(8):
+            for j in tl.static_range(RW):
                 acc = tl.zeros([BD, R], dtype=tl.float32)
                 for s in tl.static_range(W):
                     wt = tl.load(w_ptr + offs_d * s_wd + (W - 1 - s) * s_ww, mask=mask_d, other=0.0).to(tl.float32)
@@ -236,12 +260,12 @@ if triton is not None:
                 dxs = dxs + (acc,)
             m2 = mask_d[:, None, None] & (pos < L)[None]
             tl.store(dx_ptr + pid_b * s_ob + offs_d[:, None, None] * s_od + pos[None],
-                     _join8(dxs).to(dx_ptr.dtype.element_ty), mask=m2)
-            # weight and bias gradients over this tile's outputs (offsets 0..7), summed over its 8 columns
+                     _join(dxs, RW).to(dx_ptr.dtype.element_ty), mask=m2)
+            # weight and bias gradients over this tile's outputs (offsets 0..RW-1), summed over its RW columns
             for k in tl.static_range(W):
                 acc = tl.zeros([BD, R], dtype=tl.float32)
-                for j in tl.static_range(8):
-                    acc += gm[j] * xs[8 + j - (W - 1) + k]
+                for j in tl.static_range(RW):
+                    acc += gm[j] * xs[RW + j - (W - 1) + k]
                 if k == 0:
                     dw0 += acc
                 elif k == 1:
@@ -251,7 +275,7 @@ if triton is not None:
                 else:
                     dw3 += acc
             if HAS_BIAS:
-                for j in tl.static_range(8):
+                for j in tl.static_range(RW):
                     db += gm[j]
         # one reduction over the rows and one atomic per channel and tap, for all S tiles
         dws = (dw0, dw1, dw2, dw3)
@@ -401,15 +425,15 @@ _FWD_CONFIGS = {"first": [(4, 256, 4), (4, 512, 4), (8, 512, 8), (16, 128, 4), (
 _BWD_CONFIGS = {"first": [(4, 256, 4), (4, 128, 4), (2, 256, 2), (4, 128, 2), (2, 512, 4), (1, 1024, 4)],
                 "last": [(16, 32, 2), (16, 64, 4), (32, 32, 4), (32, 64, 4), (32, 16, 2), (64, 16, 4)]}
 _INTERPRET_CONFIG = (4, 16, 1)
-# For the rows kernels: (BD, R rows of 8 steps, num_warps) forward, (BD, R, S tiles per program,
+# For the rows kernels: (BD, R rows of RW steps, num_warps) forward, (BD, R, S tiles per program,
 # num_warps) backward; first = best measured on the H200 (bench_triton_gpu.py --sweep --sweep-groups rows).
 # BD * R must be at least one row per thread (32 * num_warps): with fewer, threads hold copies of the
 # same rows and the register shuffles of the windows go through shared memory: every candidate of the
 # backward's first table was below that line (34 shared loads instead of 5 in its SASS) and it ran at
 # 0.21x the compiled kernel's speed on the H200, 0.41-0.45x once every tile had a row per thread. S > 1 keeps
-# the weight gradients in registers over S tiles (not measured on a GPU yet; S = 1 stays a candidate).
+# the weight gradients in registers over S tiles: (2, 64, 4, 4) was the tuner's pick in bf16 and fp32.
 _FWD_ROWS_CONFIGS = [(1, 128, 4), (2, 64, 4), (4, 32, 4), (8, 16, 4), (4, 64, 8)]
-_BWD_ROWS_CONFIGS = [(4, 32, 1, 4), (8, 16, 1, 4), (4, 32, 4, 4), (8, 16, 4, 4), (2, 64, 4, 4), (4, 32, 8, 4)]
+_BWD_ROWS_CONFIGS = [(2, 64, 4, 4), (4, 32, 1, 4), (8, 16, 1, 4), (4, 32, 4, 4), (8, 16, 4, 4), (4, 32, 8, 4)]
 _ROWS_INTERPRET_CONFIG = (2, 2, 1)
 _BWD_ROWS_INTERPRET_CONFIG = (2, 2, 2, 1)  # two tiles per program: the loop runs under the interpreter too
 
@@ -427,15 +451,22 @@ def _make(kernel, table, interpret=_INTERPRET_CONFIG, names=("BD", "BL"), **kwar
 
 if triton is not None:
     _fwd = {k: _make(_conv_fwd_kernel, v) for k, v in _FWD_CONFIGS.items()}
-    _bwd = {k: _make(_conv_bwd_kernel, v, reset_to_zero=["dw_ptr", "db_ptr"]) for k, v in _BWD_CONFIGS.items()}
+    # restore_value, not reset_to_zero: tuning runs must leave the caller's dweight/dbias as they were,
+    # since the kernels add into them
+    _bwd = {k: _make(_conv_bwd_kernel, v, restore_value=["dw_ptr", "db_ptr"]) for k, v in _BWD_CONFIGS.items()}
     _fwd_rows = _make(_conv_fwd_rows_kernel, _FWD_ROWS_CONFIGS, _ROWS_INTERPRET_CONFIG, ("BD", "R"))
     _bwd_rows = _make(_conv_bwd_rows_kernel, _BWD_ROWS_CONFIGS, _BWD_ROWS_INTERPRET_CONFIG, ("BD", "R", "S"),
-                      reset_to_zero=["dw_ptr", "db_ptr"])
+                      restore_value=["dw_ptr", "db_ptr"])
 
 
 def _rows_grid(batch: int, dim: int, L: int):  # noqa: ANN202
-    """The rows kernels' launch grid: (blocks of S tiles of 8 R steps, channel blocks, batch)."""
-    return lambda m: (grid_size(L, 8 * m["R"] * m.get("S", 1)), grid_size(dim, m["BD"]), batch)
+    """The rows kernels' launch grid: (blocks of S tiles of R rows of RW steps, channel blocks, batch)."""
+    return lambda m: (grid_size(L, m["RW"] * m["R"] * m.get("S", 1)), grid_size(dim, m["BD"]), batch)
+
+
+def _row_width(x: torch.Tensor) -> int:
+    """Steps per row of the rows kernels: one 16-byte vector per thread (8 of a 16-bit type, 4 of fp32)."""
+    return 16 // x.element_size()
 
 
 def _layout(x: torch.Tensor) -> str:
@@ -500,7 +531,7 @@ def causal_conv1d_forward(
             x, weight, bias if bias is not None else x, initial_states if initial_states is not None else x, out,
             final if final is not None else x, dim, L, L_class, x.stride(0), x.stride(1), *weight.stride(),
             out.stride(0), out.stride(1), *si, *sf, W=W, HAS_BIAS=bias is not None, HAS_INIT=initial_states is not None,
-            HAS_FINAL=final is not None, SILU=bool(silu),
+            HAS_FINAL=final is not None, SILU=bool(silu), RW=_row_width(x),
         )
         return out, final
     grid = lambda m: (grid_size(L, m["BL"]), grid_size(dim, m["BD"]), batch)  # noqa: E731
@@ -519,9 +550,13 @@ def causal_conv1d_backward(
     x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], dout: torch.Tensor,
     seq_idx: Optional[torch.Tensor], initial_states: Optional[torch.Tensor],
     dfinal_states: Optional[torch.Tensor], silu: bool, dx: Optional[torch.Tensor] = None,
+    dweight: Optional[torch.Tensor] = None, dbias: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """(dx, dweight, dbias or None, dinitial_states or None); dx keeps x's layout, or is the caller's
-    buffer `dx`, written in place where the kernel can take its strides (the result is then `dx` itself)."""
+    buffer `dx`, written in place where the kernel can take its strides (the result is then `dx` itself).
+    `dweight`/`dbias`: the caller's contiguous fp32 buffers (dim, width) and (dim,) that the gradients
+    are added into, as the compiled kernel adds into causal-conv1d's zeroed buffers; they are then the
+    results (fp32). Without them, new ones in weight's and bias's dtype (two launches more: zeroing, cast)."""
     _check(x, weight)
     batch, dim, L = x.shape
     W = weight.shape[1]
@@ -538,17 +573,16 @@ def causal_conv1d_backward(
     # the rows kernel takes any dx with unit time stride, the general one only x's strides
     if dx is None or not (dx.stride(2) == 1 if rows else dx.stride() == x.stride()):
         dx = torch.empty_like(x)
-    dw = torch.zeros(dim, W, device=x.device, dtype=torch.float32)
-    db = torch.zeros(dim, device=x.device, dtype=torch.float32) if bias is not None else None
+    dw, db = _grad_buffers(x, weight, bias, dweight, dbias)
     dinit = torch.empty_like(initial_states) if initial_states is not None else None
     if rows:
         tu.launch_tuned(
             _bwd_rows, (dim, L_class, W, x.dtype), _rows_grid(batch, dim, L),
             x, weight, bias if bias is not None else x, dout, dx, dw, db if db is not None else dw,
             dim, L, L_class, x.stride(0), x.stride(1), *weight.stride(), dout.stride(0), dout.stride(1), dx.stride(0),
-            dx.stride(1), W=W, HAS_BIAS=bias is not None, SILU=bool(silu),
+            dx.stride(1), W=W, HAS_BIAS=bias is not None, SILU=bool(silu), RW=_row_width(x),
         )
-        return dx, dw.to(weight.dtype), db.to(bias.dtype) if db is not None else None, dinit
+        return (dx, *_grad_results(dw, db, weight, bias, dweight), dinit)
     s_sb, s_sl = _seq_args(seq_idx, initial_states)
     si, sf = _strides3(initial_states), _strides3(dfinal_states)
     pad = W - 1 if initial_states is not None else 0  # the grid also covers the initial states
@@ -563,7 +597,43 @@ def causal_conv1d_backward(
         W=W, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, HAS_INIT=initial_states is not None,
         HAS_DFINAL=dfinal_states is not None, SILU=bool(silu),
     )
-    return dx, dw.to(weight.dtype), db.to(bias.dtype) if db is not None else None, dinit
+    return (dx, *_grad_results(dw, db, weight, bias, dweight), dinit)
+
+
+def _grad_buffers(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                  dweight: Optional[torch.Tensor], dbias: Optional[torch.Tensor],
+                  ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The fp32 buffers the kernels add the weight and bias gradients into: the caller's, checked, or
+    new zeroed ones (one allocation and one fill for both)."""
+    if dweight is not None:
+        _grad_buffer(dweight, weight, "dweight")
+        if bias is not None and dbias is None:
+            raise ValueError("a dweight buffer was given without a dbias buffer, but there is a bias")
+        if dbias is not None:
+            if bias is None:
+                raise ValueError("a dbias buffer was given, but there is no bias")
+            _grad_buffer(dbias, bias, "dbias")
+        return dweight, dbias
+    if dbias is not None:
+        raise ValueError("a dbias buffer needs a dweight buffer too")
+    dim, W = weight.shape
+    both = torch.zeros(dim * (W + (bias is not None)), device=x.device, dtype=torch.float32)
+    return both[:dim * W].view(dim, W), both[dim * W:] if bias is not None else None
+
+
+def _grad_buffer(buf: torch.Tensor, like: torch.Tensor, name: str) -> None:
+    if buf.shape != like.shape or buf.dtype != torch.float32 or buf.device != like.device or not buf.is_contiguous():
+        raise ValueError(f"{name} must be a contiguous float32 buffer of shape {tuple(like.shape)} on {like.device}; "
+                         f"got {tuple(buf.shape)} {buf.dtype} on {buf.device}"
+                         f"{'' if buf.is_contiguous() else ', not contiguous'}")
+
+
+def _grad_results(dw: torch.Tensor, db: Optional[torch.Tensor], weight: torch.Tensor, bias: Optional[torch.Tensor],
+                  dweight: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The caller's fp32 buffers as they are, or the new ones in weight's and bias's dtype."""
+    if dweight is not None:
+        return dw, db
+    return dw.to(weight.dtype), db.to(bias.dtype) if db is not None and bias is not None else None
 
 
 def causal_conv1d_update(
@@ -585,8 +655,8 @@ def causal_conv1d_update(
         _buffer(out, x, "out")
     out3 = torch.empty_like(x3) if out is None else out.unsqueeze(-1) if squeeze else out
     bd = 4 if tu.INTERPRET else 64
-    _conv_update_kernel[(batch, grid_size(dim, bd))](
-        x3, conv_state, weight, bias if bias is not None else x3,
+    tu.launch(
+        _conv_update_kernel, (batch, grid_size(dim, bd)), x3, conv_state, weight, bias if bias is not None else x3,
         cache_seqlens if cache_seqlens is not None else x3,
         conv_state_indices if conv_state_indices is not None else x3, out3,
         dim, seqlen, state_len, *x3.stride(), *conv_state.stride(), *weight.stride(), *out3.stride(),

@@ -4,7 +4,8 @@ causal_conv1d_fwd(x, weight, bias, seq_idx, initial_states, out, final_states_ou
 causal_conv1d_bwd(x, weight, bias, dout, seq_idx, initial_states, dfinal_states,
                   dx, dweight, dbias, dinitial_states, silu) -> None
 causal_conv1d_update(x, conv_state, weight, bias, out, silu, cache_seqlens, conv_state_indices) -> None
-Every result is written into the buffers the caller passes, as the kernels do.
+Every result is written into the buffers the caller passes, as the kernels do (the weight and bias
+gradients are added into them).
 """
 
 from __future__ import annotations
@@ -37,13 +38,20 @@ def causal_conv1d_bwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
                       dbias: Optional[torch.Tensor], dinitial_states: Optional[torch.Tensor],
                       silu_activation: bool) -> None:
     backend = backend_for(x)
+    # the gradients of weight and bias are added into the caller's (zeroed) fp32 buffers, as the
+    # compiled kernel adds into them; by the backend itself where it takes them
+    grads = [g for g in (dweight, dbias) if g is not None]
+    takes = (dbias is None) == (bias is None) and all(g.dtype == torch.float32 and g.is_contiguous() for g in grads)
+    into = buffers(backend, (x, dout), dx=dx, **(dict(dweight=dweight, dbias=dbias) if takes else {}))
+    if "dweight" not in into:
+        into.pop("dbias", None)
     gx, gw, gb, ginit = backend.causal_conv1d_backward(
-        x, weight, bias, dout, seq_idx, initial_states, dfinal_states, silu_activation,
-        **buffers(backend, (x, dout), dx=dx))
+        x, weight, bias, dout, seq_idx, initial_states, dfinal_states, silu_activation, **into)
     fill(dx, gx)
-    dweight.copy_(gw)
-    if dbias is not None and gb is not None:
-        dbias.copy_(gb)
+    if "dweight" not in into:
+        dweight.add_(gw)
+        if dbias is not None and gb is not None:
+            dbias.add_(gb)
     if dinitial_states is not None and ginit is not None:
         dinitial_states.copy_(ginit)
 

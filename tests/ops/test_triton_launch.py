@@ -1,0 +1,92 @@
+"""triton_utils.launch: compiled kernels launched through their launcher once known, never a wrong variant.
+
+The key test runs anywhere (CPU tensors have addresses too); the launches need a GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+import triton.language as tl  # noqa: E402
+
+from jetson_mamba.ops import triton_utils as tu  # noqa: E402
+
+GPU = torch.cuda.is_available() and not tu.INTERPRET
+
+
+@triton.jit
+def _scaled_copy(x_ptr, out_ptr, n, stride, scale, BLOCK: tl.constexpr, NEGATE: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    v = tl.load(x_ptr + offs * stride, mask=offs < n) * scale
+    if NEGATE:
+        v = -v
+    tl.store(out_ptr + offs, v, mask=offs < n)
+
+
+def test_launch_key_separates_what_triton_specializes_on() -> None:
+    """Two launches share a key only where Triton would pick the same compiled variant: same dtypes,
+    same 16-byte alignment, same integers (Triton specializes on divisibility by 16 and width), same
+    constexprs and options."""
+    a, b = torch.zeros(64), torch.ones(64)
+
+    def key(*args: Any, **kwargs: Any) -> Any:
+        return tu.launch_key(0, args, kwargs)
+
+    assert key(a, 64, BLOCK=32) == key(b, 64, BLOCK=32)  # other tensors, same variant
+    assert key(a, 64, BLOCK=32) != key(a[1:], 64, BLOCK=32)  # 4 bytes off: not 16-byte aligned
+    assert key(a, 64, BLOCK=32) != key(a.double(), 64, BLOCK=32)
+    assert key(a, 64, BLOCK=32) != key(a, 65, BLOCK=32)  # 64 is a multiple of 16, 65 is not
+    assert key(a, 2 ** 31, BLOCK=32) != key(a, 2 ** 31 - 16, BLOCK=32)  # i64 vs i32
+    assert key(a, 64, BLOCK=32) != key(a, 64, BLOCK=64)
+    assert key(a, 64, BLOCK=32) != key(a, 64, BLOCK=32, num_warps=8)
+    assert key(a, n=64) != key(a, 64)  # by keyword or by position: other parameters get the values
+    assert tu.launch_key(0, (a,), {}) != tu.launch_key(1, (a,), {})  # another GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="compiled Triton launches need a GPU")
+def test_later_launches_take_the_compiled_kernel_and_give_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: List[int] = []
+    run = _scaled_copy.run
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        runs.append(1)
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(_scaled_copy, "run", counted)
+    assert not tu._hooked(triton.knobs.runtime.launch_enter_hook), "a launch hook is set: no fast path here"
+    x = torch.randn(1000, device="cuda")
+
+    def go(src: torch.Tensor, stride: int, negate: bool, scale: float = 2.0) -> torch.Tensor:
+        n = src.numel() // stride
+        out = torch.full((n,), float("nan"), device="cuda")
+        tu.launch(_scaled_copy, lambda m: (tu.grid_size(n, m["BLOCK"]),), src, out, n, stride, scale,
+                  BLOCK=128, NEGATE=negate, num_warps=4)
+        return out
+
+    assert torch.equal(go(x, 1, False), x * 2)
+    assert len(runs) == 1
+    for _ in range(3):  # the launcher directly: Triton's run is not called again
+        assert torch.equal(go(x, 1, False), x * 2)
+    assert torch.equal(go(x, 1, False, scale=3.0), x * 3)  # floats are arguments, not variants
+    assert len(runs) == 2  # the other float value is another key (as fine as Triton's or finer)
+    assert torch.equal(go(x, 2, False), x[::2] * 2)  # a stride Triton specializes differently
+    assert torch.equal(go(x[1:], 1, False), x[1:] * 2)  # a misaligned tensor: another variant
+    assert torch.equal(go(x, 1, True), -x * 2)  # another constexpr
+    assert len(runs) == 5
+    assert torch.equal(go(x[1:], 1, False), x[1:] * 2) and torch.equal(go(x, 1, True), -x * 2)
+    assert len(runs) == 5
+    # a launch hook (profilers add one) needs Triton's own path
+    seen: List[Any] = []
+    hooks = triton.knobs.runtime.launch_enter_hook
+    hooks.add(seen.append)
+    try:
+        assert torch.equal(go(x, 1, False), x * 2)
+    finally:
+        hooks.remove(seen.append)
+    assert len(runs) == 6 and len(seen) == 1
