@@ -306,7 +306,7 @@ def conv_sweep(run: Callable[..., None]) -> None:
 def host_cost(conv_ext: Any, scan_ext: Any, calls: int = 500) -> Row:
     """Host (CPU) microseconds per call on tiny tensors, where the GPU work is negligible: what the launch
     path alone costs, Triton (through jetson-mamba's wrapper) vs the compiled extensions; plus where the
-    Triton conv forward's host time goes (cProfile, by own time)."""
+    Triton launches' host time goes (cProfile, by own time)."""
     import cProfile
     import io
     import pstats
@@ -327,16 +327,17 @@ def host_cost(conv_ext: Any, scan_ext: Any, calls: int = 500) -> Row:
         row[name] = (time.perf_counter() - start) / calls * 1e6
         torch.cuda.synchronize()
         print(f"  host cost {name:16s}: {row[name]:.1f} us per call", flush=True)
-    profile = cProfile.Profile()
-    profile.enable()
-    for _ in range(calls):
-        fns["triton conv fwd"]()
-    profile.disable()
-    torch.cuda.synchronize()
-    text = io.StringIO()
-    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(18)
-    row["triton_conv_fwd_profile"] = text.getvalue()
-    print(text.getvalue(), flush=True)
+    for name in ("triton conv fwd", "triton conv bwd", "triton scan fwd"):
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(calls):
+            fns[name]()
+        profile.disable()
+        torch.cuda.synchronize()
+        text = io.StringIO()
+        pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(14)
+        row[name.replace(" ", "_") + "_profile"] = text.getvalue()
+        print(text.getvalue(), flush=True)
     return row
 
 

@@ -48,6 +48,17 @@ def test_launch_key_separates_what_triton_specializes_on() -> None:
     assert tu.launch_key(0, (a,), {}) != tu.launch_key(1, (a,), {})  # another GPU
 
 
+def test_heuristics_wrappers_are_applied_as_triton_applies_them() -> None:
+    """The scan kernels sit under @triton.heuristics: launch computes those values itself (each rule sees
+    the arguments and the values before it) and launches the JIT function beneath."""
+    wrapped = triton.heuristics({"NEGATE": lambda a: a["n"] > 10, "BLOCK": lambda a: 64 if a["NEGATE"] else 32})(
+        _scaled_copy)
+    x = torch.zeros(4)
+    fn, kwargs = tu._heuristics_applied(wrapped, (x, x, 11), {"stride": 1})
+    assert fn is _scaled_copy and kwargs == {"stride": 1, "NEGATE": True, "BLOCK": 64}
+    assert tu._heuristics_applied(wrapped, (x, x, 3), {})[1] == {"NEGATE": False, "BLOCK": 32}
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="compiled Triton launches need a GPU")
 def test_later_launches_take_the_compiled_kernel_and_give_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:

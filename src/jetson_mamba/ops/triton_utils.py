@@ -18,6 +18,7 @@ import torch
 try:
     import triton
     import triton.language as tl
+    from triton.runtime.autotuner import Autotuner, Heuristics
 
     TRITON_IMPORT_ERROR: Optional[str] = None
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -167,6 +168,7 @@ def launch(fn: Any, grid: Any, *args: Any, **kwargs: Any) -> None:
     if not _fast_path_ok():
         fn.run(*args, grid=grid, warmup=False, **kwargs)
         return
+    fn, kwargs = _heuristics_applied(fn, args, kwargs)
     current_device, current_stream = _device_and_stream()
     device = current_device()
     key = launch_key(device, args, kwargs)
@@ -184,6 +186,17 @@ def launch(fn: Any, grid: Any, *args: Any, **kwargs: Any) -> None:
     g = grid(kwargs) if callable(grid) else grid
     compiled.run(g[0], g[1] if len(g) > 1 else 1, g[2] if len(g) > 2 else 1, current_stream(device),
                  compiled.function, compiled.packed_metadata, None, None, None, *args, *[kwargs[n] for n in names])
+
+
+def _heuristics_applied(fn: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
+    """The JIT function under @triton.heuristics wrappers, and the keyword arguments with the values they
+    add, computed as Heuristics.run computes them (each rule sees the arguments and the values before it)."""
+    while isinstance(fn, Heuristics):
+        kwargs = dict(kwargs)
+        for name, rule in fn.values.items():
+            kwargs[name] = rule({**dict(zip(fn.arg_names, args)), **kwargs})
+        fn = fn.fn
+    return fn, kwargs
 
 
 def _tile_size(config: Any) -> Tuple[int, int]:
@@ -204,8 +217,6 @@ def pin_autotuned_kernels(prefix: str) -> int:
     """
     if triton is None:
         return 0
-    from triton.runtime.autotuner import Autotuner, Heuristics
-
     seen = set()
     for name, module in list(sys.modules.items()):
         if module is None or not (name == prefix or name.startswith(prefix + ".")):
