@@ -316,17 +316,27 @@ def host_cost(conv_ext: Any, scan_ext: Any, calls: int = 500) -> Row:
     fns = {"cuda conv fwd": lambda: cuda_conv_fwd(conv_ext, *cx), "triton conv fwd": lambda: triton_conv_fwd(*cx),
            "cuda conv bwd": lambda: cuda_conv_bwd(conv_ext, *cx), "triton conv bwd": lambda: triton_conv_bwd(*cx),
            "cuda scan fwd": lambda: cuda_scan_fwd(scan_ext, *sx), "triton scan fwd": lambda: triton_scan_fwd(*sx)}
-    row: Row = {"op": "host cost per call (us), B=1 D=64 L=64"}
+    # the conv target shape too: fewer calls than the GPU's launch queue holds, so the host is what is timed
+    big = conv_inputs(torch.bfloat16, False, 0)
+    fns.update({"cuda conv fwd B=8 D=2048 L=2048 bf16": lambda: cuda_conv_fwd(conv_ext, *big),
+                "triton conv fwd B=8 D=2048 L=2048 bf16": lambda: triton_conv_fwd(*big),
+                "cuda conv bwd B=8 D=2048 L=2048 bf16": lambda: cuda_conv_bwd(conv_ext, *big),
+                "triton conv bwd B=8 D=2048 L=2048 bf16": lambda: triton_conv_bwd(*big)})
+    row: Row = {"op": "host cost per call (us), B=1 D=64 L=64 unless named"}
+    jit = [_jit(k) for k in (conv_triton._fwd_rows, conv_triton._bwd_rows, scan_triton._fwd)]
     for name, fn in fns.items():
         for _ in range(20):
             fn()
         torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        row[name] = (time.perf_counter() - start) / calls * 1e6
+        n = 200 if "L=2048" in name else calls
+        with counted_runs(jit) as runs:
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            row[name] = (time.perf_counter() - start) / n * 1e6
         torch.cuda.synchronize()
-        print(f"  host cost {name:16s}: {row[name]:.1f} us per call", flush=True)
+        row[name + ": Triton's own launch path taken"] = runs[0]
+        print(f"  host cost {name:40s}: {row[name]:.1f} us per call ({runs[0]} of Triton's own launches)", flush=True)
     for name in ("triton conv fwd", "triton conv bwd", "triton scan fwd"):
         profile = cProfile.Profile()
         profile.enable()
@@ -339,6 +349,35 @@ def host_cost(conv_ext: Any, scan_ext: Any, calls: int = 500) -> Row:
         row[name.replace(" ", "_") + "_profile"] = text.getvalue()
         print(text.getvalue(), flush=True)
     return row
+
+
+def _jit(kernel: Any) -> Any:
+    """The JIT function under autotuner / heuristics wrappers."""
+    import triton
+
+    while not isinstance(kernel, triton.runtime.jit.JITFunction):
+        kernel = kernel.fn
+    return kernel
+
+
+@contextmanager
+def counted_runs(functions: Sequence[Any]) -> Iterator[List[int]]:
+    """Counts the calls of these JIT functions' own run (Triton's launch path: a launch that triton_utils.launch
+    could not take through the compiled kernel's launcher)."""
+    runs = [0]
+    for fn in functions:
+        original = fn.run
+
+        def counted(*args: Any, original: Any = original, **kwargs: Any) -> Any:
+            runs[0] += 1
+            return original(*args, **kwargs)
+
+        fn.run = counted
+    try:
+        yield runs
+    finally:
+        for fn in functions:
+            del fn.run
 
 
 # ---------------------------------------------------------------- cold start

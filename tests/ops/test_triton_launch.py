@@ -45,6 +45,7 @@ def test_launch_key_separates_what_triton_specializes_on() -> None:
     assert key(a, 64, BLOCK=32) != key(a, 64, BLOCK=64)
     assert key(a, 64, BLOCK=32) != key(a, 64, BLOCK=32, num_warps=8)
     assert key(a, n=64) != key(a, 64)  # by keyword or by position: other parameters get the values
+    assert key(a, 64, 1.5) != key(a, 64, 2.5) and key(a, 64, None) != key(a, 64, 0)
     assert tu.launch_key(0, (a,), {}) != tu.launch_key(1, (a,), {})  # another GPU
 
 
@@ -70,7 +71,7 @@ def test_later_launches_take_the_compiled_kernel_and_give_the_same_numbers(monke
         return run(*args, **kwargs)
 
     monkeypatch.setattr(_scaled_copy, "run", counted)
-    assert not tu._hooked(triton.knobs.runtime.launch_enter_hook), "a launch hook is set: no fast path here"
+    assert tu._hooks_idle(), "a launch hook is set: no fast path here"
     x = torch.randn(1000, device="cuda")
 
     def go(src: torch.Tensor, stride: int, negate: bool, scale: float = 2.0) -> torch.Tensor:

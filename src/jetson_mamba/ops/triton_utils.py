@@ -40,7 +40,8 @@ def is_available(device: torch.device, dtype: torch.dtype) -> Optional[str]:
         return TRITON_IMPORT_ERROR + "; install it with `pip install triton` (never reinstalls torch)"
     if dtype not in SUPPORTED_DTYPES:
         return f"the Triton kernels take float32, float16 or bfloat16 inputs, not {dtype}"
-    device = torch.device(device)
+    if not isinstance(device, torch.device):  # a tensor's device already is one (this runs on every launch)
+        device = torch.device(device)
     if device.type == "cpu":
         if INTERPRET:
             return None
@@ -116,38 +117,37 @@ def launch_tuned(kernel: Any, key: Tuple[Any, ...], grid: Any, *args: Any, **kwa
         memo[2][key] = best.all_kwargs()
 
 
-# id(JIT function) -> {launch_key: (compiled kernel, names of the parameters passed by keyword)}
-_COMPILED: Dict[int, Dict[Any, Tuple[Any, Tuple[str, ...]]]] = {}
+# id(JIT function) -> {launch_key: (compiled kernel, the values of the parameters passed by keyword)}
+_COMPILED: Dict[int, Dict[Any, Tuple[Any, Tuple[Any, ...]]]] = {}
 _COMPILED_PER_KERNEL = 256  # distinct shapes/strides remembered per kernel; the memo starts over past it
+_PLAIN = frozenset({int, bool, float, type(None)})  # arguments that are their own key
 
 
 def launch_key(device: int, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Any, ...]:
     """What selects a compiled kernel, as fine as Triton's own specialization or finer: a tensor's dtype
     and whether its address is 16-byte aligned; any other value itself (Triton specializes integers on
-    their value's divisibility by 16 and width, constexprs on their value)."""
-    return (device, tuple(kwargs),
-            tuple((a.dtype, not a.data_ptr() & 15) if isinstance(a, torch.Tensor) else a for a in args),
-            tuple((a.dtype, not a.data_ptr() & 15) if isinstance(a, torch.Tensor) else a for a in kwargs.values()))
+    their value's divisibility by 16 and width, constexprs on their value). Flat, and built with one
+    comprehension: it runs on every launch (~3 us here, where a tuple per argument cost ~6 us)."""
+    return (device, len(args), *kwargs, *kwargs.values(),
+            *[a if a.__class__ in _PLAIN else _tensor_key(a) for a in args])
+
+
+def _tensor_key(a: Any) -> Any:
+    return (a.dtype, not a.data_ptr() & 15) if isinstance(a, torch.Tensor) else a
 
 
 # Triton with knobs (3.4 and later) launches a compiled kernel as `launch` does: `CompiledKernel.run(grid
 # x3, stream, function, packed metadata, launch metadata, enter hook, exit hook, *every parameter in
 # signature order)` (read in 3.6 and 3.8); older ones pass only the non-constexpr parameters.
-_FAST_LAUNCH = triton is not None and not INTERPRET and hasattr(triton, "knobs")
+_RUNTIME_KNOBS = triton.knobs.runtime if triton is not None and not INTERPRET and hasattr(triton, "knobs") else None
 
 
-def _fast_path_ok() -> bool:
-    """Whether `launch` may call compiled kernels' launchers itself: a Triton that launches them as
-    `launch` does, and no launch hooks set (profilers set them; they need Triton's own path)."""
-    if not _FAST_LAUNCH:
-        return False
-    runtime = triton.knobs.runtime
-    return not (_hooked(runtime.launch_enter_hook) or _hooked(runtime.launch_exit_hook))
-
-
-def _hooked(hook: Any) -> bool:
-    """A launch hook that does something: set, and where it is a chain of hooks (3.5 and later), not empty."""
-    return hook is not None and bool(getattr(hook, "calls", True))
+def _hooks_idle() -> bool:
+    """No launch hook that does something (profilers add them; they need Triton's own path): each is
+    unset or, from Triton 3.5 on, a chain of hooks that is empty."""
+    enter, leave = _RUNTIME_KNOBS.launch_enter_hook, _RUNTIME_KNOBS.launch_exit_hook
+    return not ((enter is not None and getattr(enter, "calls", True)) or
+                (leave is not None and getattr(leave, "calls", True)))
 
 
 @functools.lru_cache(maxsize=1)
@@ -160,32 +160,45 @@ def _device_and_stream() -> Tuple[Any, Any]:
 
 
 def launch(fn: Any, grid: Any, *args: Any, **kwargs: Any) -> None:
-    """fn[grid](*args, **kwargs) for a JIT function. Once a launch with the same `launch_key` has
-    compiled (or found) its kernel, later ones call that kernel's launcher directly: Triton's run binds
-    and specializes every argument, builds a cache key with str(options) and checks its globals on each
-    call (~20 us of host time per launch, the bulk of a conv launch's host cost). `grid` as Triton's: a
-    tuple, or a callable of the keyword arguments (the constexprs and the config)."""
-    if not _fast_path_ok():
+    """fn[grid](*args, **kwargs) for a JIT function (or one under @triton.heuristics). Once a launch with
+    the same `launch_key` has compiled (or found) its kernel, later ones call that kernel's launcher
+    directly: Triton's run binds and specializes every argument, builds a cache key with str(options)
+    and checks its globals on each call (~20 us of host time per launch on the lab H200's host, the
+    bulk of a conv launch's). `grid` as Triton's: a tuple, or a callable of the keyword arguments (the
+    constexprs and the config)."""
+    if _RUNTIME_KNOBS is None or not _hooks_idle():
         fn.run(*args, grid=grid, warmup=False, **kwargs)
         return
-    fn, kwargs = _heuristics_applied(fn, args, kwargs)
+    if isinstance(fn, Heuristics):
+        fn, kwargs = _heuristics_applied(fn, args, kwargs)
     current_device, current_stream = _device_and_stream()
     device = current_device()
     key = launch_key(device, args, kwargs)
-    memo = _COMPILED.setdefault(id(fn), {})
-    hit = memo.get(key)
+    memo = _COMPILED.get(id(fn))
+    hit = memo.get(key) if memo is not None else None
     if hit is None or fn.pre_run_hooks:
         compiled = fn.run(*args, grid=grid, warmup=False, **kwargs)
-        names = tuple(fn.arg_names[len(args):])
-        if hasattr(compiled, "packed_metadata") and not fn.pre_run_hooks and all(n in kwargs for n in names):
-            if len(memo) >= _COMPILED_PER_KERNEL:
-                memo.clear()
-            memo[key] = (compiled, names)
+        _remember(fn, key, compiled, args, kwargs)
         return
-    compiled, names = hit
+    compiled, tail = hit
     g = grid(kwargs) if callable(grid) else grid
     compiled.run(g[0], g[1] if len(g) > 1 else 1, g[2] if len(g) > 2 else 1, current_stream(device),
-                 compiled.function, compiled.packed_metadata, None, None, None, *args, *[kwargs[n] for n in names])
+                 compiled.function, compiled.packed_metadata, None, None, None, *args, *tail)
+
+
+def _remember(fn: Any, key: Tuple[Any, ...], compiled: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
+    """Keep `compiled` for `key` with the values of the parameters after the positional ones (fixed by
+    the key), unless the launch is one `launch` cannot repeat: a kernel not compiled for this GPU (an
+    old Triton), run hooks, a parameter left to its default, or a tensor passed by keyword (its key
+    would be the tensor itself: kept alive by the memo, and never met again)."""
+    names = fn.arg_names[len(args):]
+    if (not hasattr(compiled, "packed_metadata") or fn.pre_run_hooks or any(n not in kwargs for n in names)
+            or any(isinstance(v, torch.Tensor) for v in kwargs.values())):
+        return
+    memo = _COMPILED.setdefault(id(fn), {})
+    if len(memo) >= _COMPILED_PER_KERNEL:
+        memo.clear()
+    memo[key] = (compiled, tuple(kwargs[n] for n in names))
 
 
 def _heuristics_applied(fn: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:

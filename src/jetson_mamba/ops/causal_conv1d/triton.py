@@ -469,8 +469,9 @@ def _row_width(x: torch.Tensor) -> int:
     return 16 // x.element_size()
 
 
-def _layout(x: torch.Tensor) -> str:
-    return "last" if x.stride(1) == 1 and x.stride(2) != 1 else "first"
+def _layout(strides: Tuple[int, ...]) -> str:
+    """x's layout from its strides: channel-last (unit channel stride) or channel-first."""
+    return "last" if strides[1] == 1 and strides[2] != 1 else "first"
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
@@ -516,8 +517,10 @@ def causal_conv1d_forward(
     batch, dim, L = x.shape
     W = weight.shape[1]
     L_class = tu.next_power_of_2(L)
-    layout = _layout(x)
+    xs = x.stride()
+    layout = _layout(xs)
     out = torch.empty_like(x) if out is None else _buffer(out, x, "out")
+    ot = out.stride()
     final = None
     if return_final_states:
         final = torch.empty(batch, W - 1, dim, device=x.device, dtype=x.dtype).transpose(1, 2)
@@ -525,12 +528,12 @@ def causal_conv1d_forward(
             final = final.contiguous()
     s_sb, s_sl = _seq_args(seq_idx, initial_states)
     si, sf = _strides3(initial_states), _strides3(final)
-    if layout == "first" and x.stride(2) == 1 and out.stride(2) == 1 and seq_idx is None:
+    if layout == "first" and xs[2] == 1 and ot[2] == 1 and seq_idx is None:
         tu.launch_tuned(
             _fwd_rows, (dim, L_class, W, x.dtype), _rows_grid(batch, dim, L),
             x, weight, bias if bias is not None else x, initial_states if initial_states is not None else x, out,
-            final if final is not None else x, dim, L, L_class, x.stride(0), x.stride(1), *weight.stride(),
-            out.stride(0), out.stride(1), *si, *sf, W=W, HAS_BIAS=bias is not None, HAS_INIT=initial_states is not None,
+            final if final is not None else x, dim, L, L_class, xs[0], xs[1], *weight.stride(),
+            ot[0], ot[1], *si, *sf, W=W, HAS_BIAS=bias is not None, HAS_INIT=initial_states is not None,
             HAS_FINAL=final is not None, SILU=bool(silu), RW=_row_width(x),
         )
         return out, final
@@ -539,7 +542,7 @@ def causal_conv1d_forward(
         _fwd[layout], (dim, L_class, W, x.dtype), grid,
         x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
         initial_states if initial_states is not None else x, out, final if final is not None else x,
-        dim, L, L_class, *x.stride(), *weight.stride(), *out.stride(), *si, *sf, s_sb, s_sl,
+        dim, L, L_class, *xs, *weight.stride(), *ot, *si, *sf, s_sb, s_sl,
         W=W, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, HAS_INIT=initial_states is not None,
         HAS_FINAL=final is not None, SILU=bool(silu),
     )
@@ -561,26 +564,30 @@ def causal_conv1d_backward(
     batch, dim, L = x.shape
     W = weight.shape[1]
     L_class = tu.next_power_of_2(L)
-    layout = _layout(x)
-    rows = (layout == "first" and x.stride(2) == 1 and seq_idx is None and initial_states is None
+    xs = x.stride()
+    layout = _layout(xs)
+    rows = (layout == "first" and xs[2] == 1 and seq_idx is None and initial_states is None
             and dfinal_states is None)
     # The rows kernel reads dout's rows with any batch and channel strides (mamba_inner_fn's dout is a
     # transposed matmul result, unlike x); the general kernel wants x's strides, for coalesced loads.
-    if dout.stride(2) != 1 if rows else dout.stride() != x.stride():
+    gs = dout.stride()
+    if gs[2] != 1 if rows else gs != xs:
         dout = torch.empty_like(x).copy_(dout)
+        gs = dout.stride()
     if dx is not None:
         _buffer(dx, x, "dx")
     # the rows kernel takes any dx with unit time stride, the general one only x's strides
-    if dx is None or not (dx.stride(2) == 1 if rows else dx.stride() == x.stride()):
+    if dx is None or not (dx.stride(2) == 1 if rows else dx.stride() == xs):
         dx = torch.empty_like(x)
+    ot = dx.stride()
     dw, db = _grad_buffers(x, weight, bias, dweight, dbias)
     dinit = torch.empty_like(initial_states) if initial_states is not None else None
     if rows:
         tu.launch_tuned(
             _bwd_rows, (dim, L_class, W, x.dtype), _rows_grid(batch, dim, L),
             x, weight, bias if bias is not None else x, dout, dx, dw, db if db is not None else dw,
-            dim, L, L_class, x.stride(0), x.stride(1), *weight.stride(), dout.stride(0), dout.stride(1), dx.stride(0),
-            dx.stride(1), W=W, HAS_BIAS=bias is not None, SILU=bool(silu), RW=_row_width(x),
+            dim, L, L_class, xs[0], xs[1], *weight.stride(), gs[0], gs[1], ot[0], ot[1],
+            W=W, HAS_BIAS=bias is not None, SILU=bool(silu), RW=_row_width(x),
         )
         return (dx, *_grad_results(dw, db, weight, bias, dweight), dinit)
     s_sb, s_sl = _seq_args(seq_idx, initial_states)
@@ -593,7 +600,7 @@ def causal_conv1d_backward(
         initial_states if initial_states is not None else x, dout,
         dfinal_states if dfinal_states is not None else x, dx, dw, db if db is not None else dw,
         dinit if dinit is not None else x,
-        dim, L, L_class, *x.stride(), *weight.stride(), *dout.stride(), *si, *sf, s_sb, s_sl,
+        dim, L, L_class, *xs, *weight.stride(), *gs, *si, *sf, s_sb, s_sl,
         W=W, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, HAS_INIT=initial_states is not None,
         HAS_DFINAL=dfinal_states is not None, SILU=bool(silu),
     )
