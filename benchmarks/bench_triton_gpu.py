@@ -259,7 +259,9 @@ def sweep(budget_s: float, groups: Sequence[str] = SWEEP_GROUPS, graph: bool = F
         fwd_rows = sorted(set(conv_triton._FWD_ROWS_CONFIGS) | {(8, 32, 8), (2, 128, 8), (1, 256, 8), (2, 128, 4)})
         bwd_rows = sorted(set(conv_triton._BWD_ROWS_CONFIGS) | {(2, 64, 1, 4), (2, 64, 8, 4), (4, 32, 16, 4),
                                                                 (8, 16, 8, 4), (16, 8, 4, 4), (4, 64, 4, 8),
-                                                                (1, 128, 4, 4), (2, 128, 2, 4), (2, 128, 4, 8)})
+                                                                (1, 128, 2, 4), (1, 128, 8, 4), (1, 256, 2, 8),
+                                                                (1, 64, 16, 2), (1, 32, 4, 1), (1, 32, 16, 1),
+                                                                (2, 32, 8, 2), (2, 128, 2, 4), (2, 128, 4, 8)})
         for dtype in (torch.bfloat16, torch.float32):
             sets = [conv_inputs(dtype, False, s) for s in range(2)]
             run(conv_triton._fwd_rows, f"conv fwd rows {dtype}", fwd_rows, ("BD", "R"), triton_conv_fwd, sets)

@@ -431,9 +431,12 @@ _INTERPRET_CONFIG = (4, 16, 1)
 # same rows and the register shuffles of the windows go through shared memory: every candidate of the
 # backward's first table was below that line (34 shared loads instead of 5 in its SASS) and it ran at
 # 0.21x the compiled kernel's speed on the H200, 0.41-0.45x once every tile had a row per thread. S > 1 keeps
-# the weight gradients in registers over S tiles: (2, 64, 4, 4) was the tuner's pick in bf16 and fp32.
+# the weight gradients in registers over S tiles. Backward sweep on the H200 (CUDA-graph ms, bf16 / fp32):
+# one channel per program on one or two warps is fastest, (1, 64, 4, 2) 0.077 / 0.118, (1, 64, 8, 2)
+# 0.132 / 0.112, (1, 32, 4, 1) 0.076 / 0.119, (1, 32, 16, 1) 0.131 / 0.114; the old first, (2, 64, 4, 4),
+# 0.084 / 0.150 (compiled kernel 0.070 / 0.105).
 _FWD_ROWS_CONFIGS = [(1, 128, 4), (2, 64, 4), (4, 32, 4), (8, 16, 4), (4, 64, 8)]
-_BWD_ROWS_CONFIGS = [(2, 64, 4, 4), (4, 32, 1, 4), (8, 16, 1, 4), (4, 32, 4, 4), (8, 16, 4, 4), (4, 32, 8, 4)]
+_BWD_ROWS_CONFIGS = [(1, 64, 4, 2), (1, 64, 8, 2), (1, 32, 4, 1), (1, 32, 16, 1), (2, 64, 4, 4), (4, 32, 8, 4)]
 _ROWS_INTERPRET_CONFIG = (2, 2, 1)
 _BWD_ROWS_INTERPRET_CONFIG = (2, 2, 2, 1)  # two tiles per program: the loop runs under the interpreter too
 
