@@ -210,8 +210,9 @@ def bench_conv(ext: Any, dtype: torch.dtype, channel_last: bool, graph: bool = F
     time_pair(row, "triton_fwd", triton_conv_fwd, sets, graph)
     time_pair(row, "cuda_bwd", lambda *a: cuda_conv_bwd(ext, *a), sets, graph)
     time_pair(row, "triton_bwd", triton_conv_bwd, sets, graph)
-    # channel-first, unit time stride: the rows kernels run
-    fwd, bwd = (conv_triton._fwd["last"], conv_triton._bwd["last"]) if channel_last else \
+    # channel-first, unit time stride: the rows kernels run; channel-last: the general forward and the
+    # backward that walks time
+    fwd, bwd = (conv_triton._fwd["last"], conv_triton._bwd_steps) if channel_last else \
         (conv_triton._fwd_rows, conv_triton._bwd_rows)
     row["configs"] = {"fwd": str(getattr(fwd, "best_config", None)), "bwd": str(getattr(bwd, "best_config", None))}
     row["fwd_ratio"] = row["cuda_fwd_ms"] / row["triton_fwd_ms"]
@@ -292,16 +293,17 @@ def scan_sweep(run: Callable[..., None]) -> None:
 
 
 def conv_sweep(run: Callable[..., None]) -> None:
-    """The general conv kernels' candidate configs (channel-last, and channel-first the rows kernels don't
-    take): each kernel's own table plus the neighbours below."""
-    extra = {"first": {(8, 256, 8), (2, 128, 1), (4, 512, 8)}, "last": {(256, 8, 4), (64, 32, 8), (16, 16, 2)}}
-    for layout in ("first", "last"):
-        for dtype in (torch.bfloat16, torch.float32):
-            sets = [conv_inputs(dtype, layout == "last", s) for s in range(2)]
-            run(conv_triton._fwd[layout], f"conv fwd {layout} {dtype}",
-                sorted(set(conv_triton._FWD_CONFIGS[layout]) | extra[layout]), ("BD", "BL"), triton_conv_fwd, sets)
-            run(conv_triton._bwd[layout], f"conv bwd {layout} {dtype}",
-                sorted(set(conv_triton._BWD_CONFIGS[layout]) | extra[layout]), ("BD", "BL"), triton_conv_bwd, sets)
+    """The channel-last conv kernels' candidate configs (the general forward, the backward that walks
+    time): each kernel's own table plus the neighbours below. (The general kernels' channel-first configs
+    serve only initial states and seq_idx.)"""
+    fwd_extra = {(256, 8, 4), (64, 32, 8), (16, 16, 2)}
+    steps_extra = {(1024, 8, 4), (2048, 32, 8), (256, 16, 1), (512, 64, 4)}
+    for dtype in (torch.bfloat16, torch.float32):
+        sets = [conv_inputs(dtype, True, s) for s in range(2)]
+        run(conv_triton._fwd["last"], f"conv fwd last {dtype}", sorted(set(conv_triton._FWD_CONFIGS["last"]) | fwd_extra),
+            ("BD", "BL"), triton_conv_fwd, sets)
+        run(conv_triton._bwd_steps, f"conv bwd steps {dtype}",
+            sorted(set(conv_triton._BWD_STEPS_CONFIGS) | steps_extra), ("BD", "T"), triton_conv_bwd, sets)
 
 
 # ---------------------------------------------------------------- host cost

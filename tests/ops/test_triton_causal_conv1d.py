@@ -71,27 +71,64 @@ def test_no_bias_no_states(activation: Optional[str], nan_poison: None) -> None:
     check(make_x(1, 3, 29, False, torch.float32), 4, bias=False, activation=activation, states=False)
 
 
+@pytest.fixture
+def tuned_kernels(monkeypatch: pytest.MonkeyPatch) -> List[object]:
+    """The autotuned kernels launched (triton_utils.launch_tuned), in order: which kernel a layout takes."""
+    from jetson_mamba.ops import triton_utils as tu
+
+    kernels: List[object] = []
+    launch = tu.launch_tuned
+
+    def spy(kernel: object, *args: object, **kwargs: object) -> None:
+        kernels.append(kernel)
+        launch(kernel, *args, **kwargs)
+
+    monkeypatch.setattr(tu, "launch_tuned", spy)
+    return kernels
+
+
 @pytest.mark.parametrize("width", [2, 3, 4])
 @pytest.mark.parametrize("states", [False, True], ids=["no-states", "states"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_channel_first_rows_kernels(width: int, states: bool, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch,
+def test_channel_first_rows_kernels(width: int, states: bool, dtype: torch.dtype, tuned_kernels: List[object],
                                     nan_poison: None) -> None:  # noqa: F811
     """The rows kernels (channel-first, unit time stride): several programs along L, a length that is
     not a multiple of 8, a channel count not a multiple of the tile; with states the forward keeps
     them and the backward takes the general kernel."""
-    from jetson_mamba.ops import triton_utils as tu
     from jetson_mamba.ops.causal_conv1d import triton as conv
 
-    kernels = []
-    launch = tu.launch_tuned
-
-    def spy(kernel, *args, **kwargs):  # type: ignore[no-untyped-def]
-        kernels.append(kernel)
-        return launch(kernel, *args, **kwargs)
-
-    monkeypatch.setattr(tu, "launch_tuned", spy)
     check(make_x(2, 5, 45, False, dtype), width, bias=True, activation="silu", states=states, rel=TOL[dtype])
-    assert kernels == [conv._fwd_rows, conv._bwd["first"] if states else conv._bwd_rows]
+    assert tuned_kernels == [conv._fwd_rows, conv._bwd["first"] if states else conv._bwd_rows]
+
+
+@pytest.mark.parametrize("width", [2, 3, 4])
+@pytest.mark.parametrize("bias,activation", [(True, "silu"), (False, None)], ids=["bias-silu", "plain"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channel_last_backward_walks_time(width: int, bias: bool, activation: Optional[str], dtype: torch.dtype,
+                                          tuned_kernels: List[object], nan_poison: None) -> None:  # noqa: F811
+    """The channel-last backward without states or seq_idx (Mamba2's conv): several blocks of steps (the
+    window of gradients reaches into the next block), a length that is not a multiple of the block and
+    a channel count not a multiple of the tile."""
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+
+    check(make_x(2, 6, 23, True, dtype), width, bias=bias, activation=activation, states=False, rel=TOL[dtype])
+    assert tuned_kernels == [conv._fwd["last"], conv._bwd_steps]
+
+
+def test_channel_last_backward_reads_dout_with_its_own_strides(launches: List[Tuple[object, ...]],  # noqa: F811
+                                                              nan_poison: None) -> None:  # noqa: F811
+    """The steps kernel takes any dout and dx with unit channel stride: a dout laid out (batch, L, dim) in
+    other batch/time strides than x reaches it uncopied, with the numbers of a copy."""
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+
+    x, w, b = make_x(2, 5, 19, True, torch.float32), rnd(5, 4, seed=2), rnd(5, seed=3)
+    dout = rnd(19, 2, 5, seed=4).permute(1, 2, 0)  # strides (5, 1, 10): unit channel stride, not x's
+    got = conv.causal_conv1d_backward(x, w, b, dout, None, None, None, True)
+    assert launches[0][3] is dout, "dout was copied before the steps kernel"
+    want = conv.causal_conv1d_backward(x, w, b, dout.contiguous().transpose(1, 2).contiguous().transpose(1, 2),
+                                       None, None, None, True)
+    for name, g, r in zip(("dx", "dweight", "dbias"), got, want):
+        assert torch.equal(g, r), name
 
 
 def test_launches_skip_the_autotuner_once_tuned_until_its_configs_change() -> None:
@@ -135,7 +172,7 @@ def test_conv_autotuners_key_on_the_length_class(monkeypatch: pytest.MonkeyPatch
     from jetson_mamba.ops.causal_conv1d import triton as conv
 
     seen = []
-    for tuner in (conv._fwd_rows, conv._bwd_rows, conv._fwd["last"], conv._bwd["last"]):
+    for tuner in (conv._fwd_rows, conv._bwd_rows, conv._fwd["last"], conv._bwd_steps):
         assert tuner.keys == ["dim", "L_class", "W"]
         original = tuner.fn.run
 

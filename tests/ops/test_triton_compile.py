@@ -89,6 +89,8 @@ VARIANTS = {
                                            BD=conv._FWD_ROWS_CONFIGS[0][0], R=conv._FWD_ROWS_CONFIGS[0][1]), 4),
     "conv-bwd-rows": (conv._bwd_rows, dict(W=4, HAS_BIAS=True, SILU=True, RW=8, BD=conv._BWD_ROWS_CONFIGS[0][0],
                                            R=conv._BWD_ROWS_CONFIGS[0][1], S=conv._BWD_ROWS_CONFIGS[0][2]), 4),
+    "conv-bwd-steps": (conv._bwd_steps, dict(W=4, HAS_BIAS=True, SILU=True, BD=conv._BWD_STEPS_CONFIGS[0][0],
+                                             T=conv._BWD_STEPS_CONFIGS[0][1]), conv._BWD_STEPS_CONFIGS[0][2]),
     "conv-update": (conv._conv_update_kernel, dict(W=4, HAS_BIAS=True, SILU=True, CIRCULAR=True, HAS_IDX=True,
                                                    BD=64), 2),
 }
@@ -149,7 +151,32 @@ def test_rows_kernels_read_rows_with_vector_loads(variant: str, config: Any, dat
         assert shared_loads <= 2 * (width + 1), f"{shared_loads} shared loads: the tile's rows go through shared memory"
 
 
-@pytest.mark.parametrize("variant", ["scan-bwd", "conv-bwd", "conv-bwd-rows"])
+@pytest.mark.parametrize("data", ["bf16", "fp32"])
+@pytest.mark.parametrize("config", conv._BWD_STEPS_CONFIGS, ids=str)
+def test_channel_last_backward_streams_vectors_through_registers(config: Any, data: str) -> None:
+    """The channel-last backward (every candidate): each step's rows of x and dout come in as 16-byte
+    vectors where the tile gives a thread 8 bf16 or 4 fp32 channels (8-byte ones below that), and the
+    windows stay in registers: shared memory only in the epilogue (the weight gradients' atomics take
+    another layout), so its barriers do not grow with the steps. The general kernel it replaces for this
+    case read W shifted tiles per pre-activation and computed each W times."""
+    kernel, consts, _ = VARIANTS["conv-bwd-steps"]
+    bd, steps, num_warps = config
+
+    def sass(t: int) -> str:
+        return get_sass(compile_for(kernel, 90, dict(consts, BD=bd, T=t), num_warps, aligned=True,
+                                    data=data).asm["cubin"])
+
+    code = sass(steps)
+    per_thread = bd // (32 * num_warps) * (2 if data == "bf16" else 4)  # bytes of one row per thread
+    loads = re.findall(r"\bLDG\.E[.\w]*", code)
+    vectors = [op for op in loads if op in ("LDG.E.64", "LDG.E.128")]
+    rows = steps * 2 + 10  # x and dout at every step, plus the 7 + 3 rows at the block's edges
+    assert len(vectors) >= rows * max(per_thread // 16, 1), (len(vectors), loads[:12])
+    barriers = len(re.findall(r"\bBAR\b", code))
+    assert barriers == len(re.findall(r"\bBAR\b", sass(2 * steps))), "barriers per step: windows in shared memory"
+
+
+@pytest.mark.parametrize("variant", ["scan-bwd", "conv-bwd", "conv-bwd-rows", "conv-bwd-steps"])
 def test_gradient_atomics_are_relaxed(variant: str) -> None:
     """The backward kernels sum gradients with atomics that nothing reads before the kernel ends. Left at
     tl.atomic_add's default (acq_rel), each one is fenced: MEMBAR.ALL.GPU before it (waits for every

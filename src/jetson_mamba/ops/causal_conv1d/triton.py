@@ -49,6 +49,12 @@ if triton is not None:
         return v
 
     @triton.jit
+    def _silu_grad(g, a):
+        """The gradient at pre-activation a of silu(a), given the gradient g at its output."""
+        sg = sigmoid(a)
+        return g * sg * (1.0 + a * (1.0 - sg))
+
+    @triton.jit
     def _seq(seq_ptr, pos, L, s_sl):
         """seq_idx at positions `pos`; -1 outside the sequence."""
         return tl.load(seq_ptr + pos * s_sl, mask=(pos >= 0) & (pos < L), other=-1)
@@ -246,9 +252,7 @@ if triton is not None:
             for m in tl.static_range(RW + W - 1):
                 g = gs[m]
                 if SILU:
-                    a = _pre_at(xs, m, w_ptr, offs_d, mask_d, s_wd, s_ww, bias, W, R, RW)
-                    sg = sigmoid(a)
-                    g = g * sg * (1.0 + a * (1.0 - sg))
+                    g = _silu_grad(g, _pre_at(xs, m, w_ptr, offs_d, mask_d, s_wd, s_ww, bias, W, R, RW))
                 gm = gm + (g,)
             # dx at offset j: x[j] feeds out[j + s] through tap W-1-s
             dxs = ()
@@ -283,6 +287,85 @@ if triton is not None:
             tl.atomic_add(dw_ptr + offs_d * W + k, tl.sum(dws[k], axis=1), mask=mask_d, sem="relaxed")
         if HAS_BIAS:
             tl.atomic_add(db_ptr + offs_d, tl.sum(db, axis=1), mask=mask_d, sem="relaxed")
+
+    @triton.jit
+    def _step(ptr, t, L, s_l, mask_d):
+        """One time step (a row of BD channels, unit channel stride) as fp32; zero outside 0 <= t < L."""
+        return tl.load(ptr + t * s_l, mask=mask_d & (t >= 0) & (t < L), other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _pre4(wp, bias, x0, x1, x2, x3):
+        """Pre-activation from x at t-3..t and the taps padded in front to 4."""
+        return bias + wp[0] * x0 + wp[1] * x1 + wp[2] * x2 + wp[3] * x3
+
+    @triton.jit(do_not_specialize=["L_class"])  # a key for the autotuner, not a variant
+    def _conv_bwd_steps_kernel(
+        x_ptr, w_ptr, bias_ptr, dout_ptr, dx_ptr, dw_ptr, db_ptr,
+        dim, L, L_class, s_xb, s_xl, s_wd, s_ww, s_gb, s_gl, s_ob, s_ol,
+        W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
+    ):
+        # Channel-last (x, dout and dx with unit channel stride), no initial states, seq_idx or
+        # final-state gradient. Each thread holds a vector of channels and walks T steps back in time,
+        # the windows of x (t-3..t) and of the pre-activation's gradient (t+1..t+3) in registers: per
+        # step one row of x and one of dout are read, one of dx written, each pre-activation computed
+        # once. (The general kernel reads W shifted tiles per pre-activation and computes each W times.)
+        # The taps are padded in front to 4: out[t] = bias + sum_j wp[j] x[t-3+j].
+        offs_d = tl.program_id(1) * BD + tl.arange(0, BD)
+        mask_d = offs_d < dim
+        pid_b = tl.program_id(2).to(tl.int64)
+        x_b = x_ptr + pid_b * s_xb + offs_d
+        g_b = dout_ptr + pid_b * s_gb + offs_d
+        o_b = dx_ptr + pid_b * s_ob + offs_d
+        wp = ()
+        for j in tl.static_range(4):
+            if j < 4 - W:
+                wp = wp + (tl.zeros([BD], dtype=tl.float32),)
+            else:
+                wp = wp + (tl.load(w_ptr + offs_d * s_wd + (j - 4 + W) * s_ww, mask=mask_d, other=0.0).to(tl.float32),)
+        bias = tl.zeros([BD], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        t_hi = tl.program_id(0).to(tl.int64) * T + T - 1
+        # the gradient at the 3 steps after this block (the next block's, recomputed): x at t_hi-2..t_hi+3
+        xa = _step(x_b, t_hi - 3, L, s_xl, mask_d)
+        xb = _step(x_b, t_hi - 2, L, s_xl, mask_d)
+        xc = _step(x_b, t_hi - 1, L, s_xl, mask_d)
+        xd = _step(x_b, t_hi, L, s_xl, mask_d)
+        x4 = _step(x_b, t_hi + 1, L, s_xl, mask_d)
+        x5 = _step(x_b, t_hi + 2, L, s_xl, mask_d)
+        x6 = _step(x_b, t_hi + 3, L, s_xl, mask_d)
+        g1 = _step(g_b, t_hi + 1, L, s_gl, mask_d)
+        g2 = _step(g_b, t_hi + 2, L, s_gl, mask_d)
+        g3 = _step(g_b, t_hi + 3, L, s_gl, mask_d)
+        if SILU:
+            g1 = _silu_grad(g1, _pre4(wp, bias, xb, xc, xd, x4))
+            g2 = _silu_grad(g2, _pre4(wp, bias, xc, xd, x4, x5))
+            g3 = _silu_grad(g3, _pre4(wp, bias, xd, x4, x5, x6))
+        dw0 = tl.zeros([BD], dtype=tl.float32)
+        dw1 = tl.zeros([BD], dtype=tl.float32)
+        dw2 = tl.zeros([BD], dtype=tl.float32)
+        dw3 = tl.zeros([BD], dtype=tl.float32)
+        db = tl.zeros([BD], dtype=tl.float32)
+        for i in tl.static_range(T):
+            t = t_hi - i
+            g = _step(g_b, t, L, s_gl, mask_d)
+            if SILU:
+                g = _silu_grad(g, _pre4(wp, bias, xa, xb, xc, xd))
+            # x[t] feeds out[t + s] through tap 3 - s
+            dx = wp[3] * g + wp[2] * g1 + wp[1] * g2 + wp[0] * g3
+            tl.store(o_b + t * s_ol, dx.to(dx_ptr.dtype.element_ty), mask=mask_d & (t < L))
+            dw0 += g * xa
+            dw1 += g * xb
+            dw2 += g * xc
+            dw3 += g * xd
+            db += g
+            g3, g2, g1 = g2, g1, g
+            xa, xb, xc, xd = _step(x_b, t - 4, L, s_xl, mask_d), xa, xb, xc
+        dws = (dw0, dw1, dw2, dw3)
+        for k in tl.static_range(W):
+            tl.atomic_add(dw_ptr + offs_d * W + k, dws[4 - W + k], mask=mask_d, sem="relaxed")
+        if HAS_BIAS:
+            tl.atomic_add(db_ptr + offs_d, db, mask=mask_d, sem="relaxed")
 
     @triton.jit(do_not_specialize=["L_class"])  # a key for the autotuner, not a variant
     def _conv_bwd_kernel(
@@ -332,8 +415,7 @@ if triton is not None:
             mq = mask_d[:, None] & ((q >= 0) & (q < L))[None, :]
             g = tl.load(g_b + offs_d[:, None] * s_gd + q[None, :] * s_gl, mask=mq, other=0.0).to(tl.float32)
             if SILU:
-                sg = sigmoid(a)
-                g = g * sg * (1.0 + a * (1.0 - sg))
+                g = _silu_grad(g, a)
             if HAS_SEQ:
                 g = tl.where((sq >= 0)[None, :], g, 0.0)
             if s == 0:
@@ -437,6 +519,11 @@ _INTERPRET_CONFIG = (4, 16, 1)
 # 0.084 / 0.150 (compiled kernel 0.070 / 0.105).
 _FWD_ROWS_CONFIGS = [(1, 128, 4), (2, 64, 4), (4, 32, 4), (8, 16, 4), (4, 64, 8)]
 _BWD_ROWS_CONFIGS = [(1, 64, 4, 2), (1, 64, 8, 2), (1, 32, 4, 1), (1, 32, 16, 1), (2, 64, 4, 4), (4, 32, 8, 4)]
+# For the channel-last backward that walks time (BD channels, T steps, num_warps): a thread's channels are
+# one vector (8 bf16 = 16 bytes at BD = 256 per warp); the steps are unrolled, so their loads can be in
+# flight together.
+_BWD_STEPS_CONFIGS = [(1024, 16, 4), (512, 32, 4), (1024, 32, 8), (2048, 16, 8), (512, 16, 2), (256, 32, 1)]
+_STEPS_INTERPRET_CONFIG = (4, 4, 1)
 _ROWS_INTERPRET_CONFIG = (2, 2, 1)
 _BWD_ROWS_INTERPRET_CONFIG = (2, 2, 2, 1)  # two tiles per program: the loop runs under the interpreter too
 
@@ -460,6 +547,8 @@ if triton is not None:
     _fwd_rows = _make(_conv_fwd_rows_kernel, _FWD_ROWS_CONFIGS, _ROWS_INTERPRET_CONFIG, ("BD", "R"))
     _bwd_rows = _make(_conv_bwd_rows_kernel, _BWD_ROWS_CONFIGS, _BWD_ROWS_INTERPRET_CONFIG, ("BD", "R", "S"),
                       restore_value=["dw_ptr", "db_ptr"])
+    _bwd_steps = _make(_conv_bwd_steps_kernel, _BWD_STEPS_CONFIGS, _STEPS_INTERPRET_CONFIG, ("BD", "T"),
+                       restore_value=["dw_ptr", "db_ptr"])
 
 
 def _rows_grid(batch: int, dim: int, L: int):  # noqa: ANN202
@@ -569,18 +658,20 @@ def causal_conv1d_backward(
     L_class = tu.next_power_of_2(L)
     xs = x.stride()
     layout = _layout(xs)
-    rows = (layout == "first" and xs[2] == 1 and seq_idx is None and initial_states is None
-            and dfinal_states is None)
-    # The rows kernel reads dout's rows with any batch and channel strides (mamba_inner_fn's dout is a
-    # transposed matmul result, unlike x); the general kernel wants x's strides, for coalesced loads.
+    plain = seq_idx is None and initial_states is None and dfinal_states is None
+    # rows kernel: channel-first with unit time stride; steps kernel: unit channel stride (channel-last);
+    # either reads dout and writes dx with any other strides (mamba_inner_fn's dout is a transposed
+    # matmul result, unlike x). The general kernel wants x's strides, for coalesced loads.
+    rows = plain and layout == "first" and xs[2] == 1
+    steps = plain and layout == "last"
+    unit = 2 if rows else 1 if steps else None
     gs = dout.stride()
-    if gs[2] != 1 if rows else gs != xs:
+    if gs[unit] != 1 if unit is not None else gs != xs:
         dout = torch.empty_like(x).copy_(dout)
         gs = dout.stride()
     if dx is not None:
         _buffer(dx, x, "dx")
-    # the rows kernel takes any dx with unit time stride, the general one only x's strides
-    if dx is None or not (dx.stride(2) == 1 if rows else dx.stride() == xs):
+    if dx is None or not (dx.stride(unit) == 1 if unit is not None else dx.stride() == xs):
         dx = torch.empty_like(x)
     ot = dx.stride()
     dw, db = _grad_buffers(x, weight, bias, dweight, dbias)
@@ -591,6 +682,14 @@ def causal_conv1d_backward(
             x, weight, bias if bias is not None else x, dout, dx, dw, db if db is not None else dw,
             dim, L, L_class, xs[0], xs[1], *weight.stride(), gs[0], gs[1], ot[0], ot[1],
             W=W, HAS_BIAS=bias is not None, SILU=bool(silu), RW=_row_width(x),
+        )
+        return (dx, *_grad_results(dw, db, weight, bias, dweight), dinit)
+    if steps:
+        tu.launch_tuned(
+            _bwd_steps, (dim, L_class, W, x.dtype), lambda m: (grid_size(L, m["T"]), grid_size(dim, m["BD"]), batch),
+            x, weight, bias if bias is not None else x, dout, dx, dw, db if db is not None else dw,
+            dim, L, L_class, xs[0], xs[2], *weight.stride(), gs[0], gs[2], ot[0], ot[2],
+            W=W, HAS_BIAS=bias is not None, SILU=bool(silu),
         )
         return (dx, *_grad_results(dw, db, weight, bias, dweight), dinit)
     s_sb, s_sl = _seq_args(seq_idx, initial_states)
