@@ -60,6 +60,56 @@ def test_heuristics_wrappers_are_applied_as_triton_applies_them() -> None:
     assert tu._heuristics_applied(wrapped, (x, x, 3), {})[1] == {"NEGATE": False, "BLOCK": 32}
 
 
+class _Launcher:
+    """What launch calls once a kernel is known: records each launch (grid, stream, arguments)."""
+
+    packed_metadata = "metadata"
+    function = "function"
+
+    def __init__(self) -> None:
+        self.launches: List[Any] = []
+
+    def run(self, *launch: Any) -> None:
+        self.launches.append(launch)
+
+
+def test_launch_remembers_a_kernel_per_key_and_never_another_functions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bookkeeping of launch on any machine: Triton's run compiles (here: hands out a recording
+    launcher), later launches with the key go to that launcher with the grid, the current stream and
+    every parameter in order; another key goes through Triton again; a new JIT function at the address
+    of a freed one is not taken for it."""
+    if tu._RUNTIME_KNOBS is None:
+        pytest.skip("this Triton has no knobs: launch always takes Triton's own path")
+    monkeypatch.setattr(tu, "_device_and_stream", lambda: (lambda: 0, lambda device: 1234))
+    monkeypatch.setattr(tu, "_COMPILED", {})  # the recording launchers stay out of the real memo
+    made: List[_Launcher] = []
+
+    def compile_and_run(*args: Any, grid: Any, warmup: bool, **kwargs: Any) -> _Launcher:
+        made.append(_Launcher())
+        return made[-1]
+
+    monkeypatch.setattr(_scaled_copy, "run", compile_and_run)
+    x, out = torch.zeros(64), torch.zeros(64)
+
+    def go(n: int) -> None:
+        tu.launch(_scaled_copy, lambda m: (tu.grid_size(n, m["BLOCK"]),), x, out, n, 1, 2.0,
+                  BLOCK=32, NEGATE=False, num_warps=4)
+
+    go(64)
+    go(64)
+    go(64)
+    assert len(made) == 1 and len(made[0].launches) == 2
+    assert made[0].launches[0] == (2, 1, 1, 1234, "function", "metadata", None, None, None,
+                                   x, out, 64, 1, 2.0, 32, False)
+    go(48)  # another n: Triton's run again (it may specialize it otherwise)
+    assert len(made) == 2 and not made[1].launches
+    # the memo entry of a function that is gone, found at the id of a new one, is not used
+    memo = tu._COMPILED[id(_scaled_copy)]
+    monkeypatch.setitem(tu._COMPILED, id(_scaled_copy), (object(), memo[1]))
+    go(64)
+    assert len(made) == 3
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="compiled Triton launches need a GPU")
 def test_later_launches_take_the_compiled_kernel_and_give_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -117,8 +117,9 @@ def launch_tuned(kernel: Any, key: Tuple[Any, ...], grid: Any, *args: Any, **kwa
         memo[2][key] = best.all_kwargs()
 
 
-# id(JIT function) -> {launch_key: (compiled kernel, the values of the parameters passed by keyword)}
-_COMPILED: Dict[int, Dict[Any, Tuple[Any, Tuple[Any, ...]]]] = {}
+# id(JIT function) -> (the function, {launch_key: (compiled kernel, the values of the parameters passed by
+# keyword)}); the function itself is kept so that a new one at a freed one's address is not taken for it
+_COMPILED: Dict[int, Tuple[Any, Dict[Any, Tuple[Any, Tuple[Any, ...]]]]] = {}
 _COMPILED_PER_KERNEL = 256  # distinct shapes/strides remembered per kernel; the memo starts over past it
 _PLAIN = frozenset({int, bool, float, type(None)})  # arguments that are their own key
 
@@ -175,7 +176,7 @@ def launch(fn: Any, grid: Any, *args: Any, **kwargs: Any) -> None:
     device = current_device()
     key = launch_key(device, args, kwargs)
     memo = _COMPILED.get(id(fn))
-    hit = memo.get(key) if memo is not None else None
+    hit = memo[1].get(key) if memo is not None and memo[0] is fn else None
     if hit is None or fn.pre_run_hooks:
         compiled = fn.run(*args, grid=grid, warmup=False, **kwargs)
         _remember(fn, key, compiled, args, kwargs)
@@ -195,10 +196,10 @@ def _remember(fn: Any, key: Tuple[Any, ...], compiled: Any, args: Tuple[Any, ...
     if (not hasattr(compiled, "packed_metadata") or fn.pre_run_hooks or any(n not in kwargs for n in names)
             or any(isinstance(v, torch.Tensor) for v in kwargs.values())):
         return
-    memo = _COMPILED.setdefault(id(fn), {})
-    if len(memo) >= _COMPILED_PER_KERNEL:
-        memo.clear()
-    memo[key] = (compiled, tuple(kwargs[n] for n in names))
+    memo = _COMPILED.get(id(fn))
+    if memo is None or memo[0] is not fn or len(memo[1]) >= _COMPILED_PER_KERNEL:
+        memo = _COMPILED[id(fn)] = (fn, {})
+    memo[1][key] = (compiled, tuple(kwargs[n] for n in names))
 
 
 def _heuristics_applied(fn: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
