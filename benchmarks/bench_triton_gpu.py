@@ -33,6 +33,7 @@ import torch
 
 from jetson_mamba.ops.causal_conv1d import triton as conv_triton
 from jetson_mamba.ops.selective_scan import triton as scan_triton
+from jetson_mamba.ops.triton_utils import jit_function
 
 N_SETS = 3
 Row = Dict[str, Any]
@@ -327,7 +328,7 @@ def host_cost(conv_ext: Any, scan_ext: Any, calls: int = 500) -> Row:
                 "cuda conv bwd B=8 D=2048 L=2048 bf16": lambda: cuda_conv_bwd(conv_ext, *big),
                 "triton conv bwd B=8 D=2048 L=2048 bf16": lambda: triton_conv_bwd(*big)})
     row: Row = {"op": "host cost per call (us), B=1 D=64 L=64 unless named"}
-    jit = [_jit(k) for k in (conv_triton._fwd_rows, conv_triton._bwd_rows, scan_triton._fwd)]
+    jit = [jit_function(k) for k in (conv_triton._fwd_rows, conv_triton._bwd_rows, scan_triton._fwd)]
     for name, fn in fns.items():
         for _ in range(20):
             fn()
@@ -353,15 +354,6 @@ def host_cost(conv_ext: Any, scan_ext: Any, calls: int = 500) -> Row:
         row[name.replace(" ", "_") + "_profile"] = text.getvalue()
         print(text.getvalue(), flush=True)
     return row
-
-
-def _jit(kernel: Any) -> Any:
-    """The JIT function under autotuner / heuristics wrappers."""
-    import triton
-
-    while not isinstance(kernel, triton.runtime.jit.JITFunction):
-        kernel = kernel.fn
-    return kernel
 
 
 @contextmanager

@@ -6,11 +6,11 @@ and directly on a GPU (the same cases, plus a real shape marked gpu).
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import pytest
 import torch
-from test_triton_interpreted import DEVICE, GPU, assert_close, launches, nan_poison, needs_triton  # noqa: F401
+from test_triton_interpreted import DEVICE, GPU, Launch, assert_close, launches, nan_poison, needs_triton  # noqa: F401
 
 from jetson_mamba.ops import causal_conv1d_fn, causal_conv1d_update
 from jetson_mamba.ops.causal_conv1d.naive import causal_conv1d_ref, causal_conv1d_update_ref
@@ -71,51 +71,35 @@ def test_no_bias_no_states(activation: Optional[str], nan_poison: None) -> None:
     check(make_x(1, 3, 29, False, torch.float32), 4, bias=False, activation=activation, states=False)
 
 
-@pytest.fixture
-def tuned_kernels(monkeypatch: pytest.MonkeyPatch) -> List[object]:
-    """The autotuned kernels launched (triton_utils.launch_tuned), in order: which kernel a layout takes."""
-    from jetson_mamba.ops import triton_utils as tu
-
-    kernels: List[object] = []
-    launch = tu.launch_tuned
-
-    def spy(kernel: object, *args: object, **kwargs: object) -> None:
-        kernels.append(kernel)
-        launch(kernel, *args, **kwargs)
-
-    monkeypatch.setattr(tu, "launch_tuned", spy)
-    return kernels
-
-
 @pytest.mark.parametrize("width", [2, 3, 4])
 @pytest.mark.parametrize("states", [False, True], ids=["no-states", "states"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_channel_first_rows_kernels(width: int, states: bool, dtype: torch.dtype, tuned_kernels: List[object],
-                                    nan_poison: None) -> None:  # noqa: F811
+def test_channel_first_rows_kernels(width: int, states: bool, dtype: torch.dtype,
+                                    launches: List[Launch], nan_poison: None) -> None:  # noqa: F811
     """The rows kernels (channel-first, unit time stride): several programs along L, a length that is
     not a multiple of 8, a channel count not a multiple of the tile; with states the forward keeps
     them and the backward takes the general kernel."""
     from jetson_mamba.ops.causal_conv1d import triton as conv
 
     check(make_x(2, 5, 45, False, dtype), width, bias=True, activation="silu", states=states, rel=TOL[dtype])
-    assert tuned_kernels == [conv._fwd_rows, conv._bwd["first"] if states else conv._bwd_rows]
+    assert [launch.kernel for launch in launches] == [conv._fwd_rows, conv._bwd["first"] if states else conv._bwd_rows]
 
 
 @pytest.mark.parametrize("width", [2, 3, 4])
 @pytest.mark.parametrize("bias,activation", [(True, "silu"), (False, None)], ids=["bias-silu", "plain"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_channel_last_backward_walks_time(width: int, bias: bool, activation: Optional[str], dtype: torch.dtype,
-                                          tuned_kernels: List[object], nan_poison: None) -> None:  # noqa: F811
+                                          launches: List[Launch], nan_poison: None) -> None:  # noqa: F811
     """The channel-last backward without states or seq_idx (Mamba2's conv): several blocks of steps (the
     window of gradients reaches into the next block), a length that is not a multiple of the block and
     a channel count not a multiple of the tile."""
     from jetson_mamba.ops.causal_conv1d import triton as conv
 
     check(make_x(2, 6, 23, True, dtype), width, bias=bias, activation=activation, states=False, rel=TOL[dtype])
-    assert tuned_kernels == [conv._fwd["last"], conv._bwd_steps]
+    assert [launch.kernel for launch in launches] == [conv._fwd["last"], conv._bwd_steps]
 
 
-def test_channel_last_backward_reads_dout_with_its_own_strides(launches: List[Tuple[object, ...]],  # noqa: F811
+def test_channel_last_backward_reads_dout_with_its_own_strides(launches: List[Launch],  # noqa: F811
                                                               nan_poison: None) -> None:  # noqa: F811
     """The steps kernel takes any dout and dx with unit channel stride: a dout laid out (batch, L, dim) in
     other batch/time strides than x reaches it uncopied, with the numbers of a copy."""
@@ -124,7 +108,7 @@ def test_channel_last_backward_reads_dout_with_its_own_strides(launches: List[Tu
     x, w, b = make_x(2, 5, 19, True, torch.float32), rnd(5, 4, seed=2), rnd(5, seed=3)
     dout = rnd(19, 2, 5, seed=4).permute(1, 2, 0)  # strides (5, 1, 10): unit channel stride, not x's
     got = conv.causal_conv1d_backward(x, w, b, dout, None, None, None, True)
-    assert launches[0][3] is dout, "dout was copied before the steps kernel"
+    assert launches[0].args[3] is dout, "dout was copied before the steps kernel"
     want = conv.causal_conv1d_backward(x, w, b, dout.contiguous().transpose(1, 2).contiguous().transpose(1, 2),
                                        None, None, None, True)
     for name, g, r in zip(("dx", "dweight", "dbias"), got, want):
@@ -264,7 +248,7 @@ def test_a_buffer_unlike_x_is_refused(channel_last: bool) -> None:
 
 @pytest.mark.parametrize("channel_last", [False, True], ids=["rows kernels", "general kernels"])
 def test_backward_adds_into_the_callers_fp32_weight_and_bias_buffers(channel_last: bool,
-                                                                     launches: List[Tuple[object, ...]]) -> None:  # noqa: F811
+                                                                     launches: List[Launch]) -> None:  # noqa: F811
     """As the compiled kernel with causal-conv1d's zeroed fp32 buffers: the kernel itself adds into them
     (they are its arguments, no copy or cast after), so what was there stays, tuning runs included."""
     from jetson_mamba.ops.causal_conv1d import triton as conv
@@ -278,7 +262,7 @@ def test_backward_adds_into_the_callers_fp32_weight_and_bias_buffers(channel_las
     _, got_w, got_b, _ = conv.causal_conv1d_backward(x, w, b, dout, None, None, None, True,
                                                      dweight=dweight, dbias=dbias)
     assert got_w is dweight and got_b is dbias
-    assert any(a is dweight for a in launches[0]) and any(a is dbias for a in launches[0])
+    assert any(a is dweight for a in launches[0].args) and any(a is dbias for a in launches[0].args)
     assert_close(dweight - 0.5, want_w.float(), TOL[torch.bfloat16], "dweight added into")
     assert_close(dbias + 0.25, want_b.float(), TOL[torch.bfloat16], "dbias added into")
 
@@ -308,7 +292,7 @@ def test_weight_and_bias_buffers_that_do_not_fit_are_refused() -> None:
     assert not zw.any() and not zb.any(), "a refused call wrote into a buffer"
 
 
-def test_rows_backward_reads_a_transposed_dout(launches: List[Tuple[object, ...]], nan_poison: None) -> None:  # noqa: F811
+def test_rows_backward_reads_a_transposed_dout(launches: List[Launch], nan_poison: None) -> None:  # noqa: F811
     """mamba_inner_fn's conv backward: x is a view into xz and dout a transposed matmul result, so their
     strides differ. The rows kernel reads that dout as it is (no copy to x's strides: a pass over
     batch x dim x L) and gives the numbers of a contiguous dout."""
@@ -318,7 +302,7 @@ def test_rows_backward_reads_a_transposed_dout(launches: List[Tuple[object, ...]
     x, w, b = xz.chunk(2, dim=1)[0], rnd(5, 4, seed=2), rnd(5, seed=3)
     dout = rnd(5, 2 * 23, seed=4).view(5, 2, 23).permute(1, 0, 2)  # strides (23, 46, 1)
     got = conv.causal_conv1d_backward(x, w, b, dout, None, None, None, True)
-    assert launches[0][3] is dout, "dout was copied before the rows kernel"
+    assert launches[0].args[3] is dout, "dout was copied before the rows kernel"
     want = conv.causal_conv1d_backward(x, w, b, dout.contiguous(), None, None, None, True)
     for name, g, r in zip(("dx", "dweight", "dbias"), got, want):
         assert torch.equal(g, r), name

@@ -26,6 +26,7 @@ from triton.tools.disasm import get_sass  # noqa: E402
 
 from jetson_mamba.ops.causal_conv1d import triton as conv  # noqa: E402
 from jetson_mamba.ops.selective_scan import triton as scan  # noqa: E402
+from jetson_mamba.ops.triton_utils import jit_function  # noqa: E402
 
 ORIN_SMEM = 164 * 1024
 HALF = {"u_ptr", "delta_ptr", "z_ptr", "out_ptr", "outz_ptr", "B_ptr", "C_ptr", "dout_ptr", "du_ptr",
@@ -40,9 +41,7 @@ def compile_for(kernel: Any, arch: int, consts: Dict[str, Any], num_warps: int, 
 
     `aligned`: pointers and integer arguments divisible by 16, as Triton specializes them at a launch
     on typical shapes (L = 2048, contiguous tensors), so vector loads show as they would there."""
-    fn = kernel
-    while not isinstance(fn, triton.runtime.jit.JITFunction):
-        fn = fn.fn
+    fn = jit_function(kernel)
     signature: Dict[str, str] = {}
     constexprs: Dict[Any, Any] = {}
     attrs: Dict[Any, Any] = {}

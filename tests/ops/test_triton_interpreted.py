@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, List, Tuple
+from typing import Callable, Iterator, List, NamedTuple, Tuple
 
 import pytest
 import torch
@@ -55,17 +55,24 @@ def nan_poison(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+class Launch(NamedTuple):
+    """One Triton launch through triton_utils.launch_tuned: the autotuned kernel, its positional arguments."""
+
+    kernel: object
+    args: Tuple[object, ...]
+
+
 @pytest.fixture
-def launches(monkeypatch: pytest.MonkeyPatch) -> List[Tuple[object, ...]]:
-    """The positional kernel arguments of every Triton launch (triton_utils.launch_tuned), in order: to
-    check that a tensor reaches the kernel itself, not a copy."""
+def launches(monkeypatch: pytest.MonkeyPatch) -> List[Launch]:
+    """Every Triton launch (triton_utils.launch_tuned), in order: to check which kernel a layout takes,
+    and that a tensor reaches the kernel itself, not a copy."""
     from jetson_mamba.ops import triton_utils as tu
 
-    seen: List[Tuple[object, ...]] = []
+    seen: List[Launch] = []
     launch = tu.launch_tuned
 
     def spy(kernel: object, key: Tuple[object, ...], grid: object, *args: object, **kwargs: object) -> None:
-        seen.append(args)
+        seen.append(Launch(kernel, args))
         launch(kernel, key, grid, *args, **kwargs)
 
     monkeypatch.setattr(tu, "launch_tuned", spy)

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 import torch
-from test_triton_interpreted import DEVICE, GPU, assert_close, launches, nan_poison, needs_triton  # noqa: F401
+from test_triton_interpreted import DEVICE, GPU, Launch, assert_close, launches, nan_poison, needs_triton  # noqa: F401
 
 from jetson_mamba.errors import BackendUnavailableError
 from jetson_mamba.ops import selective_scan_fn
@@ -197,7 +197,7 @@ def test_stand_in_backward_takes_out_z_from_the_kernel(monkeypatch: pytest.Monke
 
 
 def test_stand_in_backward_reads_a_transposed_dout_and_writes_the_callers_dz(
-        launches: List[Tuple[object, ...]], nan_poison: None) -> None:  # noqa: F811
+        launches: List[Launch], nan_poison: None) -> None:  # noqa: F811
     """mamba_inner_fn's layouts: delta and dout are transposed matmul results (strides (L, batch*L, 1)) and
     dz a view into its dxz. The kernel reads that dout and writes that dz as they are: no copy of either
     (each a pass over batch x dim x L), and the same numbers as from contiguous tensors. du and ddelta come
@@ -217,7 +217,7 @@ def test_stand_in_backward_reads_a_transposed_dout_and_writes_the_callers_dz(
         out, x, _ = standin.fwd(*args, True)
         launches.clear()
         result = standin.bwd(*args, dout, x, out, dz, True, False)
-    (kernel_args,) = launches
+    ((_, kernel_args),) = launches
     assert kernel_args[8] is dout, "dout was copied before the kernel"
     assert kernel_args[12].data_ptr() == dz.data_ptr() and kernel_args[12].stride() == dz.stride()
     assert result[7] is dz and not dz.isnan().any() and dx.isnan().all()

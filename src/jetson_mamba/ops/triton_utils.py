@@ -202,6 +202,14 @@ def _remember(fn: Any, key: Tuple[Any, ...], compiled: Any, args: Tuple[Any, ...
     memo[1][key] = (compiled, tuple(kwargs[n] for n in names))
 
 
+def jit_function(kernel: Any) -> Any:
+    """The JIT function under @triton.autotune / @triton.heuristics wrappers (to compile, profile or
+    count the kernel itself)."""
+    while isinstance(kernel, (Autotuner, Heuristics)):
+        kernel = kernel.fn
+    return kernel
+
+
 def _heuristics_applied(fn: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
     """The JIT function under @triton.heuristics wrappers, and the keyword arguments with the values they
     add, computed as Heuristics.run computes them (each rule sees the arguments and the values before it)."""
