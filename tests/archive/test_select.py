@@ -8,10 +8,12 @@ from typing import Dict, List, Optional
 
 import pytest
 from archive_helpers import WHEELHOUSE
+from packaging.version import Version
 
 from jetson_mamba.archive import Manifest, WheelRecord, open_directory
 from jetson_mamba.archive.install import missing_dependencies
 from jetson_mamba.archive.select import Selection, Target, no_match_error, parse_requests, select_wheels
+from jetson_mamba.archive.wheel import _label_facts
 from jetson_mamba.errors import UsageError
 from jetson_mamba.probe.model import (
     CudaInfo,
@@ -121,6 +123,19 @@ def test_torch_version_from_label_is_checked_and_the_best_version_wins(h200: Man
         good.filename: ("preference", f"{newer.filename} is preferred"),
     }
     assert not any("unknown" in note for note in selection.chosen[0].notes)
+
+
+def test_upstream_release_label_of_another_torch_minor_is_rejected(h200: Manifest) -> None:
+    """An upstream release wheel (`+cu13torch2.9cxx11abiTRUE`) is not taken for torch 2.11."""
+    conv = h200.record(CONV)
+    assert conv is not None
+    label = "cu13torch2.9cxx11abiTRUE"
+    facts = _label_facts(Version(f"{conv.version}+{label}"))
+    other = dataclasses.replace(_labelled(conv, facts["torch"], label),
+                                torch=dict(conv.torch, version=facts["torch"], cxx11_abi=facts["cxx11_abi"]))
+    selection = select_wheels(target(), Manifest(wheels=[other]))
+    assert not selection.chosen
+    assert [(r.check, r.actual) for r in selection.rejected] == [("torch", "built against torch 2.9")]
 
 
 def test_requested_specs_filter_and_explain(h200: Manifest) -> None:

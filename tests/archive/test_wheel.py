@@ -10,6 +10,7 @@ from typing import Dict
 
 import pytest
 from archive_helpers import WHEELHOUSE
+from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
 from jetson_mamba.archive import add_wheel, load_manifest
@@ -53,6 +54,25 @@ def test_local_version_label_written_by_build() -> None:
     assert _label_facts(Version("1.6.0+cu126.torch2.5.cxx98.sm87")) == {"cuda": "12.6", "torch": "2.5",
                                                                        "cxx11_abi": False}
     assert _label_facts(Version("2.2.5")) == {}
+
+
+# Real file names of upstream's release wheels (the assets of its GitHub releases).
+UPSTREAM_RELEASE_NAMES = {
+    "mamba_ssm-2.2.5+cu12torch2.4cxx11abiTRUE-cp311-cp311-linux_x86_64.whl": ("12", "2.4", True),
+    "mamba_ssm-2.2.4+cu12torch2.6cxx11abiFALSE-cp310-cp310-linux_x86_64.whl": ("12", "2.6", False),
+    "mamba_ssm-1.2.0.post1+cu118torch2.1cxx11abiFALSE-cp39-cp39-linux_x86_64.whl": ("11.8", "2.1", False),
+    "mamba_ssm-1.1.1+cu122torch2.1cxx11abiTRUE-cp311-cp311-linux_x86_64.whl": ("12.2", "2.1", True),
+    "causal_conv1d-1.5.0.post8+cu12torch2.6cxx11abiTRUE-cp312-cp312-linux_x86_64.whl": ("12", "2.6", True),
+    "causal_conv1d-1.4.0+cu118torch2.3cxx11abiFALSE-cp38-cp38-linux_x86_64.whl": ("11.8", "2.3", False),
+    "causal_conv1d-1.6.0+cu13torch2.9cxx11abiTRUE-cp313-cp313-linux_aarch64.whl": ("13", "2.9", True),
+}
+
+
+@pytest.mark.parametrize("filename", sorted(UPSTREAM_RELEASE_NAMES))
+def test_upstream_release_labels_give_torch_cuda_and_abi(filename: str) -> None:
+    cuda, torch, abi = UPSTREAM_RELEASE_NAMES[filename]
+    version = parse_wheel_filename(filename)[1]
+    assert _label_facts(version) == {"cuda": cuda, "torch": torch, "cxx11_abi": abi}
 
 
 def _add_refused(wheel: Path, archive: Path, *needles: str) -> None:

@@ -3,7 +3,7 @@
 Nothing is trusted from the file name alone: the name, version and tags in the file name must
 agree with `METADATA` and `WHEEL`; the GPU archs come from the fatbins of its shared libraries;
 torch/C++ ABI/CUDA come from the local version label that `jetson-mamba build` writes
-(`2.2.5+cu130.torch2.11.sm90`), else from the libraries' DT_NEEDED entries and symbols, else
+(`2.2.5+cu130.torch2.11.sm90`) or upstream's release label (`2.2.5+cu12torch2.4cxx11abiTRUE`), else from the libraries' DT_NEEDED entries and symbols, else
 they are recorded as unknown.
 """
 
@@ -39,14 +39,29 @@ def sha256_of(path: Union[str, Path]) -> str:
     return digest.hexdigest()
 
 
+# Upstream's release wheels: `+cu12torch2.4cxx11abiTRUE` (CUDA major only, newer releases) or
+# `+cu118torch2.1cxx11abiFALSE` (major and minor, older ones); PEP 440 lower-cases the label.
+_UPSTREAM_LABEL = re.compile(r"^cu(\d+)torch(\d+)\.(\d+)cxx11abi(true|false)$")
+
+
+def _cuda_of(digits: str, minor_included: bool) -> str:
+    """`130` -> 13.0 and `118` -> 11.8 (major and minor); upstream's `12` is a major alone."""
+    return f"{int(digits[:-1])}.{digits[-1]}" if minor_included else str(int(digits))
+
+
 def _label_facts(version: Version) -> Dict[str, Any]:
-    """Torch / CUDA / arch facts from a local label such as `cu130.torch2.11.sm90` ({} if none)."""
+    """Torch / CUDA / C++ ABI facts from a local label ({} if none): ours, `cu130.torch2.11.sm90`,
+    or upstream's, `cu12torch2.4cxx11abiTRUE`."""
     local = version.local or ""
+    upstream = _UPSTREAM_LABEL.match(local)
+    if upstream:
+        digits = upstream.group(1)
+        return {"cuda": _cuda_of(digits, len(digits) >= 3), "torch": f"{upstream.group(2)}.{upstream.group(3)}",
+                "cxx11_abi": upstream.group(4) == "true"}
     facts: Dict[str, Any] = {}
     cuda = re.search(r"(?:^|\.)cu(\d{2,3})(?:\.|$)", local)
     if cuda:
-        digits = cuda.group(1)
-        facts["cuda"] = f"{int(digits[:-1])}.{digits[-1]}"
+        facts["cuda"] = _cuda_of(cuda.group(1), True)
     torch = re.search(r"(?:^|\.)torch(\d+)\.(\d+)", local)
     if torch:
         facts["torch"] = f"{torch.group(1)}.{torch.group(2)}"
