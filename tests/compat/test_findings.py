@@ -114,6 +114,18 @@ def test_missing_toolkit_and_triton_and_cpu_torch() -> None:
     assert "JetPack PyTorch" in found[0].fix
 
 
+def test_triton_fix_names_the_release_torch_requires_and_a_mismatch_is_found() -> None:
+    torch = replace(healthy_orin().torch, version="2.5.0a0+872d972e41.nv24.08", triton=None)
+    missing = next(f for f in diagnose(healthy_orin(torch=torch)) if f.id == "triton-missing")
+    assert "`pip install triton==3.1.0`" in missing.fix
+    mismatched = replace(torch, triton="3.3.1")
+    found = next(f for f in diagnose(healthy_orin(torch=mismatched)) if f.id == "triton-mismatch")
+    assert "triton 3.3.1" in found.message and "triton==3.1.0" in found.fix
+    assert "triton-mismatch" not in ids(diagnose(healthy_orin(torch=replace(torch, triton="3.1.0"))), "warning")
+    unknown = replace(torch, version="9.9.0", triton=None)
+    assert "Requires-Dist" in next(f for f in diagnose(healthy_orin(torch=unknown)) if f.id == "triton-missing").fix
+
+
 def test_distributed_missing_matters_when_mamba_is_installed() -> None:
     torch = replace(healthy_orin().torch, distributed_available=False,
                     distributed_missing=("ProcessGroup", "all_gather_into_tensor"))

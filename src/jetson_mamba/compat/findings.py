@@ -216,14 +216,29 @@ def _mamba2_d_gradient(machine: MachineInfo, applied: FrozenSet[str]) -> Iterabl
     )
 
 
+def _triton_install(torch_version: Optional[str]) -> str:
+    """The exact install command: the triton torch's metadata names, else the rule for finding it."""
+    wanted = knowledge.triton_for_torch(torch_version)
+    if wanted:
+        return f"`pip install triton=={wanted}` (the release torch {torch_version} requires)"
+    return f"`pip install triton` at the version torch {torch_version} requires (`pip show torch`, Requires-Dist)"
+
+
 @rule
 def _no_triton(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Finding]:
-    if machine.torch.version is None or machine.torch.triton or machine.gpu is None:
+    if machine.torch.version is None or machine.gpu is None:
         return
-    yield Finding("triton-missing", "warning",
-                  "triton is not installed: Mamba2's fused paths and jetson-mamba's zero-compile GPU kernels "
-                  "need it (the portable torch backend still works)",
-                  "`pip install triton` (on Jetson, the triton wheel matching your JetPack torch)")
+    installed = knowledge.parse_version(machine.torch.triton)
+    wanted = knowledge.parse_version(knowledge.triton_for_torch(machine.torch.version))
+    if installed is None:
+        yield Finding("triton-missing", "warning",
+                      "triton is not installed: Mamba2's fused paths and jetson-mamba's zero-compile GPU kernels "
+                      "need it (the portable torch backend still works)", _triton_install(machine.torch.version))
+    elif wanted is not None and installed.release[:2] != wanted.release[:2]:
+        yield Finding("triton-mismatch", "warning",
+                      f"triton {installed} is installed, but torch {machine.torch.version} was released with "
+                      f"triton {wanted}: torch.compile and Triton kernels may fail to compile or crash",
+                      _triton_install(machine.torch.version))
 
 
 @rule

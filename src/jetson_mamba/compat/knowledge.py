@@ -30,6 +30,21 @@ MAMBA_CUDA13_FIXED = Version("2.2.6")
 # The pair `build` makes by default and `install` recommends, in dependency order.
 TESTED_PAIR: Tuple[Tuple[str, str], ...] = (("causal-conv1d", "1.6.0"), ("mamba-ssm", "2.2.5"))
 
+# The triton each torch release requires on Linux (its own Requires-Dist, read from the package
+# index's metadata for torch 2.0.1 ... 2.14.1): another triton breaks torch.compile and Triton kernels.
+TRITON_FOR_TORCH = {
+    (2, 0): "2.0.0", (2, 1): "2.1.0", (2, 2): "2.2.0", (2, 3): "2.3.1", (2, 4): "3.0.0", (2, 5): "3.1.0",
+    (2, 6): "3.2.0", (2, 7): "3.3.1", (2, 8): "3.4.0", (2, 9): "3.5.1", (2, 10): "3.6.0", (2, 11): "3.6.0",
+    (2, 12): "3.7.0", (2, 14): "3.8.0",
+}
+
+
+def triton_for_torch(torch_version: Optional[str]) -> Optional[str]:
+    """The triton release that torch's own metadata pins for its minor, or None when not known."""
+    parsed = parse_version(torch_version)
+    return None if parsed is None else TRITON_FOR_TORCH.get((parsed.major, parsed.minor))
+
+
 # nvcc 13 dropped these targets (Maxwell, Pascal, Volta incl. Xavier's sm_72).
 CUDA13_DROPPED_ARCHS = ("5.0", "5.2", "5.3", "6.0", "6.1", "6.2", "7.0", "7.2")
 
