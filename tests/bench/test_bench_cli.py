@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,18 @@ def test_bench_json_and_plot(tmp_path: Path) -> None:
     assert "W=3" not in conv_fwd["problem"] and "width 3" in conv_fwd["problem"]
     unavailable = {r["backend"]: r["message"] for r in report["results"] if r["status"] == "unavailable"}
     assert "CUDA" in unavailable["cuda"] and "TRITON_INTERPRET=1" in unavailable["triton"]
-    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 5000
+    png = chart.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 5000
+    width, height = struct.unpack(">II", png[16:24])  # IHDR: a page-wide chart, a row per workload and backend
+    assert width <= 1200 and 200 <= height <= 1200, (width, height)
+
+
+def test_plot_without_matplotlib_fails_before_timing_anything(tmp_path: Path) -> None:
+    chart = tmp_path / "bench.png"
+    proc = bench(*TINY, "--plot", str(chart), prelude="import sys\nsys.modules['matplotlib'] = None\n")
+    assert proc.returncode != 0 and not chart.exists()
+    assert "--plot needs matplotlib" in proc.stderr and "pip install" in proc.stderr
+    assert "selective_scan" not in proc.stdout, "the benchmark ran before the dependency was checked"
 
 
 def test_bench_refuses_wrong_backend_and_writes_markdown(tmp_path: Path) -> None:

@@ -87,38 +87,55 @@ def print_table(report: BenchReport) -> None:
         console.print(f"[yellow]not timed[/] {escape(name)}: {escape(why)}")
 
 
-def write_plot(report: BenchReport, path: Path) -> Path:
-    """Grouped bars (one group per op, shape, dtype and direction; one bar per backend), log-scale ms."""
+def require_matplotlib() -> None:
+    """Fail before the benchmark runs, not after it (the timings would be lost)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError(f"--plot needs matplotlib ({exc})",
                                      "pip install 'jetson-mamba[plot]' (or pip install matplotlib)") from None
+
+
+def _workload(r: BenchResult) -> str:
+    return f"{r.op} {r.problem.split(':')[0]}  {r.dtype} {r.direction}"
+
+
+def write_plot(report: BenchReport, path: Path) -> Path:
+    """Horizontal bars, one row per workload and one bar per backend, on one linear scale: the speed-up
+    over the compiled kernel where it was timed, else the time relative to the fastest backend; each bar
+    is labelled with its time in ms, so no log axis is needed to read it."""
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     timed = [r for r in report.results if r.status == TIMED and r.timing is not None]
-    groups = list(dict.fromkeys(f"{r.problem.split(':')[0]}\n{r.op} {r.dtype} {r.direction}" for r in timed))
+    against_cuda = any(r.vs_cuda is not None for r in timed)
+    workloads = list(dict.fromkeys(_workload(r) for r in timed))
     backends = list(dict.fromkeys(r.backend for r in timed))
-    width = 0.8 / max(1, len(backends))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(groups)), 4.8))
+    height = 0.8 / max(1, len(backends))
+    fig, ax = plt.subplots(figsize=(10.0, 1.0 + 0.35 * max(1, len(workloads) * len(backends))))
     for index, backend in enumerate(backends):
-        xs, ys = [], []
-        for gi, group in enumerate(groups):
-            match = [r for r in timed if r.backend == backend
-                     and f"{r.problem.split(':')[0]}\n{r.op} {r.dtype} {r.direction}" == group]
-            if match:
-                xs.append(gi + index * width)
-                ys.append(match[0].timing.median_ms)
-        ax.bar(xs, ys, width=width, label=backend)
-    ax.set_xticks([gi + width * (len(backends) - 1) / 2 for gi in range(len(groups))])
-    ax.set_xticklabels(groups, fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylabel("median time per call (ms)")
+        for row, workload in enumerate(workloads):
+            match = next((r for r in timed if r.backend == backend and _workload(r) == workload), None)
+            value = None if match is None else (match.vs_cuda if against_cuda else match.ratio)
+            if match is None or value is None:
+                continue
+            y = row + index * height
+            ax.barh(y, value, height=height, color=f"C{index}", label=backend if row == 0 else None)
+            ax.text(value, y, f" {match.timing.median_ms:.3g} ms", va="center", fontsize=8)
+    ax.set_yticks([row + height * (len(backends) - 1) / 2 for row in range(len(workloads))])
+    ax.set_yticklabels(workloads, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("speed-up over the compiled CUDA kernel (>1: faster)" if against_cuda
+                  else "time relative to the fastest backend (1 = fastest)")
     ax.set_title(f"jetson-mamba bench on {report.device.name}")
-    ax.legend()
+    ax.margins(x=0.15)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     require_torch()
     import torch
 
-    from jetson_mamba.bench.report import print_table, to_markdown, write_plot
+    from jetson_mamba.bench.report import print_table, require_matplotlib, to_markdown, write_plot
     from jetson_mamba.bench.runner import FORWARD, FORWARD_BACKWARD, Settings, run_bench
     from jetson_mamba.bench.shapes import OPS, custom_problems, default_problems, parse_shape
     from jetson_mamba.cli.output import console, print_json
@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
                         warmup=args.warmup if args.warmup is not None else (3 if on_gpu else 1),
                         repeat=args.repeat if args.repeat is not None else (20 if on_gpu else 5))
     check_backend_names(settings.backends, device, "--backends")
+    if args.plot:
+        require_matplotlib()
     report = run_bench(problems, settings, progress=not args.json)
     if args.plot:
         write_plot(report, args.plot)
