@@ -149,3 +149,14 @@ def test_quick_verify_checks_mamba_ssm_layers(venv_factory: Callable[[str], Path
             assert check["status"] == "passed" and check["error"] < check["tolerance"], check
         assert {"x", "A_log", "D", "in_proj.weight", "conv1d.weight"} <= set(checks["backward"]["tensors"])
     assert "mamba_ssm" not in {s["component"] for s in report["skipped"]}
+
+
+def test_piped_table_is_printed_whole() -> None:
+    """Off a terminal rich laid tables out for 80 columns and cut the component names (`selective_sca…`)."""
+    import os
+
+    env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "JETSON_MAMBA_BACKEND")}
+    proc = subprocess.run([sys.executable, "-m", "jetson_mamba", "verify", "--quick", "--backend", "torch"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "…" not in proc.stdout and "standins.selective_scan_cuda" in proc.stdout, proc.stdout

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import Any
+from typing import Any, Optional, TextIO
 
 from rich.console import Console
 from rich.markup import escape
 
 from jetson_mamba.errors import JetsonMambaError
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Off a terminal (a pipe, a file, a CI log) rich would lay tables out for 80 columns and cut cells with
+# an ellipsis (`selective_sca…`): there, lines take the width their content needs (COLUMNS still wins).
+_UNBOUNDED = 1000
+
+
+def _width(stream: TextIO) -> Optional[int]:
+    """None (rich measures the terminal, or reads COLUMNS) on a terminal; else as wide as the content."""
+    isatty = getattr(stream, "isatty", None)
+    return None if "COLUMNS" in os.environ or (isatty is not None and isatty()) else _UNBOUNDED
+
+
+console = Console(highlight=False, width=_width(sys.stdout))
+err_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
 
 def print_json(data: Any) -> None:
