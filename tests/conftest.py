@@ -1,5 +1,6 @@
-"""Shared test fixtures: GPU skipping, the read-only ../shared material, cheap sub-venvs, and the
-real upstream mamba-ssm / causal-conv1d Python code installed in them.
+"""Shared test fixtures: GPU skipping, the read-only ../shared material (assembled by name and hash where
+../shared is absent: tests/material.py), cheap sub-venvs, and the real upstream mamba-ssm / causal-conv1d
+Python code installed in them.
 
 Each sdist in ../shared/sdists is built once into a pure-Python wheel (no CUDA compile:
 *_SKIP_CUDA_BUILD + *_FORCE_BUILD, --no-build-isolation, --no-deps) and cached by the sdists'
@@ -20,7 +21,6 @@ from typing import Callable, Dict, Tuple
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("JETSON_MAMBA_SHARED", ROOT.parent / "shared"))
 
 
 def _has_gpu() -> bool:
@@ -55,10 +55,22 @@ def kernel_like_scan() -> ModuleType:
 
 @pytest.fixture(scope="session")
 def shared() -> Path:
-    """The read-only ../shared folder (sdists, wheelhouse, fixtures)."""
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is missing")
-    return SHARED
+    """The read-only ../shared folder (sdists, upstream, fixtures, wheelhouse), or the same material by
+    name and hash (tests/material/README.md); a fetch that fails or gives another hash fails the tests."""
+    from material import shared_root
+
+    return shared_root()
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(shared: Path) -> Path:
+    """The lab GPU's prebuilt sm_90 wheels: only in ../shared (no index has them), else the test skips."""
+    from material import WHEELHOUSE_MISSING
+
+    path = shared / "wheelhouse" / "h200-cu130-py312"
+    if not path.is_dir():
+        pytest.skip(WHEELHOUSE_MISSING)
+    return path
 
 
 def _site_packages(venv: Path) -> Path:

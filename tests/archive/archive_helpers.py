@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-WHEELHOUSE = "wheelhouse/h200-cu130-py312"
 # pip without this machine's configured mirrors: what it installs can only come from our index.
 CLEAN_PIP = {"PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 

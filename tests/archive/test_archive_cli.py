@@ -7,14 +7,14 @@ import shutil
 from pathlib import Path
 from typing import Dict
 
-from archive_helpers import WHEELHOUSE, cli, cli_json
+from archive_helpers import cli, cli_json
 
 from jetson_mamba.archive.manifest import MANIFEST_NAME
 
 
-def test_add_list_verify_real_wheels(shared: Path, pure_wheels: Dict[str, Path], tmp_path: Path) -> None:
+def test_add_list_verify_real_wheels(wheelhouse: Path, pure_wheels: Dict[str, Path], tmp_path: Path) -> None:
     archive = tmp_path / "archive"
-    cuda_wheel = shared / WHEELHOUSE / "mamba_ssm-2.2.5-cp312-cp312-linux_x86_64.whl"
+    cuda_wheel = wheelhouse / "mamba_ssm-2.2.5-cp312-cp312-linux_x86_64.whl"
     code, added = cli_json("archive", "add", "--archive", str(archive), str(cuda_wheel),
                            str(pure_wheels["causal_conv1d-1.6.0"]))
     assert code == 0 and [w["filename"] for w in added["added"]] == [cuda_wheel.name, "causal_conv1d-1.6.0-py3-none-any.whl"]

@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, Tuple
 
 import pytest
-from archive_helpers import CLEAN_PIP, WHEELHOUSE, cli, cli_json, dist_state, free_port
+from archive_helpers import CLEAN_PIP, cli, cli_json, dist_state, free_port
 
 from jetson_mamba.archive.manifest import MANIFEST_NAME
 
 VenvFactory = Callable[[str], Path]
 
 
-def test_dry_run_explains_why_the_h200_wheels_do_not_fit_here(shared: Path) -> None:
-    code, report = cli_json("install", "--archive", str(shared / WHEELHOUSE), "--dry-run", "--explain")
+def test_dry_run_explains_why_the_h200_wheels_do_not_fit_here(wheelhouse: Path) -> None:
+    code, report = cli_json("install", "--archive", str(wheelhouse), "--dry-run", "--explain")
     assert code == 8 and report["error"] == "no-matching-wheel" and "jetson-mamba build" in report["fix"]
     rejected = report["selection"]["rejected"]
     assert sorted(r["filename"] for r in rejected) == ["causal_conv1d-1.6.0-cp312-cp312-linux_x86_64.whl",
@@ -147,14 +147,14 @@ def test_bad_archives_install_nothing(bare_python: Path, pure_archive: Path, pur
     _installs_nothing(bare_python, "--archive", str(truncated), code=7, needle="corrupted or truncated")
 
 
-def test_read_only_archive_served_and_selected_over_http(shared: Path,
+def test_read_only_archive_served_and_selected_over_http(wheelhouse: Path,
                                                         serve: Callable[[Path], Tuple[str, Path]]) -> None:
-    url, log = serve(shared / WHEELHOUSE)  # read-only: indexed (and its manifest scanned) in a temporary directory
+    url, log = serve(wheelhouse)  # read-only: indexed (and its manifest scanned) in a temporary directory
     accept = {"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}
     with urllib.request.urlopen(urllib.request.Request(url + "mamba-ssm/", headers=accept)) as response:
         assert response.headers["Content-Type"] == "application/vnd.pypi.simple.v1+json"
         files = json.loads(response.read())["files"]
-    sums = dict(reversed(line.split()) for line in (shared / WHEELHOUSE / "SHA256SUMS").read_text().splitlines())
+    sums = dict(reversed(line.split()) for line in (wheelhouse / "SHA256SUMS").read_text().splitlines())
     assert [(f["filename"], f["hashes"]["sha256"]) for f in files] == [
         ("mamba_ssm-2.2.5-cp312-cp312-linux_x86_64.whl", sums["mamba_ssm-2.2.5-cp312-cp312-linux_x86_64.whl"])]
     with urllib.request.urlopen(url + "mamba-ssm/") as response:

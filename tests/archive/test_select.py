@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
-from archive_helpers import WHEELHOUSE
 from packaging.version import Version
 
 from jetson_mamba.archive import Manifest, WheelRecord, open_directory
@@ -50,8 +49,8 @@ def target(**kwargs: object) -> Target:
 
 
 @pytest.fixture(scope="module")
-def h200(shared: Path) -> Manifest:
-    return open_directory(shared / WHEELHOUSE)
+def h200(wheelhouse: Path) -> Manifest:
+    return open_directory(wheelhouse)
 
 
 def reasons(selection: Selection) -> Dict[str, str]:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Dict
 
 import pytest
-from archive_helpers import WHEELHOUSE
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
@@ -22,17 +21,17 @@ CONV = "causal_conv1d-1.6.0-cp312-cp312-linux_x86_64.whl"
 MAMBA = "mamba_ssm-2.2.5-cp312-cp312-linux_x86_64.whl"
 
 
-def _sums(shared: Path) -> Dict[str, str]:
-    lines = (shared / WHEELHOUSE / "SHA256SUMS").read_text().split("\n")
+def _sums(wheelhouse: Path) -> Dict[str, str]:
+    lines = (wheelhouse / "SHA256SUMS").read_text().split("\n")
     return {name: digest for digest, name in (line.split() for line in lines if line.strip())}
 
 
 @pytest.mark.parametrize("filename, name, extension", [(CONV, "causal-conv1d", "causal_conv1d_cuda"),
                                                        (MAMBA, "mamba-ssm", "selective_scan_cuda")])
-def test_prebuilt_cuda_wheel_facts_come_from_the_wheel(shared: Path, filename: str, name: str, extension: str) -> None:
-    facts = read_wheel(shared / WHEELHOUSE / filename)
-    assert facts["sha256"] == _sums(shared)[filename]
-    assert facts["size"] == (shared / WHEELHOUSE / filename).stat().st_size
+def test_prebuilt_cuda_wheel_facts_come_from_the_wheel(wheelhouse: Path, filename: str, name: str, extension: str) -> None:
+    facts = read_wheel(wheelhouse / filename)
+    assert facts["sha256"] == _sums(wheelhouse)[filename]
+    assert facts["size"] == (wheelhouse / filename).stat().st_size
     assert (facts["name"], facts["tags"]) == (name, ["cp312-cp312-linux_x86_64"])
     assert facts["gpu_archs"]["sass"] == ["9.0"] and facts["gpu_archs"]["ptx"] == []  # BUILD-INFO: sm_90 only
     [member] = facts["gpu_archs"]["binaries"]
@@ -84,8 +83,8 @@ def _add_refused(wheel: Path, archive: Path, *needles: str) -> None:
     assert not (archive / wheel.name).exists() and not (archive / MANIFEST_NAME).exists()
 
 
-def test_truncated_wheel_is_refused(shared: Path, tmp_path: Path) -> None:
-    data = (shared / WHEELHOUSE / CONV).read_bytes()
+def test_truncated_wheel_is_refused(wheelhouse: Path, tmp_path: Path) -> None:
+    data = (wheelhouse / CONV).read_bytes()
     truncated = tmp_path / CONV
     truncated.write_bytes(data[: len(data) // 2])
     _add_refused(truncated, tmp_path / "archive", "not a readable wheel")
