@@ -24,6 +24,7 @@ from jetson_mamba.compat.runtime_patches import (
     RUNTIME_PATCHES,
     TRITON_MODULES,
 )
+from jetson_mamba.probe.python_env import probe_python
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +85,11 @@ def test_mamba1_mamba2_and_lazy_mamba3_on_main(main_venv: Path, tmp_path: Path) 
     assert result["import"]["ok"] and result["modules"]["ok"], result
     error = result["mamba3"]["mimo_error"]
     assert error.startswith("ImportError: Fails to import Mamba-3 MIMO kernels") and "AttributeError" in error, error
+
+    # doctor's probe recognises Mamba-3 by its module and names each missing piece (none is installed here)
+    _, probed, _ = probe_python(str(python))
+    assert probed.mamba3 and set(probed.mamba3_imports) == {"tilelang", "tvm_ffi", "quack", "cutlass"}
+    assert all(error for error in probed.mamba3_imports.values()), probed.mamba3_imports
 
     # patch again: nothing to do; then revert: the upstream bytes
     assert not _patch(python, [p.name for p in RUNTIME_PATCHES]).changes
