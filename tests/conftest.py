@@ -139,6 +139,29 @@ def upstream_wheels(shared: Path) -> Dict[Tuple[str, str], Path]:
 
 
 @pytest.fixture(scope="session")
+def mamba_main_wheel(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pure-Python wheel of mamba-ssm's main branch (../shared/upstream/mamba-main-*.tar.gz, a repository
+    snapshot that still calls itself 2.3.2.post1), built like the sdists' and cached by the tarball's digest."""
+    import tarfile
+
+    tarball = next(iter(sorted((shared / "upstream").glob("mamba-main-*.tar.gz"))), None)
+    if tarball is None:
+        pytest.skip("no mamba-main-*.tar.gz in ../shared/upstream")
+    cache = ROOT / ".pytest_cache" / "jetson-mamba-mamba-main" / hashlib.sha256(tarball.read_bytes()).hexdigest()[:16]
+    wheel = next(cache.glob("mamba_ssm-*.whl"), None)
+    if wheel is None:
+        unpacked = tmp_path_factory.mktemp("mamba-main")
+        with tarfile.open(tarball) as archive:
+            archive.extractall(unpacked, filter="data")
+        (tree,) = [p for p in unpacked.iterdir() if p.is_dir()]
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps",
+                        "--no-index", "-w", str(cache), str(tree)], check=True, env={**os.environ, **NO_CUDA_BUILD})
+        wheel = next(cache.glob("mamba_ssm-*.whl"))
+    return wheel
+
+
+@pytest.fixture(scope="session")
 def pair_venv(venv_factory: Callable[[str], Path], upstream_wheels: Dict[Tuple[str, str], Path]
               ) -> Callable[[str, str], Path]:
     """A sub-venv with mamba-ssm `mamba` and causal-conv1d `conv` installed by pip; returns its python.

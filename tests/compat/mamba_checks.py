@@ -189,6 +189,17 @@ def check_fixed_b_state() -> Dict[str, Any]:
             "standin": bool(getattr(ssi.selective_scan_cuda, "__jetson_mamba_standin__", False))}
 
 
+def check_mamba3() -> Dict[str, Any]:
+    """Mamba-3 MIMO needs TileLang: what constructing one says when its kernels cannot be imported."""
+    from mamba_ssm.modules.mamba3 import Mamba3
+
+    try:
+        Mamba3(d_model=64, d_state=16, headdim=16, is_mimo=True)
+    except Exception as error:
+        return {"mimo_error": f"{type(error).__name__}: {error}"}
+    return {"mimo_error": None}
+
+
 def main(argv: list) -> int:
     if argv and argv[0] in ("--no-distributed", "--no-process-group"):
         _without_distributed(process_group=argv[0] == "--no-distributed")

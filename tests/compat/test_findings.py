@@ -170,3 +170,23 @@ def test_errors_come_first() -> None:
                            packages=packages({"mamba-ssm": "2.2.4", "causal-conv1d": "1.6.0"}))
     severities = [f.severity for f in diagnose(machine)]
     assert severities == sorted(severities, key=["error", "warning", "info"].index)
+
+
+def test_mamba3_pieces_say_why_and_how() -> None:
+    """mamba-ssm main's Mamba-3: tilelang missing on JetPack 5's glibc, tvm-ffi 0.1.12's crash, quack missing."""
+    orin = healthy_orin()
+    jetpack5 = replace(orin, torch=replace(orin.torch, glibc="2.31"), packages=replace(
+        packages({"mamba-ssm": "2.3.2.post1", "apache-tvm-ffi": "0.1.12"}), mamba3=True, mamba3_imports={
+            "tilelang": "ModuleNotFoundError: No module named 'tilelang'",
+            "tvm_ffi": "AttributeError: module 'tvm_ffi' has no attribute 'register_global_func'",
+            "quack": "ModuleNotFoundError: No module named 'quack'", "cutlass": None}))
+    found = [f for f in diagnose(jetpack5) if f.id == "mamba3-unavailable"]
+    assert len(found) == 3, found
+    tilelang, tvm, quack = found
+    assert "glibc >= 2.34" in tilelang.message and "glibc 2.31" in tilelang.message and "JetPack 6" in tilelang.fix
+    assert "issue 986" in tvm.message and "apache-tvm-ffi<0.1.12" in tvm.fix
+    assert "step()" in quack.message and "pip install --no-deps quack-kernels" in quack.fix
+    # JetPack 6 (glibc 2.35): tilelang is merely not installed
+    jetpack6 = replace(jetpack5, torch=replace(orin.torch, glibc="2.35"))
+    assert "pip install --no-deps tilelang" in [f for f in diagnose(jetpack6) if f.id == "mamba3-unavailable"][0].fix
+    assert "mamba3-unavailable" not in ids(diagnose(orin))  # released mamba-ssm has no Mamba-3

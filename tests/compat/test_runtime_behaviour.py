@@ -37,9 +37,11 @@ def _patch(python: Path, names: Sequence[str]) -> registry.Plan:
     return plan
 
 
-def _run(python: Path, *checks: str) -> Dict[str, Any]:
+def _run(python: Path, *checks: str, path: Sequence[Path] = ()) -> Dict[str, Any]:
+    """The checks' results; `path` goes first on PYTHONPATH (shadowing packages, e.g. a missing triton)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in path)} if path else None
     done = subprocess.run([str(python), str(CHECKS), *checks], capture_output=True, text=True, check=False,
-                          timeout=900)
+                          timeout=900, env=env)
     assert done.returncode == 0 and done.stdout.strip(), done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -276,6 +276,61 @@ def _heavy_dependencies(machine: MachineInfo, _applied: FrozenSet[str]) -> Itera
         )
 
 
+# tilelang 0.1.8 (Mamba-3 MIMO) publishes aarch64 wheels only for glibc >= 2.34 (manylinux_2_34): not JetPack 5
+TILELANG_AARCH64_GLIBC = (2, 34)
+_MAMBA3_PIECES = (  # (module, distribution, what of Mamba-3 needs it)
+    ("tilelang", "tilelang", "Mamba-3 MIMO (is_mimo=True; TileLang kernels)"),
+    ("tvm_ffi", "apache-tvm-ffi", "Mamba-3 MIMO (TileLang runs on apache-tvm-ffi)"),
+    ("quack", "quack-kernels", "Mamba-3 step() decoding (CuTe-DSL kernel)"),
+    ("cutlass", "nvidia-cutlass-dsl", "Mamba-3 step() decoding (CuTe-DSL kernel)"),
+)
+
+
+def _glibc_below(version: Optional[str], floor: tuple) -> bool:
+    parts = re.findall(r"\d+", version or "")
+    return len(parts) >= 2 and (int(parts[0]), int(parts[1])) < floor
+
+
+def _mamba3_fix(machine: MachineInfo, module: str, distribution: str, error: str) -> tuple:
+    """(why, fix) for one Mamba-3 dependency that does not import."""
+    installed = machine.packages.version(distribution)
+    if installed is None:
+        if distribution == "tilelang" and machine.machine == "aarch64" and _glibc_below(machine.torch.glibc,
+                                                                                        TILELANG_AARCH64_GLIBC):
+            return (f"not installed, and tilelang 0.1.8 has aarch64 wheels only for glibc >= 2.34 while this system "
+                    f"has glibc {machine.torch.glibc} (JetPack 5 / Ubuntu 20.04)",
+                    "use JetPack 6 (glibc 2.35) for Mamba-3 MIMO, or build tilelang from source; Mamba-1/2 and "
+                    "Mamba-3 SISO (Triton) do not need it")
+        return "not installed", f"`pip install --no-deps {distribution}` (the version mamba-ssm requires)"
+    if distribution == "apache-tvm-ffi" or "tvm_ffi" in error:
+        return (f"{distribution} {installed} installed but its import fails ({error}); apache-tvm-ffi 0.1.12 breaks "
+                "tilelang 0.1.8 this way (mamba-ssm issue 986)",
+                "`pip install --no-deps 'apache-tvm-ffi<0.1.12'`")
+    return f"{distribution} {installed} installed but its import fails ({error})", \
+        f"`pip install --force-reinstall --no-deps {distribution}=={installed}`, or a version that imports here"
+
+
+@rule
+def _mamba3_pieces(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Finding]:
+    """mamba-ssm main's Mamba-3 kernels need heavy dependencies; say which pieces are out and why."""
+    if not machine.packages.mamba3:
+        return
+    imports = machine.packages.mamba3_imports
+    if "*" in imports:
+        yield Finding("mamba3-unavailable", "warning",
+                      f"importing Mamba-3's dependencies crashed the interpreter ({imports['*']}): "
+                      "Mamba-3's TileLang / CuTe-DSL kernels cannot run here",
+                      "`jetson-mamba patch` (imports them only when Mamba-3 uses them); then reinstall the "
+                      "failing one of tilelang, apache-tvm-ffi, quack-kernels, nvidia-cutlass-dsl")
+        return
+    for module, distribution, needs in _MAMBA3_PIECES:
+        error = imports.get(module)
+        if module not in imports or error is None:
+            continue
+        why, fix = _mamba3_fix(machine, module, distribution, error)
+        yield Finding("mamba3-unavailable", "warning", f"{needs} is unavailable: {distribution} {why}", fix)
+
+
 def diagnose(machine: MachineInfo, applied_patches: Iterable[str] = ()) -> List[Finding]:
     """Every finding for this machine, errors first; `applied_patches` (runtime patch names in
     effect, see `jetson_mamba.compat.runtime_patches`) silence the problems they fix."""

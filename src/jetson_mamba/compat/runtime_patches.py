@@ -23,6 +23,14 @@ imports jetson_mamba, guarded so that uninstalling jetson-mamba falls back to up
    it forms the output, so the states it stores lack B's factor and `selective_scan_fn(...,
    return_last_state=True)` returns a wrong state (found by `jetson-mamba verify` on the lab GPU;
    every version so far). Multiply B back; jetson-mamba's stand-in already stores the true state.
+7. triton-optional: every module under mamba_ssm/ops/triton imports `triton` at the top, and
+   `import mamba_ssm` reaches them (Mamba-1 too, via layer_norm), so without Triton nothing imports.
+   Fall back to `jetson_mamba.ops.standins.triton_absent` (kernels refuse to launch with the fix);
+   the routed entry points of `portable-kernels` then run portable code on every device.
+8. mamba3-lazy-kernels: mamba-ssm main's Mamba-3 imports its TileLang and CuTe-DSL kernels at
+   import time, inside `except ImportError`; their dependencies may be missing or crash with other
+   errors (apache-tvm-ffi 0.1.12 raises AttributeError: upstream issue 986), which breaks
+   `import mamba_ssm` for Mamba-1/2 users. Import them on first use, with the cause in the error.
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ NO_DISTRIBUTED = "torch-without-distributed"
 PORTABLE = "portable-kernels"
 SSD_DD = "ssd-dD-reduction"
 FIXED_B_STATE = "fixed-B-last-state"
+NO_TRITON = "triton-optional"
+MAMBA3_LAZY = "mamba3-lazy-kernels"
 
 SELECTIVE_SCAN_INTERFACE = "mamba_ssm/ops/selective_scan_interface.py"
 SSD_COMBINED = "mamba_ssm/ops/triton/ssd_combined.py"
@@ -61,6 +71,14 @@ TENSOR_PARALLEL = "mamba_ssm/distributed/tensor_parallel.py"
 LAYERNORM_GATED = "mamba_ssm/ops/triton/layernorm_gated.py"
 LAYER_NORM = "mamba_ssm/ops/triton/layer_norm.py"
 STATE_UPDATE = "mamba_ssm/ops/triton/selective_state_update.py"
+MAMBA3 = "mamba_ssm/modules/mamba3.py"
+# every module of mamba_ssm/ops/triton that imports triton at the top (mamba-ssm main's superset)
+TRITON_MODULES = tuple(f"mamba_ssm/ops/triton/{name}.py" for name in (
+    "k_activations", "layer_norm", "layernorm_gated", "selective_state_update", "softplus", "ssd_bmm",
+    "ssd_chunk_scan", "ssd_chunk_state", "ssd_combined", "ssd_state_passing", "mamba3/angle_dt",
+    "mamba3/grouped_head_reduction", "mamba3/mamba3_mimo_rotary_step", "mamba3/mamba3_mimo_utils",
+    "mamba3/mamba3_siso_bwd", "mamba3/mamba3_siso_combined", "mamba3/mamba3_siso_fwd", "mamba3/mamba3_siso_step",
+    "mamba3/utils"))
 CAUSAL_CONV1D_CPP = "causal_conv1d/cpp_functions.py"
 CAUSAL_CONV1D_INTERFACE = "causal_conv1d/causal_conv1d_interface.py"
 
@@ -220,14 +238,14 @@ except ModuleNotFoundError as _jm_error:
 # Appended to a Triton module: tensors off the GPU go to portable code. `_jm_portable(name)` finds
 # jetson_mamba.ops.<name>; a local reference implementation is given directly.
 _OFF_GPU = _header(PORTABLE) + """\
-# Triton kernels need a GPU: calls with tensors off the GPU run portable code instead.
+# Triton kernels need a GPU (and triton): calls with tensors off the GPU, or without triton, run portable code.
 def _jm_off_gpu(upstream, resolve):
     import functools
 
     @functools.wraps(upstream)
     def route(*args, **kwargs):
         first = args[0] if args else next(iter(kwargs.values()), None)
-        if not getattr(first, "is_cuda", True):
+        if not getattr(first, "is_cuda", True) or getattr(triton, "__jetson_mamba_standin__", False):
             portable = resolve(*args, **kwargs)
             if portable is not None:
                 return portable(*args, **kwargs)
@@ -313,14 +331,48 @@ def _route_off_gpu(path: str, text: str, ctx: Context) -> Optional[str]:
     return text.rstrip("\n") + "\n\n\n" + _OFF_GPU + code
 
 
+# mamba-ssm main: `try: import selective_scan_cuda / except ImportError: selective_scan_cuda = None`, and each
+# Mamba-1 entry point raises "selective_scan_cuda is not installed" (`_check_selective_scan_cuda()`) on None.
+_OPTIONAL_STANDIN_IMPORT = _header(PORTABLE) + """\
+# Without the compiled {module}, use jetson-mamba's portable stand-in when it is installed.
+try:
+    import {module}
+except ImportError as _jm_error:
+    {module} = None
+    if isinstance(_jm_error, ModuleNotFoundError) and _jm_error.name == "{module}":
+        try:
+            from jetson_mamba.ops.standins import {standin} as {module}
+        except ImportError:
+            pass
+"""
+
+
+def _first(*transforms: Transform) -> Transform:
+    """The first transform that recognises the file (upstream moved the same code between shapes)."""
+
+    def transform(path: str, text: str, ctx: Context) -> Optional[str]:
+        for candidate in transforms:
+            new = candidate(path, text, ctx)
+            if new is not None:
+                return new
+        return None
+
+    return transform
+
+
 def _standin_import(module: str, standin: Callable[[str], str]) -> Transform:
     """Guard `import <module>` (a compiled extension) with a fallback to a jetson-mamba stand-in."""
 
-    def transform(path: str, text: str, ctx: Context) -> Optional[str]:
+    def plain(path: str, text: str, ctx: Context) -> Optional[str]:
         block = _STANDIN_IMPORT.format(module=module, standin=standin(text))
         return replacing(PORTABLE, Replace(rf"^import {module}\n", block.replace("\\", "\\\\")))(path, text, ctx)
 
-    return transform
+    def optional(path: str, text: str, ctx: Context) -> Optional[str]:
+        block = _OPTIONAL_STANDIN_IMPORT.format(module=module, standin=standin(text))
+        shape = rf"^try:\n    import {module}\nexcept ImportError:\n    {module} = None\n"
+        return replacing(PORTABLE, Replace(shape, block.replace("\\", "\\\\")))(path, text, ctx)
+
+    return _first(plain, optional)
 
 
 def _causal_conv1d_standin(text: str) -> str:
@@ -349,6 +401,87 @@ _FIXED_B_STATE = Replace(
     r"\g<0>\g<indent>" + _header(FIXED_B_STATE).rstrip("\n") + "\n"
     r"\g<indent>if B.dim() == 2 and not getattr(selective_scan_cuda, '__jetson_mamba_standin__', False):\n"
     r"\g<indent>    last_state = last_state * B  # the compiled kernel keeps a fixed B out of its states\n")
+
+# ---------------------------------------------------------------- 7. triton optional
+
+_TRITON_LINE = r"import triton(?:\.\w+)*(?: as \w+)?\n"
+_TRITON_OPTIONAL = _header(NO_TRITON) + """\
+# Without triton (some Jetson / aarch64 torch installs) this module still imports: its kernels refuse
+# to launch, and jetson-mamba's portable kernels run the routed entry points.
+try:
+{imports}except ModuleNotFoundError as _jm_error:
+    if _jm_error.name != "triton":
+        raise
+    try:
+        from jetson_mamba.ops.standins import triton_absent as triton
+    except ImportError:
+        raise _jm_error from None
+{aliases}"""
+
+
+def _optional_triton(path: str, text: str, ctx: Context) -> Optional[str]:
+    """The module's top-level `import triton...` lines, guarded (aliases like `tl` come from the stand-in)."""
+    blocks = list(re.finditer(rf"^(?:{_TRITON_LINE})+", text, flags=re.M))
+    if not blocks:
+        return None
+    if len(blocks) > 1:
+        raise UnknownContent("it imports triton at the top level in more than one place")
+    block = blocks[0].group(0)
+    aliases = "".join(f"    {alias} = {name}\n" for name, alias in re.findall(r"^import (triton\.[\w.]+) as (\w+)$",
+                                                                                 block, flags=re.M))
+    new = _TRITON_OPTIONAL.format(imports="".join(f"    {line}\n" for line in block.splitlines()), aliases=aliases)
+    return text[:blocks[0].start()] + new + text[blocks[0].end():]
+
+
+# ---------------------------------------------------------------- 8. Mamba-3's kernels imported on first use
+
+_LAZY_KERNEL = (r"^try:\n    from (?P<module>mamba_ssm\.ops\.(?:tilelang|cute)\.[\w.]+) import (?P<name>\w+)"
+                r"(?: as (?P<alias>\w+))?\nexcept ImportError:[ \t]*\n    (?P<bound>\w+) = None\n")
+_LAZY_LOADER = _header(MAMBA3_LAZY) + """\
+# Mamba-3's TileLang and CuTe-DSL kernels are imported on first use: their dependencies (tilelang,
+# apache-tvm-ffi, quack-kernels, nvidia-cutlass-dsl) may be missing or fail with errors other than
+# ImportError (apache-tvm-ffi 0.1.12: AttributeError), which must not break Mamba-1/2.
+class _JmLazyKernel(object):
+    def __init__(self, module, name):
+        self._module, self._name, self._kernel = module, name, None
+
+    def load(self, hint="Mamba-3 kernel unavailable"):
+        if self._kernel is None:
+            import importlib
+
+            try:
+                self._kernel = getattr(importlib.import_module(self._module), self._name)
+            except Exception as error:
+                raise ImportError("%s: importing %s.%s failed with %s: %s (`jetson-mamba doctor` says why and "
+                                  "how to fix it)" % (hint, self._module, self._name, type(error).__name__, error)
+                                  ) from error
+        return self._kernel
+
+    def __call__(self, *args, **kwargs):
+        return self.load()(*args, **kwargs)
+
+
+"""
+
+
+def _lazy_mamba3(path: str, text: str, ctx: Context) -> Optional[str]:
+    """Each `try: from mamba_ssm.ops.<tilelang|cute>... import k / except ImportError: k = None` becomes a lazy
+    kernel; `assert k is not None, msg` becomes `k.load(msg)` (imports it then, the cause in the error)."""
+    found = list(re.finditer(_LAZY_KERNEL, text, flags=re.M))
+    if not found:
+        return None
+    names = []
+    for match in found:
+        bound = match.group("alias") or match.group("name")
+        if bound != match.group("bound"):
+            raise UnknownContent(f"it binds {bound} but sets {match.group('bound')} to None on ImportError")
+        names.append(bound)
+    for match in reversed(found):
+        lazy = f'{match.group("bound")} = _JmLazyKernel("{match.group("module")}", "{match.group("name")}")\n'
+        text = text[:match.start()] + lazy + text[match.end():]
+    text = text[:found[0].start()] + _LAZY_LOADER + text[found[0].start():]
+    return re.sub(rf"^(\s+)assert ({'|'.join(names)}) is not None, (.+)$", r"\1\2.load(\3)", text, flags=re.M)
+
 
 RUNTIME_PATCHES = (
     Patch(
@@ -406,6 +539,25 @@ RUNTIME_PATCHES = (
         files=(SELECTIVE_SCAN_INTERFACE,),
         transform=replacing(FIXED_B_STATE, _FIXED_B_STATE),
         not_needed="this version does not read the final state from the kernel's chunk states",
+    ),
+    Patch(
+        name=NO_TRITON,
+        distribution="mamba-ssm",
+        summary="import mamba_ssm works without triton: its Triton modules import a stand-in whose kernels refuse "
+                "to launch, and the routed entry points run jetson-mamba's portable kernels",
+        files=TRITON_MODULES,
+        transform=_optional_triton,
+        not_needed="this file does not import triton at the top level",
+    ),
+    Patch(
+        name=MAMBA3_LAZY,
+        distribution="mamba-ssm",
+        summary="Mamba-3's TileLang / CuTe-DSL kernels are imported on first use, so missing or crashing "
+                "dependencies (tilelang, apache-tvm-ffi, quack-kernels, nvidia-cutlass-dsl) cannot break "
+                "import mamba_ssm for Mamba-1/2",
+        files=(MAMBA3,),
+        transform=_lazy_mamba3,
+        not_needed="this version imports no Mamba-3 kernel at import time",
     ),
     Patch(
         name=PORTABLE,

@@ -59,6 +59,7 @@ class TorchInfo:
     distributed_available: Optional[bool] = None
     distributed_missing: Tuple[str, ...] = ()
     triton: Optional[str] = None
+    glibc: Optional[str] = None  # "2.31" (JetPack 5), "2.35" (JetPack 6); None: unknown or another libc
     error: Optional[str] = None
     source: str = "subprocess"
 
@@ -92,6 +93,8 @@ class PackagesInfo:
     distributions: Dict[str, PackageInfo]  # only the installed ones, by distribution name
     extensions: Tuple[ExtensionInfo, ...]
     source: str = "importlib.metadata"
+    mamba3: bool = False  # mamba_ssm has modules/mamba3.py (mamba-ssm main)
+    mamba3_imports: Dict[str, Optional[str]] = field(default_factory=dict)  # module -> None or its import error
 
     def version(self, name: str) -> Optional[str]:
         info = self.distributions.get(name)

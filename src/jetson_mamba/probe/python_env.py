@@ -7,6 +7,7 @@ never pays for importing torch, and `--python PATH` probes another environment.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -19,7 +20,11 @@ from jetson_mamba.probe.model import ExtensionInfo, PackageInfo, PackagesInfo, T
 DISTRIBUTIONS = (
     "mamba-ssm", "causal-conv1d", "selective-scan", "torch", "triton", "einops", "transformers",
     "ultralytics", "numpy", "ninja", "packaging", "jetson-mamba",
+    # Mamba-3's kernels (mamba-ssm main): TileLang MIMO, CuTe-DSL decode step
+    "tilelang", "apache-tvm-ffi", "quack-kernels", "nvidia-cutlass-dsl",
 )
+# What Mamba-3 imports for each kernel, tried one by one in a separate interpreter (an import may crash)
+MAMBA3_IMPORTS = ("tilelang", "tvm_ffi", "quack", "cutlass")
 EXTENSIONS = ("selective_scan_cuda", "causal_conv1d_cuda", "selective_scan_cuda_core")
 DISTRIBUTED_APIS = ("ProcessGroup", "all_gather_into_tensor", "_all_gather_base",
                     "reduce_scatter_tensor", "_reduce_scatter_base")
@@ -27,7 +32,7 @@ DISTRIBUTED_APIS = ("ProcessGroup", "all_gather_into_tensor", "_all_gather_base"
 # Runs in the target interpreter; keep it Python 3.8 compatible and free of our imports.
 _TORCH_SCRIPT = r"""
 import json, sys, platform
-out = {"python_version": platform.python_version()}
+out = {"python_version": platform.python_version(), "libc": list(platform.libc_ver())}
 try:
     import torch
     out["version"] = torch.__version__
@@ -91,8 +96,33 @@ for module in EXTS:
         entry["importable"] = False
         entry["error"] = "%s: %s" % (type(error).__name__, error)
     out["extensions"].append(entry)
+try:  # mamba-ssm with Mamba-3 (main): recognised by its module, not by version
+    spec = importlib.util.find_spec("mamba_ssm")
+    root = list(spec.submodule_search_locations or [])[0] if spec else None
+    out["mamba3"] = bool(root) and __import__("os").path.isfile(__import__("os").path.join(root, "modules", "mamba3.py"))
+except Exception:
+    out["mamba3"] = False
 print(json.dumps(out))
 """.replace("DISTS", repr(DISTRIBUTIONS)).replace("EXTS", repr(EXTENSIONS))
+
+
+_MAMBA3_SCRIPT = r"""
+import json
+out = {}
+for module in MODULES:
+    try:
+        __import__(module)
+        out[module] = None
+    except BaseException as error:
+        out[module] = "%s: %s" % (type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+print(json.dumps(out))
+""".replace("MODULES", repr(MAMBA3_IMPORTS))
+
+
+def mamba3_imports(python: str) -> Dict[str, Optional[str]]:
+    """Module -> None (imports) or its error, for Mamba-3's dependencies; {"*": why} if the probe died."""
+    data, failure = run_script(python, _MAMBA3_SCRIPT)
+    return {"*": failure or "no result"} if data is None else data
 
 
 def run_script(python: str, script: str, timeout: float = 120.0) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
@@ -126,8 +156,16 @@ def torch_info_from(python: str, data: Optional[Dict[str, Any]], failure: Option
         distributed_available=data.get("distributed_available"),
         distributed_missing=tuple(data.get("distributed_missing", ())),
         triton=data.get("triton"),
+        glibc=_glibc(data.get("libc")),
         error=data.get("error"),
     )
+
+
+def _glibc(libc: Any) -> Optional[str]:
+    """platform.libc_ver() of the probed interpreter -> the glibc version ("2.31"), None for another libc."""
+    if isinstance(libc, list) and len(libc) == 2 and libc[0] == "glibc" and libc[1]:
+        return str(libc[1])
+    return None
 
 
 def _extension(entry: Dict[str, Any]) -> ExtensionInfo:
@@ -150,7 +188,8 @@ def packages_info_from(data: Optional[Dict[str, Any]], failure: Optional[str]) -
         for name, item in data.get("distributions", {}).items()
     }
     return PackagesInfo(distributions=distributions,
-                        extensions=tuple(_extension(e) for e in data.get("extensions", ())))
+                        extensions=tuple(_extension(e) for e in data.get("extensions", ())),
+                        mamba3=bool(data.get("mamba3")))
 
 
 def probe_python(python: Optional[str] = None) -> Tuple[TorchInfo, PackagesInfo, Optional[Dict[str, Any]]]:
@@ -162,4 +201,7 @@ def probe_python(python: Optional[str] = None) -> Tuple[TorchInfo, PackagesInfo,
         torch_data, torch_failure = torch_job.result()
         packages_data, packages_failure = packages_job.result()
     gpu = torch_data.get("gpu") if torch_data else None
-    return torch_info_from(python, torch_data, torch_failure), packages_info_from(packages_data, packages_failure), gpu
+    packages = packages_info_from(packages_data, packages_failure)
+    if packages.mamba3:
+        packages = dataclasses.replace(packages, mamba3_imports=mamba3_imports(python))
+    return torch_info_from(python, torch_data, torch_failure), packages, gpu
