@@ -303,7 +303,11 @@ def no_match_error(selection: Selection, target: Target, archive: str) -> NoMatc
     checks = {r.check for r in selection.rejected if r.name in selection.missing}
     specs = " ".join(f"{n}=={v}" for n, v in TESTED_PAIR)
     arch = f" --arch {target.gpu_arch}" if target.gpu_arch else ""
-    if checks == {"hash"}:
+    if target.torch_version is None:
+        fix = "install torch into that environment first (on a Jetson: NVIDIA's torch wheel for your JetPack), " \
+              "then rerun: the wheels are built against a torch, building them needs one too, and jetson-mamba " \
+              "never installs torch"
+    elif checks == {"hash"}:
         fix = f"the files changed after they were recorded: run `jetson-mamba archive verify {archive}`, then " \
               f"re-download or rebuild the wheels and `jetson-mamba archive add`"
     else:

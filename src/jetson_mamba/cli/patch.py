@@ -9,6 +9,7 @@ from typing import Any, Dict, List
 from rich.markup import escape
 from rich.table import Table
 
+from jetson_mamba.cli._python import checked_python
 from jetson_mamba.cli.output import console, print_json
 from jetson_mamba.compat import registry
 from jetson_mamba.compat.installed import Environment, locate, patched_files, plan_for
@@ -84,6 +85,7 @@ def _stray_line(stray: List[Path]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.python = checked_python(args.python)
     env = locate(args.python)
     # One lock around planning and writing (or reverting): a patch or revert running beside this one waits,
     # so what this run reads is what it changes and what it reports.
