@@ -45,7 +45,10 @@ def test_a_signal_before_the_verification_rolls_back_exactly(venv_factory: VenvF
     before = dist_state(python)
     # the verification step signals jetson-mamba itself (its parent): wheels installed and patched, not verified
     stop = {"JETSON_MAMBA_VERIFY_COMMAND": f"kill -{signame[3:]} $PPID; sleep 30"}
-    done = cli("install", "--archive", str(pure_archive), "--python", str(python), env=stop, timeout=300)
+    # SIGINT as from a terminal: a background job of a non-interactive shell inherits it ignored
+    done = subprocess.run([sys.executable, "-m", "jetson_mamba", "install", "--archive", str(pure_archive),
+                           "--python", str(python)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **stop}, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert done.returncode == 9 and "Traceback" not in done.stderr, done.stderr
     assert "rolled back to causal-conv1d 1.6.0, mamba-ssm 2.2.4" in done.stderr, done.stderr
     assert dist_state(python) == before and _rollback_dirs(python) == []
@@ -98,7 +101,10 @@ def test_a_killed_install_is_rolled_back_by_the_next_install(venv_factory: VenvF
 
 def test_install_into_a_venv_without_rich_verifies(venv_factory: VenvFactory, pure_archive: Path) -> None:
     """Before the fix the quick verify ran our CLI in the target: ModuleNotFoundError: rich, always."""
-    python = venv_factory("install-no-rich", hide=("rich",))
+    python = venv_factory("install-no-rich")
+    site = next(python.parent.parent.glob("lib/python*/site-packages"))
+    # rich reaches the test venv through several site directories: block it in this venv at start-up
+    (site / "zz_no_rich.pth").write_text("import sys; sys.modules['rich'] = None\n")
     assert subprocess.run([str(python), "-c", "import rich"], capture_output=True).returncode != 0
     code, report = cli_json("install", "--archive", str(pure_archive), "--python", str(python))
     assert code == 0, report
@@ -106,12 +112,15 @@ def test_install_into_a_venv_without_rich_verifies(venv_factory: VenvFactory, pu
     assert report["verification"]["output"]["summary"]["passed"] > 0
 
 
-def test_a_target_without_torch_is_told_to_install_torch(venv_factory: VenvFactory, pure_archive: Path) -> None:
+def test_a_target_without_torch_is_told_to_install_torch(tmp_path: Path, pure_archive: Path) -> None:
     """Before the fix it advised `jetson-mamba build`, which needs torch too."""
-    python = venv_factory("install-no-torch", hide=("torch",))
-    code, error = cli_json("install", "--archive", str(pure_archive), "--python", str(python), "--dry-run")
-    assert code == 8 and "install torch into that environment first" in error["fix"], error
-    assert "jetson-mamba build" not in error["fix"]
+    venv = tmp_path / "no-torch"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # nothing inherited: no torch
+    python = venv / "bin" / "python"
+    code, error = cli_json("install", "--archive", str(pure_archive), "--python", str(python))
+    assert code == 3 and "install torch into that environment first" in error["fix"], error
+    assert "jetson-mamba build" not in error["fix"] and "torch is not installed" in error["message"]
+    assert dist_state(python)["mamba_ssm"] is None  # nothing installed
 
 
 @pytest.mark.parametrize("command", ["install", "patch", "doctor"])

@@ -36,9 +36,16 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from jetson_mamba.archive.environment import Snapshot, TargetEnvironment, rollback_area, tail
-from jetson_mamba.archive.select import Selection, Target, no_match_error, parse_requests, select_wheels
+from jetson_mamba.archive.select import (
+    NO_TORCH_FIX,
+    Selection,
+    Target,
+    no_match_error,
+    parse_requests,
+    select_wheels,
+)
 from jetson_mamba.archive.source import ArchiveSource
-from jetson_mamba.errors import InstallError, JetsonMambaError
+from jetson_mamba.errors import InstallError, JetsonMambaError, MissingDependencyError
 from jetson_mamba.probe.model import MachineInfo
 
 RUNTIME_DEPENDENCIES = ("einops", "transformers", "triton")
@@ -174,6 +181,10 @@ def install_from_archive(location: str, python: Optional[str] = None, specs: Seq
         report["dependencies_missing"] = missing_dependencies(selection, machine)
         if dry_run:
             return report
+        if machine.torch.version is None:  # the verification could only fail: change nothing
+            raise MissingDependencyError(
+                f"torch is not installed for {env.python}, so the Mamba packages cannot run or be verified there",
+                NO_TORCH_FIX)
         files = [source.fetch(c.record) for c in selection.chosen]
         with rollback_area(env.purelib()) as (directory, stale):
             report["recovered"] = _recover(stale, say) if stale is not None else None
