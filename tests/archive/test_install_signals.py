@@ -18,7 +18,7 @@ from typing import Callable, Dict
 import pytest
 from archive_helpers import cli, cli_json, dist_state
 
-from jetson_mamba.archive.environment import ROLLBACK_DIR
+ROLLBACK_DIR = ".jetson-mamba-rollback"  # jetson_mamba.archive.environment.ROLLBACK_DIR
 
 pytestmark = pytest.mark.slow
 VenvFactory = Callable[..., Path]
