@@ -94,3 +94,13 @@ class BackendUnavailableError(JetsonMambaError):
 
     exit_code = 11
     kind = "backend"
+
+
+class InternalError(JetsonMambaError):
+    """An unexpected exception (a bug in jetson-mamba): the CLI's last resort reports it in one line."""
+
+    exit_code = 70  # EX_SOFTWARE (sysexits.h)
+    kind = "internal"
+
+
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as shells report Ctrl-C

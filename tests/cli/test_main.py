@@ -81,3 +81,39 @@ def test_exit_codes_are_distinct() -> None:
     for kind in JetsonMambaError.__subclasses__():
         assert kind.exit_code not in codes, (kind, codes.get(kind.exit_code))
         codes[kind.exit_code] = kind
+
+
+def test_an_unexpected_exception_is_one_line_and_exit_70(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    def buggy(args: argparse.Namespace) -> int:
+        return {}["missing"]  # a bug: KeyError
+
+    monkeypatch.setattr("jetson_mamba.cli.doctor.run", buggy)
+    assert cli.main(["doctor"]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2, err
+    assert "`jetson-mamba doctor` failed unexpectedly: KeyError: 'missing' at test_main.py:" in err
+    assert "fix: this is a jetson-mamba bug: please report it" in err and "jetson-mamba -v doctor" in err
+    assert cli.main(["doctor", "--json"]) == 70
+    assert json.loads(capsys.readouterr().out)["error"] == "internal"
+    assert cli.main(["-v", "doctor"]) == 70  # -v: the traceback too
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_ctrl_c_is_one_line_and_exit_130() -> None:
+    """A real SIGINT to a real, busy command."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "jetson_mamba", "verify", "--backend", "torch"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "COLUMNS": "300"})
+    time.sleep(8)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "error: interrupted: `jetson-mamba verify` stopped (Ctrl-C)"

@@ -6,17 +6,27 @@ import torch here and always look at the environment that is being changed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import jetson_mamba
 from jetson_mamba.archive.wheel import sha256_of
+from jetson_mamba.compat.registry import RECORD_DIR, atomic_write
 from jetson_mamba.errors import InstallError
+from jetson_mamba.probe import probe_machine
+from jetson_mamba.probe.model import MachineInfo
 from jetson_mamba.probe.python_env import run_script
+
+VERIFY_ENV = "JETSON_MAMBA_VERIFY_COMMAND"
 
 # Runs in the target interpreter: Python 3.8 compatible, standard library only.
 _FILES_SCRIPT = r"""
@@ -101,30 +111,59 @@ def tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+ROLLBACK_DIR = ".jetson-mamba-rollback"  # in the target's site-packages: found again after a kill -9
+JOURNAL = "journal.json"
+
+
 @dataclass
 class Snapshot:
-    """Copies of the files of distributions about to be replaced, to put them back exactly."""
+    """Copies of the files of distributions about to be replaced, to put them back exactly.
+
+    It lives in `<site-packages>/.jetson-mamba-rollback/` with a journal (`journal.json`) that is
+    rewritten before every change (what was saved, what a rollback must uninstall), so a run killed
+    with SIGKILL or a power cut leaves everything the next `install` needs to roll it back.
+    """
 
     directory: Path
     python: str
     purelib: str
     dists: Dict[str, Dict[str, Any]]  # name -> {"version", "files": {path: sha256}}
     extra_dirs: Dict[str, bool] = field(default_factory=dict)  # path -> existed (e.g. the patch record)
+    remove: List[str] = field(default_factory=list)  # what a rollback uninstalls (installed by this run)
+    pid: int = field(default_factory=os.getpid)
+    problems: List[str] = field(default_factory=list)  # of this rollback so far
+    files_restored: int = 0
 
     def _backup(self, path: str) -> Path:
         return self.directory / "files" / path.lstrip(os.sep)
+
+    def _journal(self) -> None:
+        data = {"pid": self.pid, "python": self.python, "purelib": self.purelib, "dists": self.dists,
+                "extra_dirs": self.extra_dirs, "remove": self.remove}
+        atomic_write(self.directory / JOURNAL, json.dumps(data, indent=1).encode("utf-8"))
+
+    @classmethod
+    def load(cls, directory: Path) -> Optional[Snapshot]:
+        """The snapshot a killed run left in `directory`, or None (no journal: nothing was changed yet)."""
+        try:
+            data = json.loads((directory / JOURNAL).read_text(encoding="utf-8"))
+            return cls(directory, data["python"], data["purelib"], dict(data["dists"]), dict(data["extra_dirs"]),
+                       list(data["remove"]), int(data["pid"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     @classmethod
     def take(cls, python: str, names: Sequence[str], directory: Path, extra_dirs: Sequence[str] = ()) -> Snapshot:
         """Copy (and hash) every file of the installed `names` and the `extra_dirs` of its site-packages."""
         info = installed_files(python, [])
+        directory.mkdir(parents=True, exist_ok=True)
         snapshot = cls(directory=directory, python=python, purelib=info["purelib"], dists={})
-        snapshot.add(names)
         for extra in extra_dirs:
             path = Path(info["purelib"]) / extra
             snapshot.extra_dirs[str(path)] = path.is_dir()
             if path.is_dir():
                 shutil.copytree(path, snapshot._backup(str(path)), symlinks=True)
+        snapshot.add(names)
         return snapshot
 
     def add(self, names: Sequence[str]) -> None:
@@ -144,28 +183,46 @@ class Snapshot:
                 shutil.copy2(source, target)
                 files[item] = sha256_of(target)
             self.dists[name] = {"version": dist["version"], "files": files}
+        self._journal()
+
+    def will_install(self, names: Sequence[str]) -> None:
+        """Journal that `names` are about to be installed (a rollback uninstalls them), before pip runs."""
+        self.remove = sorted(set(self.remove) | set(names))
+        self._journal()
 
     def versions(self) -> Dict[str, str]:
         return {name: dist["version"] for name, dist in self.dists.items()}
 
-    def restore(self, remove: Sequence[str]) -> Dict[str, Any]:
-        """Uninstall `remove`, put every saved file back, and check versions and hashes."""
-        problems: List[str] = []
-        if remove:
-            done = pip(self.python, ["uninstall", "-y", *remove])
+    def restore(self) -> Dict[str, Any]:
+        """Uninstall what this run installed, put every saved file back, and check versions and hashes."""
+        self.uninstall(self.remove)
+        self.put_back()
+        return self.check()
+
+    def uninstall(self, names: Sequence[str]) -> None:
+        """`pip uninstall` what this run installed of `names` (its files come back with put_back)."""
+        names = [n for n in names if n]
+        if names:
+            done = pip(self.python, ["uninstall", "-y", *names])
             if done.returncode != 0:
-                problems.append(f"pip uninstall {' '.join(remove)} failed: {tail(done.stderr, 3)}")
-        restored = 0
+                self.problems.append(f"pip uninstall {' '.join(names)} failed: {tail(done.stderr, 3)}")
+
+    def put_back(self) -> None:
+        """Copy every saved file back (dist files and the extra directories, e.g. the patch record)."""
         for dist in self.dists.values():
             for path in dist["files"]:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(self._backup(path), path)
-                restored += 1
+                self.files_restored += 1
         for path, existed in self.extra_dirs.items():
             shutil.rmtree(path, ignore_errors=True)
             if existed:
                 shutil.copytree(self._backup(path), path, symlinks=True)
-        after = installed_files(self.python, list(self.dists) + list(remove))["dists"]
+
+    def check(self) -> Dict[str, Any]:
+        """After a rollback: every saved version and file hash is back, nothing this run added is left."""
+        problems = list(self.problems)
+        after = installed_files(self.python, list(self.dists) + list(self.remove))["dists"]
         for name, dist in self.dists.items():
             now = after.get(name, {}).get("version")
             if now != dist["version"]:
@@ -173,14 +230,116 @@ class Snapshot:
             changed = [p for p, digest in dist["files"].items() if not Path(p).is_file() or sha256_of(Path(p)) != digest]
             if changed:
                 problems.append(f"{name}: {len(changed)} files differ after the rollback, e.g. {changed[0]}")
-        leftover = [name for name in remove if name not in self.dists and name in after]
+        leftover = [name for name in self.remove if name not in self.dists and name in after]
         if leftover:
             problems.append(f"still installed after the rollback: {', '.join(leftover)}")
-        return {"restored": self.versions(), "files_restored": restored, "removed": [n for n in remove
-                if n not in self.dists], "problems": problems, "ok": not problems}
+        return {"restored": self.versions(), "files_restored": self.files_restored,
+                "removed": [n for n in self.remove if n not in self.dists], "problems": problems, "ok": not problems}
 
     def discard(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """Drop the saved files and the journal (the directory goes when its claim ends)."""
+        shutil.rmtree(self.directory / "files", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.directory / JOURNAL).unlink()
+
+
+@contextlib.contextmanager
+def rollback_area(purelib: Path) -> Iterator[Tuple[Path, Optional[Snapshot]]]:
+    """Claim `<purelib>/.jetson-mamba-rollback` for this run: (the directory, the snapshot a killed run
+    left there or None). Another install into the same environment holding it is an InstallError."""
+    directory = Path(purelib) / ROLLBACK_DIR
+    for _attempt in range(3):
+        directory.mkdir(exist_ok=True)
+        fd = os.open(str(directory), os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            stale = Snapshot.load(directory)
+            raise InstallError(f"another jetson-mamba install into this environment is running"
+                               f"{f' (pid {stale.pid})' if stale else ''}",
+                               "wait for it to finish, then rerun") from None
+        if not _same_directory(fd, directory):  # removed by the run that held it, after our mkdir: again
+            os.close(fd)
+            continue
+        try:
+            yield directory, Snapshot.load(directory)
+            return
+        finally:
+            if not (directory / JOURNAL).exists():  # nothing left to roll back: no trace of this run
+                shutil.rmtree(directory, ignore_errors=True)
+            os.close(fd)
+    raise InstallError(f"could not claim {directory}", "rerun")
+
+
+def _same_directory(fd: int, directory: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(str(directory)).st_ino
+    except OSError:
+        return False
+
+
+class TargetEnvironment:
+    """The environment being installed into, seen only through its own interpreter: its facts, its pip,
+    snapshots of its files, `jetson-mamba patch` on it, and the quick verification run by it.
+
+    As pypa/installer keeps the wheel source apart from the destination, install's steps only touch
+    the target through this object.
+    """
+
+    def __init__(self, python: str) -> None:
+        self.python = python
+
+    def facts(self) -> MachineInfo:
+        return probe_machine(python=self.python)
+
+    def purelib(self) -> Path:
+        return Path(installed_files(self.python, [])["purelib"])
+
+    def pip(self, args: Sequence[str]) -> subprocess.CompletedProcess:
+        return pip(self.python, args)
+
+    def torch_fingerprint(self) -> Dict[str, Any]:
+        return torch_fingerprint(self.python)
+
+    def snapshot(self, names: Sequence[str], directory: Path) -> Snapshot:
+        """Save `names` and the patch record before anything changes (the journal makes it recoverable)."""
+        return Snapshot.take(self.python, names, directory, extra_dirs=[RECORD_DIR])
+
+    def patch(self) -> Dict[str, Any]:
+        """`jetson-mamba patch --json --python PATH`, run by this interpreter (it has rich), not the target."""
+        result = command_result([sys.executable, "-m", "jetson_mamba", "patch", "--json", "--python", self.python],
+                                env=_package_env())
+        output = result["output"] if isinstance(result["output"], dict) else {}
+        written = {name for change in output.get("changes", []) for name in change.get("patches", [])}
+        already = {s["patch"] for s in output.get("patches", []) if s.get("status") == "applied"}
+        result["applied"] = sorted(written | already)  # by this run, or already in place
+        return result
+
+    def quick_verify(self) -> Dict[str, Any]:
+        """`python -m jetson_mamba.verify --quick` in the target, or $JETSON_MAMBA_VERIFY_COMMAND.
+
+        The entry point prints plain JSON and imports no rich: the target needs nothing of ours
+        beyond jetson_mamba itself (on PYTHONPATH) and, if it lacks one, our `packaging` (appended
+        to its sys.path, so its own wins)."""
+        override = os.environ.get(VERIFY_ENV)
+        if override:
+            result = command_result([override], env=dict(os.environ, JETSON_MAMBA_PYTHON=self.python), shell=True)
+            return dict(result, via=VERIFY_ENV)
+        import packaging
+
+        with tempfile.TemporaryDirectory(prefix="jetson-mamba-deps-") as fallback:
+            os.symlink(Path(packaging.__file__).resolve().parent, Path(fallback) / "packaging")
+            env = dict(_package_env(), JETSON_MAMBA_FALLBACK_PATH=fallback)
+            result = command_result([self.python, "-m", "jetson_mamba.verify", "--quick"], env=env)
+        return dict(result, via="jetson-mamba verify --quick")
+
+
+def _package_env() -> Dict[str, str]:
+    """Environment that lets another interpreter import this jetson_mamba (and only that, from us)."""
+    root = str(Path(jetson_mamba.__file__).resolve().parent.parent)
+    paths = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
 
 
 def json_or_tail(text: str) -> Any:

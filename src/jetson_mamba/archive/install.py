@@ -7,66 +7,70 @@ triton), refusing any resolution that would touch torch; apply the needed runtim
 (`jetson-mamba patch`); run the quick verification; check torch's version and files did not
 change. Any failure puts the previous versions and files back (hash-checked) and says so.
 
-The quick verification is `jetson-mamba verify --quick --json`, run by the target interpreter
-(both kernels against references, Mamba and Mamba2 through their fused paths).
+The install is a list of steps over one `TargetEnvironment` (save, install the wheels, add the
+dependencies, patch, verify, check torch), each with its undo; a failure, Ctrl-C, SIGTERM or SIGHUP
+undoes the steps done, in reverse, with those signals held off until the rollback is complete. The
+saved files and a journal live in `<site-packages>/.jetson-mamba-rollback/`: a run killed outright
+(SIGKILL, power) is rolled back by the next `install` before it does anything else, or by
+`install --recover`.
+
+The quick verification is `python -m jetson_mamba.verify --quick` (plain JSON, no rich), run by the
+target interpreter (both kernels against references, Mamba and Mamba2 through their fused paths).
 `JETSON_MAMBA_VERIFY_COMMAND` replaces it with a site-specific shell command (exit 0 = pass; the
 target interpreter is in $JETSON_MAMBA_PYTHON), e.g. for an acceptance test.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+import signal
 import sys
 import tempfile
+import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-import jetson_mamba
-from jetson_mamba.archive.environment import Snapshot, command_result, pip, tail, torch_fingerprint
-from jetson_mamba.archive.select import Selection, Target, no_match_error, parse_requests, select_wheels
+from jetson_mamba.archive.environment import Snapshot, TargetEnvironment, rollback_area, tail
+from jetson_mamba.archive.select import (
+    NO_TORCH_FIX,
+    Selection,
+    Target,
+    no_match_error,
+    parse_requests,
+    select_wheels,
+)
 from jetson_mamba.archive.source import ArchiveSource
-from jetson_mamba.compat.registry import RECORD_DIR
-from jetson_mamba.errors import InstallError, JetsonMambaError
-from jetson_mamba.probe import probe_machine
+from jetson_mamba.errors import InstallError, JetsonMambaError, MissingDependencyError
 from jetson_mamba.probe.model import MachineInfo
 
 RUNTIME_DEPENDENCIES = ("einops", "transformers", "triton")
 # No wheels on some platforms (older Jetson releases): a failed install is a warning, not a failure.
 OPTIONAL_DEPENDENCIES = ("triton",)
-VERIFY_ENV = "JETSON_MAMBA_VERIFY_COMMAND"
+# Signals that roll an install back (SIGINT arrives as KeyboardInterrupt); ignored while it rolls back.
+ROLLBACK_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 Progress = Callable[[str], None]
 
-def _package_env() -> Dict[str, str]:
-    """Environment that lets the target interpreter import this jetson_mamba."""
-    root = str(Path(jetson_mamba.__file__).resolve().parent.parent)
-    paths = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+
+class Stopped(BaseException):
+    """A termination signal arrived during the install (raised by our handler, like KeyboardInterrupt)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
 
 
-def quick_verify(python: str) -> Dict[str, Any]:
-    """The post-install check: `jetson-mamba verify --quick` in the target, or $JETSON_MAMBA_VERIFY_COMMAND."""
-    override = os.environ.get(VERIFY_ENV)
-    if override:
-        result = command_result([override], env=dict(os.environ, JETSON_MAMBA_PYTHON=python), shell=True)
-        return dict(result, via=VERIFY_ENV)
-    result = command_result([python, "-m", "jetson_mamba", "verify", "--quick", "--json"], env=_package_env())
-    return dict(result, via="jetson-mamba verify --quick")
+@dataclass
+class Step:
+    """One change to the target and how to take it back (None: the steps before it undo it)."""
 
-
-def apply_patches(python: str) -> Dict[str, Any]:
-    """`jetson-mamba patch --json --python PATH`: the runtime fixes the installed versions need."""
-    result = command_result([sys.executable, "-m", "jetson_mamba", "patch", "--json", "--python", python],
-                            env=_package_env())
-    output = result["output"] if isinstance(result["output"], dict) else {}
-    written = {name for change in output.get("changes", []) for name in change.get("patches", [])}
-    already = {s["patch"] for s in output.get("patches", []) if s.get("status") == "applied"}
-    result["applied"] = sorted(written | already)  # by this run, or already in place
-    return result
+    name: str
+    do: Callable[[], None]
+    undo: Optional[Callable[[], None]] = None
 
 
 def missing_dependencies(selection: Selection, machine: MachineInfo) -> List[str]:
@@ -96,7 +100,7 @@ def _select(source: ArchiveSource, target: Target, requests: Sequence[Requiremen
         digests.update(source.digests(unchecked, progress))
 
 
-def _install_dependencies(python: str, requirements: List[str], torch_version: Optional[str],
+def _install_dependencies(env: TargetEnvironment, requirements: List[str], torch_version: Optional[str],
                           find_links: Optional[Path], snapshot: Snapshot, added: List[str],
                           progress: Progress) -> List[str]:
     """pip install the missing runtime deps with torch pinned; refuse a resolution that includes torch.
@@ -117,19 +121,20 @@ def _install_dependencies(python: str, requirements: List[str], torch_version: O
             progress(f"adding runtime dependency {requirement}")
             name = canonicalize_name(Requirement(requirement).name)
             report = Path(temporary) / f"{name}.json"
-            plan = pip(python, ["install", "--dry-run", "--quiet", "--report", str(report), *options, requirement])
+            plan = env.pip(["install", "--dry-run", "--quiet", "--report", str(report), *options, requirement])
             pulled = _planned(report) if plan.returncode == 0 else []
             if plan.returncode == 0 and any(n == "torch" for n, _ in pulled):
                 raise InstallError(f"installing {requirement} would install or change torch",
                                    f"install a {requirement} that works with your torch by hand, then rerun")
             snapshot.add([n for n, _ in pulled])
-            done = plan if plan.returncode != 0 else pip(python, ["install", *options, requirement])
+            snapshot.will_install([n for n, _ in pulled])
+            done = plan if plan.returncode != 0 else env.pip(["install", *options, requirement])
             if done.returncode != 0:
                 if name in OPTIONAL_DEPENDENCIES:
                     warnings.append(f"{requirement} could not be installed (optional): {tail(done.stderr, 2)}")
                     continue
                 raise InstallError(f"pip could not install the runtime dependency {requirement}: {tail(done.stderr, 5)}",
-                                   f"install it by hand (`{python} -m pip install {requirement}`), then rerun")
+                                   f"install it by hand (`{env.python} -m pip install {requirement}`), then rerun")
             added.extend(f"{n}=={v}" for n, v in pulled)
     return warnings
 
@@ -151,19 +156,20 @@ def install_from_archive(location: str, python: Optional[str] = None, specs: Seq
     InstallError after rolling back to what was installed before.
     """
     say: Progress = progress or (lambda _message: None)
-    python = python or sys.executable
+    env = TargetEnvironment(python or sys.executable)
     requests = parse_requests(specs)
     say(f"reading the archive {location}")
     source = ArchiveSource(location)
     try:
-        say(f"probing {python}")
-        machine = probe_machine(python=python)
+        say(f"probing {env.python}")
+        machine = env.facts()
         if machine.torch.python_version is None:
-            raise InstallError(f"cannot run {python}: {machine.torch.error}", "pass a working interpreter with --python")
+            raise InstallError(f"cannot run {env.python}: {machine.torch.error}",
+                               "pass a working interpreter with --python")
         target = Target.from_machine(machine)
         selection = _select(source, target, requests, say)
         report: Dict[str, Any] = {
-            "archive": location, "python": python, "dry_run": dry_run,
+            "archive": location, "python": env.python, "dry_run": dry_run,
             "machine": {"python": target.python_version, "platform": target.machine, "torch": target.torch_version,
                         "torch_cuda": target.torch_cuda, "cxx11_abi": target.cxx11_abi, "gpu_arch": target.gpu_arch},
             "selection": selection.to_json(), "explain": selection.explain(),
@@ -175,66 +181,184 @@ def install_from_archive(location: str, python: Optional[str] = None, specs: Seq
         report["dependencies_missing"] = missing_dependencies(selection, machine)
         if dry_run:
             return report
+        if machine.torch.version is None:  # the verification could only fail: change nothing
+            raise MissingDependencyError(
+                f"torch is not installed for {env.python}, so the Mamba packages cannot run or be verified there",
+                NO_TORCH_FIX)
         files = [source.fetch(c.record) for c in selection.chosen]
-        report.update(_install(python, selection, files, machine, report["dependencies_missing"],
-                               source.directory, say))
+        with rollback_area(env.purelib()) as (directory, stale):
+            report["recovered"] = _recover(stale, say) if stale is not None else None
+            report.update(_install(env, selection, files, machine, report["dependencies_missing"],
+                                   source.directory, directory, say))
         return report
     finally:
         source.close()
 
 
-def _install(python: str, selection: Selection, files: List[Path], machine: MachineInfo,
-             dependencies: List[str], find_links: Optional[Path], say: Progress) -> Dict[str, Any]:
+def recover(python: Optional[str] = None, progress: Optional[Progress] = None) -> Dict[str, Any]:
+    """`install --recover`: roll back an install that was killed outright; {"python", "recovered": None | ...}."""
+    env = TargetEnvironment(python or sys.executable)
+    with rollback_area(env.purelib()) as (_directory, stale):
+        found = _recover(stale, progress or (lambda _message: None)) if stale is not None else None
+    return {"python": env.python, "recovered": found}
+
+
+def _recover(stale: Snapshot, say: Progress) -> Dict[str, Any]:
+    """Roll back what a killed run (its journal) had changed; InstallError if that cannot be done exactly."""
+    say(f"rolling back the install that process {stale.pid} left unfinished")
+    with _signals_held():
+        rollback = stale.restore()
+    if not rollback["ok"]:
+        raise InstallError(f"the install that process {stale.pid} left unfinished could not be rolled back: "
+                           f"{'; '.join(rollback['problems'])}; saved files kept in {stale.directory}",
+                           f"reinstall the packages by hand (`{stale.python} -m pip install --force-reinstall "
+                           f"--no-deps ...`), then delete {stale.directory}")
+    stale.discard()
+    return {"pid": stale.pid, "restored": rollback["restored"], "removed": rollback["removed"],
+            "files_restored": rollback["files_restored"]}
+
+
+def _install(env: TargetEnvironment, selection: Selection, files: List[Path], machine: MachineInfo,
+             dependencies: List[str], find_links: Optional[Path], directory: Path, say: Progress) -> Dict[str, Any]:
     names = [c.record.name for c in selection.chosen]
-    torch_before = torch_fingerprint(python)
-    snapshot = Snapshot.take(python, names, Path(tempfile.mkdtemp(prefix="jetson-mamba-rollback-")),
-                             extra_dirs=[RECORD_DIR])
-    result: Dict[str, Any] = {"replaced": snapshot.versions()}
+    torch_before = env.torch_fingerprint()
+    result: Dict[str, Any] = {}
     added: List[str] = []
-    try:
-        say(f"installing {', '.join(f.name for f in files)} (pip --no-deps)")
-        done = pip(python, ["install", "--no-deps", "--no-index", "--force-reinstall", *map(str, files)])
+    snapshot: List[Snapshot] = []  # set by the first step
+
+    def save() -> None:
+        snapshot.append(env.snapshot(names, directory))
+        result["replaced"] = snapshot[0].versions()
+
+    def install_wheels() -> None:
+        snapshot[0].will_install(names)
+        done = env.pip(["install", "--no-deps", "--no-index", "--force-reinstall", *map(str, files)])
         if done.returncode != 0:
             raise InstallError(f"pip install --no-deps failed: {tail(done.stderr, 8)}",
                                "fix what pip reports (check the wheels with `jetson-mamba archive verify`), then rerun")
         result["installed"] = [f"{c.record.name}=={c.record.version}" for c in selection.chosen]
+
+    def add_dependencies() -> None:
         result["dependencies_added"] = added
-        result["warnings"] = _install_dependencies(python, dependencies, machine.torch.version, find_links,
-                                                   snapshot, added, say) if dependencies else []
-        say("applying the runtime patches (jetson-mamba patch)")
-        result["patches"] = apply_patches(python)
+        result["warnings"] = _install_dependencies(env, dependencies, machine.torch.version, find_links,
+                                                   snapshot[0], added, say) if dependencies else []
+
+    def patch() -> None:
+        result["patches"] = env.patch()
         if not result["patches"]["ok"]:
             raise InstallError(f"jetson-mamba patch failed: {result['patches'].get('output')}",
-                               f"run `jetson-mamba patch --python {python}` to see why")
-        say("verifying (quick)")
-        result["verification"] = quick_verify(python)
+                               f"run `jetson-mamba patch --python {env.python}` to see why")
+
+    def verify() -> None:
+        result["verification"] = env.quick_verify()
         if not result["verification"]["ok"]:
             raise InstallError(f"the quick verification failed ({result['verification']['via']}): "
                                f"{result['verification'].get('output')}",
-                               f"run `{python} -m jetson_mamba verify` for the details, or "
+                               f"run `{env.python} -m jetson_mamba verify` for the details, or "
                                f"`jetson-mamba build --arch {machine.gpu.arch if machine.gpu else 'X.Y'}` "
                                f"to build wheels for this machine")
-        torch_after = torch_fingerprint(python)
+
+    def check_torch() -> None:
+        torch_after = env.torch_fingerprint()
         result["torch_unchanged"] = torch_after == torch_before
         result["torch"] = {"version": torch_after["version"], "files": torch_after["files"]}
         if not result["torch_unchanged"]:
             raise InstallError(f"torch changed during the install: {torch_before} -> {torch_after}",
                                "reinstall your torch build; report this as a jetson-mamba bug")
-    except BaseException as failure:  # Ctrl-C too: never leave a half-installed environment
-        error = failure if isinstance(failure, JetsonMambaError) else \
-            InstallError(f"{type(failure).__name__}: {failure}", "fix the cause above and rerun")
-        say("rolling back")
-        rollback = snapshot.restore(remove=sorted(set(names + [a.split("==")[0] for a in added])))
-        restored = ", ".join(f"{n} {v}" for n, v in sorted(rollback["restored"].items()))
-        state = f"rolled back to {restored} ({rollback['files_restored']} files restored, hash-checked)" if restored \
-            else "rolled back: nothing was installed before"
-        if rollback["removed"]:
-            state += f"; removed {', '.join(rollback['removed'])}"
-        if not rollback["ok"]:
-            state = f"rollback incomplete ({'; '.join(rollback['problems'])}); saved files kept in {snapshot.directory}"
-        else:
-            snapshot.discard()
-        raise InstallError(f"{error.message}\n{state}", error.fix) from None
-    snapshot.discard()
+
+    steps = [
+        Step("saving the files being replaced", save, lambda: snapshot and snapshot[0].put_back()),
+        Step(f"installing {', '.join(f.name for f in files)} (pip --no-deps)", install_wheels,
+             lambda: snapshot[0].uninstall(names)),
+        Step("adding runtime dependencies", add_dependencies,
+             lambda: snapshot[0].uninstall([a.split("==")[0] for a in added])),
+        Step("applying the runtime patches (jetson-mamba patch)", patch),  # undone with the files they patch
+        Step("verifying (quick)", verify),
+        Step("checking torch is untouched", check_torch),
+    ]
+    try:
+        _run_steps(steps, say)
+    except _Failed as failure:
+        raise InstallError(f"{failure.error.message}\n{_rollback_state(snapshot[0] if snapshot else None)}",
+                           failure.error.fix) from None
+    snapshot[0].discard()
     result["rolled_back"] = False
     return result
+
+
+class _Failed(Exception):
+    def __init__(self, error: JetsonMambaError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _run_steps(steps: Sequence[Step], say: Progress) -> None:
+    """Do the steps in order; on any failure or termination signal undo the ones begun, in reverse
+    (with the signals held off), and raise _Failed with the cause."""
+    begun: List[Step] = []
+    with _signals_raise():
+        try:
+            for step in steps:
+                say(step.name)
+                begun.append(step)  # before `do`: a step stopped half-way is undone too
+                step.do()
+            return
+        except BaseException as failure:  # Ctrl-C and SIGTERM/SIGHUP too: never leave a half-installed environment
+            cause = failure
+    error = cause if isinstance(cause, JetsonMambaError) else InstallError(
+        f"{cause}" if isinstance(cause, Stopped) else "interrupted (Ctrl-C)" if isinstance(cause, KeyboardInterrupt)
+        else f"{type(cause).__name__}: {cause}",
+        "rerun the install when it may run to the end" if isinstance(cause, (Stopped, KeyboardInterrupt))
+        else "fix the cause above and rerun")
+    say("rolling back")
+    with _signals_held():
+        for step in reversed(begun):
+            if step.undo is not None:
+                step.undo()
+    raise _Failed(error)
+
+
+def _rollback_state(snapshot: Optional[Snapshot]) -> str:
+    """What the rollback left, in one line (the saved files are kept if it was not exact)."""
+    if snapshot is None:
+        return "nothing was changed"
+    check = snapshot.check()
+    if not check["ok"]:
+        return f"rollback incomplete ({'; '.join(check['problems'])}); saved files kept in {snapshot.directory}"
+    snapshot.discard()
+    restored = ", ".join(f"{n} {v}" for n, v in sorted(check["restored"].items()))
+    state = f"rolled back to {restored} ({check['files_restored']} files restored, hash-checked)" if restored \
+        else "rolled back: nothing was installed before"
+    if check["removed"]:
+        state += f"; removed {', '.join(check['removed'])}"
+    return state
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGTERM / SIGHUP raise Stopped in the main thread (as SIGINT raises KeyboardInterrupt)."""
+    def stop(signum: int, _frame: Any) -> None:
+        raise Stopped(signum)
+
+    with _handlers(stop):
+        yield
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT / SIGTERM / SIGHUP ignored: a rollback runs to its end."""
+    with _handlers(signal.SIG_IGN, (signal.SIGINT,)):
+        yield
+
+
+@contextlib.contextmanager
+def _handlers(handler: Any, extra: Tuple[int, ...] = ()) -> Iterator[None]:
+    previous: Dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        for signum in ROLLBACK_SIGNALS + extra:
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)

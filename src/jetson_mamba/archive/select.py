@@ -296,6 +296,10 @@ def select_wheels(target: Target, manifest: Manifest, digests: Optional[Mapping[
     return Selection(chosen=chosen, rejected=rejected, missing=missing)
 
 
+NO_TORCH_FIX = ("install torch into that environment first (on a Jetson: NVIDIA's torch wheel for your JetPack), "
+                "then rerun: the wheels need it, building wheels needs it too, and jetson-mamba never installs torch")
+
+
 def no_match_error(selection: Selection, target: Target, archive: str) -> NoMatchingWheelError:
     """The "nothing fits" error: every rejection, and the fix."""
     lines = [f"no wheel in {archive} fits this machine for {', '.join(selection.missing) or 'any distribution'}:"]
@@ -303,7 +307,9 @@ def no_match_error(selection: Selection, target: Target, archive: str) -> NoMatc
     checks = {r.check for r in selection.rejected if r.name in selection.missing}
     specs = " ".join(f"{n}=={v}" for n, v in TESTED_PAIR)
     arch = f" --arch {target.gpu_arch}" if target.gpu_arch else ""
-    if checks == {"hash"}:
+    if target.torch_version is None:
+        fix = NO_TORCH_FIX
+    elif checks == {"hash"}:
         fix = f"the files changed after they were recorded: run `jetson-mamba archive verify {archive}`, then " \
               f"re-download or rebuild the wheels and `jetson-mamba archive add`"
     else:

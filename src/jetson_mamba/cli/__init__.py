@@ -11,13 +11,14 @@ import argparse
 import importlib
 import logging
 import pkgutil
-import sys
+import traceback
+from pathlib import Path
 from types import ModuleType
 from typing import List, Optional, Sequence
 
 from jetson_mamba import __version__
 from jetson_mamba.cli.output import print_error
-from jetson_mamba.errors import JetsonMambaError
+from jetson_mamba.errors import INTERRUPTED_EXIT_CODE, InternalError, JetsonMambaError
 
 _NOT_COMMANDS = {"output"}
 
@@ -81,5 +82,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print_error(error, as_json=args.json)
         return error.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print_error(JetsonMambaError(f"interrupted: `jetson-mamba {args.command}` stopped (Ctrl-C)"), as_json=args.json)
+        return INTERRUPTED_EXIT_CODE
+    except Exception as failure:  # the last resort: a bug must not show users a traceback (-v does)
+        if getattr(args, "verbose", False):
+            traceback.print_exc()
+        print_error(internal_error(args.command, failure), as_json=args.json)
+        return InternalError.exit_code
+
+
+def internal_error(command: str, failure: BaseException) -> InternalError:
+    """One line for an unexpected exception: what failed, where, and how to report it."""
+    frames = traceback.extract_tb(failure.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    text = " ".join(str(failure).split())[:300]
+    return InternalError(f"`jetson-mamba {command}` failed unexpectedly: {type(failure).__name__}: {text}{where}",
+                         f"this is a jetson-mamba bug: please report it with the output of "
+                         f"`jetson-mamba -v {command} ...` (the same command with -v shows the traceback)")

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Set
 from rich.markup import escape
 from rich.table import Table
 
+from jetson_mamba.cli._python import checked_python
 from jetson_mamba.cli.output import console, err_console, print_json
 from jetson_mamba.compat.findings import Finding, diagnose
 from jetson_mamba.compat.installed import PATCHED_DISTRIBUTIONS, applied_runtime_patches
@@ -111,6 +112,7 @@ def _print_findings(findings: List[Finding]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.python = checked_python(args.python)
     if args.json:
         machine = probe_machine(args.root, args.python)
     else:

@@ -7,6 +7,7 @@ from typing import Any, Dict
 
 from rich.markup import escape
 
+from jetson_mamba.cli._python import checked_python
 from jetson_mamba.cli.output import console, err_console, print_json
 from jetson_mamba.errors import JetsonMambaError
 
@@ -23,9 +24,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--explain", action="store_true", help="print why each wheel was chosen or rejected")
     parser.add_argument("--dry-run", action="store_true", help="select and explain, install nothing")
     parser.add_argument("--python", default=None, help="install into this interpreter's environment")
+    parser.add_argument("--recover", action="store_true",
+                        help="only roll back an install that was killed outright (SIGKILL, power loss); "
+                             "every install also does this first")
+
+
+def _recovered_line(recovered: Any) -> None:
+    if recovered:
+        state = ", ".join(f"{n} {v}" for n, v in sorted(recovered["restored"].items())) or "nothing installed before"
+        removed = f"; removed {', '.join(recovered['removed'])}" if recovered["removed"] else ""
+        console.print(escape(f"rolled back the install that process {recovered['pid']} left unfinished: "
+                             f"{state} ({recovered['files_restored']} files restored, hash-checked){removed}"))
 
 
 def _print_report(report: Dict[str, Any], explain: bool) -> None:
+    _recovered_line(report.get("recovered"))
     if explain:
         for line in report.get("explain", []):
             console.print(escape(line))
@@ -51,8 +64,19 @@ def _print_report(report: Dict[str, Any], explain: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jetson_mamba.archive.install import install_from_archive
+    args.python = checked_python(args.python)
+    from jetson_mamba.archive.install import install_from_archive, recover
     from jetson_mamba.archive.store import default_archive
+
+    if args.recover:
+        found = recover(args.python)
+        if args.json:
+            print_json(found)
+        elif found["recovered"]:
+            _recovered_line(found["recovered"])
+        else:
+            console.print(f"nothing to recover: no unfinished install in {escape(found['python'])}'s environment")
+        return 0
 
     archive = args.archive or str(default_archive())
     with err_console.status("installing") as status:

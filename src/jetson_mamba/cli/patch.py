@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, Dict, List
 
 from rich.markup import escape
 from rich.table import Table
 
+from jetson_mamba.cli._python import checked_python
 from jetson_mamba.cli.output import console, print_json
 from jetson_mamba.compat import registry
-from jetson_mamba.compat.installed import Environment, runtime_plan
+from jetson_mamba.compat.installed import Environment, locate, patched_files, plan_for
 
 NAME = "patch"
 HELP = "fix installed mamba-ssm / causal-conv1d in place (reversible): causal-conv1d API, transformers 5, " \
@@ -58,14 +60,15 @@ def _status_table(plan: registry.Plan) -> Table:
     return table
 
 
-def _revert(env: Environment, args: argparse.Namespace) -> int:
+def _revert(env: Environment, args: argparse.Namespace, stray: List[Path]) -> int:
     done: List[registry.Reverted] = []
     for root in env.roots:
         done.extend(registry.revert(root, dry_run=args.dry_run))
     if args.json:
         print_json({"action": "revert", "dry_run": args.dry_run, "python": env.python,
-                    "files": [r.to_json() for r in done]})
+                    "files": [r.to_json() for r in done], "stray_removed": [str(p) for p in stray]})
         return 0
+    _stray_line(stray)
     if not done:
         console.print("nothing to revert: no file was patched by jetson-mamba")
     verb = "would restore" if args.dry_run else "restored"
@@ -75,21 +78,34 @@ def _revert(env: Environment, args: argparse.Namespace) -> int:
     return 0
 
 
+def _stray_line(stray: List[Path]) -> None:
+    if stray:
+        console.print(f"removed {len(stray)} temporary file(s) left by an interrupted run, e.g. "
+                      f"{escape(str(stray[0]))}")
+
+
 def run(args: argparse.Namespace) -> int:
-    env, plan = runtime_plan(args.python)
-    if args.revert:
-        return _revert(env, args)
-    changed = [] if (args.check or args.dry_run) else registry.apply_plan(plan)
+    args.python = checked_python(args.python)
+    env = locate(args.python)
+    # One lock around planning and writing (or reverting): a patch or revert running beside this one waits,
+    # so what this run reads is what it changes and what it reports.
+    with registry.locked(env.roots, patched_files(env), clean=not (args.check or args.dry_run)) as stray:
+        if args.revert:
+            return _revert(env, args, stray)
+        plan = plan_for(env)
+        changed = [] if (args.check or args.dry_run) else registry.apply_plan(plan)
     action = "check" if args.check else "dry-run" if args.dry_run else "apply"
     if args.json:
         result: Dict[str, Any] = {"action": action, "python": env.python, "site_packages": str(env.purelib),
                                   "versions": env.facts["versions"], "extensions": env.facts["extensions"],
-                                  **plan.to_json(), "written": [str(c.absolute) for c in changed]}
+                                  **plan.to_json(), "written": [str(c.absolute) for c in changed],
+                                  "stray_removed": [str(p) for p in stray]}
         if args.dry_run:
             result["diff"] = "".join(registry.unified_diff(c) for c in plan.changes)
         print_json(result)
         return 1 if args.check and not plan.clean else 0
     _environment_lines(env)
+    _stray_line(stray)
     if plan.statuses:
         console.print(_status_table(plan))
     if args.dry_run:

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jetson_mamba.cli.output import print_json
-    from jetson_mamba.verify import failure_error, require_torch, run_verify
+    from jetson_mamba.verify import failure_error, report_document, require_torch, run_verify
     from jetson_mamba.verify.report import print_report
 
     require_torch()
@@ -30,14 +30,11 @@ def run(args: argparse.Namespace) -> int:
     backends = [name.strip() for value in (args.backends or []) for name in value.split(",") if name.strip()]
     report = run_verify(quick=args.quick, device=args.device, backends=backends or None, seed=args.seed,
                         progress=not args.json)
-    error = None if report.ok else failure_error(report)
     if args.json:
-        data = report.to_json()
-        if error is not None:
-            data["error"] = error.to_json()
+        data, code = report_document(report)
         print_json(data)
-        return error.exit_code if error is not None else 0
+        return code
     print_report(report)
-    if error is not None:
-        raise error
+    if not report.ok:
+        raise failure_error(report)
     return 0

@@ -98,8 +98,17 @@ def runtime_plan(python: Optional[str] = None, patches: Sequence[registry.Patch]
                  ) -> Tuple[Environment, registry.Plan]:
     """The runtime patch plan for an interpreter's installed packages (reads, never writes)."""
     env = locate(python)
-    return env, registry.patch_plan(env.targets, patches, registry.INSTALLED, facts=env.facts)
+    return env, plan_for(env, patches)
 
+
+def plan_for(env: Environment, patches: Sequence[registry.Patch] = RUNTIME_PATCHES) -> registry.Plan:
+    """The runtime patch plan for a located environment (reads; under `registry.locked(env.roots)` to write)."""
+    return registry.patch_plan(env.targets, patches, registry.INSTALLED, facts=env.facts)
+
+
+def patched_files(env: Environment, patches: Sequence[registry.Patch] = RUNTIME_PATCHES) -> List[Path]:
+    """Every file a runtime patch may write in `env` (where a killed run may have left a temporary file)."""
+    return [t.root / f for t in env.targets for p in patches if p.distribution == t.distribution for f in p.files]
 
 
 def applied_runtime_patches(root: Path, patches: Sequence[registry.Patch] = RUNTIME_PATCHES) -> Set[str]:

@@ -29,6 +29,9 @@ API (used by `cli/patch.py`, `compat/build_patches.py`, the install and build co
   `backups/<sha256>`), written before any target file, so an interrupted run is recoverable.
 - `revert(root) -> List[Reverted]`: restores every recorded file byte-exactly (hash-checked)
   and removes the record; a file changed since (reinstalled upstream) is left alone.
+- `locked(roots, files)`: hold the lock of every root around a whole plan + apply_plan (or revert), as
+  `jetson-mamba patch` does, so a concurrent patch / revert never sees or leaves a mixed state; removes
+  the `*.jm-tmp` files a killed run left.
 - `applied_patches(root) -> Dict[str, List[str]]`: recorded file -> patch names (for doctor).
 - `installed_hashes(root, distribution)`: the RECORD hashes that define "upstream" when installed.
 - `tree_target(root) -> Target`: an unpacked sdist as a target (name and version from PKG-INFO).
@@ -59,6 +62,7 @@ MODES = (INSTALLED, TREE)
 RECORD_DIR = ".jetson-mamba-patches"
 RECORD_FILE = "record.json"
 RECORD_SCHEMA = 1
+TEMP_SUFFIX = ".jm-tmp"  # atomic_write's temporary files; one left behind is a killed run's
 MARKER_PREFIX = "jetson-mamba patch:"
 
 # Status of one (patch, file) pair.
@@ -260,20 +264,43 @@ def _record_path(root: Path) -> Path:
 
 
 def read_record(root: Path) -> Dict[str, Dict[str, Any]]:
-    """The recorded files under `root` (relative path -> entry); empty when nothing was patched."""
+    """The recorded files under `root` (relative path -> entry); empty when nothing was patched.
+
+    A record that is not what jetson-mamba writes (bad JSON, `[]`, an entry without its hashes) is a
+    PatchError with the fix, never a traceback."""
     path = _record_path(root)
     if not path.is_file():
         return {}
+    fix = f"restore the packages with pip install --force-reinstall --no-deps, then delete {path.parent}"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as handle:
+            data = json.loads(handle.read(_RECORD_LIMIT + 1)[:_RECORD_LIMIT].decode("utf-8"))
     except (OSError, ValueError) as error:
-        raise PatchError(f"the patch record {path} is unreadable ({error})",
-                         f"restore the packages with pip install --force-reinstall --no-deps, then delete {path.parent}"
-                         ) from None
+        raise PatchError(f"the patch record {path} is unreadable ({error})", fix) from None
+    if not isinstance(data, dict):
+        raise PatchError(f"the patch record {path} is not a JSON object (found {type(data).__name__})", fix)
     if data.get("schema") != RECORD_SCHEMA:
-        raise PatchError(f"the patch record {path} has schema {data.get('schema')}, expected {RECORD_SCHEMA}",
+        raise PatchError(f"the patch record {path} has schema {data.get('schema')!r}, expected {RECORD_SCHEMA}",
                          "use the jetson-mamba version that wrote it to revert, or reinstall the packages")
-    return dict(data.get("files", {}))
+    files = data.get("files", {})
+    bad = [name for name, entry in files.items() if not _valid_entry(name, entry)] if isinstance(files, dict) \
+        else ["files"]
+    if bad:
+        raise PatchError(f"the patch record {path} is damaged (entry {str(bad[0])[:80]!r} is not a recorded file)", fix)
+    return dict(files)
+
+
+_RECORD_LIMIT = 16 << 20  # bytes: a real record is a few kB
+_ENTRY_KEYS = ("distribution", "original_sha256", "patched_sha256")
+
+
+def _valid_entry(name: Any, entry: Any) -> bool:
+    """A record entry as apply_plan writes it, for a path inside the root."""
+    if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in _ENTRY_KEYS)
+            and isinstance(entry.get("patches", []), list)):
+        return False
+    parts = Path(name).parts
+    return bool(parts) and not Path(name).is_absolute() and ".." not in parts
 
 
 def _write_record(root: Path, files: Mapping[str, Mapping[str, Any]]) -> None:
@@ -307,21 +334,65 @@ def applied_patches(root: Path) -> Dict[str, List[str]]:
 
 # ----------------------------------------------------------------------------------- writes
 
+_held: Dict[str, int] = {}  # root -> depth of this process's lock on it (flock is not reentrant across fds)
+
+
 @contextlib.contextmanager
 def _exclusive(root: Path) -> Iterator[None]:
     """One writer at a time per root (site-packages or source tree): two patch/revert runs at once
-    would interleave their record updates. A lock on the directory itself leaves no lock file behind."""
+    would interleave their record updates. A lock on the directory itself leaves no lock file behind;
+    it is reentrant within a process, so `locked()` can hold it around a plan and its apply_plan."""
+    key = str(Path(root).resolve())
     try:
         import fcntl
     except ImportError:  # not POSIX: no concurrent-run protection
         yield
         return
-    fd = os.open(str(root), os.O_RDONLY)
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    fd = os.open(key, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        _held[key] = 1
         yield
     finally:
+        _held.pop(key, None)
         os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def locked(roots: Iterable[Path], files: Iterable[Path] = (), clean: bool = True) -> Iterator[List[Path]]:
+    """Hold the patch lock of every root (in a fixed order) for a whole plan-and-write or revert, so a
+    run beside this one can neither see nor leave a half-patched state; then remove the temporary files
+    an interrupted (killed) run left next to `files`, the recorded files and the record. Yields those
+    removed (none unless `clean`: a dry run changes nothing)."""
+    with contextlib.ExitStack() as stack:
+        unique = sorted({Path(r).resolve() for r in roots})
+        for root in unique:
+            stack.enter_context(_exclusive(root))
+        yield _remove_stray(unique, files) if clean else []
+
+
+def _remove_stray(roots: Sequence[Path], files: Iterable[Path]) -> List[Path]:
+    """`*.jm-tmp` files (atomic_write's, only ever half-written by a killed run) in the patch
+    directories; called with the locks held, so no live run owns one."""
+    directories = {Path(f).parent for f in files}
+    for root in roots:
+        directories |= {root / RECORD_DIR, root / RECORD_DIR / "backups"}
+        with contextlib.suppress(PatchError):
+            directories |= {(root / name).parent for name in read_record(root)}
+    removed = []
+    for directory in sorted(directories):
+        for stray in sorted(directory.glob(f".*{TEMP_SUFFIX}")) if directory.is_dir() else []:
+            with contextlib.suppress(OSError):
+                stray.unlink()
+                removed.append(stray)
+    return removed
 
 
 def atomic_write(path: Path, data: bytes, mode: Optional[int] = None) -> None:
@@ -331,7 +402,7 @@ def atomic_write(path: Path, data: bytes, mode: Optional[int] = None) -> None:
     """
     if mode is None:
         mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".jm-tmp", dir=str(path.parent))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -491,9 +562,7 @@ def revert(root: Path, dry_run: bool = False) -> List[Reverted]:
 
     Refuses (PatchError, nothing changed) when a file is neither ours nor upstream.
     """
-    if dry_run or not _record_path(root).is_file():
-        return _revert(root, dry_run)
-    with _exclusive(root):
+    with _exclusive(root):  # also for a dry run or no record: the answer must not be read mid-way of a writer
         return _revert(root, dry_run)
 
 

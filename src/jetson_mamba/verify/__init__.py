@@ -46,7 +46,7 @@ Exit status: 0 when every check passed, 10 (VerificationError) when any failed.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from jetson_mamba.errors import VerificationError
 from jetson_mamba.verify.report import CheckResult, Skipped, VerifyReport
@@ -139,6 +139,16 @@ def diagnose(report: VerifyReport) -> List[Dict[str, str]]:
                       "message": f"the doctor could not run: {type(exc).__name__}: {exc}",
                       "fix": "run `jetson-mamba doctor` separately"})
     return found
+
+
+def report_document(report: VerifyReport) -> Tuple[Dict[str, Any], int]:
+    """The `--json` document of a report (with "error" on failure) and the exit status."""
+    data = report.to_json()
+    if report.ok:
+        return data, 0
+    error = failure_error(report)
+    data["error"] = error.to_json()
+    return data, error.exit_code
 
 
 def failure_error(report: VerifyReport) -> VerificationError:

@@ -167,16 +167,12 @@ def make_plan(quick: bool, device: Optional[str] = None, backends: Optional[Sequ
 
 
 def execute(plan: Plan, progress: bool = True) -> VerifyReport:
-    """Run the tasks (with a progress bar on stderr) and collect the report."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Run the tasks (with a progress bar on stderr) and collect the report.
 
-    from jetson_mamba.cli.output import err_console
-
+    Without `progress` rich is not imported: `install` runs this in a target that may not have it."""
     report = VerifyReport(device=_describe(plan.device), quick=plan.quick, skipped=list(plan.skipped))
     started = time.perf_counter()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True, disable=not progress) as bar, \
-            forced_backend(plan.forced), exact_float32():
+    with _progress_bar(progress) as bar, forced_backend(plan.forced), exact_float32():
         task_id = bar.add_task("verify", total=len(plan.tasks))
         for task in plan.tasks:
             bar.update(task_id, description=task.label[:70])
@@ -193,6 +189,35 @@ def execute(plan: Plan, progress: bool = True) -> VerifyReport:
     report.notes = list(plan.notes)
     report.seconds = time.perf_counter() - started
     return report
+
+
+class _NoBar:
+    """The part of rich's Progress that execute uses, doing nothing."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def add_task(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    advance = update
+
+
+def _progress_bar(show: bool) -> Any:
+    if not show:
+        return _NoBar()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from jetson_mamba.cli.output import err_console
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=err_console, transient=True)
 
 
 def _describe(device: str) -> str:
