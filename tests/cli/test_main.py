@@ -36,6 +36,41 @@ def test_json_before_or_after_the_command(argv, monkeypatch: pytest.MonkeyPatch)
     assert seen == {"json": True}
 
 
+def _leaf_parsers(parser: argparse.ArgumentParser, path: tuple = ()) -> dict:
+    """Every runnable command path and its parser: ('doctor',), ('archive', 'list'), ('yolo', 'train'), ..."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return {path: parser}
+    return {leaf: found for name, child in subs[0].choices.items()
+            for leaf, found in _leaf_parsers(child, path + (name,)).items()}
+
+
+@pytest.mark.parametrize("flag", ["-v", "-q", "--json"])
+def test_every_command_and_sub_command_takes_the_common_flags(flag: str) -> None:
+    leaves = _leaf_parsers(cli.build_parser())
+    assert ("archive", "list") in leaves and ("yolo", "train") in leaves and ("doctor",) in leaves
+    assert [path for path, parser in leaves.items() if flag not in parser._option_string_actions] == []
+    args = cli.build_parser().parse_args(["index", "/x", flag])
+    assert getattr(args, {"-v": "verbose", "-q": "quiet", "--json": "json"}[flag]) is True
+
+
+def test_quiet_drops_progress_but_not_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from jetson_mamba.cli import output
+
+    def failing_run(args: argparse.Namespace) -> int:
+        output.err_console.print("progress line")
+        raise UsageError("bad input", "the fix")
+
+    monkeypatch.setattr("jetson_mamba.cli.doctor.run", failing_run)
+    monkeypatch.setattr(output.err_console, "quiet", False)
+    assert cli.main(["doctor", "-q"]) == UsageError.exit_code
+    err = capsys.readouterr().err
+    assert "progress line" not in err and "bad input" in err and "the fix" in err
+    with pytest.raises(SystemExit) as stop:  # contradictory: a usage error, not a silent pick
+        cli.main(["doctor", "-q", "-v"])
+    assert stop.value.code == 2
+
+
 def test_verbose_logs_the_backend_choice_on_stderr(monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture) -> None:
     import logging
@@ -117,3 +152,9 @@ def test_ctrl_c_is_one_line_and_exit_130() -> None:
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "error: interrupted: `jetson-mamba verify` stopped (Ctrl-C)"
+
+
+def test_index_of_a_missing_folder_suggests_no_flag_index_lacks(capsys: pytest.CaptureFixture, tmp_path) -> None:
+    assert cli.main(["index", str(tmp_path / "missing")]) != 0
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "--archive" not in err.split("fix:")[1].split("`")[0]

@@ -123,7 +123,8 @@ def open_directory(archive: Union[str, Path]) -> Manifest:
     archive = Path(archive)
     if not archive.is_dir():
         raise ArchiveError(f"archive directory {archive} does not exist",
-                           "pass an existing directory of wheels or an http(s) URL to --archive")
+                           "pass an existing directory of wheels (`jetson-mamba archive add WHEEL... --archive DIR` "
+                           "makes one)")
     manifest = load_manifest(archive)
     return manifest if manifest is not None else scan_directory(archive)
 

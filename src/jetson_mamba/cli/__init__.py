@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import List, Optional, Sequence
 
 from jetson_mamba import __version__
-from jetson_mamba.cli.output import print_error
+from jetson_mamba.cli.output import print_error, silence_progress
 from jetson_mamba.errors import INTERRUPTED_EXIT_CODE, InternalError, JetsonMambaError
 
 _NOT_COMMANDS = {"output"}
@@ -35,23 +35,36 @@ def _command_modules() -> List[ModuleType]:
     return sorted(modules, key=lambda m: m.NAME)
 
 
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    """--json, -v and -q on `parser` and on every sub-command below it (`archive list -v` and
+    `yolo train -q` as well as `doctor -v`), each only where the parser has not defined it."""
+    flags = (
+        (("--json",), "machine-readable output on stdout"),
+        (("-v", "--verbose"), "log decisions on stderr (e.g. which kernel backend each op runs on); "
+                              "show the traceback of an unexpected error"),
+        (("-q", "--quiet"), "no progress bars or informational lines on stderr: only the result and errors"),
+    )
+    for names, text in flags:
+        if not any(name in parser._option_string_actions for name in names):
+            parser.add_argument(*names, action="store_true", default=argparse.SUPPRESS, help=text)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_common(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="machine-readable output on stdout")
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="log decisions on stderr (e.g. which kernel backend each op runs on)")
     parser = argparse.ArgumentParser(
         prog="jetson-mamba",
         description="Set up, patch, build, verify and benchmark a Mamba stack on Jetson and other CUDA machines.",
-        parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"jetson-mamba {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _command_modules():
-        command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP, parents=[common])
+        command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
+    _add_common(parser)
     return parser
 
 
@@ -69,10 +82,15 @@ def _log_to_stderr() -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "json"):
-        args.json = False
-    if getattr(args, "verbose", False):
+    for flag in ("json", "verbose", "quiet"):
+        if not hasattr(args, flag):
+            setattr(args, flag, False)
+    if args.verbose and args.quiet:
+        parser.error("-v and -q contradict each other: give one of them")
+    if args.verbose:
         _log_to_stderr()
+    if args.quiet:
+        silence_progress()
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2

@@ -24,7 +24,13 @@ def _width(stream: TextIO) -> Optional[int]:
 
 
 console = Console(highlight=False, width=_width(sys.stdout))
-err_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
+err_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))  # progress and notes
+_error_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))  # errors: never silenced
+
+
+def silence_progress() -> None:
+    """-q: progress bars and informational lines on stderr are dropped; results and errors stay."""
+    err_console.quiet = True
 
 
 def print_json(data: Any) -> None:
@@ -36,6 +42,6 @@ def print_error(error: JetsonMambaError, as_json: bool) -> None:
     if as_json:
         print_json(error.to_json())
         return
-    err_console.print(f"[bold red]error:[/] {escape(error.message)}", markup=True, soft_wrap=True)
+    _error_console.print(f"[bold red]error:[/] {escape(error.message)}", markup=True, soft_wrap=True)
     if error.fix:
-        err_console.print(f"[bold]fix:[/] {escape(error.fix)}", markup=True, soft_wrap=True)
+        _error_console.print(f"[bold]fix:[/] {escape(error.fix)}", markup=True, soft_wrap=True)
