@@ -3,42 +3,53 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import os
+import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 NAME = "yolo"
-HELP = ("Mamba-YOLO (T/B/L) with ultralytics: info (params, GFLOPs), train, predict, export to ONNX; "
-        "dataset writes a tiny synthetic set for a smoke run")
+HELP = ("Mamba-YOLO (T/B/L) with ultralytics: setup (installs ultralytics without touching torch), info "
+        "(params, GFLOPs), train, predict, export to ONNX; dataset writes a tiny synthetic set for a smoke run")
 
-SUBCOMMANDS = ("info", "train", "predict", "export", "dataset")
+SUBCOMMANDS = ("setup", "info", "train", "predict", "export", "dataset")
+NEEDS_ULTRALYTICS = ("info", "train", "predict", "export")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable output on stdout")
-    parser.add_argument("--device", default="cpu", help="torch device for ultralytics (cpu, 0, cuda:0; default cpu)")
+    parser.add_argument("--device", default=None,
+                        help="torch device for ultralytics (cpu, 0, cuda:0; default: ultralytics' choice, "
+                             "the first GPU if there is one)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="yolo_command", metavar="SUBCOMMAND")
+    setup = sub.add_parser("setup", help="install ultralytics into this (or --python's) environment without "
+                                         "letting pip install or change torch, torchvision, numpy or OpenCV")
+    setup.add_argument("--python", help="the interpreter of the environment to set up (default: this one)")
+    setup.add_argument("--dry-run", action="store_true", help="say what would be installed; change nothing")
     info = sub.add_parser("info", help="parameters and GFLOPs of the T/B/L configs next to the published ones")
     info.add_argument("--scale", choices=("t", "b", "l", "all"), default="all")
-    info.add_argument("--imgsz", type=int, default=640)
+    info.add_argument("--imgsz", type=int, default=640, help="input size for the GFLOPs (default 640)")
     train = sub.add_parser("train", help="train on an ultralytics data.yaml")
     train.add_argument("--data", required=True, help="ultralytics dataset YAML (path, train, val, names)")
     train.add_argument("--model", default="t", help="scale (t, b, l), a model YAML, or a .pt to fine-tune")
-    train.add_argument("--epochs", type=int, default=100)
-    train.add_argument("--imgsz", type=int, default=640)
-    train.add_argument("--batch", type=int, default=16)
+    train.add_argument("--epochs", type=int, default=100, help="passes over the training set (default 100)")
+    train.add_argument("--imgsz", type=int, default=640, help="square input size in pixels (default 640)")
+    train.add_argument("--batch", type=int, default=16, help="images per step (default 16; -1: ultralytics "
+                                                             "picks one that fits the GPU's memory)")
     train.add_argument("--workers", type=int, default=0, help="dataloader processes (0: in the main process)")
-    train.add_argument("--project", default="runs/mamba-yolo")
-    train.add_argument("--name", default="train")
+    train.add_argument("--project", default="runs/mamba-yolo", help="folder of the runs (default runs/mamba-yolo)")
+    train.add_argument("--name", default="train", help="this run's folder name in --project (default train)")
     predict = sub.add_parser("predict", help="detect objects in images")
     predict.add_argument("--model", required=True, help="trained .pt (or a scale for an untrained smoke run)")
     predict.add_argument("--source", required=True, help="image file, folder or glob")
-    predict.add_argument("--imgsz", type=int, default=640)
-    predict.add_argument("--conf", type=float, default=0.25)
+    predict.add_argument("--imgsz", type=int, default=640, help="square input size in pixels (default 640)")
+    predict.add_argument("--conf", type=float, default=0.25, help="smallest confidence kept (default 0.25)")
     predict.add_argument("--save", action="store_true", help="also write annotated images (ultralytics runs dir)")
     export = sub.add_parser("export", help="ONNX with standard ops only (checked against PyTorch with onnxruntime)")
     export.add_argument("--model", required=True, help="trained .pt, a model YAML, or a scale (t, b, l)")
@@ -54,6 +65,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dataset.add_argument("--size", type=int, default=64, help="image side in pixels")
     for command in (info, train, predict, export, dataset):
         _common(command)
+    setup.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="machine-readable output on stdout")
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(active: bool) -> Iterator[None]:
+    """With --json, everything ultralytics prints (its logger holds the original stdout) goes to stderr,
+    at the file-descriptor level, so stdout carries the one JSON document alone."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _setup(args: argparse.Namespace) -> Dict[str, Any]:
+    from jetson_mamba.archive.environment import TargetEnvironment
+    from jetson_mamba.archive.extras import install_ultralytics
+    from jetson_mamba.cli._python import checked_python
+    from jetson_mamba.cli.output import err_console
+
+    python = checked_python(args.python) or sys.executable
+    report = install_ultralytics(TargetEnvironment(python), dry_run=args.dry_run,
+                                 progress=lambda text: err_console.print(text, markup=False))
+    return report.to_json()
 
 
 def _offline() -> None:
@@ -140,7 +183,14 @@ def _dataset(args: argparse.Namespace) -> Dict[str, Any]:
 def _print(command: str, data: Dict[str, Any]) -> None:
     from jetson_mamba.cli.output import console
 
-    if command == "info":
+    if command == "setup":
+        verb = "would install" if data["dry_run"] else "installed"
+        console.print(f"{verb}: {', '.join(f'{n} {v}' for n, v in data['installed']) or 'nothing'}", markup=False)
+        for line in data["left_out"]:
+            console.print(f"left out: {line}", markup=False)
+        console.print(f"untouched: {', '.join(f'{n} {v}' for n, v in sorted(data['protected'].items()))}",
+                      markup=False)
+    elif command == "info":
         console.print(f"{'scale':<6}{'params':>12}{'GFLOPs':>9}   published (params, GFLOPs)")
         for row in data["models"]:
             console.print(f"{row['scale']:<6}{row['parameters'] / 1e6:>11.2f}M{row['gflops']:>9.1f}   "
@@ -161,9 +211,17 @@ def run(args: argparse.Namespace) -> int:
     if args.yolo_command not in SUBCOMMANDS:
         raise UsageError("jetson-mamba yolo needs a subcommand",
                          f"run one of: {', '.join(f'jetson-mamba yolo {c}' for c in SUBCOMMANDS)}")
+    if args.yolo_command in NEEDS_ULTRALYTICS and importlib.util.find_spec("ultralytics") is None:
+        from jetson_mamba.errors import MissingDependencyError
+
+        raise MissingDependencyError(f"`jetson-mamba yolo {args.yolo_command}` needs ultralytics, which is not "
+                                     "installed", "jetson-mamba yolo setup (installs it without touching torch, "
+                                     "torchvision, numpy or OpenCV)")
     _offline()
-    commands = {"info": _info, "train": _train, "predict": _predict, "export": _export, "dataset": _dataset}
-    data = commands[args.yolo_command](args)
+    commands = {"setup": _setup, "info": _info, "train": _train, "predict": _predict, "export": _export,
+                "dataset": _dataset}
+    with _stdout_to_stderr(args.json):
+        data = commands[args.yolo_command](args)
     if args.json:
         from jetson_mamba.cli.output import print_json
 
