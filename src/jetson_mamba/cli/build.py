@@ -67,19 +67,20 @@ def run(args: argparse.Namespace) -> int:
         for warning in plan.warnings:
             err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     if args.prepare_only is not None:
-        results = prepare_only(plan, args.source, args.prepare_only)
-    else:
-        results = build_all(plan, machine, args.source, args.out, args.archive, err_console)
-    if args.json:
-        print_json({"plan": plan.to_json(), "prepare_only": args.prepare_only is not None,
-                    "results": [r.to_json() for r in results]})
-        return 0
-    if args.prepare_only is not None:
-        for r in results:
+        prepared = prepare_only(plan, args.source, args.prepare_only)
+        if args.json:
+            print_json({"plan": plan.to_json(), "prepare_only": True, "results": [r.to_json() for r in prepared]})
+            return 0
+        for r in prepared:
             console.print(f"[bold]{escape(r.name)} {escape(r.version)}[/]: patched tree {escape(str(r.tree))}"
                           f"{' (reused)' if r.reused_tree else ''}\n  patches: {escape(', '.join(r.patches))}"
                           f"\n  build it with: sh {escape(str(r.log))}")
         return 0
+    report = build_all(plan, machine, args.source, args.out, args.archive, err_console)
+    if args.json:
+        print_json({"plan": plan.to_json(), "prepare_only": False, **report.to_json()})
+        return 0
+    results = report.results
     table = Table(title=f"built for {', '.join('sm_' + a.replace('.', '') for a in plan.archs)}")
     for column in ("package", "wheel", "size", "time", "compiled", "patches"):
         table.add_column(column)
@@ -88,6 +89,13 @@ def run(args: argparse.Namespace) -> int:
                       f"{r.compiled_units} units" if r.compiled_units else "none (all objects up to date)",
                       f"{len(r.patches)}{' (tree reused)' if r.reused_tree else ''}")
     console.print(table)
+    slowest = report.slowest()
+    if slowest is not None:
+        console.print(f"slowest unit: {escape(slowest['package'])} {escape(slowest['unit'])} {slowest['seconds']:.1f} s "
+                      f"of {report.seconds:.0f} s wall ({'packages at the same time' if report.schedule.parallel else 'one package at a time'})",
+                      soft_wrap=True)
     for r in results:
-        console.print(f"log: {escape(str(r.log))}")
+        console.print(f"log: {escape(str(r.log))}", soft_wrap=True)
+    for warning in plan.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     return 0
