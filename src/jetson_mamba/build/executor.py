@@ -13,6 +13,7 @@ import os
 import queue
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -142,6 +143,9 @@ def _require_toolchain(plan: BuildPlan) -> None:
                                      "(jetson-mamba never installs torch)")
 
 
+_GRACE_S = 10.0  # for ninja to stop its compilers after SIGTERM
+
+
 @dataclass
 class _Job:
     """One package's compile: its prepared tree, its share of the machine and its running `pip wheel`."""
@@ -187,7 +191,7 @@ def _run(jobs: Sequence[_Job], progress: CompileProgress, began: float) -> None:
             job.result.started_s = round(time.monotonic() - began, 1)
             job.process = subprocess.Popen(job.result.command, cwd=str(job.tree), env={**os.environ, **job.result.env},
                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                           errors="replace", bufsize=1)
+                                           errors="replace", bufsize=1, start_new_session=True)
             assert job.process.stdout is not None
             threading.Thread(target=_read_lines, args=(key, job.process.stdout, lines), daemon=True).start()
         running = len(jobs)
@@ -221,11 +225,29 @@ def _run(jobs: Sequence[_Job], progress: CompileProgress, began: float) -> None:
 
 
 def _stop(jobs: Sequence[_Job]) -> None:
-    for job in jobs:
-        if job.process is not None and job.process.poll() is None:
-            job.stopped = True
-            job.process.kill()
+    """End each unfinished job: SIGTERM to its process group (pip, setup.py, ninja; ninja passes the
+    signal on to the compilers, which it runs in process groups of their own), SIGKILL if it lingers.
+    Each job has a session of its own, so Ctrl-C reaches only this process, which ends them here."""
+    live = [job for job in jobs if job.process is not None and job.process.poll() is None]
+    for job in live:
+        job.stopped = True
+        _signal_group(job, signal.SIGTERM)
+    deadline = time.monotonic() + _GRACE_S
+    for job in live:
+        assert job.process is not None
+        try:
+            job.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(job, signal.SIGKILL)
             job.process.wait()
+
+
+def _signal_group(job: _Job, signum: int) -> None:
+    assert job.process is not None
+    try:
+        os.killpg(job.process.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _finish(plan: BuildPlan, job: _Job, out_dir: Path) -> BuildResult:

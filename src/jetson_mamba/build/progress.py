@@ -90,7 +90,8 @@ class _Package:
     outputs: List[str] = field(default_factory=list)  # every unit build.ninja names
     finished: List[str] = field(default_factory=list)  # units ninja reported, in order
     waiting: List[Tuple[str, int]] = field(default_factory=list)  # (unit, k) reported, seconds not yet logged
-    times: Dict[str, float] = field(default_factory=dict)  # this run's units and their seconds
+    logged: Dict[str, float] = field(default_factory=dict)  # what .ninja_log gained during this run
+    times: Dict[str, float] = field(default_factory=dict)  # this run's reported units and their seconds
     ended: Optional[float] = None
 
 
@@ -182,10 +183,12 @@ class CompileProgress:
     def _resolve(self, package: _Package) -> None:
         if not package.waiting:
             return
-        package.times.update((u, s) for u, s in package.log.new_times().items() if u in package.finished)
+        # pip may pass ninja's line on after ninja logged the unit, or before: keep every entry
+        package.logged.update(package.log.new_times())
         still = []
         for unit, k in package.waiting:
-            if unit in package.times:
+            if unit in package.logged:
+                package.times[unit] = package.logged[unit]
                 self.say(f"{package.label}: {unit} {package.times[unit]:.1f} s ({k}/{package.total} units)")
             else:
                 still.append((unit, k))

@@ -61,11 +61,11 @@ def run(args: argparse.Namespace) -> int:
                    f"in {work_root()}" if toolchain.ccache else
                    f"reuse:    unchanged sources reuse the objects in {work_root()} (install ccache to share "
                    "them across versions)")
-    if not args.json:
-        for line in _plan_lines(plan, ccache_note):
-            err_console.print(escape(line))
-        for warning in plan.warnings:
-            err_console.print(f"[yellow]warning:[/] {escape(warning)}")
+    # on stderr even with --json: a CI log shows the plan, and stdout keeps one JSON document
+    for line in _plan_lines(plan, ccache_note):
+        err_console.print(escape(line), soft_wrap=True)
+    for warning in plan.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if args.prepare_only is not None:
         prepared = prepare_only(plan, args.source, args.prepare_only)
         if args.json:
