@@ -288,8 +288,8 @@ def _describe(schedule: Schedule, jobs: Sequence[_Job]) -> str:
     parts = [f"{job.source.name} {job.source.version} ({job.share.units} units, MAX_JOBS={job.share.jobs}"
              + (f", --split-compile={job.share.split_threads}" if job.share.split_threads > 1 else "") + ")"
              for job in jobs]
-    how = "at the same time" if schedule.parallel else "one after the other"
-    return f"compiling {how}: {', '.join(parts)}"
+    how = " at the same time" if schedule.parallel else " one after the other" if len(jobs) > 1 else ""
+    return f"compiling{how}: {', '.join(parts)}"
 
 
 def build_one(plan: BuildPlan, spec: Spec, sources: Sequence[Path], out_dir: Path, console: Console,

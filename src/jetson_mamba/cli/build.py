@@ -39,7 +39,7 @@ def _plan_lines(plan: BuildPlan, ccache_note: str) -> List[str]:
     return [
         f"packages: {', '.join(str(s) for s in plan.specs)}",
         f"archs:    {', '.join('sm_' + a.replace('.', '') for a in plan.archs)}  (label +{plan.label})",
-        f"jobs:     {plan.jobs}  ({plan.jobs_reason})"
+        f"jobs:     {plan.jobs} in all  ({plan.jobs_reason}; packages that compile at the same time share them)"
         + (f"; nvcc --split-compile={plan.split_threads} per job" if plan.split_threads > 1 else ""),
         f"toolkit:  nvcc {toolchain.cuda_version or '?'} ({toolchain.nvcc or 'not found'}), "
         f"torch {toolchain.torch_version or 'not found'}, C++{plan.cxx_std}, "
