@@ -25,7 +25,7 @@ from rich.console import Console
 
 from jetson_mamba.build.diagnose import diagnose
 from jetson_mamba.build.plan import PACKAGES, BuildPlan, Spec
-from jetson_mamba.build.progress import _POLL_S, HEARTBEAT_S, CompileProgress
+from jetson_mamba.build.progress import HEARTBEAT_S, POLL_S, CompileProgress
 from jetson_mamba.build.schedule import Schedule, Share, count_units, share_jobs
 from jetson_mamba.build.source import Source, obtain, prepare_tree, tree_key
 from jetson_mamba.build.wheel import finish_wheel
@@ -197,7 +197,7 @@ def _run(jobs: Sequence[_Job], progress: CompileProgress, began: float) -> None:
         running = len(jobs)
         while running:
             try:
-                key, line = lines.get(timeout=_POLL_S)
+                key, line = lines.get(timeout=POLL_S)
             except queue.Empty:
                 progress.poll()
                 continue
@@ -290,17 +290,6 @@ def _describe(schedule: Schedule, jobs: Sequence[_Job]) -> str:
              for job in jobs]
     how = " at the same time" if schedule.parallel else " one after the other" if len(jobs) > 1 else ""
     return f"compiling{how}: {', '.join(parts)}"
-
-
-def build_one(plan: BuildPlan, spec: Spec, sources: Sequence[Path], out_dir: Path, console: Console,
-              heartbeat_s: float = HEARTBEAT_S) -> BuildResult:
-    """One package alone, with the plan's whole job budget."""
-    prepared = _prepare(plan, spec, sources, None)
-    share = share_jobs(plan.jobs, 1, False, [(prepared[0].name, _units_of(prepared[1]))]).shares[0]
-    job = _job(plan, prepared, dataclasses.replace(share, split_threads=plan.split_threads))
-    with CompileProgress(console, heartbeat_s) as progress:
-        _run([job], progress, time.monotonic())
-    return _finish(plan, job, out_dir)
 
 
 def build_all(plan: BuildPlan, machine: MachineInfo, sources: Sequence[Path], out_dir: Path,

@@ -30,7 +30,7 @@ from rich.progress import (
 from jetson_mamba.build.diagnose import progress_of, unit_times
 
 HEARTBEAT_S = 20.0  # a log shows a line at least this often while anything compiles (CI wants <= 30 s)
-_POLL_S = 0.5
+POLL_S = 0.5  # how often running builds are looked at
 _OUTPUT = re.compile(r"\s-o\s+(\S+)")
 _BUILD_EDGE = re.compile(r"^build\s+(\S+?\.o)\s*:", re.MULTILINE)
 
@@ -149,7 +149,7 @@ class CompileProgress:
     def poll(self) -> None:
         """Unit times that reached `.ninja_log`, and a heartbeat when the log has been quiet too long."""
         now = self.clock()
-        if now - self.last_poll < _POLL_S:
+        if now - self.last_poll < POLL_S:
             return
         self.last_poll = now
         for package in self.packages.values():

@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a local sdist, a directory of sdists, an unpacked sdist or a git checkout "
                              "(repeatable; default: download the sdist)")
     parser.add_argument("--jobs", type=int, default=None,
-                        help="parallel compiler processes (default: from cores and free RAM + swap, ~2.1 GB each)")
+                        help="parallel compiler processes in all, shared by the packages that compile at the same "
+                             "time (default: from cores and free RAM + swap, ~2.1 GB each)")
     parser.add_argument("--out", type=Path, default=Path("wheelhouse"), help="where the wheels go (default: ./wheelhouse)")
     parser.add_argument("--archive", type=Path, default=None, metavar="DIR",
                         help="also add each wheel, with its provenance, to this wheel archive")
