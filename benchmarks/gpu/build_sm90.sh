@@ -40,7 +40,7 @@ start=$(date +%s.%N)
 build_rc=${PIPESTATUS[0]}
 wall=$(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $start}")
 echo "== build: exit $build_rc in $wall s wall (target <= 360 s)"
-tar czf "$RESULTS/build-logs.tgz" -C "$XDG_CACHE_HOME/jetson-mamba/build" --wildcards '*.log' 2>/dev/null
+(cd "$XDG_CACHE_HOME/jetson-mamba/build" 2>/dev/null && tar czf "$RESULTS/build-logs.tgz" -- *.log)
 
 "$PY" - "$RESULTS/build-sm90.json" "$wall" "$ARCH" "$HOST" "$RESULTS/build-sm90-rows.md" <<'EOF'
 import json, pathlib, sys
