@@ -10,11 +10,14 @@ SHARED=${JETSON_MAMBA_SHARED:-../shared}
 mkdir -p .carry/wheelhouse .carry/sdists .carry/fixtures .carry/whl
 cp "$SHARED"/wheelhouse/h200-cu130-py312/*.whl .carry/wheelhouse/
 cp "$SHARED"/sdists/*.tar.gz .carry/sdists/
-# mamba-ssm 2.2.6.post3 (the build proof's third version) is not in ../shared: pip fetches the sdist alone
-# (it prepares metadata by running setup.py, which imports torch: hence the test venv's python).
-[ -f .carry/sdists/mamba_ssm-2.2.6.post3.tar.gz ] || .venv/bin/python -m pip download -q --no-deps \
-  --no-binary :all: --no-build-isolation -d .carry/sdists mamba-ssm==2.2.6.post3 \
-  || echo "no mamba-ssm 2.2.6.post3 sdist (benchmarks/gpu/build_sm90.sh skips that version)" >&2
+# The two releases of issue 24's first report are not in ../shared: pip fetches each sdist alone (it prepares
+# metadata by running setup.py, which imports torch: hence the test venv's python). Build them on the lab with
+#   PAIR="causal-conv1d==1.6.2.post1 mamba-ssm==2.2.6.post3" bash benchmarks/gpu/build_sm90.sh
+for spec in mamba-ssm==2.2.6.post3 causal-conv1d==1.6.2.post1; do
+  file=.carry/sdists/$(echo "${spec%%==*}" | tr - _)-${spec##*==}.tar.gz
+  [ -f "$file" ] || .venv/bin/python -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
+    -d .carry/sdists "$spec" || echo "no $spec sdist (only the shared sdists can be built on the lab)" >&2
+done
 cp -r "$SHARED"/fixtures/mamba_yolo_upstream .carry/fixtures/
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

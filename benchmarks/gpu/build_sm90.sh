@@ -1,102 +1,97 @@
 #!/usr/bin/env bash
-# On the lab GPU machine (H200 = sm_90, 16 cores, torch 2.11.0+cu130, nvcc 13.0, no network):
-# build causal-conv1d 1.6.0 and mamba-ssm 2.2.5 (+ 2.2.6.post3 when its sdist is in .carry/sdists)
-# for sm_90 with `jetson-mamba build`, both packages of the pair in parallel, print wall times,
-# per-unit compile times and wheel sizes, then install each mamba-ssm's wheels with causal-conv1d's into a
-# fresh venv (seeing the system torch) and run `jetson-mamba verify --backend cuda` on the GPU against them.
-# Targets (issue 6): the pair in <= 6 minutes wall, <= 20 MB of wheels together.
-#   usage: bash benchmarks/gpu/build_sm90.sh   (PYTHON=..., SDISTS=..., RESULTS=... to override; NEWER=0: no 2.2.6.post3)
+# On the lab GPU machine (16 cores, nvcc 13.0, torch 2.11 + cu130, Python 3.12, no network): the newest
+# releases, causal-conv1d 1.7.0 + mamba-ssm 2.3.2.post1, built for sm_90 by the DEFAULT command (no
+# --jobs: the packages compile at the same time, jobs shared by units), its progress piped through tee
+# as a CI log would be, then the built wheels installed into a fresh venv that sees the system torch and
+# checked on the GPU with `jetson-mamba verify --backend cuda`.
+# Target (issue 24): the build <= 360 s wall; the log shows a line per finished unit and a heartbeat.
+#   usage: bash benchmarks/gpu/build_sm90.sh
+#   env:   PYTHON (python3), SDISTS (.carry/sdists), RESULTS (benchmarks/gpu/results),
+#          PAIR ("causal-conv1d==1.7.0 mamba-ssm==2.3.2.post1"), ARCH (9.0)
+# Writes to RESULTS: build-sm90.log (the piped progress), build-sm90.json (--json), build-sm90-rows.md
+# (the RESULTS.md rows), build-sm90-verify.{json,log}, build-logs.tgz (each package's full compiler log).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
 SDISTS=${SDISTS:-.carry/sdists}
 RESULTS=${RESULTS:-benchmarks/gpu/results}
+PAIR=${PAIR:-causal-conv1d==1.7.0 mamba-ssm==2.3.2.post1}
+ARCH=${ARCH:-9.0}
 WORK=$(mktemp -d /tmp/jm-build-sm90.XXXX)
 mkdir -p "$RESULTS"
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+RESULTS=$(cd "$RESULTS" && pwd)
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export XDG_CACHE_HOME="$WORK/cache"
 if ! "$PY" -c "import rich, packaging, torch" 2>/dev/null; then
-  echo "build_sm90: $PY lacks rich, packaging or torch; jetson-mamba needs rich and packaging (pip install rich packaging)" >&2
+  echo "build_sm90: $PY lacks rich, packaging or torch; jetson-mamba needs rich and packaging" >&2
   exit 2
 fi
 [ -d "$SDISTS" ] || { echo "build_sm90: no sdists at $SDISTS (scripts/device.sh copies ../shared/sdists there)" >&2; exit 2; }
-echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $7}') GB available; $("$PY" -c 'import torch; print("torch", torch.__version__)'); $(nvcc --version | tail -1)"
+HOST="$(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GB RAM, $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), torch $("$PY" -c 'import torch; print(torch.__version__)'), Python $("$PY" -c 'import platform; print(platform.python_version())')"
+echo "== host: $HOST; $(lscpu | sed -n 's/^Model name: *//p')"
 
-cores=$(nproc)
-# causal-conv1d 1.6.0 has 4 translation units, mamba-ssm 2.2.x has 10: each gets what it can use.
-conv_jobs=4
-mamba_jobs=$(( cores - conv_jobs > 1 ? cores - conv_jobs : 1 ))
-build() {  # name==version jobs tag
-  "$PY" -m jetson_mamba build "$1" --arch 9.0 --source "$SDISTS" --out "$WORK/wheels" --jobs "$2" --json \
-    > "$WORK/$3.json" 2> "$WORK/$3.err"
-  local rc=$?
-  [ $rc -eq 0 ] || { echo "== $1 FAILED (exit $rc):"; tail -20 "$WORK/$3.err"; cat "$WORK/$3.json"; }
-  return $rc
-}
+# The default command, as a user types it; --json only moves the report to stdout (a file here), the
+# progress stays on stderr, piped through tee like a CI log.
+echo "== jetson-mamba build $PAIR --arch $ARCH --source $SDISTS --out $WORK/wheels --json"
 start=$(date +%s.%N)
-build causal-conv1d==1.6.0 "$conv_jobs" conv & conv_pid=$!
-build mamba-ssm==2.2.5 "$mamba_jobs" mamba225 & mamba_pid=$!
-wait $conv_pid; conv_rc=$?
-wait $mamba_pid; mamba_rc=$?
-pair_wall=$(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $start}")
-echo "== pair causal-conv1d 1.6.0 + mamba-ssm 2.2.5 for sm_90, in parallel (jobs $conv_jobs + $mamba_jobs): ${pair_wall} s wall"
-# Verify the built wheels on the GPU: a fresh venv per mamba-ssm version that sees the system torch,
-# only our wheels installed; --backend cuda: the compiled kernels of these wheels, through their own
-# APIs, dispatch and mamba_ssm's Mamba/Mamba2 (the Triton and torch backends do not depend on the
-# build); untuned Triton tiles for speed.
-verify_wheels() {  # tag mamba-version
-  local venv="$WORK/venv-$1" start rc
-  "$PY" -m venv --system-site-packages "$venv"
-  "$venv/bin/python" -m pip install -q --no-deps --no-index --force-reinstall \
-    "$WORK"/wheels/causal_conv1d-1.6.0+*.whl "$WORK"/wheels/mamba_ssm-"$2"+*.whl
-  # the built wheels, not a copy elsewhere on PYTHONPATH (lab.sh puts the system site-packages there)
-  "$venv/bin/python" - "$venv" "$1" <<'PYEOF' || return 2
+# shellcheck disable=SC2086
+"$PY" -m jetson_mamba build $PAIR --arch "$ARCH" --source "$SDISTS" --out "$WORK/wheels" --json \
+  2>&1 >"$RESULTS/build-sm90.json" | tee "$RESULTS/build-sm90.log"
+build_rc=${PIPESTATUS[0]}
+wall=$(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $start}")
+echo "== build: exit $build_rc in $wall s wall (target <= 360 s)"
+(cd "$XDG_CACHE_HOME/jetson-mamba/build" 2>/dev/null && tar czf "$RESULTS/build-logs.tgz" -- *.log)
+
+"$PY" - "$RESULTS/build-sm90.json" "$wall" "$ARCH" "$HOST" "$RESULTS/build-sm90-rows.md" <<'EOF'
+import json, pathlib, sys
+report_path, wall, arch, host, rows_path = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+try:
+    report = json.loads(pathlib.Path(report_path).read_text())
+except ValueError:
+    sys.exit("== no JSON report (the build failed before it): see build-sm90.log")
+if "results" not in report:
+    sys.exit(f"== the build failed: {report.get('message')} / fix: {report.get('fix')}")
+rows = []
+for r in report["results"]:
+    slowest = r["unit_seconds"][0] if r["unit_seconds"] else ("-", 0.0)
+    rows.append(f"| {r['name']} | {r['version']} | sm_{arch.replace('.', '')} | {r['compiled_units']} "
+                f"(MAX_JOBS {r['jobs']}, split {r['split_threads']}) | {slowest[0]} {slowest[1]:.1f} s | "
+                f"{r['seconds']:.1f} s ({r['started_s']:.0f}-{r['finished_s']:.0f} s) | {r['size'] / 1e6:.1f} MB | {host} |")
+s = report["slowest_unit"] or {"package": "-", "unit": "-", "seconds": 0.0}
+rows.append(f"| **both, {'at the same time' if report['schedule']['parallel'] else 'one after the other'}** | | "
+            f"sm_{arch.replace('.', '')} | {len(report['units'])} | {s['package']} {s['unit']} {s['seconds']:.1f} s | "
+            f"**{wall:.1f} s** (compiles {report['wall_seconds']:.1f} s) | "
+            f"{sum(r['size'] for r in report['results']) / 1e6:.1f} MB | {host} |")
+pathlib.Path(rows_path).write_text("\n".join(rows) + "\n")
+print("\n".join(rows))
+print("== units, slowest first:", ", ".join(f"{u['unit']} {u['seconds']:.0f} s" for u in report["units"]))
+EOF
+
+verify_rc=1
+if [ "$build_rc" -eq 0 ]; then
+  # After the build, alone: verify's float64 references on the CPU beside 16 compilers ran 30x slower.
+  # A venv that sees the lab's torch through a .pth (after the venv's own site-packages, so the built
+  # wheels win over any copy in the system python), only the built wheels installed.
+  venv="$WORK/venv"
+  "$PY" -m venv "$venv"
+  site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  "$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$site/lab-torch.pth"
+  "$venv/bin/python" -m pip install -q --no-deps --no-index "$WORK"/wheels/*.whl
+  PYTHONPATH="$PWD/src" "$venv/bin/python" - "$venv" <<'PYEOF' || exit 2
 import sys
 import causal_conv1d, causal_conv1d_cuda, mamba_ssm, selective_scan_cuda
 files = [m.__file__ for m in (causal_conv1d, causal_conv1d_cuda, mamba_ssm, selective_scan_cuda)]
-print(f"== {sys.argv[2]} imports from", *files)
+print("== imports from", *files)
 stray = [f for f in files if not f.startswith(sys.argv[1])]
 if stray:
-    sys.exit(f"== not the built wheels: {stray} shadow the venv's (uninstall them, or drop them from PYTHONPATH)")
+    sys.exit(f"== not the built wheels: {stray} shadow the venv's")
 PYEOF
   start=$(date +%s)
-  JETSON_MAMBA_TRITON_AUTOTUNE=0 "$venv/bin/python" -m jetson_mamba -v verify --backend cuda --json \
-    > "$RESULTS/build-sm90-verify-$1.json" 2> "$RESULTS/build-sm90-verify-$1.log"
-  rc=$?
-  echo "== jetson-mamba verify --backend cuda with causal-conv1d 1.6.0 + mamba-ssm $2 as built: exit $rc" \
-    "in $(( $(date +%s) - start )) s (report: $RESULTS/build-sm90-verify-$1.json)"
-  "$venv/bin/python" -c "import json, sys; d = json.load(open(sys.argv[1])); print('   ', d['device'], d['summary'])" \
-    "$RESULTS/build-sm90-verify-$1.json"
-  return $rc
-}
-newer_rc=0; newer_verify_rc=0; verify_rc=1
-if [ "${NEWER:-1}" = 0 ]; then
-  echo "== mamba-ssm 2.2.6.post3: NEWER=0, skipped"
-elif ls "$SDISTS"/mamba_ssm-2.2.6.post3.tar.gz >/dev/null 2>&1; then
-  build mamba-ssm==2.2.6.post3 "$cores" mamba226; newer_rc=$?
-else
-  echo "== mamba-ssm 2.2.6.post3: no sdist in $SDISTS (scripts/device.sh fetches it), skipped"
+  PYTHONPATH="$PWD/src" JETSON_MAMBA_TRITON_AUTOTUNE=0 "$venv/bin/python" -m jetson_mamba -v verify --backend cuda \
+    --json > "$RESULTS/build-sm90-verify.json" 2> "$RESULTS/build-sm90-verify.log"
+  verify_rc=$?
+  echo "== jetson-mamba verify --backend cuda on the built wheels: exit $verify_rc in $(( $(date +%s) - start )) s"
+  "$PY" -c "import json, sys; d = json.load(open(sys.argv[1])); print('   ', d.get('device'), d.get('summary'))" \
+    "$RESULTS/build-sm90-verify.json" || tail -20 "$RESULTS/build-sm90-verify.log"
 fi
-"$PY" - "$WORK" "$RESULTS/build-sm90.json" "$pair_wall" <<'EOF'
-import json, pathlib, sys
-work, target, wall = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), float(sys.argv[3])
-rows = []
-for name in ("conv", "mamba225", "mamba226"):
-    path = work / f"{name}.json"
-    if path.is_file() and path.stat().st_size:
-        report = json.loads(path.read_text())
-        rows.extend(r for r in report.get("results", []))
-for r in rows:
-    units = ", ".join(f"{u} {s:.0f}s" for u, s in r["unit_seconds"][:4])
-    print(f"{r['name']} {r['version']}: {r['seconds']:.1f} s, {r['size'] / 1e6:.1f} MB, "
-          f"{r['compiled_units']} units (slowest: {units}) -> {pathlib.Path(r['wheel']).name}")
-pair = [r for r in rows if (r["name"], r["version"]) in {("causal-conv1d", "1.6.0"), ("mamba-ssm", "2.2.5")}]
-pair_size = sum(r["size"] for r in pair)
-print(f"pair: {wall:.1f} s wall (target <= 360 s), {pair_size / 1e6:.1f} MB together (target <= 20 MB)")
-target.write_text(json.dumps({"pair_wall_seconds": wall, "pair_bytes": pair_size, "results": rows}, indent=2))
-EOF
-# after every build, one at a time: verify's float64 references on the CPU beside 16 compilers ran 30x slower
-[ $conv_rc -eq 0 ] && [ $mamba_rc -eq 0 ] && { verify_wheels pair 2.2.5; verify_rc=$?; }
-[ $newer_rc -eq 0 ] && [ -s "$WORK/mamba226.json" ] && { verify_wheels newer 2.2.6.post3; newer_verify_rc=$?; }
-
-exit $(( conv_rc || mamba_rc || newer_rc || verify_rc || newer_verify_rc ))
+exit $(( build_rc || verify_rc ))

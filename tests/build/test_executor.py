@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from jetson_mamba.build.executor import build_one
+from jetson_mamba.build.executor import build_all
 from jetson_mamba.build.plan import BuildPlan, Spec, Toolchain
 from jetson_mamba.errors import BuildError
+from jetson_mamba.probe import probe_machine
 
 SETUP = '''
 import io
@@ -30,12 +31,12 @@ def test_failed_build_is_diagnosed_with_the_full_log(tmp_path: Path, monkeypatch
     (checkout / "causal_conv1d").mkdir()
     (checkout / "causal_conv1d" / "__init__.py").write_text('__version__ = "1.6.0"\n')
     (checkout / "setup.py").write_text(SETUP)
-    toolchain = Toolchain(python=sys.executable, cuda_home=None, nvcc=None, cuda_version="13.0", nvcc_archs=(),
-                          compress_mode=True, torch_version="2.14.1", torch_include=None, torch_cxx_std=20)
+    toolchain = Toolchain(python=sys.executable, cuda_home=None, nvcc="nvcc", cuda_version="13.0", nvcc_archs=(),
+                          compress_mode=True, torch_version="2.14.1", torch_include="include", torch_cxx_std=20)
     plan = BuildPlan(specs=(Spec("causal-conv1d", "1.6.0"),), archs=("8.7",), jobs=3, jobs_reason="test",
                      label="cu130.torch2.14.sm87", cxx_std=20, toolchain=toolchain)
     with pytest.raises(BuildError) as error:
-        build_one(plan, plan.specs[0], [checkout], tmp_path / "out", Console(file=io.StringIO()))
+        build_all(plan, probe_machine(), [checkout], tmp_path / "out", None, Console(file=io.StringIO()))
     assert "CUDA 13" in error.value.message and "cuda13-cub" in error.value.fix
     log = Path(error.value.message.rsplit("full log: ", 1)[1])
     text = log.read_text()

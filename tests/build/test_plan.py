@@ -156,3 +156,17 @@ def test_plan_without_a_gpu_asks_for_arch() -> None:
     with pytest.raises(UsageError, match="no GPU") as error:
         make_plan(machine(2, 8000, 0), toolchain(), [], None, None)
     assert "--arch" in error.value.fix
+
+
+def test_a_jetson_arch_built_on_x86_says_the_wheels_cannot_run_on_the_jetson() -> None:
+    x86 = dataclasses.replace(toolchain(), machine="x86_64", platform_tag="linux_x86_64")
+    plan = make_plan(machine(16, 64000, 0), x86, [], "8.7,9.0", None)
+    [warning] = [w for w in plan.warnings if "Jetson" in w]
+    assert "sm_87 (Orin) is a Jetson GPU" in warning and "sm_90" not in warning
+    assert "this host is x86_64" in warning and "tagged linux_x86_64" in warning
+    assert "on the Jetson itself" in warning and "--prepare-only" in warning and "aarch64 toolchain" in warning
+    assert "Jetson" not in " ".join(make_plan(machine(16, 64000, 0), x86, [], "9.0", None).warnings)
+    thor = make_plan(machine(16, 64000, 0), x86, [], "11.0", None).warnings
+    assert any("sm_110 (Thor)" in w for w in thor)
+    arm = dataclasses.replace(toolchain(), machine="aarch64", platform_tag="linux_aarch64")
+    assert "Jetson" not in " ".join(make_plan(machine(12, 30000, 0), arm, [], "8.7", None).warnings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import platform
 import tarfile
 from pathlib import Path
 from typing import List
@@ -37,6 +38,12 @@ def test_prepare_only_keeps_exactly_sm87(shared: Path, tmp_path: Path, monkeypat
                    "--prepare-only", str(out), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert status == 0 and report["prepare_only"] and len(report["results"]) == len(sdists)
+    foreign = [w for w in report["plan"]["warnings"] if "cannot be installed or run on a Jetson" in w]
+    if platform.machine() != "aarch64":  # the real probe of this host: its machine and the wheels' tag
+        assert foreign and f"this host is {platform.machine()}" in foreign[0], report["plan"]["warnings"]
+        assert f"tagged linux_{platform.machine()}" in foreign[0]
+    else:
+        assert not foreign
     for result in report["results"]:
         tree = Path(result["tree"])
         setup = (tree / "setup.py").read_text()

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from jetson_mamba.build.schedule import Share
 from jetson_mamba.compat.knowledge import (
     CUDA13_DROPPED_ARCHS,
     NVCC_PEAK_MB,
@@ -23,6 +24,7 @@ from jetson_mamba.compat.knowledge import (
     recommended_max_jobs,
 )
 from jetson_mamba.errors import UsageError
+from jetson_mamba.probe.jetson import SOC_ARCH, SOC_FAMILY
 from jetson_mamba.probe.model import MachineInfo
 
 # Every compute capability NVIDIA has shipped (10.1 was renamed 11.0 in CUDA 13).
@@ -61,6 +63,8 @@ class Toolchain:
     torch_cxx_std: int  # the C++ standard torch's headers demand (20 for torch >= 2.14)
     ccache: Optional[str] = None
     split_compile: bool = False  # nvcc accepts --split-compile (optimizes one translation unit on N threads)
+    machine: Optional[str] = None  # the build python's platform.machine(): "x86_64", "aarch64"
+    platform_tag: Optional[str] = None  # the wheels' platform tag: "linux_x86_64"
 
 
 @dataclass(frozen=True)
@@ -84,18 +88,20 @@ class BuildPlan:
     warnings: Tuple[str, ...] = field(default_factory=tuple)
     split_threads: int = 1  # nvcc --split-compile threads per job: the cores the jobs leave idle
 
-    def env(self, kind: PackageKind) -> Dict[str, str]:
-        """What `pip wheel` needs set on top of the caller's environment: forced local build, jobs, toolkit, ccache."""
+    def env(self, kind: PackageKind, share: Optional[Share] = None) -> Dict[str, str]:
+        """What `pip wheel` needs set on top of the caller's environment: forced local build, jobs, toolkit,
+        ccache; with `share`, that package's part of the jobs (packages compiled at the same time)."""
+        jobs, split_threads = (share.jobs, share.split_threads) if share else (self.jobs, self.split_threads)
         env = {kind.force_build_env: "TRUE"}
-        env["MAX_JOBS"] = str(self.jobs)
+        env["MAX_JOBS"] = str(jobs)
         # One nvcc thread per job: memory per job stays the measured 2.1 GB.
         env["NVCC_THREADS"] = "1"
         env["TORCH_CUDA_ARCH_LIST"] = ";".join(self.archs)
-        if self.split_threads > 1:
+        if split_threads > 1:
             # nvcc reads NVCC_APPEND_FLAGS itself: no setup.py change. The slowest unit (causal-conv1d's
             # backward, alone ~90% of its package) then optimizes on several cores instead of one.
             appended = os.environ.get("NVCC_APPEND_FLAGS", "")
-            env["NVCC_APPEND_FLAGS"] = f"{appended} --split-compile={self.split_threads}".strip()
+            env["NVCC_APPEND_FLAGS"] = f"{appended} --split-compile={split_threads}".strip()
         if self.toolchain.cuda_home:
             env["CUDA_HOME"] = self.toolchain.cuda_home
         if self.toolchain.ccache and self.toolchain.nvcc:
@@ -218,6 +224,25 @@ def local_label(toolchain: Toolchain, archs: Sequence[str]) -> str:
     return ".".join(parts)
 
 
+# Jetson GPUs (integrated in an aarch64 SoC) by compute capability; Thor was sm_101 before CUDA 13.
+JETSON_ARCHS: Dict[str, str] = {**{arch: SOC_FAMILY[soc] for soc, arch in SOC_ARCH.items()}, "10.1": "Thor"}
+
+
+def foreign_target_warning(toolchain: Toolchain, archs: Sequence[str]) -> Optional[str]:
+    """Jetson archs built on a host that is not aarch64: wheels the Jetson cannot install, and how to get one."""
+    jetson = [a for a in archs if a in JETSON_ARCHS]
+    if not jetson or toolchain.machine in (None, "aarch64"):
+        return None
+    gpus = ", ".join(f"sm_{arch_flag(a)} ({JETSON_ARCHS[a]})" for a in jetson)
+    tag = toolchain.platform_tag or f"linux_{toolchain.machine}"
+    return (f"{gpus} is a Jetson GPU, and Jetsons run aarch64 (linux_aarch64 wheels); this host is {toolchain.machine}, "
+            f"so these wheels are tagged {tag} and cannot be installed or run on a Jetson (they only show that the "
+            "sources compile). For the Jetson, build on the Jetson itself (jetson-mamba build there), or write the "
+            "patched trees with --prepare-only DIR and build them with an aarch64 toolchain: on the Jetson or in "
+            "an arm64 JetPack container (docker run --platform linux/arm64 nvcr.io/nvidia/l4t-jetpack:<your L4T "
+            "release>, emulated and slow)")
+
+
 def make_plan(machine: MachineInfo, toolchain: Toolchain, spec_texts: Sequence[str],
               arch_text: Optional[str], jobs: Optional[int]) -> BuildPlan:
     """Decide everything about a build from the probed machine and the command line."""
@@ -226,6 +251,9 @@ def make_plan(machine: MachineInfo, toolchain: Toolchain, spec_texts: Sequence[s
     chosen, reason, warnings = choose_jobs(machine, jobs)
     if toolchain.torch_version is None:
         warnings.append(f"torch is not importable by {toolchain.python}: the build needs its headers")
+    foreign = foreign_target_warning(toolchain, archs)
+    if foreign:
+        warnings.append(foreign)
     split = max(1, (machine.cpu_count or 1) // chosen) if toolchain.split_compile else 1
     return BuildPlan(specs=specs, archs=archs, jobs=chosen, jobs_reason=reason,
                      label=local_label(toolchain, archs), cxx_std=max(17, toolchain.torch_cxx_std),

@@ -22,7 +22,7 @@ _STD_ERROR = re.compile(r"#\s*error\s+\"?C\+\+(\d+) or later")
 _STD_HEADERS = ("ATen/ATen.h", "c10/macros/Macros.h", "c10/util/C++17.h", "torch/extension.h")
 
 _TORCH_SCRIPT = """
-import importlib.util, json, os
+import importlib.util, json, os, platform, sysconfig
 try:
     from importlib.metadata import version
     v = version("torch")
@@ -32,7 +32,8 @@ spec = importlib.util.find_spec("torch")
 inc = None
 if spec is not None and spec.submodule_search_locations:
     inc = os.path.join(list(spec.submodule_search_locations)[0], "include")
-print(json.dumps({"version": v, "include": inc if inc and os.path.isdir(inc) else None}))
+print(json.dumps({"version": v, "include": inc if inc and os.path.isdir(inc) else None,
+                  "machine": platform.machine(), "platform": sysconfig.get_platform()}))
 """
 
 
@@ -73,4 +74,10 @@ def probe_toolchain(machine: MachineInfo, python: Optional[str] = None) -> Toolc
     return Toolchain(python=python, cuda_home=machine.cuda.home, nvcc=nvcc, cuda_version=machine.cuda.version,
                      nvcc_archs=archs, compress_mode=compress, torch_version=data.get("version"),
                      torch_include=include, torch_cxx_std=required_cxx_std(include),
-                     ccache=shutil.which("ccache"), split_compile=split)
+                     ccache=shutil.which("ccache"), split_compile=split, machine=data.get("machine"),
+                     platform_tag=wheel_platform_tag(data.get("platform")))
+
+
+def wheel_platform_tag(platform: Optional[str]) -> Optional[str]:
+    """sysconfig's "linux-x86_64" -> the wheel tag "linux_x86_64" (what `pip wheel` writes for an extension)."""
+    return platform.replace("-", "_").replace(".", "_") if platform else None

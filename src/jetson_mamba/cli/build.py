@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a local sdist, a directory of sdists, an unpacked sdist or a git checkout "
                              "(repeatable; default: download the sdist)")
     parser.add_argument("--jobs", type=int, default=None,
-                        help="parallel compiler processes (default: from cores and free RAM + swap, ~2.1 GB each)")
+                        help="parallel compiler processes in all, shared by the packages that compile at the same "
+                             "time (default: from cores and free RAM + swap, ~2.1 GB each)")
     parser.add_argument("--out", type=Path, default=Path("wheelhouse"), help="where the wheels go (default: ./wheelhouse)")
     parser.add_argument("--archive", type=Path, default=None, metavar="DIR",
                         help="also add each wheel, with its provenance, to this wheel archive")
@@ -39,7 +40,7 @@ def _plan_lines(plan: BuildPlan, ccache_note: str) -> List[str]:
     return [
         f"packages: {', '.join(str(s) for s in plan.specs)}",
         f"archs:    {', '.join('sm_' + a.replace('.', '') for a in plan.archs)}  (label +{plan.label})",
-        f"jobs:     {plan.jobs}  ({plan.jobs_reason})"
+        f"jobs:     {plan.jobs} in all  ({plan.jobs_reason}; packages that compile at the same time share them)"
         + (f"; nvcc --split-compile={plan.split_threads} per job" if plan.split_threads > 1 else ""),
         f"toolkit:  nvcc {toolchain.cuda_version or '?'} ({toolchain.nvcc or 'not found'}), "
         f"torch {toolchain.torch_version or 'not found'}, C++{plan.cxx_std}, "
@@ -61,25 +62,26 @@ def run(args: argparse.Namespace) -> int:
                    f"in {work_root()}" if toolchain.ccache else
                    f"reuse:    unchanged sources reuse the objects in {work_root()} (install ccache to share "
                    "them across versions)")
-    if not args.json:
-        for line in _plan_lines(plan, ccache_note):
-            err_console.print(escape(line))
-        for warning in plan.warnings:
-            err_console.print(f"[yellow]warning:[/] {escape(warning)}")
+    # on stderr even with --json: a CI log shows the plan, and stdout keeps one JSON document
+    for line in _plan_lines(plan, ccache_note):
+        err_console.print(escape(line), soft_wrap=True)
+    for warning in plan.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if args.prepare_only is not None:
-        results = prepare_only(plan, args.source, args.prepare_only)
-    else:
-        results = build_all(plan, machine, args.source, args.out, args.archive, err_console)
-    if args.json:
-        print_json({"plan": plan.to_json(), "prepare_only": args.prepare_only is not None,
-                    "results": [r.to_json() for r in results]})
-        return 0
-    if args.prepare_only is not None:
-        for r in results:
+        prepared = prepare_only(plan, args.source, args.prepare_only)
+        if args.json:
+            print_json({"plan": plan.to_json(), "prepare_only": True, "results": [r.to_json() for r in prepared]})
+            return 0
+        for r in prepared:
             console.print(f"[bold]{escape(r.name)} {escape(r.version)}[/]: patched tree {escape(str(r.tree))}"
                           f"{' (reused)' if r.reused_tree else ''}\n  patches: {escape(', '.join(r.patches))}"
                           f"\n  build it with: sh {escape(str(r.log))}")
         return 0
+    report = build_all(plan, machine, args.source, args.out, args.archive, err_console)
+    if args.json:
+        print_json({"plan": plan.to_json(), "prepare_only": False, **report.to_json()})
+        return 0
+    results = report.results
     table = Table(title=f"built for {', '.join('sm_' + a.replace('.', '') for a in plan.archs)}")
     for column in ("package", "wheel", "size", "time", "compiled", "patches"):
         table.add_column(column)
@@ -88,6 +90,13 @@ def run(args: argparse.Namespace) -> int:
                       f"{r.compiled_units} units" if r.compiled_units else "none (all objects up to date)",
                       f"{len(r.patches)}{' (tree reused)' if r.reused_tree else ''}")
     console.print(table)
+    slowest = report.slowest()
+    if slowest is not None:
+        console.print(f"slowest unit: {escape(slowest['package'])} {escape(slowest['unit'])} {slowest['seconds']:.1f} s "
+                      f"of {report.seconds:.0f} s wall ({'packages at the same time' if report.schedule.parallel else 'one package at a time'})",
+                      soft_wrap=True)
     for r in results:
-        console.print(f"log: {escape(str(r.log))}")
+        console.print(f"log: {escape(str(r.log))}", soft_wrap=True)
+    for warning in plan.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     return 0
