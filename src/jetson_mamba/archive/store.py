@@ -20,7 +20,7 @@ from jetson_mamba.archive.manifest import (
     write_manifest,
 )
 from jetson_mamba.archive.wheel import read_wheel, sha256_of
-from jetson_mamba.errors import ArchiveError, PermissionDeniedError
+from jetson_mamba.errors import ArchiveError, PermissionDeniedError, UsageError
 from jetson_mamba.probe.model import MachineInfo
 
 SUMS_NAME = "SHA256SUMS"
@@ -66,12 +66,15 @@ def add_wheel(wheel: Union[str, Path], archive: Union[str, Path],
     The wheel is fully checked before anything in the archive changes.
     """
     wheel = Path(wheel)
+    archive = Path(archive)
+    if archive.exists() and not archive.is_dir():
+        raise UsageError(f"--archive {archive} is a file, not a directory",
+                         "pass the archive directory (new or existing) to --archive")
     facts = read_wheel(wheel)
     if isinstance(built_on, MachineInfo):
         built_on = describe_machine(built_on)
     record = WheelRecord(**facts, built_on=dict(built_on) if built_on else None,
                          provenance=dict(provenance or {"source": str(wheel.resolve())}), added_at=now())
-    archive = Path(archive)
     try:
         archive.mkdir(parents=True, exist_ok=True)
         with locked(archive):
@@ -122,7 +125,8 @@ def open_directory(archive: Union[str, Path]) -> Manifest:
     """The manifest of a local archive directory, read or scanned."""
     archive = Path(archive)
     if not archive.is_dir():
-        raise ArchiveError(f"archive directory {archive} does not exist",
+        raise ArchiveError(f"archive directory {archive} does not exist" if not archive.exists() else
+                           f"{archive} is a file, not an archive directory",
                            "pass an existing directory of wheels or an http(s) URL to --archive")
     manifest = load_manifest(archive)
     return manifest if manifest is not None else scan_directory(archive)

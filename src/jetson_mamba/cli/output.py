@@ -15,6 +15,15 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
+def plain(value: Any) -> str:
+    """Text from outside (a manifest field, a device file, an error of another program) for a markup string.
+
+    rich reads `[bold]` and `[/x]` in printed strings and table cells as markup (`[/x]` is an error
+    that aborts the command); every value not written by us goes through this.
+    """
+    return escape(str(value))
+
+
 def print_json(data: Any) -> None:
     """One JSON document on stdout; nothing else may go to stdout with --json."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.markup import escape
 
+from jetson_mamba.archive.serve import DEFAULT_HOST
 from jetson_mamba.cli.output import console, print_json
 
 NAME = "serve"
@@ -18,7 +19,10 @@ HELP = "serve an archive as a pip index: pip install --index-url http://HOST:POR
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", type=Path, metavar="DIR", help="the archive directory")
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all interfaces)")
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help=f"address to listen on (default {DEFAULT_HOST}: only this machine, so an archive is "
+                             "never shared by accident; 0.0.0.0 or :: serves the fleet on every interface, ::1 is "
+                             "IPv6 loopback)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
 
 
