@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
-from typing import Any
+from typing import Any, Match
 
 from rich.console import Console
 from rich.markup import escape
 
 from jetson_mamba.errors import JetsonMambaError
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# No emoji codes: `:smile:` in a file name or an error text is shown as written.
+console = Console(highlight=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, emoji=False)
 
 
 def plain(value: Any) -> str:
@@ -21,7 +23,17 @@ def plain(value: Any) -> str:
     rich reads `[bold]` and `[/x]` in printed strings and table cells as markup (`[/x]` is an error
     that aborts the command); every value not written by us goes through this.
     """
-    return escape(str(value))
+    text = str(value)
+    trailing = len(text) - len(text.rstrip("\\"))  # doubled, so they never escape the tag that follows
+    return _BRACKETS.sub(_escape_bracket, escape(text)).rstrip("\\") + "\\" * (2 * trailing)
+
+
+def _escape_bracket(match: Match[str]) -> str:
+    """rich turns `\\[` outside a tag into `[`: one more backslash keeps the ones that were written."""
+    return match.group(1) + "\\["
+
+
+_BRACKETS = re.compile(r"(?<!\\)(\\+)\[(?![a-z#/@][^[]*?])")
 
 
 def print_json(data: Any) -> None:
@@ -33,6 +45,6 @@ def print_error(error: JetsonMambaError, as_json: bool) -> None:
     if as_json:
         print_json(error.to_json())
         return
-    err_console.print(f"[bold red]error:[/] {escape(error.message)}", markup=True, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {plain(error.message)}", markup=True, soft_wrap=True)
     if error.fix:
-        err_console.print(f"[bold]fix:[/] {escape(error.fix)}", markup=True, soft_wrap=True)
+        err_console.print(f"[bold]fix:[/] {plain(error.fix)}", markup=True, soft_wrap=True)
