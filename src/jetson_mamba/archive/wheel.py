@@ -151,7 +151,10 @@ def member_problem(member: str, dist_info: str) -> Optional[str]:
     if ".." in path.parts or resolved == root or root not in resolved.parents:
         return "points outside the wheel's tree (..)"
     data = dist_info[:-len(".dist-info")] + ".data"
-    if path.parts[0] == data and (len(path.parts) < 3 or path.parts[1] not in _DATA_SCHEMES):
+    scheme = path.parts[1] if len(path.parts) > 1 else None
+    in_scheme = scheme in _DATA_SCHEMES and len(path.parts) >= 3
+    directory = member.endswith("/") and (scheme is None or scheme in _DATA_SCHEMES)  # `X.data/`, `X.data/scripts/`
+    if path.parts[0] == data and not (in_scheme or directory):
         return f"is in {data}/ but not under one of its schemes ({', '.join(sorted(_DATA_SCHEMES))})"
     return None
 
