@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -106,6 +107,8 @@ def test_serve_listens_on_loopback_unless_asked(tmp_path: Path) -> None:
     args = build_parser().parse_args(["serve", str(tmp_path)])
     assert args.host == "127.0.0.1"
     assert "127.0.0.1" in cli("serve", "--help").stdout
+    with ArchiveServer(tmp_path, port=0) as server:
+        assert server.host == "127.0.0.1" and server.describe()["loopback_only"]
 
 
 def _ipv6_loopback() -> bool:
@@ -281,3 +284,17 @@ def test_download_is_refused_outside_its_folder(static_server: Tuple[str, Path],
         source.close()
     assert source._downloads is None
 
+
+
+def test_manifest_that_is_a_fifo_or_sums_that_are_binary(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / MANIFEST_NAME)  # nobody writes: an unbounded blocking read never returns
+    assert_one_error(cli("archive", "list", "--archive", str(fifo), timeout=60), ArchiveError.exit_code,
+                     "not a readable regular file")
+    sums = tmp_path / "sums"
+    sums.mkdir()
+    make_wheel(sums)
+    (sums / "SHA256SUMS").write_bytes(b"\xff\xfe" + b"0" * 64 + b"  demo-1.0-py3-none-any.whl\n")
+    done = cli("archive", "list", "--archive", str(sums))
+    assert done.returncode == 0 and "demo-1.0-py3" in done.stdout, done.stderr

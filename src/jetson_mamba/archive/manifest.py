@@ -30,10 +30,12 @@ from packaging.version import InvalidVersion, Version
 
 from jetson_mamba import __version__
 from jetson_mamba.errors import ArchiveError
+from jetson_mamba.untrusted import read_bounded
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 _LOCK_NAME = ".manifest.lock"
+MANIFEST_LIMIT = 64 << 20  # bytes; the largest real one is a few hundred KB
 _REQUIRED = ("filename", "sha256", "size", "name", "version", "tags", "torch", "cuda", "gpu_archs")
 _OPTIONAL_STR = (str, type(None))
 # field -> the JSON types it may have (a manifest comes from outside: an archive, an HTTP server).
@@ -175,14 +177,24 @@ def parse_manifest(data: Any, where: str = MANIFEST_NAME) -> Manifest:
                     generator=str(data.get("generator", "")))
 
 
+def read_json(path: Path) -> Any:
+    """A manifest's JSON, read bounded; ValueError when it is not a regular file, too large, or not JSON."""
+    data = read_bounded(path, MANIFEST_LIMIT + 1)
+    if data is None:
+        raise ValueError("not a readable regular file")
+    if len(data) > MANIFEST_LIMIT:
+        raise ValueError(f"larger than {MANIFEST_LIMIT >> 20} MiB")
+    return json.loads(data)
+
+
 def load_manifest(archive: Union[str, Path]) -> Optional[Manifest]:
     """The manifest of an archive directory, or None when it has none."""
     path = Path(archive) / MANIFEST_NAME
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
+        data = read_json(path)
+    except ValueError as error:
         raise ArchiveError(f"cannot read {path}: {error}",
                            f"restore it, or move it away and re-add the wheels: `jetson-mamba archive add "
                            f"--archive {archive} {archive}/*.whl`") from None

@@ -8,6 +8,7 @@ A read-only archive is indexed into a temporary directory.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import shutil
 import socket
@@ -112,9 +113,17 @@ class ArchiveServer:
         host = socket.gethostname() if self.host in _ANY else self.host
         return f"http://{_bracket(host)}:{self.port}/simple/"
 
+    @property
+    def loopback_only(self) -> bool:
+        """Whether only this machine can connect (the default host)."""
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
     def describe(self) -> Dict[str, Any]:
         return {"url": self.url, "fleet_url": self.fleet_url, "host": self.host, "port": self.port,
-                "projects": self.index["projects"]}
+                "loopback_only": self.loopback_only, "projects": self.index["projects"]}
 
     def start(self) -> ArchiveServer:
         """Serve in a background thread (tests, embedding)."""

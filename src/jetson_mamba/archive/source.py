@@ -18,14 +18,14 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import BinaryIO, Callable, Dict, List, Optional, Sequence, Tuple
 
-from jetson_mamba.archive.manifest import MANIFEST_NAME, Manifest, WheelRecord, parse_manifest
+from jetson_mamba.archive.manifest import MANIFEST_LIMIT, MANIFEST_NAME, Manifest, WheelRecord, parse_manifest
 from jetson_mamba.archive.store import open_directory
 from jetson_mamba.archive.wheel import read_wheel, sha256_of
 from jetson_mamba.errors import ArchiveError
 from jetson_mamba.untrusted import is_within
 
 _TIMEOUT = 30.0
-_PAGE_LIMIT = 64 << 20  # an index page or manifest.json
+_PAGE_LIMIT = MANIFEST_LIMIT  # an index page or manifest.json
 _WHEEL_LIMIT = 4 << 30  # one wheel (read_wheel caps what its members expand to)
 
 

@@ -8,10 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
-
 from jetson_mamba.archive.serve import DEFAULT_HOST
-from jetson_mamba.cli.output import console, print_json
+from jetson_mamba.cli.output import console, plain, print_json
 
 NAME = "serve"
 HELP = "serve an archive as a pip index: pip install --index-url http://HOST:PORT/simple/ mamba-ssm"
@@ -39,9 +37,13 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print_json(server.describe())
         else:
-            console.print(f"serving {escape(str(args.directory))} at {server.url} (Ctrl-C stops)")
-            console.print(f"devices: jetson-mamba install --archive {server.fleet_url}, or "
-                          f"pip install --no-deps --index-url {server.fleet_url} mamba-ssm causal-conv1d")
+            console.print(f"serving {plain(args.directory)} at {plain(server.url)} (Ctrl-C stops)")
+            if server.loopback_only:
+                console.print(f"only this machine can reach it; serve the fleet with --host 0.0.0.0 (or ::): "
+                              f"`jetson-mamba serve {plain(args.directory)} --host 0.0.0.0 --port {server.port}`")
+            else:
+                console.print(f"devices: jetson-mamba install --archive {plain(server.fleet_url)}, or "
+                              f"pip install --no-deps --index-url {plain(server.fleet_url)} mamba-ssm causal-conv1d")
         sys.stdout.flush()
         server.serve_forever()
     except KeyboardInterrupt:
