@@ -298,3 +298,16 @@ def test_manifest_that_is_a_fifo_or_sums_that_are_binary(tmp_path: Path) -> None
     (sums / "SHA256SUMS").write_bytes(b"\xff\xfe" + b"0" * 64 + b"  demo-1.0-py3-none-any.whl\n")
     done = cli("archive", "list", "--archive", str(sums))
     assert done.returncode == 0 and "demo-1.0-py3" in done.stdout, done.stderr
+
+
+def test_index_link_with_a_bad_digest(static_server: Tuple[str, Path], tmp_path: Path) -> None:
+    url, www = static_server
+    (www / "simple/demo").mkdir(parents=True)
+    make_wheel(www)
+    (www / "simple/index.html").write_text('<a href="demo/">demo</a>')
+    (www / "simple/demo/index.html").write_text('<a href="../../demo-1.0-py3-none-any.whl#sha256=[/x]">x</a>')
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    done = cli("install", "--archive", url, "--dry-run", env={"TMPDIR": str(temp)})
+    assert_one_error(done, ArchiveError.exit_code, "the digest '[/x]', not a sha256")
+    assert list(temp.iterdir()) == []

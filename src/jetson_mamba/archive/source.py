@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -27,6 +28,7 @@ from jetson_mamba.untrusted import is_within
 _TIMEOUT = 30.0
 _PAGE_LIMIT = MANIFEST_LIMIT  # an index page or manifest.json
 _WHEEL_LIMIT = 4 << 30  # one wheel (read_wheel caps what its members expand to)
+_BAD_INDEX = "the index is broken or hostile: fix or regenerate it (`jetson-mamba index DIR`), or use another archive"
 
 
 class _Anchors(HTMLParser):
@@ -149,11 +151,13 @@ class ArchiveSource:
                 filename = wheel_filename_of(url)
                 if filename is None:
                     raise ArchiveError(f"the index page {project} links to {href!r}, which is not a wheel file name",
-                                       "the index is broken or hostile: fix or regenerate it (`jetson-mamba index DIR`),"
-                                       " or use another archive")
+                                       _BAD_INDEX)
                 path = self._download(url, filename)
                 facts = read_wheel(path)
-                expected = fragment[len("sha256="):] if fragment.startswith("sha256=") else facts["sha256"]
+                expected = fragment[len("sha256="):].lower() if fragment.startswith("sha256=") else facts["sha256"]
+                if not re.fullmatch(r"[0-9a-f]{64}", expected):
+                    raise ArchiveError(f"the index page {project} gives {filename} the digest {expected!r}, "
+                                       "not a sha256", _BAD_INDEX)
                 facts["sha256"] = expected  # the index's digest is what the file must match
                 records.append(WheelRecord(**facts, provenance={"source": url, "digest": "index link"}))
         return Manifest(wheels=records)
