@@ -60,3 +60,45 @@ print(json.dumps(out))
 """
     done = subprocess.run([str(python), "-c", script, *names], capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
+
+
+def make_wheel(directory: Path, name: str = "demo", version: str = "1.0", tag: str = "py3-none-any",
+               files: Optional[Dict[str, bytes]] = None, unrecorded: Optional[Dict[str, bytes]] = None,
+               dist_info_version: Optional[str] = None, metadata: Optional[bytes] = None,
+               wheel_tag: Optional[str] = None, big: Optional[Tuple[str, int]] = None) -> Path:
+    """A real wheel file as `pip wheel` lays it out, with RECORD hashing every member.
+
+    The knobs make hostile variants: `unrecorded` members (in the zip, not in RECORD), a
+    `dist_info_version` or `wheel_tag` that disagree, raw `metadata` bytes, and `big` = (member,
+    bytes of zeros), streamed into the zip so the test itself never holds it in memory.
+    """
+    import base64
+    import hashlib
+    import zipfile
+
+    dist_info = f"{name}-{dist_info_version or version}.dist-info"
+    members = dict(files if files is not None else {f"{name}/__init__.py": b"VALUE = 1\n"})
+    members[f"{dist_info}/METADATA"] = metadata if metadata is not None else \
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    members[f"{dist_info}/WHEEL"] = (f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                     f"Tag: {wheel_tag or tag}\n").encode()
+
+    def entry(member: str, digest: bytes, size: int) -> str:
+        return f"{member},sha256={base64.urlsafe_b64encode(digest).rstrip(b'=').decode()},{size}"
+
+    lines = [entry(m, hashlib.sha256(d).digest(), len(d)) for m, d in members.items()]
+    path = directory / f"{name}-{version}-{tag}.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as wheel:
+        for member, data in {**members, **(unrecorded or {})}.items():
+            wheel.writestr(member, data)
+        if big is not None:
+            member, size = big
+            digest = hashlib.sha256()
+            block = bytes(1 << 20)
+            with wheel.open(member, "w", force_zip64=True) as out:
+                for _ in range(size >> 20):
+                    out.write(block)
+                    digest.update(block)
+            lines.append(entry(member, digest.digest(), size))
+        wheel.writestr(f"{dist_info}/RECORD", "\n".join(lines + [f"{dist_info}/RECORD,,"]) + "\n")
+    return path

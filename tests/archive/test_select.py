@@ -92,14 +92,16 @@ def test_sm_90_code_runs_on_a_later_minor_but_not_a_new_major(h200: Manifest) ->
     assert reasons(select_wheels(target(arch="12.0"), h200)) == {CONV: "gpu-arch", MAMBA: "gpu-arch"}
 
 
-def test_hash_mismatch_and_missing_file(h200: Manifest) -> None:
+def test_hash_mismatch_and_missing_file(h200: Manifest, tmp_path: Path) -> None:
     digests = {CONV: "0" * 64, MAMBA: None}
     selection = select_wheels(target(), h200, digests)
     assert reasons(selection) == {CONV: "hash", MAMBA: "hash"}
     by_name = {r.filename: r for r in selection.rejected}
     assert by_name[CONV].actual == "sha256 " + "0" * 64 and by_name[MAMBA].actual == "file missing"
-    error = no_match_error(selection, target(), "/archive")
-    assert "archive verify" in str(error.fix)
+    error = no_match_error(selection, target(), str(tmp_path))
+    assert f"`jetson-mamba archive verify --archive {tmp_path}`" in str(error.fix)  # the command that runs
+    remote = no_match_error(selection, target(), "http://127.0.0.1:8080/simple/")
+    assert "`jetson-mamba archive verify --archive DIR` on the machine that serves it" in str(remote.fix)
 
 
 def _labelled(record: WheelRecord, torch: str, label: str) -> WheelRecord:

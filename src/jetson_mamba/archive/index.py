@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from jetson_mamba.archive.manifest import MANIFEST_NAME, Manifest, WheelRecord, atomic_file, load_manifest
 from jetson_mamba.archive.store import open_directory
-from jetson_mamba.errors import PermissionDeniedError
+from jetson_mamba.errors import PermissionDeniedError, UsageError
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 _META = {"api-version": "1.0"}
@@ -58,6 +58,8 @@ def write_index(archive: Union[str, Path], out: Optional[Union[str, Path]] = Non
     """Write the index for `archive` into `out` (default: the archive); returns what was written."""
     archive = Path(archive)
     out = Path(out) if out is not None else archive
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a directory", "pass a new or existing directory to --out")
     manifest: Manifest = open_directory(archive)
     projects: Dict[str, List[WheelRecord]] = {}
     for record in manifest.wheels:

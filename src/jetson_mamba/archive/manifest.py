@@ -19,21 +19,73 @@ import datetime
 import fcntl
 import json
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Iterator, List, Optional, Union
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from jetson_mamba import __version__
 from jetson_mamba.errors import ArchiveError
+from jetson_mamba.untrusted import read_bounded
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 _LOCK_NAME = ".manifest.lock"
+MANIFEST_LIMIT = 64 << 20  # bytes; the largest real one is a few hundred KB
 _REQUIRED = ("filename", "sha256", "size", "name", "version", "tags", "torch", "cuda", "gpu_archs")
+_OPTIONAL_STR = (str, type(None))
+# field -> the JSON types it may have (a manifest comes from outside: an archive, an HTTP server).
+_TYPES: Dict[str, tuple] = {
+    "filename": (str,), "sha256": (str,), "size": (int,), "name": (str,), "version": (str,), "tags": (list,),
+    "torch": (dict,), "cuda": (dict,), "gpu_archs": (dict, type(None)), "requires_python": _OPTIONAL_STR,
+    "requires_dist": (list,), "built_on": (dict, type(None)), "provenance": (dict,), "added_at": _OPTIONAL_STR,
+}
+_NESTED: Dict[str, Dict[str, tuple]] = {
+    "torch": {"linked": (bool, type(None)), "version": _OPTIONAL_STR, "cxx11_abi": (bool, type(None)),
+              "source": _OPTIONAL_STR},
+    "cuda": {"version": _OPTIONAL_STR, "source": _OPTIONAL_STR},
+    "gpu_archs": {"sass": (list, type(None)), "ptx": (list, type(None)), "binaries": (dict, type(None))},
+}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _type_problem(data: Dict[str, Any]) -> Optional[str]:
+    """Why an entry's fields have the wrong JSON types or values (None when they are fine)."""
+    for key, types in _TYPES.items():
+        value = data.get(key)
+        if key in data and (not isinstance(value, types) or isinstance(value, bool)):
+            return f"`{key}` is {json.dumps(value)[:60]}, not {' or '.join(_JSON_NAMES[t] for t in types)}"
+    for key in ("tags", "requires_dist"):
+        if not all(isinstance(item, str) for item in data.get(key) or []):
+            return f"`{key}` holds something other than strings"
+    for key, fields in _NESTED.items():
+        for inner, types in fields.items():
+            value = (data.get(key) or {}).get(inner)
+            if not isinstance(value, types):
+                return f"`{key}.{inner}` is {json.dumps(value)[:60]}, not {' or '.join(_JSON_NAMES[t] for t in types)}"
+    for inner in ("sass", "ptx"):
+        if not all(isinstance(arch, str) for arch in (data.get("gpu_archs") or {}).get(inner) or []):
+            return f"`gpu_archs.{inner}` holds something other than strings"
+    if data["size"] < 0:
+        return f"`size` is negative ({data['size']})"
+    if not _SHA256.fullmatch(data["sha256"]):
+        return "`sha256` is not 64 lowercase hex digits"
+    filename = data["filename"]
+    if filename != PurePosixPath(filename).name or "\\" in filename or filename in (".", ".."):
+        return f"`filename` {filename!r} is a path, not a file name"
+    try:
+        Version(data["version"])
+    except InvalidVersion:
+        return f"`version` {data['version']!r} is not a version"
+    return None
+
+
+_JSON_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object", bool: "true/false",
+               type(None): "null"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +121,11 @@ class WheelRecord:
         if missing:
             raise ArchiveError(f"{where}: entry {label} lacks {', '.join(missing)}",
                                f"re-add the wheel: `jetson-mamba archive add {label}`")
+        problem = _type_problem(data)
+        if problem:
+            raise ArchiveError(f"{where}: entry {label if isinstance(label, str) else '?'}: {problem}",
+                               "rebuild the manifest: move it away and run "
+                               "`jetson-mamba archive add --archive DIR DIR/*.whl`")
         known = {f for f in cls.__dataclass_fields__}
         record = cls(**{k: v for k, v in data.items() if k in known})
         record.check_name()
@@ -120,14 +177,24 @@ def parse_manifest(data: Any, where: str = MANIFEST_NAME) -> Manifest:
                     generator=str(data.get("generator", "")))
 
 
+def read_json(path: Path) -> Any:
+    """A manifest's JSON, read bounded; ValueError when it is not a regular file, too large, or not JSON."""
+    data = read_bounded(path, MANIFEST_LIMIT + 1)
+    if data is None:
+        raise ValueError("not a readable regular file")
+    if len(data) > MANIFEST_LIMIT:
+        raise ValueError(f"larger than {MANIFEST_LIMIT >> 20} MiB")
+    return json.loads(data)
+
+
 def load_manifest(archive: Union[str, Path]) -> Optional[Manifest]:
     """The manifest of an archive directory, or None when it has none."""
     path = Path(archive) / MANIFEST_NAME
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
+        data = read_json(path)
+    except ValueError as error:
         raise ArchiveError(f"cannot read {path}: {error}",
                            f"restore it, or move it away and re-add the wheels: `jetson-mamba archive add "
                            f"--archive {archive} {archive}/*.whl`") from None

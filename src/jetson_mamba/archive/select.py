@@ -310,8 +310,10 @@ def no_match_error(selection: Selection, target: Target, archive: str) -> NoMatc
     if target.torch_version is None:
         fix = NO_TORCH_FIX
     elif checks == {"hash"}:
-        fix = f"the files changed after they were recorded: run `jetson-mamba archive verify {archive}`, then " \
-              f"re-download or rebuild the wheels and `jetson-mamba archive add`"
+        verify = f"`jetson-mamba archive verify --archive {archive}`" if os.path.isdir(archive) else \
+            "`jetson-mamba archive verify --archive DIR` on the machine that serves it (DIR: its archive directory)"
+        fix = f"the files changed after they were recorded: run {verify}, " \
+              f"then re-download or rebuild the wheels and `jetson-mamba archive add`"
     else:
         into = f" --archive {archive}" if os.path.isdir(archive) and os.access(archive, os.W_OK) else ""
         fix = f"build wheels for this machine: `jetson-mamba build {specs}{arch}{into}`, then install them " \

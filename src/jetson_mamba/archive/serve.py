@@ -7,11 +7,14 @@ A read-only archive is indexed into a temporary directory.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import os
 import shutil
 import socket
 import tempfile
 import threading
+import urllib.parse
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,6 +23,11 @@ from typing import Any, Dict, Optional, Tuple, Union
 from jetson_mamba.archive.index import JSON_TYPE, write_index
 from jetson_mamba.archive.manifest import MANIFEST_NAME
 from jetson_mamba.errors import ArchiveError, UsageError
+from jetson_mamba.untrusted import is_within
+
+DEFAULT_HOST = "127.0.0.1"
+_ANY = ("0.0.0.0", "::", "")
+_OUTSIDE = ".jetson-mamba-outside-the-archive"  # never exists: a request for it is a 404
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -28,16 +36,18 @@ class _Handler(SimpleHTTPRequestHandler):
     index_root = ""
 
     def translate_path(self, path: str) -> str:
+        """The file for a request path; one that resolves outside its tree (`..`, a link) maps to a missing file."""
         plain = path.split("?", 1)[0].split("#", 1)[0]
         in_index = plain.startswith("/simple") or (plain == f"/{MANIFEST_NAME}" and
                                                    (Path(self.index_root) / MANIFEST_NAME).is_file())
         if not in_index:
-            return super().translate_path(path)
-        relative = plain.lstrip("/")
-        if plain.startswith("/simple") and plain.endswith("/") and JSON_TYPE in self.headers.get("Accept", ""):
-            relative += "index.json"
-        target = os.path.normpath(os.path.join(self.index_root, relative))
-        return target if target.startswith(os.path.normpath(self.index_root)) else self.index_root
+            target, root = super().translate_path(path), self.directory
+        else:
+            relative = urllib.parse.unquote(plain.lstrip("/"))
+            if plain.startswith("/simple") and plain.endswith("/") and JSON_TYPE in self.headers.get("Accept", ""):
+                relative += "index.json"
+            target, root = os.path.join(self.index_root, relative), self.index_root
+        return target if is_within(target, root) else os.path.join(root, _OUTSIDE)
 
     def guess_type(self, path: Any) -> str:
         if str(path).endswith("index.json") and "/simple" in str(path):
@@ -49,10 +59,24 @@ class _Handler(SimpleHTTPRequestHandler):
             super().log_message(format, *args)
 
 
+def _family(host: str) -> int:
+    """AF_INET6 for an IPv6 address (`::1`, `::`), else AF_INET (an IPv4 address or a host name)."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _bracket(host: str) -> str:
+    """An IPv6 address in a URL needs brackets: http://[::1]:8080/."""
+    return f"[{host}]" if ":" in host else host
+
+
 class ArchiveServer:
     """A running index server; `url` is what pip's --index-url takes. Use as a context manager or call close()."""
 
-    def __init__(self, archive: Union[str, Path], host: str = "127.0.0.1", port: int = 8080) -> None:
+    def __init__(self, archive: Union[str, Path], host: str = DEFAULT_HOST, port: int = 8080) -> None:
+        if not 0 <= port <= 65535:
+            raise UsageError(f"--port {port} is not a TCP port (0-65535)",
+                             "pass a port from 1 to 65535 with --port, or --port 0 for any free one")
+        family = _family(host)
         archive = Path(archive).resolve()
         if not archive.is_dir():
             raise ArchiveError(f"archive directory {archive} does not exist", "pass the directory that holds the wheels")
@@ -63,29 +87,43 @@ class ArchiveServer:
             out = Path(self._temporary)
         self.index = write_index(archive, out)
         handler = type("ArchiveHandler", (_Handler,), {"index_root": str(out)})
+        server = type("Server", (ThreadingHTTPServer,), {"address_family": family})
         try:
-            self.httpd = ThreadingHTTPServer((host, port), partial(handler, directory=str(archive)))
+            self.httpd = server((host, port), partial(handler, directory=str(archive)))
         except OSError as error:
             self.close()
-            raise UsageError(f"cannot listen on {host}:{port}: {error}",
-                             "pick a free port with --port, or --port 0 for any free one") from None
+            in_use = error.errno in (errno.EADDRINUSE, errno.EACCES)
+            raise UsageError(f"cannot listen on {_bracket(host)}:{port}: {error}",
+                             "pick a free port with --port, or --port 0 for any free one" if in_use else
+                             f"pass an address of this machine with --host (default {DEFAULT_HOST}; 0.0.0.0 or :: "
+                             "for every interface)") from None
         self.host, self.port = self.httpd.server_address[:2]
         self._thread: Optional[threading.Thread] = None
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"http://{host}:{self.port}/simple/"
+        """The URL on this machine (loopback when listening on every interface)."""
+        host = self.host if self.host not in _ANY else ("::1" if self.httpd.address_family == socket.AF_INET6
+                                                        else "127.0.0.1")
+        return f"http://{_bracket(host)}:{self.port}/simple/"
 
     @property
     def fleet_url(self) -> str:
         """The URL other machines use (this host's name when listening on every interface)."""
-        host = socket.gethostname() if self.host in ("0.0.0.0", "") else self.host
-        return f"http://{host}:{self.port}/simple/"
+        host = socket.gethostname() if self.host in _ANY else self.host
+        return f"http://{_bracket(host)}:{self.port}/simple/"
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether only this machine can connect (the default host)."""
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
     def describe(self) -> Dict[str, Any]:
         return {"url": self.url, "fleet_url": self.fleet_url, "host": self.host, "port": self.port,
-                "projects": self.index["projects"]}
+                "loopback_only": self.loopback_only, "projects": self.index["projects"]}
 
     def start(self) -> ArchiveServer:
         """Serve in a background thread (tests, embedding)."""

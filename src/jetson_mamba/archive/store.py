@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from jetson_mamba.archive.manifest import (
+    MANIFEST_LIMIT,
     MANIFEST_NAME,
     SCHEMA_VERSION,
     Manifest,
@@ -17,11 +17,13 @@ from jetson_mamba.archive.manifest import (
     load_manifest,
     locked,
     now,
+    read_json,
     write_manifest,
 )
 from jetson_mamba.archive.wheel import read_wheel, sha256_of
-from jetson_mamba.errors import ArchiveError, PermissionDeniedError
+from jetson_mamba.errors import ArchiveError, PermissionDeniedError, UsageError
 from jetson_mamba.probe.model import MachineInfo
+from jetson_mamba.untrusted import read_bounded
 
 SUMS_NAME = "SHA256SUMS"
 ARCHIVE_ENV = "JETSON_MAMBA_ARCHIVE"
@@ -66,12 +68,15 @@ def add_wheel(wheel: Union[str, Path], archive: Union[str, Path],
     The wheel is fully checked before anything in the archive changes.
     """
     wheel = Path(wheel)
+    archive = Path(archive)
+    if archive.exists() and not archive.is_dir():
+        raise UsageError(f"--archive {archive} is a file, not a directory",
+                         "pass the archive directory (new or existing) to --archive")
     facts = read_wheel(wheel)
     if isinstance(built_on, MachineInfo):
         built_on = describe_machine(built_on)
     record = WheelRecord(**facts, built_on=dict(built_on) if built_on else None,
                          provenance=dict(provenance or {"source": str(wheel.resolve())}), added_at=now())
-    archive = Path(archive)
     try:
         archive.mkdir(parents=True, exist_ok=True)
         with locked(archive):
@@ -92,7 +97,7 @@ def read_sums(archive: Path) -> Dict[str, str]:
     path = archive / SUMS_NAME
     if not path.is_file():
         return sums
-    for line in path.read_text().splitlines():
+    for line in (read_bounded(path, MANIFEST_LIMIT) or b"").decode("utf-8", "replace").splitlines():
         parts = line.split()
         if len(parts) == 2 and len(parts[0]) == 64:
             sums[parts[1].lstrip("*")] = parts[0].lower()
@@ -122,7 +127,8 @@ def open_directory(archive: Union[str, Path]) -> Manifest:
     """The manifest of a local archive directory, read or scanned."""
     archive = Path(archive)
     if not archive.is_dir():
-        raise ArchiveError(f"archive directory {archive} does not exist",
+        raise ArchiveError(f"archive directory {archive} does not exist" if not archive.exists() else
+                           f"{archive} is a file, not an archive directory",
                            "pass an existing directory of wheels (`jetson-mamba archive add WHEEL... --archive DIR` "
                            "makes one)")
     manifest = load_manifest(archive)
@@ -139,8 +145,8 @@ def verify_archive(archive: Union[str, Path]) -> List[str]:
     if not path.is_file():
         return [f"no {MANIFEST_NAME} in {archive}"] + [f"{name}: not recorded in the manifest" for name in sorted(on_disk)]
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
+        data = read_json(path)
+    except ValueError as error:
         return [f"{path} is unreadable: {error}"]
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
         found = data.get("schema_version") if isinstance(data, dict) else None

@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import posixpath
 import re
 import struct
 import zipfile
 import zlib
 from email.parser import HeaderParser
-from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from pathlib import Path, PurePosixPath
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from packaging.tags import parse_tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
@@ -29,6 +30,16 @@ from jetson_mamba.probe.fatbin import NotAnElfError, _sections, archs_of_elf, me
 
 _DT_NEEDED = 1
 _CHUNK = 1 << 20
+# Zip-bomb limits, checked on the sizes the zip declares before a byte is inflated (zipfile never
+# inflates past them). The largest real member, a CUDA extension for every Jetson and desktop arch,
+# is a few hundred MB and compresses 2-10x; text compresses ~20x at most.
+MAX_MEMBER_BYTES = 1 << 30
+MAX_TOTAL_BYTES = 4 << 30
+MAX_RATIO = 200
+_RATIO_FLOOR = 1 << 20  # small members (an empty __init__.py, a run of spaces) may compress better
+_HASHES = {"sha256", "sha384", "sha512"}  # what the wheel spec allows in RECORD
+_DATA_SCHEMES = {"purelib", "platlib", "headers", "scripts", "data"}
+_TEXT_LIMIT = 16 << 20  # METADATA, WHEEL, RECORD
 
 
 def sha256_of(path: Union[str, Path]) -> str:
@@ -122,19 +133,116 @@ def _binary_facts(libraries: List[Tuple[List[str], List[str]]]) -> Dict[str, Any
 
 def record_hash(data: bytes) -> str:
     """A wheel RECORD hash entry: `sha256=<urlsafe base64, unpadded>`."""
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode("ascii")
+    return "sha256=" + _b64(hashlib.sha256(data).digest())
+
+
+def _b64(digest: bytes) -> str:
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def _record_hashes(text: str) -> Dict[str, str]:
-    """member -> its `sha256=...` entry in a wheel's RECORD (entries without a hash are skipped)."""
-    return {row[0]: row[1] for row in csv.reader(text.splitlines()) if len(row) >= 2 and row[1].startswith("sha256=")}
+    """member -> its `algorithm=digest` entry in a wheel's RECORD ("" when the entry has no hash)."""
+    return {row[0]: row[1] if len(row) >= 2 else "" for row in csv.reader(text.splitlines()) if row}
+
+
+def _is_signature(member: str, dist_info: str) -> bool:
+    """RECORD itself and its signatures are the only members RECORD does not hash."""
+    return member in (f"{dist_info}/RECORD", f"{dist_info}/RECORD.jws", f"{dist_info}/RECORD.p7s")
+
+
+def member_problem(member: str, dist_info: str) -> Optional[str]:
+    """Why a wheel member's name is unsafe to install (None when it is fine).
+
+    Pure: the name is normalised as a path under the wheel's root and must stay inside it, and a
+    `.data` member must name one of the schemes pip knows (each installs under its own directory).
+    """
+    if "\\" in member or "\0" in member or re.match(r"^[A-Za-z]:", member):
+        return "has a backslash, NUL or drive letter in its name"
+    path = PurePosixPath(member)
+    if path.is_absolute():
+        return "is an absolute path"
+    root = PurePosixPath("/wheel")
+    resolved = PurePosixPath(posixpath.normpath(str(root / path)))
+    if ".." in path.parts or resolved == root or root not in resolved.parents:
+        return "points outside the wheel's tree (..)"
+    data = dist_info[:-len(".dist-info")] + ".data"
+    scheme = path.parts[1] if len(path.parts) > 1 else None
+    in_scheme = scheme in _DATA_SCHEMES and len(path.parts) >= 3
+    directory = member.endswith("/") and (scheme is None or scheme in _DATA_SCHEMES)  # `X.data/`, `X.data/scripts/`
+    if path.parts[0] == data and not (in_scheme or directory):
+        return f"is in {data}/ but not under one of its schemes ({', '.join(sorted(_DATA_SCHEMES))})"
+    return None
+
+
+def _hash_member(wheel: zipfile.ZipFile, info: zipfile.ZipInfo, algorithm: str, keep: bool) -> Tuple[str, bytes]:
+    """(RECORD-style digest, the bytes if `keep`) of one member, streamed in chunks (checks its CRC)."""
+    digest = hashlib.new(algorithm)
+    kept: List[bytes] = []
+    with wheel.open(info) as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+            if keep:
+                kept.append(block)
+    return f"{algorithm}={_b64(digest.digest())}", b"".join(kept)
+
+
+def _check_sizes(infos: List[zipfile.ZipInfo], filename: str) -> None:
+    """ArchiveError for a zip bomb: a member too large or too compressed, or too much in total, before reading."""
+    fix = "do not use this wheel: download or build it again from a trusted source"
+    total = 0
+    for info in infos:
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise ArchiveError(f"{filename}: member {info.filename!r} expands to {info.file_size} bytes, more than "
+                               f"the {MAX_MEMBER_BYTES >> 20} MiB limit (a zip bomb?)", fix)
+        if info.file_size > _RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise ArchiveError(f"{filename}: member {info.filename!r} expands {info.file_size // max(info.compress_size, 1)}"
+                               f" times ({info.compress_size} -> {info.file_size} bytes), more than the {MAX_RATIO}x "
+                               f"limit (a zip bomb?)", fix)
+        total += info.file_size
+    if total > MAX_TOTAL_BYTES:
+        raise ArchiveError(f"{filename}: its members expand to {total} bytes, more than the "
+                           f"{MAX_TOTAL_BYTES >> 20} MiB limit (a zip bomb?)", fix)
+
+
+def _check_members(infos: List[zipfile.ZipInfo], record: Dict[str, str], dist_info: str, filename: str) -> None:
+    """ArchiveError for a member that is unsafe, duplicated, or not hashed in RECORD (one reason)."""
+    fix = "do not use this wheel: it was built wrongly or tampered with; rebuild it with `pip wheel`"
+    seen = set()
+    for info in infos:
+        member = info.filename
+        problem = member_problem(member, dist_info)
+        if problem:
+            raise ArchiveError(f"{filename}: member {member!r} {problem}", fix)
+        if member in seen:
+            raise ArchiveError(f"{filename}: member {member!r} appears twice", fix)
+        seen.add(member)
+        if member.endswith("/") or _is_signature(member, dist_info):
+            continue
+        if member not in record:
+            raise ArchiveError(f"{filename}: member {member!r} is not listed in its RECORD (installed files must be)",
+                               fix)
+        algorithm = record[member].partition("=")[0]
+        if algorithm not in _HASHES:
+            raise ArchiveError(f"{filename}: RECORD has no usable hash for {member!r} ({record[member]!r}; "
+                               f"needs one of {', '.join(sorted(_HASHES))})", fix)
+    missing = sorted(set(record) - seen - {m for m in record if m.endswith("/")})
+    if missing:
+        raise ArchiveError(f"{filename}: RECORD lists {missing[0]!r}, which the wheel does not contain", fix)
 
 
 def _read_text(wheel: zipfile.ZipFile, member: str, filename: str) -> str:
+    fix = "rebuild the wheel with `pip wheel`"
     try:
-        return wheel.read(member).decode("utf-8")
+        info = wheel.getinfo(member)
     except KeyError:
-        raise ArchiveError(f"{filename} has no {member}", "rebuild the wheel with `pip wheel`") from None
+        raise ArchiveError(f"{filename} has no {member}", fix) from None
+    if info.file_size > _TEXT_LIMIT:
+        raise ArchiveError(f"{filename}: {member} is {info.file_size} bytes, more than {_TEXT_LIMIT >> 20} MiB", fix)
+    try:
+        return wheel.read(info).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ArchiveError(f"{filename}: {member} is not UTF-8 text ({error.reason} at byte {error.start})",
+                           fix) from None
 
 
 def _dist_info(names: List[str], filename: str) -> str:
@@ -163,12 +271,20 @@ def _agreement(filename: str, meta_name: str, meta_version: str, wheel_tags: Lis
     if meta_parsed != version:
         raise ArchiveError(f"{filename}: the file name says version {version}, METADATA says {meta_version}", fix)
     file_tags = sorted(str(t) for t in tags)
-    declared = sorted({str(t) for text in wheel_tags for t in parse_tag(text)})
+    try:
+        declared = sorted({str(t) for text in wheel_tags for t in parse_tag(text)})
+    except ValueError:
+        raise ArchiveError(f"{filename}: WHEEL has a malformed Tag in {wheel_tags!r} "
+                           "(expected python-abi-platform, such as py3-none-any)", fix) from None
     if declared and declared != file_tags:
         raise ArchiveError(f"{filename}: the file name says tags {', '.join(file_tags)}, WHEEL says {', '.join(declared)}",
                            fix)
     info_name, _, info_version = dist_info[:-len(".dist-info")].partition("-")
-    if canonicalize_name(info_name) != name or Version(info_version) != version:
+    try:
+        info_parsed = Version(info_version)
+    except InvalidVersion:
+        raise ArchiveError(f"{filename}: its {dist_info} has an invalid version {info_version!r}", fix) from None
+    if canonicalize_name(info_name) != name or info_parsed != version:
         raise ArchiveError(f"{filename}: its {dist_info} does not match {name} {version}", fix)
     return name, version, file_tags
 
@@ -193,18 +309,23 @@ def read_wheel(path: Union[str, Path]) -> Dict[str, Any]:
             wheel_info = HeaderParser().parsestr(_read_text(wheel, f"{dist_info}/WHEEL", filename))
             name, version, tags = _agreement(filename, metadata.get("Name", ""), metadata.get("Version", ""),
                                              wheel_info.get_all("Tag") or [], dist_info)
+            infos = wheel.infolist()
+            _check_sizes(infos, filename)
             record = _record_hashes(_read_text(wheel, f"{dist_info}/RECORD", filename))
+            _check_members(infos, record, dist_info, filename)
             binaries: Dict[str, Any] = {}
             libraries: List[Tuple[List[str], List[str]]] = []
-            for member in names:
-                if member.endswith("/"):
+            for info in infos:
+                member = info.filename
+                if member.endswith("/") or _is_signature(member, dist_info):
                     continue
-                data = wheel.read(member)  # checks the member's CRC
-                expected = record.get(member)
-                if expected and record_hash(data) != expected:
+                is_library = member.endswith(".so") or ".so." in member
+                expected = record[member]
+                actual, data = _hash_member(wheel, info, expected.partition("=")[0], keep=is_library)
+                if actual != expected:
                     raise ArchiveError(f"{path}: {member} does not match the hash in its RECORD (modified after build)",
                                        "download or build the wheel again")
-                if not (member.endswith(".so") or ".so." in member):
+                if not is_library:
                     continue
                 try:
                     archs = archs_of_elf(data)
@@ -213,7 +334,7 @@ def read_wheel(path: Union[str, Path]) -> Dict[str, Any]:
                     continue
                 if archs is not None:
                     binaries[member] = archs
-        except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as error:
+        except (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError, RuntimeError) as error:
             raise ArchiveError(f"{path} is corrupted: {error}", "download or build the wheel again") from None
     binary = _binary_facts(libraries)
     label = _label_facts(version)

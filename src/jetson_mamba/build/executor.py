@@ -30,7 +30,7 @@ from jetson_mamba.build.schedule import Schedule, Share, count_units, share_jobs
 from jetson_mamba.build.source import Source, obtain, prepare_tree, tree_key
 from jetson_mamba.build.wheel import finish_wheel
 from jetson_mamba.compat.build_patches import BuildOptions
-from jetson_mamba.errors import BuildError, MissingDependencyError
+from jetson_mamba.errors import BuildError, MissingDependencyError, UsageError
 from jetson_mamba.probe.fatbin import archs_of_wheel, merge
 from jetson_mamba.probe.model import MachineInfo
 
@@ -109,6 +109,9 @@ def _prepare(plan: BuildPlan, spec: Spec, sources: Sequence[Path],
 
 def prepare_only(plan: BuildPlan, sources: Sequence[Path], directory: Path) -> List[BuildResult]:
     """Patched trees plus `build-<name>.sh` holding the exact environment and command; compiles nothing."""
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"--prepare-only {directory} is a file, not a directory",
+                         "pass a new or existing directory to --prepare-only")
     results = []
     for spec in plan.specs:
         source, tree, patches, reused = _prepare(plan, spec, sources, directory)

@@ -17,6 +17,7 @@ import subprocess
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -145,24 +146,34 @@ def _unpack(source: Source, into: Path) -> Path:
         target = into / source.path.name
         shutil.copytree(source.path, target, ignore=_COPY_IGNORE)
         return target
-    if source.path.name.endswith(".zip"):
-        with zipfile.ZipFile(source.path) as archive:
-            names = archive.namelist()
-            _check_members(source.path, names, into)
-            archive.extractall(into)
-    else:
-        with tarfile.open(source.path) as archive:
-            members = [m for m in archive.getmembers() if m.isfile() or m.isdir()]
-            _check_members(source.path, [m.name for m in members], into)
-            for member in members:  # the unpacked tree belongs to whoever builds, not to the sdist's uid
-                member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
-            # Python >= 3.12 checks members itself ("data" filter); ours above covers older ones.
-            extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            archive.extractall(into, members=members, **extra)
+    try:
+        _extract(source.path, into)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError, NotImplementedError) as error:
+        raise BuildError(f"{source.path} is not a readable sdist ({type(error).__name__}: {error})",
+                         "download the sdist again (or leave --source out to let pip fetch it), "
+                         "or pass an unpacked source tree with --source") from None
     tops = [p for p in into.iterdir() if p.is_dir()]
     if len(tops) != 1:
         raise BuildError(f"{source.path} does not unpack to one directory", "pass an unpacked tree with --source")
     return tops[0]
+
+
+def _extract(path: Path, into: Path) -> None:
+    """Unpack an sdist (.zip or .tar.*) under `into`, refusing members outside it."""
+    if path.name.endswith(".zip"):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            _check_members(path, names, into)
+            archive.extractall(into)
+        return
+    with tarfile.open(path) as archive:
+        members = [m for m in archive.getmembers() if m.isfile() or m.isdir()]
+        _check_members(path, [m.name for m in members], into)
+        for member in members:  # the unpacked tree belongs to whoever builds, not to the sdist's uid
+            member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+        # Python >= 3.12 checks members itself ("data" filter); ours above covers older ones.
+        extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        archive.extractall(into, members=members, **extra)
 
 
 def _check_members(archive: Path, names: List[str], into: Path) -> None:

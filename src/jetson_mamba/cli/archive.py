@@ -6,10 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, List
 
-from rich.markup import escape
 from rich.table import Table
 
-from jetson_mamba.cli.output import console, print_json
+from jetson_mamba.cli.output import console, plain, print_json
 from jetson_mamba.errors import ArchiveError
 
 NAME = "archive"
@@ -52,9 +51,9 @@ def _add(args: argparse.Namespace, archive: Path) -> int:
         record = add_wheel(wheel, archive, provenance=provenance, built_on=built_on)
         added.append(record.to_json())
         if not args.json:
-            console.print(f"added {escape(record.filename)} ({record.name} {record.version}, "
-                          f"GPU {_archs(record.gpu_archs)}, CUDA {record.cuda.get('version') or '-'}, "
-                          f"torch {record.torch.get('version') or ('unknown' if record.torch.get('linked') else '-')})")
+            console.print("added " + plain(f"{record.filename} ({record.name} {record.version}, "
+                                           f"GPU {_archs(record.gpu_archs)}, CUDA {record.cuda.get('version') or '-'}, "
+                                           f"torch {record.torch.get('version') or ('unknown' if record.torch.get('linked') else '-')})"))
     if args.json:
         print_json({"archive": str(archive), "added": added})
     return 0
@@ -67,13 +66,13 @@ def _list(args: argparse.Namespace, archive: Path) -> int:
     if args.json:
         print_json({"archive": str(archive), **manifest.to_json()})
         return 0
-    table = Table(title=f"{archive}")
+    table = Table(title=plain(archive))
     for column in ("wheel", "tags", "GPU archs", "CUDA", "torch", "C++11 ABI", "size"):
         table.add_column(column)
     for w in manifest.wheels:
-        table.add_row(escape(w.filename), ",".join(w.tags), _archs(w.gpu_archs), str(w.cuda.get("version") or "-"),
-                      str(w.torch.get("version") or ("unknown" if w.torch.get("linked") else "-")),
-                      str(w.torch.get("cxx11_abi")), f"{w.size / 1e6:.1f} MB")
+        table.add_row(*map(plain, (w.filename, ",".join(w.tags), _archs(w.gpu_archs), w.cuda.get("version") or "-",
+                                   w.torch.get("version") or ("unknown" if w.torch.get("linked") else "-"),
+                                   w.torch.get("cxx11_abi"), f"{w.size / 1e6:.1f} MB")))
     console.print(table)
     return 0
 
@@ -86,12 +85,12 @@ def _verify(args: argparse.Namespace, archive: Path) -> int:
         print_json({"archive": str(archive), "ok": not problems, "problems": problems})
         return 0 if not problems else ArchiveError.exit_code
     for problem in problems:
-        console.print(f"[red]problem:[/] {escape(problem)}")
+        console.print(f"[red]problem:[/] {plain(problem)}")
     if problems:
         console.print(f"[bold]fix:[/] re-download or rebuild the listed wheels, then `jetson-mamba archive add "
-                      f"--archive {escape(str(archive))} WHEEL...`")
+                      f"--archive {plain(str(archive))} WHEEL...`")
         return ArchiveError.exit_code
-    console.print(f"{escape(str(archive))}: every wheel matches its manifest entry")
+    console.print(f"{plain(str(archive))}: every wheel matches its manifest entry")
     return 0
 
 

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from jetson_mamba.build.plan import BuildPlan
-from jetson_mamba.cli.output import console, err_console, print_json
+from jetson_mamba.cli.output import console, err_console, plain, print_json
 
 NAME = "build"
 HELP = "compile mamba-ssm / causal-conv1d wheels for exactly this GPU (or --arch), patched for CUDA 13 and torch 2.14"
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     for column in ("package", "wheel", "size", "time", "compiled", "patches"):
         table.add_column(column)
     for r in results:
-        table.add_row(f"{r.name} {r.version}", str(r.wheel), f"{r.size / 1e6:.1f} MB", f"{r.seconds:.0f} s",
+        table.add_row(plain(f"{r.name} {r.version}"), plain(r.wheel), f"{r.size / 1e6:.1f} MB", f"{r.seconds:.0f} s",
                       f"{r.compiled_units} units" if r.compiled_units else "none (all objects up to date)",
                       f"{len(r.patches)}{' (tree reused)' if r.reused_tree else ''}")
     console.print(table)

@@ -6,11 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, List, Set
 
-from rich.markup import escape
 from rich.table import Table
 
 from jetson_mamba.cli._python import checked_python
-from jetson_mamba.cli.output import console, err_console, print_json
+from jetson_mamba.cli.output import console, err_console, plain, print_json
 from jetson_mamba.compat.findings import Finding, diagnose
 from jetson_mamba.compat.installed import PATCHED_DISTRIBUTIONS, applied_runtime_patches
 from jetson_mamba.probe import MachineInfo, probe_machine
@@ -72,32 +71,33 @@ def _machine_table(machine: MachineInfo) -> Table:
     table.add_column()
     jetson = machine.jetson
     if jetson:
-        table.add_row("Jetson", f"{jetson.model or '?'} ({jetson.soc or '?'}), L4T {jetson.l4t or '?'}, "
-                                f"JetPack {jetson.jetpack or '?'}")
+        table.add_row("Jetson", plain(f"{jetson.model or '?'} ({jetson.soc or '?'}), L4T {jetson.l4t or '?'}, "
+                                f"JetPack {jetson.jetpack or '?'}"))
     gpu = machine.gpu
-    table.add_row("GPU", f"{gpu.name} sm_{(gpu.arch or '?').replace('.', '')} (from {gpu.source})" if gpu else "none found")
+    table.add_row("GPU", plain(f"{gpu.name} sm_{(gpu.arch or '?').replace('.', '')} (from {gpu.source})" if gpu
+                               else "none found"))
     cuda = machine.cuda
-    table.add_row("CUDA toolkit", f"{cuda.version} at {cuda.home}" if cuda.nvcc else "not found")
+    table.add_row("CUDA toolkit", plain(f"{cuda.version} at {cuda.home}" if cuda.nvcc else "not found"))
     torch = machine.torch
     if torch.version:
         flavour = f"CUDA {torch.cuda}" if torch.cuda else "CPU-only"
-        table.add_row("torch", f"{torch.version} ({flavour}, C++11 ABI {torch.cxx11_abi}, "
-                               f"GPU {'visible' if torch.cuda_available else 'not visible'}) in {torch.python}")
+        table.add_row("torch", plain(f"{torch.version} ({flavour}, C++11 ABI {torch.cxx11_abi}, "
+                                     f"GPU {'visible' if torch.cuda_available else 'not visible'}) in {torch.python}"))
     else:
-        table.add_row("torch", f"not importable ({torch.error or 'not installed'})")
-    table.add_row("triton", torch.triton or "not installed")
+        table.add_row("torch", plain(f"not importable ({torch.error or 'not installed'})"))
+    table.add_row("triton", plain(torch.triton or "not installed"))
     if machine.memory:
         m = machine.memory
-        table.add_row("memory", f"{m.total_mb} MB RAM ({m.available_mb} MB available), {m.swap_total_mb} MB swap, "
-                                f"{machine.cpu_count} cores")
+        table.add_row("memory", plain(f"{m.total_mb} MB RAM ({m.available_mb} MB available), {m.swap_total_mb} MB swap, "
+                                      f"{machine.cpu_count} cores"))
     for name in ("mamba-ssm", "causal-conv1d", "selective-scan", "einops", "transformers"):
         version = machine.packages.version(name)
         if version:
-            table.add_row(name, version)
+            table.add_row(name, plain(version))
     for e in machine.packages.extensions:
         archs = ", ".join(f"sm_{a.replace('.', '')}" for a in e.archs.sass) if e.archs else "unknown"
         state = "imports" if e.importable else f"fails: {e.error}"
-        table.add_row(e.module, escape(f"{state}; GPU code: {archs}"))
+        table.add_row(plain(e.module), plain(f"{state}; GPU code: {archs}"))
     return table
 
 
@@ -107,8 +107,8 @@ def _print_findings(findings: List[Finding]) -> None:
         return
     colours = {"error": "red", "warning": "yellow", "info": "cyan"}
     for f in findings:
-        console.print(f"[bold {colours[f.severity]}]{f.severity}[/] [dim]{f.id}[/] {escape(f.message)}")
-        console.print(f"    [bold]fix:[/] {escape(f.fix)}")
+        console.print(f"[bold {colours[f.severity]}]{f.severity}[/] [dim]{plain(f.id)}[/] {plain(f.message)}")
+        console.print(f"    [bold]fix:[/] {plain(f.fix)}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         console.print(_machine_table(machine))
         if patches:
-            console.print(f"[bold]patches applied[/] {', '.join(sorted(patches))}")
+            console.print(f"[bold]patches applied[/] {plain(', '.join(sorted(patches)))}")
         console.print()
         _print_findings(findings)
     return 1 if any(f.severity == "error" for f in findings) else 0

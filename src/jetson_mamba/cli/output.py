@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
-from typing import Any, Optional, TextIO
+from typing import Any, Match, Optional, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -23,14 +24,34 @@ def _width(stream: TextIO) -> Optional[int]:
     return None if "COLUMNS" in os.environ or (isatty is not None and isatty()) else _UNBOUNDED
 
 
-console = Console(highlight=False, width=_width(sys.stdout))
-err_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))  # progress and notes
-_error_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))  # errors: never silenced
+# No emoji codes: `:smile:` in a file name or an error text is shown as written.
+console = Console(highlight=False, emoji=False, width=_width(sys.stdout))
+err_console = Console(stderr=True, highlight=False, emoji=False, width=_width(sys.stderr))  # progress and notes
+_error_console = Console(stderr=True, highlight=False, emoji=False, width=_width(sys.stderr))  # errors: never silenced
 
 
 def silence_progress() -> None:
     """-q: progress bars and informational lines on stderr are dropped; results and errors stay."""
     err_console.quiet = True
+
+
+def plain(value: Any) -> str:
+    """Text from outside (a manifest field, a device file, an error of another program) for a markup string.
+
+    rich reads `[bold]` and `[/x]` in printed strings and table cells as markup (`[/x]` is an error
+    that aborts the command); every value not written by us goes through this.
+    """
+    text = str(value)
+    trailing = len(text) - len(text.rstrip("\\"))  # doubled, so they never escape the tag that follows
+    return _BRACKETS.sub(_escape_bracket, escape(text)).rstrip("\\") + "\\" * (2 * trailing)
+
+
+def _escape_bracket(match: Match[str]) -> str:
+    """rich turns `\\[` outside a tag into `[`: one more backslash keeps the ones that were written."""
+    return match.group(1) + "\\["
+
+
+_BRACKETS = re.compile(r"(?<!\\)(\\+)\[(?![a-z#/@][^[]*?])")
 
 
 def print_json(data: Any) -> None:
@@ -42,6 +63,6 @@ def print_error(error: JetsonMambaError, as_json: bool) -> None:
     if as_json:
         print_json(error.to_json())
         return
-    _error_console.print(f"[bold red]error:[/] {escape(error.message)}", markup=True, soft_wrap=True)
+    _error_console.print(f"[bold red]error:[/] {plain(error.message)}", markup=True, soft_wrap=True)
     if error.fix:
-        _error_console.print(f"[bold]fix:[/] {escape(error.fix)}", markup=True, soft_wrap=True)
+        _error_console.print(f"[bold]fix:[/] {plain(error.fix)}", markup=True, soft_wrap=True)

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
-
-from jetson_mamba.cli.output import console, print_json
+from jetson_mamba.archive.serve import DEFAULT_HOST
+from jetson_mamba.cli.output import console, plain, print_json
 
 NAME = "serve"
 HELP = "serve an archive as a pip index: pip install --index-url http://HOST:PORT/simple/ mamba-ssm"
@@ -18,7 +17,10 @@ HELP = "serve an archive as a pip index: pip install --index-url http://HOST:POR
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", type=Path, metavar="DIR", help="the archive directory")
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all interfaces)")
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help=f"address to listen on (default {DEFAULT_HOST}: only this machine, so an archive is "
+                             "never shared by accident; 0.0.0.0 or :: serves the fleet on every interface, ::1 is "
+                             "IPv6 loopback)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
 
 
@@ -35,9 +37,13 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print_json(server.describe())
         else:
-            console.print(f"serving {escape(str(args.directory))} at {server.url} (Ctrl-C stops)")
-            console.print(f"devices: jetson-mamba install --archive {server.fleet_url}, or "
-                          f"pip install --no-deps --index-url {server.fleet_url} mamba-ssm causal-conv1d")
+            console.print(f"serving {plain(args.directory)} at {plain(server.url)} (Ctrl-C stops)")
+            if server.loopback_only:
+                console.print(f"only this machine can reach it; serve the fleet with --host 0.0.0.0 (or ::): "
+                              f"`jetson-mamba serve {plain(args.directory)} --host 0.0.0.0 --port {server.port}`")
+            else:
+                console.print(f"devices: jetson-mamba install --archive {plain(server.fleet_url)}, or "
+                              f"pip install --no-deps --index-url {plain(server.fleet_url)} mamba-ssm causal-conv1d")
         sys.stdout.flush()
         server.serve_forever()
     except KeyboardInterrupt:

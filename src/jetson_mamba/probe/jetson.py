@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from jetson_mamba.probe.model import JetsonInfo
+from jetson_mamba.untrusted import read_bounded
+
+SMALL_FILE_LIMIT = 64 << 10  # release files, device-tree strings, /proc/meminfo: a few hundred bytes
+DPKG_STATUS_LIMIT = 64 << 20  # dpkg's status lists every package: a few MB on a full JetPack
 
 # SoC -> GPU compute capability. Thor's depends on the CUDA major (see `cuda_arch_for_soc`).
 SOC_ARCH: Dict[str, str] = {
@@ -105,15 +109,14 @@ def cuda_arch_for_soc(soc: Optional[str], cuda_version: Optional[str], l4t: Opti
     return "10.1" if major == "12" else "11.0"
 
 
-def _read_text(path: Path) -> Optional[str]:
-    try:
-        return path.read_bytes().decode("utf-8", "replace")
-    except OSError:
-        return None
+def _read_text(path: Path, limit: int = SMALL_FILE_LIMIT) -> Optional[str]:
+    """A device-root file as text (bounded: a device image is untrusted input)."""
+    data = read_bounded(path, limit)
+    return None if data is None else data.decode("utf-8", "replace")
 
 
 def _dpkg_version(root: Path, package: str) -> Optional[str]:
-    status = _read_text(root / "var/lib/dpkg/status")
+    status = _read_text(root / "var/lib/dpkg/status", DPKG_STATUS_LIMIT)
     if not status:
         return None
     for stanza in status.split("\n\n"):
@@ -133,10 +136,7 @@ def read_jetson(root: Path, cuda_version: Optional[str] = None) -> Optional[Jets
     """The Jetson description under `root`, or None when this is no Jetson."""
     release = _read_text(root / "etc/nv_tegra_release")
     model_raw = _read_text(root / "proc/device-tree/model")
-    try:
-        compatible = (root / "proc/device-tree/compatible").read_bytes()
-    except OSError:
-        compatible = b""
+    compatible = read_bounded(root / "proc/device-tree/compatible", SMALL_FILE_LIMIT) or b""
     soc = soc_from_compatible(compatible)
     if release is None and soc is None:
         return None

@@ -9,7 +9,9 @@ import subprocess
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
+from jetson_mamba.probe.jetson import SMALL_FILE_LIMIT
 from jetson_mamba.probe.model import CudaInfo, GpuInfo, MemoryInfo
+from jetson_mamba.untrusted import read_bounded
 
 
 def run_quiet(argv: Sequence[str], timeout: float = 20.0) -> Optional[str]:
@@ -38,10 +40,8 @@ def parse_meminfo(text: str) -> Optional[MemoryInfo]:
 
 
 def read_memory(root: Path) -> Optional[MemoryInfo]:
-    try:
-        return parse_meminfo((root / "proc/meminfo").read_text())
-    except OSError:
-        return None
+    data = read_bounded(root / "proc/meminfo", SMALL_FILE_LIMIT)
+    return None if data is None else parse_meminfo(data.decode("utf-8", "replace"))
 
 
 def parse_nvcc_version(text: str) -> Optional[str]:
