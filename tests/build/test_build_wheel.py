@@ -18,10 +18,10 @@ def test_labelled_version_replaces_an_existing_label() -> None:
     assert labelled_version("2.2.5+old", "cu126.sm87") == "2.2.5+cu126.sm87"
 
 
-def test_finished_wheel_agrees_everywhere_and_keeps_its_gpu_code(shared: Path, tmp_path: Path) -> None:
+def test_finished_wheel_agrees_everywhere_and_keeps_its_gpu_code(wheelhouse: Path, tmp_path: Path) -> None:
     built = tmp_path / "built" / WHEEL
     built.parent.mkdir()
-    shutil.copy(shared / "wheelhouse" / "h200-cu130-py312" / WHEEL, built)
+    shutil.copy(wheelhouse / WHEEL, built)
     out = finish_wheel(built, tmp_path / "out", "cu130.torch2.11.sm90")
     assert out.name == "causal_conv1d-1.6.0+cu130.torch2.11.sm90-cp312-cp312-linux_x86_64.whl"
     assert check_wheel(out) == []
@@ -33,8 +33,8 @@ def test_finished_wheel_agrees_everywhere_and_keeps_its_gpu_code(shared: Path, t
         assert not any(n.startswith("causal_conv1d-1.6.0.dist-info/") for n in wheel.namelist())
 
 
-def test_check_wheel_catches_a_tampered_file(shared: Path, tmp_path: Path) -> None:
-    out = finish_wheel(shared / "wheelhouse" / "h200-cu130-py312" / WHEEL, tmp_path, "sm90", strip=False)
+def test_check_wheel_catches_a_tampered_file(wheelhouse: Path, tmp_path: Path) -> None:
+    out = finish_wheel(wheelhouse / WHEEL, tmp_path, "sm90", strip=False)
     tampered = tmp_path / "tampered" / out.name
     tampered.parent.mkdir()
     with zipfile.ZipFile(out) as source, zipfile.ZipFile(tampered, "w") as target:
@@ -45,7 +45,7 @@ def test_check_wheel_catches_a_tampered_file(shared: Path, tmp_path: Path) -> No
     assert problems and "RECORD hash/size of causal_conv1d/__init__.py is wrong" in problems
 
 
-def test_check_wheel_catches_a_renamed_file(shared: Path, tmp_path: Path) -> None:
+def test_check_wheel_catches_a_renamed_file(wheelhouse: Path, tmp_path: Path) -> None:
     renamed = tmp_path / "causal_conv1d-1.6.1-cp312-cp312-linux_x86_64.whl"
-    shutil.copy(shared / "wheelhouse" / "h200-cu130-py312" / WHEEL, renamed)
+    shutil.copy(wheelhouse / WHEEL, renamed)
     assert "expected causal_conv1d-1.6.1.dist-info" in check_wheel(renamed)[0]
