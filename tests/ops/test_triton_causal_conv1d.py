@@ -10,7 +10,17 @@ from typing import Dict, List, Optional
 
 import pytest
 import torch
-from test_triton_interpreted import DEVICE, GPU, Launch, assert_close, launches, nan_poison, needs_triton  # noqa: F401
+from test_triton_interpreted import (  # noqa: F401
+    DEVICE,
+    GPU,
+    Launch,
+    assert_close,
+    atomics,
+    deterministic,
+    launches,
+    nan_poison,
+    needs_triton,
+)
 
 from jetson_mamba.ops import causal_conv1d_fn, causal_conv1d_update
 from jetson_mamba.ops.causal_conv1d.naive import causal_conv1d_ref, causal_conv1d_update_ref
@@ -232,6 +242,104 @@ def test_stand_in_writes_into_the_callers_buffers(monkeypatch: pytest.MonkeyPatc
     with forced_backend("triton"):
         standin.causal_conv1d_fwd(inplace, w, b, None, None, inplace, None, True)  # out is x: computed aside
     assert_close(inplace, ref, TOL[torch.float32], "in-place out")
+
+
+def wide_channel_last(batch: int, dim: int, L: int, seed: int) -> torch.Tensor:
+    """(batch, dim, L) with unit channel stride, a slice of a wider tensor, as upstream's tests make x:
+    empty_like gives it dense strides, unlike its own."""
+    return rnd(batch, L, dim + 4, seed=seed)[:, :, 2:2 + dim].transpose(1, 2)
+
+
+@pytest.mark.parametrize("case", ["initial+final", "final", "initial", "seq_idx"])
+def test_stand_in_backward_as_upstream_calls_it(case: str, nan_poison: None) -> None:  # noqa: F811
+    """causal-conv1d's Python backward: channel-last x sliced from a wider tensor, dx = empty_like(x) (dense,
+    so not x's strides), channel-last dout, dfinal_states, dinitial_states (batch, width-1, dim)^T, seq_idx.
+    The general kernel wrote dx with x's strides: columns never written and stores past dx's end."""
+    from jetson_mamba.ops.causal_conv1d import torch as ref
+    from jetson_mamba.ops.standins import causal_conv1d_cuda as standin
+    from jetson_mamba.verify.reference import forced_backend
+
+    batch, dim, L, W = 2, 5, 13, 4
+    x, dout = wide_channel_last(batch, dim, L, 1), wide_channel_last(batch, dim, L, 5)
+    w, b = rnd(dim, W, seed=2), rnd(dim, seed=3)
+    init = rnd(batch, W - 1, dim, seed=4).transpose(1, 2) if "initial" in case else None
+    dfinal = rnd(batch, W - 1, dim, seed=6).transpose(1, 2) if "final" in case else None
+    seq_idx = (torch.arange(L, device=DEVICE) // 5).int().expand(batch, L).contiguous() if case == "seq_idx" else None
+    dx, dw, db = torch.empty_like(x), torch.zeros(dim, W, device=DEVICE), torch.zeros(dim, device=DEVICE)
+    assert dx.stride() != x.stride()
+    dinit = torch.empty(batch, W - 1, dim, device=DEVICE).transpose(1, 2) if init is not None else None
+    with forced_backend("triton"):
+        standin.causal_conv1d_bwd(x, w, b, dout, seq_idx, init, dfinal, dx, dw, db, dinit, True)
+    init64, dfinal64 = (t.double() if t is not None else None for t in (init, dfinal))
+    want = ref.causal_conv1d_backward(x.double(), w.double(), b.double(), dout.double(), seq_idx, init64, dfinal64,
+                                      True)
+    for name, got, exp in zip(("dx", "dweight", "dbias", "dinitial_states"), (dx, dw, db, dinit), want):
+        if exp is not None:
+            assert_close(got, exp, TOL[torch.float32] * 4, name)
+
+
+def backward_case(path: str) -> tuple:
+    """(x, weight, bias, dout, initial_states, dfinal_states) that take the rows, steps or general kernel."""
+    if path == "general":
+        x, dout = wide_channel_last(2, 5, 21, 1), wide_channel_last(2, 5, 21, 5)
+        return x, rnd(5, 4, seed=2), rnd(5, seed=3), dout, rnd(2, 3, 5, seed=4).transpose(1, 2), None
+    x = make_x(2, 5, 45, path == "steps", torch.float32)
+    return x, rnd(5, 4, seed=2), rnd(5, seed=3), rnd(*x.shape, seed=5), None, None
+
+
+def conv_backward(path: str) -> tuple:
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+
+    x, w, b, dout, init, dfinal = backward_case(path)
+    return conv.causal_conv1d_backward(x, w, b, dout, None, init, dfinal, True)
+
+
+@pytest.mark.parametrize("path", ["rows", "steps", "general"])
+def test_deterministic_mode_sums_weight_gradients_without_atomics(path: str, launches: List[Launch],  # noqa: F811
+                                                                  atomics: List[int], nan_poison: None) -> None:  # noqa: F811
+    """With torch.use_deterministic_algorithms(True) each program stores its weight/bias sums into its own
+    slot and the host adds them in a fixed order: no atomics, the deterministic kernel, the same numbers."""
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+
+    default = conv_backward(path)
+    assert atomics, "the default backward adds its weight gradients with atomics"
+    atomics.clear()
+    old = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        det = conv_backward(path)
+    finally:
+        torch.use_deterministic_algorithms(old)
+    assert not atomics, f"{len(atomics)} atomics in deterministic mode"
+    tuners = {"rows": (conv._bwd_rows, conv._bwd_rows_det[0]), "steps": (conv._bwd_steps, conv._bwd_steps_det[0]),
+              "general": (conv._bwd["last"], conv._bwd_det["last"][0])}[path]
+    assert [launch.kernel for launch in launches] == list(tuners)
+    for name, a, b in zip(("dx", "dweight", "dbias", "dinitial_states"), det, default):
+        if b is not None:
+            assert_close(a, b, 1e-6, name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="reproducibility of GPU atomics needs a GPU")
+@pytest.mark.parametrize("path", ["rows", "steps", "general"])
+def test_deterministic_mode_is_bitwise_reproducible_on_gpu(path: str, deterministic: None) -> None:  # noqa: F811
+    """Upstream's _conv1d_bwd_once shape (4 x 1024 x 2048, bf16, width 4), 20 backwards: bitwise equal."""
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    shape = (4, 2048, 1024) if path != "rows" else (4, 1024, 2048)
+    x = torch.randn(*shape, device="cuda", dtype=torch.bfloat16, generator=gen)
+    x = x.transpose(1, 2) if path != "rows" else x
+    dout = torch.randn(x.shape, device="cuda", dtype=torch.bfloat16, generator=gen)
+    w = torch.randn(1024, 4, device="cuda", generator=gen)
+    b = torch.randn(1024, device="cuda", generator=gen)
+    init = torch.randn(4, 3, 1024, device="cuda", dtype=torch.bfloat16, generator=gen).transpose(1, 2)
+    init = init if path == "general" else None
+    first = conv.causal_conv1d_backward(x, w, b, dout, None, init, None, True)
+    for _ in range(19):
+        again = conv.causal_conv1d_backward(x, w, b, dout, None, init, None, True)
+        for name, a, c in zip(("dx", "dweight", "dbias", "dinitial_states"), again, first):
+            assert c is None or torch.equal(a, c), f"{name} differs between runs"
 
 
 @pytest.mark.parametrize("channel_last", [False, True], ids=["rows kernels", "general kernels"])

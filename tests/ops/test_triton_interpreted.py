@@ -79,6 +79,34 @@ def launches(monkeypatch: pytest.MonkeyPatch) -> List[Launch]:
     return seen
 
 
+@pytest.fixture
+def atomics(monkeypatch: pytest.MonkeyPatch) -> List[int]:
+    """The atomic read-modify-writes the Triton interpreter executes (one entry each): deterministic mode
+    must take none (the interpreter runs programs one by one, so its atomics are reproducible anyway)."""
+    if not INTERPRET:
+        pytest.skip("counts the interpreter's atomics")
+    from triton.runtime.interpreter import InterpreterBuilder
+
+    seen: List[int] = []
+    real = InterpreterBuilder.create_atomic_rmw
+
+    def spy(self: object, *args: object, **kwargs: object) -> object:
+        seen.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(InterpreterBuilder, "create_atomic_rmw", spy)
+    return seen
+
+
+@pytest.fixture
+def deterministic() -> Iterator[None]:
+    """torch.use_deterministic_algorithms(True) for the test, restored after."""
+    old = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(old)
+
+
 @pytest.mark.skipif(INTERPRET, reason="this is the outer runner")
 def test_triton_suites_under_the_interpreter() -> None:
     env = dict(os.environ, TRITON_INTERPRET="1", JETSON_MAMBA_BACKEND="triton", CUDA_VISIBLE_DEVICES="")

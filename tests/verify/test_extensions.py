@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import ModuleType, SimpleNamespace
 from typing import Any, Tuple
 
+import pytest
 import torch
 
 from jetson_mamba.ops.standins import causal_conv1d_cuda, selective_scan_cuda
@@ -95,3 +96,64 @@ def test_chunk_states_check_refuses_a_case_whose_decay_underflows() -> None:
                         backward=False)[-1]
     assert result.direction == "chunk states" and result.status == "error"
     assert "delta_scale" in (result.message or "")
+
+
+def _bwd_writing_like_x(x: Any, weight: Any, bias: Any, dout: Any, seq_idx: Any, init: Any, dfinal: Any, dx: Any,
+                        dweight: Any, dbias: Any, dinit: Any, silu: bool) -> None:
+    """The old Triton general backward's habit: dx written as if it had x's strides. Here only the elements
+    both layouts agree on are written (the GPU kernel also wrote past dx's end)."""
+    fresh = torch.empty_like(x)  # x's own order, dense: what the stand-in's dx would be for a dense x
+    causal_conv1d_cuda.causal_conv1d_bwd(x, weight, bias, dout, seq_idx, init, dfinal, fresh, dweight, dbias, dinit,
+                                         silu)
+    if dx.stride() == x.stride():
+        dx.copy_(fresh)
+    else:
+        dx[:, :, 0].copy_(fresh[:, :, 0])  # the t=0 column sits where both layouts put it
+
+
+@pytest.mark.parametrize("case", [ConvCase(2, 8, 19, 4, channel_last=True, strided=True, initial_states=True,
+                                           final_states=True),
+                                  ConvCase(2, 8, 19, 4, channel_last=True, strided=True, seq_idx=True)],
+                         ids=["states", "seq_idx"])
+def test_conv_check_calls_the_module_as_causal_conv1d_does(case: ConvCase) -> None:
+    """verify's quick cases include Mamba2's channel-last paths on a strided x, and the adapter hands the
+    module a dense dx (empty_like(x)), channel-last dout, dfinal_states and seq_idx as causal-conv1d's
+    backward does: the stand-in passes; one that writes dx as if it had x's strides fails."""
+    from jetson_mamba.verify.cases import conv_cases
+
+    assert case in conv_cases(quick=True)
+    calls = []
+
+    def spy(*args: Any) -> None:
+        calls.append(args)
+        return causal_conv1d_cuda.causal_conv1d_bwd(*args)
+
+    recording = SimpleNamespace(causal_conv1d_fwd=causal_conv1d_cuda.causal_conv1d_fwd, causal_conv1d_bwd=spy)
+    results = check_conv("standin", ConvAdapter(recording, buffers=True), case, torch.float32, "cpu",
+                         torch.Generator().manual_seed(6))
+    assert [r.status for r in results] == ["passed", "passed"]
+    x, dout, seq_idx, dfinal, dx = calls[0][0], calls[0][3], calls[0][4], calls[0][6], calls[0][7]
+    assert x.stride(1) == 1 and not x.is_contiguous() and dx.stride() != x.stride() and dout.stride(1) == 1
+    assert (seq_idx is not None) == case.seq_idx and (dfinal is not None) == case.final_states
+    broken = SimpleNamespace(causal_conv1d_fwd=causal_conv1d_cuda.causal_conv1d_fwd,
+                             causal_conv1d_bwd=_bwd_writing_like_x)
+    forward, backward = check_conv("broken", ConvAdapter(broken, buffers=True), case, torch.float32, "cpu",
+                                   torch.Generator().manual_seed(6))
+    assert forward.status == "passed" and backward.status == "failed" and "x: NaN/Inf" in (backward.message or "")
+
+
+def test_old_api_backward_gets_dx_none() -> None:
+    """causal-conv1d < 1.5.1's Python passes dx=None to causal_conv1d_bwd; so does the adapter."""
+    from jetson_mamba.ops.standins import causal_conv1d_cuda_legacy as legacy
+
+    seen = []
+
+    def spy(*args: Any) -> Any:
+        seen.append(args[7])
+        return legacy.causal_conv1d_bwd(*args)
+
+    module = SimpleNamespace(causal_conv1d_fwd=legacy.causal_conv1d_fwd, causal_conv1d_bwd=spy)
+    results = check_conv("legacy", ConvAdapter(module, buffers=False),
+                         ConvCase(2, 8, 19, 4, channel_last=True, strided=True, initial_states=True,
+                                  final_states=True), torch.float32, "cpu", torch.Generator().manual_seed(7))
+    assert [r.status for r in results] == ["passed", "passed"] and seen == [None]

@@ -50,12 +50,15 @@ class ConvCase:
     channel_last: bool = False
     initial_states: bool = False
     final_states: bool = False
+    seq_idx: bool = False  # packed sequences (Mamba2's varlen path): taps across a boundary read zero
+    strided: bool = False  # x a slice of a wider tensor, as upstream's tests and Mamba2's xBC split make it
 
     @property
     def label(self) -> str:
         parts = [f"width {self.width}"] + [name for name, on in (
             ("bias", self.bias), ("silu", self.silu), ("channel-last", self.channel_last),
-            ("initial states", self.initial_states), ("final states", self.final_states)) if on]
+            ("strided x", self.strided), ("initial states", self.initial_states),
+            ("final states", self.final_states), ("seq_idx", self.seq_idx)) if on]
         return ", ".join(parts) + f", {self.batch}x{self.dim}x{self.length}"
 
 
@@ -77,15 +80,24 @@ def scan_cases(quick: bool) -> List[ScanCase]:
 
 
 def conv_cases(quick: bool) -> List[ConvCase]:
+    """Quick: both layouts, and the channel-last paths of Mamba2 (states for chunked prefill, seq_idx for
+    packed sequences) on a strided x, as causal-conv1d's own Python and tests call them."""
     if quick:
-        return [ConvCase(2, 8, 19, 4), ConvCase(2, 8, 19, 3, bias=False, silu=False, channel_last=True)]
+        return [ConvCase(2, 8, 19, 4), ConvCase(2, 8, 19, 3, bias=False, silu=False, channel_last=True),
+                ConvCase(2, 8, 19, 4, channel_last=True, strided=True, initial_states=True, final_states=True),
+                ConvCase(2, 8, 19, 4, channel_last=True, strided=True, seq_idx=True)]
     return [
         ConvCase(2, 64, 300, 4),
         ConvCase(2, 24, 1, 4),
         ConvCase(1, 13, 77, 2, bias=False, silu=False),
+        ConvCase(2, 40, 150, 3, strided=True),
         ConvCase(2, 64, 257, 3, channel_last=True),
         ConvCase(2, 64, 130, 4, channel_last=True, initial_states=True, final_states=True),
+        ConvCase(2, 64, 130, 4, channel_last=True, strided=True, initial_states=True, final_states=True),
         ConvCase(2, 32, 3, 4, channel_last=True, initial_states=True, final_states=True),
+        ConvCase(2, 32, 3, 2, channel_last=True, strided=True, final_states=True, bias=False),
+        ConvCase(3, 64, 300, 4, channel_last=True, strided=True, seq_idx=True),
+        ConvCase(2, 24, 151, 2, channel_last=True, strided=True, seq_idx=True, silu=False),
     ]
 
 
@@ -126,7 +138,9 @@ def conv_inputs(case: ConvCase, dtype: Any, device: Any, generator: Any) -> Dict
         return torch.randn(*shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
 
     b, d, l, w = case.batch, case.dim, case.length, case.width
-    x = randn(b, l, d).transpose(1, 2) if case.channel_last else randn(b, d, l)
+    start, wide = (4, d + 8) if case.strided else (0, d)  # a strided x: channels 4 .. d+3 of a wider tensor
+    x = randn(b, l, wide).transpose(1, 2) if case.channel_last else randn(b, wide, l)
+    x = x[:, start:start + d]
     initial = randn(b, w - 1, d).transpose(1, 2) if case.initial_states else None
     return {
         "x": x,
@@ -134,3 +148,20 @@ def conv_inputs(case: ConvCase, dtype: Any, device: Any, generator: Any) -> Dict
         "bias": randn(d) if case.bias else None,
         "initial_states": initial,
     }
+
+
+def conv_seq_idx(case: ConvCase, device: Any, generator: Any) -> Optional[Any]:
+    """(batch, length) int32 sequence ids for a seq_idx case, as upstream's varlen test makes them: each row
+    split at 1 to 4 random points into sequences 0, 1, ...; None otherwise."""
+    import torch
+
+    if not case.seq_idx:
+        return None
+    rows = []
+    for _ in range(case.batch):
+        cuts = torch.zeros(case.length, dtype=torch.int32)
+        if case.length > 1:
+            n = int(torch.randint(1, 5, (1,), generator=generator))
+            cuts[torch.randperm(case.length - 1, generator=generator)[:n] + 1] = 1
+        rows.append(cuts.cumsum(0, dtype=torch.int32))
+    return torch.stack(rows).to(device)

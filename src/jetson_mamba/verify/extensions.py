@@ -121,17 +121,21 @@ class ConvAdapter:
 
     def causal_conv1d_backward(self, x: Any, weight: Any, bias: Any, dout: Any, seq_idx: Any,
                                initial_states: Any, dfinal_states: Any, silu: bool) -> Tuple[Any, ...]:
+        """As causal-conv1d's CausalConv1dFn.backward calls it: dout as autograd gives it (copied only when
+        neither its channel nor its time stride is 1); the old API gets dx=None, the new one a dx from
+        empty_like(x) (dense: not x's strides when x is a slice), zeroed fp32 dweight/dbias and a
+        (batch, width-1, dim)-transposed dinitial_states."""
         import torch
 
         batch, dim = x.shape[:2]
         width = weight.shape[-1]
-        dx = _nan_like(x)
-        if dout.stride() != x.stride():
-            dout = dout.contiguous() if x.is_contiguous() else dout.transpose(1, 2).contiguous().transpose(1, 2)
+        if dout.stride(2) != 1 and dout.stride(1) != 1:
+            dout = dout.contiguous()
         if not self.buffers:
             dx, dweight, dbias, dinit = self.ext.causal_conv1d_bwd(
-                x, weight, bias, dout, seq_idx, initial_states, dfinal_states, dx, initial_states is not None, silu)
+                x, weight, bias, dout, seq_idx, initial_states, dfinal_states, None, initial_states is not None, silu)
             return dx, dweight, dbias, dinit
+        dx = _nan_like(x)
         dweight = torch.zeros_like(weight, dtype=torch.float32)
         dbias = torch.zeros_like(bias, dtype=torch.float32) if bias is not None else None
         dinit = _nan_like(x, (batch, width - 1, dim)).transpose(1, 2) if initial_states is not None else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from jetson_mamba.verify.cases import ConvCase, ScanCase, conv_inputs, scan_inputs
+from jetson_mamba.verify.cases import ConvCase, ScanCase, conv_inputs, conv_seq_idx, scan_inputs
 from jetson_mamba.verify.compare import nan_poisoned_memory, tolerance
 from jetson_mamba.verify.report import CheckResult, run_check
 
@@ -97,14 +97,15 @@ def check_scan(component: str, module: Any, case: ScanCase, dtype: Any, device: 
     return results
 
 
-def conv_reference(inputs: Dict[str, Optional[Any]], case: ConvCase, dout: Any,
-                   dfinal: Optional[Any]) -> Tuple[Any, Optional[Any], Dict[str, Any]]:
+def conv_reference(inputs: Dict[str, Optional[Any]], case: ConvCase, dout: Any, dfinal: Optional[Any],
+                   seq_idx: Optional[Any] = None) -> Tuple[Any, Optional[Any], Dict[str, Any]]:
     """float64 (out, final_states, gradients) from the naive causal conv1d."""
     from jetson_mamba.ops.causal_conv1d.naive import causal_conv1d_ref
 
     leaves = float64_leaves(inputs)
     result = causal_conv1d_ref(leaves["x"], leaves["weight"], leaves["bias"], leaves["initial_states"],
-                               return_final_states=case.final_states, activation="silu" if case.silu else None)
+                               return_final_states=case.final_states, activation="silu" if case.silu else None,
+                               seq_idx=None if seq_idx is None else seq_idx.cpu())
     out, final = result if case.final_states else (result, None)
     loss = (out * dout.detach().cpu().double()).sum()
     if final is not None:
@@ -115,27 +116,30 @@ def conv_reference(inputs: Dict[str, Optional[Any]], case: ConvCase, dout: Any,
 
 def check_conv(component: str, module: Any, case: ConvCase, dtype: Any, device: Any, generator: Any,
                backward: bool = True) -> List[CheckResult]:
-    """`module.causal_conv1d_forward` / `_backward` on fresh inputs against the reference."""
+    """`module.causal_conv1d_forward` / `_backward` on fresh inputs against the reference. dout is laid
+    out like the output (empty_like(x): channel-last for a channel-last x, dense for a strided one), and
+    dfinal_states (batch, width-1, dim) transposed, as autograd hands them to causal-conv1d's backward."""
     import torch
 
     inputs = conv_inputs(case, dtype, device, generator)
+    seq_idx = conv_seq_idx(case, device, generator)
     x = inputs["x"]
-    dout = torch.randn(x.shape, generator=generator).to(device=device, dtype=dtype)
+    dout = torch.empty_like(x).copy_(torch.randn(x.shape, generator=generator))
     dfinal = None
     if case.final_states:
         dfinal = torch.randn(case.batch, case.width - 1, case.dim, generator=generator).to(
             device=device, dtype=dtype).transpose(1, 2)
-    ref_out, ref_final, ref_grads = conv_reference(inputs, case, dout, dfinal)
+    ref_out, ref_final, ref_grads = conv_reference(inputs, case, dout, dfinal, seq_idx)
 
     def forward() -> Tuple[Dict[str, Any], Dict[str, Any]]:
         with nan_poisoned_memory():
-            out, final = module.causal_conv1d_forward(x, inputs["weight"], inputs["bias"], None,
+            out, final = module.causal_conv1d_forward(x, inputs["weight"], inputs["bias"], seq_idx,
                                                       inputs["initial_states"], case.final_states, case.silu)
         return {"out": out, "final_states": final}, {"out": ref_out, "final_states": ref_final}
 
     def backward_() -> Tuple[Dict[str, Any], Dict[str, Any]]:
         with nan_poisoned_memory():
-            grads = module.causal_conv1d_backward(x, inputs["weight"], inputs["bias"], dout, None,
+            grads = module.causal_conv1d_backward(x, inputs["weight"], inputs["bias"], dout, seq_idx,
                                                   inputs["initial_states"], dfinal, case.silu)
         return dict(zip(CONV_GRADS, grads)), ref_grads
 

@@ -119,6 +119,26 @@ if triton is not None:
         tl.store(final_b + offs_d[:, None] * s_fd + j[None, :] * s_fl, v.to(final_b.dtype.element_ty), mask=mf)
 
     @triton.jit
+    def _put_weight_grads(dw_ptr, db_ptr, part_ptr, dws, db, offs_d, mask_d, dim,
+                          W: tl.constexpr, HAS_BIAS: tl.constexpr, DET: tl.constexpr):
+        """This program's weight gradients (dws[k]: tap k) and bias gradient, (BD,) each: added into the
+        fp32 dw (dim, W) and db (dim,) with atomics, or, in deterministic mode, stored into the program's
+        own slot of the partial buffer ((batch, program along time), W + 1, dim), which the host then sums
+        in a fixed order (float atomics add in whatever order the programs arrive)."""
+        if DET:
+            row = tl.program_id(2).to(tl.int64) * tl.num_programs(0) + tl.program_id(0)
+            slot = part_ptr + row * (W + 1) * dim + offs_d
+            for k in tl.static_range(W):
+                tl.store(slot + k * dim, dws[k], mask=mask_d)
+            if HAS_BIAS:
+                tl.store(slot + W * dim, db, mask=mask_d)
+        else:
+            for k in tl.static_range(W):
+                tl.atomic_add(dw_ptr + offs_d * W + k, dws[k], mask=mask_d, sem="relaxed")
+            if HAS_BIAS:
+                tl.atomic_add(db_ptr + offs_d, db, mask=mask_d, sem="relaxed")
+
+    @triton.jit
     def _split8(t):
         """The 8 columns of a (..., 8) tile, in order (register moves only)."""
         e, o = tl.split(tl.reshape(t, t.shape[:-1] + (4, 2)))
@@ -219,10 +239,10 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["L_class"])  # a key for the autotuner, not a variant
     def _conv_bwd_rows_kernel(
-        x_ptr, w_ptr, bias_ptr, dout_ptr, dx_ptr, dw_ptr, db_ptr,
+        x_ptr, w_ptr, bias_ptr, dout_ptr, dx_ptr, dw_ptr, db_ptr, part_ptr,
         dim, L, L_class, s_xb, s_xd, s_wd, s_ww, s_gb, s_gd, s_ob, s_od,
-        W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BD: tl.constexpr, R: tl.constexpr,
-        S: tl.constexpr, RW: tl.constexpr,
+        W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, DET: tl.constexpr, BD: tl.constexpr,
+        R: tl.constexpr, S: tl.constexpr, RW: tl.constexpr,
     ):
         # No initial states, seq_idx or final-state gradient (those take the general kernel).
         # dx has strides (s_ob, s_od, 1); dw (dim, W) and db (dim,) are fp32, contiguous.
@@ -282,11 +302,11 @@ if triton is not None:
                 for j in tl.static_range(RW):
                     db += gm[j]
         # one reduction over the rows and one atomic per channel and tap, for all S tiles
-        dws = (dw0, dw1, dw2, dw3)
+        dws4 = (dw0, dw1, dw2, dw3)
+        dws = ()
         for k in tl.static_range(W):
-            tl.atomic_add(dw_ptr + offs_d * W + k, tl.sum(dws[k], axis=1), mask=mask_d, sem="relaxed")
-        if HAS_BIAS:
-            tl.atomic_add(db_ptr + offs_d, tl.sum(db, axis=1), mask=mask_d, sem="relaxed")
+            dws = dws + (tl.sum(dws4[k], axis=1),)
+        _put_weight_grads(dw_ptr, db_ptr, part_ptr, dws, tl.sum(db, axis=1), offs_d, mask_d, dim, W, HAS_BIAS, DET)
 
     @triton.jit
     def _step(ptr, t, L, s_l, mask_d):
@@ -300,9 +320,10 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["L_class"])  # a key for the autotuner, not a variant
     def _conv_bwd_steps_kernel(
-        x_ptr, w_ptr, bias_ptr, dout_ptr, dx_ptr, dw_ptr, db_ptr,
+        x_ptr, w_ptr, bias_ptr, dout_ptr, dx_ptr, dw_ptr, db_ptr, part_ptr,
         dim, L, L_class, s_xb, s_xl, s_wd, s_ww, s_gb, s_gl, s_ob, s_ol,
-        W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
+        W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, DET: tl.constexpr, BD: tl.constexpr,
+        T: tl.constexpr,
     ):
         # Channel-last (x, dout and dx with unit channel stride), no initial states, seq_idx or
         # final-state gradient. Each thread holds a vector of channels and walks T steps back in time,
@@ -361,22 +382,25 @@ if triton is not None:
             db += g
             g3, g2, g1 = g2, g1, g
             xa, xb, xc, xd = _step(x_b, t - 4, L, s_xl, mask_d), xa, xb, xc
-        dws = (dw0, dw1, dw2, dw3)
+        dws4 = (dw0, dw1, dw2, dw3)
+        dws = ()
         for k in tl.static_range(W):
-            tl.atomic_add(dw_ptr + offs_d * W + k, dws[4 - W + k], mask=mask_d, sem="relaxed")
-        if HAS_BIAS:
-            tl.atomic_add(db_ptr + offs_d, db, mask=mask_d, sem="relaxed")
+            dws = dws + (dws4[4 - W + k],)
+        _put_weight_grads(dw_ptr, db_ptr, part_ptr, dws, db, offs_d, mask_d, dim, W, HAS_BIAS, DET)
 
     @triton.jit(do_not_specialize=["L_class"])  # a key for the autotuner, not a variant
     def _conv_bwd_kernel(
-        x_ptr, w_ptr, bias_ptr, seq_ptr, init_ptr, dout_ptr, dfinal_ptr, dx_ptr, dw_ptr, db_ptr, dinit_ptr,
+        x_ptr, w_ptr, bias_ptr, seq_ptr, init_ptr, dout_ptr, dfinal_ptr, dx_ptr, dw_ptr, db_ptr, part_ptr, dinit_ptr,
         dim, L, L_class, s_xb, s_xd, s_xl, s_wd, s_ww, s_gb, s_gd, s_gl, s_ib, s_id, s_il, s_fb, s_fd, s_fl, s_sb, s_sl,
+        s_ob, s_od, s_ol, s_jb, s_jd, s_jl,
         W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, HAS_INIT: tl.constexpr,
-        HAS_DFINAL: tl.constexpr, SILU: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr,
+        HAS_DFINAL: tl.constexpr, SILU: tl.constexpr, DET: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr,
     ):
         # Positions p of this tile; with initial states the grid starts at -(W-1), where the
         # "dx" of the extended input is the initial states' gradient.
-        # dx has x's strides; dinit has init's strides; dw (dim, W) and db (dim,) are fp32, contiguous.
+        # dx and dinit have their own strides (s_o*, s_j*): a caller's buffer, or empty_like of a
+        # strided x, need not have x's (causal-conv1d's backward allocates dx dense, x may be a
+        # slice of a wider tensor); dw (dim, W) and db (dim,) are fp32, contiguous.
         pid_l = tl.program_id(0)
         pid_d = tl.program_id(1)
         pid_b = tl.program_id(2).to(tl.int64)
@@ -430,20 +454,20 @@ if triton is not None:
             dx += tl.load(dfinal_ptr + pid_b * s_fb + offs_d[:, None] * s_fd + j[None, :] * s_fl,
                           mask=mf, other=0.0).to(tl.float32)
         m2 = mask_d[:, None] & ((p >= 0) & (p < L))[None, :]
-        tl.store(dx_ptr + pid_b * s_xb + offs_d[:, None] * s_xd + p[None, :] * s_xl,
+        tl.store(dx_ptr + pid_b * s_ob + offs_d[:, None] * s_od + p[None, :] * s_ol,
                  dx.to(dx_ptr.dtype.element_ty), mask=m2)
         if HAS_INIT:
             mi = mask_d[:, None] & ((p < 0) & (p >= 1 - W))[None, :]
-            tl.store(dinit_ptr + pid_b * s_ib + offs_d[:, None] * s_id + (p + W - 1)[None, :] * s_il,
+            tl.store(dinit_ptr + pid_b * s_jb + offs_d[:, None] * s_jd + (p + W - 1)[None, :] * s_jl,
                      dx.to(dinit_ptr.dtype.element_ty), mask=mi)
         # Weight and bias gradients: sum over this tile, then one atomic per channel and tap.
+        dws = ()
         for k in tl.static_range(W):
             xk = X[k]
             if HAS_SEQ:
                 xk = tl.where((S[k] == cur)[None, :], xk, 0.0)
-            tl.atomic_add(dw_ptr + offs_d * W + k, tl.sum(g0 * xk, axis=1), mask=mask_d, sem="relaxed")
-        if HAS_BIAS:
-            tl.atomic_add(db_ptr + offs_d, tl.sum(g0, axis=1), mask=mask_d, sem="relaxed")
+            dws = dws + (tl.sum(g0 * xk, axis=1),)
+        _put_weight_grads(dw_ptr, db_ptr, part_ptr, dws, tl.sum(g0, axis=1), offs_d, mask_d, dim, W, HAS_BIAS, DET)
 
     @triton.jit
     def _conv_update_kernel(
@@ -550,6 +574,20 @@ if triton is not None:
                       restore_value=["dw_ptr", "db_ptr"])
     _bwd_steps = _make(_conv_bwd_steps_kernel, _BWD_STEPS_CONFIGS, _STEPS_INTERPRET_CONFIG, ("BD", "T"),
                        restore_value=["dw_ptr", "db_ptr"])
+
+
+def _make_det(kernel, table, interpret=_INTERPRET_CONFIG, names=("BD", "BL")):
+    """Deterministic mode's tuner and its config's parameters: one config (the table's first, the
+    interpreter's under it), so the number of programs along time, which sizes the buffer of partial
+    weight gradients, is known before the launch."""
+    entry = interpret if tu.INTERPRET else table[0]
+    return _make(kernel, [entry], entry, names), dict(zip(names, entry[:-1]))
+
+
+if triton is not None:
+    _bwd_det = {k: _make_det(_conv_bwd_kernel, v) for k, v in _BWD_CONFIGS.items()}
+    _bwd_rows_det = _make_det(_conv_bwd_rows_kernel, _BWD_ROWS_CONFIGS, _BWD_ROWS_INTERPRET_CONFIG, ("BD", "R", "S"))
+    _bwd_steps_det = _make_det(_conv_bwd_steps_kernel, _BWD_STEPS_CONFIGS, _STEPS_INTERPRET_CONFIG, ("BD", "T"))
 
 
 def _rows_grid(batch: int, dim: int, L: int):  # noqa: ANN202
@@ -662,7 +700,8 @@ def causal_conv1d_backward(
     plain = seq_idx is None and initial_states is None and dfinal_states is None
     # rows kernel: channel-first with unit time stride; steps kernel: unit channel stride (channel-last);
     # either reads dout and writes dx with any other strides (mamba_inner_fn's dout is a transposed
-    # matmul result, unlike x). The general kernel wants x's strides, for coalesced loads.
+    # matmul result, unlike x). The general kernel wants dout in x's strides, for coalesced loads, and
+    # writes dx and dinit with their own strides.
     rows = plain and layout == "first" and xs[2] == 1
     steps = plain and layout == "last"
     unit = 2 if rows else 1 if steps else None
@@ -672,42 +711,75 @@ def causal_conv1d_backward(
         gs = dout.stride()
     if dx is not None:
         _buffer(dx, x, "dx")
-    if dx is None or not (dx.stride(unit) == 1 if unit is not None else dx.stride() == xs):
+    if dx is None or (unit is not None and dx.stride(unit) != 1):
         dx = torch.empty_like(x)
     ot = dx.stride()
     dw, db = _grad_buffers(x, weight, bias, dweight, dbias)
     dinit = torch.empty_like(initial_states) if initial_states is not None else None
+    # deterministic mode (torch.use_deterministic_algorithms): partial sums per program instead of atomics
+    det = torch.are_deterministic_algorithms_enabled()
+    part = None
     if rows:
+        rw = _row_width(x)
+        kernel = _bwd_rows
+        if det:
+            kernel, cfg = _bwd_rows_det
+            part = _partials(batch * grid_size(L, rw * cfg["R"] * cfg["S"]), W, dim, x.device)
         tu.launch_tuned(
-            _bwd_rows, (dim, L_class, W, x.dtype), _rows_grid(batch, dim, L),
+            kernel, (dim, L_class, W, x.dtype), _rows_grid(batch, dim, L),
             x, weight, bias if bias is not None else x, dout, dx, dw, db if db is not None else dw,
+            part if part is not None else dw,
             dim, L, L_class, xs[0], xs[1], *weight.stride(), gs[0], gs[1], ot[0], ot[1],
-            W=W, HAS_BIAS=bias is not None, SILU=bool(silu), RW=_row_width(x),
+            W=W, HAS_BIAS=bias is not None, SILU=bool(silu), DET=det, RW=rw,
         )
-        return (dx, *_grad_results(dw, db, weight, bias, dweight), dinit)
-    if steps:
+    elif steps:
+        kernel = _bwd_steps
+        if det:
+            kernel, cfg = _bwd_steps_det
+            part = _partials(batch * grid_size(L, cfg["T"]), W, dim, x.device)
         tu.launch_tuned(
-            _bwd_steps, (dim, L_class, W, x.dtype), lambda m: (grid_size(L, m["T"]), grid_size(dim, m["BD"]), batch),
+            kernel, (dim, L_class, W, x.dtype), lambda m: (grid_size(L, m["T"]), grid_size(dim, m["BD"]), batch),
             x, weight, bias if bias is not None else x, dout, dx, dw, db if db is not None else dw,
+            part if part is not None else dw,
             dim, L, L_class, xs[0], xs[2], *weight.stride(), gs[0], gs[2], ot[0], ot[2],
-            W=W, HAS_BIAS=bias is not None, SILU=bool(silu),
+            W=W, HAS_BIAS=bias is not None, SILU=bool(silu), DET=det,
         )
-        return (dx, *_grad_results(dw, db, weight, bias, dweight), dinit)
-    s_sb, s_sl = _seq_args(seq_idx, initial_states)
-    si, sf = _strides3(initial_states), _strides3(dfinal_states)
-    pad = W - 1 if initial_states is not None else 0  # the grid also covers the initial states
-    grid = lambda m: (grid_size(L + pad, m["BL"]), grid_size(dim, m["BD"]), batch)  # noqa: E731
-    tu.launch_tuned(
-        _bwd[layout], (dim, L_class, W, x.dtype, pad), grid,
-        x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
-        initial_states if initial_states is not None else x, dout,
-        dfinal_states if dfinal_states is not None else x, dx, dw, db if db is not None else dw,
-        dinit if dinit is not None else x,
-        dim, L, L_class, *xs, *weight.stride(), *gs, *si, *sf, s_sb, s_sl,
-        W=W, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, HAS_INIT=initial_states is not None,
-        HAS_DFINAL=dfinal_states is not None, SILU=bool(silu),
-    )
+    else:
+        s_sb, s_sl = _seq_args(seq_idx, initial_states)
+        si, sf = _strides3(initial_states), _strides3(dfinal_states)
+        pad = W - 1 if initial_states is not None else 0  # the grid also covers the initial states
+        kernel = _bwd[layout]
+        if det:
+            kernel, cfg = _bwd_det[layout]
+            part = _partials(batch * grid_size(L + pad, cfg["BL"]), W, dim, x.device)
+        tu.launch_tuned(
+            kernel, (dim, L_class, W, x.dtype, pad),
+            lambda m: (grid_size(L + pad, m["BL"]), grid_size(dim, m["BD"]), batch),
+            x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
+            initial_states if initial_states is not None else x, dout,
+            dfinal_states if dfinal_states is not None else x, dx, dw, db if db is not None else dw,
+            part if part is not None else dw, dinit if dinit is not None else x,
+            dim, L, L_class, *xs, *weight.stride(), *gs, *si, *sf, s_sb, s_sl, *ot, *_strides3(dinit),
+            W=W, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, HAS_INIT=initial_states is not None,
+            HAS_DFINAL=dfinal_states is not None, SILU=bool(silu), DET=det,
+        )
+    if part is not None:
+        _add_partials(part, dw, db, W)
     return (dx, *_grad_results(dw, db, weight, bias, dweight), dinit)
+
+
+def _partials(programs: int, W: int, dim: int, device: torch.device) -> torch.Tensor:
+    """Deterministic mode's buffer of weight and bias gradients per program along (batch, time): every
+    slot is written (the channel blocks cover dim), so it needs no zeroing."""
+    return torch.empty(programs, W + 1, dim, device=device, dtype=torch.float32)
+
+
+def _add_partials(part: torch.Tensor, dw: torch.Tensor, db: Optional[torch.Tensor], W: int) -> None:
+    """dw, db += the partial sums, reduced in a fixed order (torch's sum over one axis is deterministic)."""
+    total = part.sum(0)
+    dw.add_(total[:W].t())
+    if db is not None:
+        db.add_(total[W])
 
 
 def _grad_buffers(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
