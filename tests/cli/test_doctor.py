@@ -57,9 +57,19 @@ def test_nano_needs_swap_for_building() -> None:
 
 
 def test_broken_interpreter_is_reported_not_raised(tmp_path: Path) -> None:
-    data = as_json(doctor("--json", "--python", str(tmp_path / "missing-python")))
+    broken = tmp_path / "broken-python"
+    broken.write_text("#!/bin/sh\necho 'this interpreter is broken' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    data = as_json(doctor("--json", "--python", str(broken)))
     assert data["torch"]["version"] is None
     assert "torch-missing" in [f["id"] for f in data["findings"]]
+
+
+def test_missing_interpreter_is_a_usage_error(tmp_path: Path) -> None:
+    done = doctor("--json", "--python", str(tmp_path / "missing-python"))
+    assert done.returncode == 2
+    error = json.loads(done.stdout)
+    assert "no such interpreter" in error["message"] and "--python" in error["fix"]
 
 
 def test_human_output() -> None:
