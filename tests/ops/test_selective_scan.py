@@ -218,3 +218,33 @@ def test_compiled_forward_x_gets_fixed_B_states_right(kernel_like_scan: Any, mon
     close(x, ref, torch.float32, "x")
     with pytest.raises(ValueError, match="every 2048 steps"):
         cuda.selective_scan_forward_x(*args, delta_softplus=True, every=1024)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="reproducibility on a GPU needs a GPU")
+@pytest.mark.parametrize("bc", ["variable", "fixed", "grouped"])
+def test_torch_backends_are_bitwise_reproducible_in_deterministic_mode_on_gpu(
+        bc: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The portable backwards (this scan, and the conv's) sum with torch reductions, matmuls and Python-ordered
+    adds, no index_add_/scatter_add_: with torch.use_deterministic_algorithms(True) 20 runs at a real shape
+    (4 x 1024 x 2048, dstate 16, bf16) give bitwise equal gradients. Deterministic mode makes torch refuse
+    cuBLAS (the scan's bmm) unless CUBLAS_WORKSPACE_CONFIG is set, as torch documents."""
+    from jetson_mamba.ops.causal_conv1d import torch as conv_torch
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    inp = make_inputs(4, 1024, 2048, 16, bc, torch.bfloat16, True, True, True, groups=4)
+    args = [None if inp[k] is None else inp[k].cuda() for k in NAMES]  # type: ignore[union-attr]
+    dout = torch.randn(args[0].shape, device="cuda", generator=torch.Generator("cuda").manual_seed(2))
+    x, w = args[0].transpose(1, 2).contiguous().transpose(1, 2), torch.randn(1024, 4, device="cuda")
+    old = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        runs = [(scan_torch.selective_scan_backward(*args, True, dout.to(torch.bfloat16)),
+                 conv_torch.causal_conv1d_backward(x, w, args[5], dout.to(x.dtype), None, None, None, True))
+                for _ in range(20)]
+    finally:
+        torch.use_deterministic_algorithms(old)
+    for scan_grads, conv_grads in runs[1:]:
+        for name, a, c in zip(("du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias", "dz", "dx", "dweight",
+                               "dbias"), [*scan_grads, *conv_grads], [*runs[0][0], *runs[0][1]]):
+            assert (a is None and c is None) or torch.equal(a, c), f"{name} differs between runs"

@@ -63,6 +63,7 @@ def compile_for(kernel: Any, arch: int, consts: Dict[str, Any], num_warps: int, 
 
 SCAN = dict(B_VAR=True, C_VAR=True, B_UNIFORM=True, C_UNIFORM=True, HAS_D=True, HAS_Z=True, HAS_BIAS=True,
             SOFTPLUS=True, BN=16, s_ul=1, s_dl=1, s_zl=1, s_Bl=1, s_Cl=1)
+SCAN_BWD = dict(SCAN, DET=False, B_SLOTS=1, C_SLOTS=1)
 CONV = dict(W=4, HAS_BIAS=True, HAS_SEQ=False, HAS_INIT=True, SILU=True)
 
 
@@ -81,7 +82,11 @@ VARIANTS = {
                  scan._FWD_CONFIGS[0][2]),
     # a batch-1 candidate, the longest slab, writing the stand-ins' chunk states x
     "scan-fwd-narrow-x": (scan._fwd, dict(SCAN, BD=2, T=32, s_ol=1, HAS_X=True), 1),
-    "scan-bwd": (scan._bwd, dict(SCAN, **_scan_cfg(scan._BWD_CONFIGS), s_gl=1, HAS_OUTZ=True), scan._BWD_CONFIGS[0][2]),
+    "scan-bwd": (scan._bwd, dict(SCAN_BWD, **_scan_cfg(scan._BWD_CONFIGS), s_gl=1, HAS_OUTZ=True),
+                 scan._BWD_CONFIGS[0][2]),
+    # deterministic mode, B's groups straddling channel blocks (3 group slots per block)
+    "scan-bwd-det": (scan._bwd_det, dict(SCAN_BWD, **_scan_cfg(scan._BWD_CONFIGS), s_gl=1, HAS_OUTZ=True, DET=True,
+                                         B_UNIFORM=False, B_SLOTS=3), scan._BWD_CONFIGS[0][2]),
     "conv-fwd": (conv._fwd["first"], dict(CONV, HAS_FINAL=True, **_conv_cfg(conv._FWD_CONFIGS["first"]), s_xl=1), 4),
     "conv-bwd": (conv._bwd["last"], dict(CONV, HAS_DFINAL=True, **_conv_cfg(conv._BWD_CONFIGS["last"]), s_xd=1), 4),
     "conv-fwd-rows": (conv._fwd_rows, dict(W=4, HAS_BIAS=True, HAS_INIT=True, HAS_FINAL=True, SILU=True, RW=8,

@@ -10,7 +10,17 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 import torch
-from test_triton_interpreted import DEVICE, GPU, Launch, assert_close, launches, nan_poison, needs_triton  # noqa: F401
+from test_triton_interpreted import (  # noqa: F401
+    DEVICE,
+    GPU,
+    Launch,
+    assert_close,
+    atomics,
+    deterministic,
+    launches,
+    nan_poison,
+    needs_triton,
+)
 
 from jetson_mamba.errors import BackendUnavailableError
 from jetson_mamba.ops import selective_scan_fn
@@ -259,6 +269,82 @@ def test_lengths_of_one_power_of_two_class_tune_once() -> None:
 
     assert "L" not in backend._fwd.keys and "L" not in backend._bwd.keys
     assert key(1000) == key(1024) != key(1025)
+
+
+# Every way a gradient is summed across programs: fixed B/C (over batch rows), variable B/C (over channel
+# blocks), groups that a channel block lies in (vmamba-K4) or straddles (nonuniform, per-channel), mixed.
+DET_CASES = {
+    "fixed-BC": (2, 6, 19, 5, "fixed", "fixed", 1),
+    "var-BC": (2, 5, 23, 4, "var", "var", 1),
+    "grouped-nonuniform": (2, 6, 13, 4, "grouped", "grouped", 2),
+    "grouped-uniform": (2, 8, 21, 4, "grouped", "grouped", 4),
+    "per-channel-B-var-C": (1, 4, 9, 3, "grouped", "var", 4),
+    "var-B-fixed-C": (2, 4, 11, 2, "var", "fixed", 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DET_CASES))
+def test_deterministic_mode_sums_gradients_without_atomics(case: str, launches: List[Launch],  # noqa: F811
+                                                           atomics: List[int], deterministic: None,  # noqa: F811
+                                                           nan_poison: None) -> None:  # noqa: F811
+    """With torch.use_deterministic_algorithms(True) each backward program stores its sums (dA, dD,
+    ddelta_bias, fixed dB/dC per batch row; variable/grouped dB/dC per channel block) into its own slots
+    and the host adds them in a fixed order: no atomics, the deterministic kernel, the reference's numbers."""
+    from jetson_mamba.ops.selective_scan import triton as backend
+
+    batch, dim, L, N, bl, cl, groups = DET_CASES[case]
+    check(make_inputs(batch, dim, L, N, bl, cl, torch.float32, groups), ALL, True, TOL[torch.float32])
+    assert not atomics, f"{len(atomics)} atomics in deterministic mode"
+    assert [launch.kernel for launch in launches] == [backend._fwd, backend._bwd_det]
+
+
+def test_default_mode_keeps_the_atomics(launches: List[Launch], atomics: List[int]) -> None:  # noqa: F811
+    """Outside deterministic mode the backward still adds its gradients with atomics (the fast path)."""
+    from jetson_mamba.ops.selective_scan import triton as backend
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    check(make_inputs(*DET_CASES["grouped-nonuniform"][:6], torch.float32, 2), ALL, True, TOL[torch.float32])
+    assert atomics
+    assert [launch.kernel for launch in launches] == [backend._fwd, backend._bwd]
+
+
+def test_group_sums_add_each_groups_blocks_in_order() -> None:
+    """The host's reduction of straddling groups, on numbers whose sum shows where each slot went: blocks
+    of 8 channels, groups of 3 (a block touches up to 4 groups; group 2 spans blocks 0 and 1)."""
+    from jetson_mamba.ops.selective_scan import triton as backend
+
+    groups, dpg, bd = 8, 3, backend._DET_CONFIG[0]
+    dim = groups * dpg
+    blocks, slots = -(-dim // bd), backend._slots(groups, dpg, bd)
+    per_channel = torch.randn(2, dim, 3, 5, dtype=torch.float64)
+    part = torch.zeros(2, blocks, slots, 3, 5, dtype=torch.float64)
+    for c in range(dim):
+        j = c // bd
+        part[:, j, c // dpg - j * bd // dpg] += per_channel[:, c]
+    expect = per_channel.view(2, groups, dpg, 3, 5).sum(2)
+    torch.testing.assert_close(backend._group_sums(part.to(DEVICE), groups, dpg).cpu(), expect)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="reproducibility of GPU atomics needs a GPU")
+@pytest.mark.parametrize("layout", ["var", "fixed", "grouped-4", "grouped-256"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_deterministic_mode_is_bitwise_reproducible_on_gpu(layout: str, dtype: torch.dtype,
+                                                           deterministic: None) -> None:  # noqa: F811
+    """4 x 1024 x 2048, dstate 16 with D, z and delta_bias, 20 backwards: every gradient bitwise equal.
+    grouped-256: 4 channels per group, so each channel block of the kernel straddles groups."""
+    from jetson_mamba.ops.selective_scan import triton as backend
+
+    bl = layout.split("-")[0]
+    groups = int(layout.split("-")[1]) if bl == "grouped" else 1
+    inp = make_inputs(4, 1024, 2048, 16, bl, bl, dtype, groups)
+    args = [inp[k] for k in ARGS]
+    dout = torch.randn(inp["u"].shape, device="cuda", generator=torch.Generator("cuda").manual_seed(2)).to(dtype)
+    first = backend.selective_scan_backward(*args, True, dout)
+    for _ in range(19):
+        again = backend.selective_scan_backward(*args, True, dout)
+        for name, a, c in zip(("du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias", "dz"), again, first):
+            assert torch.equal(a, c), f"{name} differs between runs"
 
 
 REAL = {

@@ -12,7 +12,9 @@ The backward first runs the recurrence forward once, keeping only the state at e
 boundary (batch x dim x L/T x N floats, not the L x N history), then walks the chunks in reverse:
 it recomputes the chunk's states from its boundary state and runs the adjoint recurrence
 g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1} as a reverse scan. Gradients that sum over channels
-(variable B and C) or over batch rows (A, D, delta_bias, fixed B and C) go through fp32 atomics.
+(variable B and C) or over batch rows (A, D, delta_bias, fixed B and C) go through fp32 atomics, or, in
+deterministic mode (torch.use_deterministic_algorithms), into per-program slots that the host adds up in a
+fixed order: float atomics add in whatever order the programs arrive, so their sums change run to run.
 """
 
 from __future__ import annotations
@@ -178,11 +180,25 @@ if triton is not None:
         return tl.sum(tl.where(offs_t[:, None, None] == T - 1, x, 0.0), axis=0)
 
     @triton.jit
-    def _add_bc_grad(acc_ptr, grad, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, dpg,
-                     s_b, s_g, s_n, s_l, BD: tl.constexpr, UNIFORM: tl.constexpr):
-        """Accumulate a variable/grouped B or C gradient (T, BN, BD) into its fp32 buffer."""
+    def _add_bc_grad(acc_ptr, part_ptr, grad, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, dpg, N, L,
+                     s_b, s_g, s_n, s_l, BD: tl.constexpr, UNIFORM: tl.constexpr, DET: tl.constexpr,
+                     SLOTS: tl.constexpr):
+        """Accumulate a variable/grouped B or C gradient (T, BN, BD) into its fp32 buffer; in deterministic
+        mode store this program's sums over its channels of each group instead, into its own SLOTS rows
+        ((batch, channel block, slot, N, L), slot s: the block's first group + s) of the partial buffer."""
         base = acc_ptr + pid_b * s_b
-        if UNIFORM:
+        if DET:
+            row = (pid_b * tl.num_programs(0) + tl.program_id(0)) * SLOTS
+            p = part_ptr + row * N * L + offs_n[None, :] * L + tt[:, None]
+            m = mask_t[:, None] & mask_n[None, :]
+            if UNIFORM:
+                tl.store(p, tl.sum(grad, axis=2), mask=m)
+            else:
+                local = offs_d // dpg - (tl.program_id(0) * BD) // dpg
+                for s in tl.static_range(SLOTS):
+                    sel = (local == s) & mask_d
+                    tl.store(p + s * N * L, tl.sum(tl.where(sel[None, None, :], grad, 0.0), axis=2), mask=m)
+        elif UNIFORM:
             g = (tl.program_id(0) * BD) // dpg
             p = base + g * s_g + tt[:, None] * s_l + offs_n[None, :] * s_n
             tl.atomic_add(p, tl.sum(grad, axis=2), mask=mask_t[:, None] & mask_n[None, :], sem="relaxed")
@@ -193,20 +209,24 @@ if triton is not None:
             tl.atomic_add(p, grad, mask=m, sem="relaxed")
 
     @triton.heuristics({
-        "B_UNIFORM": lambda a: a["G_B"] == 1 or a["DPG_B"] % a["BD"] == 0,
-        "C_UNIFORM": lambda a: a["G_C"] == 1 or a["DPG_C"] % a["BD"] == 0,
+        "B_UNIFORM": lambda a: _uniform(a["G_B"], a["DPG_B"], a["BD"]),
+        "C_UNIFORM": lambda a: _uniform(a["G_C"], a["DPG_C"], a["BD"]),
+        "B_SLOTS": lambda a: _slots(a["G_B"], a["DPG_B"], a["BD"]),
+        "C_SLOTS": lambda a: _slots(a["G_C"], a["DPG_C"], a["BD"]),
     })
     @triton.jit(do_not_specialize=["batch_class", "L_class"])  # keys for the autotuner, not variants
     def _ssm_bwd_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr,
         du_ptr, ddelta_ptr, dz_ptr, outz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+        part_ptr, bpart_ptr, cpart_ptr,
         dim, L, N, G_B, G_C, DPG_B, DPG_C, batch_class, L_class, s_ck,
         s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl, s_ob, s_od, s_ol,
         s_wb, s_wd, s_wl, s_ad, s_an,
         s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
         B_VAR: tl.constexpr, C_VAR: tl.constexpr, B_UNIFORM: tl.constexpr, C_UNIFORM: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_OUTZ: tl.constexpr, HAS_BIAS: tl.constexpr,
-        SOFTPLUS: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, T: tl.constexpr,
+        SOFTPLUS: tl.constexpr, DET: tl.constexpr, B_SLOTS: tl.constexpr, C_SLOTS: tl.constexpr,
+        BD: tl.constexpr, BN: tl.constexpr, T: tl.constexpr,
     ):
         # Same (T, BN, BD) tiles as the forward. dB/dC buffers are fp32 and laid out like B/C
         # (fixed: (dim, N) through s_*g, s_*n). Strides: dout s_g*, du/ddelta/out_z s_o* (delta's
@@ -288,8 +308,8 @@ if triton is not None:
             dxx = dy[:, None, :] * Ct
             dC = dy[:, None, :] * xx
             if C_VAR:
-                _add_bc_grad(dC_ptr, dC, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_C,
-                             s_Cb, s_Cg, s_Cn, s_Cl, BD, C_UNIFORM)
+                _add_bc_grad(dC_ptr, cpart_ptr, dC, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_C, N, L,
+                             s_Cb, s_Cg, s_Cn, s_Cl, BD, C_UNIFORM, DET, C_SLOTS)
             else:
                 dCf_acc += tl.sum(dC, axis=0)
             # exp(delta_{t+1} A): delta one step on, shifted inside each thread (_next_row); 0 in the
@@ -300,8 +320,8 @@ if triton is not None:
             p_next = tl.sum(tl.where(offs_t[:, None, None] == 0, dA * gg, 0.0), axis=0)
             dB = gg * (dl * uu)[:, None, :]
             if B_VAR:
-                _add_bc_grad(dB_ptr, dB, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B,
-                             s_Bb, s_Bg, s_Bn, s_Bl, BD, B_UNIFORM)
+                _add_bc_grad(dB_ptr, bpart_ptr, dB, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B, N, L,
+                             s_Bb, s_Bg, s_Bn, s_Bl, BD, B_UNIFORM, DET, B_SLOTS)
             else:
                 dBf_acc += tl.sum(dB, axis=0)
             gB = tl.sum(gg * Bt, axis=1)
@@ -316,17 +336,30 @@ if triton is not None:
             tl.store(du_ptr + oo, du.to(du_ptr.dtype.element_ty), mask=m2)
             tl.store(ddelta_ptr + oo, ddl.to(ddelta_ptr.dtype.element_ty), mask=m2)
 
-        tl.atomic_add(dA_ptr + pnd, dA_acc, mask=m_nd, sem="relaxed")
-        if not B_VAR:
-            tl.atomic_add(dB_ptr + offs_n[:, None] * s_Bn + offs_d[None, :] * s_Bg, dBf_acc, mask=m_nd,
-                          sem="relaxed")
-        if not C_VAR:
-            tl.atomic_add(dC_ptr + offs_n[:, None] * s_Cn + offs_d[None, :] * s_Cg, dCf_acc, mask=m_nd,
-                          sem="relaxed")
-        if HAS_D:
-            tl.atomic_add(dD_ptr + offs_d, dD_acc, mask=mask_d, sem="relaxed")
-        if HAS_BIAS:
-            tl.atomic_add(dbias_ptr + offs_d, dbias_acc, mask=mask_d, sem="relaxed")
+        if DET:  # this batch row's sums, into its own slot (batch, 3 N + 2, dim) of the partial buffer
+            slot = part_ptr + pid_b * (3 * N + 2) * dim + offs_n[:, None] * dim + offs_d[None, :]
+            tl.store(slot, dA_acc, mask=m_nd)
+            if not B_VAR:
+                tl.store(slot + N * dim, dBf_acc, mask=m_nd)
+            if not C_VAR:
+                tl.store(slot + 2 * N * dim, dCf_acc, mask=m_nd)
+            row = part_ptr + pid_b * (3 * N + 2) * dim + 3 * N * dim + offs_d
+            if HAS_D:
+                tl.store(row, dD_acc, mask=mask_d)
+            if HAS_BIAS:
+                tl.store(row + dim, dbias_acc, mask=mask_d)
+        else:
+            tl.atomic_add(dA_ptr + pnd, dA_acc, mask=m_nd, sem="relaxed")
+            if not B_VAR:
+                tl.atomic_add(dB_ptr + offs_n[:, None] * s_Bn + offs_d[None, :] * s_Bg, dBf_acc, mask=m_nd,
+                              sem="relaxed")
+            if not C_VAR:
+                tl.atomic_add(dC_ptr + offs_n[:, None] * s_Cn + offs_d[None, :] * s_Cg, dCf_acc, mask=m_nd,
+                              sem="relaxed")
+            if HAS_D:
+                tl.atomic_add(dD_ptr + offs_d, dD_acc, mask=mask_d, sem="relaxed")
+            if HAS_BIAS:
+                tl.atomic_add(dbias_ptr + offs_d, dbias_acc, mask=mask_d, sem="relaxed")
 
 # (BD, T, num_warps), the autotuner's candidates (first: used alone with JETSON_MAMBA_TRITON_AUTOTUNE=0).
 # Small T and few warps keep each thread's (T x states) slab in registers; all compile for sm_87.
@@ -356,6 +389,20 @@ _KEY = ["dim", "L_class", "N", "G_B", "G_C", "DPG_B", "DPG_C", "batch_class"]
 _fwd = _tuned(_ssm_fwd_kernel, _configs(_FWD_CONFIGS), _KEY) if triton is not None else None
 _bwd = _tuned(_ssm_bwd_kernel, _configs(_BWD_CONFIGS), _KEY,
               reset_to_zero=["dA_ptr", "dB_ptr", "dC_ptr", "dD_ptr", "dbias_ptr"]) if triton is not None else None
+# Deterministic mode's backward: one config (the table's first, the interpreter's under it), so the channel
+# block, which sizes the buffers of partial sums, is known before the launch; nothing to tune or reset.
+_DET_CONFIG = _INTERPRET_CONFIG if tu.INTERPRET else _BWD_CONFIGS[0]
+_bwd_det = _tuned(_ssm_bwd_kernel, _configs([_DET_CONFIG]), _KEY) if triton is not None else None
+
+
+def _uniform(groups: int, dpg: int, bd: int) -> bool:
+    """Whether every channel block of bd channels lies in one B/C group (dpg channels per group)."""
+    return groups == 1 or dpg % bd == 0
+
+
+def _slots(groups: int, dpg: int, bd: int) -> int:
+    """Deterministic mode: the most B/C groups one channel block touches (its rows in the partial buffer)."""
+    return 1 if _uniform(groups, dpg, bd) else min(groups, bd, -(-(bd - 1) // dpg) + 1)
 
 
 def _bc_layout(M: torch.Tensor, dim: int, N: int, name: str) -> Tuple[bool, int, int, Tuple[int, int, int, int]]:
@@ -541,16 +588,78 @@ def _backward(
     max_chunks = grid_size(L, min(c.kwargs["T"] for c in _bwd.configs))
     ckpt = torch.empty((batch, dim, max_chunks, args["BN"]), **f32)
     dummy = du
+    # deterministic mode (torch.use_deterministic_algorithms): partial sums per program instead of atomics
+    det = torch.are_deterministic_algorithms_enabled()
+    part, bpart, cpart = _partials(args, batch, u.device) if det else (None, None, None)
     s_wb, s_wd, s_wl = dz.stride() if dz is not None else (0, 0, 0)
     grid = lambda meta: (grid_size(dim, meta["BD"]), batch)  # noqa: E731
     tu.launch_tuned(
-        _bwd, _launch_key(args, u, delta, B, C), grid,
+        _bwd_det if det else _bwd, _launch_key(args, u, delta, B, C), grid,
         u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
         delta_bias if delta_bias is not None else dummy, dout, ckpt,
         du, ddelta, dz if dz is not None else dummy, out_z if out_z is not None else dummy, dA, dB, dC,
         dD if dD is not None else dummy, dbias if dbias is not None else dummy,
-        s_ck=ckpt.stride(1), s_gb=dout.stride(0), s_gd=dout.stride(1), s_gl=dout.stride(2),
+        part if part is not None else dummy, bpart if bpart is not None else dummy,
+        cpart if cpart is not None else dummy, s_ck=ckpt.stride(1), s_gb=dout.stride(0), s_gd=dout.stride(1), s_gl=dout.stride(2),
         s_ob=du.stride(0), s_od=du.stride(1), s_ol=du.stride(2), s_wb=s_wb, s_wd=s_wd, s_wl=s_wl,
-        SOFTPLUS=bool(delta_softplus), HAS_OUTZ=with_out_z, **args,
+        SOFTPLUS=bool(delta_softplus), HAS_OUTZ=with_out_z, DET=det, **args,
     )
+    if part is not None:
+        _add_partials(args, part, bpart, cpart, dA, dB, dC, dD, dbias)
     return (du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dbias, dz), out_z
+
+
+def _partials(args: Dict[str, Any], batch: int, device: torch.device
+              ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Deterministic mode's buffers of per-program sums: (batch, 3 N + 2, dim) for dA, fixed dB and dC, dD
+    and ddelta_bias (each batch row's program of a channel block writes its own slot), and for variable B
+    and C (batch, channel block, slot, N, L), a block's sums over its channels in each group it touches.
+    Every slot the host reads is written (the channel blocks cover dim), so none needs zeroing."""
+    bd, dim, N, L = _DET_CONFIG[0], args["dim"], args["N"], args["L"]
+    f32 = dict(device=device, dtype=torch.float32)
+    blocks = grid_size(dim, bd)
+    part = torch.empty(batch, 3 * N + 2, dim, **f32)
+    bc = [torch.empty(batch, blocks, _slots(args[f"G_{m}"], args[f"DPG_{m}"], bd), N, L, **f32)
+          if args[f"{m}_VAR"] else None for m in "BC"]
+    return part, bc[0], bc[1]
+
+
+def _add_partials(args: Dict[str, Any], part: torch.Tensor, bpart: Optional[torch.Tensor],
+                  cpart: Optional[torch.Tensor], dA: torch.Tensor, dB: torch.Tensor, dC: torch.Tensor,
+                  dD: Optional[torch.Tensor], dbias: Optional[torch.Tensor]) -> None:
+    """The gradients += the partial sums, reduced in a fixed order (torch's sum over one axis and its
+    gathers are deterministic)."""
+    N = args["N"]
+
+    def rows(lo: int, hi: int) -> torch.Tensor:
+        return part[:, lo:hi].sum(0)
+
+    dA.add_(rows(0, N).t())
+    for grad, bc, m, lo in ((dB, bpart, "B", N), (dC, cpart, "C", 2 * N)):
+        if bc is None:
+            grad.add_(rows(lo, lo + N).t())
+        else:
+            grad.add_(_group_sums(bc, args[f"G_{m}"], args[f"DPG_{m}"]).view_as(grad))
+    if dD is not None:
+        dD.add_(rows(3 * N, 3 * N + 1)[0])
+    if dbias is not None:
+        dbias.add_(rows(3 * N + 1, 3 * N + 2)[0])
+
+
+def _group_sums(bc: torch.Tensor, groups: int, dpg: int) -> torch.Tensor:
+    """(batch, groups, N, L): each group's sum of the channel blocks' partial sums (batch, block, slot, N, L),
+    block by block in order. Blocks within one group: one sum over an axis; else, per step k, every group
+    gathers its k-th block's slot for it (index_add_ would be the one-liner, but adds with atomics on a GPU)."""
+    batch, blocks, slots, N, L = bc.shape
+    bd = _DET_CONFIG[0]
+    if _uniform(groups, dpg, bd):
+        return bc.view(batch, groups, blocks // groups, N, L).sum(2)
+    g = torch.arange(groups)
+    first, last = g * dpg // bd, ((g + 1) * dpg - 1) // bd
+    flat = bc.view(batch, blocks * slots, N, L)
+    total = torch.zeros(batch, groups, N, L, device=bc.device, dtype=bc.dtype)
+    for k in range(int((last - first).max()) + 1):
+        j = torch.minimum(first + k, last)
+        take = flat[:, (j * slots + g - j * bd // dpg).to(bc.device)]
+        total.add_(torch.where((first + k <= last).to(bc.device)[None, :, None, None], take, 0.0))
+    return total
