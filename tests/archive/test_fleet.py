@@ -143,3 +143,12 @@ def test_rewriting_the_index_drops_archs_no_longer_in_the_archive(mixed_archive:
     (mixed_archive / "manifest.json").unlink(missing_ok=True)
     written = write_index(mixed_archive)
     assert list(written["archs"]) == ["9.0"] and not (mixed_archive / "sm87").exists()
+
+
+def test_reindexing_never_follows_an_arch_folder_link_out_of_the_archive(mixed_archive: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "simple").mkdir(parents=True)
+    (outside / "simple/keep.txt").write_text("not ours")
+    (mixed_archive / "sm75").symlink_to(outside)
+    write_index(mixed_archive)
+    assert (outside / "simple/keep.txt").read_text() == "not ours"

@@ -94,8 +94,8 @@ def gpu_archs_present(manifest: Manifest) -> List[str]:
 
 def _remove_trees(out: Path) -> None:
     """The index trees of an earlier run: projects and archs removed from the archive must disappear."""
-    trees = [out / "simple"] + [d / "simple" for d in out.iterdir() if ARCH_TREE.fullmatch(d.name) and d.is_dir()] \
-        if out.is_dir() else []
+    folders = [d for d in out.iterdir() if ARCH_TREE.fullmatch(d.name)] if out.is_dir() else []
+    trees = [out / "simple"] + [d / "simple" for d in folders if not d.is_symlink()]  # never follow a link out
     for tree in trees:
         if tree.is_dir() and not tree.is_symlink():
             shutil.rmtree(tree)
