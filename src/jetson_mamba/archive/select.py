@@ -22,6 +22,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from jetson_mamba.archive.manifest import Manifest, WheelRecord
+from jetson_mamba.archive.wheel import label_archs
 from jetson_mamba.compat.knowledge import TESTED_PAIR, parse_version
 from jetson_mamba.errors import NoMatchingWheelError, UsageError
 from jetson_mamba.probe.fatbin import runs_on
@@ -178,20 +179,38 @@ def _arch_text(archs: FatbinArchs) -> str:
     return " + ".join(parts) or "no GPU code"
 
 
-def _arch_reason(record: WheelRecord, target: Target) -> Optional[Tuple[str, str]]:
+def binary_archs(record: WheelRecord) -> Dict[str, FatbinArchs]:
+    """The GPU code of each binary of a wheel ({}: none, it runs on any GPU): read from its fatbins, else
+    the archs its local label names (`+cu130.torch2.14.sm87`, a wheel recorded without fatbin facts)."""
     if not record.gpu_archs:
-        return None
+        named = label_archs(record.version)
+        return {"": FatbinArchs(sass=named, ptx=())} if named else {}
     binaries = record.gpu_archs.get("binaries") or {"": record.gpu_archs}
-    for member, found in sorted(binaries.items()):
-        archs = FatbinArchs(sass=tuple(found.get("sass", ())), ptx=tuple(found.get("ptx", ())))
-        if target.gpu_arch is None:
-            return "a CUDA GPU", f"code for {_arch_text(archs)}, but no GPU was found here"
-        ok, _how = runs_on(archs, target.gpu_arch)
-        if not ok:
-            where = f" in {member}" if member else ""
-            return f"code for sm_{target.gpu_arch.replace('.', '')} ({target.gpu_name or 'this GPU'})", \
-                f"{_arch_text(archs)}{where}"
+    return {member: FatbinArchs(sass=tuple(found.get("sass", ())), ptx=tuple(found.get("ptx", ())))
+            for member, found in sorted(binaries.items())}
+
+
+def unfit_binary(record: WheelRecord, gpu_arch: str) -> Optional[Tuple[str, FatbinArchs]]:
+    """The first binary of a wheel without code that runs on `gpu_arch` (member, its archs); None: all run."""
+    for member, archs in binary_archs(record).items():
+        if not runs_on(archs, gpu_arch)[0]:
+            return member, archs
     return None
+
+
+def _arch_reason(record: WheelRecord, target: Target) -> Optional[Tuple[str, str]]:
+    binaries = binary_archs(record)
+    if not binaries:
+        return None
+    if target.gpu_arch is None:
+        return "a CUDA GPU", f"code for {_arch_text(next(iter(binaries.values())))}, but no GPU was found here"
+    unfit = unfit_binary(record, target.gpu_arch)
+    if unfit is None:
+        return None
+    member, archs = unfit
+    where = f" in {member}" if member else ""
+    return f"code for sm_{target.gpu_arch.replace('.', '')} ({target.gpu_name or 'this GPU'})", \
+        f"{_arch_text(archs)}{where}"
 
 
 def _hash_reason(record: WheelRecord, digests: Mapping[str, Optional[str]]) -> Optional[Tuple[str, str]]:

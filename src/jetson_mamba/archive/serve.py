@@ -1,6 +1,6 @@
 """Serve an archive as a pip index: the static PEP 503/691 index behind the standard library's HTTP server.
 
-`/simple/...` answers HTML, or PEP 691 JSON when the client's Accept header asks for it; wheels
+`/simple/...` (every wheel) and `/sm87/simple/...` (one GPU arch's, see `index`) answer HTML, or PEP 691 JSON when the client's Accept header asks for it; wheels
 and `manifest.json` (what `jetson-mamba install --archive URL` reads) come from the archive.
 A read-only archive is indexed into a temporary directory.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -18,8 +19,9 @@ import urllib.parse
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
+from jetson_mamba.archive.fleet import Fleet, fleet, fleet_hosts, url_host
 from jetson_mamba.archive.index import JSON_TYPE, write_index
 from jetson_mamba.archive.manifest import MANIFEST_NAME
 from jetson_mamba.errors import ArchiveError, UsageError
@@ -28,6 +30,8 @@ from jetson_mamba.untrusted import is_within
 DEFAULT_HOST = "127.0.0.1"
 _ANY = ("0.0.0.0", "::", "")
 _OUTSIDE = ".jetson-mamba-outside-the-archive"  # never exists: a request for it is a 404
+_INDEX_PATH = re.compile(r"/(?:sm\d{2,3}/)?simple(?:/|$)")  # /simple/... and /sm87/simple/...
+_ROUTE_PROBES = ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1"))  # documentation addresses
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -38,13 +42,13 @@ class _Handler(SimpleHTTPRequestHandler):
     def translate_path(self, path: str) -> str:
         """The file for a request path; one that resolves outside its tree (`..`, a link) maps to a missing file."""
         plain = path.split("?", 1)[0].split("#", 1)[0]
-        in_index = plain.startswith("/simple") or (plain == f"/{MANIFEST_NAME}" and
-                                                   (Path(self.index_root) / MANIFEST_NAME).is_file())
+        simple = _INDEX_PATH.match(plain) is not None
+        in_index = simple or (plain == f"/{MANIFEST_NAME}" and (Path(self.index_root) / MANIFEST_NAME).is_file())
         if not in_index:
             target, root = super().translate_path(path), self.directory
         else:
             relative = urllib.parse.unquote(plain.lstrip("/"))
-            if plain.startswith("/simple") and plain.endswith("/") and JSON_TYPE in self.headers.get("Accept", ""):
+            if simple and plain.endswith("/") and JSON_TYPE in self.headers.get("Accept", ""):
                 relative += "index.json"
             target, root = os.path.join(self.index_root, relative), self.index_root
         return target if is_within(target, root) else os.path.join(root, _OUTSIDE)
@@ -64,9 +68,24 @@ def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _bracket(host: str) -> str:
-    """An IPv6 address in a URL needs brackets: http://[::1]:8080/."""
-    return f"[{host}]" if ":" in host else host
+def _addresses() -> List[str]:
+    """This machine's addresses: those its routes leave from (a UDP connect sends nothing), then its name's.
+
+    Never raises: a machine without a route or a resolvable name gives fewer (the fleet gets its host name).
+    """
+    found: List[str] = []
+    for family, destination in _ROUTE_PROBES:
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((destination, 9))
+                found.append(probe.getsockname()[0])
+        except OSError:
+            pass
+    try:
+        found += [str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None, 0, socket.SOCK_STREAM)]
+    except OSError:
+        pass
+    return found
 
 
 class ArchiveServer:
@@ -93,7 +112,7 @@ class ArchiveServer:
         except OSError as error:
             self.close()
             in_use = error.errno in (errno.EADDRINUSE, errno.EACCES)
-            raise UsageError(f"cannot listen on {_bracket(host)}:{port}: {error}",
+            raise UsageError(f"cannot listen on {url_host(host)}:{port}: {error}",
                              "pick a free port with --port, or --port 0 for any free one" if in_use else
                              f"pass an address of this machine with --host (default {DEFAULT_HOST}; 0.0.0.0 or :: "
                              "for every interface)") from None
@@ -105,13 +124,7 @@ class ArchiveServer:
         """The URL on this machine (loopback when listening on every interface)."""
         host = self.host if self.host not in _ANY else ("::1" if self.httpd.address_family == socket.AF_INET6
                                                         else "127.0.0.1")
-        return f"http://{_bracket(host)}:{self.port}/simple/"
-
-    @property
-    def fleet_url(self) -> str:
-        """The URL other machines use (this host's name when listening on every interface)."""
-        host = socket.gethostname() if self.host in _ANY else self.host
-        return f"http://{_bracket(host)}:{self.port}/simple/"
+        return f"http://{url_host(host)}:{self.port}/simple/"
 
     @property
     def loopback_only(self) -> bool:
@@ -121,9 +134,18 @@ class ArchiveServer:
         except ValueError:
             return False
 
+    def fleet(self) -> Fleet:
+        """The commands and pip.conf for devices: on an address they can reach (this machine's when loopback)."""
+        if self.loopback_only:
+            hosts = [urllib.parse.urlsplit(self.url).hostname or self.host]
+        else:
+            hosts = fleet_hosts(self.host, _addresses() if self.host in _ANY else [], socket.gethostname())
+        return fleet(hosts, self.port, self.index, self.loopback_only)
+
     def describe(self) -> Dict[str, Any]:
-        return {"url": self.url, "fleet_url": self.fleet_url, "host": self.host, "port": self.port,
-                "loopback_only": self.loopback_only, "projects": self.index["projects"]}
+        found = self.fleet()
+        return {"url": self.url, "fleet_url": found.indexes[-1].url, "host": self.host, "port": self.port,
+                "loopback_only": self.loopback_only, "projects": self.index["projects"], "fleet": found.to_json()}
 
     def start(self) -> ArchiveServer:
         """Serve in a background thread (tests, embedding)."""

@@ -82,6 +82,12 @@ def _label_facts(version: Version) -> Dict[str, Any]:
     return facts
 
 
+def label_archs(version: str) -> Tuple[str, ...]:
+    """The GPU archs a local label names (`2.2.5+cu130.torch2.14.sm87.sm90` -> ("8.7", "9.0")), as `build` writes them."""
+    local = Version(version).local or ""
+    return tuple(f"{int(d[:-1])}.{d[-1]}" for d in re.findall(r"(?:^|\.)sm(\d{2,3})(?=\.|$)", local))
+
+
 def _cstring(table: bytes, offset: int) -> str:
     end = table.find(b"\0", offset)
     return table[offset:end if end >= 0 else len(table)].decode("utf-8", "replace")

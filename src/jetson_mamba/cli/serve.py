@@ -12,7 +12,8 @@ from jetson_mamba.archive.serve import DEFAULT_HOST
 from jetson_mamba.cli.output import console, plain, print_json
 
 NAME = "serve"
-HELP = "serve an archive as a pip index: pip install --index-url http://HOST:PORT/simple/ mamba-ssm"
+HELP = ("serve an archive as a pip index, one per GPU arch: pip install --no-deps --index-url "
+        "http://HOST:PORT/sm87/simple/ --trusted-host HOST mamba-ssm")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +29,34 @@ def _stop(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _say(text: str) -> None:
+    """One line as written: a command must survive copy and paste (no wrapping off a terminal)."""
+    console.print(text, soft_wrap=True)
+
+
+def _print_fleet(server: Any, directory: Path) -> None:
+    """The commands a device runs: per-arch pip (plain pip cannot tell GPUs apart), a pip.conf, jetson-mamba."""
+    found = server.fleet()
+    if found.loopback_only:
+        _say(f"only this machine can reach it; to serve the fleet listen on every interface: "
+             f"`jetson-mamba serve {plain(directory)} --host 0.0.0.0 --port {server.port}` (or --host :: for "
+             f"IPv6 too), or on one address of this machine with --host ADDRESS")
+        _say("on this machine:")
+    else:
+        others = f" (or {', '.join(plain(h) for h in found.hosts[1:])})" if found.hosts[1:] else ""
+        _say(f"other machines reach it as {plain(found.hosts[0])}{others}; on each device, the index of its GPU "
+             "(plain pip cannot tell GPUs apart: from /simple/ it takes the highest label, sm90 over sm87):")
+    for index in found.indexes:
+        _say(f"  {index.label}: {plain(index.pip())}")
+    first = found.indexes[0]
+    _say(f"keeping the device's other index: {plain(first.pip('--extra-index-url'))} (--no-deps: the wheels "
+         "declare torch, which must stay the device's own; the == pins keep a newer sdist elsewhere from winning)")
+    _say(f"or in the device's pip.conf (/etc/pip.conf or ~/.config/pip/pip.conf), for {first.label}:")
+    for line in first.pip_conf.splitlines():
+        _say(f"  {plain(line)}")
+    _say(f"or let jetson-mamba pick arch, torch and CUDA: {plain(found.install)}")
+
+
 def run(args: argparse.Namespace) -> int:
     from jetson_mamba.archive.serve import ArchiveServer
 
@@ -37,13 +66,8 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print_json(server.describe())
         else:
-            console.print(f"serving {plain(args.directory)} at {plain(server.url)} (Ctrl-C stops)")
-            if server.loopback_only:
-                console.print(f"only this machine can reach it; serve the fleet with --host 0.0.0.0 (or ::): "
-                              f"`jetson-mamba serve {plain(args.directory)} --host 0.0.0.0 --port {server.port}`")
-            else:
-                console.print(f"devices: jetson-mamba install --archive {plain(server.fleet_url)}, or "
-                              f"pip install --no-deps --index-url {plain(server.fleet_url)} mamba-ssm causal-conv1d")
+            _say(f"serving {plain(args.directory)} at {plain(server.url)} (Ctrl-C stops)")
+            _print_fleet(server, args.directory)
         sys.stdout.flush()
         server.serve_forever()
     except KeyboardInterrupt:
