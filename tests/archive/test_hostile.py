@@ -268,10 +268,14 @@ def test_hash_mismatch_fix_names_archive_verify_with_its_option(demo_archive: Pa
     assert verify.returncode == ArchiveError.exit_code and "sha256" in verify.stdout
 
 
-def test_download_is_refused_outside_its_folder(static_server: Tuple[str, Path], tmp_path: Path) -> None:
+def test_download_is_refused_outside_its_folder(static_server: Tuple[str, Path], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The containment check of the download itself, behind the file-name check (a manifest is a second way in)."""
+    import tempfile
+
     from jetson_mamba.archive.source import ArchiveSource
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the download folder's parent: this test's own
     url, www = static_server
     make_wheel(www)
     (www / MANIFEST_NAME).write_text(json.dumps({"schema_version": 1, "wheels": []}))
