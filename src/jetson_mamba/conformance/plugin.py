@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from jetson_mamba.conformance.suites import Case, cost, sample, skip_reason, suite
+from jetson_mamba.conformance.suites import Case, ci_sample, cost, sample, skip_reason, suite
 
 ENV = "JETSON_MAMBA_CONFORMANCE"
 # failures after which the CUDA context is dead: every later case in this process would fail too
@@ -78,6 +78,10 @@ def _as_text(value: Any) -> str:
 
 
 def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
+    if _settings.get("pin_upstream_autotune") and "mamba_ssm" in sys.modules:
+        from jetson_mamba.ops.triton_utils import pin_autotuned_kernels
+
+        pin_autotuned_kernels("mamba_ssm")  # a cold cache compiles one config per SSD kernel, not ~10
     chosen_suite = suite(_settings["suite"])
     backend, device = _settings["backend"], _settings["device"]
     done = set(_settings.get("done", ()))
@@ -90,10 +94,11 @@ def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
         reasons[item.nodeid] = skip_reason(chosen_suite.name, case.function, case.params, backend, device)
     runnable = [c for c in cases if reasons[c.nodeid] is None]
     full = _settings["sample"] == "full"
-    selected = {c.nodeid for c in runnable} if full else sample(
-        runnable, int(_settings["sample"]) if _settings["sample"] != "ci" else chosen_suite.stride,
-        chosen_suite.cap if _settings["sample"] == "ci" else float("inf"),
-        chosen_suite.strides if _settings["sample"] == "ci" else None)
+    if _settings["sample"] == "ci":
+        stride, cap, strides = ci_sample(chosen_suite, backend, device)
+    else:
+        stride, cap, strides = (1 if full else int(_settings["sample"])), float("inf"), {}
+    selected = {c.nodeid for c in runnable} if full else sample(runnable, stride, cap, strides)
     if not done:
         for case in cases:
             _write({"case": case.nodeid, "function": case.function, "params": dict(case.params),
@@ -121,9 +126,14 @@ def pytest_runtest_logstart(nodeid: str, location: Any) -> None:
 
 
 def _message(report: Any) -> str:
+    """The failing source line, the error, and upstream's printed max-diff lines when there are any."""
     crash = getattr(report.longrepr, "reprcrash", None)
-    text = crash.message if crash is not None else str(report.longrepr)
-    return " ".join(text.split())[:400]
+    text = " ".join((crash.message if crash is not None else str(report.longrepr)).split())[:160]
+    entries = getattr(getattr(report.longrepr, "reprtraceback", None), "reprentries", None) or []
+    lines = getattr(entries[-1], "lines", []) if entries else []
+    where = next((" ".join(line[1:].split()) for line in lines if line.startswith(">")), "")
+    diffs = [line.strip() for line in (getattr(report, "capstdout", "") or "").splitlines() if "max diff" in line]
+    return " | ".join(part for part in (where[:200], text, "; ".join(diffs[-6:])) if part)
 
 
 def _skip_text(report: Any) -> str:

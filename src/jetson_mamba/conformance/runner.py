@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from jetson_mamba.conformance.suites import Suite, rewrite, uncovered
-from jetson_mamba.conformance.suites import Case as _Case
+from jetson_mamba.conformance.suites import Case, Suite, rewrite, uncovered
 from jetson_mamba.errors import UsageError
 
 MAX_MEMBER_BYTES = 64 << 20  # an upstream source file or compiled extension larger than this is not one
@@ -41,6 +40,11 @@ class Family:
     not_run: int = 0
     skip_reasons: Counter = field(default_factory=Counter)
     failures: List[Tuple[str, str]] = field(default_factory=list)  # (test id, message)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> Family:
+        return cls(data["passed"], data["failed"], data["skipped"], data["not_sampled"], data["not_run"],
+                   Counter(data["skip_reasons"]), [(f["id"], f["message"]) for f in data["failures"]])
 
     def to_dict(self) -> Dict[str, Any]:
         return {"passed": self.passed, "failed": self.failed, "skipped": self.skipped,
@@ -69,6 +73,13 @@ class SuiteResult:
     @property
     def ok(self) -> bool:
         return self.error is None and self.total("failed") == 0 and self.total("not_run") == 0
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> SuiteResult:
+        """Back from to_dict() (the lab script merges the JSON of several runs into one table)."""
+        return cls(data["suite"], data["backend"], data["device"], data["sample"],
+                   {name: Family.from_dict(f) for name, f in data["families"].items()}, list(data["uncovered"]),
+                   data["seconds"], data["restarts"], data["error"], data["log"])
 
     def to_dict(self) -> Dict[str, Any]:
         return {"suite": self.suite, "backend": self.backend, "device": self.device, "sample": self.sample,
@@ -182,8 +193,13 @@ def _records(path: Path, offset: int) -> Tuple[List[Dict[str, Any]], int]:
 
 
 def run_suite(chosen: Suite, backend: str, device: str, sample: str, shared: Path, work: Path,
-              wheelhouse: Optional[Path] = None, timeout: Optional[float] = None) -> SuiteResult:
-    """Run one suite on one backend; never raises for a failing or crashing test (they are results)."""
+              wheelhouse: Optional[Path] = None, timeout: Optional[float] = None,
+              pin_upstream_autotune: bool = False) -> SuiteResult:
+    """Run one suite on one backend; never raises for a failing or crashing test (they are results).
+
+    `sample`: "ci" (the suite's fixed sample), "full", or N (one case in N, every parameter value once).
+    `pin_upstream_autotune`: mamba_ssm's autotuned Triton kernels keep their smallest config only.
+    """
     result = SuiteResult(chosen.name, backend, device, sample)
     start = time.monotonic()
     test_file, paths = prepare(work, chosen, shared, device, backend, wheelhouse)
@@ -196,7 +212,7 @@ def run_suite(chosen: Suite, backend: str, device: str, sample: str, shared: Pat
         env["JETSON_MAMBA_BACKEND"] = backend
     if backend == "triton" and device == "cpu":
         env["TRITON_INTERPRET"] = "1"
-    cases: Dict[str, _Case] = {}
+    cases: Dict[str, Case] = {}
     selected: Set[str] = set()
     not_applicable: Set[str] = set()
     outcomes: Dict[str, Tuple[str, str]] = {}
@@ -204,7 +220,8 @@ def run_suite(chosen: Suite, backend: str, device: str, sample: str, shared: Pat
     offset = 0
     for _ in range(MAX_ROUNDS):
         env["JETSON_MAMBA_CONFORMANCE"] = json.dumps({"suite": chosen.name, "backend": backend, "device": device,
-                                                      "sample": sample, "results": str(results_path), "done": done})
+                                                      "sample": sample, "results": str(results_path), "done": done,
+                                                      "pin_upstream_autotune": pin_upstream_autotune})
         left = None if timeout is None else timeout - (time.monotonic() - start)
         if left is not None and left <= 0:
             result.error = f"timed out after {timeout:.0f} s"
@@ -215,7 +232,7 @@ def run_suite(chosen: Suite, backend: str, device: str, sample: str, shared: Pat
         finished = restart = False
         for record in records:
             if "case" in record:
-                cases[record["case"]] = _Case(record["case"], record["function"], record["params"], 0.0)
+                cases[record["case"]] = Case(record["case"], record["function"], record["params"], 0.0)
                 if record["selected"]:
                     selected.add(record["case"])
                 if record["skip"]:
@@ -260,12 +277,14 @@ def _pytest(test_file: Path, env: Dict[str, str], log: Path, timeout: Optional[f
         try:
             return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
             return None
+        finally:  # on a timeout or an interrupt, pytest and whatever it started go too
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
-def _tally(result: SuiteResult, cases: Dict[str, _Case], selected: Set[str], outcomes: Dict[str, Tuple[str, str]]
+def _tally(result: SuiteResult, cases: Dict[str, Case], selected: Set[str], outcomes: Dict[str, Tuple[str, str]]
            ) -> None:
     for nodeid, case in cases.items():
         family = result.families.setdefault(case.function, Family())

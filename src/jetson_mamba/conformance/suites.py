@@ -124,6 +124,14 @@ RULES: Tuple[Rule, ...] = (
 )
 
 
+def ci_sample(chosen: Suite, backend: str, device: str) -> Tuple[int, float, Mapping[str, int]]:
+    """(stride, cap, per-function strides) of the fixed CI sample. The Triton interpreter is ~100x
+    slower than the torch backend on a CPU: there the sample is every parameter value once (stride 0)."""
+    if backend == "triton" and device == "cpu":
+        return 0, chosen.cap, {}
+    return chosen.stride, chosen.cap, chosen.strides
+
+
 def skip_reason(suite_name: str, function: str, params: Mapping[str, str], backend: str, device: str
                 ) -> Optional[str]:
     """Why this case cannot apply on this backend and device, or None."""
@@ -160,8 +168,9 @@ def sample(cases: Sequence[Case], stride: int, cap: float, strides: Optional[Map
     """The node ids of a deterministic sample: every test function and every value of each of its
     parameters at least once.
 
-    Per function: the cases whose id hashes to 0 mod its stride among those costing at most `cap`,
-    then, for every (parameter, value) not yet covered, the cheapest case with it (ties by hash).
+    Per function: the cases whose id hashes to 0 mod its stride among those costing at most `cap`
+    (none for a stride of 0), then, for every (parameter, value) not yet covered, the cheapest case
+    with it (ties by hash).
     """
     chosen: Set[str] = set()
     by_function: Dict[str, List[Case]] = {}
@@ -170,7 +179,7 @@ def sample(cases: Sequence[Case], stride: int, cap: float, strides: Optional[Map
     for function, group in by_function.items():
         one_in = (strides or {}).get(function, stride)
         ordered = sorted(group, key=lambda c: (c.cost, _hash(c.nodeid)))
-        picked = [c for c in group if c.cost <= cap and _hash(c.nodeid) % one_in == 0] or ordered[:1]
+        picked = [c for c in group if one_in > 0 and c.cost <= cap and _hash(c.nodeid) % one_in == 0] or ordered[:1]
         covered = {(k, v) for c in picked for k, v in c.params.items()}
         for case in ordered:
             if set(case.params.items()) - covered:
