@@ -169,8 +169,8 @@ def sample(cases: Sequence[Case], stride: int, cap: float, strides: Optional[Map
     parameters at least once.
 
     Per function: the cases whose id hashes to 0 mod its stride among those costing at most `cap`
-    (none for a stride of 0), then, for every (parameter, value) not yet covered, the cheapest case
-    with it (ties by hash).
+    (none for a stride of 0), then cases that add the most (parameter, value) pairs not yet covered
+    (the cheapest among equals, ties by hash) until every value is.
     """
     chosen: Set[str] = set()
     by_function: Dict[str, List[Case]] = {}
@@ -181,10 +181,11 @@ def sample(cases: Sequence[Case], stride: int, cap: float, strides: Optional[Map
         ordered = sorted(group, key=lambda c: (c.cost, _hash(c.nodeid)))
         picked = [c for c in group if one_in > 0 and c.cost <= cap and _hash(c.nodeid) % one_in == 0] or ordered[:1]
         covered = {(k, v) for c in picked for k, v in c.params.items()}
-        for case in ordered:
-            if set(case.params.items()) - covered:
-                picked.append(case)
-                covered |= set(case.params.items())
+        wanted = {(k, v) for c in group for k, v in c.params.items()} - covered
+        while wanted:  # greedy set cover: the case with the most missing values, the cheapest among those
+            best = max(ordered, key=lambda c: (len(wanted & set(c.params.items())), -c.cost, -_hash(c.nodeid)))
+            picked.append(best)
+            wanted -= set(best.params.items())
         chosen.update(c.nodeid for c in picked)
     return chosen
 
