@@ -26,7 +26,8 @@ export JETSON_MAMBA_TRITON_AUTOTUNE=${CONFORMANCE_AUTOTUNE:-0}
 PY=${PYTHON:-python3}
 # The lab python has torch, triton and einops; pytest and rich (for jetson-mamba) come from .carry/whl,
 # behind what the python already has.
-"$PY" -m pip install -q --no-index --no-deps --target "$WORK/site" .carry/whl/*.whl 2>/dev/null \
+"$PY" -m pip install -q --no-index --no-deps --target "$WORK/site" \
+  .carry/whl/{pytest,pluggy,iniconfig,pygments,packaging,rich,markdown_it_py,mdurl}-*.whl 2>/dev/null \
   || echo "note: could not unpack .carry/whl (pytest/rich must then be installed already)"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}:$WORK/site"
 "$PY" -c "import torch, triton, pytest; print('torch', torch.__version__, 'triton', triton.__version__, 'pytest', pytest.__version__, torch.cuda.get_device_name())" | tee "$OUT/summary.txt"

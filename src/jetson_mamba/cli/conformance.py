@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work", type=Path, help="keep the unpacked files and pytest logs here (default: a temp folder)")
     parser.add_argument("--timeout", type=float, help="seconds for the whole command: each file gets what is left "
                                                      "(a file out of time reports what ran, and an error)")
+    parser.add_argument("--case-timeout", type=float, default=300.0,
+                        help="seconds one case may run before it fails as timed out (default 300; 0: no limit)")
     parser.add_argument("--pin-upstream-autotune", action="store_true",
                         help="mamba_ssm's autotuned Triton kernels keep their smallest config (a cold Triton cache "
                              "compiles minutes less; numbers do not depend on tile sizes)")
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             with status:
                 results.append(run_suite(chosen, backend, device, sample, shared, work.resolve(), args.wheelhouse,
                                          None if deadline is None else deadline - time.monotonic(),
-                                         args.pin_upstream_autotune))
+                                         args.pin_upstream_autotune, args.case_timeout))
             if not args.json:
                 console.print(text(results[-1:]), end="", markup=False, soft_wrap=True)
     if args.markdown:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -95,10 +96,10 @@ def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
     runnable = [c for c in cases if reasons[c.nodeid] is None]
     full = _settings["sample"] == "full"
     if _settings["sample"] == "ci":
-        stride, cap, strides = ci_sample(chosen_suite, backend, device)
+        stride, cap, strides, cover_cap = ci_sample(chosen_suite, backend, device)
     else:
-        stride, cap, strides = (1 if full else int(_settings["sample"])), float("inf"), {}
-    selected = {c.nodeid for c in runnable} if full else sample(runnable, stride, cap, strides)
+        stride, cap, strides, cover_cap = (1 if full else int(_settings["sample"])), float("inf"), {}, float("inf")
+    selected = {c.nodeid for c in runnable} if full else sample(runnable, stride, cap, strides, cover_cap)
     if not done:
         for case in cases:
             _write({"case": case.nodeid, "function": case.function, "params": dict(case.params),
@@ -119,6 +120,29 @@ def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
 
 def pytest_sessionstart(session: Any) -> None:
     _state["session"] = session
+
+
+class CaseTimeout(Exception):
+    """A case ran past the runner's per-case limit (a hung kernel, or one far too slow for this device)."""
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise CaseTimeout(f"ran past the per-case limit of {_settings['case_timeout']:.0f} s")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: Any) -> Any:
+    limit = float(_settings.get("case_timeout") or 0)
+    if limit > 0 and hasattr(signal, "setitimer"):
+        previous = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, limit)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    else:
+        yield
 
 
 def pytest_runtest_logstart(nodeid: str, location: Any) -> None:

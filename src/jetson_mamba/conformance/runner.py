@@ -194,11 +194,12 @@ def _records(path: Path, offset: int) -> Tuple[List[Dict[str, Any]], int]:
 
 def run_suite(chosen: Suite, backend: str, device: str, sample: str, shared: Path, work: Path,
               wheelhouse: Optional[Path] = None, timeout: Optional[float] = None,
-              pin_upstream_autotune: bool = False) -> SuiteResult:
+              pin_upstream_autotune: bool = False, case_timeout: float = 300.0) -> SuiteResult:
     """Run one suite on one backend; never raises for a failing or crashing test (they are results).
 
     `sample`: "ci" (the suite's fixed sample), "full", or N (one case in N, every parameter value once).
     `pin_upstream_autotune`: mamba_ssm's autotuned Triton kernels keep their smallest config only.
+    `case_timeout`: a case running longer fails with a timeout (0: no limit).
     """
     result = SuiteResult(chosen.name, backend, device, sample)
     start = time.monotonic()
@@ -221,7 +222,8 @@ def run_suite(chosen: Suite, backend: str, device: str, sample: str, shared: Pat
     for _ in range(MAX_ROUNDS):
         env["JETSON_MAMBA_CONFORMANCE"] = json.dumps({"suite": chosen.name, "backend": backend, "device": device,
                                                       "sample": sample, "results": str(results_path), "done": done,
-                                                      "pin_upstream_autotune": pin_upstream_autotune})
+                                                      "pin_upstream_autotune": pin_upstream_autotune,
+                                                      "case_timeout": case_timeout})
         left = None if timeout is None else timeout - (time.monotonic() - start)
         if left is not None and left <= 0:
             result.error = f"timed out after {timeout:.0f} s"
