@@ -59,14 +59,14 @@ SUITES: Tuple[Suite, ...] = (
                                                   "test_causal_conv1d_update_with_batch_gather": 64,
                                                   "test_causal_conv1d_update_with_padding": 48,
                                                   "test_causal_conv1d_get_states": 9},
-          interpret_cap=4128 * 16),
+          interpret_cap=4128 * 4),
     Suite("causal-conv1d-1.7.0", CONV_17, "tests/test_causal_conv1d.py", ((CONV_17, "causal_conv1d"),),
           stride=96, cap=4128 * 512 * 4, strides={"test_causal_conv1d_update": 64,
                                                   "test_causal_conv1d_update_with_batch_gather": 64,
                                                   "test_causal_conv1d_update_with_padding": 48,
                                                   "test_causal_conv1d_get_states": 9,
                                                   "test_causal_conv1d_varlen_initial_states": 24},
-          interpret_cap=4128 * 16),
+          interpret_cap=4128 * 4),
     _mamba("mamba-selective-scan", "tests/ops/test_selective_scan.py", stride=3, cap=2048),
     _mamba("mamba-ssd", "tests/ops/triton/test_ssd.py"),
     _mamba("mamba-state-update", "tests/ops/triton/test_selective_state_update.py", stride=12),
@@ -125,6 +125,11 @@ RULES: Tuple[Rule, ...] = (
     Rule(("mamba-layernorm-gated",), ("test_layer_norm_gated",),
          "layernorm_fn is mamba_ssm's own Triton kernel (jetson-mamba replaces only rmsnorm_fn off the GPU): "
          "it needs a GPU (on the GPU it runs upstream's kernel on every backend)", devices=("cpu",)),
+    Rule(("mamba-state-update",), ("test_selective_state_update_with_batch_indices",),
+         "bf16 on the CPU's random numbers: upstream's reference rounds the new state to bf16 before C.state, its "
+         "Triton kernel (and jetson-mamba's drop-in, the same fp32 math) does not; here that rounding alone is a "
+         "0.25 max diff, over the test's 6e-2 tolerance (on the GPU's random numbers the case runs)",
+         params={"dim": "2048", "dstate": "64", "has_z": "True", "itype": "torch.bfloat16"}, devices=("cpu",)),
     Rule(("mamba-generation",), (),
          "generate(cg=True) captures CUDA graphs and Mamba2 runs mamba_ssm's own Triton SSD kernels: needs a GPU",
          devices=("cpu",)),
