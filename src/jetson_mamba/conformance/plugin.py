@@ -96,10 +96,11 @@ def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
     runnable = [c for c in cases if reasons[c.nodeid] is None]
     full = _settings["sample"] == "full"
     if _settings["sample"] == "ci":
-        stride, cap, strides, cover_cap = ci_sample(chosen_suite, backend, device)
+        stride, strides, cover_caps = ci_sample(chosen_suite, backend, device)
+        cap = chosen_suite.cap
     else:
-        stride, cap, strides, cover_cap = (1 if full else int(_settings["sample"])), float("inf"), {}, float("inf")
-    selected = {c.nodeid for c in runnable} if full else sample(runnable, stride, cap, strides, cover_cap)
+        stride, cap, strides, cover_caps = (1 if full else int(_settings["sample"])), float("inf"), {}, {}
+    selected = {c.nodeid for c in runnable} if full else sample(runnable, stride, cap, strides, cover_caps)
     if not done:
         for case in cases:
             _write({"case": case.nodeid, "function": case.function, "params": dict(case.params),

@@ -39,18 +39,19 @@ class Suite:
     cap: float = float("inf")
     strides: Mapping[str, int] = field(default_factory=dict)  # per test function, overrides stride
     # under the Triton interpreter (~100x slower than the torch backend on a CPU): the cover alone, from
-    # cases costing at most this; values found only in bigger cases are listed as not covered there
-    interpret_cap: float = float("inf")
+    # cases costing at most this (per test function, "" for the others; with none under it, the single
+    # cheapest case); values found only in bigger cases are listed as not covered there
+    interpret_caps: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def extensions(self) -> Tuple[str, ...]:
         return tuple(EXTENSIONS[package] for _, package in self.packages)
 
 
-def _mamba(name: str, member: str, stride: int = 1, cap: float = float("inf"), interpret_cap: float = float("inf")
-           ) -> Suite:
+def _mamba(name: str, member: str, stride: int = 1, cap: float = float("inf"),
+           interpret_caps: Optional[Mapping[str, float]] = None) -> Suite:
     return Suite(name, MAMBA_TESTS, member, ((MAMBA, "mamba_ssm"), (CONV_17, "causal_conv1d")), stride, cap,
-                 interpret_cap=interpret_cap)
+                 interpret_caps=interpret_caps or {})
 
 
 SUITES: Tuple[Suite, ...] = (
@@ -59,15 +60,17 @@ SUITES: Tuple[Suite, ...] = (
                                                   "test_causal_conv1d_update_with_batch_gather": 64,
                                                   "test_causal_conv1d_update_with_padding": 48,
                                                   "test_causal_conv1d_get_states": 9},
-          interpret_cap=4128 * 4),
+          interpret_caps={"": 64 * 32 * 4}),
     Suite("causal-conv1d-1.7.0", CONV_17, "tests/test_causal_conv1d.py", ((CONV_17, "causal_conv1d"),),
           stride=96, cap=4128 * 512 * 4, strides={"test_causal_conv1d_update": 64,
                                                   "test_causal_conv1d_update_with_batch_gather": 64,
                                                   "test_causal_conv1d_update_with_padding": 48,
                                                   "test_causal_conv1d_get_states": 9,
                                                   "test_causal_conv1d_varlen_initial_states": 24},
-          interpret_cap=4128 * 4),
-    _mamba("mamba-selective-scan", "tests/ops/test_selective_scan.py", stride=3, cap=2048),
+          interpret_caps={"": 64 * 32 * 4}),
+    # interpreted: seqlen <= 256; mamba_inner_fn (dim 768) takes minutes a case there: its cheapest one
+    _mamba("mamba-selective-scan", "tests/ops/test_selective_scan.py", stride=3, cap=2048,
+           interpret_caps={"": 256, "test_mamba_inner_fn": 0}),
     _mamba("mamba-ssd", "tests/ops/triton/test_ssd.py"),
     _mamba("mamba-state-update", "tests/ops/triton/test_selective_state_update.py", stride=12),
     _mamba("mamba-layernorm-gated", "tests/ops/triton/test_layernorm_gated.py"),
@@ -136,13 +139,13 @@ RULES: Tuple[Rule, ...] = (
 )
 
 
-def ci_sample(chosen: Suite, backend: str, device: str) -> Tuple[int, float, Mapping[str, int], float]:
-    """(stride, cap, per-function strides, cover cap) of the fixed CI sample. The Triton interpreter
-    is ~100x slower than the torch backend on a CPU: there the sample is the cover alone (stride 0)
-    among cases up to the suite's interpret_cap."""
+def ci_sample(chosen: Suite, backend: str, device: str) -> Tuple[int, Mapping[str, int], Mapping[str, float]]:
+    """(stride, per-function strides, per-function cover caps) of the fixed CI sample. The Triton
+    interpreter is ~100x slower than the torch backend on a CPU: there the sample is the cover alone
+    (stride 0) among cases up to the suite's interpret_caps."""
     if backend == "triton" and device == "cpu":
-        return 0, chosen.interpret_cap, {}, chosen.interpret_cap
-    return chosen.stride, chosen.cap, chosen.strides, float("inf")
+        return 0, {}, chosen.interpret_caps
+    return chosen.stride, chosen.strides, {}
 
 
 def skip_reason(suite_name: str, function: str, params: Mapping[str, str], backend: str, device: str
@@ -178,14 +181,14 @@ def _hash(nodeid: str) -> int:
 
 
 def sample(cases: Sequence[Case], stride: int, cap: float, strides: Optional[Mapping[str, int]] = None,
-           cover_cap: float = float("inf")) -> Set[str]:
+           cover_caps: Optional[Mapping[str, float]] = None) -> Set[str]:
     """The node ids of a deterministic sample: every test function and every value of each of its
     parameters at least once.
 
     Per function: the cases whose id hashes to 0 mod its stride among those costing at most `cap`
     (none for a stride of 0), then cases that add the most (parameter, value) pairs not yet covered
-    (the cheapest among equals, ties by hash) until every value found in cases costing at most
-    `cover_cap` is.
+    (the cheapest among equals, ties by hash) until every value found in cases costing at most the
+    function's cover cap (`cover_caps[function]`, else `cover_caps[""]`, else no cap) is.
     """
     chosen: Set[str] = set()
     by_function: Dict[str, List[Case]] = {}
@@ -194,6 +197,8 @@ def sample(cases: Sequence[Case], stride: int, cap: float, strides: Optional[Map
     for function, group in by_function.items():
         one_in = (strides or {}).get(function, stride)
         by_cost = sorted(group, key=lambda c: (c.cost, _hash(c.nodeid)))
+        caps = cover_caps or {}
+        cover_cap = caps.get(function, caps.get("", float("inf")))
         ordered = [c for c in by_cost if c.cost <= cover_cap]
         picked = [c for c in group if one_in > 0 and c.cost <= cap and _hash(c.nodeid) % one_in == 0] or by_cost[:1]
         covered = {(k, v) for c in picked for k, v in c.params.items()}
