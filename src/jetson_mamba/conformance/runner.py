@@ -257,16 +257,24 @@ def run_suite(chosen: Suite, backend: str, device: str, sample: str, shared: Pat
             done.append(started)
         elif finished and not restart:
             if code not in (0, 1, 5):
-                result.error = f"pytest exited with code {code} (see {log})"
+                result.error = f"pytest exited with code {code}{_why(log)} (see {log})"
             break
         elif not records:
-            result.error = f"pytest exited with code {code} before collecting (see {log})"
+            result.error = f"pytest exited with code {code} before collecting{_why(log)} (see {log})"
             break
         result.restarts += 1
     result.seconds = time.monotonic() - start
     _tally(result, cases, selected, outcomes)
     result.uncovered = uncovered([c for c in cases.values() if c.nodeid not in not_applicable], selected)
     return result
+
+
+def _why(log: Path) -> str:
+    """': <the last ERROR line>' of a pytest log (its last 64 KiB), or ''."""
+    with open(log, "rb") as handle:
+        handle.seek(max(0, log.stat().st_size - 65536))
+        lines = [line for line in handle.read().decode(errors="replace").splitlines() if line.startswith("ERROR")]
+    return f": {lines[-1][:300]}" if lines else ""
 
 
 def _pytest(test_file: Path, env: Dict[str, str], log: Path, timeout: Optional[float]) -> Optional[int]:
