@@ -19,9 +19,9 @@ from typing import List
 
 import pytest
 
-from jetson_mamba.conformance import SUITES, run_suite
+from jetson_mamba.conformance import SUITES, run_suite, suite
 from jetson_mamba.conformance.report import table, text
-from jetson_mamba.conformance.runner import read_test_file
+from jetson_mamba.conformance.runner import prepare, read_test_file
 from jetson_mamba.conformance.suites import Case, cost, rewrite, sample, skip_reason, uncovered
 
 
@@ -78,6 +78,16 @@ def test_sample_covers_every_value_and_is_deterministic(stride: int) -> None:
     assert len(chosen) <= (len(cases) // stride if stride else 0) + 18  # 18 seqlen values: a cover needs 18
     without_4096 = {c.nodeid for c in cases if c.nodeid in chosen and c.params["seqlen"] != "4096"}
     assert uncovered(cases, without_4096) == ["test_causal_conv1d: seqlen=4096"]  # the check itself can fail
+
+
+def test_each_suite_gets_its_own_release_of_a_package(shared: Path, tmp_path: Path) -> None:
+    # one work folder for all suites (as the CLI uses): 1.7.0's file once ran against 1.6.0's Python
+    paths = {name: prepare(tmp_path, suite(name), shared, "cpu", "torch", None)[1]
+             for name in ("causal-conv1d-1.6.0", "causal-conv1d-1.7.0")}
+    ref_170 = (paths["causal-conv1d-1.7.0"][0] / "causal_conv1d" / "causal_conv1d_interface.py").read_text()
+    ref_160 = (paths["causal-conv1d-1.6.0"][0] / "causal_conv1d" / "causal_conv1d_interface.py").read_text()
+    new_ref = "seq_idx does not support return_final_states"  # causal_conv1d_ref takes seq_idx from 1.7.0
+    assert new_ref in ref_170 and new_ref not in ref_160
 
 
 def test_skip_rules_name_their_reason() -> None:

@@ -160,10 +160,11 @@ def _unpack_extension(wheelhouse: Path, name: str, ext: Path) -> None:
 def prepare(work: Path, chosen: Suite, shared: Path, device: str, backend: str, wheelhouse: Optional[Path]
             ) -> Tuple[Path, List[Path]]:
     """Lay out the work folder; returns the test file and the folders for PYTHONPATH."""
-    lib = work / "lib"
-    for sdist, package in chosen.packages:
+    paths = []
+    for sdist, package in chosen.packages:  # one folder per sdist: two releases of a package never mix
+        lib = work / "lib" / Path(sdist).name.replace(".tar.gz", "")
         _unpack_package(shared, sdist, package, lib)
-    paths = [lib]
+        paths.append(lib)
     if backend == "cuda":
         if wheelhouse is None:
             raise UsageError("backend cuda runs the compiled extensions as the control, and no wheelhouse was given",
