@@ -10,7 +10,7 @@
 # short results are printed at the end.
 # Needs .carry/ (scripts/device.sh): wheelhouse (the two sm_90 wheels), sdists, fixtures, whl (ultralytics).
 # Steps, in this order: patch_proof install_proof verify_cuda verify_triton verify_torch yolo_train build
-#                      bench yolo torch_vs_cuda triton_bench
+#                      bench yolo torch_vs_cuda triton_bench conformance (alone: it takes a whole call)
 set -u
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
@@ -55,6 +55,7 @@ want build && step build 900 env RESULTS="$R/build" bash benchmarks/gpu/build_sm
 want bench && step bench 200 env OUT="$R/verify" bash benchmarks/gpu/verify_bench.sh bench
 want yolo && step yolo 200 python3 benchmarks/gpu/yolo_latency.py --out "$R/yolo"
 want torch_vs_cuda && step torch_vs_cuda 60 env OUT="$R" python3 benchmarks/gpu/torch_vs_cuda.py
+want conformance && step conformance 560 env OUT="$R/conformance" bash benchmarks/gpu/conformance.sh "$(( $(left) - 25 ))"
 want triton_bench && step triton_bench 400 env OUT="$R/triton" bash benchmarks/gpu/triton_check.sh ${TRITON_ARGS:-}
 
 cp -r benchmarks/gpu/results "$R/results" 2>/dev/null
@@ -63,7 +64,7 @@ tar czf "$OUT/triton-cache.tgz" -C "$TRITON_CACHE_DIR" .
 tar czf "$OUT/lab.tgz" -C "$R" .
 cp "$R/summary.txt" "$OUT/summary.txt"
 # the short results, for the call's output tail
-for f in patch_proof.log verify/verify-cuda.txt verify/verify-triton.txt verify/verify-torch.txt verify/log-cuda.txt \
+for f in conformance/conformance.md conformance/memcheck.txt patch_proof.log verify/verify-cuda.txt verify/verify-triton.txt verify/verify-torch.txt verify/log-cuda.txt \
          verify/log-triton.txt verify/log-torch.txt yolo_train.log \
          yolo/yolo-latency.md verify/bench.md build.log; do
   [ -s "$R/$f" ] && { echo; echo "######## $f"; grep -v "^\s*$" "$R/$f" | tail -40; }

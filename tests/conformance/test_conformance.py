@@ -1,0 +1,156 @@
+"""The conformance runner: upstream's own test files, unmodified but for their device lines, run
+against jetson-mamba's stand-ins (tests/conformance; docs in README "Conformance").
+
+The slow tests are CI's conformance run on the CPU: every suite on the torch backend and on the
+Triton backend under TRITON_INTERPRET=1, each on its fixed sample (suites.ci_sample: every test
+function and every value of each parameter at least once). Every case must pass or be skipped with
+a reason; nothing is marked as an expected failure.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from jetson_mamba.conformance import SUITES, run_suite, suite
+from jetson_mamba.conformance.report import table, text
+from jetson_mamba.conformance.runner import prepare, read_test_file
+from jetson_mamba.conformance.suites import Case, cost, rewrite, sample, skip_reason, uncovered
+
+
+@pytest.mark.parametrize("name", [s.name for s in SUITES])
+def test_rewrite_changes_only_device_lines(shared: Path, name: str) -> None:
+    chosen = next(s for s in SUITES if s.name == name)
+    original = read_test_file(shared, chosen)
+    new, edits = rewrite(original, "cpu")
+    diff = list(difflib.ndiff(original.splitlines(), new.splitlines()))
+    removed = [line[2:].strip() for line in diff if line.startswith("- ")]
+    added = [line[2:].strip() for line in diff if line.startswith("+ ")]
+    assert edits >= 1 and len(removed) == len(added) == edits
+    assert {line.replace("'", '"') for line in removed} == {'device = "cuda"'}
+    assert {line.replace("'", '"') for line in added} == {'device = "cpu"'}
+    assert rewrite(original, "cuda") == (original, edits)
+
+
+def _grid() -> List[Case]:
+    """test_causal_conv1d's real parametrisation (1.7.0): 10,368 cases."""
+    values = {"dim": [64, 4128], "seqlen": [1, 2, 8, 16, 32, 64, 128, 129, 130, 151, 256, 372, 512, 784, 1024, 1134,
+                                            2048, 4096],
+              "width": [2, 3, 4], "has_bias": [False, True], "silu_activation": [False, True],
+              "itype": ["torch.float32", "torch.float16", "torch.bfloat16"], "channel_last": [False, True],
+              "has_initial_states": [False, True], "return_final_states": [False, True]}
+    cases = []
+    for combo in itertools.product(*values.values()):
+        params = dict(zip(values, combo))
+        nodeid = "test.py::test_causal_conv1d[" + "-".join(map(str, combo)) + "]"
+        cases.append(Case(nodeid, "test_causal_conv1d", {k: repr(v) if not isinstance(v, str) else v
+                                                          for k, v in params.items()}, cost(params)))
+    return cases
+
+
+def test_cover_cap_leaves_out_only_big_values() -> None:
+    cases = _grid()
+    chosen = sample(cases, 0, 4128 * 16, cover_caps={"": 4128 * 16})
+    assert len(chosen) <= 30
+    missing = {v.split(": ")[1].split("=")[0] for v in uncovered(cases, chosen)}
+    assert missing == {"seqlen"}  # 372 and up exist only above the cap at dim 64; every flag, dtype, width is in
+
+
+def test_a_zero_cover_cap_keeps_the_cheapest_case() -> None:
+    cases = _grid()
+    chosen = sample(cases, 0, 0, cover_caps={"test_causal_conv1d": 0})
+    assert len(chosen) == 1 and next(c for c in cases if c.nodeid in chosen).cost == min(c.cost for c in cases)
+
+
+@pytest.mark.parametrize("stride", [0, 96, 1000])
+def test_sample_covers_every_value_and_is_deterministic(stride: int) -> None:
+    cases = _grid()
+    chosen = sample(cases, stride, 4128 * 512 * 4)
+    assert uncovered(cases, chosen) == []
+    assert chosen == sample(list(reversed(cases)), stride, 4128 * 512 * 4)
+    assert len(chosen) <= (len(cases) // stride if stride else 0) + 18  # 18 seqlen values: a cover needs 18
+    without_4096 = {c.nodeid for c in cases if c.nodeid in chosen and c.params["seqlen"] != "4096"}
+    assert uncovered(cases, without_4096) == ["test_causal_conv1d: seqlen=4096"]  # the check itself can fail
+
+
+def test_each_suite_gets_its_own_release_of_a_package(shared: Path, tmp_path: Path) -> None:
+    # one work folder for all suites (as the CLI uses): 1.7.0's file once ran against 1.6.0's Python
+    paths = {name: prepare(tmp_path, suite(name), shared, "cpu", "torch", None)[1]
+             for name in ("causal-conv1d-1.6.0", "causal-conv1d-1.7.0")}
+    ref_170 = (paths["causal-conv1d-1.7.0"][0] / "causal_conv1d" / "causal_conv1d_interface.py").read_text()
+    ref_160 = (paths["causal-conv1d-1.6.0"][0] / "causal_conv1d" / "causal_conv1d_interface.py").read_text()
+    new_ref = "seq_idx does not support return_final_states"  # causal_conv1d_ref takes seq_idx from 1.7.0
+    assert new_ref in ref_170 and new_ref not in ref_160
+
+
+def test_skip_rules_name_their_reason() -> None:
+    complex_a = {"wtype": "torch.complex64", "itype": "torch.float32"}
+    for backend in ("torch", "triton"):
+        assert "complex" in (skip_reason("mamba-selective-scan", "test_selective_scan", complex_a, backend, "cuda") or "")
+    assert skip_reason("mamba-selective-scan", "test_selective_scan", complex_a, "cuda", "cuda") is None
+    assert skip_reason("mamba-selective-scan", "test_selective_scan", {"wtype": "torch.float32"}, "torch", "cpu") is None
+    for name in ("causal-conv1d-1.6.0", "causal-conv1d-1.7.0"):
+        assert "race" in (skip_reason(name, "test_causal_conv1d_race_condition", {}, "cuda", "cuda") or "")
+    assert skip_reason("mamba-ssd", "test_chunk_state_varlen", {}, "triton", "cuda") is None
+    assert skip_reason("mamba-ssd", "test_chunk_state_varlen", {}, "triton", "cpu")
+
+
+def test_cli_names_the_known_suites_for_an_unknown_one() -> None:
+    proc = subprocess.run([sys.executable, "-m", "jetson_mamba", "conformance", "--file", "nope", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    error = json.loads(proc.stdout)
+    assert "nope" in error["message"] and "causal-conv1d-1.7.0" in error["fix"]
+
+
+SIZES = ("dim", "seqlen")
+
+
+# causal-conv1d 1.7.0's test file is 1.6.0's with tests added (test below): under the interpreter, the
+# 1.7.0 run covers its cases; `jetson-mamba conformance --backend triton --file causal-conv1d-1.6.0` and the
+# GPU run include it.
+INTERPRETED = [s for s in SUITES if s.name != "causal-conv1d-1.6.0"]
+
+
+def test_conv_170_tests_are_160s_plus_new_ones(shared: Path) -> None:
+    old, new = (read_test_file(shared, next(s for s in SUITES if s.name == n))
+                for n in ("causal-conv1d-1.6.0", "causal-conv1d-1.7.0"))
+    diff = list(difflib.ndiff(old.splitlines(), new.splitlines()))
+    assert not [line for line in diff if line.startswith("- ")] and [line for line in diff if line.startswith("+ ")]
+
+
+def _check(shared: Path, tmp_path: Path, backend: str) -> None:
+    pytest.importorskip("einops")
+    pytest.importorskip("triton")
+    results = [run_suite(chosen, backend, "cpu", "ci", shared, tmp_path)
+               for chosen in (SUITES if backend == "torch" else INTERPRETED)]
+    print("\n" + text(results) + "\n" + table(results))
+    for result in results:
+        assert result.error is None, f"{result.suite}: {result.error}"
+        # the interpreter's sample leaves out only big sizes (suites.Suite.interpret_caps), and says which
+        missed = [v for v in result.uncovered if backend == "torch" or v.split(": ")[-1].split("=")[0] not in SIZES]
+        assert missed == [], f"{result.suite}: the sample misses {missed}"
+        for name, family in result.families.items():
+            assert family.passed or family.skipped, f"{result.suite} {name}: nothing ran"
+            assert all(reason for reason in family.skip_reasons), f"{result.suite} {name}: a skip without a reason"
+    failed = {f"{r.suite} {name}": family.failures[:3] for r in results for name, family in r.families.items()
+              if family.failed}
+    assert not failed, f"upstream's tests fail on the {backend} backend: {failed}"
+    assert sum(r.total("passed") for r in results) >= 100
+
+
+@pytest.mark.slow
+def test_upstream_suites_pass_on_the_torch_backend(shared: Path, tmp_path: Path) -> None:
+    _check(shared, tmp_path, "torch")
+
+
+@pytest.mark.slow
+def test_upstream_suites_pass_on_the_triton_backend_interpreted(shared: Path, tmp_path: Path) -> None:
+    _check(shared, tmp_path, "triton")
