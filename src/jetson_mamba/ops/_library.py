@@ -78,6 +78,22 @@ def _as_layout(t: Optional[torch.Tensor], like: Optional[torch.Tensor], device: 
     return t.contiguous()
 
 
+def _distinct(outputs: Sequence[torch.Tensor], inputs: Sequence[Optional[torch.Tensor]]) -> Tuple[torch.Tensor, ...]:
+    """A custom op's outputs may alias neither its inputs nor each other; a backend may return views of
+    one buffer (the Triton conv's dweight and dbias): those are copied."""
+    seen = {t.untyped_storage().data_ptr() for t in inputs if t is not None and t.numel()}
+    result = []
+    for t in outputs:
+        if t.numel():
+            ptr = t.untyped_storage().data_ptr()
+            if ptr in seen:
+                t = t.clone()
+                ptr = t.untyped_storage().data_ptr()
+            seen.add(ptr)
+        result.append(t)
+    return tuple(result)
+
+
 def _new_grads(inputs: Sequence[Optional[torch.Tensor]], device: torch.device) -> List[torch.Tensor]:
     """Gradients as the fake implementations promise them: new, contiguous, each like its input."""
     return [torch.empty(t.shape, dtype=t.dtype, device=t.device) if t is not None else _empty(device)
@@ -116,7 +132,8 @@ if ENABLED:
         """(du, ddelta, dA, dB, dC, dD, ddelta_bias, dz), each like its input (empty where the input is None)."""
         _, backend = select_backend("selective_scan", u.device, u.dtype)
         grads = backend.selective_scan_backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout)
-        return tuple(_grads(grads, (u, delta, A, B, C, D, delta_bias, z), u.device))
+        inputs = (u, delta, A, B, C, D, delta_bias, z)
+        return _distinct(_grads(grads, inputs, u.device), inputs + (dout,))
 
     @selective_scan_bwd.register_fake
     def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout):  # type: ignore[no-untyped-def]
@@ -162,8 +179,9 @@ if ENABLED:
         _, backend = select_backend("causal_conv1d", x.device, x.dtype)
         dx, dw, db, dinit = backend.causal_conv1d_backward(x, weight, bias, dout, seq_idx, initial_states,
                                                            dfinal_states, silu)
-        return (_as_layout(dx, x, x.device, _channel_last(x)),
-                *_grads((dw, db, dinit), (weight, bias, initial_states), x.device))
+        return _distinct((_as_layout(dx, x, x.device, _channel_last(x)),
+                          *_grads((dw, db, dinit), (weight, bias, initial_states), x.device)),
+                         (x, weight, bias, dout, seq_idx, initial_states, dfinal_states))
 
     @causal_conv1d_bwd.register_fake
     def _(x, weight, bias, dout, seq_idx, initial_states, dfinal_states, silu):  # type: ignore[no-untyped-def]
