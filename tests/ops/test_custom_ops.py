@@ -199,3 +199,55 @@ def test_compile_under_the_triton_interpreter() -> None:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=str(HERE))
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert "11 passed" in proc.stdout, proc.stdout[-2000:]
+
+
+UPSTREAM_MAMBA = """
+import json, torch
+from mamba_ssm import Mamba
+torch.manual_seed(0)
+m = Mamba(d_model=16, d_state=8, d_conv=4, expand=2)
+x = torch.randn(2, 32, 16, requires_grad=True)
+y = m(x)
+y.square().sum().backward()
+grads = [x.grad.clone()] + [p.grad.clone() for p in m.parameters()]
+m.zero_grad()
+x.grad = None
+yc = torch.compile(m, fullgraph=True, backend="aot_eager")(x)
+yc.square().sum().backward()
+gc = [x.grad] + [p.grad for p in m.parameters()]
+m.eval()
+with torch.no_grad():
+    ye = m(x.detach())
+    program = torch.export.export(m, (x.detach(),))
+    ops = sorted({str(n.target) for n in program.graph.nodes if str(n.target).startswith("jetson_mamba.")})
+    yx = program.module()(x.detach())
+print(json.dumps({"out": (y - yc).abs().max().item(), "grads": max((a - b).abs().max().item() for a, b in zip(grads, gc)),
+                  "export": (ye - yx).abs().max().item(), "ops": ops}))
+"""
+
+
+@pytest.mark.slow
+@needs_custom_ops
+def test_upstream_mamba_compiles_and_exports_through_the_standins(pair_venv, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """mamba-ssm's own Mamba (mamba_inner_fn -> the stand-ins, routed by portable-kernels): fullgraph
+    compile with the eager values and gradients, and export. Before, dynamo followed the stand-ins into
+    the dispatch and broke the graph (DELETE_DEREF, "Missing bytecode handler"). causal-conv1d 1.5.0
+    (the old-API stand-in): causal-conv1d >= 1.5.1 wraps its own compiled call in a custom op with a
+    mutated `out`, which dynamo refuses for Mamba's channel-last conv input ("non-contiguous out=
+    tensor"), with the real extension as with ours."""
+    import json
+
+    from jetson_mamba.compat import registry
+    from jetson_mamba.compat.installed import runtime_plan
+    from jetson_mamba.compat.runtime_patches import RUNTIME_PATCHES
+
+    python = pair_venv("2.2.5", "1.5.0.post8", "compile")
+    registry.apply_plan(runtime_plan(str(python), list(RUNTIME_PATCHES))[1])
+    script = tmp_path / "mamba_compile.py"
+    script.write_text(UPSTREAM_MAMBA)
+    env = {k: v for k, v in os.environ.items() if k not in ("JETSON_MAMBA_BACKEND", _library.ENV_VAR)}
+    done = subprocess.run([str(python), str(script)], capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["out"] < 1e-5 and result["grads"] < 1e-4 and result["export"] < 1e-5, result
+    assert result["ops"], result  # the exported graph holds our ops

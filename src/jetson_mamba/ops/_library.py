@@ -28,6 +28,35 @@ NAMESPACE = "jetson_mamba"
 _NEEDED = ("custom_op", "register_fake", "register_autograd")
 
 
+class OpsConvBackend:
+    """The causal_conv1d backend contract over the custom ops, for the stand-ins under torch.compile /
+    torch.export (standins._conv.backend_for): functional results, copied into the caller's buffers."""
+
+    @staticmethod
+    def causal_conv1d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                              seq_idx: Optional[torch.Tensor], initial_states: Optional[torch.Tensor],
+                              return_final_states: bool, silu: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        out, final = torch.ops.jetson_mamba.causal_conv1d_fwd(x, weight, bias, seq_idx, initial_states,
+                                                              bool(return_final_states), bool(silu))
+        return out, (final if return_final_states else None)
+
+    @staticmethod
+    def causal_conv1d_backward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                               dout: torch.Tensor, seq_idx: Optional[torch.Tensor],
+                               initial_states: Optional[torch.Tensor], dfinal_states: Optional[torch.Tensor],
+                               silu: bool) -> Tuple[Optional[torch.Tensor], ...]:
+        dx, dw, db, dinit = torch.ops.jetson_mamba.causal_conv1d_bwd(
+            x, weight, bias, dout, seq_idx, initial_states, dfinal_states, bool(silu))
+        return dx, dw, (db if bias is not None else None), (dinit if initial_states is not None else None)
+
+    @staticmethod
+    def causal_conv1d_update(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor,
+                             bias: Optional[torch.Tensor], silu: bool, cache_seqlens: Optional[torch.Tensor],
+                             conv_state_indices: Optional[torch.Tensor]) -> torch.Tensor:
+        return torch.ops.jetson_mamba.causal_conv1d_update(x, conv_state, weight, bias, bool(silu), cache_seqlens,
+                                                           conv_state_indices)
+
+
 def supports_custom_ops(library: ModuleType) -> bool:
     """Whether this torch.library has the custom-op API used here (torch >= 2.4)."""
     return all(hasattr(library, name) for name in _NEEDED)
@@ -39,6 +68,14 @@ def custom_ops_wanted(library: ModuleType, environ: Any = os.environ) -> bool:
 
 
 ENABLED = custom_ops_wanted(torch.library)
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+
+
+def tracing() -> bool:
+    """Whether torch.compile / torch.export is tracing this call and the custom ops exist: the stand-ins
+    then call the functional ops (and copy into the caller's buffers), instead of the backends that
+    write into those buffers directly (eager's path, one copy less)."""
+    return ENABLED and _is_compiling is not None and _is_compiling()
 
 
 def _empty(device: torch.device) -> torch.Tensor:
@@ -217,3 +254,45 @@ if ENABLED:
     @causal_conv1d_update_op.register_fake
     def _(x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices):  # type: ignore[no-untyped-def]
         return _new_like(x)
+
+    # ---- the stand-ins' scan (selective_scan_cuda, _core, _oflex): chunk states x, caller's dz ---------
+    @lib.custom_op(f"{NAMESPACE}::selective_scan_fwd_x", mutates_args=(), schema=(
+        "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
+        "bool delta_softplus) -> (Tensor, Tensor, Tensor)"))
+    def selective_scan_fwd_x(u, delta, A, B, C, D, z, delta_bias, delta_softplus):  # type: ignore[no-untyped-def]
+        """(out, out * silu(z) or empty, x (batch, dim, n_chunks, 2 * dstate) fp32): standins._scan.forward."""
+        from jetson_mamba.ops.standins import _scan
+
+        out, out_z, x = _scan.forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return (_as_layout(out, u, u.device), _as_layout(out_z, z, u.device),
+                x.to(torch.float32).contiguous())
+
+    @selective_scan_fwd_x.register_fake
+    def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):  # type: ignore[no-untyped-def]
+        from jetson_mamba.ops.standins._scan import n_chunks
+
+        batch, dim, L = u.shape
+        out = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+        out_z = torch.empty(u.shape, dtype=u.dtype, device=u.device) if z is not None else _empty(u.device)
+        return out, out_z, torch.empty((batch, dim, n_chunks(L), 2 * A.shape[1]), dtype=torch.float32,
+                                       device=u.device)
+
+    @lib.custom_op(f"{NAMESPACE}::selective_scan_bwd_x", mutates_args=(), schema=(
+        "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
+        "Tensor dout, Tensor? x, bool delta_softplus, Tensor? out) -> "
+        "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"))
+    def selective_scan_bwd_x(u, delta, A, B, C, D, z, delta_bias, dout, x, delta_softplus, out):  # type: ignore[no-untyped-def]
+        """standins._scan.backward_out_z without a caller's dz: (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz,
+        out * silu(z)), empty where absent."""
+        from jetson_mamba.ops.standins import _scan
+
+        grads, out_z = _scan.backward_out_z(u, delta, A, B, C, D, z, delta_bias, dout, x, delta_softplus, out, None)
+        inputs = (u, delta, A, B, C, D, delta_bias, z)
+        result = (*_grads(grads, inputs, u.device), _as_layout(out_z, out if z is not None else None, u.device))
+        return _distinct(result, inputs + (dout, x, out))
+
+    @selective_scan_bwd_x.register_fake
+    def _(u, delta, A, B, C, D, z, delta_bias, dout, x, delta_softplus, out):  # type: ignore[no-untyped-def]
+        out_z = (torch.empty(out.shape, dtype=out.dtype, device=u.device) if out is not None and z is not None
+                 else _empty(u.device))
+        return (*_new_grads((u, delta, A, B, C, D, delta_bias, z), u.device), out_z)
