@@ -161,17 +161,17 @@ def test_opcheck(case: int) -> None:
 
 
 def test_without_custom_ops_the_autograd_functions_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    """torch < 2.4 (forced here): same values and gradients through the autograd.Function path."""
+    """torch < 2.4 (forced here): eager and torch.compile (with graph breaks) through the autograd.Functions,
+    with the same values and gradients."""
     leaves = _leaves()
     monkeypatch.setattr(_library, "ENABLED", False)
-    outs, grads = _run(_block, leaves)
+    eager = _run(_block, leaves)
     assert type(ops.selective_scan_fn(*(leaves[k] for k in ("x", "delta", "A", "B", "C")))
                 .grad_fn).__name__ == "SelectiveScanFnBackward"
-    if not _library.supports_custom_ops(torch.library):
-        return
-    monkeypatch.setattr(_library, "ENABLED", True)
-    _assert_same(outs, _run(_block, leaves)[0], "output")
-    _assert_same(grads, _run(_block, leaves)[1], "gradient")
+    torch._dynamo.reset()
+    compiled = _run(torch.compile(_block, backend="aot_eager"), leaves)
+    _assert_same(eager[0], compiled[0], "output")
+    _assert_same(eager[1], compiled[1], "gradient")
 
 
 def test_custom_ops_need_torch_2_4_and_can_be_switched_off() -> None:
