@@ -195,7 +195,7 @@ def test_compile_under_the_triton_interpreter() -> None:
     pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1", JETSON_MAMBA_BACKEND="triton", CUDA_VISIBLE_DEVICES="")
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(Path(__file__)),
-           "-k", "compile_fullgraph or decode_step or export or opcheck"]
+           "-k", "(compile_fullgraph or decode_step or export or opcheck) and not upstream"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=str(HERE))
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert "11 passed" in proc.stdout, proc.stdout[-2000:]
