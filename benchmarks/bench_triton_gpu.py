@@ -14,6 +14,8 @@ mamba_ssm package itself need not import). Every timed pair is also compared num
 `--graph` also times each call replayed from a CUDA graph: GPU time without the host's launch cost
 (a Triton launch from Python costs tens of microseconds, the size of the conv kernels themselves);
 `--host` measures that host cost per call and profiles it.
+`--edge` times Mamba-YOLO's scan at batch 1 (issue 18): the compiled kernel, ours one-pass and chunked
+(sequence-parallel), and ours through the public custom op, eager and torch.compile(mode="reduce-overhead").
 """
 
 from __future__ import annotations
@@ -159,6 +161,110 @@ def bench_scan(ext: Any, name: str, batch: int, dim: int, L: int, groups: int, d
     row["fwd_ratio"] = row["cuda_fwd_ms"] / row["triton_fwd_ms"]
     row["fwdbwd_ratio"] = row["cuda_fwdbwd_ms"] / row["triton_fwdbwd_ms"]
     return row
+
+
+@contextmanager
+def env(**values: str) -> Iterator[None]:
+    """os.environ with `values` set, restored afterwards (the dispatch reads it per call)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _public_scan(u, delta, A, B, C, D, z, bias):  # noqa: ANN001, ANN201
+    from jetson_mamba.ops import selective_scan_fn
+
+    return selective_scan_fn(u, delta, A, B, C, D, z, bias, True)
+
+
+def _fwd_bwd_of(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """fwd + bwd through autograd: the gradients of u, delta, A, B, C, D and delta_bias for dout."""
+    def run(u, delta, A, B, C, D, z, bias, dout):  # noqa: ANN001, ANN202
+        torch.compiler.cudagraph_mark_step_begin()
+        leaves = (u, delta, A, B, C, D, bias)
+        out = forward(u, delta, A, B, C, D, z, bias)
+        return torch.autograd.grad(out, leaves, dout)
+    return run
+
+
+def _fwd_of(forward: Callable[..., Any]) -> Callable[..., Any]:
+    def run(u, delta, A, B, C, D, z, bias, dout):  # noqa: ANN001, ANN202
+        torch.compiler.cudagraph_mark_step_begin()
+        with torch.no_grad():
+            return forward(u, delta, A, B, C, D, z, bias)
+    return run
+
+
+def edge_scan(ext: Any, graph: bool, batch: int = 1) -> List[Row]:
+    """Mamba-YOLO's scan (K=4, K*D=512, L=6400, N=16, fp32) at `batch`: the compiled kernel next to ours
+    one-pass, chunked, and through the public custom op eager and under torch.compile(reduce-overhead)."""
+    from jetson_mamba.ops.selective_scan import triton_chunked
+
+    shape = f"B={batch} D=512 L=6400 N=16 K=4"
+    sets = [scan_inputs(batch, 512, 6400, 16, 4, torch.float32, False, seed) for seed in range(N_SETS)]
+    grad_sets = [tuple(t.detach().clone().requires_grad_() if t is not None and i < 8 else t
+                       for i, t in enumerate(s)) for s in sets]
+    ref = cuda_scan_fwd(ext, *sets[0])
+    rows: List[Row] = []
+
+    def add(name: str, fwd: Callable[..., Any], fwdbwd: Callable[..., Any], inputs: Sequence[Tuple[Any, ...]],
+            out: Optional[torch.Tensor] = None, capture: bool = True) -> None:
+        row: Row = {"variant": name, "shape": shape}
+        try:
+            time_pair(row, "fwd", fwd, inputs, graph and capture)
+            time_pair(row, "fwdbwd", fwdbwd, inputs, graph and capture, iters=20)
+        except Exception as exc:  # one variant failing (a compile error) must not lose the others
+            row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        if out is not None:
+            row["rel_err"] = rel_err(out, ref[0])
+        rows.append(row)
+        print(row, flush=True)
+
+    add("compiled kernel (selective_scan_cuda)", lambda *a: cuda_scan_fwd(ext, *a),
+        lambda *a: cuda_scan_fwd_bwd(ext, *a), sets, ref[0])
+    for label, setting in (("ours one-pass", "0"), ("ours chunked", "1")):
+        with env(**{triton_chunked.ENV_VAR: setting}):
+            chunk = triton_chunked.chunk_for(sets[0][0])
+            add(f"{label} (chunk {chunk})", triton_scan_fwd, triton_scan_fwd_bwd, sets, triton_scan_fwd(*sets[0])[0])
+    with env(JETSON_MAMBA_BACKEND="triton"):
+        add("ours, public op, eager (auto)", _fwd_of(_public_scan), _fwd_bwd_of(_public_scan), grad_sets,
+            _fwd_of(_public_scan)(*sets[0]))
+        torch._dynamo.reset()
+        compiled = torch.compile(_public_scan, mode="reduce-overhead", fullgraph=True)
+        start = time.perf_counter()
+        first = _fwd_of(compiled)(*sets[0]).clone()
+        compile_s = time.perf_counter() - start
+        add("ours, public op, torch.compile reduce-overhead (auto)", _fwd_of(compiled), _fwd_bwd_of(compiled),
+            grad_sets, first, capture=False)  # it captures its own CUDA graphs
+        rows[-1]["first_call_s"] = compile_s
+    base = rows[0]
+    for row in rows:
+        for key in ("fwd", "fwdbwd"):
+            if f"{key}_ms" in row and f"{key}_ms" in base:
+                row[f"{key}_ratio"] = base[f"{key}_ms"] / row[f"{key}_ms"]
+    return rows
+
+
+def edge_markdown(rows: List[Row]) -> str:
+    lines = ["| variant | shape | fwd ms | compiled/ours | fwd+bwd ms | compiled/ours | graph fwd | graph fwd+bwd | "
+             "rel err |", "|" + " --- |" * 9]
+
+    def f(v: Any, spec: str = ".3f") -> str:
+        return "-" if v is None else format(v, spec)
+
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['shape']} | {f(r.get('fwd_ms'))} | {f(r.get('fwd_ratio'), '.2f')} | "
+                     f"{f(r.get('fwdbwd_ms'))} | {f(r.get('fwdbwd_ratio'), '.2f')} | {f(r.get('fwd_graph_ms'))} | "
+                     f"{f(r.get('fwdbwd_graph_ms'))} | {f(r.get('rel_err'), '.1e')} |"
+                     + (f" {r['error']}" if "error" in r else ""))
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- causal conv1d
@@ -552,6 +658,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--skip-main", action="store_true", help="only the sweep / cold start")
     parser.add_argument("--graph", action="store_true", help="also time CUDA-graph replays (no launch cost)")
     parser.add_argument("--standin", action="store_true", help="the stand-in's forward with chunk states x")
+    parser.add_argument("--edge", action="store_true",
+                        help="Mamba-YOLO's scan at batch 1 (and --edge-batch): compiled vs ours one-pass, chunked, "
+                             "custom op eager and torch.compile(reduce-overhead)")
+    parser.add_argument("--edge-batch", type=int, nargs="*", default=[1], help="batches for --edge (default 1)")
     parser.add_argument("--json", help="write all results here")
     args = parser.parse_args(argv)
     import causal_conv1d_cuda
@@ -569,6 +679,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         result["block"] = whole_block(args.block_profile)
     if args.standin:
         result["standin"] = standin_forward(selective_scan_cuda)
+    if args.edge:
+        result["edge"] = [r for b in args.edge_batch for r in edge_scan(selective_scan_cuda, args.graph, b)]
+        print(edge_markdown(result["edge"]), flush=True)
     if args.host:
         result["host"] = host_cost(causal_conv1d_cuda, selective_scan_cuda)
     if args.sweep:

@@ -5,6 +5,11 @@ causal-conv1d; each call picks a backend (compiled cuda -> triton -> torch, see 
 from the tensors' device and dtype. The Mamba2 pieces (`mamba_chunk_scan_combined`,
 `mamba_split_conv1d_scan_combined`, `rmsnorm_fn`) live in `jetson_mamba.ops.ssd` and are
 re-exported here lazily.
+
+Under torch.compile / torch.export the scan and the conv are custom ops (`torch.ops.jetson_mamba.*`,
+see `_library`) where torch has them (>= 2.4), so the tracer sees one opaque call each; eager calls,
+and every call on older torch (or with JETSON_MAMBA_CUSTOM_OPS=0), take the autograd.Functions below
+(a custom op's Python dispatch cost ~100 us of host time per call on this 2-core CPU, measured).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any, Optional, Tuple, Union
 
 import torch
 
+from jetson_mamba.ops import _library
 from jetson_mamba.ops.backend import (
     BackendInfo,
     list_backends,
@@ -75,6 +81,11 @@ def selective_scan_fn(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
     u, delta, z: (batch, dim, L); A: (dim, dstate); B, C: (dim, dstate), (batch, dstate, L) or
     (batch, G, dstate, L); D, delta_bias: (dim,). The last state gets no gradient (as upstream).
     """
+    if _library.tracing():
+        u, delta, B, C, z = (_last_dim_contiguous(t) for t in (u, delta, B, C, z))
+        out, last_state = torch.ops.jetson_mamba.selective_scan_fwd(
+            u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
+        return (out, last_state.detach()) if return_last_state else out
     return SelectiveScanFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
 
 
@@ -82,6 +93,15 @@ def _check_activation(activation: Optional[str]) -> bool:
     if activation not in ACTIVATIONS:
         raise NotImplementedError("activation must be None, silu, or swish")
     return activation is not None
+
+
+def _check_conv_args(activation: Optional[str], seq_idx: Optional[torch.Tensor],
+                     initial_states: Optional[torch.Tensor], return_final_states: bool) -> bool:
+    silu = _check_activation(activation)
+    if seq_idx is not None and (initial_states is not None or return_final_states):
+        raise ValueError("seq_idx cannot be combined with initial_states or return_final_states "
+                         "(as in causal-conv1d); pass one or the other")
+    return silu
 
 
 class CausalConv1dFn(torch.autograd.Function):
@@ -92,10 +112,7 @@ class CausalConv1dFn(torch.autograd.Function):
                 seq_idx: Optional[torch.Tensor] = None, initial_states: Optional[torch.Tensor] = None,
                 return_final_states: bool = False, final_states_out: Optional[torch.Tensor] = None,
                 activation: Optional[str] = None) -> Any:
-        silu = _check_activation(activation)
-        if seq_idx is not None and (initial_states is not None or return_final_states):
-            raise ValueError("seq_idx cannot be combined with initial_states or return_final_states "
-                             "(as in causal-conv1d); pass one or the other")
+        silu = _check_conv_args(activation, seq_idx, initial_states, return_final_states)
         if x.stride(2) != 1 and x.stride(1) != 1:
             x = x.contiguous()
         _, backend = select_backend("causal_conv1d", x.device, x.dtype)
@@ -133,6 +150,18 @@ def causal_conv1d_fn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
 
     bias (dim,); seq_idx (batch, L); initial_states / final states (batch, dim, width - 1).
     """
+    if _library.tracing():
+        silu = _check_conv_args(activation, seq_idx, initial_states, return_final_states)
+        if x.stride(2) != 1 and x.stride(1) != 1:
+            x = x.contiguous()
+        out, final = torch.ops.jetson_mamba.causal_conv1d_fwd(
+            x, weight, bias, seq_idx, initial_states, bool(return_final_states), silu)
+        if not return_final_states:
+            return out
+        if final_states_out is not None:
+            final_states_out.copy_(final)
+            final = final_states_out
+        return out, final
     return CausalConv1dFn.apply(x, weight, bias, seq_idx, initial_states, return_final_states,
                                 final_states_out, activation)
 
@@ -150,8 +179,12 @@ def causal_conv1d_update(x: torch.Tensor, conv_state: torch.Tensor, weight: torc
     squeeze = x.dim() == 2
     if squeeze:
         x = x.unsqueeze(-1)
-    _, backend = select_backend("causal_conv1d", x.device, x.dtype)
-    out = backend.causal_conv1d_update(x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices)
+    if _library.tracing():
+        out = torch.ops.jetson_mamba.causal_conv1d_update(
+            x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices)
+    else:
+        _, backend = select_backend("causal_conv1d", x.device, x.dtype)
+        out = backend.causal_conv1d_update(x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices)
     return out.squeeze(-1) if squeeze else out
 
 

@@ -502,6 +502,11 @@ def _forward(
     batch, dim, L = u.shape
     N = A.shape[1]
     args = _common_args(u, delta, A, B, C, D, z, delta_bias)
+    from jetson_mamba.ops.selective_scan import triton_chunked  # imports this module's helpers
+
+    chunk = triton_chunked.chunk_for(u)  # small batch x dim: the sequence-parallel path
+    if chunk and every % chunk == 0:
+        return triton_chunked.forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, args, chunk, every)
     out = torch.empty((batch, dim, L), device=u.device, dtype=u.dtype)
     out_z = torch.empty_like(out) if z is not None else None
     last = torch.empty((batch, dim, N), device=u.device, dtype=torch.float32)

@@ -7,6 +7,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from jetson_mamba.ops import _library
+
 
 def buffers(backend: ModuleType, inputs: Tuple[Optional[torch.Tensor], ...],
             **named: Optional[torch.Tensor]) -> Dict[str, Any]:
@@ -35,6 +37,7 @@ def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def fill(buffer: torch.Tensor, result: torch.Tensor) -> None:
-    """buffer <- result, unless the backend already wrote result into buffer."""
-    if result.data_ptr() != buffer.data_ptr() or result.stride() != buffer.stride():
+    """buffer <- result, unless the backend already wrote result into buffer (never while tracing: the
+    custom ops return new tensors, whose addresses a tracer does not have)."""
+    if _library.tracing() or result.data_ptr() != buffer.data_ptr() or result.stride() != buffer.stride():
         buffer.copy_(result)

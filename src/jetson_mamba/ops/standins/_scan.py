@@ -7,6 +7,7 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from jetson_mamba.ops import _library
 from jetson_mamba.ops.backend import select_backend
 from jetson_mamba.ops.selective_scan.cuda import X_CHUNK
 from jetson_mamba.ops.standins._buffers import buffers
@@ -42,7 +43,12 @@ def forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tens
             D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
             delta_softplus: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
     """(out, out_z or None, x) through the dispatched selective-scan backend: in one pass where the
-    backend keeps the chunk states itself (selective_scan_forward_x), else with a second scan for x."""
+    backend keeps the chunk states itself (selective_scan_forward_x), else with a second scan for x.
+    Under torch.compile / torch.export: one custom op (jetson_mamba::selective_scan_fwd_x)."""
+    if _library.tracing():
+        out, out_z, x = torch.ops.jetson_mamba.selective_scan_fwd_x(u, delta, A, B, C, D, z, delta_bias,
+                                                                    bool(delta_softplus))
+        return out, (out_z if z is not None else None), x
     _, backend = select_backend("selective_scan", u.device, u.dtype)
     with_x = getattr(backend, "selective_scan_forward_x", None)
     if with_x is not None:
@@ -67,6 +73,12 @@ def backward_out_z(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     computed from `out` in fp32. `dz`: the caller's buffer, which a backend that writes into buffers
     fills directly (the dz returned is then that buffer)."""
     check_x(x, u, A)
+    if _library.tracing():  # one custom op; the caller copies dz into its buffer
+        *grads, out_z = torch.ops.jetson_mamba.selective_scan_bwd_x(
+            u, delta, A, B, C, D, z, delta_bias, dout, x, bool(delta_softplus), out if z is not None else None)
+        present = (D, delta_bias, z)
+        return ([*grads[:5], *(g if t is not None else None for g, t in zip(grads[5:], present))],
+                out_z if out is not None and z is not None else None)
     _, backend = select_backend("selective_scan", u.device, u.dtype)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout)
     into = buffers(backend, (u, delta, z, dout), dz=dz)

@@ -1,0 +1,298 @@
+"""The scan and the conv as PyTorch custom ops (`torch.ops.jetson_mamba.*`), so that torch.compile
+(fullgraph, CUDA graphs) and torch.export see one opaque call with a known output, instead of tracing
+into the backend dispatch (a graph break: "Missing bytecode handler").
+
+Each op runs the dispatched backend inside its implementation; its fake implementation gives the
+outputs' shapes, dtypes and layouts without running anything; the forward ops carry their backward
+(`register_autograd`). Custom ops cannot return None: an absent output (final states not asked for,
+dD without D, ...) is an empty tensor that the public functions turn back into None.
+
+`torch.library.custom_op` exists from torch 2.4; JetPack 5/6 ship 2.0-2.5. Where it is missing, or
+with JETSON_MAMBA_CUSTOM_OPS=0, `ENABLED` is False and `jetson_mamba.ops` keeps its autograd.Function
+path (eager only). Triton kernels stay opaque (no `triton_op`): the dispatch, which may pick any
+backend per call, lives inside the op.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
+
+from jetson_mamba.ops.backend import select_backend
+
+ENV_VAR = "JETSON_MAMBA_CUSTOM_OPS"
+NAMESPACE = "jetson_mamba"
+_NEEDED = ("custom_op", "register_fake", "register_autograd")
+
+
+class OpsConvBackend:
+    """The causal_conv1d backend contract over the custom ops, for the stand-ins under torch.compile /
+    torch.export (standins._conv.backend_for): functional results, copied into the caller's buffers."""
+
+    @staticmethod
+    def causal_conv1d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                              seq_idx: Optional[torch.Tensor], initial_states: Optional[torch.Tensor],
+                              return_final_states: bool, silu: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        out, final = torch.ops.jetson_mamba.causal_conv1d_fwd(x, weight, bias, seq_idx, initial_states,
+                                                              bool(return_final_states), bool(silu))
+        return out, (final if return_final_states else None)
+
+    @staticmethod
+    def causal_conv1d_backward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                               dout: torch.Tensor, seq_idx: Optional[torch.Tensor],
+                               initial_states: Optional[torch.Tensor], dfinal_states: Optional[torch.Tensor],
+                               silu: bool) -> Tuple[Optional[torch.Tensor], ...]:
+        dx, dw, db, dinit = torch.ops.jetson_mamba.causal_conv1d_bwd(
+            x, weight, bias, dout, seq_idx, initial_states, dfinal_states, bool(silu))
+        return dx, dw, (db if bias is not None else None), (dinit if initial_states is not None else None)
+
+    @staticmethod
+    def causal_conv1d_update(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor,
+                             bias: Optional[torch.Tensor], silu: bool, cache_seqlens: Optional[torch.Tensor],
+                             conv_state_indices: Optional[torch.Tensor]) -> torch.Tensor:
+        return torch.ops.jetson_mamba.causal_conv1d_update(x, conv_state, weight, bias, bool(silu), cache_seqlens,
+                                                           conv_state_indices)
+
+
+def supports_custom_ops(library: ModuleType) -> bool:
+    """Whether this torch.library has the custom-op API used here (torch >= 2.4)."""
+    return all(hasattr(library, name) for name in _NEEDED)
+
+
+def custom_ops_wanted(library: ModuleType, environ: Any = os.environ) -> bool:
+    """Custom ops where torch has them, unless JETSON_MAMBA_CUSTOM_OPS=0."""
+    return supports_custom_ops(library) and environ.get(ENV_VAR, "1") != "0"
+
+
+ENABLED = custom_ops_wanted(torch.library)
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+
+
+def tracing() -> bool:
+    """Whether torch.compile / torch.export is tracing this call and the custom ops exist: the stand-ins
+    then call the functional ops (and copy into the caller's buffers), instead of the backends that
+    write into those buffers directly (eager's path, one copy less)."""
+    return ENABLED and _is_compiling is not None and _is_compiling()
+
+
+def _empty(device: torch.device) -> torch.Tensor:
+    """The placeholder for an absent output, on the op's device (a CPU tensor would keep a CUDA op out
+    of CUDA graphs)."""
+    return torch.empty(0, device=device)
+
+
+def _opt(t: torch.Tensor) -> Optional[torch.Tensor]:
+    """An op's empty placeholder back to None."""
+    return t if t.numel() or t.dim() != 1 else None
+
+
+def _channel_last(x: torch.Tensor) -> bool:
+    return x.stride(1) == 1 and x.stride(2) != 1
+
+
+def _new_like(x: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """A new (batch, dim, L) tensor in x's layout (channel-last or contiguous), as the conv kernels
+    return it."""
+    dtype = dtype or x.dtype
+    if _channel_last(x):
+        b, d, n = x.shape
+        return torch.empty((b, n, d), dtype=dtype, device=x.device).transpose(1, 2)
+    return torch.empty(x.shape, dtype=dtype, device=x.device)
+
+
+def _as_layout(t: Optional[torch.Tensor], like: Optional[torch.Tensor], device: torch.device,
+               channel_last: bool = False) -> torch.Tensor:
+    """A backend's result in the layout and dtype the fake implementation promised (a no-op when it
+    already is); None (no such result) as the empty placeholder."""
+    if t is None or like is None:
+        return _empty(device)
+    t = t.to(like.dtype)
+    if channel_last:
+        return t if t.stride(1) == 1 else t.transpose(1, 2).contiguous().transpose(1, 2)
+    return t.contiguous()
+
+
+def _distinct(outputs: Sequence[torch.Tensor], inputs: Sequence[Optional[torch.Tensor]]) -> Tuple[torch.Tensor, ...]:
+    """A custom op's outputs may alias neither its inputs nor each other; a backend may return views of
+    one buffer (the Triton conv's dweight and dbias): those are copied."""
+    seen = {t.untyped_storage().data_ptr() for t in inputs if t is not None and t.numel()}
+    result = []
+    for t in outputs:
+        if t.numel():
+            ptr = t.untyped_storage().data_ptr()
+            if ptr in seen:
+                t = t.clone()
+                ptr = t.untyped_storage().data_ptr()
+            seen.add(ptr)
+        result.append(t)
+    return tuple(result)
+
+
+def _new_grads(inputs: Sequence[Optional[torch.Tensor]], device: torch.device) -> List[torch.Tensor]:
+    """Gradients as the fake implementations promise them: new, contiguous, each like its input."""
+    return [torch.empty(t.shape, dtype=t.dtype, device=t.device) if t is not None else _empty(device)
+            for t in inputs]
+
+
+def _grads(grads: Sequence[Optional[torch.Tensor]], inputs: Sequence[Optional[torch.Tensor]],
+           device: torch.device) -> List[torch.Tensor]:
+    return [_as_layout(g, t, device) for g, t in zip(grads, inputs)]
+
+
+if ENABLED:
+    lib = torch.library
+
+    # ---- selective scan -------------------------------------------------------------------------
+    @lib.custom_op(f"{NAMESPACE}::selective_scan_fwd", mutates_args=(), schema=(
+        "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
+        "bool delta_softplus) -> (Tensor, Tensor)"))
+    def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):  # type: ignore[no-untyped-def]
+        """(out, or out * silu(z) with z; last state fp32 (batch, dim, dstate))."""
+        _, backend = select_backend("selective_scan", u.device, u.dtype)
+        out, out_z, last = backend.selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        result = out if z is None else out_z
+        return _as_layout(result, u, u.device), last.to(torch.float32).contiguous()
+
+    @selective_scan_fwd.register_fake
+    def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):  # type: ignore[no-untyped-def]
+        batch, dim, n = u.shape[0], u.shape[1], A.shape[1]
+        return (torch.empty(u.shape, dtype=u.dtype, device=u.device),
+                torch.empty((batch, dim, n), dtype=torch.float32, device=u.device))
+
+    @lib.custom_op(f"{NAMESPACE}::selective_scan_bwd", mutates_args=(), schema=(
+        "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
+        "bool delta_softplus, Tensor dout) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"))
+    def selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout):  # type: ignore[no-untyped-def]
+        """(du, ddelta, dA, dB, dC, dD, ddelta_bias, dz), each like its input (empty where the input is None)."""
+        _, backend = select_backend("selective_scan", u.device, u.dtype)
+        grads = backend.selective_scan_backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout)
+        inputs = (u, delta, A, B, C, D, delta_bias, z)
+        return _distinct(_grads(grads, inputs, u.device), inputs + (dout,))
+
+    @selective_scan_bwd.register_fake
+    def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout):  # type: ignore[no-untyped-def]
+        return tuple(_new_grads((u, delta, A, B, C, D, delta_bias, z), u.device))
+
+    def _scan_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus = inputs
+        ctx.delta_softplus = delta_softplus
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+
+    def _scan_backward(ctx: Any, dout: torch.Tensor, _dlast: Any) -> Tuple[Optional[torch.Tensor], ...]:
+        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+        du, ddelta, dA, dB, dC, dD, ddb, dz = selective_scan_bwd(
+            u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, dout.contiguous())
+        return (du, ddelta, dA, dB, dC, dD if D is not None else None, dz if z is not None else None,
+                ddb if delta_bias is not None else None, None)
+
+    selective_scan_fwd.register_autograd(_scan_backward, setup_context=_scan_setup)
+
+    # ---- causal conv1d --------------------------------------------------------------------------
+    @lib.custom_op(f"{NAMESPACE}::causal_conv1d_fwd", mutates_args=(), schema=(
+        "(Tensor x, Tensor weight, Tensor? bias, Tensor? seq_idx, Tensor? initial_states, "
+        "bool return_final_states, bool silu) -> (Tensor, Tensor)"))
+    def causal_conv1d_fwd(x, weight, bias, seq_idx, initial_states, return_final_states, silu):  # type: ignore[no-untyped-def]
+        """(out in x's layout, final states (batch, dim, width - 1) or empty)."""
+        _, backend = select_backend("causal_conv1d", x.device, x.dtype)
+        out, final = backend.causal_conv1d_forward(x, weight, bias, seq_idx, initial_states,
+                                                   return_final_states, silu)
+        final_like = torch.empty(0, dtype=x.dtype, device=x.device) if return_final_states else None
+        return _as_layout(out, x, x.device, _channel_last(x)), _as_layout(final, final_like, x.device)
+
+    @causal_conv1d_fwd.register_fake
+    def _(x, weight, bias, seq_idx, initial_states, return_final_states, silu):  # type: ignore[no-untyped-def]
+        final = (torch.empty((x.shape[0], x.shape[1], weight.shape[1] - 1), dtype=x.dtype, device=x.device)
+                 if return_final_states else _empty(x.device))
+        return _new_like(x), final
+
+    @lib.custom_op(f"{NAMESPACE}::causal_conv1d_bwd", mutates_args=(), schema=(
+        "(Tensor x, Tensor weight, Tensor? bias, Tensor dout, Tensor? seq_idx, Tensor? initial_states, "
+        "Tensor? dfinal_states, bool silu) -> (Tensor, Tensor, Tensor, Tensor)"))
+    def causal_conv1d_bwd(x, weight, bias, dout, seq_idx, initial_states, dfinal_states, silu):  # type: ignore[no-untyped-def]
+        """(dx in x's layout, dweight, dbias or empty, dinitial_states or empty)."""
+        _, backend = select_backend("causal_conv1d", x.device, x.dtype)
+        dx, dw, db, dinit = backend.causal_conv1d_backward(x, weight, bias, dout, seq_idx, initial_states,
+                                                           dfinal_states, silu)
+        return _distinct((_as_layout(dx, x, x.device, _channel_last(x)),
+                          *_grads((dw, db, dinit), (weight, bias, initial_states), x.device)),
+                         (x, weight, bias, dout, seq_idx, initial_states, dfinal_states))
+
+    @causal_conv1d_bwd.register_fake
+    def _(x, weight, bias, dout, seq_idx, initial_states, dfinal_states, silu):  # type: ignore[no-untyped-def]
+        return (_new_like(x), *_new_grads((weight, bias, initial_states), x.device))
+
+    def _conv_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
+        x, weight, bias, seq_idx, initial_states, return_final_states, silu = inputs
+        ctx.silu = silu
+        ctx.return_final_states = return_final_states
+        ctx.save_for_backward(x, weight, bias, seq_idx, initial_states)
+
+    def _conv_backward(ctx: Any, dout: torch.Tensor, dfinal: Optional[torch.Tensor]
+                       ) -> Tuple[Optional[torch.Tensor], ...]:
+        x, weight, bias, seq_idx, initial_states = ctx.saved_tensors
+        if dout.stride(2) != 1 and dout.stride(1) != 1:
+            dout = dout.contiguous()
+        dx, dw, db, dinit = causal_conv1d_bwd(x, weight, bias, dout, seq_idx, initial_states,
+                                              dfinal if ctx.return_final_states else None, ctx.silu)
+        return (dx, dw, db if bias is not None else None, None,
+                dinit if initial_states is not None else None, None, None)
+
+    causal_conv1d_fwd.register_autograd(_conv_backward, setup_context=_conv_setup)
+
+    @lib.custom_op(f"{NAMESPACE}::causal_conv1d_update", mutates_args=("conv_state",), schema=(
+        "(Tensor x, Tensor(a!) conv_state, Tensor weight, Tensor? bias, bool silu, Tensor? cache_seqlens, "
+        "Tensor? conv_state_indices) -> Tensor"))
+    def causal_conv1d_update_op(x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices):  # type: ignore[no-untyped-def]
+        """The decode step: out like x; conv_state updated in place."""
+        _, backend = select_backend("causal_conv1d", x.device, x.dtype)
+        out = backend.causal_conv1d_update(x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices)
+        return _as_layout(out, x, x.device, _channel_last(x))
+
+    @causal_conv1d_update_op.register_fake
+    def _(x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices):  # type: ignore[no-untyped-def]
+        return _new_like(x)
+
+    # ---- the stand-ins' scan (selective_scan_cuda, _core, _oflex): chunk states x, caller's dz ---------
+    @lib.custom_op(f"{NAMESPACE}::selective_scan_fwd_x", mutates_args=(), schema=(
+        "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
+        "bool delta_softplus) -> (Tensor, Tensor, Tensor)"))
+    def selective_scan_fwd_x(u, delta, A, B, C, D, z, delta_bias, delta_softplus):  # type: ignore[no-untyped-def]
+        """(out, out * silu(z) or empty, x (batch, dim, n_chunks, 2 * dstate) fp32): standins._scan.forward."""
+        from jetson_mamba.ops.standins import _scan
+
+        out, out_z, x = _scan.forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return (_as_layout(out, u, u.device), _as_layout(out_z, z, u.device),
+                x.to(torch.float32).contiguous())
+
+    @selective_scan_fwd_x.register_fake
+    def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):  # type: ignore[no-untyped-def]
+        from jetson_mamba.ops.standins._scan import n_chunks
+
+        batch, dim, L = u.shape
+        out = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+        out_z = torch.empty(u.shape, dtype=u.dtype, device=u.device) if z is not None else _empty(u.device)
+        return out, out_z, torch.empty((batch, dim, n_chunks(L), 2 * A.shape[1]), dtype=torch.float32,
+                                       device=u.device)
+
+    @lib.custom_op(f"{NAMESPACE}::selective_scan_bwd_x", mutates_args=(), schema=(
+        "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
+        "Tensor dout, Tensor? x, bool delta_softplus, Tensor? out) -> "
+        "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"))
+    def selective_scan_bwd_x(u, delta, A, B, C, D, z, delta_bias, dout, x, delta_softplus, out):  # type: ignore[no-untyped-def]
+        """standins._scan.backward_out_z without a caller's dz: (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz,
+        out * silu(z)), empty where absent."""
+        from jetson_mamba.ops.standins import _scan
+
+        grads, out_z = _scan.backward_out_z(u, delta, A, B, C, D, z, delta_bias, dout, x, delta_softplus, out, None)
+        inputs = (u, delta, A, B, C, D, delta_bias, z)
+        result = (*_grads(grads, inputs, u.device), _as_layout(out_z, out if z is not None else None, u.device))
+        return _distinct(result, inputs + (dout, x, out))
+
+    @selective_scan_bwd_x.register_fake
+    def _(u, delta, A, B, C, D, z, delta_bias, dout, x, delta_softplus, out):  # type: ignore[no-untyped-def]
+        out_z = (torch.empty(out.shape, dtype=out.dtype, device=u.device) if out is not None and z is not None
+                 else _empty(u.device))
+        return (*_new_grads((u, delta, A, B, C, D, delta_bias, z), u.device), out_z)

@@ -1,0 +1,219 @@
+"""Sequence-parallel selective scan forward, for small batch x channels (batch 1 at the edge).
+
+The one-pass kernel (triton.py) runs one program per (channel block, batch row) down the whole
+sequence: Mamba-YOLO's scan at batch 1 (K*D = 512 channels) is 64 programs on a 132-SM GPU, most of
+it idle. Here the sequence is cut into chunks of CHUNK steps as well, in three launches:
+
+1. local: every (channel block, batch row, chunk) scans its chunk from a zero state and keeps the end
+   state and the chunk's delta sum (its decay is exp(A * sum delta));
+2. carry: per (channel block, batch row), a walk over the chunks turns the end states into each
+   chunk's true start state, h_in[c + 1] = exp(A dsum[c]) h_in[c] + h_end[c] (a few floats per
+   chunk), and writes the last state and the compiled kernels' chunk states x on request;
+3. output: every chunk scans again from its true start state and writes out (and out * silu(z)).
+
+The scan runs twice (the price of the parallelism), so this only pays where the one-pass grid leaves
+SMs idle: `plan_chunk` decides from the shape and the GPU's SM count. The tiles and helpers are the
+one-pass kernel's (triton.py), so both paths compute the same recurrence step for step.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Optional, Tuple
+
+import torch
+
+from jetson_mamba.ops import triton_utils as tu
+from jetson_mamba.ops.triton_utils import grid_size, tl, triton
+
+ENV_VAR = "JETSON_MAMBA_SCAN_CHUNKED"  # 0: never, 1: always (where allowed), unset: by shape
+MIN_CHUNK = 64
+MAX_CHUNK = 2048  # divides the stand-ins' x interval (2048), so x's chunk ends are chunk ends here
+# Chunk where the one-pass grid gives each SM fewer than CHUNK_BELOW programs (Mamba-YOLO's scan: 64
+# programs at batch 1, chunked; 512 at batch 8, not, on a 132-SM H200), aiming the chunked grid at
+# TARGET programs per SM. Guesses until timed (benchmarks/gpu/chunked_scan.sh compares both paths).
+CHUNK_BELOW = 2
+TARGET = 8
+BD_GUESS = 8  # the one-pass kernel's usual channel block, for the decision only
+
+if triton is not None:
+    from jetson_mamba.ops.selective_scan.triton import (
+        _chunk_states,
+        _last_row,
+        _load_bc_t,
+        _load_delta,
+        _store_x,
+    )
+    from jetson_mamba.ops.triton_utils import sigmoid
+
+    @triton.heuristics({
+        "B_UNIFORM": lambda a: a["G_B"] == 1 or a["DPG_B"] % a["BD"] == 0,
+        "C_UNIFORM": lambda a: a["G_C"] == 1 or a["DPG_C"] % a["BD"] == 0,
+    })
+    @triton.jit
+    def _chunk_kernel(
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, outz_ptr, h_ptr, dsum_ptr,
+        dim, L, N, G_B, G_C, DPG_B, DPG_C, CHUNK, n_chunks,
+        s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol, s_ad, s_an,
+        s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
+        B_VAR: tl.constexpr, C_VAR: tl.constexpr, B_UNIFORM: tl.constexpr, C_UNIFORM: tl.constexpr,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        OUTPUT: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, T: tl.constexpr,
+    ):
+        # OUTPUT=False: pass 1 (zero start, store end state and delta sum); True: pass 3 (start from the
+        # carried state in h, store out / out_z). h: (batch, n_chunks, dim, N) fp32; dsum (batch, n_chunks, dim).
+        pid_d = tl.program_id(0)
+        pid_b = tl.program_id(1).to(tl.int64)
+        c = tl.program_id(2)
+        offs_d = pid_d * BD + tl.arange(0, BD)
+        offs_n = tl.arange(0, BN)
+        offs_t = tl.arange(0, T)
+        mask_d = offs_d < dim
+        mask_n = offs_n < N
+        m_nd = mask_n[:, None] & mask_d[None, :]
+        A2 = tl.load(A_ptr + offs_n[:, None] * s_an + offs_d[None, :] * s_ad, mask=m_nd, other=0.0) * 1.4426950408889634
+        bias = tl.zeros([BD], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        Dv = tl.zeros([BD], dtype=tl.float32)
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        row = pid_b * n_chunks + c
+        p_h = h_ptr + row * dim * N + offs_d[None, :] * N + offs_n[:, None]
+        if OUTPUT:
+            h = tl.load(p_h, mask=m_nd, other=0.0)
+        else:
+            h = tl.zeros([BN, BD], dtype=tl.float32)
+        dsum = tl.zeros([BD], dtype=tl.float32)
+        start = c * CHUNK
+        for t0 in range(start, start + CHUNK, T):
+            tt = t0 + offs_t
+            mask_t = tt < L
+            m2 = mask_t[:, None] & mask_d[None, :]
+            uu = tl.load(u_ptr + pid_b * s_ub + tt[:, None] * s_ul + offs_d[None, :] * s_ud,
+                         mask=m2, other=0.0).to(tl.float32)
+            dl, _raw = _load_delta(delta_ptr + pid_b * s_db, tt[:, None] * s_dl + offs_d[None, :] * s_dd,
+                                   m2, bias[None, :], HAS_BIAS, SOFTPLUS)
+            dsum += tl.sum(dl, axis=0)
+            Bt = _load_bc_t(B_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B,
+                            s_Bb, s_Bg, s_Bn, s_Bl, BD, B_VAR, B_UNIFORM)
+            xx, _dA, _dBu = _chunk_states(dl, uu, A2, Bt, h)
+            h = _last_row(xx, offs_t, T)
+            if OUTPUT:
+                Ct = _load_bc_t(C_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_C,
+                                s_Cb, s_Cg, s_Cn, s_Cl, BD, C_VAR, C_UNIFORM)
+                y = tl.sum(xx * Ct, axis=1) + Dv[None, :] * uu
+                o = tt[:, None] * s_ol + offs_d[None, :] * s_od
+                tl.store(out_ptr + pid_b * s_ob + o, y.to(out_ptr.dtype.element_ty), mask=m2)
+                if HAS_Z:
+                    zz = tl.load(z_ptr + pid_b * s_zb + tt[:, None] * s_zl + offs_d[None, :] * s_zd,
+                                 mask=m2, other=0.0).to(tl.float32)
+                    tl.store(outz_ptr + pid_b * s_ob + o, (y * zz * sigmoid(zz)).to(outz_ptr.dtype.element_ty),
+                             mask=m2)
+        if not OUTPUT:
+            tl.store(p_h, h, mask=m_nd)
+            tl.store(dsum_ptr + row * dim + offs_d, dsum, mask=mask_d)
+
+    @triton.jit
+    def _carry_kernel(
+        A_ptr, h_ptr, dsum_ptr, last_ptr, x_ptr, dim, N, L, CHUNK, n_chunks, X_EVERY,
+        s_ad, s_an, s_xb, s_xd, s_xc,
+        HAS_X: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+    ):
+        """Chunk end states (zero start) -> chunk start states, in place; the last state; x on request."""
+        pid_d = tl.program_id(0)
+        pid_b = tl.program_id(1).to(tl.int64)
+        offs_d = pid_d * BD + tl.arange(0, BD)
+        offs_n = tl.arange(0, BN)
+        mask_d = offs_d < dim
+        m_nd = (offs_n < N)[:, None] & mask_d[None, :]
+        A2 = tl.load(A_ptr + offs_n[:, None] * s_an + offs_d[None, :] * s_ad, mask=m_nd, other=0.0) * 1.4426950408889634
+        h = tl.zeros([BN, BD], dtype=tl.float32)
+        total = tl.zeros([BD], dtype=tl.float32)  # delta summed from the start, for x's decay products
+        x_base = x_ptr + pid_b * s_xb
+        for c in range(0, n_chunks):
+            row = pid_b * n_chunks + c
+            p_h = h_ptr + row * dim * N + offs_d[None, :] * N + offs_n[:, None]
+            h_end = tl.load(p_h, mask=m_nd, other=0.0)
+            ds = tl.load(dsum_ptr + row * dim + offs_d, mask=mask_d, other=0.0)
+            tl.store(p_h, h, mask=m_nd)
+            h = tl.exp2(A2 * ds[None, :]) * h + h_end
+            total += ds
+            end = (c + 1) * CHUNK
+            if HAS_X and ((end % X_EVERY == 0) | (end >= L)):
+                _store_x(x_base, (tl.minimum(end, L) - 1) // X_EVERY, total, A2, h, offs_d, offs_n, m_nd,
+                         s_xd, s_xc)
+        tl.store(last_ptr + pid_b * dim * N + offs_d[None, :] * N + offs_n[:, None], h, mask=m_nd)
+
+
+# (BD, T, num_warps): BD=8 T=8 is the one-pass kernel's first config; the interpreter takes small tiles.
+_CONFIG = (8, 8, 1)
+_INTERPRET_CONFIG = (2, 8, 1)
+
+
+def _config() -> Tuple[int, int, int]:
+    return _INTERPRET_CONFIG if tu.INTERPRET else _CONFIG
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return int(torch.cuda.get_device_properties(index).multi_processor_count)
+
+
+def plan_chunk(batch: int, dim: int, L: int, sms: int, setting: Optional[str] = None) -> int:
+    """The chunk length for the sequence-parallel forward, or 0 for the one-pass kernel.
+
+    Chunks where the one-pass grid (batch x dim / BD programs) gives the GPU's `sms` fewer than
+    CHUNK_BELOW programs each and the sequence has room for two chunks or more; the chunk count
+    aims at TARGET programs per SM. setting "0" never chunks, "1" always (sms may be 0: the interpreter).
+    Chunks are powers of two in [MIN_CHUNK, MAX_CHUNK]."""
+    if setting == "0" or L < 2 * MIN_CHUNK:
+        return 0
+    programs = batch * grid_size(dim, BD_GUESS)
+    if setting != "1" and programs >= CHUNK_BELOW * sms:
+        return 0
+    want = max(2, grid_size(TARGET * max(sms, 1), programs))
+    return min(max(tu.next_power_of_2(grid_size(L, want)), MIN_CHUNK), MAX_CHUNK)
+
+
+def chunk_for(u: torch.Tensor) -> int:
+    """plan_chunk for these tensors (JETSON_MAMBA_SCAN_CHUNKED may force it)."""
+    batch, dim, L = u.shape
+    setting = os.environ.get(ENV_VAR)
+    sms = _sm_count(u.device.index or 0) if u.device.type == "cuda" else 0
+    return plan_chunk(batch, dim, L, sms, setting)
+
+
+def forward(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+    delta_softplus: bool, args: dict, chunk: int, every: int,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor, Optional[torch.Tensor]]:
+    """(out, out_z, last state, x or None for every=0), as triton._forward returns them. `args`: its
+    _common_args; `every` must be a multiple of `chunk`."""
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    n_chunks = grid_size(L, chunk)
+    bd, t, warps = _config()
+    out = torch.empty((batch, dim, L), device=u.device, dtype=u.dtype)
+    out_z = torch.empty_like(out) if z is not None else None
+    h = torch.empty((batch, n_chunks, dim, N), device=u.device, dtype=torch.float32)
+    dsum = torch.empty((batch, n_chunks, dim), device=u.device, dtype=torch.float32)
+    last = torch.empty((batch, dim, N), device=u.device, dtype=torch.float32)
+    x = torch.empty((batch, dim, grid_size(L, every), 2 * N), device=u.device, dtype=torch.float32) if every else None
+    kw = {k: v for k, v in args.items() if k not in ("batch_class", "L_class")}
+    dummy = out
+    tensors = (u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
+               delta_bias if delta_bias is not None else dummy, out, out_z if out_z is not None else dummy, h, dsum)
+    for output in (False, True):
+        if output:
+            xs = x.stride() if x is not None else (0, 0, 0)
+            _carry_kernel[(grid_size(dim, bd), batch)](
+                A, h, dsum, last, x if x is not None else last, dim, N, L, chunk, n_chunks, every or 1,
+                args["s_ad"], args["s_an"], xs[0], xs[1], xs[2],
+                HAS_X=x is not None, BD=bd, BN=args["BN"], num_warps=warps)
+        _chunk_kernel[(grid_size(dim, bd), batch, n_chunks)](
+            *tensors, CHUNK=chunk, n_chunks=n_chunks, s_ob=out.stride(0), s_od=out.stride(1), s_ol=out.stride(2),
+            SOFTPLUS=bool(delta_softplus), OUTPUT=output, BD=bd, T=t, num_warps=warps, **kw)
+    return out, out_z, last, x
