@@ -19,7 +19,6 @@ from typing import Dict, List
 import pytest
 
 from jetson_mamba.cli import main
-
 from old_nvcc import OldToolkit, old_toolkit
 
 pytestmark = pytest.mark.slow

@@ -155,7 +155,7 @@ def parse_archs(text: str, toolchain: Toolchain) -> Tuple[str, ...]:
             f"nvcc {cuda} ({toolchain.nvcc}) cannot compile for "
             + ", ".join(f"sm_{arch_flag(a)}" for a in unsupported) + why,
             "pick archs this toolkit supports (" + ", ".join(toolchain.nvcc_archs)
-            + "), or build those GPUs with a CUDA 11/12 toolkit (CUDA_HOME=/usr/local/cuda-12.x), or write the "
+            + "), or build those GPUs with a CUDA 12 or 11 toolkit (CUDA_HOME=/usr/local/cuda-12.x), or write the "
             "tree for the board's own toolkit: --prepare-only DIR --cuda-version 11.4")
     return tuple(archs)
 
