@@ -86,18 +86,21 @@ def _nvcc_command(tree: Path, extension: Dict[str, List[str]], unit: str, module
             "-o", str(obj), *post]
 
 
-def _compile(tree: Path, name: str, unit: str, module: str, sm: str, toolkit: OldToolkit, tmp_path: Path) -> None:
+def _compile(tree: Path, name: str, unit: str, module: str, sms: List[str], toolkit: OldToolkit,
+             tmp_path: Path) -> None:
     extension = _extension_flags(tree, name, toolkit)
     assert unit in extension["sources"]
-    assert extension["nvcc"].count("-gencode") == 1 and f"arch=compute_{sm},code=sm_{sm}" in extension["nvcc"]
-    obj = tmp_path / (Path(unit).stem + f".sm{sm}.o")
+    gencodes = [extension["nvcc"][i + 1] for i, flag in enumerate(extension["nvcc"]) if flag == "-gencode"]
+    assert gencodes == [f"arch=compute_{sm},code=sm_{sm}" for sm in sms]
+    obj = tmp_path / (Path(unit).stem + ".o")
     done = subprocess.run(_nvcc_command(tree, extension, unit, module, toolkit, obj), cwd=str(tree),
                           capture_output=True, text=True, timeout=1500)
     errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
     assert done.returncode == 0, "\n".join(errors[:20]) or done.stderr[-3000:]
     listing = subprocess.run([str(toolkit.cuda_home / "bin/cuobjdump"), "--list-elf", str(obj)],
                              capture_output=True, text=True, timeout=60).stdout
-    assert listing.strip().endswith(f".sm_{sm}.cubin"), listing
+    assert sorted(line.rsplit(".", 2)[-2] for line in listing.split() if line.endswith(".cubin")) == \
+        [f"sm_{sm}" for sm in sms], listing
 
 
 def test_xavier_sm72_trees_compile_with_nvcc_11_8(shared: Path, tmp_path: Path, toolkit: OldToolkit,
@@ -107,17 +110,17 @@ def test_xavier_sm72_trees_compile_with_nvcc_11_8(shared: Path, tmp_path: Path, 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("CUDA_HOME", str(toolkit.cuda_home))
     trees = _prepare(shared, tmp_path / "sm72", ["--arch", "7.2"], capsys)
-    _compile(trees["causal-conv1d"], "causal-conv1d", "csrc/causal_conv1d_update.cu", "causal_conv1d_cuda", "72",
+    _compile(trees["causal-conv1d"], "causal-conv1d", "csrc/causal_conv1d_update.cu", "causal_conv1d_cuda", ["72"],
              toolkit, tmp_path)
     _compile(trees["mamba-ssm"], "mamba-ssm", "csrc/selective_scan/selective_scan_fwd_bf16.cu", "selective_scan_cuda",
-             "72", toolkit, tmp_path)
+             ["72"], toolkit, tmp_path)
 
 
-def test_nano_sm53_tree_for_cuda_11_4_compiles(shared: Path, tmp_path: Path, toolkit: OldToolkit,
+def test_nano_and_tx2_tree_for_cuda_11_4_compiles(shared: Path, tmp_path: Path, toolkit: OldToolkit,
                                                monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    """--cuda-version names the board's toolkit; no nvcc of this machine is consulted."""
+    """--cuda-version names the board's toolkit (Nano sm_53, TX2 sm_62); no nvcc of this machine is consulted."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("CUDA_HOME", str(tmp_path / "no-toolkit-here"))
-    trees = _prepare(shared, tmp_path / "sm53", ["--arch", "5.3", "--cuda-version", "11.4"], capsys)
-    _compile(trees["causal-conv1d"], "causal-conv1d", "csrc/causal_conv1d_update.cu", "causal_conv1d_cuda", "53",
-             toolkit, tmp_path)
+    trees = _prepare(shared, tmp_path / "sm53", ["--arch", "5.3,6.2", "--cuda-version", "11.4"], capsys)
+    _compile(trees["causal-conv1d"], "causal-conv1d", "csrc/causal_conv1d_update.cu", "causal_conv1d_cuda",
+             ["53", "62"], toolkit, tmp_path)
