@@ -75,7 +75,9 @@ def _nvcc_command(tree: Path, extension: Dict[str, List[str]], unit: str, module
     """What torch 2.1's BuildExtension runs for one .cu file (its ninja rule), with g++ 11 as host compiler."""
     include = toolkit.torch_include
     root = tree.resolve()
-    includes = [d for d in extension["include_dirs"] if root in (Path(d).resolve(), *Path(d).resolve().parents)]
+    inside = [(root / d).resolve() for d in extension["include_dirs"]]  # setup.py's own, relative to its folder
+    includes = [str(d) for d in inside if root in (d, *d.parents)]
+    assert includes, extension["include_dirs"]
     includes += [str(include), str(include / "torch/csrc/api/include"), str(include / "TH"), str(include / "THC")]
     flags = list(extension["nvcc"])
     post = [*toolkit.common_nvcc_flags(), "--compiler-options", "-fPIC", *flags, "-DTORCH_API_INCLUDE_EXTENSION_H",
