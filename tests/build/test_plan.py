@@ -13,6 +13,7 @@ from jetson_mamba.build.plan import (
     PACKAGES,
     Toolchain,
     choose_jobs,
+    for_target_cuda,
     local_label,
     make_plan,
     parse_arch,
@@ -170,3 +171,45 @@ def test_a_jetson_arch_built_on_x86_says_the_wheels_cannot_run_on_the_jetson() -
     assert any("sm_110 (Thor)" in w for w in thor)
     arm = dataclasses.replace(toolchain(), machine="aarch64", platform_tag="linux_aarch64")
     assert "Jetson" not in " ".join(make_plan(machine(12, 30000, 0), arm, [], "8.7", None).warnings)
+
+NVCC118_ARCHS = ("3.5", "5.0", "5.2", "5.3", "6.0", "6.1", "6.2", "7.0", "7.2", "7.5", "8.0", "8.6", "8.7", "8.9", "9.0")
+
+
+def test_nvcc11_with_a_cxx20_torch_is_refused_for_a_real_build() -> None:
+    """nvcc 11 stops at C++17; torch 2.14's headers demand C++20: compiling that pair cannot work."""
+    with pytest.raises(UsageError, match=r"nvcc 11.8 accepts at most C\+\+17, but torch 2.14.1") as error:
+        make_plan(machine(8, 30000, 0), toolchain(NVCC118_ARCHS, cuda="11.8"), [], "7.2", None)
+    assert "--prepare-only" in error.value.fix and "CUDA 12" in error.value.fix
+
+
+def test_prepared_tree_for_nvcc11_is_cxx17_with_a_warning() -> None:
+    plan = make_plan(machine(8, 30000, 0), toolchain(NVCC118_ARCHS, cuda="11.8"), [], "7.2", None, prepare_only=True)
+    assert plan.cxx_std == 17 and plan.archs == ("7.2",)
+    assert any("JetPack 5's torch 2.0/2.1" in w and "C++20" in w for w in plan.warnings)
+
+
+def test_cuda_version_describes_the_target_toolkit() -> None:
+    """`--cuda-version 11.4` (JetPack 5): that nvcc's archs, no --compress-mode, no local nvcc or CUDA_HOME."""
+    target = for_target_cuda(toolchain(), "11.4")
+    assert target.nvcc is None and target.cuda_home is None and target.cuda_version == "11.4"
+    assert not target.compress_mode and not target.split_compile
+    assert "5.3" in target.nvcc_archs and "7.2" in target.nvcc_archs and "8.7" in target.nvcc_archs
+    assert "8.9" not in target.nvcc_archs and "3.0" not in target.nvcc_archs
+    plan = make_plan(machine(8, 30000, 0), target, [], "5.3,6.2,7.2", None, prepare_only=True)
+    assert plan.archs == ("5.3", "6.2", "7.2") and plan.cxx_std == 17 and "CUDA_HOME" not in plan.env(PACKAGES["mamba-ssm"])
+    assert for_target_cuda(toolchain(), "12.8").compress_mode
+    assert "7.2" not in for_target_cuda(toolchain(), "13.0").nvcc_archs
+    with pytest.raises(UsageError, match="cannot compile for sm_90"):
+        make_plan(machine(8, 30000, 0), target, [], "9.0", None, prepare_only=True)
+
+
+@pytest.mark.parametrize("text", ["11", "eleven", "11.4.1x", ""])
+def test_bad_cuda_version_is_a_usage_error(text: str) -> None:
+    with pytest.raises(UsageError, match="--cuda-version"):
+        for_target_cuda(toolchain(), text)
+
+
+def test_cuda10_cannot_compile_the_cxx17_sources() -> None:
+    """JetPack 4 (Nano, TX2) has nvcc 10.2, which stops at C++14."""
+    with pytest.raises(UsageError, match=r"nvcc 10.2 accepts at most C\+\+14"):
+        make_plan(machine(4, 3000, 0), for_target_cuda(toolchain(), "10.2"), [], "5.3", None, prepare_only=True)

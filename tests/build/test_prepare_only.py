@@ -65,3 +65,24 @@ def test_prepare_only_of_the_224_sdist_says_to_use_a_checkout(shared: Path, tmp_
                    "--prepare-only", str(tmp_path / "prepared"), "--json"])
     error = json.loads(capsys.readouterr().out)
     assert status == 2 and "no CUDA sources" in error["message"] and "--source" in error["fix"]
+
+
+def test_cuda_version_needs_prepare_only(capsys: pytest.CaptureFixture) -> None:
+    """The flag names a toolkit elsewhere: compiling here with it would use this machine's nvcc anyway."""
+    status = main(["build", "--arch", "7.2", "--cuda-version", "11.4", "--json"])
+    error = json.loads(capsys.readouterr().out)
+    assert status == 2 and "--cuda-version" in error["message"] and "--prepare-only DIR" in error["fix"]
+
+
+def test_prepare_only_for_jetpack5_writes_sm72_cxx17_trees(shared: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """From a CUDA 13 / torch 2.14 machine (which refuses sm_72 itself) for a Xavier with CUDA 11.4."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    status = main(["build", "causal-conv1d==1.7.0", "--arch", "7.2", "--cuda-version", "11.4", "--source",
+                   str(shared / "sdists"), "--prepare-only", str(tmp_path / "prepared"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert status == 0 and report["plan"]["cxx_std"] == 17 and report["plan"]["label"].startswith("cu114.")
+    setup = (Path(report["results"][0]["tree"]) / "setup.py").read_text()
+    assert "-std=c++20" not in setup and '"arch=compute_72,code=sm_72"' in setup
+    assert "CUDA_HOME" not in Path(report["results"][0]["log"]).read_text()

@@ -21,6 +21,9 @@ from jetson_mamba.compat.knowledge import (
     CUDA13_DROPPED_ARCHS,
     NVCC_PEAK_MB,
     TESTED_PAIR,
+    nvcc_arch_range,
+    nvcc_max_cxx_std,
+    parse_version,
     recommended_max_jobs,
 )
 from jetson_mamba.errors import UsageError
@@ -125,6 +128,10 @@ def arch_flag(arch: str) -> str:
     return arch.replace(".", "")
 
 
+def _arch_key(arch: str) -> Tuple[int, ...]:
+    return tuple(int(x) for x in arch.split("."))
+
+
 def parse_arch(token: str) -> str:
     """`8.7`, `sm_87`, `compute_87`, `87` -> "8.7"; raises UsageError for anything else."""
     text = token.strip().lower()
@@ -144,7 +151,7 @@ def parse_archs(text: str, toolchain: Toolchain) -> Tuple[str, ...]:
     tokens = [t for t in re.split(r"[,;\s]+", text) if t]
     if not tokens:
         raise UsageError("empty --arch list", "give at least one arch, e.g. --arch 8.7")
-    archs = sorted({parse_arch(t) for t in tokens}, key=lambda a: tuple(int(x) for x in a.split(".")))
+    archs = sorted({parse_arch(t) for t in tokens}, key=_arch_key)
     unsupported = [a for a in archs if toolchain.nvcc_archs and a not in toolchain.nvcc_archs]
     if unsupported:
         cuda = toolchain.cuda_version or "?"
@@ -154,7 +161,8 @@ def parse_archs(text: str, toolchain: Toolchain) -> Tuple[str, ...]:
             f"nvcc {cuda} ({toolchain.nvcc}) cannot compile for "
             + ", ".join(f"sm_{arch_flag(a)}" for a in unsupported) + why,
             "pick archs this toolkit supports (" + ", ".join(toolchain.nvcc_archs)
-            + "), or build those GPUs with a CUDA 12.x toolkit (CUDA_HOME=/usr/local/cuda-12.x)")
+            + "), or build those GPUs with a CUDA 12 or 11 toolkit (CUDA_HOME=/usr/local/cuda-12.x), or write the "
+            "tree for the board's own toolkit: --prepare-only DIR --cuda-version 11.4")
     return tuple(archs)
 
 
@@ -242,13 +250,59 @@ def foreign_target_warning(toolchain: Toolchain, archs: Sequence[str]) -> Option
             "an arm64 JetPack container (docker run --platform linux/arm64 nvcr.io/nvidia/l4t-jetpack:<your L4T "
             "release>, emulated and slow)")
 
+def for_target_cuda(toolchain: Toolchain, cuda_version: str) -> Toolchain:
+    """The toolchain a tree prepared here will meet elsewhere: that nvcc's archs and flags, this torch's headers.
+
+    Used by `--prepare-only DIR --cuda-version 11.4` to write trees for a JetPack 5 board from a
+    machine with another toolkit (or none): its own nvcc says nothing about the target's.
+    """
+    span = nvcc_arch_range(cuda_version) if re.fullmatch(r"\d+\.\d+", cuda_version.strip()) else None
+    if span is None:
+        raise UsageError(f"--cuda-version {cuda_version!r} is not a CUDA release like 11.4",
+                         "give the target toolkit's major.minor, e.g. --cuda-version 11.4 (JetPack 5) or 12.6 (JetPack 6)")
+    low, high = _arch_key(span[0]), _arch_key(span[1])
+    renamed = "10.1" if _arch_key(cuda_version.strip()) >= (13, 0) else "11.0"  # CUDA 13 renamed sm_101 to sm_110
+    archs = tuple(a for a in KNOWN_ARCHS if low <= _arch_key(a) <= high and a != renamed)
+    version = parse_version(cuda_version.strip())
+    return dataclasses.replace(toolchain, cuda_home=None, nvcc=None, cuda_version=cuda_version.strip(),
+                               nvcc_archs=archs, compress_mode=version is not None and version >= parse_version("12.8"),
+                               split_compile=False)
+
+
+def choose_cxx_std(toolchain: Toolchain, prepare_only: bool) -> Tuple[int, List[str]]:
+    """(-std=c++NN, warnings): what torch's headers demand, unless this nvcc cannot take it.
+
+    nvcc 11.x stops at C++17 while torch >= 2.14 demands C++20: a real build refuses that pair; a
+    prepared tree is for another machine's torch (JetPack 5's torch 2.0/2.1 is C++17), so it gets
+    the newest standard the target nvcc accepts, with a warning.
+    """
+    wanted = max(17, toolchain.torch_cxx_std)
+    limit = nvcc_max_cxx_std(toolchain.cuda_version)
+    if limit is None or wanted <= limit:
+        return wanted, []
+    cuda, torch = toolchain.cuda_version, toolchain.torch_version or "?"
+    if limit < 17:
+        raise UsageError(f"nvcc {cuda} accepts at most C++{limit}; causal-conv1d and mamba-ssm need C++17",
+                         "compile with CUDA 11 or newer (JetPack 5+); on JetPack 4 (CUDA 10.2) use the portable "
+                         "kernels instead: jetson-mamba patch")
+    if not prepare_only:
+        raise UsageError(f"nvcc {cuda} accepts at most C++{limit}, but torch {torch}'s headers demand C++{wanted}",
+                         "build with a CUDA 12+ toolkit (CUDA_HOME=/usr/local/cuda-12.x), or with a torch whose "
+                         "headers take C++17 (JetPack 5's torch 2.0/2.1), or write the tree for that machine: "
+                         "--prepare-only DIR")
+    return limit, [f"nvcc {cuda} accepts at most C++{limit}: the tree is written for -std=c++{limit}, so the torch "
+                   f"it is built against must accept it (JetPack 5's torch 2.0/2.1 does; this torch {torch} "
+                   f"demands C++{wanted})"]
+
 
 def make_plan(machine: MachineInfo, toolchain: Toolchain, spec_texts: Sequence[str],
-              arch_text: Optional[str], jobs: Optional[int]) -> BuildPlan:
+              arch_text: Optional[str], jobs: Optional[int], prepare_only: bool = False) -> BuildPlan:
     """Decide everything about a build from the probed machine and the command line."""
     specs = parse_specs(spec_texts)
     archs = parse_archs(arch_text, toolchain) if arch_text else default_archs(machine, toolchain)
-    chosen, reason, warnings = choose_jobs(machine, jobs)
+    cxx_std, warnings = choose_cxx_std(toolchain, prepare_only)
+    chosen, reason, job_warnings = choose_jobs(machine, jobs)
+    warnings += job_warnings
     if toolchain.torch_version is None:
         warnings.append(f"torch is not importable by {toolchain.python}: the build needs its headers")
     foreign = foreign_target_warning(toolchain, archs)
@@ -256,5 +310,5 @@ def make_plan(machine: MachineInfo, toolchain: Toolchain, spec_texts: Sequence[s
         warnings.append(foreign)
     split = max(1, (machine.cpu_count or 1) // chosen) if toolchain.split_compile else 1
     return BuildPlan(specs=specs, archs=archs, jobs=chosen, jobs_reason=reason,
-                     label=local_label(toolchain, archs), cxx_std=max(17, toolchain.torch_cxx_std),
+                     label=local_label(toolchain, archs), cxx_std=cxx_std,
                      toolchain=toolchain, warnings=tuple(warnings), split_threads=split)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from jetson_mamba.build.plan import BuildPlan
 from jetson_mamba.cli.output import console, err_console, plain, print_json
+from jetson_mamba.errors import UsageError
 
 NAME = "build"
 HELP = "compile mamba-ssm / causal-conv1d wheels for exactly this GPU (or --arch), patched for CUDA 13 and torch 2.14"
@@ -33,16 +34,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also add each wheel, with its provenance, to this wheel archive")
     parser.add_argument("--prepare-only", type=Path, default=None, metavar="DIR",
                         help="write the patched source trees and the exact build commands to DIR; compile nothing")
+    parser.add_argument("--cuda-version", default=None, metavar="X.Y",
+                        help="with --prepare-only: the CUDA toolkit the trees will be compiled with elsewhere "
+                             "(e.g. 11.4 on JetPack 5), which decides the archs and C++ standard "
+                             "(default: this machine's nvcc)")
 
 
 def _plan_lines(plan: BuildPlan, ccache_note: str) -> List[str]:
     toolchain = plan.toolchain
+    # --cuda-version names a toolkit on another machine: there is no nvcc path to show
+    nvcc = toolchain.nvcc or ("the target machine's" if toolchain.cuda_version else "not found")
     return [
         f"packages: {', '.join(str(s) for s in plan.specs)}",
         f"archs:    {', '.join('sm_' + a.replace('.', '') for a in plan.archs)}  (label +{plan.label})",
         f"jobs:     {plan.jobs} in all  ({plan.jobs_reason}; packages that compile at the same time share them)"
         + (f"; nvcc --split-compile={plan.split_threads} per job" if plan.split_threads > 1 else ""),
-        f"toolkit:  nvcc {toolchain.cuda_version or '?'} ({toolchain.nvcc or 'not found'}), "
+        f"toolkit:  nvcc {toolchain.cuda_version or '?'} ({nvcc}), "
         f"torch {toolchain.torch_version or 'not found'}, C++{plan.cxx_std}, "
         f"{'--compress-mode=size' if toolchain.compress_mode else 'no --compress-mode'}",
         ccache_note,
@@ -51,13 +58,18 @@ def _plan_lines(plan: BuildPlan, ccache_note: str) -> List[str]:
 
 def run(args: argparse.Namespace) -> int:
     from jetson_mamba.build.executor import build_all, prepare_only, work_root
-    from jetson_mamba.build.plan import make_plan
+    from jetson_mamba.build.plan import for_target_cuda, make_plan
     from jetson_mamba.build.toolchain import probe_toolchain
     from jetson_mamba.probe import probe_machine
 
     machine = probe_machine()
     toolchain = probe_toolchain(machine)
-    plan = make_plan(machine, toolchain, args.specs, args.arch, args.jobs)
+    if args.cuda_version is not None:
+        if args.prepare_only is None:
+            raise UsageError("--cuda-version only describes a toolkit on another machine",
+                             "add --prepare-only DIR, or point CUDA_HOME at that toolkit to compile here")
+        toolchain = for_target_cuda(toolchain, args.cuda_version)
+    plan = make_plan(machine, toolchain, args.specs, args.arch, args.jobs, prepare_only=args.prepare_only is not None)
     ccache_note = (f"reuse:    ccache {toolchain.ccache} (PYTORCH_NVCC and CXX go through it), and the objects "
                    f"in {work_root()}" if toolchain.ccache else
                    f"reuse:    unchanged sources reuse the objects in {work_root()} (install ccache to share "

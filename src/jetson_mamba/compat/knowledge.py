@@ -48,6 +48,34 @@ def triton_for_torch(torch_version: Optional[str]) -> Optional[str]:
 # nvcc 13 dropped these targets (Maxwell, Pascal, Volta incl. Xavier's sm_72).
 CUDA13_DROPPED_ARCHS = ("5.0", "5.2", "5.3", "6.0", "6.1", "6.2", "7.0", "7.2")
 
+# The highest `-std=c++NN` each nvcc accepts (CUDA 11 added C++17, CUDA 12 C++20): JetPack 4's
+# nvcc 10.2 cannot compile causal-conv1d / mamba-ssm (C++17) and nvcc 11.x cannot take torch >= 2.14's
+# C++20 headers.
+NVCC_MAX_CXX_STD: Tuple[Tuple[Version, int], ...] = ((Version("12.0"), 20), (Version("11.0"), 17), (Version("0"), 14))
+
+# (first CUDA release, lowest arch, highest arch) each nvcc targets, from NVIDIA's release notes:
+# 11.0 dropped sm_30, 11.4 added Orin's sm_87, 11.8 sm_89/sm_90, 12.0 dropped sm_35/sm_37, 12.8
+# added Blackwell, 13.0 dropped sm_50..sm_72 (CUDA13_DROPPED_ARCHS).
+NVCC_ARCH_RANGES: Tuple[Tuple[Version, str, str], ...] = (
+    (Version("13.0"), "7.5", "12.1"), (Version("12.9"), "5.0", "12.1"), (Version("12.8"), "5.0", "12.0"),
+    (Version("12.0"), "5.0", "9.0"), (Version("11.8"), "3.5", "9.0"), (Version("11.4"), "3.5", "8.7"),
+    (Version("11.1"), "3.5", "8.6"), (Version("11.0"), "3.5", "8.0"), (Version("0"), "3.0", "7.5"))
+
+
+def nvcc_max_cxx_std(cuda_version: Optional[str]) -> Optional[int]:
+    """The newest C++ standard nvcc `cuda_version` accepts, or None when the version is unknown."""
+    parsed = parse_version(cuda_version)
+    return None if parsed is None else next(std for first, std in NVCC_MAX_CXX_STD if parsed >= first)
+
+
+def nvcc_arch_range(cuda_version: str) -> Optional[Tuple[str, str]]:
+    """(lowest, highest) compute capability nvcc `cuda_version` compiles for, or None when unparseable."""
+    parsed = parse_version(cuda_version)
+    if parsed is None:
+        return None
+    return next((low, high) for first, low, high in NVCC_ARCH_RANGES if parsed >= first)
+
+
 # Measured peak resident memory of one nvcc process compiling these kernels (2.1 GB), in MB.
 NVCC_PEAK_MB = 2100
 
