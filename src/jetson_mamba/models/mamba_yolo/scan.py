@@ -13,13 +13,28 @@ TensorRT run the exported graph, as fast as the PyTorch scan (benchmarks/RESULTS
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+import contextlib
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 K_DIRECTIONS = 4
 EXPORT_CHUNK = 64  # steps per chunk, at most; picked by benchmarks/bench_cpu_yolo_onnx.py --chunks
+_export_chunk = [EXPORT_CHUNK]
+
+
+@contextlib.contextmanager
+def export_chunk(chunk: int) -> Iterator[None]:
+    """Export with at most `chunk` unrolled steps per chunk (the graph has 2 * chunk steps per scan)."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be positive, got {chunk}")
+    previous = _export_chunk[0]
+    _export_chunk[0] = chunk
+    try:
+        yield
+    finally:
+        _export_chunk[0] = previous
 
 
 def _static(shape: torch.Size) -> List[int]:
@@ -50,9 +65,22 @@ def _chunk_plan(length: int, chunk: int) -> Tuple[int, int]:
     return n_chunks, -(-length // n_chunks)
 
 
+def _zeros_along(t: torch.Tensor, dim: int, count: int) -> torch.Tensor:
+    """Zeros shaped like t but `count` long on `dim` (a constant in the graph: F.pad's computed pads
+    would hide the static shape from ONNX shape inference)."""
+    shape = _static(t.shape)
+    shape[dim] = count
+    return torch.zeros(shape, dtype=t.dtype, device=t.device)
+
+
+def _pad_end(t: torch.Tensor, count: int) -> torch.Tensor:
+    """t with `count` zeros appended on the last dim."""
+    return torch.cat([t, _zeros_along(t, -1, count)], dim=-1) if count else t
+
+
 def _shift(t: torch.Tensor, k: int) -> torch.Tensor:
     """t moved k places along dim 2 (the chunk axis), zeros in front."""
-    return F.pad(t.narrow(2, 0, int(t.shape[2]) - k), (0,) * (2 * (t.dim() - 3)) + (k, 0))
+    return torch.cat([_zeros_along(t, 2, k), t.narrow(2, 0, int(t.shape[2]) - k)], dim=2)
 
 
 def _exclusive_chunk_scan(h_end: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
@@ -90,7 +118,7 @@ def _chunked_scan(dt: torch.Tensor, u: torch.Tensor, A: torch.Tensor, B: torch.T
 
     def step_major(t: torch.Tensor) -> torch.Tensor:
         """(batch, G, X, L) -> (T, batch, M, G, X)."""
-        t = F.pad(t, (0, pad)).view(batch, groups, int(t.shape[2]), n_chunks, steps)
+        t = _pad_end(t, pad).view(batch, groups, int(t.shape[2]), n_chunks, steps)
         return t.permute(4, 0, 3, 1, 2)
 
     ones = [1] * steps  # explicit sizes: one Split node with constant sizes
@@ -119,7 +147,7 @@ def _chunked_scan(dt: torch.Tensor, u: torch.Tensor, A: torch.Tensor, B: torch.T
 
 def export_selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                           C: torch.Tensor, D: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-                          delta_softplus: bool, chunk: int = EXPORT_CHUNK) -> torch.Tensor:
+                          delta_softplus: bool, chunk: Optional[int] = None) -> torch.Tensor:
     """`selective_scan_fn` semantics (grouped B/C, no z) in ONNX-exportable standard ops, fp32.
 
     u, delta: (batch, dim, L); A: (dim, N); B, C: (batch, G, N, L); D, delta_bias: (dim,).
@@ -133,7 +161,7 @@ def export_selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
         dt = F.softplus(dt)
     shape = (batch, groups, dim // groups, length)
     y = _chunked_scan(dt.view(shape), u.float().view(shape), A.float().view(groups, dim // groups, -1),
-                      B.float(), C.float(), chunk)
+                      B.float(), C.float(), chunk or _export_chunk[0])
     if D is not None:
         y = y + u.float() * D.float().view(1, -1, 1)
     return y.to(u.dtype)
