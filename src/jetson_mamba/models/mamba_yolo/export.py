@@ -28,7 +28,7 @@ MAX_LOOP_TRIPS = 64  # the longest Loop/Scan a deployable graph may hold
 UNKNOWN_TRIPS = -1
 
 
-def _export_ready(model: torch.nn.Module) -> torch.nn.Module:
+def export_ready(model: torch.nn.Module) -> torch.nn.Module:
     """A float32 eval copy whose ultralytics heads emit their single export tensor."""
     model = copy.deepcopy(model).float().eval()
     try:
@@ -62,7 +62,7 @@ def export_onnx(model: torch.nn.Module, file: Path, imgsz: int = 640, batch: int
     The graph is for this imgsz and batch only (static shapes); `chunk` bounds the scan's unrolled steps.
     """
     _import_onnx()  # torch.onnx needs it
-    model = _export_ready(model)
+    model = export_ready(model)
     images = torch.zeros(batch, 3, imgsz, imgsz)
     file.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad(), scan.export_chunk(chunk):
@@ -268,7 +268,7 @@ def to_fp16(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _session(file: Path, threads: int) -> Any:
+def ort_session(file: Path, threads: int) -> Any:
     try:
         import onnxruntime
     except ImportError as error:
@@ -285,9 +285,9 @@ def check_onnx(file: Path, model: torch.nn.Module, images: torch.Tensor, threads
     """Relative error ||onnxruntime - torch|| / ||torch|| of the export head's output on `images`
     (onnxruntime with all its graph optimizations)."""
     with torch.no_grad():
-        ref = _export_ready(model)(images)
+        ref = export_ready(model)(images)
     ref = (ref[0] if isinstance(ref, (list, tuple)) else ref).double()
-    session = _session(file, threads)
+    session = ort_session(file, threads)
     out = torch.from_numpy(session.run(None, {"images": images.numpy()})[0]).double()
     if out.shape != ref.shape:
         raise VerificationError(f"ONNX output shape {tuple(out.shape)} != PyTorch {tuple(ref.shape)}",
@@ -311,9 +311,9 @@ def latency_ms(file: Path, model: torch.nn.Module, images: torch.Tensor, threads
 
     PyTorch runs on whichever selective-scan backend dispatch picks (`JETSON_MAMBA_BACKEND` forces one).
     """
-    session = _session(file, threads)
+    session = ort_session(file, threads)
     feed = {"images": images.numpy()}
-    eager = _export_ready(model)
+    eager = export_ready(model)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
