@@ -30,6 +30,7 @@ def measure(scale: str, imgsz: int, chunk: int, threads: int, repeats: int, work
         export_onnx,
         export_ready,
         op_counts,
+        ort_session,
     )
 
     model = load_yolo(scale).model
