@@ -66,11 +66,11 @@ def _chunk_plan(length: int, chunk: int) -> Tuple[int, int]:
 
 
 def _zeros_along(t: torch.Tensor, dim: int, count: int) -> torch.Tensor:
-    """Zeros shaped like t but `count` long on `dim` (a constant in the graph: F.pad's computed pads
-    would hide the static shape from ONNX shape inference)."""
+    """Zeros shaped like t but `count` long on `dim`, of static shape (F.pad's computed pads would
+    hide the static shape from ONNX shape inference)."""
     shape = _static(t.shape)
     shape[dim] = count
-    return torch.zeros(shape, dtype=t.dtype, device=t.device)
+    return t.new_zeros(()).expand(shape)  # an Expand of a scalar: a zeros tensor would be stored in the file
 
 
 def _pad_end(t: torch.Tensor, count: int) -> torch.Tensor:
