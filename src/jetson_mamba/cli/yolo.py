@@ -57,8 +57,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     export.add_argument("--imgsz", type=int, default=640)
     export.add_argument("--batch", type=int, default=1)
     export.add_argument("--opset", type=int, default=17)
+    export.add_argument("--chunk", type=int, default=64,
+                        help="most scan steps unrolled per chunk (graph size vs speed; default 64)")
+    export.add_argument("--half", action="store_true",
+                        help="also write an fp16 copy (NAME-fp16.onnx) and check it on onnxruntime")
+    export.add_argument("--threads", type=int, default=2,
+                        help="CPU threads for the onnxruntime and PyTorch latency (default 2)")
+    export.add_argument("--repeats", type=int, default=3, help="timed runs per latency (median; default 3)")
     export.add_argument("--no-check", dest="check", action="store_false",
-                        help="skip the onnxruntime-vs-PyTorch comparison")
+                        help="skip the onnxruntime-vs-PyTorch comparison and latency")
     dataset = sub.add_parser("dataset", help="write a tiny synthetic detection set (images, labels, data.yaml)")
     dataset.add_argument("directory", type=Path, help="where to write it (created)")
     dataset.add_argument("--count", type=int, default=8, help="images per split")
@@ -147,22 +154,51 @@ def _predict(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def _export(args: argparse.Namespace) -> Dict[str, Any]:
+    import time
+
     import torch
     from rich.console import Console
 
+    from jetson_mamba.errors import UsageError
     from jetson_mamba.models.mamba_yolo import load_yolo
-    from jetson_mamba.models.mamba_yolo.export import check_onnx, export_onnx, onnx_ops
+    from jetson_mamba.models.mamba_yolo.export import (
+        check_graph,
+        check_onnx,
+        export_onnx,
+        op_counts,
+        optional_latency,
+        to_fp16,
+    )
 
+    if args.chunk < 1 or args.threads < 1 or args.repeats < 1:
+        raise UsageError(f"--chunk {args.chunk} / --threads {args.threads} / --repeats {args.repeats} must be positive",
+                         "pass positive numbers, e.g. --chunk 64 --threads 2 --repeats 3")
     model = load_yolo(args.model).model
     output = args.output or (Path(args.model).with_suffix(".onnx") if args.model.endswith(".pt")
                              else Path(f"mamba-yolo-{args.model}.onnx"))
-    with Console(stderr=True).status(f"exporting {output} (imgsz {args.imgsz}, batch {args.batch})"):
-        export_onnx(model, output, imgsz=args.imgsz, batch=args.batch, opset=args.opset)
-        data: Dict[str, Any] = {"onnx": str(output), "ops": onnx_ops(output),
-                                "tensorrt": f"trtexec --onnx={output} --saveEngine={output.with_suffix('.engine')} --fp16"}
-        if args.check:
-            images = torch.rand(args.batch, 3, args.imgsz, args.imgsz, generator=torch.Generator().manual_seed(0))
+    console = Console(stderr=True)
+    with console.status(f"exporting {output} (imgsz {args.imgsz}, batch {args.batch})"):
+        start = time.perf_counter()
+        export_onnx(model, output, imgsz=args.imgsz, batch=args.batch, opset=args.opset, chunk=args.chunk)
+        data: Dict[str, Any] = {"onnx": str(output), "export_seconds": round(time.perf_counter() - start, 1),
+                                "bytes": output.stat().st_size, "ops": op_counts(output)}
+    with console.status("checking the graph (onnx full check, loops, static shapes)"):
+        data["graph"] = check_graph(output)
+    half = output.with_name(f"{output.stem}-fp16.onnx") if args.half else None
+    if half is not None:
+        to_fp16(output, half)
+        check_graph(half)
+        data["fp16"] = {"onnx": str(half), "bytes": half.stat().st_size}
+    if args.check:
+        images = torch.rand(args.batch, 3, args.imgsz, args.imgsz, generator=torch.Generator().manual_seed(0))
+        with console.status("onnxruntime vs PyTorch: outputs and latency"):
             data["relative_error_vs_torch"] = check_onnx(output, model, images)
+            if half is not None:
+                data["fp16"]["relative_error_vs_torch"] = check_onnx(half, model, images)
+            latency = optional_latency(output, model, images, args.threads, args.repeats)
+            if latency is not None:
+                data["latency"] = latency
+    data["tensorrt"] = f"trtexec --onnx={output} --saveEngine={output.with_suffix('.engine')} --fp16"
     return data
 
 

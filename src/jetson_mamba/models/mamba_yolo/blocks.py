@@ -21,6 +21,14 @@ from jetson_mamba.errors import UsageError
 from jetson_mamba.models.mamba_yolo.scan import K_DIRECTIONS, cross_selective_scan
 
 
+def _halves(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """x.chunk(2, dim=1) with plain-int sizes: traced for ONNX, chunk's sizes become Shape arithmetic
+    (a graph with non-static shapes)."""
+    half = int(x.shape[1]) // 2
+    first, second = x.split([half, half], dim=1)
+    return first, second
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channels of an NCHW tensor (key `norm.*` as in the original)."""
 
@@ -117,7 +125,7 @@ class SS2D(nn.Module):
         x = self.in_proj(x)
         z = None
         if not self.disable_z:
-            x, z = x.chunk(2, dim=1)
+            x, z = _halves(x)
             if not self.disable_z_act:
                 z = self.act(z)
         if self.d_conv > 1:
@@ -152,7 +160,7 @@ class RGBlock(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, gate = self.fc1(x).chunk(2, dim=1)
+        x, gate = _halves(self.fc1(x))
         x = self.drop(self.act(self.dwconv(x) + x) * gate)
         return self.drop(self.fc2(x))
 

@@ -7,26 +7,44 @@ through one call of `jetson_mamba.ops.selective_scan_fn` with grouped B/C of sha
 real compiled core is installed (and no backend is forced), it is called directly instead.
 
 While `torch.onnx.export` runs, the scan is computed by `export_selective_scan` instead: standard
-ops only (a Loop over chunks, CumSum, Exp, MatMul), no custom op, so ONNX Runtime and TensorRT
-can run the exported graph.
+ops only (Exp, Mul, Add, MatMul, Pad, Split, Concat; no Loop, no custom op), so ONNX Runtime and
+TensorRT run the exported graph, as fast as the PyTorch scan (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
-import functools
-import warnings
-from typing import Callable, Optional
+import contextlib
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 K_DIRECTIONS = 4
-EXPORT_CHUNK = 8  # work per step grows with the chunk, Loop trips shrink: 8 balances both
+EXPORT_CHUNK = 64  # steps per chunk, at most; picked by benchmarks/bench_cpu_yolo_onnx.py --chunks
+_export_chunk = [EXPORT_CHUNK]
+
+
+@contextlib.contextmanager
+def export_chunk(chunk: int) -> Iterator[None]:
+    """Export with at most `chunk` unrolled steps per chunk (the graph has 2 * chunk steps per scan)."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be positive, got {chunk}")
+    previous = _export_chunk[0]
+    _export_chunk[0] = chunk
+    try:
+        yield
+    finally:
+        _export_chunk[0] = previous
+
+
+def _static(shape: torch.Size) -> List[int]:
+    """Plain ints: traced sizes would become graph arithmetic (Shape, Div: truncating, unlike //)."""
+    return [int(s) for s in shape]
 
 
 def cross_scan(x: torch.Tensor) -> torch.Tensor:
     """(B, D, H, W) -> (B, 4, D, H*W): row-major, column-major, and both flipped."""
-    b, d, h, w = x.shape
+    b, d, h, w = _static(x.shape)
     rows = x.reshape(b, d, h * w)
     cols = x.transpose(2, 3).reshape(b, d, h * w)
     forward = torch.stack([rows, cols], dim=1)
@@ -35,74 +53,115 @@ def cross_scan(x: torch.Tensor) -> torch.Tensor:
 
 def cross_merge(ys: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """(B, 4, D, H*W) -> (B, D, H*W): undo each direction's ordering and sum the four."""
-    b, _, d, length = ys.shape
+    b, _, d, length = _static(ys.shape)
     both = ys[:, 0:2] + ys[:, 2:4].flip(-1)
     cols = both[:, 1].reshape(b, d, w, h).transpose(2, 3).reshape(b, d, length)
     return both[:, 0] + cols
 
 
-def _chunked_scan(dts: torch.Tensor, us: torch.Tensor, A: torch.Tensor, Bs: torch.Tensor,
-                  Cs: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Selective scan as a loop over chunks; inside a chunk the recurrence is closed-form.
+def _chunk_plan(length: int, chunk: int) -> Tuple[int, int]:
+    """(n_chunks, steps per chunk) covering `length` with at most `chunk` steps each and the least padding."""
+    n_chunks = -(-length // chunk)
+    return n_chunks, -(-length // n_chunks)
 
-    dts, us: (B, G, Dg, L) with L a multiple of `chunk`; A: (G, Dg, N); Bs, Cs: (B, G, N, L).
-    Returns y without the D skip term: (n_chunks, B, G, Dg, chunk). Within a chunk
-    h_t = exp(S_t) h_prev + sum_{s<=t} exp(S_t - S_s) dt_s B_s u_s with S the cumulative sum of dt * A,
-    so only differences S_t - S_s <= 0 are exponentiated (no overflow). Written for TorchScript so
-    that the ONNX exporter emits one Loop instead of unrolling the sequence.
+
+def _zeros_along(t: torch.Tensor, dim: int, count: int) -> torch.Tensor:
+    """Zeros shaped like t but `count` long on `dim`, of static shape (F.pad's computed pads would
+    hide the static shape from ONNX shape inference)."""
+    shape = _static(t.shape)
+    shape[dim] = count
+    return t.new_zeros(()).expand(shape)  # an Expand of a scalar: a zeros tensor would be stored in the file
+
+
+def _pad_end(t: torch.Tensor, count: int) -> torch.Tensor:
+    """t with `count` zeros appended on the last dim."""
+    return torch.cat([t, _zeros_along(t, -1, count)], dim=-1) if count else t
+
+
+def _shift(t: torch.Tensor, k: int) -> torch.Tensor:
+    """t moved k places along dim 2 (the chunk axis), zeros in front."""
+    return torch.cat([_zeros_along(t, 2, k), t.narrow(2, 0, int(t.shape[2]) - k)], dim=2)
+
+
+def _exclusive_chunk_scan(h_end: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+    """The state entering each chunk, from the chunk-end states (zero start) and the chunk decays (dim 2).
+
+    carry_c = sum_{j<c} (prod_{j<k<c} decay_k) h_end_j in ceil(log2(n_chunks)) doubling steps
+    (Hillis-Steele): products of decays in [0, 1] and sums only, no exponent and no loop.
     """
-    b, g, dg, length = dts.shape
-    n = A.shape[-1]
-    n_chunks = length // chunk
-    idx = torch.arange(chunk, device=dts.device)
-    causal = (idx.unsqueeze(1) >= idx.unsqueeze(0)).view(1, 1, 1, 1, chunk, chunk)
-    state = torch.zeros(b, g, dg, n, dtype=dts.dtype, device=dts.device)
-    out = torch.zeros(n_chunks, b, g, dg, chunk, dtype=dts.dtype, device=dts.device)
-    for c in range(n_chunks):
-        start = c * chunk
-        dt = dts[..., start:start + chunk].unsqueeze(3)                     # (B, G, Dg, 1, T)
-        u = us[..., start:start + chunk].unsqueeze(3)
-        b_c = Bs[..., start:start + chunk].unsqueeze(2)                     # (B, G, 1, N, T)
-        c_c = Cs[..., start:start + chunk].unsqueeze(2)
-        s = torch.cumsum(dt * A.view(1, g, dg, n, 1), dim=-1)               # (B, G, Dg, N, T)
-        diff = s.unsqueeze(-1) - s.unsqueeze(-2)                            # (..., T, T): S_t - S_s
-        decay = torch.exp(torch.where(causal, diff, torch.full_like(diff, float("-inf"))))
-        x = (dt * b_c * u).unsqueeze(-1)                                    # (..., T, 1)
-        h = torch.exp(s) * state.unsqueeze(-1) + torch.matmul(decay, x)[..., 0]  # [..., 0]: no If node, unlike squeeze
-        out[c] = (h * c_c).sum(3)
-        state = h[..., chunk - 1]
-    return out
+    n_chunks = int(h_end.shape[2])
+    k = 1
+    while k < n_chunks:
+        h_end = h_end + decay * _shift(h_end, k)
+        if 2 * k < n_chunks:
+            decay = decay * _shift(decay, k)
+        k *= 2
+    return _shift(h_end, 1)
 
 
-@functools.lru_cache(maxsize=None)
-def _scripted_chunked_scan() -> Callable[..., torch.Tensor]:
-    """`_chunked_scan` compiled by TorchScript, made once, only when an export needs it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, still what
-        return torch.jit.script(_chunked_scan)          # the ONNX exporter turns into a Loop
+def _chunked_scan(dt: torch.Tensor, u: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                  chunk: int) -> torch.Tensor:
+    """Selective scan with no loop longer than `chunk` steps: all chunks at once, then their carries.
+
+    dt, u: (batch, G, Dg, L); A: (G, Dg, N); B, C: (batch, G, N, L). Returns y without the D term,
+    (batch, G * Dg, L). The sequence is cut into M chunks of T <= `chunk` steps, laid out so that step i
+    of every chunk is one (1, batch, M, G, Dg, N) block. Pass 1 runs h = exp(dt A) h + dt u B over the T
+    steps of all chunks at once from a zero state and keeps the chunk-end states; the state entering each
+    chunk follows from those and the chunk decays exp(sum(dt) A) (`_exclusive_chunk_scan`); pass 2 runs
+    the T steps again from that state and contracts each step's state with C (a MatMul). Every exponent
+    is dt A <= 0 (dt >= 0, A < 0), so nothing overflows in fp32 or fp16, and every op works on one step's
+    block, small enough to stay in cache. Traced, the Python loops unroll into 2T steps of plain ops.
+    """
+    batch, groups, dg, length = _static(dt.shape)
+    n_chunks, steps = _chunk_plan(length, chunk)
+    pad = n_chunks * steps - length  # dt = 0 there: the state passes through unchanged
+
+    def step_major(t: torch.Tensor) -> torch.Tensor:
+        """(batch, G, X, L) -> (T, batch, M, G, X)."""
+        t = _pad_end(t, pad).view(batch, groups, int(t.shape[2]), n_chunks, steps)
+        return t.permute(4, 0, 3, 1, 2)
+
+    ones = [1] * steps  # explicit sizes: one Split node with constant sizes
+    dt_t = step_major(dt).unsqueeze(-1)                          # (T, batch, M, G, Dg, 1)
+    dts = dt_t.split(ones)
+    dus = (dt_t * step_major(u).unsqueeze(-1)).split(ones)
+    Bs = step_major(B).unsqueeze(-2).split(ones)                  # (1, batch, M, G, 1, N)
+    Cs = step_major(C).unsqueeze(-1).split(ones)                  # (1, batch, M, G, N, 1)
+    A6 = A.view(1, 1, 1, groups, dg, -1)
+
+    def run(h: Optional[torch.Tensor], ys: Optional[List[torch.Tensor]]) -> torch.Tensor:
+        for i in range(steps):
+            x = dus[i] * Bs[i]
+            h = x if h is None else torch.exp(dts[i] * A6) * h + x
+            if ys is not None:
+                ys.append(torch.matmul(h, Cs[i]))
+        return h  # type: ignore[return-value]
+
+    h_end = run(None, None)
+    decay = torch.exp(dt_t.sum(0, keepdim=True) * A6)
+    ys: List[torch.Tensor] = []
+    run(_exclusive_chunk_scan(h_end, decay), ys)
+    y = torch.cat(ys)                                             # (T, batch, M, G, Dg, 1)
+    return y.permute(1, 3, 4, 2, 0, 5).reshape(batch, groups * dg, n_chunks * steps)[..., :length]
 
 
 def export_selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                           C: torch.Tensor, D: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-                          delta_softplus: bool, chunk: int = EXPORT_CHUNK) -> torch.Tensor:
+                          delta_softplus: bool, chunk: Optional[int] = None) -> torch.Tensor:
     """`selective_scan_fn` semantics (grouped B/C, no z) in ONNX-exportable standard ops, fp32.
 
     u, delta: (batch, dim, L); A: (dim, N); B, C: (batch, G, N, L); D, delta_bias: (dim,).
     """
-    batch, dim, length = u.shape
-    groups = B.shape[1]
+    batch, dim, length = _static(u.shape)
+    groups = int(B.shape[1])
     dt = delta.float()
     if delta_bias is not None:
         dt = dt + delta_bias.float().view(1, -1, 1)
     if delta_softplus:
         dt = F.softplus(dt)
-    pad = (-length) % chunk  # dt = 0 on padding: the state passes through unchanged
-    shape = (batch, groups, dim // groups, length + pad)
-    scan = _scripted_chunked_scan() if torch.onnx.is_in_onnx_export() else _chunked_scan
-    ys = scan(F.pad(dt, (0, pad)).view(shape), F.pad(u.float(), (0, pad)).view(shape),
-                       A.float().view(groups, dim // groups, -1),
-                       F.pad(B.float(), (0, pad)), F.pad(C.float(), (0, pad)), chunk)
-    y = ys.permute(1, 2, 3, 0, 4).reshape(batch, dim, length + pad)[..., :length]
+    shape = (batch, groups, dim // groups, length)
+    y = _chunked_scan(dt.view(shape), u.float().view(shape), A.float().view(groups, dim // groups, -1),
+                      B.float(), C.float(), chunk or _export_chunk[0])
     if D is not None:
         y = y + u.float() * D.float().view(1, -1, 1)
     return y.to(u.dtype)
@@ -116,10 +175,9 @@ def cross_selective_scan(x: torch.Tensor, x_proj_weight: torch.Tensor, dt_projs_
     Projections follow VMamba: x_proj_weight (K, R + 2N, D), dt_projs_weight (K, D, R),
     A = -exp(A_logs) with A_logs (K * D, N), delta = softplus(dt + dt_projs_bias).
     """
-    b, d, h, w = x.shape
+    b, d, h, w = _static(x.shape)
     length = h * w
-    n = A_logs.shape[1]
-    r = dt_projs_weight.shape[2]
+    n, r = int(A_logs.shape[1]), int(dt_projs_weight.shape[2])
     xs = cross_scan(x)                                                       # (B, K, D, L)
     x_dbl = torch.matmul(x_proj_weight, xs)                                  # (B, K, R + 2N, L)
     dts, Bs, Cs = torch.split(x_dbl, [r, n, n], dim=2)
