@@ -105,6 +105,30 @@ def test_update_matches_reference(dtype: torch.dtype, circular: bool, indexed: b
         assert torch.equal(got[1], torch.zeros_like(got[1])), "padding slot gives zeros"
 
 
+@pytest.mark.parametrize("idx", [[4, -1, 1], [-1, -1, -1]])
+def test_torch_update_indexes_without_boolean_masks(idx: list) -> None:
+    """mamba-ssm's generate(cg=True) captures the decode step in a CUDA graph, which refuses host syncs:
+    the update's boolean-mask indexing (a nonzero() inside) failed that capture on the lab GPU. The traced
+    graph must index with integer tensors only, and padded slots (index < 0) must write nothing."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from jetson_mamba.ops.causal_conv1d import torch as backend
+
+    x, weight, bias = rnd(3, 6, 1), rnd(6, 4, seed=1), rnd(6, seed=2)
+    state = rnd(5, 6, 5, seed=3)
+    rows = torch.tensor(idx, dtype=torch.int32)
+    graph = make_fx(backend.causal_conv1d_update, tracing_mode="fake")(x, state, weight, bias, True, None, rows)
+    masks = [str(node.target) for node in graph.graph.nodes if node.op == "call_function"
+             and "index" in str(node.target)
+             and any(i is not None and i.meta["val"].dtype == torch.bool for i in node.args[1])]
+    assert masks == [], f"boolean-mask indexing syncs with the host: {masks}"
+    ref_state = state.clone()
+    ref = causal_conv1d_update_ref(x, ref_state, weight, bias, "silu", None, rows)
+    got = backend.causal_conv1d_update(x, state, weight, bias, True, None, rows)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    assert torch.equal(state, ref_state), "padding slots write nothing, valid ones their new state"
+
+
 def test_update_reference_agrees_with_full_conv() -> None:
     """Feeding tokens one by one through update equals the full causal conv (the two references agree)."""
     x, weight, bias = rnd(2, 4, 9, dtype=torch.float64), rnd(4, 3, dtype=torch.float64, seed=1), None
