@@ -3,7 +3,7 @@ the float64 reference."""
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 import pytest
 import torch
@@ -105,28 +105,42 @@ def test_update_matches_reference(dtype: torch.dtype, circular: bool, indexed: b
         assert torch.equal(got[1], torch.zeros_like(got[1])), "padding slot gives zeros"
 
 
-@pytest.mark.parametrize("idx", [[4, -1, 1], [-1, -1, -1]])
-def test_torch_update_indexes_without_boolean_masks(idx: list) -> None:
-    """mamba-ssm's generate(cg=True) captures the decode step in a CUDA graph, which refuses host syncs:
-    the update's boolean-mask indexing (a nonzero() inside) failed that capture on the lab GPU. The traced
-    graph must index with integer tensors only, and padded slots (index < 0) must write nothing."""
+def boolean_mask_indexing(fn: Callable[..., Any], *args: Any) -> list:
+    """The index ops of `fn`'s traced graph that take a boolean mask (each a nonzero(): a host sync)."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
+    graph = make_fx(fn, tracing_mode="fake")(*args)
+    return [str(node.target) for node in graph.graph.nodes if node.op == "call_function"
+            and "index" in str(node.target)
+            and any(i is not None and i.meta["val"].dtype == torch.bool for i in node.args[1])]
+
+
+@pytest.mark.parametrize("idx", [[4, -1, 1], [-1, -1, -1]])
+def test_decode_updates_index_without_boolean_masks(idx: list) -> None:
+    """mamba-ssm's generate(cg=True) captures the decode step in a CUDA graph, which refuses host syncs:
+    the conv update's boolean-mask indexing (a nonzero() inside) failed that capture on the lab GPU. The
+    traced graphs of both decode updates must index with integer tensors only, and padded slots (index
+    < 0) must write nothing."""
     from jetson_mamba.ops.causal_conv1d import torch as backend
+    from jetson_mamba.ops.ssd.state_update import selective_state_update
 
     x, weight, bias = rnd(3, 6, 1), rnd(6, 4, seed=1), rnd(6, seed=2)
     state = rnd(5, 6, 5, seed=3)
     rows = torch.tensor(idx, dtype=torch.int32)
-    graph = make_fx(backend.causal_conv1d_update, tracing_mode="fake")(x, state, weight, bias, True, None, rows)
-    masks = [str(node.target) for node in graph.graph.nodes if node.op == "call_function"
-             and "index" in str(node.target)
-             and any(i is not None and i.meta["val"].dtype == torch.bool for i in node.args[1])]
-    assert masks == [], f"boolean-mask indexing syncs with the host: {masks}"
+    assert boolean_mask_indexing(backend.causal_conv1d_update, x, state, weight, bias, True, None, rows) == []
     ref_state = state.clone()
     ref = causal_conv1d_update_ref(x, ref_state, weight, bias, "silu", None, rows)
     got = backend.causal_conv1d_update(x, state, weight, bias, True, None, rows)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     assert torch.equal(state, ref_state), "padding slots write nothing, valid ones their new state"
+    ssm = rnd(5, 6, 4, seed=4)
+    before = ssm.clone()
+    args = (ssm, rnd(3, 6, seed=5), rnd(3, 6, seed=6), -rnd(6, 4, seed=7).abs(), rnd(3, 4, seed=8), rnd(3, 4, seed=9))
+    assert boolean_mask_indexing(lambda *a: selective_state_update(*a[:-1], state_batch_indices=a[-1]), *args, rows) == []
+    selective_state_update(*args, state_batch_indices=rows)
+    untouched = [r for r in range(5) if r not in idx]
+    assert torch.equal(ssm[untouched], before[untouched])
+    assert all(not torch.equal(ssm[r], before[r]) for r in idx if r >= 0)
 
 
 def test_update_reference_agrees_with_full_conv() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
+from jetson_mamba.ops._cache import write_rows
 from jetson_mamba.ops._dtypes import portable_reason, work_dtype
 
 if TYPE_CHECKING:
@@ -152,11 +153,5 @@ def causal_conv1d_update(x: torch.Tensor, conv_state: torch.Tensor, weight: torc
         new_state = state.scatter(2, write[:, None, :].expand(-1, dim, -1), x)
     pre = _conv(hist, weight, bias, [None] * width, L)
     out = (F.silu(pre) if silu else pre).to(x.dtype).masked_fill(~valid[:, None, None], 0)
-    # No boolean-mask indexing (its nonzero() syncs with the host, which CUDA-graph capture refuses, as
-    # mamba-ssm's generate(cg=True) does): a padded entry (index < 0) rewrites what the first valid
-    # entry writes, or, with none valid, the row's own unchanged state.
-    source = torch.where(valid, torch.arange(batch, device=x.device), torch.argmax(valid.to(torch.int32)))
-    keep = valid[source][:, None, None]
-    value = torch.where(keep, new_state[source].to(conv_state.dtype), state[source])
-    conv_state[rows.clamp(min=0)[source]] = value
+    write_rows(conv_state, rows, new_state)
     return out

@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from jetson_mamba.ops._cache import write_rows
 from jetson_mamba.ops.ssd.validate import check, compute_dtype
 
 
@@ -83,6 +84,6 @@ def selective_state_update(
         if z3 is not None:
             out = out * F.silu(z3.to(f))
         out = out * valid[:, None, None].to(f)
-        state4[rows[valid]] = new[valid].to(state.dtype)
+        write_rows(state4, rows, new)
     out = out.to(x.dtype)
     return out if has_heads else out.squeeze(1)
