@@ -88,6 +88,9 @@ def test_patch_import_modules_and_byte_exact_revert(arm64: Arm64, suite: str, pa
     report = arm64(suite, "patch")
     _assert_root(report, suite)
     steps = report["pairs"][pair]
+    if pair.startswith("main") and suite == "bullseye":  # main declares requires-python >= 3.10
+        assert steps["install"]["rc"] != 0 and "requires a different Python" in steps["install"]["stderr"], steps
+        return
     assert steps["install"]["rc"] == 0, steps["install"]
     assert steps["check_before"]["rc"] == 1 and not steps["check_before"]["output"]["clean"], steps["check_before"]
     assert steps["patch"]["rc"] == 0 and steps["patch"]["output"]["written"], steps["patch"]
