@@ -219,17 +219,19 @@ build_wheel() {
 }
 
 run_scenario() {
-    local suite=$1 scenario=$2 inside site
+    local suite=$1 scenario=$2 inside site wheel
     RUN_DIR=$(mktemp -d -p "$ROOT/tmp" jetson-mamba-run.XXXXXX)
     inside=${RUN_DIR#"$ROOT"}
     build_wheel "$RUN_DIR"
+    wheel=$(cd "$RUN_DIR" && echo jetson_mamba-*.whl)
+    [ -f "$RUN_DIR/$wheel" ] || die "no jetson-mamba wheel was built in $RUN_DIR"
     mount_root
     site=$(in_root 300 "$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     # A fresh venv per run that sees the cached one's packages (torch): what a run installs or patches goes
     # into it and is thrown away with it.
     in_root 300 "$VENV/bin/python" -m venv --without-pip "$inside/venv" >&2
     echo "import site; site.addsitedir('$site')" >"$RUN_DIR/venv/lib/$(basename "$(dirname "$site")")/site-packages/_jetson_mamba_base.pth"
-    in_root 600 "$inside/venv/bin/python" -m pip install -q --no-deps --no-index "$inside"/jetson_mamba-*.whl >&2
+    in_root 600 "$inside/venv/bin/python" -m pip install -q --no-deps --no-index "$inside/$wheel" >&2
     say "running scenario $scenario on $suite"
     mkdir -p "$RUN_DIR/tmp"
     in_root "$SCENARIO_TIMEOUT" /usr/bin/env PATH="$inside/venv/bin:/usr/bin:/bin" TMPDIR="$inside/tmp" \
