@@ -46,3 +46,17 @@ def test_installs_and_runs_doctor_without_torch(version: str, tmp_path: Path) ->
     assert data["torch"]["python_version"].startswith(version)
     help_text = subprocess.run([python, "-m", "jetson_mamba", "--help"], capture_output=True, text=True, check=True)
     assert "doctor" in help_text.stdout
+    # Mamba-YOLO's shipped config is found by this Python (importlib.resources.files is 3.9+); the module is
+    # loaded on its own because the package imports torch, which this venv lacks
+    found = subprocess.run([python, "-c", _CONFIG_SCRIPT], capture_output=True, text=True)
+    assert found.returncode == 0 and found.stdout.strip() == "True", found.stderr
+
+
+_CONFIG_SCRIPT = """
+import importlib.util, sysconfig
+path = sysconfig.get_paths()["purelib"] + "/jetson_mamba/models/mamba_yolo/integration.py"
+spec = importlib.util.spec_from_file_location("integration", path)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print(module.config_path("t").is_file())
+"""

@@ -181,3 +181,28 @@ def test_exact_machine_code_beats_compatible_code_and_pure_python(h200: Manifest
         assert [c.record.filename for c in chosen] == [sm87.filename]
     ampere = select_wheels(orin, Manifest(wheels=[pure, sm80])).chosen[0]
     assert ampere.record is sm80 and "sm_80 machine code" in " ".join(ampere.notes)
+
+
+@pytest.mark.parametrize("platform, check, expected, actual", [
+    ("manylinux_2_34_aarch64", "platform", "glibc >= 2.34 (manylinux_2_34_aarch64)", "glibc 2.31"),
+    ("manylinux_2_28_aarch64", None, None, None),
+    ("manylinux2014_aarch64", None, None, None),
+    ("manylinux_2_34_x86_64", "platform", "a aarch64 platform tag", "manylinux_2_34_x86_64"),
+])
+def test_a_wheel_for_a_newer_glibc_says_which_glibc(h200: Manifest, platform: str, check: Optional[str],
+                                                    expected: Optional[str], actual: Optional[str]) -> None:
+    """JetPack 5 has glibc 2.31: an aarch64 wheel for glibc 2.34 is rejected for its glibc, not its CPU."""
+    conv = h200.record(CONV)
+    assert conv is not None
+    record = dataclasses.replace(conv, filename=CONV.replace("linux_x86_64", platform), gpu_archs=None,
+                                 cuda={}, torch={}, tags=[f"cp38-cp38-{platform}"], requires_python=None)
+    jetpack5 = Target.from_machine(machine(python="3.8.10", cpu="aarch64", arch="8.7"),
+                                   platforms=[f"manylinux_2_{m}_aarch64" for m in range(31, 16, -1)] +
+                                   ["manylinux2014_aarch64", "linux_aarch64"])
+    assert jetpack5.glibc == (2, 31)
+    selection = select_wheels(jetpack5, Manifest(wheels=[record]))
+    if check is None:
+        assert [c.record.filename for c in selection.chosen] == [record.filename] and selection.rejected == []
+    else:
+        assert [(r.check, r.expected.startswith(expected), r.actual) for r in selection.rejected] == [
+            (check, True, actual)], selection.rejected

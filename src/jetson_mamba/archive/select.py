@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import platform as _platform
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -27,6 +28,10 @@ from jetson_mamba.compat.knowledge import TESTED_PAIR, parse_version
 from jetson_mamba.errors import NoMatchingWheelError, UsageError
 from jetson_mamba.probe.fatbin import runs_on
 from jetson_mamba.probe.model import FatbinArchs, MachineInfo
+
+# manylinux_X_Y_<arch> needs glibc >= X.Y (PEP 600); the legacy names are aliases of it (PEP 513/571/599).
+_MANYLINUX = re.compile(r"manylinux_(\d+)_(\d+)_(\w+)")
+_LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
 
 CHECKS = ("requested", "python", "platform", "torch", "cuda", "gpu-arch", "hash", "preference")
 
@@ -61,6 +66,13 @@ class Target:
                    torch_version=machine.torch.version, cxx11_abi=machine.torch.cxx11_abi,
                    torch_cuda=machine.torch.cuda, gpu_arch=machine.gpu.arch if machine.gpu else None,
                    gpu_name=machine.gpu.name if machine.gpu else None)
+
+    @property
+    def glibc(self) -> Optional[Tuple[int, int]]:
+        """The newest glibc its manylinux tags accept (None without any: musl, or tags not probed)."""
+        found = [g[0] for g in map(_glibc_needed, {t.platform for text in self.tags for t in parse_tag(text)})
+                 if g and g[1] == self.machine]
+        return max(found, default=None)
 
     @property
     def python_tag(self) -> str:
@@ -133,11 +145,26 @@ def _python_reason(record: WheelRecord, target: Target) -> Optional[Tuple[str, s
     return None
 
 
+def _glibc_needed(platform: str) -> Optional[Tuple[Tuple[int, int], str]]:
+    """((major, minor), arch) of a manylinux platform tag; None for other platforms."""
+    match = _MANYLINUX.fullmatch(platform)
+    if match:
+        return (int(match.group(1)), int(match.group(2))), match.group(3)
+    legacy, _, arch = platform.partition("_")
+    return (_LEGACY_MANYLINUX[legacy], arch) if legacy in _LEGACY_MANYLINUX and arch else None
+
+
 def _platform_reason(record: WheelRecord, target: Target) -> Optional[Tuple[str, str]]:
     supported = set(target.tags)
     if any(str(t) in supported for text in record.tags for t in parse_tag(text)):
         return None
     platforms = sorted({t.platform for text in record.tags for t in parse_tag(text)})
+    needed = [_glibc_needed(p) for p in platforms]
+    have = target.glibc
+    if have and all(n and n[1] == target.machine and n[0] > have for n in needed):
+        # the right CPU, a newer C library: say which glibc it needs (e.g. glibc 2.34 wheels on JetPack 5's 2.31)
+        lowest = min(n[0] for n in needed if n)
+        return f"glibc >= {lowest[0]}.{lowest[1]} ({', '.join(platforms)})", f"glibc {have[0]}.{have[1]}"
     return f"a {target.machine} platform tag (linux_{target.machine}, manylinux_*_{target.machine})", ", ".join(platforms)
 
 

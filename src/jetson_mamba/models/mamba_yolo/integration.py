@@ -21,7 +21,6 @@ import inspect
 import os
 import re
 import textwrap
-from importlib import resources
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Dict, List
@@ -39,10 +38,14 @@ _CONFIG_RE = re.compile(r"^mamba-yolo-([a-z])\.ya?ml$", re.IGNORECASE)
 
 
 def config_path(scale: str = "t") -> Path:
-    """The shipped YAML (all scales in one file); pass `scale` to check it exists."""
+    """The shipped YAML (all scales in one file); pass `scale` to check it exists.
+
+    Next to this module (package data of an unzipped install): `importlib.resources.files` needs
+    Python 3.9, and JetPack 5 ships 3.8.
+    """
     if scale.lower() not in SCALES:
         raise UsageError(f"unknown Mamba-YOLO scale {scale!r}", f"use one of: {', '.join(SCALES)}")
-    return Path(str(resources.files("jetson_mamba.models.mamba_yolo") / "configs" / CONFIG_NAME))
+    return Path(__file__).resolve().parent / "configs" / CONFIG_NAME
 
 
 def _import_ultralytics() -> ModuleType:

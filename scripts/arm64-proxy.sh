@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# A Jetson proxy on an x86_64 machine: jetson-mamba in Debian arm64 userlands run by qemu-user (binfmt_misc).
+#   bullseye: glibc 2.31 (= JetPack 5's Ubuntu 20.04), Python 3.9, torch 2.8.0 (the last with cp39 aarch64 wheels)
+#   bookworm: glibc 2.36 (~ JetPack 6's 2.35),          Python 3.11, torch 2.9.1
+#
+#   scripts/arm64-proxy.sh check               can this machine run it? (exit 77 + one line on stderr if not)
+#   scripts/arm64-proxy.sh SUITE prepare       build or reuse the cached root and its torch venv
+#   scripts/arm64-proxy.sh SUITE SCENARIO      doctor | select | patch | verify (tests/arm64/scenarios.py):
+#                                              builds this checkout's wheel, installs it into a fresh venv in the
+#                                              root (on top of the cached torch venv) and prints the scenario's JSON
+#
+# Needs: root (debootstrap, mount, chroot), binfmt_misc (mounted and qemu-aarch64 registered here when missing),
+# qemu-user-static and debootstrap (apt-get installs them when missing), the Debian archive and the pip index
+# for the first build of a root (~4-8 min debootstrap + ~3-5 min torch per root under emulation).
+# The roots are cached outside the clone, in $JETSON_MAMBA_ARM64_CACHE (default /var/cache/jetson-mamba/arm64),
+# so every clone and CI run on this machine reuses them; delete a suite's folder to rebuild it.
+# Environment: JETSON_MAMBA_ARM64_MIRROR (debootstrap's mirror; default: debootstrap's own),
+# JETSON_MAMBA_ARM64_TORCH (torch version in the root's venv), JETSON_MAMBA_SHARED (../shared),
+# JETSON_MAMBA_ARM64_TIMEOUT (seconds for one scenario, default 1500).
+# The root's pip is the host's: /etc/pip.conf, its CA bundle, /etc/resolv.conf and the PIP_INDEX_URL-style
+# variables are carried in; ~/.config/pip is not (it names local folders of x86_64 wheels).
+# Exit status: 0 ok; 77 this machine cannot run arm64 roots (why, and the fix, on stderr); 124 a step timed
+# out; anything else a step failed (its log tail on stderr). Scenario JSON on stdout, progress on stderr.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${JETSON_MAMBA_ARM64_CACHE:-/var/cache/jetson-mamba/arm64}
+SHARED=${JETSON_MAMBA_SHARED:-$(dirname "$REPO")/shared}
+SCENARIO_TIMEOUT=${JETSON_MAMBA_ARM64_TIMEOUT:-1500}
+ROOT_FORMAT=1                      # bump when the root's layout changes: cached roots are rebuilt
+VENV=/opt/jetson-mamba/venv        # inside the root: torch and the runtime dependencies, cached
+MNT=/mnt/jetson-mamba              # inside the root: this checkout and ../shared, read-only
+START=$SECONDS
+
+say() { echo "arm64-proxy [$((SECONDS - START))s]: $*" >&2; }
+unusable() { echo "arm64-proxy: cannot run arm64 roots here: $1" >&2; exit 77; }
+die() { echo "arm64-proxy: $1" >&2; exit "${2:-1}"; }
+
+usage() {
+    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+# --- prerequisites -------------------------------------------------------------------------------------
+BINFMT=/proc/sys/fs/binfmt_misc
+
+check_host() {
+    [ "$(uname -s)" = Linux ] || unusable "needs Linux (binfmt_misc), this is $(uname -s)"
+    [ "$(id -u)" = 0 ] || unusable "needs root (debootstrap, mount, chroot); fix: run it as root or with sudo"
+    for tool in chroot mount umount mountpoint flock timeout findmnt; do
+        command -v "$tool" >/dev/null || unusable "$tool is missing; fix: apt-get install util-linux coreutils"
+    done
+    if ! command -v debootstrap >/dev/null || ! [ -e /usr/lib/binfmt.d/qemu-aarch64.conf ]; then
+        command -v apt-get >/dev/null || unusable "qemu-user-static and debootstrap are missing and there is no apt-get"
+        say "installing qemu-user-static and debootstrap with apt-get"
+        { timeout 600 apt-get update -q && DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q \
+            qemu-user-static debootstrap; } >"/tmp/arm64-proxy-apt.log" 2>&1 ||
+            unusable "apt-get install qemu-user-static debootstrap failed (see /tmp/arm64-proxy-apt.log)"
+    fi
+    if ! mountpoint -q "$BINFMT"; then
+        timeout 20 mount binfmt_misc -t binfmt_misc "$BINFMT" 2>/dev/null ||
+            unusable "cannot mount binfmt_misc on $BINFMT (a container without that privilege?); fix: run on a host" \
+                     "or a privileged container, or mount it there: mount binfmt_misc -t binfmt_misc $BINFMT"
+    fi
+    if ! [ -e "$BINFMT/qemu-aarch64" ]; then
+        timeout 20 sh -c "cat /usr/lib/binfmt.d/qemu-aarch64.conf > $BINFMT/register" 2>/dev/null ||
+            unusable "cannot register qemu-aarch64 with binfmt_misc; fix: as root," \
+                     "cat /usr/lib/binfmt.d/qemu-aarch64.conf > $BINFMT/register"
+    fi
+    grep -qx enabled "$BINFMT/qemu-aarch64" ||
+        unusable "qemu-aarch64 is registered but disabled; fix: echo 1 > $BINFMT/qemu-aarch64"
+    if command -v arch-test >/dev/null; then  # debootstrap's companion: runs tiny arm64 programs
+        timeout 60 arch-test arm64 >/dev/null 2>&1 ||
+            unusable "arm64 programs do not run under binfmt_misc/qemu here (arch-test arm64 failed)"
+    fi
+}
+
+# The registered interpreter must be reachable inside the root: with the F flag the kernel opened it at
+# registration; without it the root needs its own copy at the same path.
+ensure_interpreter() {
+    local root=$1 interpreter
+    grep -q '^flags:.*F' "$BINFMT/qemu-aarch64" && return 0
+    interpreter=$(sed -n 's/^interpreter //p' "$BINFMT/qemu-aarch64")
+    install -D -m 755 "$(readlink -f "$interpreter")" "$root$interpreter"
+}
+
+# --- the cached root -------------------------------------------------------------------------------------
+torch_for() {
+    case $1 in
+        bullseye) echo "${JETSON_MAMBA_ARM64_TORCH:-2.8.0}" ;;
+        *) echo "${JETSON_MAMBA_ARM64_TORCH:-2.9.1}" ;;
+    esac
+}
+
+# Never delete through a mount point: a half-built root may still have /proc or /dev mounted in it.
+remove_tree() {
+    local tree=$1
+    [ -e "$tree" ] || return 0
+    unmount_under "$tree"
+    if findmnt -rn -o TARGET | grep -q "^$tree/"; then
+        die "$tree still has mounts in it; unmount them and remove it by hand"
+    fi
+    rm -rf --one-file-system "$tree"
+}
+
+unmount_under() {
+    local prefix=$1 target
+    # deepest first
+    findmnt -rn -o TARGET | grep "^$prefix/" | sort -r | while read -r target; do
+        timeout 30 umount -R "$target" 2>/dev/null || timeout 30 umount -R -l "$target" 2>/dev/null || true
+    done
+}
+
+ensure_root() {
+    local suite=$1 dir=$CACHE/$1 partial
+    ROOT=$dir/root
+    [ -f "$ROOT/etc/jetson-mamba-proxy" ] && [ "$(cat "$ROOT/etc/jetson-mamba-proxy")" = "$ROOT_FORMAT $suite" ] &&
+        return 0
+    partial=$dir/root.partial
+    remove_tree "$ROOT"
+    remove_tree "$partial"
+    say "building the $suite arm64 root in $dir (debootstrap under emulation: minutes; log: $dir/debootstrap.log)"
+    # shellcheck disable=SC2086  # the mirror is optional
+    timeout -k 30 3600 nice -n 10 debootstrap --arch=arm64 --variant=minbase \
+        --include=python3,python3-venv,python3-pip "$suite" "$partial" ${JETSON_MAMBA_ARM64_MIRROR:-} \
+        >"$dir/debootstrap.log" 2>&1 || {
+        local code=$?
+        tail -n 15 "$dir/debootstrap.log" >&2
+        remove_tree "$partial"
+        die "debootstrap of $suite failed (exit $code); log: $dir/debootstrap.log" "$code"
+    }
+    echo "$ROOT_FORMAT $suite" >"$partial/etc/jetson-mamba-proxy"
+    mv "$partial" "$ROOT"
+    say "root ready: $(cat "$ROOT/etc/debian_version") ($suite)"
+}
+
+# Host configuration the root's pip needs, copied at every run (the host's may change).
+configure_root() {
+    local cert
+    rm -f "$ROOT/etc/resolv.conf"
+    cat /etc/resolv.conf >"$ROOT/etc/resolv.conf"
+    rm -f "$ROOT/etc/pip.conf"
+    [ -f /etc/pip.conf ] && cp /etc/pip.conf "$ROOT/etc/pip.conf"
+    for cert in $(sed -n 's/^[[:space:]]*cert[[:space:]]*=[[:space:]]*//p' /etc/pip.conf 2>/dev/null) \
+                "${PIP_CERT:-}" /etc/ssl/certs/ca-certificates.crt; do
+        [ -n "$cert" ] && [ -f "$cert" ] && install -D -m 644 "$(readlink -f "$cert")" "$ROOT$cert"
+    done
+    ensure_interpreter "$ROOT"
+}
+
+MOUNTED=()
+mount_root() {
+    mount -t proc proc "$ROOT/proc"; MOUNTED+=("$ROOT/proc")
+    mount --rbind /sys "$ROOT/sys"; mount --make-rslave "$ROOT/sys"; MOUNTED+=("$ROOT/sys")
+    mount --rbind /dev "$ROOT/dev"; mount --make-rslave "$ROOT/dev"; MOUNTED+=("$ROOT/dev")
+    local name source
+    for name in repo shared; do
+        source=$REPO; [ "$name" = shared ] && source=$SHARED
+        [ -d "$source" ] || continue
+        mkdir -p "$ROOT$MNT/$name"
+        mount --bind "$source" "$ROOT$MNT/$name"; MOUNTED+=("$ROOT$MNT/$name")
+        mount -o remount,bind,ro "$ROOT$MNT/$name"
+    done
+}
+
+RUN_DIR=
+cleanup() {
+    local index
+    for ((index = ${#MOUNTED[@]} - 1; index >= 0; index--)); do
+        timeout 30 umount -R "${MOUNTED[index]}" 2>/dev/null || timeout 30 umount -R -l "${MOUNTED[index]}" || true
+    done
+    MOUNTED=()
+    if [ -n "$RUN_DIR" ] && ! findmnt -rn -o TARGET | grep -q "^$ROOT/"; then
+        rm -rf --one-file-system "$RUN_DIR"
+    fi
+}
+
+# Run a command inside the root with a clean environment (plus the host's pip settings), under a time limit.
+in_root() {
+    local limit=$1; shift
+    local pass=() name
+    for name in PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST PIP_DEFAULT_TIMEOUT PIP_CERT \
+                http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+        [ -n "${!name:-}" ] && pass+=("$name=${!name}")
+    done
+    timeout -k 30 "$limit" nice -n 10 chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONDONTWRITEBYTECODE=1 \
+        PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 "${pass[@]}" "$@"
+}
+
+# The cached venv: torch (aarch64 CPU build), jetson-mamba's dependencies, mamba-ssm's runtime needs and what
+# building the upstream sdists without CUDA needs. Rebuilt when the list changes.
+ensure_venv() {
+    local suite=$1 requirements
+    requirements="torch==$(torch_for "$suite") numpy einops pyyaml transformers packaging rich setuptools wheel"
+    if [ -f "$ROOT$VENV/.requirements" ] && [ "$(cat "$ROOT$VENV/.requirements")" = "$requirements" ]; then
+        return 0
+    fi
+    say "making $VENV in the $suite root: $requirements (pip under emulation: minutes)"
+    rm -rf --one-file-system "$ROOT$VENV"
+    in_root 600 /usr/bin/python3 -m venv "$VENV" >&2
+    # shellcheck disable=SC2086  # a list of requirements
+    in_root 3000 "$VENV/bin/python" -m pip install -q --upgrade pip $requirements >&2 ||
+        die "pip install in the $suite root failed or timed out (exit $?)"
+    echo "$requirements" >"$ROOT$VENV/.requirements"
+    say "venv ready: $(in_root 300 "$VENV/bin/python" -c 'import sys, torch; print(sys.version.split()[0], torch.__version__)')"
+}
+
+# This checkout's wheel (uncommitted changes included), built on the host: it is pure Python.
+build_wheel() {
+    local out=$1 source python
+    python=${JETSON_MAMBA_PYTHON:-$REPO/.venv/bin/python}
+    [ -x "$python" ] || python=python3
+    source=$(mktemp -d)
+    cp -r "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/src" "$source/"
+    timeout 600 "$python" -m pip wheel -q --no-deps --no-build-isolation --no-index -w "$out" "$source" >&2 ||
+        { rm -rf "$source"; die "building the jetson-mamba wheel failed"; }
+    rm -rf "$source"
+}
+
+run_scenario() {
+    local suite=$1 scenario=$2 inside site wheel
+    RUN_DIR=$(mktemp -d -p "$ROOT/tmp" jetson-mamba-run.XXXXXX)
+    inside=${RUN_DIR#"$ROOT"}
+    build_wheel "$RUN_DIR"
+    wheel=$(cd "$RUN_DIR" && echo jetson_mamba-*.whl)
+    [ -f "$RUN_DIR/$wheel" ] || die "no jetson-mamba wheel was built in $RUN_DIR"
+    mount_root
+    site=$(in_root 300 "$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    # A fresh venv per run that sees the cached one's packages (torch): what a run installs or patches goes
+    # into it and is thrown away with it.
+    in_root 300 "$VENV/bin/python" -m venv --without-pip "$inside/venv" >&2
+    echo "import site; site.addsitedir('$site')" >"$RUN_DIR/venv/lib/$(basename "$(dirname "$site")")/site-packages/_jetson_mamba_base.pth"
+    in_root 600 "$inside/venv/bin/python" -m pip install -q --no-deps --no-index "$inside/$wheel" >&2
+    say "running scenario $scenario on $suite"
+    mkdir -p "$RUN_DIR/tmp"
+    in_root "$SCENARIO_TIMEOUT" /usr/bin/env PATH="$inside/venv/bin:/usr/bin:/bin" TMPDIR="$inside/tmp" \
+        JETSON_MAMBA_REPO="$MNT/repo" JETSON_MAMBA_SHARED="$MNT/shared" \
+        "$inside/venv/bin/python" "$MNT/repo/tests/arm64/scenarios.py" "$scenario"
+}
+
+main() {
+    [ $# -ge 1 ] || usage
+    if [ "$1" = check ]; then
+        check_host
+        echo "arm64-proxy: this machine can run arm64 roots (cache: $CACHE)" >&2
+        return 0
+    fi
+    [ $# -eq 2 ] || usage
+    local suite=$1 action=$2
+    case $suite in bullseye | bookworm) ;; *) die "unknown suite $suite (bullseye or bookworm)" 2 ;; esac
+    case $action in prepare | doctor | select | patch | verify) ;; *) die "unknown scenario $action" 2 ;; esac
+    check_host
+    mkdir -p "$CACHE/$suite"
+    # One run per root at a time (runs mount into it and share its venv); a build can take half an hour.
+    exec 9>"$CACHE/$suite.lock"
+    flock -w 3600 9 || die "another arm64-proxy run has held $CACHE/$suite.lock for an hour" 124
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+    ensure_root "$suite"
+    configure_root
+    timeout 120 chroot "$ROOT" /bin/true ||
+        unusable "arm64 programs do not run in $ROOT (binfmt_misc/qemu-aarch64); check $BINFMT/qemu-aarch64"
+    mount_root
+    ensure_venv "$suite"
+    cleanup
+    [ "$action" = prepare ] && { say "$suite ready"; return 0; }
+    run_scenario "$suite" "$action"
+}
+
+main "$@"
