@@ -51,6 +51,23 @@ def test_cuda_home_from_environment() -> None:
     assert cuda.source == "$CUDA_HOME" and cuda.version is not None
 
 
+def test_a_device_image_nvcc_is_read_not_run(tmp_path: Path) -> None:
+    """`doctor --root IMAGE`: the image's files are untrusted; its nvcc (here a script leaving a mark)
+    must not be executed; the toolkit release comes from version.json / version.txt."""
+    home = tmp_path / "usr" / "local" / "cuda"
+    (home / "bin").mkdir(parents=True)
+    mark = tmp_path / "ran"
+    (home / "bin" / "nvcc").write_text(f"#!/bin/sh\ntouch {mark}\necho 'release 99.9, V99.9.1'\n")
+    (home / "bin" / "nvcc").chmod(0o755)
+    (home / "version.json").write_text('{"cuda": {"name": "CUDA SDK", "version": "11.4.19"}}')
+    machine = probe_machine(tmp_path)
+    assert machine.cuda.version == "11.4" and "not run" in machine.cuda.source and not mark.exists()
+    (home / "version.json").unlink()
+    (home / "version.txt").write_text("CUDA Version 10.2.89\n")
+    assert read_cuda(tmp_path, env={}, run=False).version == "10.2" and not mark.exists()
+    assert read_cuda(tmp_path, env={}).version == "99.9" and mark.exists()  # the live machine's own nvcc runs
+
+
 def test_no_cuda_anywhere(tmp_path: Path) -> None:
     cuda = read_cuda(tmp_path, env={"PATH": str(tmp_path)})
     assert (cuda.nvcc, cuda.version, cuda.source) == (None, None, "not found")

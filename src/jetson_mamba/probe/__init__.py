@@ -38,7 +38,7 @@ def probe_machine(root: Union[str, Path] = "/", python: Optional[str] = None) ->
     """
     root = Path(root)
     live = root == Path("/")
-    cuda = read_cuda(root, env=os.environ if live else {})
+    cuda = read_cuda(root, env=os.environ if live else {}, run=live)
     jetson = read_jetson(root, cuda.version)
     torch, packages, torch_gpu = probe_python(python)
     gpu: Optional[GpuInfo] = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -58,15 +59,37 @@ def _candidate_homes(env: Mapping[str, str], root: Path) -> List[tuple]:
     return homes
 
 
-def read_cuda(root: Path, env: Optional[Mapping[str, str]] = None) -> CudaInfo:
-    """The toolkit: $CUDA_HOME/$CUDA_PATH, /usr/local/cuda*, then nvcc on PATH."""
+def _toolkit_release(home: Path) -> Optional[str]:
+    """major.minor from the toolkit's version.json (CUDA 11.1+) or version.txt (older), read, never run."""
+    data = read_bounded(home / "version.json", SMALL_FILE_LIMIT)
+    if data:
+        try:
+            version = json.loads(data.decode("utf-8", "replace"))["cuda"]["version"]
+        except (ValueError, KeyError, TypeError):
+            version = ""
+        found = re.match(r"(\d+\.\d+)", str(version))
+        if found:
+            return found.group(1)
+    text = read_bounded(home / "version.txt", SMALL_FILE_LIMIT)
+    found = re.search(r"CUDA Version (\d+\.\d+)", text.decode("utf-8", "replace")) if text else None
+    return found.group(1) if found else None
+
+
+def read_cuda(root: Path, env: Optional[Mapping[str, str]] = None, run: bool = True) -> CudaInfo:
+    """The toolkit: $CUDA_HOME/$CUDA_PATH, /usr/local/cuda*, then nvcc on PATH.
+
+    With run=False (a device image given by `doctor --root`: its files are untrusted) the image's
+    nvcc is never executed; the release comes from the toolkit's version file."""
     env = os.environ if env is None else env
     for home, source in _candidate_homes(env, root):
         nvcc = Path(home) / "bin" / "nvcc"
         if nvcc.is_file():
+            if not run:
+                return CudaInfo(home=home, nvcc=str(nvcc), version=_toolkit_release(Path(home)),
+                                source=f"{source} (version file; the image's nvcc is not run)")
             output = run_quiet([str(nvcc), "--version"])
             return CudaInfo(home=home, nvcc=str(nvcc), version=parse_nvcc_version(output or ""), source=source)
-    nvcc_path = shutil.which("nvcc", path=env.get("PATH"))
+    nvcc_path = shutil.which("nvcc", path=env.get("PATH")) if run else None
     if nvcc_path:
         output = run_quiet([nvcc_path, "--version"])
         home = str(Path(os.path.realpath(nvcc_path)).parent.parent)
