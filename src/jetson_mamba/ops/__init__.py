@@ -93,9 +93,9 @@ class CausalConv1dFn(torch.autograd.Function):
                 return_final_states: bool = False, final_states_out: Optional[torch.Tensor] = None,
                 activation: Optional[str] = None) -> Any:
         silu = _check_activation(activation)
-        if seq_idx is not None and (initial_states is not None or return_final_states):
-            raise ValueError("seq_idx cannot be combined with initial_states or return_final_states "
-                             "(as in causal-conv1d); pass one or the other")
+        if seq_idx is not None and return_final_states:
+            raise ValueError("seq_idx cannot be combined with return_final_states (as in causal-conv1d); "
+                             "pass one or the other")
         if x.stride(2) != 1 and x.stride(1) != 1:
             x = x.contiguous()
         _, backend = select_backend("causal_conv1d", x.device, x.dtype)
