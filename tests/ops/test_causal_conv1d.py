@@ -3,10 +3,13 @@ the float64 reference."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import pytest
 import torch
+from upstream_sources import against_ref, varlen_seq_idx
+from upstream_sources import causal_conv1d_ref as upstream_ref
 
 from jetson_mamba.ops import causal_conv1d_fn, causal_conv1d_update
 from jetson_mamba.ops.causal_conv1d.naive import causal_conv1d_ref, causal_conv1d_update_ref
@@ -61,6 +64,44 @@ def test_conv_matches_reference(dtype: torch.dtype, width: int, layout: str, var
     loss.backward()
     for name, a, r in zip(("dx", "dweight", "dbias", "dinitial_states"), ours_in, ref_in):
         close(None if a is None else a.grad, None if r is None else r.grad, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("width,L", [(2, 11), (3, 11), (4, 11), (4, 2)])
+@pytest.mark.parametrize("layout", ["channel_first", "channel_last"])
+@pytest.mark.parametrize("pattern", ["upstream", "padding"])
+def test_seq_idx_with_initial_states_matches_upstream_reference(
+        dtype: torch.dtype, width: int, L: int, layout: str, pattern: str, shared: Path,
+        close: Callable[..., None]) -> None:
+    """causal-conv1d 1.7.0: with seq_idx, the initial states belong to the first position's sequence
+    (they were masked out as if they belonged to none, and causal_conv1d_fn refused the combination).
+    Compared with upstream's own causal_conv1d_ref from the 1.7.0 sdist, in float64."""
+    ref = upstream_ref(shared / "sdists" / "causal_conv1d-1.7.0.tar.gz")
+    batch, dim = 2, 6
+    x = rnd(batch, dim, L, dtype=dtype)
+    init = rnd(batch, dim, width - 1, dtype=dtype, seed=3)
+    if layout == "channel_last":
+        x = x.transpose(1, 2).contiguous().transpose(1, 2)
+        init = init.transpose(1, 2).contiguous().transpose(1, 2)
+    wdt = torch.float64 if dtype == torch.float64 else torch.float32
+    weight, bias = rnd(dim, width, dtype=wdt, seed=1), rnd(dim, dtype=wdt, seed=2)
+    seq_idx = varlen_seq_idx(width, L)[pattern]
+    pairs = against_ref(causal_conv1d_fn, ref, x, weight, bias, init, seq_idx, "silu", rnd(batch, dim, L, seed=4))
+    for name, (got, want) in pairs.items():
+        close(got, want, dtype, name)
+
+
+@pytest.mark.parametrize("width", [2, 3, 4])
+def test_naive_reference_agrees_with_upstreams_on_seq_idx(width: int, shared: Path) -> None:
+    """Our float64 reference (the one the other suites compare with) against upstream 1.7.0's, with and
+    without initial states, including padding tokens."""
+    ref = upstream_ref(shared / "sdists" / "causal_conv1d-1.7.0.tar.gz")
+    x, weight, bias = rnd(2, 5, 9), rnd(5, width, seed=1), rnd(5, seed=2)
+    for seq_idx in varlen_seq_idx(width, 9).values():
+        for init in (None, rnd(2, 5, width - 1, seed=3)):
+            args = (x.double(), weight.double(), bias.double(), None if init is None else init.double())
+            kw = dict(activation="silu", seq_idx=seq_idx)
+            assert torch.allclose(causal_conv1d_ref(*args, **kw), ref(*args, **kw), rtol=0, atol=1e-12)
 
 
 def test_final_states_out_is_written_in_place(close: Callable[..., None]) -> None:

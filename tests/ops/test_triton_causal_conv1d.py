@@ -6,6 +6,7 @@ and directly on a GPU (the same cases, plus a real shape marked gpu).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
@@ -21,6 +22,8 @@ from test_triton_interpreted import (  # noqa: F401
     nan_poison,
     needs_triton,
 )
+from upstream_sources import against_ref, varlen_seq_idx
+from upstream_sources import causal_conv1d_ref as upstream_ref
 
 from jetson_mamba.ops import causal_conv1d_fn, causal_conv1d_update
 from jetson_mamba.ops.causal_conv1d.naive import causal_conv1d_ref, causal_conv1d_update_ref
@@ -250,7 +253,7 @@ def wide_channel_last(batch: int, dim: int, L: int, seed: int) -> torch.Tensor:
     return rnd(batch, L, dim + 4, seed=seed)[:, :, 2:2 + dim].transpose(1, 2)
 
 
-@pytest.mark.parametrize("case", ["initial+final", "final", "initial", "seq_idx"])
+@pytest.mark.parametrize("case", ["initial+final", "final", "initial", "seq_idx", "initial+seq_idx"])
 def test_stand_in_backward_as_upstream_calls_it(case: str, nan_poison: None) -> None:  # noqa: F811
     """causal-conv1d's Python backward: channel-last x sliced from a wider tensor, dx = empty_like(x) (dense,
     so not x's strides), channel-last dout, dfinal_states, dinitial_states (batch, width-1, dim)^T, seq_idx.
@@ -264,7 +267,7 @@ def test_stand_in_backward_as_upstream_calls_it(case: str, nan_poison: None) -> 
     w, b = rnd(dim, W, seed=2), rnd(dim, seed=3)
     init = rnd(batch, W - 1, dim, seed=4).transpose(1, 2) if "initial" in case else None
     dfinal = rnd(batch, W - 1, dim, seed=6).transpose(1, 2) if "final" in case else None
-    seq_idx = (torch.arange(L, device=DEVICE) // 5).int().expand(batch, L).contiguous() if case == "seq_idx" else None
+    seq_idx = (torch.arange(L, device=DEVICE) // 5).int().expand(batch, L).contiguous() if "seq_idx" in case else None
     dx, dw, db = torch.empty_like(x), torch.zeros(dim, W, device=DEVICE), torch.zeros(dim, device=DEVICE)
     assert dx.stride() != x.stride()
     dinit = torch.empty(batch, W - 1, dim, device=DEVICE).transpose(1, 2) if init is not None else None
@@ -448,6 +451,24 @@ def test_seq_idx_separates_packed_sequences(channel_last: bool, nan_poison: None
     seq_idx = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 3, 3], [0] * 13], dtype=torch.int32).to(DEVICE)
     check(make_x(2, 4, 13, channel_last, torch.float32), 4, bias=True, activation="silu", states=False,
           seq_idx=seq_idx)
+
+
+@pytest.mark.parametrize("width,L", [(2, 9), (4, 9), (4, 2)])
+@pytest.mark.parametrize("channel_last", [False, True], ids=["channel-first", "channel-last"])
+@pytest.mark.parametrize("pattern", ["upstream", "padding"])
+def test_seq_idx_with_initial_states_matches_upstream_reference(width: int, L: int, channel_last: bool, pattern: str,
+                                                                shared: Path, nan_poison: None) -> None:  # noqa: F811
+    """causal-conv1d 1.7.0: the initial states belong to the first position's sequence; out and the gradients
+    of x, weight, bias and initial_states (the general kernels) against upstream's causal_conv1d_ref, float64."""
+    ref = upstream_ref(shared / "sdists" / "causal_conv1d-1.7.0.tar.gz")
+    batch, dim = 2, 5
+    x = make_x(batch, dim, L, channel_last, torch.float32)
+    init = rnd(batch, width - 1, dim, seed=4).transpose(1, 2) if channel_last else rnd(batch, dim, width - 1, seed=4)
+    seq_idx = varlen_seq_idx(width, L, DEVICE)[pattern]
+    pairs = against_ref(causal_conv1d_fn, ref, x, rnd(dim, width, seed=2), rnd(dim, seed=3), init, seq_idx, "silu",
+                        rnd(batch, dim, L, seed=5))
+    for name, (got, want) in pairs.items():
+        assert_close(got, want, TOL[torch.float32] * 4, name)
 
 
 def test_padding_tokens_give_zero(nan_poison: None) -> None:  # noqa: F811

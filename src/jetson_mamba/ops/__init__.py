@@ -95,12 +95,11 @@ def _check_activation(activation: Optional[str]) -> bool:
     return activation is not None
 
 
-def _check_conv_args(activation: Optional[str], seq_idx: Optional[torch.Tensor],
-                     initial_states: Optional[torch.Tensor], return_final_states: bool) -> bool:
+def _check_conv_args(activation: Optional[str], seq_idx: Optional[torch.Tensor], return_final_states: bool) -> bool:
     silu = _check_activation(activation)
-    if seq_idx is not None and (initial_states is not None or return_final_states):
-        raise ValueError("seq_idx cannot be combined with initial_states or return_final_states "
-                         "(as in causal-conv1d); pass one or the other")
+    if seq_idx is not None and return_final_states:
+        raise ValueError("seq_idx cannot be combined with return_final_states (as in causal-conv1d); "
+                         "pass one or the other")
     return silu
 
 
@@ -112,7 +111,7 @@ class CausalConv1dFn(torch.autograd.Function):
                 seq_idx: Optional[torch.Tensor] = None, initial_states: Optional[torch.Tensor] = None,
                 return_final_states: bool = False, final_states_out: Optional[torch.Tensor] = None,
                 activation: Optional[str] = None) -> Any:
-        silu = _check_conv_args(activation, seq_idx, initial_states, return_final_states)
+        silu = _check_conv_args(activation, seq_idx, return_final_states)
         if x.stride(2) != 1 and x.stride(1) != 1:
             x = x.contiguous()
         _, backend = select_backend("causal_conv1d", x.device, x.dtype)
@@ -151,7 +150,7 @@ def causal_conv1d_fn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     bias (dim,); seq_idx (batch, L); initial_states / final states (batch, dim, width - 1).
     """
     if _library.tracing():
-        silu = _check_conv_args(activation, seq_idx, initial_states, return_final_states)
+        silu = _check_conv_args(activation, seq_idx, return_final_states)
         if x.stride(2) != 1 and x.stride(1) != 1:
             x = x.contiguous()
         out, final = torch.ops.jetson_mamba.causal_conv1d_fwd(

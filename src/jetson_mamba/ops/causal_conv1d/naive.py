@@ -21,7 +21,8 @@ def causal_conv1d_ref(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
     """out[t] = act(bias + sum_j weight[:, j] * xx[t + j]), xx = initial_states (or zeros) ++ x.
 
     With seq_idx (batch, L), taps that reach into another sequence (seq_idx differs) count as zero,
-    and padding tokens (seq_idx < 0) output zero, as causal-conv1d >= 1.6 does.
+    and padding tokens (seq_idx < 0) output zero, as causal-conv1d >= 1.6 does; the initial states
+    belong to the first position's sequence (seq_idx[:, 0]), as in causal-conv1d >= 1.7.
     """
     import torch
     import torch.nn.functional as F
@@ -37,13 +38,15 @@ def causal_conv1d_ref(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
         xx = F.pad(xw, (width - 1, 0))
     else:
         xx = torch.cat([initial_states.to(work), xw], dim=-1)
+    if seq_idx is not None:
+        # the sequence of each position of xx: the state's is the first position's (-1: zero padding)
+        state_seq = seq_idx[:, :1] if initial_states is not None else torch.full_like(seq_idx[:, :1], -1)
+        xx_seq = torch.cat([state_seq.expand(-1, width - 1), seq_idx], dim=-1)
     out = torch.zeros(batch, dim, L, dtype=work, device=x.device)
     for j in range(width):
         tap = xx[:, :, j:j + L] * weight[:, j, None].to(work)
         if seq_idx is not None:
-            shift = width - 1 - j
-            src = F.pad(seq_idx, (shift, 0), value=-1)[:, :L]
-            tap = tap * (src == seq_idx)[:, None, :].to(work)
+            tap = tap * (xx_seq[:, j:j + L] == seq_idx)[:, None, :].to(work)
         out = out + tap
     if bias is not None:
         out = out + bias[:, None].to(work)

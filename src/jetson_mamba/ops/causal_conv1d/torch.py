@@ -33,18 +33,28 @@ def _padded(x: torch.Tensor, initial_states: Optional[torch.Tensor], width: int,
     return torch.cat([initial_states.to(work), x.to(work)], dim=-1)
 
 
-def _masks(seq_idx: Optional[torch.Tensor], width: int, L: int, work: torch.dtype
+def seq_idx_with_state(seq_idx: torch.Tensor, width: int, has_initial_states: bool) -> torch.Tensor:
+    """seq_idx (batch, L) extended on the left by the width - 1 state positions: (batch, width - 1 + L).
+
+    As in causal-conv1d >= 1.7, the initial states belong to the first position's sequence
+    (seq_idx[:, 0]); without them the zero padding belongs to none (-1).
+    """
+    import torch
+
+    if has_initial_states:
+        head = seq_idx[:, :1].expand(-1, width - 1)
+    else:
+        head = seq_idx.new_full((seq_idx.shape[0], width - 1), -1)
+    return torch.cat([head, seq_idx], dim=-1)
+
+
+def _masks(seq_idx: Optional[torch.Tensor], has_initial_states: bool, width: int, L: int, work: torch.dtype
            ) -> List[Optional[torch.Tensor]]:
     """Per tap j, (batch, 1, L) = 1 where the tap stays inside the same sequence (None: no seq_idx)."""
-    import torch.nn.functional as F
-
     if seq_idx is None:
         return [None] * width
-    masks: List[Optional[torch.Tensor]] = []
-    for j in range(width):
-        src = F.pad(seq_idx, (width - 1 - j, 0), value=-1)[:, :L]
-        masks.append((src == seq_idx).to(work)[:, None, :])
-    return masks
+    ext = seq_idx_with_state(seq_idx, width, has_initial_states)
+    return [(ext[:, j:j + L] == seq_idx).to(work)[:, None, :] for j in range(width)]
 
 
 def _conv(xx: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -85,7 +95,7 @@ def causal_conv1d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[
 
     width, L = weight.shape[1], x.shape[-1]
     xx = _padded(x, initial_states, width, work_dtype(x.dtype))
-    pre = _conv(xx, weight, bias, _masks(seq_idx, width, L, xx.dtype), L)
+    pre = _conv(xx, weight, bias, _masks(seq_idx, initial_states is not None, width, L, xx.dtype), L)
     act = F.silu(pre) if silu else pre
     real = _real_tokens(seq_idx, act.dtype)
     out = _like(act if real is None else act * real, x)
@@ -104,7 +114,7 @@ def causal_conv1d_backward(x: torch.Tensor, weight: torch.Tensor, bias: Optional
 
     width, L = weight.shape[1], x.shape[-1]
     xx = _padded(x, initial_states, width, work_dtype(x.dtype))
-    masks = _masks(seq_idx, width, L, xx.dtype)
+    masks = _masks(seq_idx, initial_states is not None, width, L, xx.dtype)
     dpre = dout.to(xx.dtype)
     real = _real_tokens(seq_idx, dpre.dtype)
     if real is not None:

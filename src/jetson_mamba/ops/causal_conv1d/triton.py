@@ -2,7 +2,8 @@
 
 out[t] = act(bias + sum_k w[k] x[t - (W-1) + k]), with x extended on the left by the initial
 states (or zeros). With `seq_idx`, taps that reach into another sequence read zero and padding
-tokens (seq_idx < 0) give zero, as the CUDA kernel. Each program owns a (channels x steps) tile;
+tokens (seq_idx < 0) give zero, as the CUDA kernel; the initial states belong to the first position's
+sequence (causal-conv1d >= 1.7). Each program owns a (channels x steps) tile;
 the W shifted loads of x hit L1, so x is read from memory once. The backward recomputes the
 pre-activation at the W output positions that each input feeds instead of storing it.
 
@@ -55,8 +56,12 @@ if triton is not None:
         return g * sg * (1.0 + a * (1.0 - sg))
 
     @triton.jit
-    def _seq(seq_ptr, pos, L, s_sl):
-        """seq_idx at positions `pos`; -1 outside the sequence."""
+    def _seq(seq_ptr, pos, L, s_sl, W: tl.constexpr, HAS_INIT: tl.constexpr):
+        """seq_idx at positions `pos`; the initial states (positions 1-W .. -1) belong to the first
+        position's sequence (as in causal-conv1d >= 1.7); -1 elsewhere outside the sequence."""
+        if HAS_INIT:
+            inside = (pos >= 1 - W) & (pos < L)
+            return tl.load(seq_ptr + tl.maximum(pos, 0) * s_sl, mask=inside, other=-1)
         return tl.load(seq_ptr + pos * s_sl, mask=(pos >= 0) & (pos < L), other=-1)
 
     @triton.jit
@@ -66,12 +71,12 @@ if triton is not None:
         """Pre-activation bias + conv at output positions `pos` (BD, len(pos)), fp32."""
         acc = tl.zeros([offs_d.shape[0], pos.shape[0]], dtype=tl.float32) + bias[:, None]
         if HAS_SEQ:
-            cur = _seq(seq_ptr, pos, L, s_sl)
+            cur = _seq(seq_ptr, pos, L, s_sl, W, HAS_INIT)
         for k in tl.static_range(W):
             src = pos - (W - 1) + k
             xv = _xcat(x_ptr, init_ptr, src, offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT)
             if HAS_SEQ:
-                xv = tl.where((_seq(seq_ptr, src, L, s_sl) == cur)[None, :], xv, 0.0)
+                xv = tl.where((_seq(seq_ptr, src, L, s_sl, W, HAS_INIT) == cur)[None, :], xv, 0.0)
             wk = tl.load(w_ptr + offs_d * s_wd + k * s_ww, mask=mask_d, other=0.0).to(tl.float32)
             acc += wk[:, None] * xv
         return acc
@@ -100,7 +105,7 @@ if triton is not None:
         if SILU:
             acc = acc * sigmoid(acc)
         if HAS_SEQ:
-            acc = tl.where((_seq(seq_b, offs_l, L, s_sl) >= 0)[None, :], acc, 0.0)
+            acc = tl.where((_seq(seq_b, offs_l, L, s_sl, W, False) >= 0)[None, :], acc, 0.0)
         m2 = mask_d[:, None] & (offs_l < L)[None, :]
         tl.store(out_ptr + pid_b * s_ob + offs_d[:, None] * s_od + offs_l[None, :] * s_ol,
                  acc.to(out_ptr.dtype.element_ty), mask=m2)
@@ -421,7 +426,7 @@ if triton is not None:
         S = ()
         for j in tl.static_range(2 * W - 1):
             X = X + (_xcat(x_b, init_b, p - (W - 1) + j, offs_d, mask_d, L, s_xd, s_xl, s_id, s_il, W, HAS_INIT),)
-            S = S + (_seq(seq_b, p - (W - 1) + j, L, s_sl) if HAS_SEQ else p,)
+            S = S + (_seq(seq_b, p - (W - 1) + j, L, s_sl, W, HAS_INIT) if HAS_SEQ else p,)
         cur = S[W - 1]
         dx = tl.zeros([BD, BL], dtype=tl.float32)
         g0 = tl.zeros([BD, BL], dtype=tl.float32)
@@ -629,12 +634,8 @@ def _strides3(t: Optional[torch.Tensor]) -> Tuple[int, int, int]:
     return tuple(t.stride()) if t is not None else (0, 0, 0)  # type: ignore[return-value]
 
 
-def _seq_args(seq_idx: Optional[torch.Tensor], initial_states: Optional[torch.Tensor]) -> Tuple[int, int]:
-    if seq_idx is None:
-        return 0, 0
-    if initial_states is not None:
-        raise ValueError("seq_idx and initial_states cannot be used together (as in causal-conv1d)")
-    return seq_idx.stride(0), seq_idx.stride(1)
+def _seq_args(seq_idx: Optional[torch.Tensor]) -> Tuple[int, int]:
+    return (0, 0) if seq_idx is None else (seq_idx.stride(0), seq_idx.stride(1))
 
 
 def causal_conv1d_forward(
@@ -657,7 +658,7 @@ def causal_conv1d_forward(
         final = torch.empty(batch, W - 1, dim, device=x.device, dtype=x.dtype).transpose(1, 2)
         if layout == "first":
             final = final.contiguous()
-    s_sb, s_sl = _seq_args(seq_idx, initial_states)
+    s_sb, s_sl = _seq_args(seq_idx)
     si, sf = _strides3(initial_states), _strides3(final)
     if layout == "first" and xs[2] == 1 and ot[2] == 1 and seq_idx is None:
         tu.launch_tuned(
@@ -745,7 +746,7 @@ def causal_conv1d_backward(
             W=W, HAS_BIAS=bias is not None, SILU=bool(silu), DET=det,
         )
     else:
-        s_sb, s_sl = _seq_args(seq_idx, initial_states)
+        s_sb, s_sl = _seq_args(seq_idx)
         si, sf = _strides3(initial_states), _strides3(dfinal_states)
         pad = W - 1 if initial_states is not None else 0  # the grid also covers the initial states
         kernel = _bwd[layout]
