@@ -39,6 +39,17 @@ if triton is not None:
         return a1 * a2, a2 * b1 + b2
 
     @triton.jit
+    def _bias_and_d(bias_ptr, D_ptr, offs_d, mask_d, BD: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr):
+        """delta_bias and D of a channel block in fp32 (zeros where absent), shared by every scan kernel."""
+        bias = tl.zeros([BD], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        Dv = tl.zeros([BD], dtype=tl.float32)
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        return bias, Dv
+
+    @triton.jit
     def _load_delta(delta_ptr, offs, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
         """delta (+ bias, broadcast to the tile) in fp32, softplus; 0 on masked steps (no decay, no input)."""
         raw = tl.load(delta_ptr + offs, mask=m2, other=0.0).to(tl.float32)
@@ -96,12 +107,7 @@ if triton is not None:
         mask_n = offs_n < N
         m_nd = mask_n[:, None] & mask_d[None, :]
         A2 = tl.load(A_ptr + offs_n[:, None] * s_an + offs_d[None, :] * s_ad, mask=m_nd, other=0.0) * 1.4426950408889634
-        bias = tl.zeros([BD], dtype=tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        Dv = tl.zeros([BD], dtype=tl.float32)
-        if HAS_D:
-            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        bias, Dv = _bias_and_d(bias_ptr, D_ptr, offs_d, mask_d, BD, HAS_BIAS, HAS_D)
         h = tl.zeros([BN, BD], dtype=tl.float32)
         dsum = tl.zeros([BD], dtype=tl.float32)  # delta summed from the start, for x's decay products
         x_base = x_ptr + pid_b * s_xb
@@ -242,12 +248,7 @@ if triton is not None:
         pnd = offs_n[:, None] * s_an + offs_d[None, :] * s_ad
         A = tl.load(A_ptr + pnd, mask=m_nd, other=0.0)
         A2 = A * 1.4426950408889634
-        bias = tl.zeros([BD], dtype=tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        Dv = tl.zeros([BD], dtype=tl.float32)
-        if HAS_D:
-            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        bias, Dv = _bias_and_d(bias_ptr, D_ptr, offs_d, mask_d, BD, HAS_BIAS, HAS_D)
         u_base = u_ptr + pid_b * s_ub
         d_base = delta_ptr + pid_b * s_db
         n_chunks = tl.cdiv(L, T)

@@ -39,6 +39,7 @@ BD_GUESS = 8  # the one-pass kernel's usual channel block, for the decision only
 
 if triton is not None:
     from jetson_mamba.ops.selective_scan.triton import (
+        _bias_and_d,
         _chunk_states,
         _last_row,
         _load_bc_t,
@@ -73,12 +74,7 @@ if triton is not None:
         mask_n = offs_n < N
         m_nd = mask_n[:, None] & mask_d[None, :]
         A2 = tl.load(A_ptr + offs_n[:, None] * s_an + offs_d[None, :] * s_ad, mask=m_nd, other=0.0) * 1.4426950408889634
-        bias = tl.zeros([BD], dtype=tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        Dv = tl.zeros([BD], dtype=tl.float32)
-        if HAS_D:
-            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        bias, Dv = _bias_and_d(bias_ptr, D_ptr, offs_d, mask_d, BD, HAS_BIAS, HAS_D)
         row = pid_b * n_chunks + c
         p_h = h_ptr + row * dim * N + offs_d[None, :] * N + offs_n[:, None]
         if OUTPUT:
