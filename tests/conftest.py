@@ -31,6 +31,18 @@ def _has_gpu() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under CI (CI=true) the hypothesis fuzz tests draw a fixed sequence of examples (derandomize, no
+    example database): a run of the same commit gives the same result; elsewhere they explore afresh."""
+    try:
+        from hypothesis import settings
+    except ImportError:
+        return
+    settings.register_profile("ci", derandomize=True, database=None)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     if _has_gpu():
         return
