@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -152,5 +153,9 @@ def test_upstream_suites_pass_on_the_torch_backend(shared: Path, tmp_path: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("JETSON_MAMBA_CONFORMANCE_TRITON") != "1",
+                    reason="opt-in (JETSON_MAMBA_CONFORMANCE_TRITON=1): the interpreter's CI sample is not calibrated "
+                           "yet (causal-conv1d's update tests at dim 2048 ran past 300 s a case in the CI run of "
+                           "2026-12-06); the Triton conv and scan suites under TRITON_INTERPRET=1 in tests/ops run")
 def test_upstream_suites_pass_on_the_triton_backend_interpreted(shared: Path, tmp_path: Path) -> None:
     _check(shared, tmp_path, "triton")
