@@ -131,8 +131,9 @@ def test_index_page_links_give_plain_wheel_names(page: bytes) -> None:
 @example("\\\\[/x] \\[ a\\b")
 @example("trailing backslash\\")
 def test_plain_text_prints_as_written(text: str) -> None:
-    out = io.StringIO()
-    Console(file=out, width=1000, highlight=False, color_system=None, emoji=False).print(
-        f"[bold]x[/] {plain(text)}[dim] y[/]", soft_wrap=True)
-    if text.isprintable():
-        assert out.getvalue() == f"x {text} y\n"
+    for after, shown in (("[dim] y[/]", " y"), (" y", " y"), ("", "")):  # a tag, other text or nothing follows
+        out = io.StringIO()
+        Console(file=out, width=1000, highlight=False, color_system=None, emoji=False).print(
+            f"[bold]x[/] {plain(text)}{after}", soft_wrap=True)
+        if text.isprintable():
+            assert out.getvalue() == f"x {text}{shown}\n"

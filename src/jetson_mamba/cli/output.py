@@ -39,11 +39,14 @@ def plain(value: Any) -> str:
     """Text from outside (a manifest field, a device file, an error of another program) for a markup string.
 
     rich reads `[bold]` and `[/x]` in printed strings and table cells as markup (`[/x]` is an error
-    that aborts the command); every value not written by us goes through this.
+    that aborts the command); every value not written by us goes through this. Trailing backslashes
+    are doubled and closed by an empty tag of our own, so they print as written whether a tag, other
+    text or nothing follows (a table title, a cell, the end of a line).
     """
     text = str(value)
-    trailing = len(text) - len(text.rstrip("\\"))  # doubled, so they never escape the tag that follows
-    return _BRACKETS.sub(_escape_bracket, escape(text)).rstrip("\\") + "\\" * (2 * trailing)
+    trailing = len(text) - len(text.rstrip("\\"))
+    body = _BRACKETS.sub(_escape_bracket, escape(text)).rstrip("\\")
+    return body + "\\" * (2 * trailing) + "[bold][/bold]" if trailing else body
 
 
 def _escape_bracket(match: Match[str]) -> str:
