@@ -256,6 +256,15 @@ def test_markup_in_an_archive_path(tmp_path: Path) -> None:
     assert done.returncode == 0 and "[/x]" in done.stdout.replace("\n", ""), done.stderr
 
 
+def test_backslashes_in_an_archive_path_are_shown_as_written(tmp_path: Path) -> None:
+    archive = tmp_path / "a\\[1]\\"  # rich's escape() showed `a[1]\\`
+    cli("archive", "add", "--archive", str(archive), str(make_wheel(tmp_path)))
+    for args in (("index", str(archive)), ("archive", "list", "--archive", str(archive))):
+        done = cli(*args)
+        assert done.returncode == 0 and f"{archive}" in done.stdout.replace("\n", ""), (args, done.stdout)
+        assert f"{archive}\\" not in done.stdout, (args, done.stdout)
+
+
 # --- item 9: the hash-mismatch fix names a command that works -----------------------------------------------------
 
 def test_hash_mismatch_fix_names_archive_verify_with_its_option(demo_archive: Path, tmp_path: Path) -> None:

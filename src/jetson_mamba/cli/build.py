@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 from typing import List
 
-from rich.markup import escape
 from rich.table import Table
 
 from jetson_mamba.build.plan import BuildPlan
@@ -76,18 +75,18 @@ def run(args: argparse.Namespace) -> int:
                    "them across versions)")
     # on stderr even with --json: a CI log shows the plan, and stdout keeps one JSON document
     for line in _plan_lines(plan, ccache_note):
-        err_console.print(escape(line), soft_wrap=True)
+        err_console.print(plain(line), soft_wrap=True)
     for warning in plan.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {plain(warning)}", soft_wrap=True)
     if args.prepare_only is not None:
         prepared = prepare_only(plan, args.source, args.prepare_only)
         if args.json:
             print_json({"plan": plan.to_json(), "prepare_only": True, "results": [r.to_json() for r in prepared]})
             return 0
         for r in prepared:
-            console.print(f"[bold]{escape(r.name)} {escape(r.version)}[/]: patched tree {escape(str(r.tree))}"
-                          f"{' (reused)' if r.reused_tree else ''}\n  patches: {escape(', '.join(r.patches))}"
-                          f"\n  build it with: sh {escape(str(r.log))}")
+            console.print(f"[bold]{plain(r.name)} {plain(r.version)}[/]: patched tree {plain(str(r.tree))}"
+                          f"{' (reused)' if r.reused_tree else ''}\n  patches: {plain(', '.join(r.patches))}"
+                          f"\n  build it with: sh {plain(str(r.log))}")
         return 0
     report = build_all(plan, machine, args.source, args.out, args.archive, err_console)
     if args.json:
@@ -104,11 +103,11 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     slowest = report.slowest()
     if slowest is not None:
-        console.print(f"slowest unit: {escape(slowest['package'])} {escape(slowest['unit'])} {slowest['seconds']:.1f} s "
+        console.print(f"slowest unit: {plain(slowest['package'])} {plain(slowest['unit'])} {slowest['seconds']:.1f} s "
                       f"of {report.seconds:.0f} s wall ({'packages at the same time' if report.schedule.parallel else 'one package at a time'})",
                       soft_wrap=True)
     for r in results:
-        console.print(f"log: {escape(str(r.log))}", soft_wrap=True)
+        console.print(f"log: {plain(str(r.log))}", soft_wrap=True)
     for warning in plan.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {plain(warning)}", soft_wrap=True)
     return 0

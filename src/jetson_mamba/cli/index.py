@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.markup import escape
-
-from jetson_mamba.cli.output import console, print_json
+from jetson_mamba.cli.output import console, plain, print_json
 
 NAME = "index"
 HELP = "write a pip simple index (PEP 503 HTML + PEP 691 JSON) for an archive directory"
@@ -26,6 +24,6 @@ def run(args: argparse.Namespace) -> int:
         print_json(written)
         return 0
     for name, files in written["projects"].items():
-        console.print(f"{escape(name)}: {len(files)} wheel(s)")
-    console.print(f"wrote {escape(written['index'])}; serve it with `jetson-mamba serve {escape(str(args.directory))}`")
+        console.print(f"{plain(name)}: {len(files)} wheel(s)")
+    console.print(f"wrote {plain(written['index'])}; serve it with `jetson-mamba serve {plain(str(args.directory))}`")
     return 0

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
-from rich.markup import escape
-
 from jetson_mamba.cli._python import checked_python
-from jetson_mamba.cli.output import console, err_console, print_json
+from jetson_mamba.cli.output import console, err_console, plain, print_json
 from jetson_mamba.errors import JetsonMambaError
 
 NAME = "install"
@@ -33,7 +31,7 @@ def _recovered_line(recovered: Any) -> None:
     if recovered:
         state = ", ".join(f"{n} {v}" for n, v in sorted(recovered["restored"].items())) or "nothing installed before"
         removed = f"; removed {', '.join(recovered['removed'])}" if recovered["removed"] else ""
-        console.print(escape(f"rolled back the install that process {recovered['pid']} left unfinished: "
+        console.print(plain(f"rolled back the install that process {recovered['pid']} left unfinished: "
                              f"{state} ({recovered['files_restored']} files restored, hash-checked){removed}"))
 
 
@@ -41,26 +39,26 @@ def _print_report(report: Dict[str, Any], explain: bool) -> None:
     _recovered_line(report.get("recovered"))
     if explain:
         for line in report.get("explain", []):
-            console.print(escape(line))
+            console.print(plain(line))
     if report.get("dry_run"):
         chosen = ", ".join(c["filename"] for c in report["selection"]["chosen"])
-        console.print(f"would install {escape(chosen)}")
+        console.print(f"would install {plain(chosen)}")
         if report.get("dependencies_missing"):
-            console.print(f"would add {escape(', '.join(report['dependencies_missing']))}")
+            console.print(f"would add {plain(', '.join(report['dependencies_missing']))}")
         return
-    console.print(f"installed {escape(', '.join(report.get('installed', [])))} into {escape(report['python'])}")
+    console.print(f"installed {plain(', '.join(report.get('installed', [])))} into {plain(report['python'])}")
     if report.get("replaced"):
-        console.print("replaced " + escape(", ".join(f"{n} {v}" for n, v in report["replaced"].items())))
-    console.print(f"dependencies added: {escape(', '.join(report.get('dependencies_added') or ['none']))}")
+        console.print("replaced " + plain(", ".join(f"{n} {v}" for n, v in report["replaced"].items())))
+    console.print(f"dependencies added: {plain(', '.join(report.get('dependencies_added') or ['none']))}")
     for warning in report.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {escape(warning)}")
+        console.print(f"[yellow]warning:[/] {plain(warning)}")
     patches = report.get("patches", {})
     applied = ", ".join(patches.get("applied") or []) or "none needed"
-    console.print(f"patches: {escape(applied if patches.get('ok') else 'failed')}")
+    console.print(f"patches: {plain(applied if patches.get('ok') else 'failed')}")
     verification = report.get("verification", {})
-    console.print(f"verification ({escape(str(verification.get('via')))}): {'passed' if verification.get('ok') else 'FAILED'}")
+    console.print(f"verification ({plain(str(verification.get('via')))}): {'passed' if verification.get('ok') else 'FAILED'}")
     torch = report.get("torch", {})
-    console.print(f"torch {escape(str(torch.get('version')))} untouched ({torch.get('files')} files unchanged)")
+    console.print(f"torch {plain(str(torch.get('version')))} untouched ({torch.get('files')} files unchanged)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,15 +73,15 @@ def run(args: argparse.Namespace) -> int:
         elif found["recovered"]:
             _recovered_line(found["recovered"])
         else:
-            console.print(f"nothing to recover: no unfinished install in {escape(found['python'])}'s environment")
+            console.print(f"nothing to recover: no unfinished install in {plain(found['python'])}'s environment")
         return 0
 
     archive = args.archive or str(default_archive())
     with err_console.status("installing") as status:
         def progress(message: str) -> None:
-            status.update(escape(message))
+            status.update(plain(message))
             if not args.json:
-                err_console.print(f"[dim]{escape(message)}[/]")
+                err_console.print(f"[dim]{plain(message)}[/]")
 
         try:
             report = install_from_archive(archive, python=args.python, specs=args.specs, dry_run=args.dry_run,

@@ -6,11 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, List
 
-from rich.markup import escape
 from rich.table import Table
 
 from jetson_mamba.cli._python import checked_python
-from jetson_mamba.cli.output import console, print_json
+from jetson_mamba.cli.output import console, plain, print_json
 from jetson_mamba.compat import registry
 from jetson_mamba.compat.installed import Environment, locate, patched_files, plan_for
 
@@ -35,10 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _environment_lines(env: Environment) -> None:
     versions = env.facts["versions"]
     installed = ", ".join(f"{t.distribution} {t.version}" for t in env.targets) or "neither mamba-ssm nor causal-conv1d"
-    console.print(f"[bold]{escape(env.python)}[/]: {escape(installed)} in {escape(str(env.purelib))}")
+    console.print(f"[bold]{plain(env.python)}[/]: {plain(installed)} in {plain(str(env.purelib))}")
     extensions = ", ".join(f"{m} {'found' if p else 'missing'}" for m, p in env.facts["extensions"].items())
     console.print(f"  torch {versions.get('torch')}, transformers {versions.get('transformers')}; "
-                  f"compiled: {escape(extensions)}")
+                  f"compiled: {plain(extensions)}")
 
 
 def _status_table(plan: registry.Plan) -> Table:
@@ -56,7 +55,7 @@ def _status_table(plan: registry.Plan) -> Table:
         files = "\n".join(f"{s.path} [{_STYLE[s.status]}]({s.status})[/]" for s in statuses)
         why = statuses[0].reason if overall == registry.NOT_NEEDED else next(
             s.reason for s in statuses if s.status == overall)
-        table.add_row(f"{patch}\n({distribution})", f"[{_STYLE[overall]}]{overall}[/]", files, escape(why))
+        table.add_row(f"{patch}\n({distribution})", f"[{_STYLE[overall]}]{overall}[/]", files, plain(why))
     return table
 
 
@@ -74,14 +73,14 @@ def _revert(env: Environment, args: argparse.Namespace, stray: List[Path]) -> in
     verb = "would restore" if args.dry_run else "restored"
     for r in done:
         state = verb if r.action == "restored" else "already upstream (record dropped)"
-        console.print(f"{state}: {escape(str(r.path))} (sha256 {r.sha256[:12]})")
+        console.print(f"{state}: {plain(str(r.path))} (sha256 {r.sha256[:12]})")
     return 0
 
 
 def _stray_line(stray: List[Path]) -> None:
     if stray:
         console.print(f"removed {len(stray)} temporary file(s) left by an interrupted run, e.g. "
-                      f"{escape(str(stray[0]))}")
+                      f"{plain(str(stray[0]))}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(_status_table(plan))
     if args.dry_run:
         for change in plan.changes:
-            console.print(escape(registry.unified_diff(change)), highlight=False, soft_wrap=True)
+            console.print(plain(registry.unified_diff(change)), highlight=False, soft_wrap=True)
         console.print(f"dry run: {len(plan.changes)} file(s) would change")
         return 0
     if not env.targets:
@@ -122,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         return 0 if plan.clean else 1
     if changed:
         console.print(f"patched {len(changed)} file(s); backups and hashes in "
-                      f"{escape(str(changed[0].root / registry.RECORD_DIR))}; undo with `jetson-mamba patch --revert`")
+                      f"{plain(str(changed[0].root / registry.RECORD_DIR))}; undo with `jetson-mamba patch --revert`")
     else:
         console.print("nothing to do: every needed patch is already applied")
     return 0
