@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from packaging.utils import canonicalize_name
+
 import jetson_mamba
 from jetson_mamba.archive.wheel import sha256_of
 from jetson_mamba.compat.registry import RECORD_DIR, atomic_write
@@ -109,6 +111,19 @@ def pip(python: str, args: Sequence[str], timeout: float = 1800.0) -> subprocess
 
 def tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def planned(report: Path) -> List[Tuple[str, str]]:
+    """(name, version) of everything a successful `pip install --dry-run --report` would install.
+
+    An unreadable report is an InstallError: whatever checks the plan must not pass an empty one."""
+    try:
+        data = json.loads(report.read_text())
+        return [(canonicalize_name(item["metadata"]["name"]), item["metadata"]["version"])
+                for item in data.get("install", [])]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise InstallError(f"cannot read pip's installation report {report}: {error}",
+                           "upgrade pip in the target environment (22.2 or newer writes --report), then rerun") from None
 
 
 ROLLBACK_DIR = ".jetson-mamba-rollback"  # in the target's site-packages: found again after a kill -9

@@ -10,7 +10,6 @@ change a protected distribution is refused before anything is written.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from jetson_mamba.archive.environment import TargetEnvironment, _script, tail
+from jetson_mamba.archive.environment import TargetEnvironment, _script, planned, tail
 from jetson_mamba.errors import InstallError, MissingDependencyError
 
 # Never installed, upgraded or removed by jetson-mamba (JetPack ships its own builds of each).
@@ -105,13 +104,8 @@ def follow_requirements(requires: Sequence[str], state: ProtectedState) -> Tuple
     return keep, left_out
 
 
-def _planned(report: Path) -> List[Tuple[str, str]]:
-    data = json.loads(report.read_text())
-    return [(canonicalize_name(item["metadata"]["name"]), item["metadata"]["version"])
-            for item in data.get("install", [])]
-
-
-def _refuse_protected(planned: List[Tuple[str, str]], state: ProtectedState, what: str) -> None:
+def refuse_protected(planned: List[Tuple[str, str]], state: ProtectedState, what: str) -> None:
+    """InstallError if the `planned` (name, version) installs would install or change a protected distribution."""
     touched = [f"{name} {version}" for name, version in planned
                if name in PROTECTED and state.versions.get(name) != version]
     if touched:
@@ -144,7 +138,7 @@ def install_ultralytics(env: TargetEnvironment, dry_run: bool = False, spec: str
         if plan.returncode != 0:
             raise InstallError(f"pip cannot install {spec}: {tail(plan.stderr, 3)}",
                                "check the package index settings (pip.conf) and rerun")
-        package = _planned(report)
+        package = planned(report)
         if dry_run:
             return ExtraReport(spec, package, [], state.versions, True,
                                ["its requirements are resolved after it is installed (they come from its metadata)"])
@@ -163,14 +157,14 @@ def install_ultralytics(env: TargetEnvironment, dry_run: bool = False, spec: str
                 raise InstallError(f"pip cannot resolve ultralytics' requirements with torch, torchvision, numpy "
                                    f"and OpenCV pinned: {tail(plan.stderr, 3)}",
                                    "install the missing ones built for your torch by hand, then rerun")
-            planned = _planned(report)
-            _refuse_protected(planned, state, "ultralytics' requirements")
-            progress(f"installing {len(planned)} requirement(s)")
+            requirements = planned(report)
+            refuse_protected(requirements, state, "ultralytics' requirements")
+            progress(f"installing {len(requirements)} requirement(s)")
             done = env.pip(["install", *pin, *wanted])
             if done.returncode != 0:
                 raise InstallError(f"pip install of ultralytics' requirements failed: {tail(done.stderr, 3)}",
                                    "rerun with -v")
-            installed += planned
+            installed += requirements
     after = protected_state(env)
     if after.versions != state.versions:
         raise InstallError(f"protected packages changed: {state.versions} -> {after.versions}",

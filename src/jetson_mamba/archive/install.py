@@ -23,7 +23,6 @@ target interpreter is in $JETSON_MAMBA_PYTHON), e.g. for an acceptance test.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from jetson_mamba.archive.environment import Snapshot, TargetEnvironment, rollback_area, tail
+from jetson_mamba.archive.environment import Snapshot, TargetEnvironment, planned, rollback_area, tail
 from jetson_mamba.archive.select import (
     NO_TORCH_FIX,
     Selection,
@@ -122,7 +121,7 @@ def _install_dependencies(env: TargetEnvironment, requirements: List[str], torch
             name = canonicalize_name(Requirement(requirement).name)
             report = Path(temporary) / f"{name}.json"
             plan = env.pip(["install", "--dry-run", "--quiet", "--report", str(report), *options, requirement])
-            pulled = _planned(report) if plan.returncode == 0 else []
+            pulled = planned(report) if plan.returncode == 0 else []
             if plan.returncode == 0 and any(n == "torch" for n, _ in pulled):
                 raise InstallError(f"installing {requirement} would install or change torch",
                                    f"install a {requirement} that works with your torch by hand, then rerun")
@@ -137,15 +136,6 @@ def _install_dependencies(env: TargetEnvironment, requirements: List[str], torch
                                    f"install it by hand (`{env.python} -m pip install {requirement}`), then rerun")
             added.extend(f"{n}=={v}" for n, v in pulled)
     return warnings
-
-
-def _planned(report: Path) -> List[tuple]:
-    """(name, version) of everything a pip --dry-run --report would install."""
-    try:
-        data = json.loads(report.read_text())
-    except (OSError, ValueError):
-        return []
-    return [(canonicalize_name(item["metadata"]["name"]), item["metadata"]["version"]) for item in data.get("install", [])]
 
 
 def install_from_archive(location: str, python: Optional[str] = None, specs: Sequence[str] = (),
