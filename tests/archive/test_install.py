@@ -69,6 +69,32 @@ def test_install_adds_a_missing_runtime_dependency_with_pip(venv_factory: Callab
     assert version.returncode == 0 and report["dependencies_added"] == [f"einops=={version.stdout.strip()}"]
 
 
+def test_a_runtime_dependency_that_would_change_numpy_is_refused(venv_factory: Callable[..., Path], tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy is protected like torch: a dependency whose resolution would replace it installs nothing
+    (`needs-old-numpy` stands for a runtime dependency such as transformers)."""
+    from archive_helpers import make_wheel
+
+    from jetson_mamba.archive.environment import TargetEnvironment
+    from jetson_mamba.archive.install import _install_dependencies
+    from jetson_mamba.errors import InstallError
+
+    python = venv_factory("archive-install-numpy-guard")
+    links = tmp_path / "links"
+    links.mkdir()
+    make_wheel(links, name="needs_old_numpy", version="1.0", metadata=b"Metadata-Version: 2.1\nName: needs-old-numpy\n"
+               b"Version: 1.0\nRequires-Dist: numpy==0.0.1\n")
+    make_wheel(links, name="numpy", version="0.0.1")
+    for key, value in {**CLEAN_PIP, "PIP_NO_INDEX": "1"}.items():
+        monkeypatch.setenv(key, value)
+    numpy_before = dist_state(python, ("numpy",))["numpy"]
+    env = TargetEnvironment(str(python))
+    with pytest.raises(InstallError):
+        _install_dependencies(env, ["needs-old-numpy"], links, env.snapshot([], tmp_path / "rollback"), [], lambda _: None)
+    assert dist_state(python, ("numpy", "needs-old-numpy")) == {"numpy": numpy_before, "needs-old-numpy": None,
+                                                                "patch-record": []}
+
+
 def test_fleet_index_serves_pip_and_install(venv_factory: VenvFactory, pure_archive: Path,
                                             serve: Callable[[Path], Tuple[str, Path]]) -> None:
     url, log = serve(pure_archive)

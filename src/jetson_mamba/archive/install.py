@@ -1,9 +1,9 @@
-"""Install the wheels that fit, safely: pip --no-deps, missing runtime deps (never torch), patch, verify.
+"""Install the wheels that fit, safely: pip --no-deps, missing runtime deps (never torch & co.), patch, verify.
 
 Steps: probe the target interpreter; select (hashing exactly the wheels about to be installed);
 save the files of the distributions being replaced (and `jetson-mamba patch`'s record); `pip install --no-deps
 --no-index --force-reinstall` the wheels; add missing runtime dependencies (einops, transformers,
-triton), refusing any resolution that would touch torch; apply the needed runtime patches
+triton), refusing any resolution that would touch torch, torchvision, numpy or OpenCV; apply the needed runtime patches
 (`jetson-mamba patch`); run the quick verification; check torch's version and files did not
 change. Any failure puts the previous versions and files back (hash-checked) and says so.
 
@@ -35,6 +35,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from jetson_mamba.archive.environment import Snapshot, TargetEnvironment, planned, rollback_area, tail
+from jetson_mamba.archive.extras import protected_state, refuse_protected
 from jetson_mamba.archive.select import (
     NO_TORCH_FIX,
     Selection,
@@ -99,21 +100,20 @@ def _select(source: ArchiveSource, target: Target, requests: Sequence[Requiremen
         digests.update(source.digests(unchecked, progress))
 
 
-def _install_dependencies(env: TargetEnvironment, requirements: List[str], torch_version: Optional[str],
-                          find_links: Optional[Path], snapshot: Snapshot, added: List[str],
-                          progress: Progress) -> List[str]:
-    """pip install the missing runtime deps with torch pinned; refuse a resolution that includes torch.
+def _install_dependencies(env: TargetEnvironment, requirements: List[str], find_links: Optional[Path],
+                          snapshot: Snapshot, added: List[str], progress: Progress) -> List[str]:
+    """pip install the missing runtime deps with the protected distributions (torch, torchvision, numpy,
+    OpenCV) pinned as installed; refuse a resolution that would install or change one of them.
 
     Distributions the resolution would upgrade are saved in `snapshot` first, so a rollback restores them;
     `added` collects "name==version" of everything installed, as it happens. Returns the warnings.
     """
     warnings: List[str] = []
+    state = protected_state(env)
     with tempfile.TemporaryDirectory(prefix="jetson-mamba-pin-") as temporary:
-        options: List[str] = []
-        if torch_version:
-            constraints = Path(temporary) / "constraints.txt"
-            constraints.write_text(f"torch=={torch_version}\n")
-            options += ["--constraint", str(constraints)]
+        constraints = Path(temporary) / "constraints.txt"
+        constraints.write_text(state.constraints())
+        options: List[str] = ["--constraint", str(constraints)]
         if find_links is not None:
             options += ["--find-links", str(find_links)]
         for requirement in requirements:
@@ -122,9 +122,7 @@ def _install_dependencies(env: TargetEnvironment, requirements: List[str], torch
             report = Path(temporary) / f"{name}.json"
             plan = env.pip(["install", "--dry-run", "--quiet", "--report", str(report), *options, requirement])
             pulled = planned(report) if plan.returncode == 0 else []
-            if plan.returncode == 0 and any(n == "torch" for n, _ in pulled):
-                raise InstallError(f"installing {requirement} would install or change torch",
-                                   f"install a {requirement} that works with your torch by hand, then rerun")
+            refuse_protected(pulled, state, requirement)
             snapshot.add([n for n, _ in pulled])
             snapshot.will_install([n for n, _ in pulled])
             done = plan if plan.returncode != 0 else env.pip(["install", *options, requirement])
@@ -230,8 +228,8 @@ def _install(env: TargetEnvironment, selection: Selection, files: List[Path], ma
 
     def add_dependencies() -> None:
         result["dependencies_added"] = added
-        result["warnings"] = _install_dependencies(env, dependencies, machine.torch.version, find_links,
-                                                   snapshot[0], added, say) if dependencies else []
+        result["warnings"] = _install_dependencies(env, dependencies, find_links, snapshot[0], added, say) \
+            if dependencies else []
 
     def patch() -> None:
         result["patches"] = env.patch()
