@@ -324,3 +324,12 @@ def test_index_link_with_a_bad_digest(static_server: Tuple[str, Path], tmp_path:
     done = cli("install", "--archive", url, "--dry-run", env={"TMPDIR": str(temp)})
     assert_one_error(done, ArchiveError.exit_code, "the digest '[/x]', not a sha256")
     assert list(temp.iterdir()) == []
+
+
+def test_a_broken_manifest_entry_names_a_command_that_works() -> None:
+    """`archive add WHEEL` alone goes to the default archive, not the broken one: the fix names --archive."""
+    from jetson_mamba.archive.manifest import WheelRecord
+
+    with pytest.raises(ArchiveError) as caught:
+        WheelRecord.from_json({"filename": "demo-1.0-py3-none-any.whl"})
+    assert "`jetson-mamba archive add --archive DIR DIR/demo-1.0-py3-none-any.whl`" in caught.value.fix

@@ -120,7 +120,7 @@ class WheelRecord:
         label = data.get("filename", "?")
         if missing:
             raise ArchiveError(f"{where}: entry {label} lacks {', '.join(missing)}",
-                               f"re-add the wheel: `jetson-mamba archive add {label}`")
+                               f"re-add the wheel: `jetson-mamba archive add --archive DIR DIR/{label}`")
         problem = _type_problem(data)
         if problem:
             raise ArchiveError(f"{where}: entry {label if isinstance(label, str) else '?'}: {problem}",
@@ -133,7 +133,7 @@ class WheelRecord:
 
     def check_name(self) -> None:
         """ArchiveError when the file name disagrees with the recorded name, version or tags."""
-        fix = f"re-add the wheel: `jetson-mamba archive add {self.filename}`"
+        fix = f"re-add the wheel: `jetson-mamba archive add --archive DIR DIR/{self.filename}`"
         try:
             name, version, _build, tags = parse_wheel_filename(self.filename)
         except InvalidWheelFilename as error:
