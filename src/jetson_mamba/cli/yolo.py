@@ -165,8 +165,8 @@ def _export(args: argparse.Namespace) -> Dict[str, Any]:
         check_graph,
         check_onnx,
         export_onnx,
+        latency_ms,
         op_counts,
-        optional_latency,
         to_fp16,
     )
 
@@ -194,9 +194,7 @@ def _export(args: argparse.Namespace) -> Dict[str, Any]:
             data["relative_error_vs_torch"] = check_onnx(output, model, images)
             if half is not None:
                 data["fp16"]["relative_error_vs_torch"] = check_onnx(half, model, images)
-            latency = optional_latency(output, model, images, args.threads, args.repeats)
-            if latency is not None:
-                data["latency"] = latency
+            data["latency"] = latency_ms(output, model, images, args.threads, args.repeats)
     data["tensorrt"] = f"trtexec --onnx={output} --saveEngine={output.with_suffix('.engine')} --fp16"
     return data
 
