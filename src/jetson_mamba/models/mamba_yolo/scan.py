@@ -7,7 +7,7 @@ through one call of `jetson_mamba.ops.selective_scan_fn` with grouped B/C of sha
 real compiled core is installed (and no backend is forced), it is called directly instead.
 
 While `torch.onnx.export` runs, the scan is computed by `export_selective_scan` instead: standard
-ops only (Exp, Mul, Add, MatMul, Pad, Split, Concat; no Loop, no custom op), so ONNX Runtime and
+ops only (Exp, Mul, Add, MatMul, Expand, Split, Concat; no Loop, no custom op), so ONNX Runtime and
 TensorRT run the exported graph, as fast as the PyTorch scan (benchmarks/RESULTS.md).
 """
 
