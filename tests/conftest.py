@@ -156,10 +156,12 @@ def mamba_main_wheel(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     snapshot that still calls itself 2.3.2.post1), built like the sdists' and cached by the tarball's digest."""
     import tarfile
 
+    from jetson_mamba.archive.wheel import sha256_of
+
     tarball = next(iter(sorted((shared / "upstream").glob("mamba-main-*.tar.gz"))), None)
     if tarball is None:
         pytest.skip("no mamba-main-*.tar.gz in ../shared/upstream")
-    cache = ROOT / ".pytest_cache" / "jetson-mamba-mamba-main" / hashlib.sha256(tarball.read_bytes()).hexdigest()[:16]
+    cache = ROOT / ".pytest_cache" / "jetson-mamba-mamba-main" / sha256_of(tarball)[:16]
     wheel = next(cache.glob("mamba_ssm-*.whl"), None)
     if wheel is None:
         unpacked = tmp_path_factory.mktemp("mamba-main")

@@ -4,13 +4,14 @@ upstream's test files and the Mamba-YOLO fixtures from tests/material/). See tes
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Dict
+
+from jetson_mamba.archive.wheel import sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
 MATERIAL = ROOT / "tests" / "material"
@@ -28,14 +29,6 @@ def _sums(path: Path) -> Dict[str, str]:
     return {name: digest for digest, name in pairs}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fetch_sdist(filename: str, digest: str, into: Path) -> None:
     """`pip download` the sdist named `filename` (no build isolation: its setup.py imports torch)."""
     name, version = filename[:-len(".tar.gz")].split("-", 1)
@@ -49,7 +42,7 @@ def _fetch_sdist(filename: str, digest: str, into: Path) -> None:
         got = staging / filename
         if done.returncode != 0 or not got.is_file():
             raise MaterialError(f"could not fetch {filename} from the package index: {done.stderr.strip()[-500:]}")
-        actual = _sha256(got)
+        actual = sha256_of(got)
         if actual != digest:
             raise MaterialError(f"{filename} from the package index has sha256 {actual}, not {digest}")
         got.replace(into / filename)
@@ -67,7 +60,7 @@ def shared_root() -> Path:
     sdists = cache / "sdists"
     sdists.mkdir(parents=True, exist_ok=True)
     for filename, digest in _sums(MATERIAL / "sdists.sha256").items():
-        if not (sdists / filename).is_file() or _sha256(sdists / filename) != digest:
+        if not (sdists / filename).is_file() or sha256_of(sdists / filename) != digest:
             _fetch_sdist(filename, digest, sdists)
     for name, source in (("upstream", MATERIAL / "upstream"), ("fixtures", MATERIAL / "fixtures")):
         link = cache / name

@@ -3,13 +3,12 @@
     python scenarios.py doctor|select|patch|verify
 
 Prints one JSON document: the root's facts and what each jetson-mamba command returned; the tests in
-tests/arm64/test_arm64_proxy.py check it on the host. Standard library only (and torch where the scenario
-needs it), Python 3.8 syntax; a command's failure is recorded, not raised, so one report shows everything.
+tests/arm64/test_arm64_proxy.py check it on the host. Standard library, jetson_mamba (installed in the root's
+venv) and torch where the scenario needs it, Python 3.8 syntax; a command's failure is recorded, not raised, so one report shows everything.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -71,10 +70,6 @@ def scenario_doctor() -> Dict[str, Any]:
 
 
 # --- select -----------------------------------------------------------------------------------------------
-def _record_hash(data: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode("ascii")
-
-
 def make_wheel(folder: Path, name: str, version: str, tag: str, library: Optional[bytes] = None,
                requires_python: Optional[str] = None) -> Path:
     """A small valid wheel (METADATA, WHEEL, RECORD with hashes) named and tagged as given.
@@ -82,6 +77,8 @@ def make_wheel(folder: Path, name: str, version: str, tag: str, library: Optiona
     `library`: bytes of a real shared library stored as `<name>/_C.so` (its DT_NEEDED entries are what
     the archive reads to decide whether the wheel links torch).
     """
+    from jetson_mamba.archive.wheel import record_hash
+
     package = name.replace("-", "_")
     dist_info = f"{package}-{version}.dist-info"
     metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
@@ -93,7 +90,7 @@ def make_wheel(folder: Path, name: str, version: str, tag: str, library: Optiona
                                       f"{'true' if tag.endswith('-any') else 'false'}\nTag: {tag}\n").encode()}
     if library is not None:
         members[f"{package}/_C.so"] = library
-    record = "".join(f"{member},{_record_hash(data)},{len(data)}\n" for member, data in members.items())
+    record = "".join(f"{member},{record_hash(data)},{len(data)}\n" for member, data in members.items())
     members[f"{dist_info}/RECORD"] = (record + f"{dist_info}/RECORD,,\n").encode()
     path = folder / f"{package}-{version}-{tag}.whl"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as wheel:

@@ -206,3 +206,23 @@ def test_dataset_is_deterministic_and_refuses_a_non_empty_directory(tmp_path: Pa
 def test_cli_missing_weights_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
     assert main(["yolo", "predict", "--model", "missing.pt", "--source", "x.jpg"]) == 2
     assert "fix:" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_export_json_is_alone_on_stdout_and_quiet_drops_its_progress(tmp_path: Path) -> None:
+    """A first run (fresh YOLO_CONFIG_DIR) makes ultralytics print its settings notice to stdout: with
+    --json it goes to stderr and stdout is one JSON document. On a terminal (FORCE_COLOR makes rich treat
+    stderr as one), -q drops the export's progress spinner."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "YOLO_CONFIG_DIR": str(tmp_path / "config"), "FORCE_COLOR": "1"}
+    onnx_file = tmp_path / "t.onnx"
+    done = subprocess.run([sys.executable, "-m", "jetson_mamba", "-q", "yolo", "export", "--model", "t", "--imgsz",
+                           "32", "--no-check", "--output", str(onnx_file), "--json"],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["onnx"] == str(onnx_file)
+    assert "Ultralytics Settings" in done.stderr  # the notice was printed, on stderr
+    assert "exporting" not in done.stderr, done.stderr[-3000:]

@@ -157,16 +157,16 @@ def _export(args: argparse.Namespace) -> Dict[str, Any]:
     import time
 
     import torch
-    from rich.console import Console
 
+    from jetson_mamba.cli.output import err_console
     from jetson_mamba.errors import UsageError
     from jetson_mamba.models.mamba_yolo import load_yolo
     from jetson_mamba.models.mamba_yolo.export import (
         check_graph,
         check_onnx,
         export_onnx,
+        latency_ms,
         op_counts,
-        optional_latency,
         to_fp16,
     )
 
@@ -176,13 +176,12 @@ def _export(args: argparse.Namespace) -> Dict[str, Any]:
     model = load_yolo(args.model).model
     output = args.output or (Path(args.model).with_suffix(".onnx") if args.model.endswith(".pt")
                              else Path(f"mamba-yolo-{args.model}.onnx"))
-    console = Console(stderr=True)
-    with console.status(f"exporting {output} (imgsz {args.imgsz}, batch {args.batch})"):
+    with err_console.status(f"exporting {output} (imgsz {args.imgsz}, batch {args.batch})"):
         start = time.perf_counter()
         export_onnx(model, output, imgsz=args.imgsz, batch=args.batch, opset=args.opset, chunk=args.chunk)
         data: Dict[str, Any] = {"onnx": str(output), "export_seconds": round(time.perf_counter() - start, 1),
                                 "bytes": output.stat().st_size, "ops": op_counts(output)}
-    with console.status("checking the graph (onnx full check, loops, static shapes)"):
+    with err_console.status("checking the graph (onnx full check, loops, static shapes)"):
         data["graph"] = check_graph(output)
     half = output.with_name(f"{output.stem}-fp16.onnx") if args.half else None
     if half is not None:
@@ -191,13 +190,11 @@ def _export(args: argparse.Namespace) -> Dict[str, Any]:
         data["fp16"] = {"onnx": str(half), "bytes": half.stat().st_size}
     if args.check:
         images = torch.rand(args.batch, 3, args.imgsz, args.imgsz, generator=torch.Generator().manual_seed(0))
-        with console.status("onnxruntime vs PyTorch: outputs and latency"):
+        with err_console.status("onnxruntime vs PyTorch: outputs and latency"):
             data["relative_error_vs_torch"] = check_onnx(output, model, images)
             if half is not None:
                 data["fp16"]["relative_error_vs_torch"] = check_onnx(half, model, images)
-            latency = optional_latency(output, model, images, args.threads, args.repeats)
-            if latency is not None:
-                data["latency"] = latency
+            data["latency"] = latency_ms(output, model, images, args.threads, args.repeats)
     data["tensorrt"] = f"trtexec --onnx={output} --saveEngine={output.with_suffix('.engine')} --fp16"
     return data
 

@@ -1,7 +1,7 @@
 """ONNX export of whole Mamba-YOLO models with standard ONNX ops only, and its checks against PyTorch.
 
 The selective scan has no ONNX op; while `torch.onnx.export` runs, SS2D switches to a chunked
-scan of plain ops (Exp, Mul, Add, MatMul, Pad, Split, Concat; see `scan.export_selective_scan`): no
+scan of plain ops (Exp, Mul, Add, MatMul, Expand, Split, Concat; see `scan.export_selective_scan`): no
 Loop, static shapes, so the file runs on ONNX Runtime and converts with TensorRT
 (`trtexec --onnx=model.onnx --fp16`) without plugins.
 """
@@ -324,13 +324,3 @@ def latency_ms(file: Path, model: torch.nn.Module, images: torch.Tensor, threads
         torch.set_num_threads(previous)
     return {"onnxruntime_ms": round(onnx_ms, 1), "torch_ms": round(torch_ms, 1),
             "ratio": round(onnx_ms / torch_ms, 3), "threads": threads}
-
-
-def optional_latency(file: Path, model: torch.nn.Module, images: torch.Tensor, threads: int,
-                     repeats: int) -> Optional[Dict[str, float]]:
-    """`latency_ms`, or None without onnxruntime (the export itself does not need it)."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return None
-    return latency_ms(file, model, images, threads, repeats)

@@ -7,7 +7,7 @@ through one call of `jetson_mamba.ops.selective_scan_fn` with grouped B/C of sha
 real compiled core is installed (and no backend is forced), it is called directly instead.
 
 While `torch.onnx.export` runs, the scan is computed by `export_selective_scan` instead: standard
-ops only (Exp, Mul, Add, MatMul, Pad, Split, Concat; no Loop, no custom op), so ONNX Runtime and
+ops only (Exp, Mul, Add, MatMul, Expand, Split, Concat; no Loop, no custom op), so ONNX Runtime and
 TensorRT run the exported graph, as fast as the PyTorch scan (benchmarks/RESULTS.md).
 """
 
@@ -147,8 +147,9 @@ def _chunked_scan(dt: torch.Tensor, u: torch.Tensor, A: torch.Tensor, B: torch.T
 
 def export_selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                           C: torch.Tensor, D: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-                          delta_softplus: bool, chunk: Optional[int] = None) -> torch.Tensor:
-    """`selective_scan_fn` semantics (grouped B/C, no z) in ONNX-exportable standard ops, fp32.
+                          delta_softplus: bool) -> torch.Tensor:
+    """`selective_scan_fn` semantics (grouped B/C, no z) in ONNX-exportable standard ops, fp32, with at
+    most `export_chunk`'s steps per chunk.
 
     u, delta: (batch, dim, L); A: (dim, N); B, C: (batch, G, N, L); D, delta_bias: (dim,).
     """
@@ -161,7 +162,7 @@ def export_selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
         dt = F.softplus(dt)
     shape = (batch, groups, dim // groups, length)
     y = _chunked_scan(dt.view(shape), u.float().view(shape), A.float().view(groups, dim // groups, -1),
-                      B.float(), C.float(), chunk or _export_chunk[0])
+                      B.float(), C.float(), _export_chunk[0])
     if D is not None:
         y = y + u.float() * D.float().view(1, -1, 1)
     return y.to(u.dtype)
