@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from jetson_mamba.build.schedule import Share
+from jetson_mamba.build.schedule import Share, split_threads
 from jetson_mamba.compat.knowledge import (
     CUDA13_DROPPED_ARCHS,
     NVCC_PEAK_MB,
@@ -308,7 +308,7 @@ def make_plan(machine: MachineInfo, toolchain: Toolchain, spec_texts: Sequence[s
     foreign = foreign_target_warning(toolchain, archs)
     if foreign:
         warnings.append(foreign)
-    split = max(1, (machine.cpu_count or 1) // chosen) if toolchain.split_compile else 1
     return BuildPlan(specs=specs, archs=archs, jobs=chosen, jobs_reason=reason,
                      label=local_label(toolchain, archs), cxx_std=cxx_std,
-                     toolchain=toolchain, warnings=tuple(warnings), split_threads=split)
+                     toolchain=toolchain, warnings=tuple(warnings),
+                     split_threads=split_threads(machine.cpu_count or 1, chosen, toolchain.split_compile))
