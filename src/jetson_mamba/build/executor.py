@@ -215,8 +215,7 @@ def _run(jobs: Sequence[_Job], progress: CompileProgress, began: float) -> None:
             job.status = job.process.wait()
             job.result.finished_s = round(time.monotonic() - began, 1)
             job.result.seconds = round(job.result.finished_s - job.result.started_s, 1)
-            job.result.unit_seconds = progress.end(str(key), job.status)
-            job.result.compiled_units = len(job.result.unit_seconds)
+            job.result.unit_seconds, job.result.compiled_units = progress.end(str(key), job.status)
             if job.status != 0:
                 _stop(jobs)
     except BaseException:  # Ctrl-C: stop the compilers too, not just this process
