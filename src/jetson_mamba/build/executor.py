@@ -155,8 +155,6 @@ class _Job:
 
     source: Source
     tree: Path
-    patches: List[str]
-    reused: bool
     share: Share
     result: BuildResult
     process: Optional[subprocess.Popen[str]] = None
@@ -173,7 +171,7 @@ def _job(plan: BuildPlan, prepared: Tuple[Source, Path, List[str], bool], share:
     result = BuildResult(source.name, source.version, source.origin, tree, reused, patches,
                          tree.with_name(tree.name + ".log"), command=command, env=env, jobs=share.jobs,
                          split_threads=share.split_threads)
-    return _Job(source, tree, patches, reused, share, result)
+    return _Job(source, tree, share, result)
 
 
 def _read_lines(key: int, stream: IO[str], lines: queue.Queue[Tuple[int, Optional[str]]]) -> None:
