@@ -157,6 +157,10 @@ def test_heavy_dependencies_on_aarch64_only() -> None:
     orin = healthy_orin(packages=packages({"mamba-ssm": "2.3.2.post1", "causal-conv1d": "1.6.0"}))
     assert "mamba-heavy-dependencies" in ids(diagnose(orin))
     assert "mamba-heavy-dependencies" not in ids(diagnose(replace(orin, machine="x86_64")))
+    # the probe found Mamba-3's module and every dependency imports: nothing to warn about
+    imported = {module: None for module in ("tilelang", "tvm_ffi", "quack", "cutlass")}
+    mamba3 = replace(orin, packages=replace(orin.packages, mamba3=True, mamba3_imports=imported))
+    assert not {"mamba-heavy-dependencies", "mamba3-unavailable"} & set(ids(diagnose(mamba3)))
 
 
 def test_no_torch_is_a_warning_with_the_jetpack_hint() -> None:
@@ -182,6 +186,7 @@ def test_mamba3_pieces_say_why_and_how() -> None:
             "quack": "ModuleNotFoundError: No module named 'quack'", "cutlass": None}))
     found = [f for f in diagnose(jetpack5) if f.id == "mamba3-unavailable"]
     assert len(found) == 3, found
+    assert "mamba-heavy-dependencies" not in ids(diagnose(jetpack5))  # the same dependencies, said once
     tilelang, tvm, quack = found
     assert "glibc >= 2.34" in tilelang.message and "glibc 2.31" in tilelang.message and "JetPack 6" in tilelang.fix
     assert "issue 986" in tvm.message and "apache-tvm-ffi<0.1.12" in tvm.fix

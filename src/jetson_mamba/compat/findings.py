@@ -264,7 +264,9 @@ def _build_memory(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Fi
 
 @rule
 def _heavy_dependencies(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Finding]:
-    if machine.machine != "aarch64":
+    """By version, for when the probe did not find Mamba-3's module: where it did, `_mamba3_pieces`
+    says which of these dependencies really fail to import here (and nothing when all import)."""
+    if machine.machine != "aarch64" or machine.packages.mamba3:
         return
     installed = knowledge.parse_version(machine.packages.version("mamba-ssm"))
     if installed is not None and installed >= knowledge.MAMBA_HEAVY_DEPENDENCIES:
