@@ -293,7 +293,7 @@ def _glibc_below(version: Optional[str], floor: tuple) -> bool:
     return len(parts) >= 2 and (int(parts[0]), int(parts[1])) < floor
 
 
-def _mamba3_fix(machine: MachineInfo, module: str, distribution: str, error: str) -> tuple:
+def _mamba3_fix(machine: MachineInfo, distribution: str, error: str) -> tuple:
     """(why, fix) for one Mamba-3 dependency that does not import."""
     installed = machine.packages.version(distribution)
     if installed is None:
@@ -327,9 +327,9 @@ def _mamba3_pieces(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[F
         return
     for module, distribution, needs in _MAMBA3_PIECES:
         error = imports.get(module)
-        if module not in imports or error is None:
+        if error is None:
             continue
-        why, fix = _mamba3_fix(machine, module, distribution, error)
+        why, fix = _mamba3_fix(machine, distribution, error)
         yield Finding("mamba3-unavailable", "warning", f"{needs} is unavailable: {distribution} {why}", fix)
 
 
