@@ -7,6 +7,7 @@ from typing import Dict, List, Optional
 
 from jetson_mamba.compat.findings import PATCH_CAUSAL_CONV1D_BRIDGE, PATCH_SSD_DD, Finding, diagnose
 from jetson_mamba.compat.knowledge import recommended_max_jobs
+from jetson_mamba.compat.runtime_patches import MAMBA3_LAZY
 from jetson_mamba.probe.model import (
     CudaInfo,
     ExtensionInfo,
@@ -195,3 +196,13 @@ def test_mamba3_pieces_say_why_and_how() -> None:
     jetpack6 = replace(jetpack5, torch=replace(orin.torch, glibc="2.35"))
     assert "pip install --no-deps tilelang" in [f for f in diagnose(jetpack6) if f.id == "mamba3-unavailable"][0].fix
     assert "mamba3-unavailable" not in ids(diagnose(orin))  # released mamba-ssm has no Mamba-3
+
+
+def test_a_crashing_mamba3_import_asks_for_the_patch_only_until_it_is_applied() -> None:
+    orin = healthy_orin()
+    crashed = replace(orin, packages=replace(packages({"mamba-ssm": "2.3.2.post1"}), mamba3=True,
+                                             mamba3_imports={"*": "exit status -11"}))
+    [found] = [f for f in diagnose(crashed) if f.id == "mamba3-unavailable"]
+    assert "exit status -11" in found.message and found.fix.startswith("`jetson-mamba patch`")
+    [found] = [f for f in diagnose(crashed, [MAMBA3_LAZY]) if f.id == "mamba3-unavailable"]
+    assert "jetson-mamba patch" not in found.fix and found.fix.startswith("reinstall the failing one of tilelang")

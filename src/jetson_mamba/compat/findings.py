@@ -12,6 +12,7 @@ from typing import Callable, Dict, FrozenSet, Iterable, List, Optional
 
 from jetson_mamba.compat import knowledge
 from jetson_mamba.compat.runtime_patches import CAUSAL_CONV1D_BRIDGE as PATCH_CAUSAL_CONV1D_BRIDGE
+from jetson_mamba.compat.runtime_patches import MAMBA3_LAZY as PATCH_MAMBA3_LAZY
 from jetson_mamba.compat.runtime_patches import NO_DISTRIBUTED as PATCH_NO_DISTRIBUTED
 from jetson_mamba.compat.runtime_patches import SSD_DD as PATCH_SSD_DD
 from jetson_mamba.compat.runtime_patches import TRANSFORMERS5 as PATCH_TRANSFORMERS5
@@ -313,17 +314,18 @@ def _mamba3_fix(machine: MachineInfo, distribution: str, error: str) -> tuple:
 
 
 @rule
-def _mamba3_pieces(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Finding]:
+def _mamba3_pieces(machine: MachineInfo, applied: FrozenSet[str]) -> Iterable[Finding]:
     """mamba-ssm main's Mamba-3 kernels need heavy dependencies; say which pieces are out and why."""
     if not machine.packages.mamba3:
         return
     imports = machine.packages.mamba3_imports
     if "*" in imports:
+        patch = "" if PATCH_MAMBA3_LAZY in applied else \
+            "`jetson-mamba patch` (imports them only when Mamba-3 uses them); then "
         yield Finding("mamba3-unavailable", "warning",
                       f"importing Mamba-3's dependencies crashed the interpreter ({imports['*']}): "
                       "Mamba-3's TileLang / CuTe-DSL kernels cannot run here",
-                      "`jetson-mamba patch` (imports them only when Mamba-3 uses them); then reinstall the "
-                      "failing one of tilelang, apache-tvm-ffi, quack-kernels, nvidia-cutlass-dsl")
+                      f"{patch}reinstall the failing one of tilelang, apache-tvm-ffi, quack-kernels, nvidia-cutlass-dsl")
         return
     for module, distribution, needs in _MAMBA3_PIECES:
         error = imports.get(module)
