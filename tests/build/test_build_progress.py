@@ -164,6 +164,18 @@ def test_a_quiet_log_gets_a_heartbeat_within_the_interval(tmp_path: Path) -> Non
                          "... 140 s: pkg 1.0 1/2 units at 140 s, unfinished: b.o"]
 
 
+def test_units_whose_time_never_reached_ninja_log_still_count_as_compiled(tmp_path: Path) -> None:
+    """A build whose `.ninja_log` is elsewhere (or unreadable) compiled its units all the same: the count
+    comes from ninja's [k/N] lines, not from the times (0 would read "every object up to date")."""
+    log = io.StringIO()
+    with CompileProgress(Console(file=log, width=80)) as progress:
+        progress.start("0", "pkg 1.0", tmp_path)
+        progress.feed("0", "[1/2] nvcc -c /t/a.cu -o /t/build/temp.x/a.o\n")
+        progress.feed("0", "[2/2] nvcc -c /t/b.cu -o /t/build/temp.x/b.o\n")
+        assert progress.end("0", 0) == ([], 2)
+    assert "pkg 1.0: 2 units compiled, wheel built in" in log.getvalue()
+
+
 def test_the_first_failure_stops_the_other_package_and_its_compilers(
         tmp_path: Path, library: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

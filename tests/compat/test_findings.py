@@ -7,6 +7,7 @@ from typing import Dict, List, Optional
 
 from jetson_mamba.compat.findings import PATCH_CAUSAL_CONV1D_BRIDGE, PATCH_SSD_DD, Finding, diagnose
 from jetson_mamba.compat.knowledge import recommended_max_jobs
+from jetson_mamba.compat.runtime_patches import MAMBA3_LAZY
 from jetson_mamba.probe.model import (
     CudaInfo,
     ExtensionInfo,
@@ -157,6 +158,10 @@ def test_heavy_dependencies_on_aarch64_only() -> None:
     orin = healthy_orin(packages=packages({"mamba-ssm": "2.3.2.post1", "causal-conv1d": "1.6.0"}))
     assert "mamba-heavy-dependencies" in ids(diagnose(orin))
     assert "mamba-heavy-dependencies" not in ids(diagnose(replace(orin, machine="x86_64")))
+    # the probe found Mamba-3's module and every dependency imports: nothing to warn about
+    imported = {module: None for module in ("tilelang", "tvm_ffi", "quack", "cutlass")}
+    mamba3 = replace(orin, packages=replace(orin.packages, mamba3=True, mamba3_imports=imported))
+    assert not {"mamba-heavy-dependencies", "mamba3-unavailable"} & set(ids(diagnose(mamba3)))
 
 
 def test_no_torch_is_a_warning_with_the_jetpack_hint() -> None:
@@ -182,6 +187,7 @@ def test_mamba3_pieces_say_why_and_how() -> None:
             "quack": "ModuleNotFoundError: No module named 'quack'", "cutlass": None}))
     found = [f for f in diagnose(jetpack5) if f.id == "mamba3-unavailable"]
     assert len(found) == 3, found
+    assert "mamba-heavy-dependencies" not in ids(diagnose(jetpack5))  # the same dependencies, said once
     tilelang, tvm, quack = found
     assert "glibc >= 2.34" in tilelang.message and "glibc 2.31" in tilelang.message and "JetPack 6" in tilelang.fix
     assert "issue 986" in tvm.message and "apache-tvm-ffi<0.1.12" in tvm.fix
@@ -190,3 +196,13 @@ def test_mamba3_pieces_say_why_and_how() -> None:
     jetpack6 = replace(jetpack5, torch=replace(orin.torch, glibc="2.35"))
     assert "pip install --no-deps tilelang" in [f for f in diagnose(jetpack6) if f.id == "mamba3-unavailable"][0].fix
     assert "mamba3-unavailable" not in ids(diagnose(orin))  # released mamba-ssm has no Mamba-3
+
+
+def test_a_crashing_mamba3_import_asks_for_the_patch_only_until_it_is_applied() -> None:
+    orin = healthy_orin()
+    crashed = replace(orin, packages=replace(packages({"mamba-ssm": "2.3.2.post1"}), mamba3=True,
+                                             mamba3_imports={"*": "exit status -11"}))
+    [found] = [f for f in diagnose(crashed) if f.id == "mamba3-unavailable"]
+    assert "exit status -11" in found.message and found.fix.startswith("`jetson-mamba patch`")
+    [found] = [f for f in diagnose(crashed, [MAMBA3_LAZY]) if f.id == "mamba3-unavailable"]
+    assert "jetson-mamba patch" not in found.fix and found.fix.startswith("reinstall the failing one of tilelang")

@@ -17,10 +17,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
-from jetson_mamba.probe.jetson import SOC_ARCH, SOC_FAMILY
+from jetson_mamba.probe.jetson import JETSON_ARCH_FAMILY
 
 # arch -> the Jetson GPUs that have it, for the reader ("8.7": "Jetson Orin").
-_JETSON = {arch: f"Jetson {SOC_FAMILY[soc]}" for soc, arch in SOC_ARCH.items()}
+_JETSON = {arch: f"Jetson {family}" for arch, family in JETSON_ARCH_FAMILY.items()}
 
 
 def url_host(host: str) -> str:

@@ -155,8 +155,6 @@ class _Job:
 
     source: Source
     tree: Path
-    patches: List[str]
-    reused: bool
     share: Share
     result: BuildResult
     process: Optional[subprocess.Popen[str]] = None
@@ -173,7 +171,7 @@ def _job(plan: BuildPlan, prepared: Tuple[Source, Path, List[str], bool], share:
     result = BuildResult(source.name, source.version, source.origin, tree, reused, patches,
                          tree.with_name(tree.name + ".log"), command=command, env=env, jobs=share.jobs,
                          split_threads=share.split_threads)
-    return _Job(source, tree, patches, reused, share, result)
+    return _Job(source, tree, share, result)
 
 
 def _read_lines(key: int, stream: IO[str], lines: queue.Queue[Tuple[int, Optional[str]]]) -> None:
@@ -215,8 +213,7 @@ def _run(jobs: Sequence[_Job], progress: CompileProgress, began: float) -> None:
             job.status = job.process.wait()
             job.result.finished_s = round(time.monotonic() - began, 1)
             job.result.seconds = round(job.result.finished_s - job.result.started_s, 1)
-            job.result.unit_seconds = progress.end(str(key), job.status)
-            job.result.compiled_units = len(job.result.unit_seconds)
+            job.result.unit_seconds, job.result.compiled_units = progress.end(str(key), job.status)
             if job.status != 0:
                 _stop(jobs)
     except BaseException:  # Ctrl-C: stop the compilers too, not just this process

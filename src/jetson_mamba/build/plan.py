@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from jetson_mamba.build.schedule import Share
+from jetson_mamba.build.schedule import Share, split_threads
 from jetson_mamba.compat.knowledge import (
     CUDA13_DROPPED_ARCHS,
     NVCC_PEAK_MB,
@@ -27,7 +27,7 @@ from jetson_mamba.compat.knowledge import (
     recommended_max_jobs,
 )
 from jetson_mamba.errors import UsageError
-from jetson_mamba.probe.jetson import SOC_ARCH, SOC_FAMILY
+from jetson_mamba.probe.jetson import JETSON_ARCH_FAMILY
 from jetson_mamba.probe.model import MachineInfo
 
 # Every compute capability NVIDIA has shipped (10.1 was renamed 11.0 in CUDA 13).
@@ -232,16 +232,12 @@ def local_label(toolchain: Toolchain, archs: Sequence[str]) -> str:
     return ".".join(parts)
 
 
-# Jetson GPUs (integrated in an aarch64 SoC) by compute capability; Thor was sm_101 before CUDA 13.
-JETSON_ARCHS: Dict[str, str] = {**{arch: SOC_FAMILY[soc] for soc, arch in SOC_ARCH.items()}, "10.1": "Thor"}
-
-
 def foreign_target_warning(toolchain: Toolchain, archs: Sequence[str]) -> Optional[str]:
     """Jetson archs built on a host that is not aarch64: wheels the Jetson cannot install, and how to get one."""
-    jetson = [a for a in archs if a in JETSON_ARCHS]
+    jetson = [a for a in archs if a in JETSON_ARCH_FAMILY]
     if not jetson or toolchain.machine in (None, "aarch64"):
         return None
-    gpus = ", ".join(f"sm_{arch_flag(a)} ({JETSON_ARCHS[a]})" for a in jetson)
+    gpus = ", ".join(f"sm_{arch_flag(a)} ({JETSON_ARCH_FAMILY[a]})" for a in jetson)
     tag = toolchain.platform_tag or f"linux_{toolchain.machine}"
     return (f"{gpus} is a Jetson GPU, and Jetsons run aarch64 (linux_aarch64 wheels); this host is {toolchain.machine}, "
             f"so these wheels are tagged {tag} and cannot be installed or run on a Jetson (they only show that the "
@@ -249,6 +245,7 @@ def foreign_target_warning(toolchain: Toolchain, archs: Sequence[str]) -> Option
             "patched trees with --prepare-only DIR and build them with an aarch64 toolchain: on the Jetson or in "
             "an arm64 JetPack container (docker run --platform linux/arm64 nvcr.io/nvidia/l4t-jetpack:<your L4T "
             "release>, emulated and slow)")
+
 
 def for_target_cuda(toolchain: Toolchain, cuda_version: str) -> Toolchain:
     """The toolchain a tree prepared here will meet elsewhere: that nvcc's archs and flags, this torch's headers.
@@ -308,7 +305,7 @@ def make_plan(machine: MachineInfo, toolchain: Toolchain, spec_texts: Sequence[s
     foreign = foreign_target_warning(toolchain, archs)
     if foreign:
         warnings.append(foreign)
-    split = max(1, (machine.cpu_count or 1) // chosen) if toolchain.split_compile else 1
     return BuildPlan(specs=specs, archs=archs, jobs=chosen, jobs_reason=reason,
                      label=local_label(toolchain, archs), cxx_std=cxx_std,
-                     toolchain=toolchain, warnings=tuple(warnings), split_threads=split)
+                     toolchain=toolchain, warnings=tuple(warnings),
+                     split_threads=split_threads(machine.cpu_count or 1, chosen, toolchain.split_compile))

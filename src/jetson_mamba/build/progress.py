@@ -160,8 +160,9 @@ class CompileProgress:
             if running:
                 self.say(f"... {now - self.began:.0f} s: " + "; ".join(running))
 
-    def end(self, key: str, status: int) -> List[Tuple[str, float]]:
-        """The package's process exited: its last unit lines and a summary; (unit, seconds) slowest first."""
+    def end(self, key: str, status: int) -> Tuple[List[Tuple[str, float]], int]:
+        """The package's process exited: its last unit lines and a summary; ((unit, seconds) slowest first,
+        units ninja reported compiling: those whose time never reached `.ninja_log` count too)."""
         package = self.packages[key]
         package.ended = self.clock()
         self._resolve(package)
@@ -178,7 +179,7 @@ class CompileProgress:
             self.say(f"{package.label}: failed after {seconds:.1f} s (exit {status})")
         if package.task is not None and self.bars is not None and status == 0:
             self.bars.update(package.task, completed=package.total or 1, total=package.total or 1)
-        return units
+        return units, len(package.finished)
 
     def _resolve(self, package: _Package) -> None:
         if not package.waiting:

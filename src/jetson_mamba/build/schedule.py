@@ -44,7 +44,7 @@ class Schedule:
         return {"parallel": self.parallel, "reason": self.reason, "shares": [s.to_json() for s in self.shares]}
 
 
-def _split(cores: int, jobs: int, split_compile: bool) -> int:
+def split_threads(cores: int, jobs: int, split_compile: bool) -> int:
     """The cores a package's jobs leave idle go to nvcc's optimizer threads (measured: a unit 1.8-2.2x
     faster with 4): early on the threads oversubscribe a little, but the slowest unit outlives the rest."""
     return max(1, cores // jobs) if split_compile else 1
@@ -68,10 +68,10 @@ def share_jobs(jobs: int, cores: int, split_compile: bool, units: Sequence[Tuple
     cores = max(1, cores)
     if len(units) > 1 and jobs >= len(units):
         divided = _divide(jobs, [u for _, u in units])
-        shares = tuple(Share(name, count, given, _split(cores, given, split_compile))
+        shares = tuple(Share(name, count, given, split_threads(cores, given, split_compile))
                        for (name, count), given in zip(units, divided))
         return Schedule(True, shares, f"independent at build time: {jobs} jobs shared by units")
-    shares = tuple(Share(name, count, min(jobs, count), _split(cores, min(jobs, count), split_compile))
+    shares = tuple(Share(name, count, min(jobs, count), split_threads(cores, min(jobs, count), split_compile))
                    for name, count in units)
     reason = "one package" if len(units) <= 1 else f"{jobs} job(s) for {len(units)} packages: one at a time"
     return Schedule(False, shares, reason)

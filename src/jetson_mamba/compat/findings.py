@@ -12,6 +12,7 @@ from typing import Callable, Dict, FrozenSet, Iterable, List, Optional
 
 from jetson_mamba.compat import knowledge
 from jetson_mamba.compat.runtime_patches import CAUSAL_CONV1D_BRIDGE as PATCH_CAUSAL_CONV1D_BRIDGE
+from jetson_mamba.compat.runtime_patches import MAMBA3_LAZY as PATCH_MAMBA3_LAZY
 from jetson_mamba.compat.runtime_patches import NO_DISTRIBUTED as PATCH_NO_DISTRIBUTED
 from jetson_mamba.compat.runtime_patches import SSD_DD as PATCH_SSD_DD
 from jetson_mamba.compat.runtime_patches import TRANSFORMERS5 as PATCH_TRANSFORMERS5
@@ -264,7 +265,9 @@ def _build_memory(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Fi
 
 @rule
 def _heavy_dependencies(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Finding]:
-    if machine.machine != "aarch64":
+    """By version, for when the probe did not find Mamba-3's module: where it did, `_mamba3_pieces`
+    says which of these dependencies really fail to import here (and nothing when all import)."""
+    if machine.machine != "aarch64" or machine.packages.mamba3:
         return
     installed = knowledge.parse_version(machine.packages.version("mamba-ssm"))
     if installed is not None and installed >= knowledge.MAMBA_HEAVY_DEPENDENCIES:
@@ -291,7 +294,7 @@ def _glibc_below(version: Optional[str], floor: tuple) -> bool:
     return len(parts) >= 2 and (int(parts[0]), int(parts[1])) < floor
 
 
-def _mamba3_fix(machine: MachineInfo, module: str, distribution: str, error: str) -> tuple:
+def _mamba3_fix(machine: MachineInfo, distribution: str, error: str) -> tuple:
     """(why, fix) for one Mamba-3 dependency that does not import."""
     installed = machine.packages.version(distribution)
     if installed is None:
@@ -311,23 +314,24 @@ def _mamba3_fix(machine: MachineInfo, module: str, distribution: str, error: str
 
 
 @rule
-def _mamba3_pieces(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Finding]:
+def _mamba3_pieces(machine: MachineInfo, applied: FrozenSet[str]) -> Iterable[Finding]:
     """mamba-ssm main's Mamba-3 kernels need heavy dependencies; say which pieces are out and why."""
     if not machine.packages.mamba3:
         return
     imports = machine.packages.mamba3_imports
     if "*" in imports:
+        patch = "" if PATCH_MAMBA3_LAZY in applied else \
+            "`jetson-mamba patch` (imports them only when Mamba-3 uses them); then "
         yield Finding("mamba3-unavailable", "warning",
                       f"importing Mamba-3's dependencies crashed the interpreter ({imports['*']}): "
                       "Mamba-3's TileLang / CuTe-DSL kernels cannot run here",
-                      "`jetson-mamba patch` (imports them only when Mamba-3 uses them); then reinstall the "
-                      "failing one of tilelang, apache-tvm-ffi, quack-kernels, nvidia-cutlass-dsl")
+                      f"{patch}reinstall the failing one of tilelang, apache-tvm-ffi, quack-kernels, nvidia-cutlass-dsl")
         return
     for module, distribution, needs in _MAMBA3_PIECES:
         error = imports.get(module)
-        if module not in imports or error is None:
+        if error is None:
             continue
-        why, fix = _mamba3_fix(machine, module, distribution, error)
+        why, fix = _mamba3_fix(machine, distribution, error)
         yield Finding("mamba3-unavailable", "warning", f"{needs} is unavailable: {distribution} {why}", fix)
 
 

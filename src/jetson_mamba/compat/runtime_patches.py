@@ -347,32 +347,21 @@ except ImportError as _jm_error:
 """
 
 
-def _first(*transforms: Transform) -> Transform:
-    """The first transform that recognises the file (upstream moved the same code between shapes)."""
+def _standin_import(module: str, standin: Callable[[str], str]) -> Transform:
+    """Guard `import <module>` (a compiled extension) with a fallback to a jetson-mamba stand-in: in
+    the shape the file has (upstream moved the same import between these shapes)."""
+    shapes = ((rf"^import {module}\n", _STANDIN_IMPORT),
+              (rf"^try:\n    import {module}\nexcept ImportError:\n    {module} = None\n", _OPTIONAL_STANDIN_IMPORT))
 
     def transform(path: str, text: str, ctx: Context) -> Optional[str]:
-        for candidate in transforms:
-            new = candidate(path, text, ctx)
+        for shape, template in shapes:
+            block = template.format(module=module, standin=standin(text))
+            new = replacing(PORTABLE, Replace(shape, block.replace("\\", "\\\\")))(path, text, ctx)
             if new is not None:
                 return new
         return None
 
     return transform
-
-
-def _standin_import(module: str, standin: Callable[[str], str]) -> Transform:
-    """Guard `import <module>` (a compiled extension) with a fallback to a jetson-mamba stand-in."""
-
-    def plain(path: str, text: str, ctx: Context) -> Optional[str]:
-        block = _STANDIN_IMPORT.format(module=module, standin=standin(text))
-        return replacing(PORTABLE, Replace(rf"^import {module}\n", block.replace("\\", "\\\\")))(path, text, ctx)
-
-    def optional(path: str, text: str, ctx: Context) -> Optional[str]:
-        block = _OPTIONAL_STANDIN_IMPORT.format(module=module, standin=standin(text))
-        shape = rf"^try:\n    import {module}\nexcept ImportError:\n    {module} = None\n"
-        return replacing(PORTABLE, Replace(shape, block.replace("\\", "\\\\")))(path, text, ctx)
-
-    return _first(plain, optional)
 
 
 def _causal_conv1d_standin(text: str) -> str:

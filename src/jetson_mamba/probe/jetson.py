@@ -31,6 +31,9 @@ SOC_FAMILY: Dict[str, str] = {
     "tegra234": "Orin",
     "tegra264": "Thor",
 }
+# Jetson GPUs (integrated in an aarch64 SoC) by compute capability: the SoC table's, and Thor's sm_101
+# (its name before CUDA 13, see `cuda_arch_for_soc`).
+JETSON_ARCH_FAMILY: Dict[str, str] = {**{arch: SOC_FAMILY[soc] for soc, arch in SOC_ARCH.items()}, "10.1": "Thor"}
 
 # L4T release -> JetPack release, as NVIDIA published them.
 L4T_JETPACK: Dict[str, str] = {
