@@ -3,7 +3,8 @@
 A path from outside is resolved and checked for containment (`is_within`), never by a string
 prefix: `/srv/a1-secret` starts with `/srv/a1` but is not inside it. A file from outside is read
 only if it is a regular file, and at most `limit` bytes of it (`read_bounded`): a link to
-`/dev/zero` or a FIFO in a device image must not hang or exhaust memory.
+`/dev/zero` or a FIFO in a device image must not hang or exhaust memory; a file of a device image is read
+only where it resolves inside the image (`read_within`): a link to a host file must not show its contents.
 """
 
 from __future__ import annotations
@@ -50,3 +51,9 @@ def read_bounded(path: PathLike, limit: int) -> Optional[bytes]:
         return None
     finally:
         os.close(handle)
+
+
+def read_within(root: PathLike, path: PathLike, limit: int) -> Optional[bytes]:
+    """`read_bounded` of `path` (relative to `root`, or absolute below it), None where it resolves outside `root`."""
+    full = Path(path) if Path(path).is_absolute() else Path(root) / path
+    return read_bounded(full, limit) if is_within(full, root) else None

@@ -50,3 +50,24 @@ def test_doctor_shows_hostile_root_and_interpreter_text_as_written(tmp_path: Pat
     assert done.returncode in (0, 1), done.stderr  # 1: doctor found errors (no torch)
     assert "Jetson [/bold] [red]Orin" in done.stdout
     assert "libcudart.so.13 [/cuda] cannot be opened" in done.stdout
+
+
+def test_device_root_links_that_leave_the_root_are_not_followed(tmp_path: Path) -> None:
+    """A device image whose files link to host files (absolute, or `..` out of it) must not show their contents
+    as the board's facts; links that stay inside the image still work."""
+    from jetson_mamba.probe import probe_machine
+
+    secret = tmp_path / "host-secret"
+    secret.write_text("Jetson SECRET-FROM-THE-HOST\n")
+    (tmp_path / "meminfo").write_text("MemTotal: 999999 kB\nMemAvailable: 1 kB\n")
+    root = tmp_path / "root"
+    shutil.copytree(ROOTS / "orin-agx-jp6", root)
+    (root / "proc/device-tree/model").unlink()
+    (root / "proc/device-tree/model").symlink_to(secret)
+    (root / "proc/meminfo").unlink()
+    (root / "proc/meminfo").symlink_to("../../meminfo")
+    (root / "etc/nv_tegra_release").rename(root / "etc/release-real")
+    (root / "etc/nv_tegra_release").symlink_to("release-real")  # inside the image: followed
+    machine = probe_machine(root)
+    assert machine.jetson is not None and "SECRET" not in str(machine.jetson)
+    assert machine.jetson.l4t and machine.memory is None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from jetson_mamba.probe.model import JetsonInfo
-from jetson_mamba.untrusted import read_bounded
+from jetson_mamba.untrusted import read_within
 
 SMALL_FILE_LIMIT = 64 << 10  # release files, device-tree strings, /proc/meminfo: a few hundred bytes
 DPKG_STATUS_LIMIT = 64 << 20  # dpkg's status lists every package: a few MB on a full JetPack
@@ -112,14 +112,14 @@ def cuda_arch_for_soc(soc: Optional[str], cuda_version: Optional[str], l4t: Opti
     return "10.1" if major == "12" else "11.0"
 
 
-def _read_text(path: Path, limit: int = SMALL_FILE_LIMIT) -> Optional[str]:
-    """A device-root file as text (bounded: a device image is untrusted input)."""
-    data = read_bounded(path, limit)
+def _read_text(root: Path, path: str, limit: int = SMALL_FILE_LIMIT) -> Optional[str]:
+    """A device-root file as text (bounded and inside the root: a device image is untrusted input)."""
+    data = read_within(root, path, limit)
     return None if data is None else data.decode("utf-8", "replace")
 
 
 def _dpkg_version(root: Path, package: str) -> Optional[str]:
-    status = _read_text(root / "var/lib/dpkg/status", DPKG_STATUS_LIMIT)
+    status = _read_text(root, "var/lib/dpkg/status", DPKG_STATUS_LIMIT)
     if not status:
         return None
     for stanza in status.split("\n\n"):
@@ -137,9 +137,9 @@ def _jetpack_from_dpkg(version: str) -> str:
 
 def read_jetson(root: Path, cuda_version: Optional[str] = None) -> Optional[JetsonInfo]:
     """The Jetson description under `root`, or None when this is no Jetson."""
-    release = _read_text(root / "etc/nv_tegra_release")
-    model_raw = _read_text(root / "proc/device-tree/model")
-    compatible = read_bounded(root / "proc/device-tree/compatible", SMALL_FILE_LIMIT) or b""
+    release = _read_text(root, "etc/nv_tegra_release")
+    model_raw = _read_text(root, "proc/device-tree/model")
+    compatible = read_within(root, "proc/device-tree/compatible", SMALL_FILE_LIMIT) or b""
     soc = soc_from_compatible(compatible)
     if release is None and soc is None:
         return None

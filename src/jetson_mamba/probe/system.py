@@ -12,7 +12,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from jetson_mamba.probe.jetson import SMALL_FILE_LIMIT
 from jetson_mamba.probe.model import CudaInfo, GpuInfo, MemoryInfo
-from jetson_mamba.untrusted import read_bounded
+from jetson_mamba.untrusted import read_within
 
 
 def run_quiet(argv: Sequence[str], timeout: float = 20.0) -> Optional[str]:
@@ -41,7 +41,7 @@ def parse_meminfo(text: str) -> Optional[MemoryInfo]:
 
 
 def read_memory(root: Path) -> Optional[MemoryInfo]:
-    data = read_bounded(root / "proc/meminfo", SMALL_FILE_LIMIT)
+    data = read_within(root, "proc/meminfo", SMALL_FILE_LIMIT)
     return None if data is None else parse_meminfo(data.decode("utf-8", "replace"))
 
 
@@ -59,9 +59,9 @@ def _candidate_homes(env: Mapping[str, str], root: Path) -> List[tuple]:
     return homes
 
 
-def _toolkit_release(home: Path) -> Optional[str]:
+def _toolkit_release(root: Path, home: Path) -> Optional[str]:
     """major.minor from the toolkit's version.json (CUDA 11.1+) or version.txt (older), read, never run."""
-    data = read_bounded(home / "version.json", SMALL_FILE_LIMIT)
+    data = read_within(root, home / "version.json", SMALL_FILE_LIMIT)
     if data:
         try:
             version = json.loads(data.decode("utf-8", "replace"))["cuda"]["version"]
@@ -70,7 +70,7 @@ def _toolkit_release(home: Path) -> Optional[str]:
         found = re.match(r"(\d+\.\d+)", str(version))
         if found:
             return found.group(1)
-    text = read_bounded(home / "version.txt", SMALL_FILE_LIMIT)
+    text = read_within(root, home / "version.txt", SMALL_FILE_LIMIT)
     found = re.search(r"CUDA Version (\d+\.\d+)", text.decode("utf-8", "replace")) if text else None
     return found.group(1) if found else None
 
@@ -85,7 +85,7 @@ def read_cuda(root: Path, env: Optional[Mapping[str, str]] = None, run: bool = T
         nvcc = Path(home) / "bin" / "nvcc"
         if nvcc.is_file():
             if not run:
-                return CudaInfo(home=home, nvcc=str(nvcc), version=_toolkit_release(Path(home)),
+                return CudaInfo(home=home, nvcc=str(nvcc), version=_toolkit_release(root, Path(home)),
                                 source=f"{source} (version file; the image's nvcc is not run)")
             output = run_quiet([str(nvcc), "--version"])
             return CudaInfo(home=home, nvcc=str(nvcc), version=parse_nvcc_version(output or ""), source=source)
