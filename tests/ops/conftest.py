@@ -1,11 +1,14 @@
-"""Fixtures for the kernel tests: NaN-poisoned allocations, float64 comparison, clean dispatch."""
+"""Fixtures for the kernel tests: NaN-poisoned allocations, float64 comparison, clean dispatch; for the
+Triton suites, launch and atomic spies and deterministic mode."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional
+import os
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import pytest
 import torch
+from test_triton_interpreted import Launch
 
 from jetson_mamba.ops import backend
 
@@ -54,3 +57,66 @@ def close() -> Callable[..., None]:
         assert err <= TOLERANCE[dtype], f"{name}: relative error {err:.3g} > {TOLERANCE[dtype]:.1g} ({dtype})"
 
     return check
+
+
+def _poisoned(make: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    def wrapped(*args: object, **kwargs: object) -> torch.Tensor:
+        t = make(*args, **kwargs)
+        if t.is_floating_point():
+            t.fill_(float("nan"))
+        return t
+
+    return wrapped
+
+
+@pytest.fixture
+def nan_poison(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every uninitialised float buffer starts as NaN, so an output element a kernel skips shows up."""
+    for name in ("empty", "empty_like", "empty_strided"):
+        monkeypatch.setattr(torch, name, _poisoned(getattr(torch, name)))
+    yield
+
+
+@pytest.fixture
+def launches(monkeypatch: pytest.MonkeyPatch) -> List[Launch]:
+    """Every Triton launch (triton_utils.launch_tuned), in order: to check which kernel a layout takes,
+    and that a tensor reaches the kernel itself, not a copy."""
+    from jetson_mamba.ops import triton_utils as tu
+
+    seen: List[Launch] = []
+    launch = tu.launch_tuned
+
+    def spy(kernel: object, key: Tuple[object, ...], grid: object, *args: object, **kwargs: object) -> None:
+        seen.append(Launch(kernel, args))
+        launch(kernel, key, grid, *args, **kwargs)
+
+    monkeypatch.setattr(tu, "launch_tuned", spy)
+    return seen
+
+
+@pytest.fixture
+def atomics(monkeypatch: pytest.MonkeyPatch) -> List[int]:
+    """The atomic read-modify-writes the Triton interpreter executes (one entry each): deterministic mode
+    must take none (the interpreter runs programs one by one, so its atomics are reproducible anyway)."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("counts the interpreter's atomics")
+    from triton.runtime.interpreter import InterpreterBuilder
+
+    seen: List[int] = []
+    real = InterpreterBuilder.create_atomic_rmw
+
+    def spy(self: object, *args: object, **kwargs: object) -> object:
+        seen.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(InterpreterBuilder, "create_atomic_rmw", spy)
+    return seen
+
+
+@pytest.fixture
+def deterministic() -> Iterator[None]:
+    """torch.use_deterministic_algorithms(True) for the test, restored after."""
+    old = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(old)

@@ -11,17 +11,7 @@ from typing import Dict, List, Optional
 
 import pytest
 import torch
-from test_triton_interpreted import (  # noqa: F401
-    DEVICE,
-    GPU,
-    Launch,
-    assert_close,
-    atomics,
-    deterministic,
-    launches,
-    nan_poison,
-    needs_triton,
-)
+from test_triton_interpreted import DEVICE, GPU, Launch, assert_close, needs_triton
 from upstream_sources import against_ref, varlen_seq_idx
 from upstream_sources import causal_conv1d_ref as upstream_ref
 
@@ -74,13 +64,13 @@ def check(x: torch.Tensor, width: int, bias: bool, activation: Optional[str], st
 # L=2 is shorter than the window of width 4: final states then reach into the initial states.
 @pytest.mark.parametrize("width,L", [(2, 37), (3, 37), (4, 37), (4, 2)])
 @pytest.mark.parametrize("channel_last", [False, True], ids=["channel-first", "channel-last"])
-def test_matches_float64_reference(width: int, channel_last: bool, L: int, nan_poison: None) -> None:  # noqa: F811
+def test_matches_float64_reference(width: int, channel_last: bool, L: int, nan_poison: None) -> None:
     x = make_x(2, 5, L, channel_last, torch.float32)
     check(x, width, bias=True, activation="silu", states=True)
 
 
 @pytest.mark.parametrize("activation", [None, "silu"])
-def test_no_bias_no_states(activation: Optional[str], nan_poison: None) -> None:  # noqa: F811
+def test_no_bias_no_states(activation: Optional[str], nan_poison: None) -> None:
     check(make_x(1, 3, 29, False, torch.float32), 4, bias=False, activation=activation, states=False)
 
 
@@ -88,7 +78,7 @@ def test_no_bias_no_states(activation: Optional[str], nan_poison: None) -> None:
 @pytest.mark.parametrize("states", [False, True], ids=["no-states", "states"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_channel_first_rows_kernels(width: int, states: bool, dtype: torch.dtype,
-                                    launches: List[Launch], nan_poison: None) -> None:  # noqa: F811
+                                    launches: List[Launch], nan_poison: None) -> None:
     """The rows kernels (channel-first, unit time stride): several programs along L, a length that is
     not a multiple of 8, a channel count not a multiple of the tile; with states the forward keeps
     them and the backward takes the general kernel."""
@@ -102,7 +92,7 @@ def test_channel_first_rows_kernels(width: int, states: bool, dtype: torch.dtype
 @pytest.mark.parametrize("bias,activation", [(True, "silu"), (False, None)], ids=["bias-silu", "plain"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_channel_last_backward_walks_time(width: int, bias: bool, activation: Optional[str], dtype: torch.dtype,
-                                          launches: List[Launch], nan_poison: None) -> None:  # noqa: F811
+                                          launches: List[Launch], nan_poison: None) -> None:
     """The channel-last backward without states or seq_idx (Mamba2's conv): several blocks of steps (the
     window of gradients reaches into the next block), a length that is not a multiple of the block and
     a channel count not a multiple of the tile."""
@@ -112,8 +102,8 @@ def test_channel_last_backward_walks_time(width: int, bias: bool, activation: Op
     assert [launch.kernel for launch in launches] == [conv._fwd["last"], conv._bwd_steps]
 
 
-def test_channel_last_backward_reads_dout_with_its_own_strides(launches: List[Launch],  # noqa: F811
-                                                              nan_poison: None) -> None:  # noqa: F811
+def test_channel_last_backward_reads_dout_with_its_own_strides(launches: List[Launch],
+                                                              nan_poison: None) -> None:
     """The steps kernel takes any dout and dx with unit channel stride: a dout laid out (batch, L, dim) in
     other batch/time strides than x reaches it uncopied, with the numbers of a copy."""
     from jetson_mamba.ops.causal_conv1d import triton as conv
@@ -191,7 +181,7 @@ def test_conv_autotuners_key_on_the_length_class(monkeypatch: pytest.MonkeyPatch
     assert all(key == [3, 32, 4] for _, _, key in seen)
 
 
-def test_stand_in_writes_into_the_callers_buffers(monkeypatch: pytest.MonkeyPatch, nan_poison: None) -> None:  # noqa: F811
+def test_stand_in_writes_into_the_callers_buffers(monkeypatch: pytest.MonkeyPatch, nan_poison: None) -> None:
     """mamba_inner_fn's calls: out and dx are views into larger tensors (NaN-filled here); the Triton
     backend writes them in place, with no copy after; a buffer that is the input itself still works."""
     from jetson_mamba.ops.causal_conv1d import triton as conv
@@ -254,7 +244,7 @@ def wide_channel_last(batch: int, dim: int, L: int, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("case", ["initial+final", "final", "initial", "seq_idx", "initial+seq_idx"])
-def test_stand_in_backward_as_upstream_calls_it(case: str, nan_poison: None) -> None:  # noqa: F811
+def test_stand_in_backward_as_upstream_calls_it(case: str, nan_poison: None) -> None:
     """causal-conv1d's Python backward: channel-last x sliced from a wider tensor, dx = empty_like(x) (dense,
     so not x's strides), channel-last dout, dfinal_states, dinitial_states (batch, width-1, dim)^T, seq_idx.
     The general kernel wrote dx with x's strides: columns never written and stores past dx's end."""
@@ -298,8 +288,8 @@ def conv_backward(path: str) -> tuple:
 
 
 @pytest.mark.parametrize("path", ["rows", "steps", "general"])
-def test_deterministic_mode_sums_weight_gradients_without_atomics(path: str, launches: List[Launch],  # noqa: F811
-                                                                  atomics: List[int], nan_poison: None) -> None:  # noqa: F811
+def test_deterministic_mode_sums_weight_gradients_without_atomics(path: str, launches: List[Launch],
+                                                                  atomics: List[int], nan_poison: None) -> None:
     """With torch.use_deterministic_algorithms(True) each program stores its weight/bias sums into its own
     slot and the host adds them in a fixed order: no atomics, the deterministic kernel, the same numbers."""
     from jetson_mamba.ops.causal_conv1d import triton as conv
@@ -325,7 +315,7 @@ def test_deterministic_mode_sums_weight_gradients_without_atomics(path: str, lau
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="reproducibility of GPU atomics needs a GPU")
 @pytest.mark.parametrize("path", ["rows", "steps", "general"])
-def test_deterministic_mode_is_bitwise_reproducible_on_gpu(path: str, deterministic: None) -> None:  # noqa: F811
+def test_deterministic_mode_is_bitwise_reproducible_on_gpu(path: str, deterministic: None) -> None:
     """Upstream's _conv1d_bwd_once shape (4 x 1024 x 2048, bf16, width 4), 20 backwards: bitwise equal."""
     from jetson_mamba.ops.causal_conv1d import triton as conv
 
@@ -359,7 +349,7 @@ def test_a_buffer_unlike_x_is_refused(channel_last: bool) -> None:
 
 @pytest.mark.parametrize("channel_last", [False, True], ids=["rows kernels", "general kernels"])
 def test_backward_adds_into_the_callers_fp32_weight_and_bias_buffers(channel_last: bool,
-                                                                     launches: List[Launch]) -> None:  # noqa: F811
+                                                                     launches: List[Launch]) -> None:
     """As the compiled kernel with causal-conv1d's zeroed fp32 buffers: the kernel itself adds into them
     (they are its arguments, no copy or cast after), so what was there stays, tuning runs included."""
     from jetson_mamba.ops.causal_conv1d import triton as conv
@@ -403,7 +393,7 @@ def test_weight_and_bias_buffers_that_do_not_fit_are_refused() -> None:
     assert not zw.any() and not zb.any(), "a refused call wrote into a buffer"
 
 
-def test_rows_backward_reads_a_transposed_dout(launches: List[Launch], nan_poison: None) -> None:  # noqa: F811
+def test_rows_backward_reads_a_transposed_dout(launches: List[Launch], nan_poison: None) -> None:
     """mamba_inner_fn's conv backward: x is a view into xz and dout a transposed matmul result, so their
     strides differ. The rows kernel reads that dout as it is (no copy to x's strides: a pass over
     batch x dim x L) and gives the numbers of a contiguous dout."""
@@ -436,18 +426,18 @@ def test_buffer_overlap_is_judged_by_memory_spans() -> None:
 
 
 @pytest.mark.parametrize("L", [1, 8, 17])
-def test_channel_first_rows_edges(L: int, nan_poison: None) -> None:  # noqa: F811
+def test_channel_first_rows_edges(L: int, nan_poison: None) -> None:
     """Rows kernels at one step, exactly one row, and one step past two rows."""
     check(make_x(2, 3, L, False, torch.float32), 4, bias=True, activation="silu", states=False)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision(dtype: torch.dtype, nan_poison: None) -> None:  # noqa: F811
+def test_half_precision(dtype: torch.dtype, nan_poison: None) -> None:
     check(make_x(2, 4, 21, True, dtype), 4, bias=True, activation="silu", states=True, rel=TOL[dtype])
 
 
 @pytest.mark.parametrize("channel_last", [False, True], ids=["channel-first", "channel-last"])
-def test_seq_idx_separates_packed_sequences(channel_last: bool, nan_poison: None) -> None:  # noqa: F811
+def test_seq_idx_separates_packed_sequences(channel_last: bool, nan_poison: None) -> None:
     seq_idx = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 3, 3], [0] * 13], dtype=torch.int32).to(DEVICE)
     check(make_x(2, 4, 13, channel_last, torch.float32), 4, bias=True, activation="silu", states=False,
           seq_idx=seq_idx)
@@ -457,7 +447,7 @@ def test_seq_idx_separates_packed_sequences(channel_last: bool, nan_poison: None
 @pytest.mark.parametrize("channel_last", [False, True], ids=["channel-first", "channel-last"])
 @pytest.mark.parametrize("pattern", ["upstream", "padding"])
 def test_seq_idx_with_initial_states_matches_upstream_reference(width: int, L: int, channel_last: bool, pattern: str,
-                                                                shared: Path, nan_poison: None) -> None:  # noqa: F811
+                                                                shared: Path, nan_poison: None) -> None:
     """causal-conv1d 1.7.0: the initial states belong to the first position's sequence; out and the gradients
     of x, weight, bias and initial_states (the general kernels) against upstream's causal_conv1d_ref, float64."""
     ref = upstream_ref(shared / "sdists" / "causal_conv1d-1.7.0.tar.gz")
@@ -471,7 +461,7 @@ def test_seq_idx_with_initial_states_matches_upstream_reference(width: int, L: i
         assert_close(got, want, TOL[torch.float32] * 4, name)
 
 
-def test_padding_tokens_give_zero(nan_poison: None) -> None:  # noqa: F811
+def test_padding_tokens_give_zero(nan_poison: None) -> None:
     """seq_idx < 0 marks padding: the CUDA kernel writes 0 there; the other tokens are unaffected."""
     seq_idx = torch.tensor([[0, 0, 0, 1, 1, -1, -1]], dtype=torch.int32).to(DEVICE)
     x, weight, bias = make_x(1, 3, 7, True, torch.float32), rnd(3, 4, seed=2), rnd(3, seed=3)
@@ -484,7 +474,7 @@ def test_padding_tokens_give_zero(nan_poison: None) -> None:  # noqa: F811
 @pytest.mark.parametrize("width", [2, 4])
 @pytest.mark.parametrize("seqlen", [None, 3])  # None: x is (batch, dim), one decoding step
 @pytest.mark.parametrize("ring", [False, True], ids=["shift", "circular"])
-def test_update_matches_reference(width: int, seqlen: Optional[int], ring: bool, nan_poison: None) -> None:  # noqa: F811
+def test_update_matches_reference(width: int, seqlen: Optional[int], ring: bool, nan_poison: None) -> None:
     batch, dim, state_len = 3, 5, 6
     x = rnd(batch, dim, *([seqlen] if seqlen else []), seed=1)
     state = rnd(batch, dim, state_len, seed=2)
@@ -497,7 +487,7 @@ def test_update_matches_reference(width: int, seqlen: Optional[int], ring: bool,
     assert torch.equal(state, ref_state)
 
 
-def test_update_with_state_indices_and_padding_slots(nan_poison: None) -> None:  # noqa: F811
+def test_update_with_state_indices_and_padding_slots(nan_poison: None) -> None:
     x = rnd(3, 4, seed=1)
     states = rnd(5, 4, 3, seed=2)
     weight = rnd(4, 4, seed=3)

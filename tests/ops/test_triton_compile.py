@@ -40,8 +40,13 @@ def compile_for(kernel: Any, arch: int, consts: Dict[str, Any], num_warps: int, 
     tensors, unit time stride.
 
     `aligned`: pointers and integer arguments divisible by 16, as Triton specializes them at a launch
-    on typical shapes (L = 2048, contiguous tensors), so vector loads show as they would there."""
+    on typical shapes (L = 2048, contiguous tensors), so vector loads show as they would there.
+    Every constexpr needs a value in `consts`: one left out would compile as a run-time i32 and keep
+    both sides of its branches (the conv backward's DET left out kept the deterministic stores beside
+    the atomics: 15 shared loads in the rows backward, where a launch's kernel has 10)."""
     fn = jit_function(kernel)
+    missing = [p.name for p in fn.params if p.is_constexpr and p.name not in consts]
+    assert not missing, f"constexpr parameters without a value: {missing}"
     signature: Dict[str, str] = {}
     constexprs: Dict[Any, Any] = {}
     attrs: Dict[Any, Any] = {}
@@ -65,6 +70,7 @@ SCAN = dict(B_VAR=True, C_VAR=True, B_UNIFORM=True, C_UNIFORM=True, HAS_D=True, 
             SOFTPLUS=True, BN=16, s_ul=1, s_dl=1, s_zl=1, s_Bl=1, s_Cl=1)
 SCAN_BWD = dict(SCAN, DET=False, B_SLOTS=1, C_SLOTS=1)
 CONV = dict(W=4, HAS_BIAS=True, HAS_SEQ=False, HAS_INIT=True, SILU=True)
+CONV_BWD = dict(W=4, HAS_BIAS=True, SILU=True, DET=False)  # the default mode: atomics
 
 
 def _scan_cfg(table: Any) -> Dict[str, Any]:
@@ -88,16 +94,20 @@ VARIANTS = {
     "scan-bwd-det": (scan._bwd_det, dict(SCAN_BWD, **_scan_cfg(scan._BWD_CONFIGS), s_gl=1, HAS_OUTZ=True, DET=True,
                                          B_UNIFORM=False, B_SLOTS=3), scan._BWD_CONFIGS[0][2]),
     "conv-fwd": (conv._fwd["first"], dict(CONV, HAS_FINAL=True, **_conv_cfg(conv._FWD_CONFIGS["first"]), s_xl=1), 4),
-    "conv-bwd": (conv._bwd["last"], dict(CONV, HAS_DFINAL=True, **_conv_cfg(conv._BWD_CONFIGS["last"]), s_xd=1), 4),
+    "conv-bwd": (conv._bwd["last"], dict(CONV, DET=False, HAS_DFINAL=True, **_conv_cfg(conv._BWD_CONFIGS["last"]),
+                                         s_xd=1), 4),
     "conv-fwd-rows": (conv._fwd_rows, dict(W=4, HAS_BIAS=True, HAS_INIT=True, HAS_FINAL=True, SILU=True, RW=8,
                                            BD=conv._FWD_ROWS_CONFIGS[0][0], R=conv._FWD_ROWS_CONFIGS[0][1]), 4),
-    "conv-bwd-rows": (conv._bwd_rows, dict(W=4, HAS_BIAS=True, SILU=True, RW=8, BD=conv._BWD_ROWS_CONFIGS[0][0],
+    "conv-bwd-rows": (conv._bwd_rows, dict(CONV_BWD, RW=8, BD=conv._BWD_ROWS_CONFIGS[0][0],
                                            R=conv._BWD_ROWS_CONFIGS[0][1], S=conv._BWD_ROWS_CONFIGS[0][2]), 4),
-    "conv-bwd-steps": (conv._bwd_steps, dict(W=4, HAS_BIAS=True, SILU=True, BD=conv._BWD_STEPS_CONFIGS[0][0],
+    "conv-bwd-steps": (conv._bwd_steps, dict(CONV_BWD, BD=conv._BWD_STEPS_CONFIGS[0][0],
                                              T=conv._BWD_STEPS_CONFIGS[0][1]), conv._BWD_STEPS_CONFIGS[0][2]),
     "conv-update": (conv._conv_update_kernel, dict(W=4, HAS_BIAS=True, SILU=True, CIRCULAR=True, HAS_IDX=True,
                                                    BD=64), 2),
 }
+# the conv backwards in deterministic mode too (partial sums per program instead of atomics)
+VARIANTS.update({f"{name}-det": (kernel, dict(consts, DET=True), warps)
+                 for name, (kernel, consts, warps) in list(VARIANTS.items()) if name.startswith("conv-bwd")})
 
 
 @functools.lru_cache(maxsize=None)
@@ -118,15 +128,8 @@ def test_kernel_compiles_for(variant: str, arch: int) -> None:
     assert compiled.metadata.shared <= ORIN_SMEM, f"{compiled.metadata.shared} bytes of shared memory"
 
 
-# Known regression, not yet mended: since the deterministic-mode change (d2abc37) some candidates of the
-# rows backward ((2, 64, 4, 4), (1, 64, 4, 2)) read shared memory more often (15 shared loads where <= 10
-# were measured before, both dtypes); their GPU time has not been measured since. Not strict: the
-# candidates that still pass show as XPASS.
-_ROWS_BWD_SHARED = pytest.mark.xfail(strict=False, reason="rows backward: 15 shared loads since d2abc37 (<= 10 before)")
 ROWS_CANDIDATES = [pytest.param("conv-fwd-rows", c, id=f"conv-fwd-rows-{c}") for c in conv._FWD_ROWS_CONFIGS] + \
-                  [pytest.param("conv-bwd-rows", c, id=f"conv-bwd-rows-{c}",
-                                marks=_ROWS_BWD_SHARED)
-                   for c in conv._BWD_ROWS_CONFIGS]
+                  [pytest.param("conv-bwd-rows", c, id=f"conv-bwd-rows-{c}") for c in conv._BWD_ROWS_CONFIGS]
 
 
 @pytest.mark.parametrize("data", ["bf16", "fp32"])

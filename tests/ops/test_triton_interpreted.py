@@ -1,4 +1,5 @@
-"""Runs the Triton kernel suites on CPU tensors under TRITON_INTERPRET=1, plus their shared helpers.
+"""Runs the Triton kernel suites on CPU tensors under TRITON_INTERPRET=1, plus their shared helpers
+(their fixtures are in conftest.py).
 
 Triton fixes interpreted-vs-compiled when it is imported, and other tests in this process may
 already have imported it, so the suites (test_triton_selective_scan.py, test_triton_causal_conv1d.py)
@@ -12,7 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, List, NamedTuple, Tuple
+from typing import NamedTuple, Tuple
 
 import pytest
 import torch
@@ -37,74 +38,11 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, rel: float, what:
     assert err <= rel * scale + atol, f"{what}: max error {err:.3g} > {rel} * {scale:.3g} + {atol:.1g}"
 
 
-def _poisoned(make: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    def wrapped(*args: object, **kwargs: object) -> torch.Tensor:
-        t = make(*args, **kwargs)
-        if t.is_floating_point():
-            t.fill_(float("nan"))
-        return t
-
-    return wrapped
-
-
-@pytest.fixture
-def nan_poison(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every uninitialised float buffer starts as NaN, so an output element a kernel skips shows up."""
-    for name in ("empty", "empty_like", "empty_strided"):
-        monkeypatch.setattr(torch, name, _poisoned(getattr(torch, name)))
-    yield
-
-
 class Launch(NamedTuple):
     """One Triton launch through triton_utils.launch_tuned: the autotuned kernel, its positional arguments."""
 
     kernel: object
     args: Tuple[object, ...]
-
-
-@pytest.fixture
-def launches(monkeypatch: pytest.MonkeyPatch) -> List[Launch]:
-    """Every Triton launch (triton_utils.launch_tuned), in order: to check which kernel a layout takes,
-    and that a tensor reaches the kernel itself, not a copy."""
-    from jetson_mamba.ops import triton_utils as tu
-
-    seen: List[Launch] = []
-    launch = tu.launch_tuned
-
-    def spy(kernel: object, key: Tuple[object, ...], grid: object, *args: object, **kwargs: object) -> None:
-        seen.append(Launch(kernel, args))
-        launch(kernel, key, grid, *args, **kwargs)
-
-    monkeypatch.setattr(tu, "launch_tuned", spy)
-    return seen
-
-
-@pytest.fixture
-def atomics(monkeypatch: pytest.MonkeyPatch) -> List[int]:
-    """The atomic read-modify-writes the Triton interpreter executes (one entry each): deterministic mode
-    must take none (the interpreter runs programs one by one, so its atomics are reproducible anyway)."""
-    if not INTERPRET:
-        pytest.skip("counts the interpreter's atomics")
-    from triton.runtime.interpreter import InterpreterBuilder
-
-    seen: List[int] = []
-    real = InterpreterBuilder.create_atomic_rmw
-
-    def spy(self: object, *args: object, **kwargs: object) -> object:
-        seen.append(1)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(InterpreterBuilder, "create_atomic_rmw", spy)
-    return seen
-
-
-@pytest.fixture
-def deterministic() -> Iterator[None]:
-    """torch.use_deterministic_algorithms(True) for the test, restored after."""
-    old = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(old)
 
 
 @pytest.mark.skipif(INTERPRET, reason="this is the outer runner")

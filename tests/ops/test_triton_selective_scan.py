@@ -10,17 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 import torch
-from test_triton_interpreted import (  # noqa: F401
-    DEVICE,
-    GPU,
-    Launch,
-    assert_close,
-    atomics,
-    deterministic,
-    launches,
-    nan_poison,
-    needs_triton,
-)
+from test_triton_interpreted import DEVICE, GPU, Launch, assert_close, needs_triton
 
 from jetson_mamba.errors import BackendUnavailableError
 from jetson_mamba.ops import selective_scan_fn
@@ -105,19 +95,19 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_matches_float64_reference(case: str, nan_poison: None) -> None:  # noqa: F811
+def test_matches_float64_reference(case: str, nan_poison: None) -> None:
     batch, dim, L, N, bl, cl, groups, use, softplus = CASES[case]
     check(make_inputs(batch, dim, L, N, bl, cl, torch.float32, groups), use, softplus, TOL[torch.float32])
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_inputs_keep_an_fp32_state(dtype: torch.dtype, nan_poison: None) -> None:  # noqa: F811
+def test_half_precision_inputs_keep_an_fp32_state(dtype: torch.dtype, nan_poison: None) -> None:
     inp = make_inputs(2, 4, 15, 4, "var", "grouped", dtype, groups=2)
     # delta, A, delta_bias gradients sum many rounded products: allow more in half precision.
     check(inp, ALL, True, TOL[dtype], grad_rel=3 * TOL[dtype])
 
 
-def test_strided_inputs_through_the_low_level_functions(nan_poison: None) -> None:  # noqa: F811
+def test_strided_inputs_through_the_low_level_functions(nan_poison: None) -> None:
     """u/delta/z views with time not contiguous (the public wrapper would copy them) give the same numbers."""
     from jetson_mamba.ops.selective_scan import triton as backend
 
@@ -162,7 +152,7 @@ def test_complex_A_is_refused_with_a_fix() -> None:
 
 
 @pytest.mark.parametrize("layout", ["fixed", "grouped"])
-def test_forward_x_keeps_the_kernels_chunk_states(layout: str, nan_poison: None) -> None:  # noqa: F811
+def test_forward_x_keeps_the_kernels_chunk_states(layout: str, nan_poison: None) -> None:
     """The stand-ins' x from the forward kernel itself: decay products and states at each chunk end."""
     from jetson_mamba.ops.selective_scan import triton as backend
 
@@ -181,7 +171,7 @@ def test_forward_x_keeps_the_kernels_chunk_states(layout: str, nan_poison: None)
 
 
 def test_stand_in_backward_takes_out_z_from_the_kernel(monkeypatch: pytest.MonkeyPatch,
-                                                       nan_poison: None) -> None:  # noqa: F811
+                                                       nan_poison: None) -> None:
     """mamba_ssm's recompute_out_z: on the Triton backend the backward kernel writes out_z (every element:
     buffers start as NaN); it matches the forward's out_z, and the gradients are the plain backward's."""
     from jetson_mamba.ops.selective_scan import triton as backend
@@ -207,7 +197,7 @@ def test_stand_in_backward_takes_out_z_from_the_kernel(monkeypatch: pytest.Monke
 
 
 def test_stand_in_backward_reads_a_transposed_dout_and_writes_the_callers_dz(
-        launches: List[Launch], nan_poison: None) -> None:  # noqa: F811
+        launches: List[Launch], nan_poison: None) -> None:
     """mamba_inner_fn's layouts: delta and dout are transposed matmul results (strides (L, batch*L, 1)) and
     dz a view into its dxz. The kernel reads that dout and writes that dz as they are: no copy of either
     (each a pass over batch x dim x L), and the same numbers as from contiguous tensors. du and ddelta come
@@ -284,9 +274,9 @@ DET_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(DET_CASES))
-def test_deterministic_mode_sums_gradients_without_atomics(case: str, launches: List[Launch],  # noqa: F811
-                                                           atomics: List[int], deterministic: None,  # noqa: F811
-                                                           nan_poison: None) -> None:  # noqa: F811
+def test_deterministic_mode_sums_gradients_without_atomics(case: str, launches: List[Launch],
+                                                           atomics: List[int], deterministic: None,
+                                                           nan_poison: None) -> None:
     """With torch.use_deterministic_algorithms(True) each backward program stores its sums (dA, dD,
     ddelta_bias, fixed dB/dC per batch row; variable/grouped dB/dC per channel block) into its own slots
     and the host adds them in a fixed order: no atomics, the deterministic kernel, the reference's numbers."""
@@ -298,7 +288,7 @@ def test_deterministic_mode_sums_gradients_without_atomics(case: str, launches: 
     assert [launch.kernel for launch in launches] == [backend._fwd, backend._bwd_det]
 
 
-def test_default_mode_keeps_the_atomics(launches: List[Launch], atomics: List[int]) -> None:  # noqa: F811
+def test_default_mode_keeps_the_atomics(launches: List[Launch], atomics: List[int]) -> None:
     """Outside deterministic mode the backward still adds its gradients with atomics (the fast path)."""
     from jetson_mamba.ops.selective_scan import triton as backend
 
@@ -330,7 +320,7 @@ def test_group_sums_add_each_groups_blocks_in_order() -> None:
 @pytest.mark.parametrize("layout", ["var", "fixed", "grouped-4", "grouped-256"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 def test_deterministic_mode_is_bitwise_reproducible_on_gpu(layout: str, dtype: torch.dtype,
-                                                           deterministic: None) -> None:  # noqa: F811
+                                                           deterministic: None) -> None:
     """4 x 1024 x 2048, dstate 16 with D, z and delta_bias, 20 backwards: every gradient bitwise equal.
     grouped-256: 4 channels per group, so each channel block of the kernel straddles groups."""
     from jetson_mamba.ops.selective_scan import triton as backend

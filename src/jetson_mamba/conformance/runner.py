@@ -108,15 +108,19 @@ def _read(archive: Path, member: tarfile.TarInfo, tar: tarfile.TarFile) -> bytes
     return handle.read(MAX_MEMBER_BYTES)
 
 
-def read_test_file(shared: Path, chosen: Suite) -> str:
-    """Upstream's test file, unmodified, straight from its archive."""
-    archive = _archive(shared, chosen.archive)
+def read_member(archive: Path, suffix: str) -> str:
+    """The text of the one file in a tar archive whose path ends with /`suffix`, read bounded."""
     with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if m.name.endswith("/" + chosen.member)]
+        members = [m for m in tar.getmembers() if m.name.endswith("/" + suffix)]
         if len(members) != 1:
-            raise UsageError(f"{archive} has {len(members)} files ending in {chosen.member}, expected 1",
+            raise UsageError(f"{archive} has {len(members)} files ending in {suffix}, expected 1",
                              "use the archives from ../shared (or a copy of them)")
         return _read(archive, members[0], tar).decode()
+
+
+def read_test_file(shared: Path, chosen: Suite) -> str:
+    """Upstream's test file, unmodified, straight from its archive."""
+    return read_member(_archive(shared, chosen.archive), chosen.member)
 
 
 def _archive(shared: Path, relative: str) -> Path:

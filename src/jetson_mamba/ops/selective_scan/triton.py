@@ -50,6 +50,44 @@ if triton is not None:
         return bias, Dv
 
     @triton.jit
+    def _fwd_block(A_ptr, dim, N, s_ad, s_an, BD: tl.constexpr, BN: tl.constexpr, T: tl.constexpr):
+        """The forward kernels' program (channel block: axis 0, batch row: axis 1): its batch row, channel,
+        state and step offsets, masks, and A * log2(e) (BN, BD) for exp2."""
+        pid_d = tl.program_id(0)
+        pid_b = tl.program_id(1).to(tl.int64)
+        offs_d = pid_d * BD + tl.arange(0, BD)
+        offs_n = tl.arange(0, BN)
+        offs_t = tl.arange(0, T)
+        mask_d = offs_d < dim
+        mask_n = offs_n < N
+        m_nd = mask_n[:, None] & mask_d[None, :]
+        A2 = tl.load(A_ptr + offs_n[:, None] * s_an + offs_d[None, :] * s_ad, mask=m_nd, other=0.0) * 1.4426950408889634
+        return pid_b, offs_d, offs_n, offs_t, mask_d, mask_n, m_nd, A2
+
+    @triton.jit
+    def _fwd_inputs(u_ptr, delta_ptr, pid_b, tt, offs_d, mask_t, mask_d, bias, s_ub, s_ud, s_ul, s_db, s_dd, s_dl,
+                    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+        """A forward tile's (T, BD) mask, u and delta (fp32, + bias, softplus; 0 on masked steps)."""
+        m2 = mask_t[:, None] & mask_d[None, :]
+        uu = tl.load(u_ptr + pid_b * s_ub + tt[:, None] * s_ul + offs_d[None, :] * s_ud,
+                     mask=m2, other=0.0).to(tl.float32)
+        dl, _raw = _load_delta(delta_ptr + pid_b * s_db, tt[:, None] * s_dl + offs_d[None, :] * s_dd,
+                               m2, bias[None, :], HAS_BIAS, SOFTPLUS)
+        return m2, uu, dl
+
+    @triton.jit
+    def _store_out(out_ptr, outz_ptr, z_ptr, xx, Ct, Dv, uu, m2, pid_b, tt, offs_d,
+                   s_ob, s_od, s_ol, s_zb, s_zd, s_zl, HAS_Z: tl.constexpr):
+        """A forward tile's out = C . states + D u, and out * silu(z) with z."""
+        y = tl.sum(xx * Ct, axis=1) + Dv[None, :] * uu
+        o = tt[:, None] * s_ol + offs_d[None, :] * s_od
+        tl.store(out_ptr + pid_b * s_ob + o, y.to(out_ptr.dtype.element_ty), mask=m2)
+        if HAS_Z:
+            zz = tl.load(z_ptr + pid_b * s_zb + tt[:, None] * s_zl + offs_d[None, :] * s_zd,
+                         mask=m2, other=0.0).to(tl.float32)
+            tl.store(outz_ptr + pid_b * s_ob + o, (y * zz * sigmoid(zz)).to(outz_ptr.dtype.element_ty), mask=m2)
+
+    @triton.jit
     def _load_delta(delta_ptr, offs, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
         """delta (+ bias, broadcast to the tile) in fp32, softplus; 0 on masked steps (no decay, no input)."""
         raw = tl.load(delta_ptr + offs, mask=m2, other=0.0).to(tl.float32)
@@ -98,15 +136,7 @@ if triton is not None:
     ):
         # Tile (T, BN, BD) with channels last: Triton spreads lanes over channels (then states),
         # so the scan over time and most of the sum over states stay inside each thread (no shuffles).
-        pid_d = tl.program_id(0)
-        pid_b = tl.program_id(1).to(tl.int64)
-        offs_d = pid_d * BD + tl.arange(0, BD)
-        offs_n = tl.arange(0, BN)
-        offs_t = tl.arange(0, T)
-        mask_d = offs_d < dim
-        mask_n = offs_n < N
-        m_nd = mask_n[:, None] & mask_d[None, :]
-        A2 = tl.load(A_ptr + offs_n[:, None] * s_an + offs_d[None, :] * s_ad, mask=m_nd, other=0.0) * 1.4426950408889634
+        pid_b, offs_d, offs_n, offs_t, mask_d, mask_n, m_nd, A2 = _fwd_block(A_ptr, dim, N, s_ad, s_an, BD, BN, T)
         bias, Dv = _bias_and_d(bias_ptr, D_ptr, offs_d, mask_d, BD, HAS_BIAS, HAS_D)
         h = tl.zeros([BN, BD], dtype=tl.float32)
         dsum = tl.zeros([BD], dtype=tl.float32)  # delta summed from the start, for x's decay products
@@ -114,11 +144,8 @@ if triton is not None:
         for t0 in range(0, L, T):
             tt = t0 + offs_t
             mask_t = tt < L
-            m2 = mask_t[:, None] & mask_d[None, :]
-            uu = tl.load(u_ptr + pid_b * s_ub + tt[:, None] * s_ul + offs_d[None, :] * s_ud,
-                         mask=m2, other=0.0).to(tl.float32)
-            dl, _raw = _load_delta(delta_ptr + pid_b * s_db, tt[:, None] * s_dl + offs_d[None, :] * s_dd,
-                                   m2, bias[None, :], HAS_BIAS, SOFTPLUS)
+            m2, uu, dl = _fwd_inputs(u_ptr, delta_ptr, pid_b, tt, offs_d, mask_t, mask_d, bias,
+                                     s_ub, s_ud, s_ul, s_db, s_dd, s_dl, HAS_BIAS, SOFTPLUS)
             if HAS_X:
                 dsum += tl.sum(dl, axis=0)
             Bt = _load_bc_t(B_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B,
@@ -130,13 +157,8 @@ if triton is not None:
             end = t0 + T  # X_EVERY is a multiple of T, so chunk ends fall on tile ends; the last one is below
             if HAS_X and (end % X_EVERY == 0) & (end < L):
                 _store_x(x_base, end // X_EVERY - 1, dsum, A2, h, offs_d, offs_n, m_nd, s_xd, s_xc)
-            y = tl.sum(xx * Ct, axis=1) + Dv[None, :] * uu
-            o = tt[:, None] * s_ol + offs_d[None, :] * s_od
-            tl.store(out_ptr + pid_b * s_ob + o, y.to(out_ptr.dtype.element_ty), mask=m2)
-            if HAS_Z:
-                zz = tl.load(z_ptr + pid_b * s_zb + tt[:, None] * s_zl + offs_d[None, :] * s_zd,
-                             mask=m2, other=0.0).to(tl.float32)
-                tl.store(outz_ptr + pid_b * s_ob + o, (y * zz * sigmoid(zz)).to(outz_ptr.dtype.element_ty), mask=m2)
+            _store_out(out_ptr, outz_ptr, z_ptr, xx, Ct, Dv, uu, m2, pid_b, tt, offs_d,
+                       s_ob, s_od, s_ol, s_zb, s_zd, s_zl, HAS_Z)
         p_last = last_ptr + pid_b * dim * N + offs_d[None, :] * N + offs_n[:, None]
         tl.store(p_last, h, mask=m_nd)
         if HAS_X:

@@ -41,12 +41,13 @@ if triton is not None:
     from jetson_mamba.ops.selective_scan.triton import (
         _bias_and_d,
         _chunk_states,
+        _fwd_block,
+        _fwd_inputs,
         _last_row,
         _load_bc_t,
-        _load_delta,
+        _store_out,
         _store_x,
     )
-    from jetson_mamba.ops.triton_utils import sigmoid
 
     @triton.heuristics({
         "B_UNIFORM": lambda a: a["G_B"] == 1 or a["DPG_B"] % a["BD"] == 0,
@@ -64,16 +65,8 @@ if triton is not None:
     ):
         # OUTPUT=False: pass 1 (zero start, store end state and delta sum); True: pass 3 (start from the
         # carried state in h, store out / out_z). h: (batch, n_chunks, dim, N) fp32; dsum (batch, n_chunks, dim).
-        pid_d = tl.program_id(0)
-        pid_b = tl.program_id(1).to(tl.int64)
+        pid_b, offs_d, offs_n, offs_t, mask_d, mask_n, m_nd, A2 = _fwd_block(A_ptr, dim, N, s_ad, s_an, BD, BN, T)
         c = tl.program_id(2)
-        offs_d = pid_d * BD + tl.arange(0, BD)
-        offs_n = tl.arange(0, BN)
-        offs_t = tl.arange(0, T)
-        mask_d = offs_d < dim
-        mask_n = offs_n < N
-        m_nd = mask_n[:, None] & mask_d[None, :]
-        A2 = tl.load(A_ptr + offs_n[:, None] * s_an + offs_d[None, :] * s_ad, mask=m_nd, other=0.0) * 1.4426950408889634
         bias, Dv = _bias_and_d(bias_ptr, D_ptr, offs_d, mask_d, BD, HAS_BIAS, HAS_D)
         row = pid_b * n_chunks + c
         p_h = h_ptr + row * dim * N + offs_d[None, :] * N + offs_n[:, None]
@@ -86,11 +79,8 @@ if triton is not None:
         for t0 in range(start, start + CHUNK, T):
             tt = t0 + offs_t
             mask_t = tt < L
-            m2 = mask_t[:, None] & mask_d[None, :]
-            uu = tl.load(u_ptr + pid_b * s_ub + tt[:, None] * s_ul + offs_d[None, :] * s_ud,
-                         mask=m2, other=0.0).to(tl.float32)
-            dl, _raw = _load_delta(delta_ptr + pid_b * s_db, tt[:, None] * s_dl + offs_d[None, :] * s_dd,
-                                   m2, bias[None, :], HAS_BIAS, SOFTPLUS)
+            m2, uu, dl = _fwd_inputs(u_ptr, delta_ptr, pid_b, tt, offs_d, mask_t, mask_d, bias,
+                                     s_ub, s_ud, s_ul, s_db, s_dd, s_dl, HAS_BIAS, SOFTPLUS)
             dsum += tl.sum(dl, axis=0)
             Bt = _load_bc_t(B_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B,
                             s_Bb, s_Bg, s_Bn, s_Bl, BD, B_VAR, B_UNIFORM)
@@ -99,14 +89,8 @@ if triton is not None:
             if OUTPUT:
                 Ct = _load_bc_t(C_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_C,
                                 s_Cb, s_Cg, s_Cn, s_Cl, BD, C_VAR, C_UNIFORM)
-                y = tl.sum(xx * Ct, axis=1) + Dv[None, :] * uu
-                o = tt[:, None] * s_ol + offs_d[None, :] * s_od
-                tl.store(out_ptr + pid_b * s_ob + o, y.to(out_ptr.dtype.element_ty), mask=m2)
-                if HAS_Z:
-                    zz = tl.load(z_ptr + pid_b * s_zb + tt[:, None] * s_zl + offs_d[None, :] * s_zd,
-                                 mask=m2, other=0.0).to(tl.float32)
-                    tl.store(outz_ptr + pid_b * s_ob + o, (y * zz * sigmoid(zz)).to(outz_ptr.dtype.element_ty),
-                             mask=m2)
+                _store_out(out_ptr, outz_ptr, z_ptr, xx, Ct, Dv, uu, m2, pid_b, tt, offs_d,
+                           s_ob, s_od, s_ol, s_zb, s_zd, s_zl, HAS_Z)
         if not OUTPUT:
             tl.store(p_h, h, mask=m_nd)
             tl.store(dsum_ptr + row * dim + offs_d, dsum, mask=mask_d)
@@ -118,13 +102,7 @@ if triton is not None:
         HAS_X: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
     ):
         """Chunk end states (zero start) -> chunk start states, in place; the last state; x on request."""
-        pid_d = tl.program_id(0)
-        pid_b = tl.program_id(1).to(tl.int64)
-        offs_d = pid_d * BD + tl.arange(0, BD)
-        offs_n = tl.arange(0, BN)
-        mask_d = offs_d < dim
-        m_nd = (offs_n < N)[:, None] & mask_d[None, :]
-        A2 = tl.load(A_ptr + offs_n[:, None] * s_an + offs_d[None, :] * s_ad, mask=m_nd, other=0.0) * 1.4426950408889634
+        pid_b, offs_d, offs_n, _offs_t, mask_d, _mask_n, m_nd, A2 = _fwd_block(A_ptr, dim, N, s_ad, s_an, BD, BN, 1)
         h = tl.zeros([BN, BD], dtype=tl.float32)
         total = tl.zeros([BD], dtype=tl.float32)  # delta summed from the start, for x's decay products
         x_base = x_ptr + pid_b * s_xb
