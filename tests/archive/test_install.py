@@ -22,6 +22,7 @@ VenvFactory = Callable[[str], Path]
 def test_dry_run_explains_why_the_h200_wheels_do_not_fit_here(wheelhouse: Path) -> None:
     code, report = cli_json("install", "--archive", str(wheelhouse), "--dry-run", "--explain")
     assert code == 8 and report["error"] == "no-matching-wheel" and "jetson-mamba build" in report["fix"]
+    assert report["schema_version"] == 1 and report["dry_run"] is True  # the partial report rides on the error
     rejected = report["selection"]["rejected"]
     assert sorted(r["filename"] for r in rejected) == ["causal_conv1d-1.6.0-cp312-cp312-linux_x86_64.whl",
                                                        "mamba_ssm-2.2.5-cp312-cp312-linux_x86_64.whl"]
@@ -44,7 +45,7 @@ def test_install_from_directory_patches_and_verifies(venv_factory: VenvFactory, 
     assert report["torch_unchanged"] is True and report["torch"]["files"] > 1000
     assert report["patches"]["ok"] and "transformers5-generation-output" in report["patches"]["applied"]
     assert report["verification"]["ok"] and report["verification"]["via"] == "jetson-mamba verify --quick"
-    assert report["rolled_back"] is False
+    assert report["rolled_back"] is False and report["schema_version"] == 1
     state = dist_state(python)
     assert state["mamba_ssm"]["version"] == "2.2.5" and state["causal_conv1d"]["version"] == "1.6.0"
     imported = subprocess.run([str(python), "-c", "import mamba_ssm; print(mamba_ssm.__version__)"],

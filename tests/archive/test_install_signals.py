@@ -84,7 +84,7 @@ def test_a_killed_install_is_recovered(venv_factory: VenvFactory, pure_archive: 
     assert code == 0 and report["recovered"]["restored"] == {"causal-conv1d": "1.6.0", "mamba-ssm": "2.2.4"}, report
     assert dist_state(python) == before and _rollback_dirs(python) == []
     code, report = cli_json("install", "--recover", "--python", str(python))
-    assert code == 0 and report["recovered"] is None
+    assert code == 0 and report["recovered"] is None and report["schema_version"] == 1
 
 
 def test_a_killed_install_is_rolled_back_by_the_next_install(venv_factory: VenvFactory, pure_archive: Path,

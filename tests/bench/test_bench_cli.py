@@ -41,6 +41,7 @@ def test_bench_json_and_plot(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["device"] == "cpu" and report["peak_gbps"] is None and report["plot"] == str(chart)
+    assert report["schema_version"] == 1
     timed = [r for r in report["results"] if r["status"] == "timed"]
     assert {(r["op"], r["direction"]) for r in timed} == {
         ("selective_scan", "forward"), ("selective_scan", "forward+backward"),

@@ -22,6 +22,7 @@ def doctor(*args: str) -> subprocess.CompletedProcess:
 def as_json(done: subprocess.CompletedProcess) -> Dict[str, Any]:
     data = json.loads(done.stdout)
     assert CONTRACT <= set(data), data.keys()
+    assert data["schema_version"] == 1
     for finding in data["findings"]:
         assert set(finding) >= {"id", "severity", "message", "fix"}
         assert finding["severity"] in ("error", "warning", "info")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Dict, List, Optional
 
-from jetson_mamba.compat.findings import PATCH_CAUSAL_CONV1D_BRIDGE, PATCH_SSD_DD, Finding, diagnose
+from jetson_mamba.compat.findings import PATCH_CAUSAL_CONV1D_BRIDGE, PATCH_SSD_DD, Finding, diagnose_machine
 from jetson_mamba.compat.knowledge import recommended_max_jobs
 from jetson_mamba.compat.runtime_patches import MAMBA3_LAZY
 from jetson_mamba.probe.model import (
@@ -49,38 +49,38 @@ def ids(findings: List[Finding], severity: Optional[str] = None) -> List[str]:
 
 
 def test_healthy_orin_has_no_findings() -> None:
-    assert diagnose(healthy_orin(), applied_patches=[PATCH_SSD_DD]) == []
+    assert diagnose_machine(healthy_orin(), applied_patches=[PATCH_SSD_DD]) == []
 
 
 def test_mamba2_d_gradient_warns_before_2_3_until_patched() -> None:
-    found = next(f for f in diagnose(healthy_orin()) if f.id == "mamba2-d-gradient")
+    found = next(f for f in diagnose_machine(healthy_orin()) if f.id == "mamba2-d-gradient")
     assert found.severity == "warning" and "BLOCK_SIZE_N" in found.message and "jetson-mamba patch" in found.fix
     fixed_upstream = healthy_orin(packages=packages({"mamba-ssm": "2.3.2.post1", "causal-conv1d": "1.6.0"}))
-    assert "mamba2-d-gradient" not in ids(diagnose(fixed_upstream))
+    assert "mamba2-d-gradient" not in ids(diagnose_machine(fixed_upstream))
 
 
 def test_pinned_pair_is_an_error_until_patched() -> None:
     machine = healthy_orin(packages=packages({"mamba-ssm": "2.2.4", "causal-conv1d": "1.6.0"}, healthy_orin().packages.extensions))
-    found = diagnose(machine)
+    found = diagnose_machine(machine)
     assert ids(found, "error") == ["incompatible-pair"]
     assert "incompatible function arguments" in found[0].message and "jetson-mamba patch" in found[0].fix
-    assert diagnose(machine, applied_patches=[PATCH_CAUSAL_CONV1D_BRIDGE, PATCH_SSD_DD]) == []
+    assert diagnose_machine(machine, applied_patches=[PATCH_CAUSAL_CONV1D_BRIDGE, PATCH_SSD_DD]) == []
 
 
 def test_reverse_pair() -> None:
     machine = healthy_orin(packages=packages({"mamba-ssm": "2.3.2.post1", "causal-conv1d": "1.4.0"}))
-    assert "cpp_functions" in next(f for f in diagnose(machine) if f.id == "incompatible-pair").message
+    assert "cpp_functions" in next(f for f in diagnose_machine(machine) if f.id == "incompatible-pair").message
 
 
 def test_local_version_labels_compare_by_public_version() -> None:
     machine = healthy_orin(packages=packages({"mamba-ssm": "2.2.5+cu126.torch2.5.sm87", "causal-conv1d": "1.6.0+cu126"},
                                              healthy_orin().packages.extensions))
-    assert diagnose(machine, applied_patches=[PATCH_SSD_DD]) == []
+    assert diagnose_machine(machine, applied_patches=[PATCH_SSD_DD]) == []
 
 
 def test_extension_without_this_arch() -> None:
     ext = ExtensionInfo("selective_scan_cuda", "/x.so", True, archs=FatbinArchs(("9.0",), ()))
-    found = diagnose(healthy_orin(packages=packages({"mamba-ssm": "2.2.5"}, (ext,))))
+    found = diagnose_machine(healthy_orin(packages=packages({"mamba-ssm": "2.2.5"}, (ext,))))
     missing = next(f for f in found if f.id == "extension-missing-arch")
     assert missing.severity == "error" and "sm_90" in missing.message and "no kernel image" in missing.message
     assert missing.fix == "jetson-mamba build --arch 8.7"
@@ -88,7 +88,7 @@ def test_extension_without_this_arch() -> None:
 
 def test_ptx_of_an_older_arch_is_enough() -> None:
     ext = ExtensionInfo("selective_scan_cuda", "/x.so", True, archs=FatbinArchs((), ("8.0",)))
-    assert "extension-missing-arch" not in ids(diagnose(healthy_orin(packages=packages({"mamba-ssm": "2.2.5"}, (ext,)))))
+    assert "extension-missing-arch" not in ids(diagnose_machine(healthy_orin(packages=packages({"mamba-ssm": "2.2.5"}, (ext,)))))
 
 
 def test_import_errors_are_explained() -> None:
@@ -99,7 +99,7 @@ def test_import_errors_are_explained() -> None:
     }
     for error, meaning in cases.items():
         ext = ExtensionInfo("selective_scan_cuda", "/x.so", False, error=error)
-        found = next(f for f in diagnose(healthy_orin(packages=packages({}, (ext,)))) if f.id == "extension-import-error")
+        found = next(f for f in diagnose_machine(healthy_orin(packages=packages({}, (ext,)))) if f.id == "extension-import-error")
         assert meaning in found.message, error
 
 
@@ -109,7 +109,7 @@ def test_missing_toolkit_and_triton_and_cpu_torch() -> None:
         torch=replace(healthy_orin().torch, cuda=None, cuda_available=False, triton=None, jetpack_build=False,
                       version="2.5.0"),
     )
-    found = diagnose(machine)
+    found = diagnose_machine(machine)
     assert ids(found, "error") == ["torch-cpu-only"]
     assert {"cuda-toolkit-missing", "triton-missing"} <= set(ids(found, "warning"))
     assert "JetPack PyTorch" in found[0].fix
@@ -117,38 +117,38 @@ def test_missing_toolkit_and_triton_and_cpu_torch() -> None:
 
 def test_triton_fix_names_the_release_torch_requires_and_a_mismatch_is_found() -> None:
     torch = replace(healthy_orin().torch, version="2.5.0a0+872d972e41.nv24.08", triton=None)
-    missing = next(f for f in diagnose(healthy_orin(torch=torch)) if f.id == "triton-missing")
+    missing = next(f for f in diagnose_machine(healthy_orin(torch=torch)) if f.id == "triton-missing")
     assert "`pip install triton==3.1.0`" in missing.fix
     mismatched = replace(torch, triton="3.3.1")
-    found = next(f for f in diagnose(healthy_orin(torch=mismatched)) if f.id == "triton-mismatch")
+    found = next(f for f in diagnose_machine(healthy_orin(torch=mismatched)) if f.id == "triton-mismatch")
     assert "triton 3.3.1" in found.message and "triton==3.1.0" in found.fix
-    assert "triton-mismatch" not in ids(diagnose(healthy_orin(torch=replace(torch, triton="3.1.0"))), "warning")
+    assert "triton-mismatch" not in ids(diagnose_machine(healthy_orin(torch=replace(torch, triton="3.1.0"))), "warning")
     unknown = replace(torch, version="9.9.0", triton=None)
-    assert "Requires-Dist" in next(f for f in diagnose(healthy_orin(torch=unknown)) if f.id == "triton-missing").fix
+    assert "Requires-Dist" in next(f for f in diagnose_machine(healthy_orin(torch=unknown)) if f.id == "triton-missing").fix
 
 
 def test_distributed_missing_matters_when_mamba_is_installed() -> None:
     torch = replace(healthy_orin().torch, distributed_available=False,
                     distributed_missing=("ProcessGroup", "all_gather_into_tensor"))
-    assert ids(diagnose(healthy_orin(torch=torch)), "error") == ["torch-distributed-missing"]
-    assert ids(diagnose(healthy_orin(torch=torch, packages=packages({})))) == ["torch-distributed-missing"]
-    assert ids(diagnose(healthy_orin(torch=torch, packages=packages({}))), "warning") == ["torch-distributed-missing"]
+    assert ids(diagnose_machine(healthy_orin(torch=torch)), "error") == ["torch-distributed-missing"]
+    assert ids(diagnose_machine(healthy_orin(torch=torch, packages=packages({})))) == ["torch-distributed-missing"]
+    assert ids(diagnose_machine(healthy_orin(torch=torch, packages=packages({}))), "warning") == ["torch-distributed-missing"]
 
 
 def test_transformers5_with_mamba_22x() -> None:
     base = healthy_orin()
     broken = replace(base, packages=packages({"mamba-ssm": "2.2.5", "causal-conv1d": "1.6.0",
                                               "transformers": "5.17.0"}, base.packages.extensions))
-    found = next(f for f in diagnose(broken) if f.id == "transformers5-import")
+    found = next(f for f in diagnose_machine(broken) if f.id == "transformers5-import")
     assert "GreedySearchDecoderOnlyOutput" in found.message
     fixed_upstream = replace(base, packages=packages({"mamba-ssm": "2.3.2.post1", "causal-conv1d": "1.6.0",
                                                       "transformers": "5.17.0"}))
-    assert "transformers5-import" not in ids(diagnose(fixed_upstream))
+    assert "transformers5-import" not in ids(diagnose_machine(fixed_upstream))
 
 
 def test_nano_memory_limits_build_jobs() -> None:
     nano = healthy_orin(cpu_count=4, memory=MemoryInfo(3956, 2832, 0, 0))
-    found = next(f for f in diagnose(nano) if f.id == "build-memory")
+    found = next(f for f in diagnose_machine(nano) if f.id == "build-memory")
     assert found.severity == "warning" and "MAX_JOBS=1" in found.message and "swapon" in found.fix
     assert recommended_max_jobs(12, 56000, 31000) == 12
     assert recommended_max_jobs(4, 2832, 0) == 1
@@ -156,24 +156,24 @@ def test_nano_memory_limits_build_jobs() -> None:
 
 def test_heavy_dependencies_on_aarch64_only() -> None:
     orin = healthy_orin(packages=packages({"mamba-ssm": "2.3.2.post1", "causal-conv1d": "1.6.0"}))
-    assert "mamba-heavy-dependencies" in ids(diagnose(orin))
-    assert "mamba-heavy-dependencies" not in ids(diagnose(replace(orin, machine="x86_64")))
+    assert "mamba-heavy-dependencies" in ids(diagnose_machine(orin))
+    assert "mamba-heavy-dependencies" not in ids(diagnose_machine(replace(orin, machine="x86_64")))
     # the probe found Mamba-3's module and every dependency imports: nothing to warn about
     imported = {module: None for module in ("tilelang", "tvm_ffi", "quack", "cutlass")}
     mamba3 = replace(orin, packages=replace(orin.packages, mamba3=True, mamba3_imports=imported))
-    assert not {"mamba-heavy-dependencies", "mamba3-unavailable"} & set(ids(diagnose(mamba3)))
+    assert not {"mamba-heavy-dependencies", "mamba3-unavailable"} & set(ids(diagnose_machine(mamba3)))
 
 
 def test_no_torch_is_a_warning_with_the_jetpack_hint() -> None:
     torch = TorchInfo(python="/usr/bin/python3", python_version=None, version=None, cuda=None, error="ModuleNotFoundError")
-    found = diagnose(healthy_orin(torch=torch, packages=packages({})))
+    found = diagnose_machine(healthy_orin(torch=torch, packages=packages({})))
     assert ids(found) == ["torch-missing"] and "never installs torch" in found[0].fix
 
 
 def test_errors_come_first() -> None:
     machine = healthy_orin(cuda=CudaInfo(None, None, None, "not found"),
                            packages=packages({"mamba-ssm": "2.2.4", "causal-conv1d": "1.6.0"}))
-    severities = [f.severity for f in diagnose(machine)]
+    severities = [f.severity for f in diagnose_machine(machine)]
     assert severities == sorted(severities, key=["error", "warning", "info"].index)
 
 
@@ -185,24 +185,36 @@ def test_mamba3_pieces_say_why_and_how() -> None:
             "tilelang": "ModuleNotFoundError: No module named 'tilelang'",
             "tvm_ffi": "AttributeError: module 'tvm_ffi' has no attribute 'register_global_func'",
             "quack": "ModuleNotFoundError: No module named 'quack'", "cutlass": None}))
-    found = [f for f in diagnose(jetpack5) if f.id == "mamba3-unavailable"]
+    found = [f for f in diagnose_machine(jetpack5) if f.id == "mamba3-unavailable"]
     assert len(found) == 3, found
-    assert "mamba-heavy-dependencies" not in ids(diagnose(jetpack5))  # the same dependencies, said once
+    assert "mamba-heavy-dependencies" not in ids(diagnose_machine(jetpack5))  # the same dependencies, said once
     tilelang, tvm, quack = found
     assert "glibc >= 2.34" in tilelang.message and "glibc 2.31" in tilelang.message and "JetPack 6" in tilelang.fix
     assert "issue 986" in tvm.message and "apache-tvm-ffi<0.1.12" in tvm.fix
     assert "step()" in quack.message and "pip install --no-deps quack-kernels" in quack.fix
     # JetPack 6 (glibc 2.35): tilelang is merely not installed
     jetpack6 = replace(jetpack5, torch=replace(orin.torch, glibc="2.35"))
-    assert "pip install --no-deps tilelang" in [f for f in diagnose(jetpack6) if f.id == "mamba3-unavailable"][0].fix
-    assert "mamba3-unavailable" not in ids(diagnose(orin))  # released mamba-ssm has no Mamba-3
+    assert "pip install --no-deps tilelang" in [f for f in diagnose_machine(jetpack6) if f.id == "mamba3-unavailable"][0].fix
+    assert "mamba3-unavailable" not in ids(diagnose_machine(orin))  # released mamba-ssm has no Mamba-3
 
 
 def test_a_crashing_mamba3_import_asks_for_the_patch_only_until_it_is_applied() -> None:
     orin = healthy_orin()
     crashed = replace(orin, packages=replace(packages({"mamba-ssm": "2.3.2.post1"}), mamba3=True,
                                              mamba3_imports={"*": "exit status -11"}))
-    [found] = [f for f in diagnose(crashed) if f.id == "mamba3-unavailable"]
+    [found] = [f for f in diagnose_machine(crashed) if f.id == "mamba3-unavailable"]
     assert "exit status -11" in found.message and found.fix.startswith("`jetson-mamba patch`")
-    [found] = [f for f in diagnose(crashed, [MAMBA3_LAZY]) if f.id == "mamba3-unavailable"]
+    [found] = [f for f in diagnose_machine(crashed, [MAMBA3_LAZY]) if f.id == "mamba3-unavailable"]
     assert "jetson-mamba patch" not in found.fix and found.fix.startswith("reinstall the failing one of tilelang")
+
+
+def test_missing_extensions_are_not_told_to_patch_once_routed() -> None:
+    """With `portable-kernels` in effect the kernels already run on the portable backends: only the build is
+    left to offer (verify's diagnosis of a patched install offered `jetson-mamba patch` again)."""
+    from jetson_mamba.compat.runtime_patches import PORTABLE
+
+    machine = healthy_orin(packages=packages({"mamba-ssm": "2.2.5", "causal-conv1d": "1.5.2"}))
+    fixes = [f.fix for f in diagnose_machine(machine) if f.id == "extension-not-compiled"]
+    assert len(fixes) == 2 and all("jetson-mamba patch" in fix for fix in fixes)
+    routed = [f.fix for f in diagnose_machine(machine, applied_patches=[PORTABLE]) if f.id == "extension-not-compiled"]
+    assert routed == ["for the compiled kernels: jetson-mamba build --arch 8.7"] * 2

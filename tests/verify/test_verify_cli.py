@@ -60,6 +60,7 @@ def test_quick_verify_json_on_cpu(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert report["ok"] is True and report["quick"] is True and report["device"] == "cpu"
+    assert report["schema_version"] == 1
     assert report["summary"]["failed"] == 0 and report["summary"]["passed"] == len(report["checks"])
     for component in ("selective_scan[torch]", "causal_conv1d[torch]", "ops.selective_scan_fn",
                       "ops.causal_conv1d_fn", "mamba_yolo.SS2D", "mamba_yolo.VSSBlock", "mamba_yolo.XSSBlock",
@@ -73,6 +74,8 @@ def test_quick_verify_json_on_cpu(tmp_path: Path) -> None:
     assert {c["dtype"] for c in kernel} == {"float32", "bfloat16"}
     assert {"forward", "backward"} == {c["direction"] for c in kernel}
     assert "update" in {c["direction"] for c in checks_of(report, "causal_conv1d[torch]")}
+    assert {c["backend"] for c in report["checks"] if "[" in c["component"]} == {"torch"}  # named, not parsed
+    assert {c["backend"] for c in checks_of(report, "mamba_yolo.SS2D")} == {None}
     for check in report["checks"]:
         assert check["status"] == "passed"
         assert check["error"] is not None and 0.0 <= check["error"] <= check["tolerance"], check
@@ -107,7 +110,7 @@ def test_perturbed_backends_fail_verify(tmp_path: Path) -> None:
                "register_backend('causal_conv1d', 'perturbed', 'perturbed_backend', priority=50)\n")
     code, report, stderr = run_verify("--backend", "perturbed,torch", env=env, prelude=prelude)
     assert code == 10, stderr
-    assert report["ok"] is False and report["error"]["error"] == "verification"
+    assert report["ok"] is False and report["error"]["error"] == "verification" and report["schema_version"] == 1
     scan = checks_of(report, "selective_scan[perturbed]")
     forward = {c["dtype"]: c for c in scan if c["direction"] == "forward"}  # last case of each dtype
     fp32 = forward["float32"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -48,13 +49,15 @@ def test_a_kernel_without_code_for_this_gpu_is_diagnosed_with_the_build_command(
     message = "RuntimeError: CUDA error: no kernel image is available for execution on the device"
     report = VerifyReport(device="cuda (Orin, sm_87)", quick=True, checks=[
         CheckResult("selective_scan_cuda", "case", "float32", "forward", ERROR, None, 1e-4, message=message)])
-    report.diagnosis = verify.diagnose(report)
+    report = replace(report, diagnosis=verify.diagnose_failures(report))
     first = report.diagnosis[0]
-    assert first["id"] == "no-kernel-image" and "no sm_87 code" in first["message"]
-    assert first["fix"].startswith("`jetson-mamba build --arch 8.7`")
+    assert first.id == "no-kernel-image" and "no sm_87 code" in first.message
+    assert first.fix.startswith("`jetson-mamba build --arch 8.7`")
     error = verify.failure_error(report)
     assert error.exit_code == 10 and "selective_scan_cuda forward float32" in error.message
-    assert error.fix == first["fix"]
+    assert error.fix == first.fix
+    assert report.to_json()["diagnosis"][0] == {"id": first.id, "severity": "error", "message": first.message,
+                                                "fix": first.fix}
 
 
 def test_an_unknown_backend_name_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:

@@ -17,7 +17,7 @@ An archive is a directory of wheels plus `manifest.json` (see `manifest`). Publi
 - `open_directory(dir)`: the manifest of a directory (scanned from the wheels when it has none).
 - `verify_archive(dir) -> List[str]`: every problem of an archive (hashes, missing/extra files, malformed entries).
 - `select_wheels(target, manifest, digests) -> Selection`: the pure choice, one reason per rejection.
-- `install_from_archive(...)`: select, install with `pip --no-deps`, add missing runtime
+- `install_from_archive(...) -> InstallReport`: select, install with `pip --no-deps`, add missing runtime
   dependencies (never torch), patch, verify, roll back on any failure.
 - `write_index(dir)` (PEP 503 HTML + PEP 691 JSON) and `serve(dir, host, port)`.
 """

@@ -27,7 +27,7 @@ import signal
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -55,6 +55,58 @@ OPTIONAL_DEPENDENCIES = ("triton",)
 ROLLBACK_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TargetFacts:
+    """What the selection matched against: the target interpreter's Python, platform, torch and GPU."""
+
+    python: Optional[str]
+    platform: str
+    torch: Optional[str]
+    torch_cuda: Optional[str]
+    cxx11_abi: Optional[bool]
+    gpu_arch: Optional[str]
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """An install killed outright, rolled back: what was put back."""
+
+    pid: int
+    restored: Dict[str, str]  # distribution -> the version installed again
+    removed: List[str]
+    files_restored: int
+
+
+@dataclass(frozen=True)
+class RecoverReport:
+    python: str
+    recovered: Optional[Recovered]
+
+
+@dataclass(frozen=True)
+class InstallReport:
+    """The outcome of `install` (cli/install.py renders it; --json is `results.document` of it). A dry run
+    (or a selection that misses, carried on the error as `error.report`) stops after `dependencies_missing`."""
+
+    archive: str
+    python: str
+    dry_run: bool
+    machine: TargetFacts
+    selection: Dict[str, Any]  # chosen and rejected wheels, each with its reasons
+    explain: List[str]
+    dependencies_missing: List[str] = field(default_factory=list)
+    recovered: Optional[Recovered] = None
+    replaced: Dict[str, str] = field(default_factory=dict)
+    installed: List[str] = field(default_factory=list)
+    dependencies_added: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+    patches: Dict[str, Any] = field(default_factory=dict)  # `jetson-mamba patch --json` in the target
+    verification: Dict[str, Any] = field(default_factory=dict)  # {"ok", "via", "output"...}
+    torch_unchanged: Optional[bool] = None
+    torch: Dict[str, Any] = field(default_factory=dict)  # {"version", "files"} after the install
+    rolled_back: Optional[bool] = None
 
 
 class Stopped(BaseException):
@@ -137,8 +189,8 @@ def _install_dependencies(env: TargetEnvironment, requirements: List[str], find_
 
 
 def install_from_archive(location: str, python: Optional[str] = None, specs: Sequence[str] = (),
-                         dry_run: bool = False, progress: Optional[Progress] = None) -> Dict[str, Any]:
-    """Select and install from an archive directory or URL; the report as JSON-ready data.
+                         dry_run: bool = False, progress: Optional[Progress] = None) -> InstallReport:
+    """Select and install from an archive directory or URL.
 
     Raises NoMatchingWheelError (every rejection + the fix), ArchiveError (bad archive), or
     InstallError after rolling back to what was installed before.
@@ -156,17 +208,16 @@ def install_from_archive(location: str, python: Optional[str] = None, specs: Seq
                                "pass a working interpreter with --python")
         target = Target.from_machine(machine)
         selection = _select(source, target, requests, say)
-        report: Dict[str, Any] = {
-            "archive": location, "python": env.python, "dry_run": dry_run,
-            "machine": {"python": target.python_version, "platform": target.machine, "torch": target.torch_version,
-                        "torch_cuda": target.torch_cuda, "cxx11_abi": target.cxx11_abi, "gpu_arch": target.gpu_arch},
-            "selection": selection.to_json(), "explain": selection.explain(),
-        }
+        report = InstallReport(
+            archive=location, python=env.python, dry_run=dry_run,
+            machine=TargetFacts(target.python_version, target.machine, target.torch_version, target.torch_cuda,
+                                target.cxx11_abi, target.gpu_arch),
+            selection=selection.to_json(), explain=selection.explain())
         if selection.missing:
             error = no_match_error(selection, target, location)
             error.report = report  # type: ignore[attr-defined]  # the CLI prints it with --json
             raise error
-        report["dependencies_missing"] = missing_dependencies(selection, machine)
+        report = replace(report, dependencies_missing=missing_dependencies(selection, machine))
         if dry_run:
             return report
         if machine.torch.version is None:  # the verification could only fail: change nothing
@@ -175,23 +226,23 @@ def install_from_archive(location: str, python: Optional[str] = None, specs: Seq
                 NO_TORCH_FIX)
         files = [source.fetch(c.record) for c in selection.chosen]
         with rollback_area(env.purelib()) as (directory, stale):
-            report["recovered"] = _recover(stale, say) if stale is not None else None
-            report.update(_install(env, selection, files, machine, report["dependencies_missing"],
-                                   source.directory, directory, say))
-        return report
+            recovered = _recover(stale, say) if stale is not None else None
+            return replace(report, recovered=recovered, **_install(env, selection, files, machine,
+                                                                   report.dependencies_missing, source.directory,
+                                                                   directory, say))
     finally:
         source.close()
 
 
-def recover(python: Optional[str] = None, progress: Optional[Progress] = None) -> Dict[str, Any]:
-    """`install --recover`: roll back an install that was killed outright; {"python", "recovered": None | ...}."""
+def recover(python: Optional[str] = None, progress: Optional[Progress] = None) -> RecoverReport:
+    """`install --recover`: roll back an install that was killed outright (if there is one)."""
     env = TargetEnvironment(python or sys.executable)
     with rollback_area(env.purelib()) as (_directory, stale):
         found = _recover(stale, progress or (lambda _message: None)) if stale is not None else None
-    return {"python": env.python, "recovered": found}
+    return RecoverReport(env.python, found)
 
 
-def _recover(stale: Snapshot, say: Progress) -> Dict[str, Any]:
+def _recover(stale: Snapshot, say: Progress) -> Recovered:
     """Roll back what a killed run (its journal) had changed; InstallError if that cannot be done exactly."""
     say(f"rolling back the install that process {stale.pid} left unfinished")
     with _signals_held():
@@ -202,12 +253,12 @@ def _recover(stale: Snapshot, say: Progress) -> Dict[str, Any]:
                            f"reinstall the packages by hand (`{stale.python} -m pip install --force-reinstall "
                            f"--no-deps ...`), then delete {stale.directory}")
     stale.discard()
-    return {"pid": stale.pid, "restored": rollback["restored"], "removed": rollback["removed"],
-            "files_restored": rollback["files_restored"]}
+    return Recovered(stale.pid, rollback["restored"], rollback["removed"], rollback["files_restored"])
 
 
 def _install(env: TargetEnvironment, selection: Selection, files: List[Path], machine: MachineInfo,
              dependencies: List[str], find_links: Optional[Path], directory: Path, say: Progress) -> Dict[str, Any]:
+    """The steps with their undo; the InstallReport fields they fill, by name."""
     names = [c.record.name for c in selection.chosen]
     torch_before = env.torch_fingerprint()
     result: Dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""Bench output: a rich table, Markdown for benchmarks/RESULTS.md, and a PNG chart (matplotlib)."""
+"""Bench output: table cells (cli/bench.py prints them), Markdown for benchmarks/RESULTS.md, a PNG chart (matplotlib)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ COLUMNS = ("dtype", "direction", "backend", "median ms", "p10-p90 ms", "GB/s", "
            "cuda/this")
 
 
-def _cells(r: BenchResult) -> List[str]:
+def cells(r: BenchResult) -> List[str]:
     if r.status != TIMED or r.timing is None:
         return [r.dtype, r.direction, r.backend, f"{r.status}: {r.message or ''}", "", "", "", "", ""]
     t = r.timing
@@ -24,7 +24,7 @@ def _cells(r: BenchResult) -> List[str]:
             f"{r.vs_cuda:.2f}" if r.vs_cuda is not None else "-"]
 
 
-def _by_problem(results: Sequence[BenchResult]) -> Dict[str, List[BenchResult]]:
+def by_problem(results: Sequence[BenchResult]) -> Dict[str, List[BenchResult]]:
     """Timed, refused and failed rows per op and shape (backends that cannot run here are listed apart)."""
     grouped: Dict[str, List[BenchResult]] = {}
     for r in results:
@@ -57,34 +57,14 @@ def to_markdown(report: BenchReport, command: str, date: Optional[str] = None) -
              f"Command: `{command}`. Times are medians after warm-up ({clock}); GB/s counts every input read "
              "once and every output written once; `x fastest` is the time over the fastest backend's; `cuda/this` "
              "is the compiled kernel's time over this one (above 1: faster than the compiled kernel).", ""]
-    for title, rows in _by_problem(report.results).items():
+    for title, rows in by_problem(report.results).items():
         lines += [f"### {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        lines += ["| " + " | ".join(cell.replace("|", "/") for cell in _cells(r)) + " |" for r in rows]
+        lines += ["| " + " | ".join(cell.replace("|", "/") for cell in cells(r)) + " |" for r in rows]
         lines.append("")
     missing = unavailable(report.results)
     if missing:
         lines += ["Not timed here:", ""] + [f"- {name}: {why}" for name, why in missing.items()] + [""]
     return "\n".join(lines)
-
-
-def print_table(report: BenchReport) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from jetson_mamba.cli.output import console
-
-    for title, rows in _by_problem(report.results).items():
-        table = Table(title=f"{title} on {report.device.name}")
-        for column in COLUMNS:
-            table.add_column(column, justify="left" if column in ("dtype", "direction", "backend") else "right")
-        for r in rows:
-            cells = [escape(c) for c in _cells(r)]
-            if r.status != TIMED:
-                cells[3] = f"[yellow]{cells[3]}[/]"
-            table.add_row(*cells)
-        console.print(table)
-    for name, why in unavailable(report.results).items():
-        console.print(f"[yellow]not timed[/] {escape(name)}: {escape(why)}")
 
 
 def require_matplotlib() -> None:

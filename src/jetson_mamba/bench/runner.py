@@ -10,13 +10,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from jetson_mamba.bench.devices import DeviceInfo, describe_device
 from jetson_mamba.bench.shapes import Problem
 from jetson_mamba.bench.timing import Timing, measure, rotation_count
+from jetson_mamba.results import SCHEMA_VERSION
 from jetson_mamba.verify.cases import conv_inputs, scan_inputs
 from jetson_mamba.verify.reference import forced_backend
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 TIMED, REFUSED, UNAVAILABLE, ERROR = "timed", "refused", "unavailable", "error"
 FORWARD, FORWARD_BACKWARD = "forward", "forward+backward"
@@ -65,7 +69,7 @@ class BenchReport:
 
         import torch
 
-        return {"device": self.device.name, "peak_gbps": self.device.peak_gbps, "torch": torch.__version__,
+        return {"schema_version": SCHEMA_VERSION, "device": self.device.name, "peak_gbps": self.device.peak_gbps, "torch": torch.__version__,
                 "python": platform.python_version(), "results": [r.to_json() for r in self.results]}
 
 
@@ -312,16 +316,14 @@ def _set_ratios(results: List[BenchResult]) -> None:
                 r.vs_cuda = cuda[r.group] / r.timing.median_ms
 
 
-def run_bench(problems: Sequence[Problem], settings: Settings, progress: bool = True) -> BenchReport:
-    """Time every problem on every selected backend, with a progress bar on stderr."""
+def run_bench(problems: Sequence[Problem], settings: Settings, console: Optional[Console] = None) -> BenchReport:
+    """Time every problem on every selected backend, with a progress bar on `console` (none without one)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from jetson_mamba.cli.output import err_console
 
     report = BenchReport(device=describe_device(settings.device))
     gate = _Gate(settings)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err_console,
-                  transient=True, disable=not progress) as bar:
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
+                  transient=True, disable=console is None) as bar:
         task = bar.add_task("bench", total=len(problems))
         for problem in problems:
             advance = partial(_describe, bar, task, problem.name)

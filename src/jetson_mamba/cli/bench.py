@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jetson_mamba.bench.runner import BenchReport
 
 NAME = "bench"
 HELP = ("time every available backend (compiled, Triton, torch) per op and for whole blocks, side by side; "
@@ -29,16 +33,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="FILE", type=Path, help="also write a PNG bar chart to FILE")
 
 
+def print_table(report: BenchReport) -> None:
+    """One table per op and shape, then the backends that could not run here."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from jetson_mamba.bench.report import COLUMNS, by_problem, cells, unavailable
+    from jetson_mamba.bench.runner import TIMED
+    from jetson_mamba.cli.output import console
+
+    for title, rows in by_problem(report.results).items():
+        table = Table(title=f"{title} on {report.device.name}")
+        for column in COLUMNS:
+            table.add_column(column, justify="left" if column in ("dtype", "direction", "backend") else "right")
+        for r in rows:
+            row = [escape(c) for c in cells(r)]
+            if r.status != TIMED:
+                row[3] = f"[yellow]{row[3]}[/]"
+            table.add_row(*row)
+        console.print(table)
+    for name, why in unavailable(report.results).items():
+        console.print(f"[yellow]not timed[/] {escape(name)}: {escape(why)}")
+
+
 def run(args: argparse.Namespace) -> int:
     from jetson_mamba.verify import require_torch
 
     require_torch()
     import torch
 
-    from jetson_mamba.bench.report import print_table, require_matplotlib, to_markdown, write_plot
+    from jetson_mamba.bench.report import require_matplotlib, to_markdown, write_plot
     from jetson_mamba.bench.runner import FORWARD, FORWARD_BACKWARD, Settings, run_bench
     from jetson_mamba.bench.shapes import OPS, custom_problems, default_problems, parse_shape
-    from jetson_mamba.cli.output import console, print_json
+    from jetson_mamba.cli.output import console, err_console, print_json
     from jetson_mamba.errors import UsageError
     from jetson_mamba.verify.runner import check_backend_names
 
@@ -65,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     check_backend_names(settings.backends, device, "--backends")
     if args.plot:
         require_matplotlib()
-    report = run_bench(problems, settings, progress=not args.json)
+    report = run_bench(problems, settings, console=None if args.json else err_console)
     if args.plot:
         write_plot(report, args.plot)
     if args.markdown:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any, Dict, List, Set
 
 from rich.table import Table
 
 from jetson_mamba.cli._python import checked_python
 from jetson_mamba.cli.output import console, err_console, plain, print_json
-from jetson_mamba.compat.findings import Finding, diagnose
-from jetson_mamba.compat.installed import PATCHED_DISTRIBUTIONS, applied_runtime_patches
+from jetson_mamba.compat.findings import Finding, diagnose_machine
+from jetson_mamba.compat.installed import patches_in_effect
 from jetson_mamba.probe import MachineInfo, probe_machine
+from jetson_mamba.results import SCHEMA_VERSION
 
 NAME = "doctor"
 HELP = "describe this machine (Jetson, GPU, CUDA, torch, Mamba packages) and diagnose known problems"
@@ -21,17 +22,6 @@ HELP = "describe this machine (Jetson, GPU, CUDA, torch, Mamba packages) and dia
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default="/", help="read the Jetson and /proc files under this directory")
     parser.add_argument("--python", default=None, help="probe this interpreter's torch and packages")
-
-
-def patches_in_effect(machine: MachineInfo) -> Set[str]:
-    """Runtime patches in effect where mamba-ssm / causal-conv1d are installed.
-
-    Read from the files themselves, so fixes baked into a wheel by `jetson-mamba build` count too,
-    and a file reinstalled since `jetson-mamba patch` counts as unpatched.
-    """
-    roots = {Path(p.location) for name, p in machine.packages.distributions.items()
-             if p.location and name in PATCHED_DISTRIBUTIONS}
-    return set().union(*(applied_runtime_patches(root) for root in roots))
 
 
 def _extensions_json(machine: MachineInfo) -> List[Dict[str, Any]]:
@@ -49,6 +39,7 @@ def report_json(machine: MachineInfo, findings: List[Finding], patches: Set[str]
     """The doctor JSON contract: jetson, gpu, cuda, torch, packages, findings (+ machine)."""
     full = machine.to_json()
     return {
+        "schema_version": SCHEMA_VERSION,
         "machine": {"system": machine.system, "arch": machine.machine, "cpu_count": machine.cpu_count,
                     "memory": full["memory"]},
         "jetson": full["jetson"],
@@ -61,7 +52,7 @@ def report_json(machine: MachineInfo, findings: List[Finding], patches: Set[str]
             "source": machine.packages.source,
             "patches_applied": sorted(patches),
         },
-        "findings": [f.to_json() for f in findings],
+        "findings": [asdict(f) for f in findings],
     }
 
 
@@ -119,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         with err_console.status("probing the machine (torch is imported in a subprocess)..."):
             machine = probe_machine(args.root, args.python)
     patches = patches_in_effect(machine)
-    findings = diagnose(machine, patches)
+    findings = diagnose_machine(machine, patches)
     if args.json:
         print_json(report_json(machine, findings, patches))
     else:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Optional
 
 from jetson_mamba.cli._python import checked_python
 from jetson_mamba.cli.output import console, err_console, plain, print_json
 from jetson_mamba.errors import JetsonMambaError
+from jetson_mamba.results import document
+
+if TYPE_CHECKING:
+    from jetson_mamba.archive.install import InstallReport, Recovered
 
 NAME = "install"
 HELP = "pick the archived wheels that fit this machine and install them without touching torch"
@@ -27,38 +31,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "every install also does this first")
 
 
-def _recovered_line(recovered: Any) -> None:
+def _recovered_line(recovered: Optional[Recovered]) -> None:
     if recovered:
-        state = ", ".join(f"{n} {v}" for n, v in sorted(recovered["restored"].items())) or "nothing installed before"
-        removed = f"; removed {', '.join(recovered['removed'])}" if recovered["removed"] else ""
-        console.print(plain(f"rolled back the install that process {recovered['pid']} left unfinished: "
-                             f"{state} ({recovered['files_restored']} files restored, hash-checked){removed}"))
+        state = ", ".join(f"{n} {v}" for n, v in sorted(recovered.restored.items())) or "nothing installed before"
+        removed = f"; removed {', '.join(recovered.removed)}" if recovered.removed else ""
+        console.print(plain(f"rolled back the install that process {recovered.pid} left unfinished: "
+                             f"{state} ({recovered.files_restored} files restored, hash-checked){removed}"))
 
 
-def _print_report(report: Dict[str, Any], explain: bool) -> None:
-    _recovered_line(report.get("recovered"))
+def _print_report(report: InstallReport, explain: bool) -> None:
+    _recovered_line(report.recovered)
     if explain:
-        for line in report.get("explain", []):
+        for line in report.explain:
             console.print(plain(line))
-    if report.get("dry_run"):
-        chosen = ", ".join(c["filename"] for c in report["selection"]["chosen"])
+    if report.dry_run:
+        chosen = ", ".join(c["filename"] for c in report.selection["chosen"])
         console.print(f"would install {plain(chosen)}")
-        if report.get("dependencies_missing"):
-            console.print(f"would add {plain(', '.join(report['dependencies_missing']))}")
+        if report.dependencies_missing:
+            console.print(f"would add {plain(', '.join(report.dependencies_missing))}")
         return
-    console.print(f"installed {plain(', '.join(report.get('installed', [])))} into {plain(report['python'])}")
-    if report.get("replaced"):
-        console.print("replaced " + plain(", ".join(f"{n} {v}" for n, v in report["replaced"].items())))
-    console.print(f"dependencies added: {plain(', '.join(report.get('dependencies_added') or ['none']))}")
-    for warning in report.get("warnings", []):
+    console.print(f"installed {plain(', '.join(report.installed))} into {plain(report.python)}")
+    if report.replaced:
+        console.print("replaced " + plain(", ".join(f"{n} {v}" for n, v in report.replaced.items())))
+    console.print(f"dependencies added: {plain(', '.join(report.dependencies_added or ['none']))}")
+    for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {plain(warning)}")
-    patches = report.get("patches", {})
-    applied = ", ".join(patches.get("applied") or []) or "none needed"
-    console.print(f"patches: {plain(applied if patches.get('ok') else 'failed')}")
-    verification = report.get("verification", {})
+    applied = ", ".join(report.patches.get("applied") or []) or "none needed"
+    console.print(f"patches: {plain(applied if report.patches.get('ok') else 'failed')}")
+    verification = report.verification
     console.print(f"verification ({plain(str(verification.get('via')))}): {'passed' if verification.get('ok') else 'FAILED'}")
-    torch = report.get("torch", {})
-    console.print(f"torch {plain(str(torch.get('version')))} untouched ({torch.get('files')} files unchanged)")
+    console.print(f"torch {plain(str(report.torch.get('version')))} untouched ({report.torch.get('files')} files unchanged)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,11 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if args.recover:
         found = recover(args.python)
         if args.json:
-            print_json(found)
-        elif found["recovered"]:
-            _recovered_line(found["recovered"])
+            print_json(document(found))
+        elif found.recovered:
+            _recovered_line(found.recovered)
         else:
-            console.print(f"nothing to recover: no unfinished install in {plain(found['python'])}'s environment")
+            console.print(f"nothing to recover: no unfinished install in {plain(found.python)}'s environment")
         return 0
 
     archive = args.archive or str(default_archive())
@@ -90,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
             partial = getattr(error, "report", None)
             if not (args.json and partial):
                 raise  # the message lists every rejection already
-            print_json({**error.to_json(), **partial})
+            print_json({**error.to_json(), **document(partial)})
             return error.exit_code
     if args.json:
-        print_json(report)
+        print_json(document(report))
     else:
         _print_report(report, args.explain)
     return 0

@@ -1,6 +1,6 @@
 """Known failure modes, checked against a `MachineInfo`: the knowledge base behind `doctor`.
 
-`diagnose` is a pure function, so every rule is tested on hand-built machine descriptions.
+`diagnose_machine` is a pure function, so every rule is tested on hand-built machine descriptions.
 Each finding has a stable id, a severity, what is wrong and the concrete fix.
 """
 
@@ -14,6 +14,7 @@ from jetson_mamba.compat import knowledge
 from jetson_mamba.compat.runtime_patches import CAUSAL_CONV1D_BRIDGE as PATCH_CAUSAL_CONV1D_BRIDGE
 from jetson_mamba.compat.runtime_patches import MAMBA3_LAZY as PATCH_MAMBA3_LAZY
 from jetson_mamba.compat.runtime_patches import NO_DISTRIBUTED as PATCH_NO_DISTRIBUTED
+from jetson_mamba.compat.runtime_patches import PORTABLE as PATCH_PORTABLE
 from jetson_mamba.compat.runtime_patches import SSD_DD as PATCH_SSD_DD
 from jetson_mamba.compat.runtime_patches import TRANSFORMERS5 as PATCH_TRANSFORMERS5
 from jetson_mamba.probe import fatbin
@@ -150,15 +151,16 @@ def _extension_lacks_arch(machine: MachineInfo, _applied: FrozenSet[str]) -> Ite
 
 
 @rule
-def _missing_extensions(machine: MachineInfo, _applied: FrozenSet[str]) -> Iterable[Finding]:
+def _missing_extensions(machine: MachineInfo, applied: FrozenSet[str]) -> Iterable[Finding]:
     expected = {"mamba-ssm": "selective_scan_cuda", "causal-conv1d": "causal_conv1d_cuda"}
+    routed = "" if PATCH_PORTABLE in applied else "`jetson-mamba patch` routes them to the portable backends; "
     for distribution, module in expected.items():
         if machine.packages.version(distribution) and machine.packages.extension(module) is None:
             yield Finding(
                 "extension-not-compiled", "warning",
                 f"{distribution} {machine.packages.version(distribution)} is installed without its compiled "
                 f"{module}: kernels run on jetson-mamba's portable (Triton/torch) backends",
-                "`jetson-mamba patch` routes them to the portable backends; for the compiled kernels: "
+                f"{routed}for the compiled kernels: "
                 + (_arch_flag(machine.gpu.arch) if machine.gpu and machine.gpu.arch else "`jetson-mamba build`"),
             )
 
@@ -335,7 +337,7 @@ def _mamba3_pieces(machine: MachineInfo, applied: FrozenSet[str]) -> Iterable[Fi
         yield Finding("mamba3-unavailable", "warning", f"{needs} is unavailable: {distribution} {why}", fix)
 
 
-def diagnose(machine: MachineInfo, applied_patches: Iterable[str] = ()) -> List[Finding]:
+def diagnose_machine(machine: MachineInfo, applied_patches: Iterable[str] = ()) -> List[Finding]:
     """Every finding for this machine, errors first; `applied_patches` (runtime patch names in
     effect, see `jetson_mamba.compat.runtime_patches`) silence the problems they fix."""
     applied = frozenset(applied_patches)

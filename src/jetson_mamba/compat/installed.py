@@ -4,7 +4,7 @@ The facts come from a small script run by the target interpreter (`--python PATH
 another environment, and the caller never imports torch or mamba_ssm). For the install command:
 `runtime_plan(python)` then `registry.apply_plan(plan)`, or run
 `python -m jetson_mamba patch --json --python PATH` (same result, one JSON document).
-For doctor: `applied_runtime_patches(site_packages)` (pure read, never raises).
+For doctor and verify: `patches_in_effect(machine)` (pure read, never raises).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 from jetson_mamba.compat import registry
 from jetson_mamba.compat.runtime_patches import RUNTIME_PATCHES
 from jetson_mamba.errors import JetsonMambaError, MissingDependencyError
+from jetson_mamba.probe.model import MachineInfo
 from jetson_mamba.probe.python_env import run_script
 
 PATCHED_DISTRIBUTIONS = ("mamba-ssm", "causal-conv1d")
@@ -127,3 +128,15 @@ def applied_runtime_patches(root: Path, patches: Sequence[registry.Patch] = RUNT
         return set()
     needed = {s.patch for s in plan.statuses if s.status == registry.NEEDED}
     return {s.patch for s in plan.statuses if s.status == registry.APPLIED} - needed
+
+
+def patches_in_effect(machine: MachineInfo) -> Set[str]:
+    """Runtime patches in effect where the probed machine's mamba-ssm / causal-conv1d are installed.
+
+    Read from the files themselves, so fixes baked into a wheel by `jetson-mamba build` count too,
+    and a file reinstalled since `jetson-mamba patch` counts as unpatched. Every diagnosis of a
+    machine (doctor's, verify's) passes these on, so no fix that is already applied is offered again.
+    """
+    roots = {Path(p.location) for name, p in machine.packages.distributions.items()
+             if p.location and name in PATCHED_DISTRIBUTIONS}
+    return set().union(*(applied_runtime_patches(root) for root in roots))

@@ -26,6 +26,7 @@ JSON (`jetson-mamba verify --json`, also `python -m jetson_mamba verify --quick 
       "device": "cpu" | "cuda (NVIDIA H200, sm_90)",
       "torch": "2.11.0+cu130", "python": "3.12.3", "seed": 123, "seconds": 4.2,
       "summary": {"passed": 40, "failed": 0, "skipped": 5},
+      "schema_version": 1,             # raised only when a key is renamed or removed
       "checks": [{
           "component": "selective_scan[torch]",  # what was checked
           "name": "variable B/C, z, D, delta_bias, softplus, 2x6x37 N=4",   # the case
@@ -35,7 +36,8 @@ JSON (`jetson-mamba verify --json`, also `python -m jetson_mamba verify --quick 
           "tolerance": 0.0001,
           "tensors": {"out": 3.1e-07, "last_state": 2.0e-07},   # each compared tensor
           "message": null,                 # on failure: which tensors, or the exception
-          "seconds": 0.01}],
+          "seconds": 0.01,
+          "backend": "torch"}],          # the kernel backend checked (null for extensions and blocks)
       "skipped": [{"component": "selective_scan_cuda", "reason": "... not installed"}],
       "diagnosis": [{"id": "...", "severity": "error", "message": "...", "fix": "..."}],
       "error": {"error": "verification", "exit_code": 10, "message": "...", "fix": "..."}   # only on failure
@@ -46,12 +48,18 @@ Exit status: 0 when every check passed, 10 (VerificationError) when any failed.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
+from jetson_mamba.compat.findings import Finding
 from jetson_mamba.errors import VerificationError
 from jetson_mamba.verify.report import CheckResult, Skipped, VerifyReport
 
-__all__ = ["CheckResult", "Skipped", "VerifyReport", "diagnose", "failure_error", "require_torch", "run_verify"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["CheckResult", "Skipped", "VerifyReport", "diagnose_failures", "failure_error", "require_torch",
+           "run_verify"]
 
 _KERNEL_IMAGE = "no kernel image is available"
 
@@ -72,16 +80,13 @@ def require_torch() -> None:
 
 
 def run_verify(quick: bool = False, device: Optional[str] = None, backends: Optional[Sequence[str]] = None,
-               seed: Optional[int] = None, progress: bool = True) -> VerifyReport:
-    """Plan and run every check; on failure the report carries the doctor's diagnosis."""
+               seed: Optional[int] = None, console: Optional[Console] = None) -> VerifyReport:
+    """Plan and run every check (a progress bar on `console`, if given); on failure the report carries
+    the diagnosis."""
     from jetson_mamba.verify.runner import execute, make_plan
 
-    plan = make_plan(quick, device, backends, seed)
-    report = execute(plan, progress=progress)
-    report.seed = plan.seed
-    if report.failures:
-        report.diagnosis = diagnose(report)
-    return report
+    report = execute(make_plan(quick, device, backends, seed), console=console)
+    return replace(report, diagnosis=diagnose_failures(report)) if report.failures else report
 
 
 def _gpu_arch() -> Optional[str]:
@@ -98,25 +103,25 @@ def _passing_backends(report: VerifyReport) -> List[str]:
     """Kernel backends all of whose checks passed, e.g. ['torch', 'triton']."""
     status: Dict[str, bool] = {}
     for check in report.checks:
-        if "[" in check.component:
-            name = check.component.split("[", 1)[1].rstrip("]")
-            status[name] = status.get(name, True) and check.ok
+        if check.backend is not None:
+            status[check.backend] = status.get(check.backend, True) and check.ok
     return [name for name, ok in status.items() if ok]
 
 
-def diagnose(report: VerifyReport) -> List[Dict[str, str]]:
-    """Why checks failed and the fix: the doctor's error/warning findings, plus what the failures show."""
-    found: List[Dict[str, str]] = []
+def diagnose_failures(report: VerifyReport) -> List[Finding]:
+    """Why checks failed and the fix: what the failures show, plus the doctor's error/warning findings
+    for this machine (with the runtime patches in effect, so an applied patch is not offered again)."""
+    found: List[Finding] = []
     failed = report.failures
     no_image = sorted({check.component for check in failed if _KERNEL_IMAGE in (check.message or "")})
     if no_image:
         arch = _gpu_arch()
         sm = f"sm_{arch.replace('.', '')}" if arch else "this GPU's"
-        found.append({"id": "no-kernel-image", "severity": "error",
-                      "message": f"{', '.join(no_image)}: the compiled extension has no {sm} code "
-                                 "(`no kernel image is available for execution on the device`)",
-                      "fix": f"`jetson-mamba build --arch {arch or '<arch>'}`, then `jetson-mamba install` the wheels"})
-    bad_backends = sorted({c.component.split("[", 1)[1].rstrip("]") for c in failed if "[" in c.component})
+        found.append(Finding("no-kernel-image", "error",
+                             f"{', '.join(no_image)}: the compiled extension has no {sm} code "
+                             "(`no kernel image is available for execution on the device`)",
+                             f"`jetson-mamba build --arch {arch or '<arch>'}`, then `jetson-mamba install` the wheels"))
+    bad_backends = sorted({check.backend for check in failed if check.backend is not None})
     good = [name for name in _passing_backends(report) if name not in bad_backends]
     if bad_backends:
         if good:
@@ -126,18 +131,19 @@ def diagnose(report: VerifyReport) -> List[Dict[str, str]]:
                            "(check it with `jetson-mamba verify --backend torch`)")
         else:
             alternative = "no backend computes correct numbers here: run `jetson-mamba doctor` and report it"
-        found.append({"id": "wrong-kernel-backend", "severity": "error",
-                      "message": f"backend(s) {', '.join(bad_backends)} compute wrong numbers on this machine",
-                      "fix": alternative})
+        found.append(Finding("wrong-kernel-backend", "error",
+                             f"backend(s) {', '.join(bad_backends)} compute wrong numbers on this machine", alternative))
     try:
-        from jetson_mamba.compat.findings import diagnose as doctor
+        from jetson_mamba.compat.findings import diagnose_machine
+        from jetson_mamba.compat.installed import patches_in_effect
         from jetson_mamba.probe import probe_machine
 
-        found += [finding.to_json() for finding in doctor(probe_machine()) if finding.severity != "info"]
+        machine = probe_machine()
+        found += [finding for finding in diagnose_machine(machine, patches_in_effect(machine))
+                  if finding.severity != "info"]
     except Exception as exc:  # the diagnosis must never hide the failures themselves
-        found.append({"id": "doctor-unavailable", "severity": "warning",
-                      "message": f"the doctor could not run: {type(exc).__name__}: {exc}",
-                      "fix": "run `jetson-mamba doctor` separately"})
+        found.append(Finding("doctor-unavailable", "warning", f"the doctor could not run: {type(exc).__name__}: {exc}",
+                             "run `jetson-mamba doctor` separately"))
     return found
 
 
@@ -156,8 +162,8 @@ def failure_error(report: VerifyReport) -> VerificationError:
     failed = report.failures
     names = "; ".join(f"{check.label}: {check.message}" for check in failed[:3])
     more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
-    errors = [finding for finding in report.diagnosis if finding["severity"] == "error"]
-    fix = errors[0]["fix"] if errors else "run `jetson-mamba doctor`, and rerun `jetson-mamba verify` to confirm"
+    errors = [finding for finding in report.diagnosis if finding.severity == "error"]
+    fix = errors[0].fix if errors else "run `jetson-mamba doctor`, and rerun `jetson-mamba verify` to confirm"
     if not report.checks:
         first = f": {report.skipped[0].component}: {report.skipped[0].reason}" if report.skipped else ""
         return VerificationError(f"nothing could be checked here{first}",

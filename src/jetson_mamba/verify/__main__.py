@@ -25,7 +25,7 @@ def main(argv: List[str]) -> int:
 
     try:
         require_torch()
-        data, code = report_document(run_verify(quick="--quick" in argv, progress=False))
+        data, code = report_document(run_verify(quick="--quick" in argv))
     except JetsonMambaError as error:
         data, code = error.to_json(), error.exit_code
     sys.stdout.write(json.dumps(data, default=str) + "\n")

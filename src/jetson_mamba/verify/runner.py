@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from jetson_mamba.ops._compiled import is_standin
 from jetson_mamba.verify import blocks, kernels
@@ -21,6 +22,9 @@ from jetson_mamba.verify.extensions import (
 from jetson_mamba.verify.plan import Plan, Task, absent_or_broken
 from jetson_mamba.verify.reference import forced_backend
 from jetson_mamba.verify.report import ERROR, CheckResult, Skipped, VerifyReport
+
+if TYPE_CHECKING:  # rich is not imported at run time: a target being verified may lack it
+    from rich.console import Console
 
 logger = logging.getLogger("jetson_mamba.verify")
 
@@ -44,8 +48,10 @@ def _torch_dtype(name: str) -> Any:
     return getattr(torch, name)
 
 
-def _kernel_checks(plan: Plan, component: str, module: Any, op: str, dtype: Any, salt: int) -> List[Task]:
-    """Tasks for every case of `op` on one kernel module (a backend or an extension adapter)."""
+def _kernel_checks(plan: Plan, component: str, module: Any, op: str, dtype: Any, salt: int,
+                   backend: Optional[str] = None) -> List[Task]:
+    """Tasks for every case of `op` on one kernel module (a backend, named in each result, or an extension
+    adapter)."""
     tasks: List[Task] = []
     supports = getattr(module, "supports", lambda case: None)
     cases = scan_cases(plan.quick) if op == "selective_scan" else conv_cases(plan.quick)
@@ -55,12 +61,14 @@ def _kernel_checks(plan: Plan, component: str, module: Any, op: str, dtype: Any,
             continue
 
         def run(case: Any = case, index: int = index) -> List[CheckResult]:
-            return check(component, module, case, dtype, plan.device, plan.generator(salt + index))
+            return [replace(result, backend=backend)
+                    for result in check(component, module, case, dtype, plan.device, plan.generator(salt + index))]
 
         tasks.append(Task(f"{component} {kernels.dtype_name(dtype)} {case.label}", run))
     if op == "causal_conv1d" and hasattr(module, "causal_conv1d_update"):
-        tasks.append(Task(f"{component} update {kernels.dtype_name(dtype)}", lambda: [kernels.check_conv_update(
-            component, module, dtype, plan.device, plan.generator(salt + 99))]))
+        tasks.append(Task(f"{component} update {kernels.dtype_name(dtype)}", lambda: [replace(
+            kernels.check_conv_update(component, module, dtype, plan.device, plan.generator(salt + 99)),
+            backend=backend)]))
     return tasks
 
 
@@ -82,7 +90,7 @@ def _plan_backends(plan: Plan) -> None:
                 except BackendUnavailableError as exc:
                     reasons[name] = exc.message
                     continue
-                plan.tasks.extend(_kernel_checks(plan, component, module, op, dtype, 100 * dtype_index))
+                plan.tasks.extend(_kernel_checks(plan, component, module, op, dtype, 100 * dtype_index, info.name))
             if len(reasons) == len(plan.dtypes):  # unusable whatever the dtype: one entry, the first reason
                 plan.skipped.append(Skipped(component, next(iter(reasons.values()))))
             else:
@@ -166,29 +174,30 @@ def make_plan(quick: bool, device: Optional[str] = None, backends: Optional[Sequ
     return plan
 
 
-def execute(plan: Plan, progress: bool = True) -> VerifyReport:
-    """Run the tasks (with a progress bar on stderr) and collect the report.
+def execute(plan: Plan, console: Optional[Console] = None) -> VerifyReport:
+    """Run the tasks (with a progress bar on `console`, none without one) and collect the report.
 
-    Without `progress` rich is not imported: `install` runs this in a target that may not have it."""
-    report = VerifyReport(device=_describe(plan.device), quick=plan.quick, skipped=list(plan.skipped))
+    Without a console rich is not imported: `install` runs this in a target that may not have it."""
+    checks: List[CheckResult] = []
+    task_seconds: Dict[str, float] = {}
     started = time.perf_counter()
-    with _progress_bar(progress) as bar, forced_backend(plan.forced), exact_float32():
+    with _progress_bar(console) as bar, forced_backend(plan.forced), exact_float32():
         task_id = bar.add_task("verify", total=len(plan.tasks))
         for task in plan.tasks:
             bar.update(task_id, description=task.label[:70])
             task_started = time.perf_counter()
             try:
-                report.checks.extend(task.run())
+                checks.extend(task.run())
             except Exception as exc:  # building the inputs or the reference failed: a failed check, not a crash
                 message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-                report.checks.append(CheckResult(task.label, "setup", "-", "setup", ERROR, None, 0.0, message=message))
-            report.task_seconds[task.label] = time.perf_counter() - task_started
+                checks.append(CheckResult(task.label, "setup", "-", "setup", ERROR, None, 0.0, message=message))
+            task_seconds[task.label] = time.perf_counter() - task_started
             # with `jetson-mamba -v`: a trace on stderr that survives a run killed by a time limit
-            logger.info("verify: %s: %.1f s", task.label, report.task_seconds[task.label])
+            logger.info("verify: %s: %.1f s", task.label, task_seconds[task.label])
             bar.advance(task_id)
-    report.notes = list(plan.notes)
-    report.seconds = time.perf_counter() - started
-    return report
+    return VerifyReport(device=_describe(plan.device), quick=plan.quick, checks=checks, skipped=list(plan.skipped),
+                        seconds=time.perf_counter() - started, seed=plan.seed, notes=list(plan.notes),
+                        task_seconds=task_seconds)
 
 
 class _NoBar:
@@ -209,15 +218,13 @@ class _NoBar:
     advance = update
 
 
-def _progress_bar(show: bool) -> Any:
-    if not show:
+def _progress_bar(console: Optional[Console]) -> Any:
+    if console is None:
         return _NoBar()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from jetson_mamba.cli.output import err_console
-
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    return Progress(*columns, console=err_console, transient=True)
+    return Progress(*columns, console=console, transient=True)
 
 
 def _describe(device: str) -> str:
