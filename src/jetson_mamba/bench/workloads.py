@@ -236,11 +236,11 @@ def _block(settings: WorkloadSettings, sides: Sides, budget: _Budget,
     for batch in settings.batches:
         x = torch.randn(batch, s.block_length, s.block_dim, device=settings.device, dtype=dtype)
 
-        def forward(_i: int) -> Any:
+        def forward(_i: int, x: Any = x) -> Any:
             with torch.no_grad():
                 return model(x)
 
-        def forward_backward(_i: int) -> Any:
+        def forward_backward(_i: int, x: Any = x) -> Any:
             model.zero_grad(set_to_none=True)
             out = model(x)
             out.backward(torch.ones_like(out))
@@ -286,7 +286,7 @@ def _lm(settings: WorkloadSettings, sides: Sides, budget: _Budget,
         ids = torch.randint(0, s.lm_vocab, (batch, s.prefill), generator=generator).to(settings.device)
         prompt = ids[:, :s.prompt]
 
-        def prefill(_i: int) -> Any:
+        def prefill(_i: int, ids: Any = ids) -> Any:
             with torch.no_grad():
                 return model(ids)
 
@@ -301,7 +301,7 @@ def _lm(settings: WorkloadSettings, sides: Sides, budget: _Budget,
                 rows.append(row)
                 continue
 
-            def tokens_per_s(_side: str, cg: bool = cg) -> float:
+            def tokens_per_s(_side: str, cg: bool = cg, prompt: Any = prompt, batch: int = batch) -> float:
                 if hasattr(model, "_decoding_cache"):
                     del model._decoding_cache  # a graph captured on the other side must not be replayed
 
@@ -331,7 +331,7 @@ def _yolo(settings: WorkloadSettings, sides: Sides, budget: _Budget,
     for batch in settings.batches:
         x = torch.rand(batch, 3, s.image, s.image, generator=torch.Generator().manual_seed(0)).to(settings.device)
 
-        def call(net: Any) -> Callable[[int], Any]:
+        def call(net: Any, x: Any = x) -> Callable[[int], Any]:
             def forward(_i: int) -> Any:
                 with torch.no_grad(), torch.autocast(kind, dtype=torch.float16, enabled=on_gpu):
                     return net(x)
@@ -348,7 +348,8 @@ def _yolo(settings: WorkloadSettings, sides: Sides, budget: _Budget,
         else:
             compiled_model = torch.compile(model, mode="reduce-overhead")
             _measure_row(graphs, sides, budget, on_row,
-                         lambda _side: _timed(call(compiled_model), settings, warmup=3).median_ms, which=(OURS,))
+                         lambda _side, net=compiled_model: _timed(call(net), settings, warmup=3).median_ms,
+                         which=(OURS,))
         rows.append(graphs)
     return rows
 

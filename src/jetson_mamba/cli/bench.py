@@ -46,8 +46,14 @@ def run(args: argparse.Namespace) -> int:
     require_torch()
     import torch
 
-    from jetson_mamba.bench.report import (print_table, print_workloads, require_matplotlib, to_markdown,
-                                           workloads_markdown, write_plot)
+    from jetson_mamba.bench.report import (
+        print_table,
+        print_workloads,
+        require_matplotlib,
+        to_markdown,
+        workloads_markdown,
+        write_plot,
+    )
     from jetson_mamba.bench.runner import FORWARD, FORWARD_BACKWARD, Settings, run_bench
     from jetson_mamba.bench.shapes import OPS, custom_problems, default_problems, parse_shape
     from jetson_mamba.bench.workloads import WORKLOADS, run_workloads
