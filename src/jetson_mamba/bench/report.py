@@ -160,7 +160,7 @@ def _workload_table(report: WorkloadReport) -> Tuple[List[str], List[List[str]],
                 cells[-1] += f" ({r.status}: {r.message})"
         rows.append(cells)
     notes = ["ratio = compiled time / our time (tok/s: ours / compiled); above 1: ours is faster."] if with_compiled \
-        else [f"No ratio: the compiled kernels are not installed here ({report.compiled_missing})."]
+        else [f"No ratio: the compiled kernels cannot run here ({report.compiled_missing})."]
     return columns, rows, notes
 
 
