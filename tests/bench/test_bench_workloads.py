@@ -59,6 +59,23 @@ def test_workloads_on_the_cpu_through_upstream_modules(pair_venv: Callable, tmp_
     assert "| block: Mamba(32) L32 forward | 1 | float32 |" in text
 
 
+@pytest.mark.slow
+def test_block_runs_where_mamba_ssm_init_cannot_import(pair_venv: Callable) -> None:
+    """The lab's case: mamba_ssm/__init__ pulls in generation, which needs a transformers it cannot import.
+    The block still runs (upstream's Mamba without that __init__); lm says why it cannot."""
+    python = pair_venv("2.3.2.post1", "1.6.0", tag="bench-workloads")
+    code = ("import sys; sys.modules['transformers'] = None\n"
+            "from jetson_mamba.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    env = {key: value for key, value in os.environ.items() if key not in ("JETSON_MAMBA_BACKEND", "TRITON_INTERPRET")}
+    proc = subprocess.run([str(python), "-c", code, "bench", "--op", "block", "--op", "lm", "--repeat", "1",
+                           "--warmup", "0", "--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout)["workloads"]["rows"]
+    assert [(r["workload"], r["status"]) for r in rows] == [("block", "timed"), ("block", "timed"),
+                                                            ("lm", "unavailable")], rows
+    assert "transformers" in rows[-1]["message"]
+
+
 def test_workloads_without_mamba_ssm_say_why(tmp_path: Path) -> None:
     """Without upstream installed the lm workload is one 'unavailable' row naming the missing module."""
     code = ("import sys; sys.modules['mamba_ssm'] = None\n"

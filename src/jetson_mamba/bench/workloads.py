@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import sys
 import time
 import types
@@ -148,7 +149,7 @@ def _import_upstream(name: str) -> Any:
 class Sides:
     """Points upstream's modules (and our dispatcher) at the compiled kernels or at ours."""
 
-    def __init__(self, device: str, backend: str, compiled: bool) -> None:
+    def __init__(self, backend: str, compiled: bool) -> None:
         from jetson_mamba.ops import standins
         from jetson_mamba.ops._compiled import load_extension
 
@@ -368,7 +369,7 @@ def run_workloads(names: Sequence[str], settings: WorkloadSettings,
 
     missing = compiled_missing(settings.device)
     report = WorkloadReport(ours_backend(settings.device, settings.backends), missing)
-    sides = Sides(settings.device, report.ours_backend, compiled=missing is None)
+    sides = Sides(report.ours_backend, compiled=missing is None)
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err_console,
                   transient=True, disable=not progress) as bar:
         task = bar.add_task("workloads", total=len(names))
