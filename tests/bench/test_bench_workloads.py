@@ -113,3 +113,12 @@ def test_workloads_compiled_vs_ours_on_the_gpu(tmp_path: Path) -> None:
         assert r["status"] == "timed", r
         assert r["ours"] > 0 and r["compiled"] > 0 and r["ratio"] > 0, r
     assert "| compiled | ratio compiled/ours |" in markdown.read_text()
+
+
+def test_no_workloads_unless_named() -> None:
+    """A run without --op block/lm/yolo costs what it did: no workloads (the key is there, empty)."""
+    proc = subprocess.run([sys.executable, "-m", "jetson_mamba", "bench", "--op", "selective_scan", "--shape",
+                           "B=1,D=8,L=16,N=4", "--repeat", "1", "--warmup", "0", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["workloads"] is None

@@ -204,8 +204,9 @@ def _timed(fn: Callable[[int], Any], settings: WorkloadSettings, warmup: Optiona
 
 def _measure_row(row: WorkloadRow, sides: Sides, budget: _Budget, on_row: Callable[[WorkloadRow], None],
                  time_side: Callable[[str], float], which: Sequence[str] = (OURS, COMPILED)) -> WorkloadRow:
-    """Fill `row` with each side's number (time_side(side) -> ms or tok/s); a failure or a spent budget is
-    reported on the row, and the row is handed to `on_row` as soon as it is done."""
+    """Fill `row` with each side's number (time_side(side) -> ms or tok/s); a side that fails is named on the
+    row and the other side is still timed; once the budget is spent the row is marked skipped. The row is
+    handed to `on_row` as soon as it is done."""
     for side in which:
         if side == COMPILED and sides.compiled is None:
             continue
@@ -215,10 +216,10 @@ def _measure_row(row: WorkloadRow, sides: Sides, budget: _Budget, on_row: Callab
         try:
             with sides.side(side):
                 value = time_side(side)
-        except Exception as exc:  # out of memory, a capture that fails: say which side, keep going
+        except Exception as exc:  # out of memory, a capture that fails: say which side, time the other
             row.status = ERROR
-            row.message = f"{side}: {_first_line(exc)}"
-            break
+            row.message = "; ".join(filter(None, (row.message, f"{side}: {_first_line(exc)}")))
+            continue
         setattr(row, side, value)
     on_row(row)
     return row
