@@ -2,6 +2,7 @@
 # Issue 18's table on the lab GPU in one command (repo root, .carry/ from scripts/device.sh carried):
 #   bash benchmarks/gpu/edge.sh [SECONDS]         (default 500: the whole call stays inside 600 s)
 #   EDGE_SCAN=1 bash benchmarks/gpu/edge.sh       (also the scan rows of bench_triton_gpu.py --edge, B1 and B8)
+#   EDGE_TEST=1 bash benchmarks/gpu/edge.sh       (then the gpu test of tests/bench/test_bench_workloads.py, tiny)
 # Upstream's Mamba(1024), a 130M-shaped MambaLMHeadModel (prefill, generate with and without cg=True) and
 # Mamba-YOLO-T (eager, and ours under torch.compile reduce-overhead), batch 1 and 8, compiled kernels (the
 # sm_90 wheels: mamba-ssm 2.2.5, causal-conv1d 1.6.0) against ours in one process:
@@ -11,7 +12,7 @@
 # seconds (default 130); every row is appended to $OUT/edge-rows.jsonl as soon as it is measured, so a
 # run cut short by the deadline keeps what it measured. The Triton cache is .lab-cache/triton (as lab.sh).
 # Outputs in $OUT (default ./edge-out): edge.md (for benchmarks/RESULTS.md), edge.json, edge-rows.jsonl,
-# edge.log, patch.json, [edge-scan.json].
+# edge.log, patch.json, [edge-test.txt], [edge-scan.json].
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
@@ -44,6 +45,13 @@ timeout "$(( $(left) - 5 ))" python3 -m jetson_mamba bench --op block --op lm --
   --backends cuda,triton --dtype bfloat16 --budget "${BUDGET:-130}" --partial "$OUT/edge-rows.jsonl" \
   --markdown "$OUT/edge.md" --json > "$OUT/edge.json" 2>> "$OUT/edge.log"
 echo "== bench exit $? ($(left) s left)" | tee -a "$OUT/edge.log"
+if [ "${EDGE_TEST:-0}" = 1 ] && [ "$(left)" -gt 60 ]; then  # the gpu test: both sides and a ratio on every row
+  python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q --no-deps --no-index --target "$SITE" \
+    .carry/whl/{pytest,pluggy,iniconfig}-*.whl
+  timeout "$(( $(left) - 5 ))" python3 -m pytest -q -p no:cacheprovider -m gpu tests/bench/test_bench_workloads.py \
+    > "$OUT/edge-test.txt" 2>&1
+  echo "== gpu test exit $?" | tee -a "$OUT/edge.log"; tail -5 "$OUT/edge-test.txt"
+fi
 if [ "${EDGE_SCAN:-0}" = 1 ] && [ "$(left)" -gt 60 ]; then
   timeout "$(( $(left) - 5 ))" python3 benchmarks/bench_triton_gpu.py --edge --edge-batch 1 8 --skip-main \
     --json "$OUT/edge-scan.json" >> "$OUT/edge.log" 2>&1
