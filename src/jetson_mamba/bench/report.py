@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from jetson_mamba.bench.runner import TIMED, UNAVAILABLE, BenchReport, BenchResult
+from jetson_mamba.bench.workloads import WorkloadReport
 from jetson_mamba.errors import MissingDependencyError
 
 COLUMNS = ("dtype", "direction", "backend", "median ms", "p10-p90 ms", "GB/s", "% of peak", "x fastest",
@@ -119,3 +120,34 @@ def write_plot(report: BenchReport, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def workload_table(report: WorkloadReport) -> Tuple[List[str], List[List[str]], List[str]]:
+    """(columns, rows, notes) of the workloads table; compiled and ratio columns only when the compiled
+    extensions were timed, else a note saying why there is no ratio."""
+    with_compiled = report.compiled_missing is None
+    columns = ["workload", "batch", "dtype", f"ours ({report.ours_backend})"]
+    columns += ["compiled", "ratio compiled/ours"] if with_compiled else []
+    rows = []
+    for r in report.rows:
+        unit = f" {r.unit}"
+        cells = [f"{r.workload}: {r.name}", str(r.batch or "-"), r.dtype,
+                 f"{r.ours:.3f}{unit}" if r.ours is not None else f"{r.status}: {r.message or ''}"]
+        if with_compiled:
+            cells += [f"{r.compiled:.3f}{unit}" if r.compiled is not None else "-",
+                      f"{r.ratio:.2f}" if r.ratio is not None else "-"]
+            if r.ours is not None and r.message:
+                cells[-1] += f" ({r.status}: {r.message})"
+        rows.append(cells)
+    notes = ["ratio = compiled time / our time (tok/s: ours / compiled); above 1: ours is faster."] if with_compiled \
+        else [f"No ratio: the compiled kernels cannot run here ({report.compiled_missing})."]
+    return columns, rows, notes
+
+
+def workloads_markdown(report: WorkloadReport) -> str:
+    """The workloads as one Markdown table (issue 18's layout) with its note."""
+    columns, rows, notes = workload_table(report)
+    lines = ["### Workloads through upstream's modules: compiled extensions vs stand-ins", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+    return "\n".join(lines + [""] + notes) + "\n"
