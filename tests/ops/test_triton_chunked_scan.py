@@ -166,16 +166,24 @@ def _check_backward(t: Dict[str, torch.Tensor], grads: tuple, dtype: torch.dtype
 
 def _chunked_backward(monkeypatch: pytest.MonkeyPatch, t: Dict[str, torch.Tensor], chunk: int,
                       opts: Dict[str, bool]) -> tuple:
-    """triton.selective_scan_backward with the chunk length forced; fails unless the chunked path ran."""
+    """triton.selective_scan_backward with the chunk length forced; fails unless the chunked path ran. With z,
+    the stand-ins' entry (selective_scan_backward_out_z), whose out_z is checked here against float64."""
     from jetson_mamba.ops.selective_scan import triton as scan
 
     monkeypatch.setattr(chunked, "chunk_for", lambda u: chunk)
     calls = []
     real = chunked.backward
     monkeypatch.setattr(chunked, "backward", lambda *a: calls.append(a[-1]) or real(*a))
-    grads = scan.selective_scan_backward(
-        t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"] if opts["D"] else None, t["z"] if opts["z"] else None,
-        t["delta_bias"] if opts["bias"] else None, opts["softplus"], t["dout"])
+    args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"] if opts["D"] else None,
+            t["z"] if opts["z"] else None, t["delta_bias"] if opts["bias"] else None, opts["softplus"], t["dout"])
+    if not opts["z"]:
+        grads = scan.selective_scan_backward(*args)
+    else:
+        grads, out_z = scan.selective_scan_backward_out_z(*args)
+        r = {k: v.double().cpu() for k, v in t.items()}
+        ref = selective_scan_ref(r["u"], r["delta"], r["A"], r["B"], r["C"], r["D"] if opts["D"] else None, r["z"],
+                                 r["delta_bias"] if opts["bias"] else None, opts["softplus"])
+        _close(out_z.cpu(), ref, torch.float32 if t["u"].dtype == torch.float32 else torch.bfloat16, "out_z")
     assert calls == [chunk], "the chunked backward was not taken"
     return grads
 
