@@ -379,7 +379,7 @@ if triton is not None:
             tl.store(du_ptr + oo, du.to(du_ptr.dtype.element_ty), mask=m2)
             tl.store(ddelta_ptr + oo, ddl.to(ddelta_ptr.dtype.element_ty), mask=m2)
 
-        if DET:  # this batch row's sums, into its own slot (batch, 3 N + 2, dim) of the partial buffer
+        if DET:  # this batch row's (and chunk's) sums, into its own slot (rows, 3 N + 2, dim) of the partial buffer
             slot = part_ptr + prow * (3 * N + 2) * dim + offs_n[:, None] * dim + offs_d[None, :]
             tl.store(slot, dA_acc, mask=m_nd)
             if not B_VAR:
