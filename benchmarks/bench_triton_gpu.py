@@ -212,10 +212,11 @@ def edge_scan(ext: Any, graph: bool, batch: int = 1) -> List[Row]:
     grad_sets = [tuple(t.detach().clone().requires_grad_() if t is not None and i < 8 else t
                        for i, t in enumerate(s)) for s in sets]
     ref = cuda_scan_fwd(ext, *sets[0])
+    ref_grads = cuda_scan_fwd_bwd(ext, *sets[0])[:7]
     rows: List[Row] = []
 
     def add(name: str, fwd: Callable[..., Any], fwdbwd: Callable[..., Any], inputs: Sequence[Tuple[Any, ...]],
-            out: Optional[torch.Tensor] = None, capture: bool = True) -> None:
+            out: Optional[torch.Tensor] = None, capture: bool = True, grads: Sequence[torch.Tensor] = ()) -> None:
         row: Row = {"variant": name, "shape": shape}
         try:
             time_pair(row, "fwd", fwd, inputs, graph and capture)
@@ -224,15 +225,26 @@ def edge_scan(ext: Any, graph: bool, batch: int = 1) -> List[Row]:
             row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         if out is not None:
             row["rel_err"] = rel_err(out, ref[0])
+        if grads:  # du, ddelta, dA, dB, dC, dD, ddelta_bias against the compiled kernel's
+            row["grad_rel_err"] = max(rel_err(g, r) for g, r in zip(grads, ref_grads))
         rows.append(row)
         print(row, flush=True)
 
+    def chunked_fwd_one_pass_bwd(*a: Any) -> Any:  # the chunked path before its backward (#18 batch 1)
+        with env(**{triton_chunked.ENV_VAR: "1"}):
+            triton_scan_fwd(*a)
+        with env(**{triton_chunked.ENV_VAR: "0"}):
+            return scan_triton.selective_scan_backward(*a[:8], True, a[8])
+
     add("compiled kernel (selective_scan_cuda)", lambda *a: cuda_scan_fwd(ext, *a),
         lambda *a: cuda_scan_fwd_bwd(ext, *a), sets, ref[0])
-    for label, setting in (("ours one-pass", "0"), ("ours chunked", "1")):
+    for label, setting in (("ours one-pass", "0"), ("ours chunked fwd+bwd", "1")):
         with env(**{triton_chunked.ENV_VAR: setting}):
             chunk = triton_chunked.chunk_for(sets[0][0])
-            add(f"{label} (chunk {chunk})", triton_scan_fwd, triton_scan_fwd_bwd, sets, triton_scan_fwd(*sets[0])[0])
+            add(f"{label} (chunk {chunk})", triton_scan_fwd, triton_scan_fwd_bwd, sets, triton_scan_fwd(*sets[0])[0],
+                grads=triton_scan_fwd_bwd(*sets[0])[:7])
+    add("ours chunked fwd, one-pass bwd", triton_scan_fwd, chunked_fwd_one_pass_bwd, sets,
+        grads=chunked_fwd_one_pass_bwd(*sets[0])[:7])
     with env(JETSON_MAMBA_BACKEND="triton"):
         add("ours, public op, eager (auto)", _fwd_of(_public_scan), _fwd_bwd_of(_public_scan), grad_sets,
             _fwd_of(_public_scan)(*sets[0]))
@@ -254,7 +266,7 @@ def edge_scan(ext: Any, graph: bool, batch: int = 1) -> List[Row]:
 
 def edge_markdown(rows: List[Row]) -> str:
     lines = ["| variant | shape | fwd ms | compiled/ours | fwd+bwd ms | compiled/ours | graph fwd | graph fwd+bwd | "
-             "rel err |", "|" + " --- |" * 9]
+             "rel err | grad rel err |", "|" + " --- |" * 10]
 
     def f(v: Any, spec: str = ".3f") -> str:
         return "-" if v is None else format(v, spec)
@@ -262,7 +274,8 @@ def edge_markdown(rows: List[Row]) -> str:
     for r in rows:
         lines.append(f"| {r['variant']} | {r['shape']} | {f(r.get('fwd_ms'))} | {f(r.get('fwd_ratio'), '.2f')} | "
                      f"{f(r.get('fwdbwd_ms'))} | {f(r.get('fwdbwd_ratio'), '.2f')} | {f(r.get('fwd_graph_ms'))} | "
-                     f"{f(r.get('fwdbwd_graph_ms'))} | {f(r.get('rel_err'), '.1e')} |"
+                     f"{f(r.get('fwdbwd_graph_ms'))} | {f(r.get('rel_err'), '.1e')} | "
+                     f"{f(r.get('grad_rel_err'), '.1e')} |"
                      + (f" {r['error']}" if "error" in r else ""))
     return "\n".join(lines)
 

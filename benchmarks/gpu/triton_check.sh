@@ -3,9 +3,10 @@
 # compare against, run the Triton test suites at real shapes, then the side-by-side timing table.
 #   bash benchmarks/gpu/triton_check.sh [--sweep] [--cold-start] [--block] [--graph] [--standin]
 # Results: $OUT/triton_bench.json (OUT defaults to ./triton-out) and stdout.
-# Batch-1 Mamba-YOLO scan, compiled vs ours (one-pass, chunked, custom op eager and reduce-overhead), ~3 min:
-#   TESTS=tests/ops/test_triton_chunked_scan.py TEST_TIMEOUT=60 BENCH_TIMEOUT=150 \
-#       bash benchmarks/gpu/triton_check.sh --edge --graph --skip-main
+# Mamba-YOLO scan at batch 1 and 8, compiled vs ours (one-pass, chunked fwd+bwd, chunked fwd + one-pass bwd,
+# custom op eager and reduce-overhead), ~5 min:
+#   TESTS=tests/ops/test_triton_chunked_scan.py TEST_TIMEOUT=75 BENCH_TIMEOUT=300 \
+#       bash benchmarks/gpu/triton_check.sh --edge --edge-batch 1 8 --graph --skip-main
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/triton-out}

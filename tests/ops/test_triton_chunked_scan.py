@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import pytest
 import torch
@@ -126,4 +126,135 @@ def test_chunked_suite_under_the_interpreter() -> None:
            "-k", "match"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=str(Path(__file__).parent))
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert "6 passed" in proc.stdout, proc.stdout[-2000:]
+    assert "13 passed" in proc.stdout, proc.stdout[-2000:]
+
+
+# The backward: chunk lengths are forced (any multiple of the tile, 8 steps) so that tiny shapes still have
+# several chunks, a partial last one, one chunk, or a sequence shorter than its chunk.
+_GRADS = ("u", "delta", "A", "B", "C", "D", "delta_bias", "z")
+
+
+def _bwd_inputs(batch: int, dim: int, L: int, N: int, bc: str, dtype: torch.dtype) -> Dict[str, torch.Tensor]:
+    """_inputs, with B and C laid out as `bc` says ("grouped3": 2 groups of 3 channels, which 2-channel
+    blocks straddle), and an upstream gradient."""
+    t = _inputs(batch, dim, L, N, "variable", dtype)
+    g = torch.Generator().manual_seed(L)
+    groups = {"grouped": 2, "grouped3": dim // 3}
+    if bc in groups:
+        t["B"], t["C"] = (torch.randn(batch, groups[bc], N, L, generator=g).to(dtype) for _ in "BC")
+    elif bc == "fixed":
+        t["B"] = torch.randn(dim, N, generator=g)
+    t["dout"] = torch.randn(batch, dim, L, generator=g).to(dtype)
+    return t
+
+
+def _check_backward(t: Dict[str, torch.Tensor], grads: tuple, dtype: torch.dtype, opts: Dict[str, bool],
+                    close) -> None:
+    """grads (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz) against float64 autograd through the reference."""
+    r = {k: v.detach().double().cpu().requires_grad_() for k, v in t.items()}
+    out = selective_scan_ref(r["u"], r["delta"], r["A"], r["B"], r["C"], r["D"] if opts["D"] else None,
+                             r["z"] if opts["z"] else None, r["delta_bias"] if opts["bias"] else None,
+                             opts["softplus"])
+    out.backward(r["dout"])
+    present = {"D": opts["D"], "delta_bias": opts["bias"], "z": opts["z"]}
+    for name, grad in zip(_GRADS, grads):
+        if not present.get(name, True):
+            assert grad is None, f"d{name}: expected None"
+            continue
+        close(grad.cpu(), r[name].grad, dtype, f"d{name}")
+
+
+def _chunked_backward(monkeypatch: pytest.MonkeyPatch, t: Dict[str, torch.Tensor], chunk: int,
+                      opts: Dict[str, bool]) -> tuple:
+    """triton.selective_scan_backward with the chunk length forced; fails unless the chunked path ran. With z,
+    the stand-ins' entry (selective_scan_backward_out_z), whose out_z is checked here against float64."""
+    from jetson_mamba.ops.selective_scan import triton as scan
+
+    monkeypatch.setattr(chunked, "chunk_for", lambda u: chunk)
+    calls = []
+    real = chunked.backward
+    monkeypatch.setattr(chunked, "backward", lambda *a: calls.append(a[-1]) or real(*a))
+    args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"] if opts["D"] else None,
+            t["z"] if opts["z"] else None, t["delta_bias"] if opts["bias"] else None, opts["softplus"], t["dout"])
+    if not opts["z"]:
+        grads = scan.selective_scan_backward(*args)
+    else:
+        grads, out_z = scan.selective_scan_backward_out_z(*args)
+        r = {k: v.double().cpu() for k, v in t.items()}
+        ref = selective_scan_ref(r["u"], r["delta"], r["A"], r["B"], r["C"], r["D"] if opts["D"] else None, r["z"],
+                                 r["delta_bias"] if opts["bias"] else None, opts["softplus"])
+        _close(out_z.cpu(), ref, torch.float32 if t["u"].dtype == torch.float32 else torch.bfloat16, "out_z")
+    assert calls == [chunk], "the chunked backward was not taken"
+    return grads
+
+
+ALL = dict(z=True, D=True, bias=True, softplus=True)
+
+
+@needs_triton
+@pytest.mark.parametrize("batch, dim, L, N, bc, dtype, chunk, opts", [
+    (1, 4, 40, 4, "grouped", torch.float32, 16, ALL),  # 3 chunks, the last one partial
+    (2, 6, 21, 3, "grouped3", torch.float32, 8, dict(z=False, D=False, bias=False, softplus=False)),
+    (1, 4, 20, 4, "fixed", torch.float32, 32, ALL),  # shorter than one chunk
+    (1, 4, 32, 4, "variable", torch.bfloat16, 32, dict(ALL, bias=False)),  # exactly one chunk
+    (1, 4, 24, 2, "variable", torch.float16, 8, dict(ALL, z=False)),  # chunk = tile: 3 chunks
+])
+def test_chunked_backward_matches_float64(monkeypatch: pytest.MonkeyPatch, nan_poison: None, close, batch: int,
+                                          dim: int, L: int, N: int, bc: str, dtype: torch.dtype, chunk: int,
+                                          opts: Dict[str, bool]) -> None:
+    t = {k: v.to(DEVICE) for k, v in _bwd_inputs(batch, dim, L, N, bc, dtype).items()}
+    _check_backward(t, _chunked_backward(monkeypatch, t, chunk, opts), dtype, opts, close)
+
+
+@needs_triton
+def test_chunked_backward_deterministic_matches_float64(monkeypatch: pytest.MonkeyPatch, nan_poison: None, close,
+                                                        deterministic: None, atomics: List[int]) -> None:
+    """Deterministic mode: per-(batch row, chunk) partial sums, no atomics, the same bits twice."""
+    t = {k: v.to(DEVICE) for k, v in _bwd_inputs(2, 6, 20, 3, "grouped3", torch.float32).items()}
+    first = _chunked_backward(monkeypatch, t, 8, ALL)
+    second = _chunked_backward(monkeypatch, t, 8, ALL)
+    assert not atomics, f"{len(atomics)} atomic adds in deterministic mode"
+    for name, a, b in zip(_GRADS, first, second):
+        assert torch.equal(a, b), f"d{name} differs between two runs"
+    _check_backward(t, first, torch.float32, ALL, close)
+
+
+@needs_triton
+def test_public_op_backward_matches_float64_chunked(monkeypatch: pytest.MonkeyPatch, close) -> None:
+    """selective_scan_fn's autograd at batch 1 takes the chunked forward and backward where they are
+    picked (JETSON_MAMBA_SCAN_CHUNKED=1 here: the interpreter has no SMs to count)."""
+    from jetson_mamba.ops import selective_scan_fn
+
+    monkeypatch.setenv(chunked.ENV_VAR, "1")
+    calls = []
+    for name in ("forward", "backward"):
+        real = getattr(chunked, name)
+        monkeypatch.setattr(chunked, name, lambda *a, _f=real, _n=name: calls.append(_n) or _f(*a))
+    t = {k: v.to(DEVICE) for k, v in _bwd_inputs(1, 2, 130, 4, "grouped", torch.float32).items()}
+    leaves = {k: v.clone().requires_grad_() for k, v in t.items() if k != "dout"}
+    out = selective_scan_fn(*(leaves[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")),
+                            delta_softplus=True)
+    out.backward(t["dout"])
+    assert calls == ["forward", "backward"], calls
+    _check_backward(t, tuple(leaves[k].grad for k in _GRADS), torch.float32, ALL, close)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [1, 8])
+def test_yolo_scan_backward_on_the_gpu(monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    """Mamba-YOLO's scan (K=4 groups, K*D 512, L 6400): the chunked backward is picked at batch 1, not at
+    batch 8, and gives the one-pass kernel's gradients (JETSON_MAMBA_SCAN_CHUNKED=0)."""
+    from jetson_mamba.ops.selective_scan import triton as scan
+
+    t = {k: v.cuda() for k, v in _bwd_inputs(batch, 512, 6400, 16, "grouped", torch.float32).items()}
+    args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True, t["dout"])
+    monkeypatch.delenv(chunked.ENV_VAR, raising=False)
+    calls = []
+    real = chunked.backward
+    monkeypatch.setattr(chunked, "backward", lambda *a: calls.append(a[-1]) or real(*a))
+    grads = scan.selective_scan_backward(*args)
+    assert bool(calls) == (batch == 1), calls
+    monkeypatch.setenv(chunked.ENV_VAR, "0")
+    for name, a, b in zip(_GRADS, grads, scan.selective_scan_backward(*args)):
+        err = (a - b).abs().max().item() / (b.abs().max().item() + 1e-12)
+        assert err <= 1e-4, f"d{name}: {err:.3g}"

@@ -203,6 +203,17 @@ if triton is not None:
         return tl.flip(prev, 0)
 
     @triton.jit
+    def _adjoint(dl, dA, dxx, A2, p_next, offs_t):
+        """One tile's adjoint states g (T, BN, BD), g_t = dxx_t + exp(delta_{t+1} A) g_{t+1}, from the
+        carried p_next = exp(delta A) g of the next tile's first step; and this tile's p_next.
+        exp(delta_{t+1} A): delta one step on, shifted inside each thread (_next_row); 0 in the tile's
+        last row (its decay is carried by p_next) and on masked steps, so the factor is 1."""
+        dA_next = tl.exp2(_next_row(dl)[:, None, :] * A2[None, :, :])
+        ag, gg = _reverse_scan(dA_next, dxx)
+        gg = gg + ag * p_next[None, :, :]
+        return gg, tl.sum(tl.where(offs_t[:, None, None] == 0, dA * gg, 0.0), axis=0)
+
+    @triton.jit
     def _last_row(x, offs_t, T: tl.constexpr):
         """x[T - 1] (masked steps carry the state unchanged, so this is the chunk's end state)."""
         return tl.sum(tl.where(offs_t[:, None, None] == T - 1, x, 0.0), axis=0)
@@ -246,19 +257,22 @@ if triton is not None:
     def _ssm_bwd_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr,
         du_ptr, ddelta_ptr, dz_ptr, outz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
-        part_ptr, bpart_ptr, cpart_ptr,
-        dim, L, N, G_B, G_C, DPG_B, DPG_C, batch_class, L_class, s_ck,
+        part_ptr, bpart_ptr, cpart_ptr, hs_ptr, pc_ptr,
+        dim, L, N, G_B, G_C, DPG_B, DPG_C, batch_class, L_class, s_ck, CHUNK,
         s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl, s_ob, s_od, s_ol,
         s_wb, s_wd, s_wl, s_ad, s_an,
         s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
         B_VAR: tl.constexpr, C_VAR: tl.constexpr, B_UNIFORM: tl.constexpr, C_UNIFORM: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_OUTZ: tl.constexpr, HAS_BIAS: tl.constexpr,
         SOFTPLUS: tl.constexpr, DET: tl.constexpr, B_SLOTS: tl.constexpr, C_SLOTS: tl.constexpr,
-        BD: tl.constexpr, BN: tl.constexpr, T: tl.constexpr,
+        CHUNKED: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, T: tl.constexpr,
     ):
         # Same (T, BN, BD) tiles as the forward. dB/dC buffers are fp32 and laid out like B/C
         # (fixed: (dim, N) through s_*g, s_*n). Strides: dout s_g*, du/ddelta/out_z s_o* (delta's
         # layout), dz s_w* (a caller's buffer: mamba_inner_fn's dz is a view into its dxz).
+        # CHUNKED (triton_chunked's backward): program axis 2 is a chunk of CHUNK steps (a multiple of T);
+        # the program starts from the chunk's true start state (hs) and the adjoint carried in from the
+        # chunks to its right (pc), both (batch, chunk, dim, N), and its partial sums get their own slot.
         pid_d = tl.program_id(0)
         pid_b = tl.program_id(1).to(tl.int64)
         offs_d = pid_d * BD + tl.arange(0, BD)
@@ -275,10 +289,22 @@ if triton is not None:
         d_base = delta_ptr + pid_b * s_db
         n_chunks = tl.cdiv(L, T)
         ck = ckpt_ptr + pid_b * dim * s_ck + offs_d[None, :] * s_ck + offs_n[:, None]
-
-        # Pass 1: the state at the start of every chunk.
         h = tl.zeros([BN, BD], dtype=tl.float32)
-        for c in range(0, n_chunks):
+        p_next = tl.zeros([BN, BD], dtype=tl.float32)
+        first = 0
+        stop = n_chunks
+        prow = pid_b  # the program's slot in deterministic mode's partial sums
+        if CHUNKED:
+            k = tl.program_id(2)
+            first = k * (CHUNK // T)
+            stop = tl.minimum(first + CHUNK // T, n_chunks)
+            prow = pid_b * tl.num_programs(2) + k
+            p_hs = prow * dim * N + offs_d[None, :] * N + offs_n[:, None]
+            h = tl.load(hs_ptr + p_hs, mask=m_nd, other=0.0)
+            p_next = tl.load(pc_ptr + p_hs, mask=m_nd, other=0.0)
+
+        # Pass 1: the state at the start of every tile ("chunk" below: T steps).
+        for c in range(first, stop):
             tl.store(ck + c * BN, h, mask=m_nd)
             tt = c * T + offs_t
             mask_t = tt < L
@@ -293,14 +319,13 @@ if triton is not None:
         tl.debug_barrier()
 
         # Pass 2: chunks in reverse, adjoint carried as p = exp(delta_t A) g_t of the chunk's first step.
-        p_next = tl.zeros([BN, BD], dtype=tl.float32)
         dA_acc = tl.zeros([BN, BD], dtype=tl.float32)
         dBf_acc = tl.zeros([BN, BD], dtype=tl.float32)
         dCf_acc = tl.zeros([BN, BD], dtype=tl.float32)
         dD_acc = tl.zeros([BD], dtype=tl.float32)
         dbias_acc = tl.zeros([BD], dtype=tl.float32)
-        for i in range(0, n_chunks):
-            c = n_chunks - 1 - i
+        for i in range(0, stop - first):
+            c = stop - 1 - i
             tt = c * T + offs_t
             mask_t = tt < L
             m2 = mask_t[:, None] & mask_d[None, :]
@@ -335,12 +360,7 @@ if triton is not None:
                              s_Cb, s_Cg, s_Cn, s_Cl, BD, C_UNIFORM, DET, C_SLOTS)
             else:
                 dCf_acc += tl.sum(dC, axis=0)
-            # exp(delta_{t+1} A): delta one step on, shifted inside each thread (_next_row); 0 in the
-            # tile's last row (its decay is carried by p_next) and on masked steps, so the factor is 1.
-            dA_next = tl.exp2(_next_row(dl)[:, None, :] * A2[None, :, :])
-            ag, gg = _reverse_scan(dA_next, dxx)
-            gg = gg + ag * p_next[None, :, :]
-            p_next = tl.sum(tl.where(offs_t[:, None, None] == 0, dA * gg, 0.0), axis=0)
+            gg, p_next = _adjoint(dl, dA, dxx, A2, p_next, offs_t)
             dB = gg * (dl * uu)[:, None, :]
             if B_VAR:
                 _add_bc_grad(dB_ptr, bpart_ptr, dB, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B, N, L,
@@ -359,14 +379,14 @@ if triton is not None:
             tl.store(du_ptr + oo, du.to(du_ptr.dtype.element_ty), mask=m2)
             tl.store(ddelta_ptr + oo, ddl.to(ddelta_ptr.dtype.element_ty), mask=m2)
 
-        if DET:  # this batch row's sums, into its own slot (batch, 3 N + 2, dim) of the partial buffer
-            slot = part_ptr + pid_b * (3 * N + 2) * dim + offs_n[:, None] * dim + offs_d[None, :]
+        if DET:  # this batch row's (and chunk's) sums, into its own slot (rows, 3 N + 2, dim) of the partial buffer
+            slot = part_ptr + prow * (3 * N + 2) * dim + offs_n[:, None] * dim + offs_d[None, :]
             tl.store(slot, dA_acc, mask=m_nd)
             if not B_VAR:
                 tl.store(slot + N * dim, dBf_acc, mask=m_nd)
             if not C_VAR:
                 tl.store(slot + 2 * N * dim, dCf_acc, mask=m_nd)
-            row = part_ptr + pid_b * (3 * N + 2) * dim + 3 * N * dim + offs_d
+            row = part_ptr + prow * (3 * N + 2) * dim + 3 * N * dim + offs_d
             if HAS_D:
                 tl.store(row, dD_acc, mask=mask_d)
             if HAS_BIAS:
@@ -616,37 +636,46 @@ def _backward(
     max_chunks = grid_size(L, min(c.kwargs["T"] for c in _bwd.configs))
     ckpt = torch.empty((batch, dim, max_chunks, args["BN"]), **f32)
     dummy = du
+    from jetson_mamba.ops.selective_scan import triton_chunked  # imports this module's helpers
+
+    chunk = triton_chunked.chunk_for(u)  # small batch x dim: the sequence-parallel backward
     # deterministic mode (torch.use_deterministic_algorithms): partial sums per program instead of atomics
     det = torch.are_deterministic_algorithms_enabled()
-    part, bpart, cpart = _partials(args, batch, u.device) if det else (None, None, None)
+    rows = batch * grid_size(L, chunk) if chunk else batch  # programs per channel block
+    part, bpart, cpart = _partials(args, batch, rows, u.device) if det else (None, None, None)
     s_wb, s_wd, s_wl = dz.stride() if dz is not None else (0, 0, 0)
-    grid = lambda meta: (grid_size(dim, meta["BD"]), batch)  # noqa: E731
-    tu.launch_tuned(
-        _bwd_det if det else _bwd, _launch_key(args, u, delta, B, C), grid,
+    tensors = (
         u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
         delta_bias if delta_bias is not None else dummy, dout, ckpt,
         du, ddelta, dz if dz is not None else dummy, out_z if out_z is not None else dummy, dA, dB, dC,
         dD if dD is not None else dummy, dbias if dbias is not None else dummy,
         part if part is not None else dummy, bpart if bpart is not None else dummy,
-        cpart if cpart is not None else dummy, s_ck=ckpt.stride(1), s_gb=dout.stride(0), s_gd=dout.stride(1), s_gl=dout.stride(2),
-        s_ob=du.stride(0), s_od=du.stride(1), s_ol=du.stride(2), s_wb=s_wb, s_wd=s_wd, s_wl=s_wl,
-        SOFTPLUS=bool(delta_softplus), HAS_OUTZ=with_out_z, DET=det, **args,
-    )
+        cpart if cpart is not None else dummy)
+    kw = dict(s_ck=ckpt.stride(1), s_gb=dout.stride(0), s_gd=dout.stride(1), s_gl=dout.stride(2),
+              s_ob=du.stride(0), s_od=du.stride(1), s_ol=du.stride(2), s_wb=s_wb, s_wd=s_wd, s_wl=s_wl,
+              SOFTPLUS=bool(delta_softplus), HAS_OUTZ=with_out_z, DET=det)
+    if chunk:
+        triton_chunked.backward(tensors, kw, args, chunk)
+    else:
+        grid = lambda meta: (grid_size(dim, meta["BD"]), batch)  # noqa: E731
+        tu.launch_tuned(_bwd_det if det else _bwd, _launch_key(args, u, delta, B, C), grid,
+                        *tensors, dummy, dummy, CHUNK=0, CHUNKED=False, **kw, **args)
     if part is not None:
         _add_partials(args, part, bpart, cpart, dA, dB, dC, dD, dbias)
     return (du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dbias, dz), out_z
 
 
-def _partials(args: Dict[str, Any], batch: int, device: torch.device
+def _partials(args: Dict[str, Any], batch: int, rows: int, device: torch.device
               ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """Deterministic mode's buffers of per-program sums: (batch, 3 N + 2, dim) for dA, fixed dB and dC, dD
-    and ddelta_bias (each batch row's program of a channel block writes its own slot), and for variable B
-    and C (batch, channel block, slot, N, L), a block's sums over its channels in each group it touches.
+    """Deterministic mode's buffers of per-program sums: (rows, 3 N + 2, dim) for dA, fixed dB and dC, dD
+    and ddelta_bias (each batch row's program of a channel block, or each (batch row, chunk)'s in the
+    chunked backward, writes its own slot), and for variable B and C (batch, channel block, slot, N, L), a
+    block's sums over its channels in each group it touches (chunks cover disjoint steps of it).
     Every slot the host reads is written (the channel blocks cover dim), so none needs zeroing."""
     bd, dim, N, L = _DET_CONFIG[0], args["dim"], args["N"], args["L"]
     f32 = dict(device=device, dtype=torch.float32)
     blocks = grid_size(dim, bd)
-    part = torch.empty(batch, 3 * N + 2, dim, **f32)
+    part = torch.empty(rows, 3 * N + 2, dim, **f32)
     bc = [torch.empty(batch, blocks, _slots(args[f"G_{m}"], args[f"DPG_{m}"], bd), N, L, **f32)
           if args[f"{m}_VAR"] else None for m in "BC"]
     return part, bc[0], bc[1]

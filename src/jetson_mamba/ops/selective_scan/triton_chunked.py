@@ -14,6 +14,14 @@ it idle. Here the sequence is cut into chunks of CHUNK steps as well, in three l
 The scan runs twice (the price of the parallelism), so this only pays where the one-pass grid leaves
 SMs idle: `plan_chunk` decides from the shape and the GPU's SM count. The tiles and helpers are the
 one-pass kernel's (triton.py), so both paths compute the same recurrence step for step.
+
+The backward (`backward`, picked by the same rule) is the same idea run both ways, in five launches:
+passes 1 and 2 above give every chunk's start state; an adjoint pass runs each chunk's reverse recurrence
+for the state gradient from zero (g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}) and keeps what leaves
+its first step, p = exp(delta A) g; the carry kernel walks the chunks right to left,
+p_in[c - 1] = exp(A dsum[c]) p_in[c] + p[c]; and the one-pass backward kernel (triton.py, CHUNKED) runs
+once per chunk from that chunk's start state and incoming p_in, writing du, ddelta, dz (and out_z) and
+adding dA, dB, dC, dD and ddelta_bias with atomics, or into per-chunk partial sums in deterministic mode.
 """
 
 from __future__ import annotations
@@ -39,15 +47,19 @@ BD_GUESS = 8  # the one-pass kernel's usual channel block, for the decision only
 
 if triton is not None:
     from jetson_mamba.ops.selective_scan.triton import (
+        _adjoint,
         _bias_and_d,
         _chunk_states,
         _fwd_block,
         _fwd_inputs,
         _last_row,
         _load_bc_t,
+        _load_delta,
+        _ssm_bwd_kernel,
         _store_out,
         _store_x,
     )
+    from jetson_mamba.ops.triton_utils import sigmoid
 
     @triton.heuristics({
         "B_UNIFORM": lambda a: a["G_B"] == 1 or a["DPG_B"] % a["BD"] == 0,
@@ -99,14 +111,19 @@ if triton is not None:
     def _carry_kernel(
         A_ptr, h_ptr, dsum_ptr, last_ptr, x_ptr, dim, N, L, CHUNK, n_chunks, X_EVERY,
         s_ad, s_an, s_xb, s_xd, s_xc,
-        HAS_X: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+        HAS_X: tl.constexpr, REVERSE: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
     ):
-        """Chunk end states (zero start) -> chunk start states, in place; the last state; x on request."""
+        """Chunk end states (zero start) -> chunk start states, in place; the last state; x on request.
+        REVERSE (the backward): right to left, each chunk's outgoing adjoint p (zero incoming) -> the p
+        coming into it from its right; `last` gets the gradient of the initial state (unused)."""
         pid_b, offs_d, offs_n, _offs_t, mask_d, _mask_n, m_nd, A2 = _fwd_block(A_ptr, dim, N, s_ad, s_an, BD, BN, 1)
         h = tl.zeros([BN, BD], dtype=tl.float32)
         total = tl.zeros([BD], dtype=tl.float32)  # delta summed from the start, for x's decay products
         x_base = x_ptr + pid_b * s_xb
-        for c in range(0, n_chunks):
+        for i in range(0, n_chunks):
+            c = i
+            if REVERSE:
+                c = n_chunks - 1 - i
             row = pid_b * n_chunks + c
             p_h = h_ptr + row * dim * N + offs_d[None, :] * N + offs_n[:, None]
             h_end = tl.load(p_h, mask=m_nd, other=0.0)
@@ -119,6 +136,41 @@ if triton is not None:
                 _store_x(x_base, (tl.minimum(end, L) - 1) // X_EVERY, total, A2, h, offs_d, offs_n, m_nd,
                          s_xd, s_xc)
         tl.store(last_ptr + pid_b * dim * N + offs_d[None, :] * N + offs_n[:, None], h, mask=m_nd)
+
+    @triton.heuristics({"C_UNIFORM": lambda a: a["G_C"] == 1 or a["DPG_C"] % a["BD"] == 0})
+    @triton.jit
+    def _adjoint_kernel(
+        delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, p_ptr, dim, L, N, G_C, DPG_C, CHUNK, n_chunks,
+        s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl, s_ad, s_an, s_Cb, s_Cg, s_Cn, s_Cl,
+        C_VAR: tl.constexpr, C_UNIFORM: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+        SOFTPLUS: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, T: tl.constexpr,
+    ):
+        """Per (channel block, batch row, chunk): the adjoint recurrence over the chunk from zero, right to
+        left; stores p = exp(delta A) g of its first step into p (batch, n_chunks, dim, N). Needs no state:
+        the gradient reaching y is dout (times silu(z) with z)."""
+        pid_b, offs_d, offs_n, offs_t, mask_d, mask_n, m_nd, A2 = _fwd_block(A_ptr, dim, N, s_ad, s_an, BD, BN, T)
+        c = tl.program_id(2)
+        bias, _d = _bias_and_d(bias_ptr, bias_ptr, offs_d, mask_d, BD, HAS_BIAS, False)
+        p = tl.zeros([BN, BD], dtype=tl.float32)
+        start = c * CHUNK
+        tiles = tl.cdiv(tl.minimum(CHUNK, L - start), T)
+        for i in range(0, tiles):
+            tt = start + (tiles - 1 - i) * T + offs_t
+            mask_t = tt < L
+            m2 = mask_t[:, None] & mask_d[None, :]
+            dl, _raw = _load_delta(delta_ptr + pid_b * s_db, tt[:, None] * s_dl + offs_d[None, :] * s_dd, m2,
+                                   bias[None, :], HAS_BIAS, SOFTPLUS)
+            dy = tl.load(dout_ptr + pid_b * s_gb + tt[:, None] * s_gl + offs_d[None, :] * s_gd,
+                         mask=m2, other=0.0).to(tl.float32)
+            if HAS_Z:
+                zz = tl.load(z_ptr + pid_b * s_zb + tt[:, None] * s_zl + offs_d[None, :] * s_zd,
+                             mask=m2, other=0.0).to(tl.float32)
+                dy = dy * zz * sigmoid(zz)
+            Ct = _load_bc_t(C_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_C,
+                            s_Cb, s_Cg, s_Cn, s_Cl, BD, C_VAR, C_UNIFORM)
+            dA = tl.exp2(dl[:, None, :] * A2[None, :, :])
+            _g, p = _adjoint(dl, dA, dy[:, None, :] * Ct, A2, p, offs_t)
+        tl.store(p_ptr + (pid_b * n_chunks + c) * dim * N + offs_d[None, :] * N + offs_n[:, None], p, mask=m_nd)
 
 
 # (BD, T, num_warps): BD=8 T=8 is the one-pass kernel's first config; the interpreter takes small tiles.
@@ -168,26 +220,75 @@ def forward(
     _common_args; `every` must be a multiple of `chunk`."""
     batch, dim, L = u.shape
     N = A.shape[1]
-    n_chunks = grid_size(L, chunk)
-    bd, t, warps = _config()
     out = torch.empty((batch, dim, L), device=u.device, dtype=u.dtype)
     out_z = torch.empty_like(out) if z is not None else None
-    h = torch.empty((batch, n_chunks, dim, N), device=u.device, dtype=torch.float32)
-    dsum = torch.empty((batch, n_chunks, dim), device=u.device, dtype=torch.float32)
     last = torch.empty((batch, dim, N), device=u.device, dtype=torch.float32)
     x = torch.empty((batch, dim, grid_size(L, every), 2 * N), device=u.device, dtype=torch.float32) if every else None
-    kw = {k: v for k, v in args.items() if k not in ("batch_class", "L_class")}
     dummy = out
     tensors = (u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
-               delta_bias if delta_bias is not None else dummy, out, out_z if out_z is not None else dummy, h, dsum)
-    for output in (False, True):
-        if output:
-            xs = x.stride() if x is not None else (0, 0, 0)
-            _carry_kernel[(grid_size(dim, bd), batch)](
-                A, h, dsum, last, x if x is not None else last, dim, N, L, chunk, n_chunks, every or 1,
-                args["s_ad"], args["s_an"], xs[0], xs[1], xs[2],
-                HAS_X=x is not None, BD=bd, BN=args["BN"], num_warps=warps)
-        _chunk_kernel[(grid_size(dim, bd), batch, n_chunks)](
-            *tensors, CHUNK=chunk, n_chunks=n_chunks, s_ob=out.stride(0), s_od=out.stride(1), s_ol=out.stride(2),
-            SOFTPLUS=bool(delta_softplus), OUTPUT=output, BD=bd, T=t, num_warps=warps, **kw)
+               delta_bias if delta_bias is not None else dummy, out, out_z if out_z is not None else dummy)
+    h, dsum = _start_states(tensors, A, args, chunk, bool(delta_softplus), last, x, every)
+    _chunks(tensors + (h, dsum), args, chunk, bool(delta_softplus), output=True)
     return out, out_z, last, x
+
+
+def _chunks(tensors: Tuple[torch.Tensor, ...], args: dict, chunk: int, softplus: bool, output: bool) -> None:
+    """_chunk_kernel over every (channel block, batch row, chunk): pass 1, or pass 3 with output."""
+    u, out = tensors[0], tensors[8]
+    batch, dim, L = u.shape
+    bd, t, warps = _config()
+    n_chunks = grid_size(L, chunk)
+    kw = {k: v for k, v in args.items() if k not in ("batch_class", "L_class")}
+    _chunk_kernel[(grid_size(dim, bd), batch, n_chunks)](
+        *tensors, CHUNK=chunk, n_chunks=n_chunks, s_ob=out.stride(0), s_od=out.stride(1), s_ol=out.stride(2),
+        SOFTPLUS=softplus, OUTPUT=output, BD=bd, T=t, num_warps=warps, **kw)
+
+
+def _carry(A: torch.Tensor, h: torch.Tensor, dsum: torch.Tensor, last: torch.Tensor, x: Optional[torch.Tensor],
+           args: dict, chunk: int, every: int, reverse: bool) -> None:
+    """_carry_kernel per (channel block, batch row): h (batch, n_chunks, dim, N) in place."""
+    batch, n_chunks, dim, N = h.shape
+    bd, _t, warps = _config()
+    xs = x.stride() if x is not None else (0, 0, 0)
+    _carry_kernel[(grid_size(dim, bd), batch)](
+        A, h, dsum, last, x if x is not None else last, dim, N, args["L"], chunk, n_chunks, every or 1,
+        args["s_ad"], args["s_an"], xs[0], xs[1], xs[2],
+        HAS_X=x is not None, REVERSE=reverse, BD=bd, BN=args["BN"], num_warps=warps)
+
+
+def _start_states(tensors: Tuple[torch.Tensor, ...], A: torch.Tensor, args: dict, chunk: int, softplus: bool,
+                  last: torch.Tensor, x: Optional[torch.Tensor], every: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Passes 1 and 2: (every chunk's start state (batch, n_chunks, dim, N), its delta sum (batch, n_chunks,
+    dim)); the last state into `last`, x on request. `tensors`: _chunk_kernel's first ten arguments."""
+    batch, dim, L = tensors[0].shape
+    n_chunks = grid_size(L, chunk)
+    f32 = dict(device=A.device, dtype=torch.float32)
+    h = torch.empty((batch, n_chunks, dim, args["N"]), **f32)
+    dsum = torch.empty((batch, n_chunks, dim), **f32)
+    _chunks(tensors + (h, dsum), args, chunk, softplus, output=False)
+    _carry(A, h, dsum, last, x, args, chunk, every, reverse=False)
+    return h, dsum
+
+
+def backward(tensors: Tuple[torch.Tensor, ...], kw: dict, args: dict, chunk: int) -> None:
+    """The chunked backward into triton._backward's buffers. `tensors`: _ssm_bwd_kernel's first 22
+    arguments (u, delta, A, B, C, D, z, delta_bias, dout, ...; stand-ins where absent), `kw` its strides and
+    flags, `args` _common_args', as triton._backward builds them."""
+    u, delta, A, C, z, bias, dout = (tensors[i] for i in (0, 1, 2, 4, 6, 7, 8))
+    batch, dim, L = u.shape
+    N = args["N"]
+    n_chunks = grid_size(L, chunk)
+    bd, t, warps = _config()
+    softplus = kw["SOFTPLUS"]
+    scratch = torch.empty((batch, dim, N), device=u.device, dtype=torch.float32)  # the unused last states
+    h, dsum = _start_states(tensors[:8] + (scratch, scratch), A, args, chunk, softplus, scratch, None, 0)
+    p = torch.empty_like(h)
+    grid = (grid_size(dim, bd), batch, n_chunks)
+    _adjoint_kernel[grid](
+        delta, A, C, z, bias, dout, p, dim, L, N, args["G_C"], args["DPG_C"], chunk, n_chunks,
+        args["s_db"], args["s_dd"], args["s_dl"], args["s_zb"], args["s_zd"], args["s_zl"],
+        kw["s_gb"], kw["s_gd"], kw["s_gl"], args["s_ad"], args["s_an"],
+        args["s_Cb"], args["s_Cg"], args["s_Cn"], args["s_Cl"], C_VAR=args["C_VAR"], HAS_Z=args["HAS_Z"],
+        HAS_BIAS=args["HAS_BIAS"], SOFTPLUS=softplus, BD=bd, BN=args["BN"], T=t, num_warps=warps)
+    _carry(A, p, dsum, scratch, None, args, chunk, 0, reverse=True)
+    _ssm_bwd_kernel[grid](*tensors, h, p, CHUNK=chunk, CHUNKED=True, BD=bd, T=t, num_warps=warps, **kw, **args)
