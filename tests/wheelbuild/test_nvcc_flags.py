@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from jetson_mamba.build.plan import PACKAGES, make_plan
-from jetson_mamba.build.toolchain import probe_toolchain
 from jetson_mamba.probe import probe_machine
+from jetson_mamba.wheelbuild.plan import PACKAGES, make_plan
+from jetson_mamba.wheelbuild.toolchain import probe_toolchain
 
 KERNEL = "__global__ void scale(float *x, float a) { x[threadIdx.x] *= a; }\n"
 

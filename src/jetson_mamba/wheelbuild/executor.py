@@ -23,16 +23,16 @@ from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
 
 from rich.console import Console
 
-from jetson_mamba.build.diagnose import diagnose
-from jetson_mamba.build.plan import PACKAGES, BuildPlan, Spec
-from jetson_mamba.build.progress import HEARTBEAT_S, POLL_S, CompileProgress
-from jetson_mamba.build.schedule import Schedule, Share, count_units, share_jobs
-from jetson_mamba.build.source import Source, obtain, prepare_tree, tree_key
-from jetson_mamba.build.wheel import finish_wheel
 from jetson_mamba.compat.build_patches import BuildOptions
 from jetson_mamba.errors import BuildError, MissingDependencyError, UsageError
 from jetson_mamba.probe.fatbin import archs_of_wheel, merge
 from jetson_mamba.probe.model import MachineInfo
+from jetson_mamba.wheelbuild.diagnose import diagnose
+from jetson_mamba.wheelbuild.plan import PACKAGES, BuildPlan, Spec
+from jetson_mamba.wheelbuild.progress import HEARTBEAT_S, POLL_S, CompileProgress
+from jetson_mamba.wheelbuild.schedule import Schedule, Share, count_units, share_jobs
+from jetson_mamba.wheelbuild.source import Source, obtain, prepare_tree, tree_key
+from jetson_mamba.wheelbuild.wheel import finish_wheel
 
 
 @dataclass

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 from typing import Optional, Tuple
 
-from jetson_mamba.build.plan import Toolchain
 from jetson_mamba.probe.model import MachineInfo
 from jetson_mamba.probe.python_env import run_script
 from jetson_mamba.probe.system import run_quiet
+from jetson_mamba.wheelbuild.plan import Toolchain
 
 # torch's headers refuse older standards with e.g. `#error C++20 or later compatible compiler is required`.
 _STD_ERROR = re.compile(r"#\s*error\s+\"?C\+\+(\d+) or later")

@@ -9,7 +9,10 @@ from typing import Optional
 
 import pytest
 
-from jetson_mamba.build.plan import (
+from jetson_mamba.compat.knowledge import TESTED_PAIR
+from jetson_mamba.errors import UsageError
+from jetson_mamba.probe.model import CudaInfo, GpuInfo, MachineInfo, MemoryInfo, PackagesInfo, TorchInfo
+from jetson_mamba.wheelbuild.plan import (
     PACKAGES,
     Toolchain,
     choose_jobs,
@@ -20,9 +23,6 @@ from jetson_mamba.build.plan import (
     parse_archs,
     parse_specs,
 )
-from jetson_mamba.compat.knowledge import TESTED_PAIR
-from jetson_mamba.errors import UsageError
-from jetson_mamba.probe.model import CudaInfo, GpuInfo, MachineInfo, MemoryInfo, PackagesInfo, TorchInfo
 
 NVCC13_ARCHS = ("7.5", "8.0", "8.6", "8.7", "8.8", "8.9", "9.0", "10.0", "10.3", "11.0", "12.0", "12.1")
 
