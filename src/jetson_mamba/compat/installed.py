@@ -63,7 +63,7 @@ class Environment:
 
     python: str
     purelib: Path
-    targets: Tuple[registry.Target, ...]
+    targets: Tuple[registry.PatchTarget, ...]
     facts: Dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -86,22 +86,22 @@ def locate(python: Optional[str] = None) -> Environment:
         if package is not None and package.parent.resolve() != root.resolve():
             # editable install: patch the checkout it runs from (no RECORD hashes there: the patches'
             # own recognition of the upstream code decides, as for a source tree)
-            targets.append(registry.Target(name, info["version"], package.parent))
+            targets.append(registry.PatchTarget(name, info["version"], package.parent))
             continue
-        targets.append(registry.Target(name, info["version"], root, registry.installed_hashes(root, name)))
+        targets.append(registry.PatchTarget(name, info["version"], root, registry.installed_hashes(root, name)))
     facts = {"versions": {**data["versions"], **{t.distribution: t.version for t in targets}},
              "extensions": data["extensions"], "python": data["python"]}
     return Environment(data["python"], Path(data["purelib"]), tuple(targets), facts)
 
 
 def runtime_plan(python: Optional[str] = None, patches: Sequence[registry.Patch] = RUNTIME_PATCHES
-                 ) -> Tuple[Environment, registry.Plan]:
+                 ) -> Tuple[Environment, registry.PatchPlan]:
     """The runtime patch plan for an interpreter's installed packages (reads, never writes)."""
     env = locate(python)
     return env, plan_for(env, patches)
 
 
-def plan_for(env: Environment, patches: Sequence[registry.Patch] = RUNTIME_PATCHES) -> registry.Plan:
+def plan_for(env: Environment, patches: Sequence[registry.Patch] = RUNTIME_PATCHES) -> registry.PatchPlan:
     """The runtime patch plan for a located environment (reads; under `registry.locked(env.roots)` to write)."""
     return registry.patch_plan(env.targets, patches, registry.INSTALLED, facts=env.facts)
 
@@ -118,7 +118,7 @@ def applied_runtime_patches(root: Path, patches: Sequence[registry.Patch] = RUNT
     build; never raises (for doctor): an unreadable or unknown state counts as nothing applied.
     """
     root = Path(root)
-    targets = [registry.Target(name, None, root, registry.installed_hashes(root, name))
+    targets = [registry.PatchTarget(name, None, root, registry.installed_hashes(root, name))
                for name in PATCHED_DISTRIBUTIONS
                if any((root / f).is_file() for p in patches if p.distribution == name for f in p.files)]
     try:

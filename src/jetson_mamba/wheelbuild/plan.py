@@ -292,7 +292,7 @@ def choose_cxx_std(toolchain: Toolchain, prepare_only: bool) -> Tuple[int, List[
                    f"demands C++{wanted})"]
 
 
-def make_plan(machine: MachineInfo, toolchain: Toolchain, spec_texts: Sequence[str],
+def make_build_plan(machine: MachineInfo, toolchain: Toolchain, spec_texts: Sequence[str],
               arch_text: Optional[str], jobs: Optional[int], prepare_only: bool = False) -> BuildPlan:
     """Decide everything about a build from the probed machine and the command line."""
     specs = parse_specs(spec_texts)
