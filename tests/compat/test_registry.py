@@ -11,7 +11,7 @@ from typing import Dict
 import pytest
 
 from jetson_mamba.compat import registry
-from jetson_mamba.compat.registry import Patch, Replace, Target
+from jetson_mamba.compat.registry import Patch, PatchTarget, Replace
 from jetson_mamba.errors import PatchError, PermissionDeniedError
 
 UPSTREAM = "import os\n\ndef f():\n    return old_call(1, 2)\n\ndef g():\n    return old_call(3, 4)\n"
@@ -29,8 +29,8 @@ PATCH = Patch(
 )
 
 
-def _target(root: Path, hashes: Dict[str, str]) -> Target:
-    return Target("demo", "1.0", root, hashes)
+def _target(root: Path, hashes: Dict[str, str]) -> PatchTarget:
+    return PatchTarget("demo", "1.0", root, hashes)
 
 
 @pytest.fixture()

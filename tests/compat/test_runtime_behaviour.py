@@ -31,7 +31,7 @@ FP32 = 1e-4  # portable kernels in fp32 against upstream's references / unfused 
 pytest.importorskip("jetson_mamba.ops.standins.selective_scan_cuda", reason="portable stand-ins not available")
 
 
-def _patch(python: Path, names: Sequence[str]) -> registry.Plan:
+def _patch(python: Path, names: Sequence[str]) -> registry.PatchPlan:
     _, plan = runtime_plan(str(python), [p for p in RUNTIME_PATCHES if p.name in names])
     registry.apply_plan(plan)
     return plan

@@ -52,7 +52,7 @@ def test_doctor_sees_applied_and_baked_patches(shared: Path, tmp_path: Path) -> 
     site.mkdir()
     (_unpack(shared / "sdists" / "mamba_ssm-2.2.4.tar.gz", tmp_path) / "mamba_ssm").rename(site / "mamba_ssm")
     assert applied_runtime_patches(site) == set()
-    target = registry.Target("mamba-ssm", "2.2.4", site)
+    target = registry.PatchTarget("mamba-ssm", "2.2.4", site)
     registry.apply_plan(registry.patch_plan([target], RUNTIME_PATCHES, registry.INSTALLED))
     everything = {p.name for p in RUNTIME_PATCHES} - {MAMBA3_LAZY}  # 2.2.4 has no Mamba-3
     assert applied_runtime_patches(site) == everything

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
@@ -10,32 +11,33 @@ import torch
 from jetson_mamba.ops import selective_scan_fn
 from jetson_mamba.ops.selective_scan import naive
 from jetson_mamba.ops.selective_scan import torch as scan_torch
+from jetson_mamba.verify.cases import SCAN_CASES, ScanCase
 
 pytestmark = pytest.mark.usefixtures("clean_dispatch", "nan_empty")
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
-def make_inputs(batch: int, dim: int, L: int, dstate: int, bc: str, dtype: torch.dtype, with_z: bool,
-                with_D: bool, with_bias: bool, groups: int = 1, seed: int = 0) -> Dict[str, Optional[torch.Tensor]]:
-    """Inputs as Mamba produces them: A < 0, delta around softplus's range, fp32 A/D/bias."""
+def make_inputs(case: ScanCase, dtype: torch.dtype, seed: int = 0) -> Dict[str, Optional[torch.Tensor]]:
+    """Inputs as Mamba produces them: A < 0, delta around softplus's range, fp32 A/D/bias (fp64 in fp64)."""
     g = torch.Generator().manual_seed(seed)
+    batch, dim, L, dstate = case.batch, case.dim, case.length, case.dstate
 
     def rnd(*shape: int, dt: torch.dtype = dtype, scale: float = 1.0) -> torch.Tensor:
         return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dt)
 
     wdt = torch.float64 if dtype == torch.float64 else torch.float32
-    if bc == "fixed":
+    if case.bc == "fixed":
         B, C = rnd(dim, dstate, dt=wdt), rnd(dim, dstate, dt=wdt)
-    elif bc == "variable":
+    elif case.bc == "variable":
         B, C = rnd(batch, dstate, L), rnd(batch, dstate, L)
     else:
-        B, C = rnd(batch, groups, dstate, L), rnd(batch, groups, dstate, L)
+        B, C = rnd(batch, case.groups, dstate, L), rnd(batch, case.groups, dstate, L)
     return {
-        "u": rnd(batch, dim, L), "delta": rnd(batch, dim, L, scale=0.5).abs(),
+        "u": rnd(batch, dim, L), "delta": rnd(batch, dim, L, scale=case.delta_scale).abs(),
         "A": (-0.5 - torch.rand(dim, dstate, generator=g, dtype=torch.float64) * 2).to(wdt),
-        "B": B, "C": C, "D": rnd(dim, dt=wdt) if with_D else None, "z": rnd(batch, dim, L) if with_z else None,
-        "delta_bias": rnd(dim, dt=wdt, scale=0.5).abs() if with_bias else None,
+        "B": B, "C": C, "D": rnd(dim, dt=wdt) if case.D else None, "z": rnd(batch, dim, L) if case.z else None,
+        "delta_bias": rnd(dim, dt=wdt, scale=0.5).abs() if case.delta_bias else None,
     }
 
 
@@ -61,26 +63,25 @@ def use_plan(monkeypatch: pytest.MonkeyPatch, plan: str) -> None:
         monkeypatch.setattr(scan_torch, name, value)
 
 
-CASES = [
-    # batch, dim, L, dstate, bc, groups, z, D, bias, softplus, plan
-    (2, 5, 1, 1, "variable", 1, True, True, True, True, "two-level"),
-    (1, 6, 37, 4, "fixed", 1, False, True, False, False, "sequential"),
-    (2, 4, 130, 16, "variable", 1, True, False, True, True, "two-level"),
-    (1, 12, 70, 64, "grouped", 3, True, True, False, True, "sequential"),
-    (2, 8, 66, 4, "grouped", 2, False, False, True, False, "two-level"),
-    (1, 3, 9, 16, "grouped", 1, True, True, True, True, "sequential"),
-]
+# verify/cases.py's one table: the edge cases and what `verify --quick` checks, each under a chunk plan.
+CASES = list(zip(SCAN_CASES["edge"] + SCAN_CASES["quick"], itertools.cycle(("two-level", "sequential"))))
+
+
+def _case_id(case: Tuple[ScanCase, str]) -> str:
+    c, plan = case
+    flags = "".join(f"-{name}" for name, on in (("z", c.z), ("D", c.D), ("bias", c.delta_bias), ("sp", c.softplus))
+                    if on)
+    return f"b{c.batch}d{c.dim}L{c.length}n{c.dstate}-{c.bc}{c.groups}{flags}-{plan}"
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"b{c[0]}d{c[1]}L{c[2]}n{c[3]}-{c[4]}{c[5]}"
-                         f"{'-z' if c[6] else ''}{'-D' if c[7] else ''}{'-bias' if c[8] else ''}"
-                         f"{'-sp' if c[9] else ''}-{c[10]}")
-def test_torch_backend_matches_reference(case: tuple, dtype: torch.dtype, close: Callable[..., None],
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_torch_backend_matches_reference(case: Tuple[ScanCase, str], dtype: torch.dtype, close: Callable[..., None],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    batch, dim, L, dstate, bc, groups, with_z, with_D, with_bias, softplus, plan = case
+    scan, plan = case
     use_plan(monkeypatch, plan)
-    inputs = make_inputs(batch, dim, L, dstate, bc, dtype, with_z, with_D, with_bias, groups)
+    inputs = make_inputs(scan, dtype)
+    batch, dim, L, softplus, with_z = scan.batch, scan.dim, scan.length, scan.softplus, scan.z
     dout = torch.randn(batch, dim, L, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype)
     ref_out, ref_last, ref_grads = reference(inputs, softplus, dout)
     args = [inputs[k] for k in NAMES]
@@ -104,7 +105,7 @@ def test_torch_backend_matches_reference(case: tuple, dtype: torch.dtype, close:
 def test_chunks_are_independent_of_chunk_size(plan: str, monkeypatch: pytest.MonkeyPatch,
                                               close: Callable[..., None]) -> None:
     """Carrying state across many small chunks gives the same numbers as one big chunk."""
-    inputs = make_inputs(1, 4, 100, 8, "variable", torch.float64, True, True, True)
+    inputs = make_inputs(ScanCase(1, 4, 100, 8), torch.float64)
     args = [inputs[k] for k in NAMES]
     dout = torch.randn(1, 4, 100, dtype=torch.float64)
     big = scan_torch.selective_scan_forward(*args, delta_softplus=True)[1]
@@ -120,7 +121,7 @@ def test_chunks_are_independent_of_chunk_size(plan: str, monkeypatch: pytest.Mon
 @pytest.mark.parametrize("plan", sorted(PLANS))
 def test_large_decay_does_not_overflow(plan: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """delta * A summed over a chunk far below -88 (exp(-cumsum) would overflow fp32): still finite."""
-    inputs = make_inputs(1, 4, 200, 4, "variable", torch.float32, False, False, False)
+    inputs = make_inputs(ScanCase(1, 4, 200, 4, z=False, D=False, delta_bias=False), torch.float32)
     inputs["delta"] = torch.full((1, 4, 200), 30.0)
     inputs["A"] = torch.full((4, 4), -5.0)
     use_plan(monkeypatch, plan)
@@ -136,7 +137,7 @@ def test_large_decay_does_not_overflow(plan: str, monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize("return_last_state", [False, True])
 def test_public_fn_autograd(return_last_state: bool, close: Callable[..., None]) -> None:
     """selective_scan_fn: upstream signature, autograd gives every input's gradient."""
-    inputs = make_inputs(2, 6, 40, 4, "variable", torch.float32, True, True, True)
+    inputs = make_inputs(ScanCase(2, 6, 40, 4), torch.float32)
     leaves = {k: None if v is None else v.clone().requires_grad_(True) for k, v in inputs.items()}
     dout = torch.randn(2, 6, 40, dtype=torch.float64)
     ref_out, ref_last, ref_grads = reference(inputs, True, dout)
@@ -155,7 +156,7 @@ def test_public_fn_autograd(return_last_state: bool, close: Callable[..., None])
 
 def test_public_fn_non_contiguous_inputs(close: Callable[..., None]) -> None:
     """Transposed (non-contiguous) u / delta / B / C are accepted, as upstream makes them contiguous."""
-    inputs = make_inputs(1, 4, 20, 4, "variable", torch.float32, False, True, False)
+    inputs = make_inputs(ScanCase(1, 4, 20, 4, z=False, delta_bias=False), torch.float32)
     u = inputs["u"].transpose(1, 2).contiguous().transpose(1, 2)
     B = inputs["B"].transpose(1, 2).contiguous().transpose(1, 2)
     out = selective_scan_fn(u, inputs["delta"], inputs["A"], B, inputs["C"], D=inputs["D"])
@@ -188,7 +189,7 @@ def test_compiled_fixed_B_state_gets_its_B_factor_back() -> None:
 def test_forward_x_keeps_the_kernels_chunk_states(plan: str, bc: str, monkeypatch: pytest.MonkeyPatch,
                                                   close: Callable[..., None]) -> None:
     """x from the same pass as out: decay products and states at every chunk end, the last chunk short."""
-    inputs = make_inputs(2, 4, 150, 3, bc, torch.float64, True, True, True, groups=2)
+    inputs = make_inputs(ScanCase(2, 4, 150, 3, bc=bc, groups=2), torch.float64)
     args = [inputs[k] for k in NAMES]
     use_plan(monkeypatch, plan)
     out, out_z, x = scan_torch.selective_scan_forward_x(*args, delta_softplus=True, every=64)
@@ -209,7 +210,7 @@ def test_compiled_forward_x_gets_fixed_B_states_right(kernel_like_scan: Any, mon
     from jetson_mamba.ops.selective_scan import cuda
 
     monkeypatch.setattr(cuda, "load_extension", lambda name: kernel_like_scan)
-    inputs = make_inputs(1, 3, 2100, 2, "fixed", torch.float32, False, True, True)
+    inputs = make_inputs(ScanCase(1, 3, 2100, 2, bc="fixed", z=False), torch.float32)
     args = [inputs[k] for k in NAMES]
     _, _, x = cuda.selective_scan_forward_x(*args, delta_softplus=True, every=2048)
     ref = naive.chunk_states_ref(*(inputs[k] for k in ("u", "delta", "A", "B", "C", "delta_bias")),
@@ -232,7 +233,7 @@ def test_torch_backends_are_bitwise_reproducible_in_deterministic_mode_on_gpu(
     from jetson_mamba.ops.causal_conv1d import torch as conv_torch
 
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    inp = make_inputs(4, 1024, 2048, 16, bc, torch.bfloat16, True, True, True, groups=4)
+    inp = make_inputs(ScanCase(4, 1024, 2048, 16, bc=bc, groups=4), torch.bfloat16)
     args = [None if inp[k] is None else inp[k].cuda() for k in NAMES]  # type: ignore[union-attr]
     dout = torch.randn(args[0].shape, device="cuda", generator=torch.Generator("cuda").manual_seed(2))
     x, w = args[0].transpose(1, 2).contiguous().transpose(1, 2), torch.randn(1024, 4, device="cuda")

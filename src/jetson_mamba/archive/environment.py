@@ -1,6 +1,6 @@
 """The target environment seen from outside: its distributions' files, torch's fingerprint, pip.
 
-Everything runs as a small script in the target interpreter (`--python PATH`), so we never
+Everything runs as `probe/target_script.py` in the target interpreter (`--python PATH`), so we never
 import torch here and always look at the environment that is being changed.
 """
 
@@ -26,63 +26,14 @@ from jetson_mamba.compat.registry import RECORD_DIR, atomic_write
 from jetson_mamba.errors import InstallError
 from jetson_mamba.probe import probe_machine
 from jetson_mamba.probe.model import MachineInfo
-from jetson_mamba.probe.python_env import run_script
+from jetson_mamba.probe.python_env import target_facts
 
 VERIFY_ENV = "JETSON_MAMBA_VERIFY_COMMAND"
 
-# Runs in the target interpreter: Python 3.8 compatible, standard library only.
-_FILES_SCRIPT = r"""
-import json, sys, sysconfig
-try:
-    import importlib.metadata as md
-except ImportError:
-    import importlib_metadata as md
-out = {"purelib": sysconfig.get_paths()["purelib"], "prefix": sys.prefix, "dists": {}}
-for name in NAMES:
-    dist = None
-    for candidate in (name, name.replace("-", "_")):
-        try:
-            dist = md.distribution(candidate)
-            break
-        except Exception:
-            pass
-    if dist is None:
-        continue
-    files = [str(dist.locate_file(f)) for f in (dist.files or [])]
-    out["dists"][name] = {"version": dist.version, "files": files, "location": str(dist.locate_file(""))}
-print(json.dumps(out))
-"""
 
-_TORCH_SCRIPT = r"""
-import hashlib, json, os
-try:
-    import importlib.metadata as md
-except ImportError:
-    import importlib_metadata as md
-try:
-    dist = md.distribution("torch")
-except Exception:
-    dist = None
-out = {"version": None, "files": 0, "digest": None}
-if dist is not None:
-    digest = hashlib.sha256()
-    count = 0
-    for item in sorted(str(f) for f in (dist.files or [])):
-        path = str(dist.locate_file(item))
-        try:
-            stat = os.stat(path)
-        except OSError:
-            digest.update(("%s|missing\n" % item).encode())
-            continue
-        count += 1
-        digest.update(("%s|%d|%d\n" % (item, stat.st_size, stat.st_mtime_ns)).encode())
-    out = {"version": dist.version, "files": count, "digest": digest.hexdigest(), "location": str(dist.locate_file(""))}
-print(json.dumps(out))
-"""
-
-
-def _script(python: str, script: str) -> Dict[str, Any]:
-    data, failure = run_script(python, script)
+def gather_facts(python: str, request: Dict[str, Any]) -> Dict[str, Any]:
+    """`target_facts` for install and its extras: no answer is an InstallError."""
+    data, failure = target_facts(python, request)
     if data is None:
         raise InstallError(f"cannot inspect the environment of {python}: {failure}",
                            "check that --python points at a working interpreter")
@@ -90,13 +41,15 @@ def _script(python: str, script: str) -> Dict[str, Any]:
 
 
 def installed_files(python: str, names: Sequence[str]) -> Dict[str, Any]:
-    """{"purelib": dir, "dists": {name: {"version", "files"}}} for the installed ones of `names`."""
-    return _script(python, _FILES_SCRIPT.replace("NAMES", repr(list(names))))
+    """{"purelib", "prefix", "dists": {name: {"version", "files", "location"}}} for the installed ones of `names`."""
+    data = gather_facts(python, {"interpreter": True, "distributions": {"names": list(names), "files": True}})
+    return {"purelib": data["interpreter"]["purelib"], "prefix": data["interpreter"]["prefix"],
+            "dists": data["distributions"]}
 
 
 def torch_fingerprint(python: str) -> Dict[str, Any]:
     """torch's version and a digest of the names, sizes and mtimes of all its files."""
-    return _script(python, _TORCH_SCRIPT)
+    return gather_facts(python, {"torch_files": True})["torch_files"]
 
 
 def pip(python: str, args: Sequence[str], timeout: float = 1800.0) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from jetson_mamba.archive.environment import TargetEnvironment, _script, planned, tail
+from jetson_mamba.archive.environment import TargetEnvironment, gather_facts, planned, tail
 from jetson_mamba.errors import InstallError, MissingDependencyError
 
 # Never installed, upgraded or removed by jetson-mamba (JetPack ships its own builds of each).
@@ -27,23 +27,6 @@ PROTECTED = ("torch", "torchvision", "numpy", "opencv-python", "opencv-python-he
 OPENCV = tuple(name for name in PROTECTED if name.startswith("opencv"))
 # The ultralytics releases Mamba-YOLO was tested with (8.4.190 in CI and on the lab GPU).
 ULTRALYTICS = "ultralytics>=8.3.0,<8.5"
-
-_FACTS = r"""
-import importlib.metadata as md, importlib.util, json
-names = NAMES
-out = {"versions": {}, "cv2": importlib.util.find_spec("cv2") is not None}
-for name in names:
-    try:
-        out["versions"][name] = md.version(name)
-    except md.PackageNotFoundError:
-        pass
-print(json.dumps(out))
-"""
-
-_REQUIRES = r"""
-import importlib.metadata as md, json
-print(json.dumps({"requires": md.requires(NAME) or []}))
-"""
 
 
 @dataclass(frozen=True)
@@ -74,9 +57,9 @@ class ExtraReport:
 
 
 def protected_state(env: TargetEnvironment) -> ProtectedState:
-    data = _script(env.python, _FACTS.replace("NAMES", repr(list(PROTECTED))))
-    return ProtectedState(versions={canonicalize_name(k): v for k, v in data.get("versions", {}).items()},
-                          cv2=bool(data.get("cv2")))
+    data = gather_facts(env.python, {"distributions": {"names": list(PROTECTED)}, "extensions": {"modules": ["cv2"]}})
+    return ProtectedState(versions={canonicalize_name(k): v["version"] for k, v in data["distributions"].items()},
+                          cv2=bool(data["extensions"]))
 
 
 def follow_requirements(requires: Sequence[str], state: ProtectedState) -> Tuple[List[str], List[str]]:
@@ -146,7 +129,8 @@ def install_ultralytics(env: TargetEnvironment, dry_run: bool = False, spec: str
         done = env.pip(["install", "--no-deps", *pin, spec])
         if done.returncode != 0:
             raise InstallError(f"pip install --no-deps {spec} failed: {tail(done.stderr, 3)}", "rerun with -v")
-        requires = _script(env.python, _REQUIRES.replace("NAME", repr("ultralytics"))).get("requires", [])
+        found = gather_facts(env.python, {"distributions": {"names": ["ultralytics"], "requires": True}})
+        requires = found["distributions"].get("ultralytics", {}).get("requires", [])
         wanted, left_out = follow_requirements(requires, state)
         installed = list(package)
         if wanted:

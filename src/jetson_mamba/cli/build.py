@@ -8,9 +8,9 @@ from typing import List
 
 from rich.table import Table
 
-from jetson_mamba.build.plan import BuildPlan
 from jetson_mamba.cli.output import console, err_console, plain, print_json
 from jetson_mamba.errors import UsageError
+from jetson_mamba.wheelbuild.plan import BuildPlan
 
 NAME = "build"
 HELP = "compile mamba-ssm / causal-conv1d wheels for exactly this GPU (or --arch), patched for CUDA 13 and torch 2.14"
@@ -56,10 +56,10 @@ def _plan_lines(plan: BuildPlan, ccache_note: str) -> List[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jetson_mamba.build.executor import build_all, prepare_only, work_root
-    from jetson_mamba.build.plan import for_target_cuda, make_plan
-    from jetson_mamba.build.toolchain import probe_toolchain
     from jetson_mamba.probe import probe_machine
+    from jetson_mamba.wheelbuild.executor import build_all, prepare_only, work_root
+    from jetson_mamba.wheelbuild.plan import for_target_cuda, make_build_plan
+    from jetson_mamba.wheelbuild.toolchain import probe_toolchain
 
     machine = probe_machine()
     toolchain = probe_toolchain(machine)
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--cuda-version only describes a toolkit on another machine",
                              "add --prepare-only DIR, or point CUDA_HOME at that toolkit to compile here")
         toolchain = for_target_cuda(toolchain, args.cuda_version)
-    plan = make_plan(machine, toolchain, args.specs, args.arch, args.jobs, prepare_only=args.prepare_only is not None)
+    plan = make_build_plan(machine, toolchain, args.specs, args.arch, args.jobs, prepare_only=args.prepare_only is not None)
     ccache_note = (f"reuse:    ccache {toolchain.ccache} (PYTORCH_NVCC and CXX go through it), and the objects "
                    f"in {work_root()}" if toolchain.ccache else
                    f"reuse:    unchanged sources reuse the objects in {work_root()} (install ccache to share "

@@ -40,7 +40,7 @@ def _environment_lines(env: Environment) -> None:
                   f"compiled: {plain(extensions)}")
 
 
-def _status_table(plan: registry.Plan) -> Table:
+def _status_table(plan: registry.PatchPlan) -> Table:
     """One row per patch and distribution: overall status, each file's status, and why."""
     groups: Dict[tuple, List[registry.PatchStatus]] = {}
     for s in plan.statuses:

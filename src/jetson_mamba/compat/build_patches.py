@@ -22,8 +22,8 @@ from jetson_mamba.compat.registry import (
     TREE,
     Context,
     Patch,
+    PatchTarget,
     Replace,
-    Target,
     Transform,
     UnknownContent,
     apply_plan,
@@ -160,7 +160,7 @@ def apply_build_patches(root: Path, distribution: str, version: Optional[str], o
     given explicitly (not read from PKG-INFO) because git checkouts have none.
     """
     patches = (RUNTIME_PATCHES if runtime else ()) + BUILD_PATCHES
-    plan = patch_plan([Target(distribution, version, root)], patches, TREE, options=dataclasses.asdict(options))
+    plan = patch_plan([PatchTarget(distribution, version, root)], patches, TREE, options=dataclasses.asdict(options))
     for change in plan.changes:
         if change.path.endswith(".py"):
             try:

@@ -17,10 +17,10 @@ API (used by `cli/patch.py`, `compat/build_patches.py`, the install and build co
 - `Context(mode, root, distribution, version, upstream_sha256, facts, options)`: what a
   transform may look at. `mode` is `INSTALLED` (root = site-packages) or `TREE` (root = an
   unpacked sdist); `options` carries build options (e.g. archs) for build-time patches.
-- `Target(distribution, version, root, upstream_sha256)`: one distribution to patch.
-- `patch_plan(targets, patches, mode, facts=None, options=None) -> Plan`: pure (reads files,
-  writes nothing). `Plan.statuses` says, per patch and file, applied / needed / not-needed /
-  missing and why; `Plan.changes` holds the new bytes; `Plan.clean` is True when nothing is
+- `PatchTarget(distribution, version, root, upstream_sha256)`: one distribution to patch.
+- `patch_plan(targets, patches, mode, facts=None, options=None) -> PatchPlan`: pure (reads files,
+  writes nothing). `PatchPlan.statuses` says, per patch and file, applied / needed / not-needed /
+  missing and why; `PatchPlan.changes` holds the new bytes; `PatchPlan.clean` is True when nothing is
   needed. Refuses (PatchError) a file that is neither upstream (its dist-info RECORD hash, or
   in tree mode: no foreign marker) nor what jetson-mamba wrote.
 - `apply_plan(plan) -> List[FileChange]`: writes atomically (temp file + rename), after
@@ -34,7 +34,7 @@ API (used by `cli/patch.py`, `compat/build_patches.py`, the install and build co
   the `*.jm-tmp` files a killed run left.
 - `applied_patches(root) -> Dict[str, List[str]]`: recorded file -> patch names (for doctor).
 - `installed_hashes(root, distribution)`: the RECORD hashes that define "upstream" when installed.
-- `tree_target(root) -> Target`: an unpacked sdist as a target (name and version from PKG-INFO).
+- `tree_target(root) -> PatchTarget`: an unpacked sdist as a target (name and version from PKG-INFO).
 - `unified_diff(change) -> str`: what --dry-run prints.
 - `atomic_write(path, data)`: the one way this package rewrites a file.
 """
@@ -186,7 +186,7 @@ def replacing(name: str, *edits: Replace, note: str = "") -> Transform:
 
 
 @dataclass(frozen=True)
-class Target:
+class PatchTarget:
     """One distribution to patch: where its files are and the hashes it was installed with."""
 
     distribution: str
@@ -232,7 +232,7 @@ class FileChange:
 
 
 @dataclass(frozen=True)
-class Plan:
+class PatchPlan:
     mode: str
     statuses: Tuple[PatchStatus, ...]
     changes: Tuple[FileChange, ...]
@@ -430,7 +430,7 @@ def _check_writable(directories: Iterable[Path]) -> None:
 
 # ----------------------------------------------------------------------------------- planning
 
-def _file_state(target: Target, path: str, data: bytes, entry: Optional[Mapping[str, Any]],
+def _file_state(target: PatchTarget, path: str, data: bytes, entry: Optional[Mapping[str, Any]],
                 mode: str) -> Tuple[bytes, bool]:
     """(upstream bytes, True if the current bytes are jetson-mamba's), or PatchError if unknown."""
     digest = sha256(data)
@@ -459,8 +459,8 @@ def _file_state(target: Target, path: str, data: bytes, entry: Optional[Mapping[
         "start again from a freshly unpacked source tree")
 
 
-def patch_plan(targets: Sequence[Target], patches: Sequence[Patch], mode: str,
-               facts: Optional[Mapping[str, Any]] = None, options: Optional[Mapping[str, Any]] = None) -> Plan:
+def patch_plan(targets: Sequence[PatchTarget], patches: Sequence[Patch], mode: str,
+               facts: Optional[Mapping[str, Any]] = None, options: Optional[Mapping[str, Any]] = None) -> PatchPlan:
     """What applying `patches` to `targets` would do. Reads files, writes nothing."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
@@ -506,10 +506,10 @@ def patch_plan(targets: Sequence[Target], patches: Sequence[Patch], mode: str,
             if after != before:
                 changes.append(FileChange(target.root, path, target.distribution, target.version, before, after,
                                           original, tuple(present)))
-    return Plan(mode, tuple(statuses), tuple(changes))
+    return PatchPlan(mode, tuple(statuses), tuple(changes))
 
 
-def apply_plan(plan: Plan) -> List[FileChange]:
+def apply_plan(plan: PatchPlan) -> List[FileChange]:
     """Write a plan's changes: backups and record first, then each file atomically. Returns the changes
     written (one that a run beside this one made already is left out)."""
     if not plan.changes:
@@ -607,7 +607,7 @@ def _revert(root: Path, dry_run: bool) -> List[Reverted]:
     return done
 
 
-def tree_target(root: Path) -> Target:
+def tree_target(root: Path) -> PatchTarget:
     """An unpacked source tree as a patch target; its distribution and version come from PKG-INFO."""
     info = Path(root) / "PKG-INFO"
     try:
@@ -617,7 +617,7 @@ def tree_target(root: Path) -> Target:
                          "unpack the .tar.gz from the package index (or ../shared/sdists) and pass its top folder"
                          ) from None
     fields = dict(re.findall(r"^(Name|Version): *(.+?)\s*$", text, flags=re.M))
-    return Target(normalise(fields.get("Name", "")), fields.get("Version"), Path(root))
+    return PatchTarget(normalise(fields.get("Name", "")), fields.get("Version"), Path(root))
 
 
 def unified_diff(change: FileChange) -> str:

@@ -43,7 +43,7 @@ from jetson_mamba.compat.registry import (
     TREE,
     Context,
     Patch,
-    Plan,
+    PatchPlan,
     Replace,
     Transform,
     UnknownContent,
@@ -561,7 +561,7 @@ RUNTIME_PATCHES = (
 
 
 def apply_to_tree(root: Path, patches: Sequence[Patch] = RUNTIME_PATCHES, options: Optional[Mapping[str, Any]] = None,
-                  dry_run: bool = False) -> Plan:
+                  dry_run: bool = False) -> PatchPlan:
     """Apply the runtime patches (or `patches`) to an unpacked sdist, so a wheel built from it needs none.
 
     Idempotent; `registry.revert(root)` undoes it byte-exactly. Returns the plan (its changes were

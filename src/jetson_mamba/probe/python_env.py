@@ -1,20 +1,24 @@
 """Facts about a Python environment (torch, triton, packages, compiled extensions).
 
-They are gathered by small scripts run in a subprocess of the target interpreter, so a
-broken torch (a segfault, an undefined symbol) cannot take the caller down, the caller
-never pays for importing torch, and `--python PATH` probes another environment.
+They are gathered by `target_script` run in a subprocess of the target interpreter (`target_facts`,
+also used by compat, archive and wheelbuild), so a broken torch (a segfault, an undefined symbol)
+cannot take the caller down, the caller never pays for importing torch, and `--python PATH` probes
+another environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import tempfile
+from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from jetson_mamba.probe import fatbin
+from jetson_mamba.probe import fatbin, target_script
 from jetson_mamba.probe.model import ExtensionInfo, PackageInfo, PackagesInfo, TorchInfo
 
 DISTRIBUTIONS = (
@@ -29,135 +33,78 @@ EXTENSIONS = ("selective_scan_cuda", "causal_conv1d_cuda", "selective_scan_cuda_
 DISTRIBUTED_APIS = ("ProcessGroup", "all_gather_into_tensor", "_all_gather_base",
                     "reduce_scatter_tensor", "_reduce_scatter_base")
 
-# Runs in the target interpreter; keep it Python 3.8 compatible and free of our imports.
-_TORCH_SCRIPT = r"""
-import json, sys, platform
-out = {"python_version": platform.python_version(), "libc": list(platform.libc_ver())}
-try:
-    import torch
-    out["version"] = torch.__version__
-    out["cuda"] = torch.version.cuda
-    out["cxx11_abi"] = bool(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", False))
-    out["cuda_available"] = bool(torch.cuda.is_available())
-    if out["cuda_available"]:
-        major, minor = torch.cuda.get_device_capability(0)
-        out["gpu"] = {"name": torch.cuda.get_device_name(0), "arch": "%d.%d" % (major, minor),
-                      "count": torch.cuda.device_count()}
-    dist_ok = bool(getattr(torch, "distributed", None) is not None and torch.distributed.is_available())
-    out["distributed_available"] = dist_ok
-    missing = []
-    for name in APIS:
-        if not dist_ok or not hasattr(torch.distributed, name):
-            missing.append(name)
-    out["distributed_missing"] = missing
-except Exception as error:
-    out["error"] = "%s: %s" % (type(error).__name__, error)
-try:
-    import importlib.metadata as md
-except ImportError:
-    md = None
-if md is not None:
-    try:
-        out["triton"] = md.version("triton")
-    except Exception:
-        out["triton"] = None
-print(json.dumps(out))
-""".replace("APIS", repr(DISTRIBUTED_APIS))
-
-_PACKAGES_SCRIPT = r"""
-import json, importlib, importlib.util, sys
-try:
-    import importlib.metadata as md
-except ImportError:
-    md = None
-out = {"distributions": {}, "extensions": []}
-for name in DISTS:
-    try:
-        dist = md.distribution(name)
-    except Exception:
-        continue
-    out["distributions"][name] = {"version": dist.version, "location": str(dist.locate_file(""))}
-try:
-    import torch  # compiled extensions link against libtorch and need it loaded first
-except Exception:
-    pass
-for module in EXTS:
-    try:
-        spec = importlib.util.find_spec(module)
-    except Exception:
-        spec = None
-    if spec is None:
-        continue
-    entry = {"module": module, "path": spec.origin}
-    try:
-        importlib.import_module(module)
-        entry["importable"] = True
-    except Exception as error:
-        entry["importable"] = False
-        entry["error"] = "%s: %s" % (type(error).__name__, error)
-    out["extensions"].append(entry)
-try:  # mamba-ssm with Mamba-3 (main): recognised by its module, not by version
-    spec = importlib.util.find_spec("mamba_ssm")
-    root = list(spec.submodule_search_locations or [])[0] if spec else None
-    out["mamba3"] = bool(root) and __import__("os").path.isfile(__import__("os").path.join(root, "modules", "mamba3.py"))
-except Exception:
-    out["mamba3"] = False
-print(json.dumps(out))
-""".replace("DISTS", repr(DISTRIBUTIONS)).replace("EXTS", repr(EXTENSIONS))
+# The most a probe may print (torch's file list is about 2 MB); more is refused, not read.
+OUTPUT_LIMIT = 64 << 20
 
 
-_MAMBA3_SCRIPT = r"""
-import json
-out = {}
-for module in MODULES:
+@functools.lru_cache(maxsize=None)
+def _script_source() -> str:
+    return Path(target_script.__file__).read_text(encoding="utf-8")
+
+
+def target_facts(python: str, request: Dict[str, Any], timeout: float = 120.0
+                 ) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """What `target_script` gathers in `python` for `request` (one run), or the reason there is none.
+
+    Never raises. Output is read up to OUTPUT_LIMIT; a requested section that failed in the target
+    makes the whole answer a failure, as an uncaught error in the script would.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            done = subprocess.run([python, "-c", _script_source(), json.dumps(request)], stdout=out, stderr=err,
+                                  timeout=timeout, check=False)
+        except (OSError, subprocess.SubprocessError) as error:
+            return None, f"could not run {python}: {error}"
+        out.seek(0)
+        printed = out.read(OUTPUT_LIMIT + 1)
+        err.seek(max(0, err.seek(0, os.SEEK_END) - 4096))
+        stderr = err.read().decode(errors="replace")
+    lines = printed.decode(errors="replace").strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        return None, f"{python} died while probing (exit {done.returncode}): {tail}"
+    if len(printed) > OUTPUT_LIMIT:
+        return None, f"{python} printed more than {OUTPUT_LIMIT} bytes while probing"
     try:
-        __import__(module)
-        out[module] = None
-    except BaseException as error:
-        out[module] = "%s: %s" % (type(error).__name__, str(error).splitlines()[0] if str(error) else "")
-print(json.dumps(out))
-""".replace("MODULES", repr(MAMBA3_IMPORTS))
+        data = json.loads(lines[-1])
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("errors"), dict):
+        return None, f"{python} printed no probe result"
+    failed = [f"{name}: {why}" for name, why in data["errors"].items()]
+    missing = [name for name in request if name not in data]
+    if failed or missing:
+        return None, f"{python} could not gather {', '.join(failed or missing)}"
+    return data, None
 
 
 def mamba3_imports(python: str) -> Dict[str, Optional[str]]:
-    """Module -> None (imports) or its error, for Mamba-3's dependencies; {"*": why} if the probe died."""
-    data, failure = run_script(python, _MAMBA3_SCRIPT)
-    return {"*": failure or "no result"} if data is None else data
+    """Module -> None (imports) or its error, for Mamba-3's dependencies; {"*": why} if the probe died.
 
-
-def run_script(python: str, script: str, timeout: float = 120.0) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
-    """The JSON a probe script printed, or the reason there is none."""
-    try:
-        done = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.SubprocessError) as error:
-        return None, f"could not run {python}: {error}"
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        return None, f"{python} died while probing (exit {done.returncode}): {tail}"
-    try:
-        return json.loads(lines[-1]), None
-    except ValueError:
-        return None, f"{python} printed no probe result"
+    A run of its own: one of these imports may crash the interpreter."""
+    data, failure = target_facts(python, {"imports": list(MAMBA3_IMPORTS)})
+    return {"*": failure or "no result"} if data is None else data["imports"]
 
 
 def torch_info_from(python: str, data: Optional[Dict[str, Any]], failure: Optional[str]) -> TorchInfo:
+    """TorchInfo from a PROBE_REQUEST answer (or the reason there is none)."""
     if data is None:
         return TorchInfo(python=python, python_version=None, version=None, cuda=None, error=failure)
-    version = data.get("version")
+    torch, triton = data["torch"], data["distributions"].get("triton", {})
+    version = torch.get("version")
     return TorchInfo(
         python=python,
-        python_version=data.get("python_version"),
+        python_version=data["interpreter"]["python_version"],
         version=version,
-        cuda=data.get("cuda"),
-        cuda_available=bool(data.get("cuda_available")),
-        cxx11_abi=data.get("cxx11_abi"),
+        cuda=torch.get("cuda"),
+        cuda_available=bool(torch.get("cuda_available")),
+        cxx11_abi=torch.get("cxx11_abi"),
         jetpack_build=bool(version and ".nv" in version),
-        distributed_available=data.get("distributed_available"),
-        distributed_missing=tuple(data.get("distributed_missing", ())),
-        triton=data.get("triton"),
-        glibc=_glibc(data.get("libc")),
-        error=data.get("error"),
+        distributed_available=torch.get("distributed_available"),
+        distributed_missing=tuple(torch.get("distributed_missing", ())),
+        triton=triton.get("version"),
+        glibc=_glibc(data["interpreter"]["libc"]),
+        error=torch.get("error"),
     )
 
 
@@ -181,27 +128,30 @@ def _extension(entry: Dict[str, Any]) -> ExtensionInfo:
 
 
 def packages_info_from(data: Optional[Dict[str, Any]], failure: Optional[str]) -> PackagesInfo:
+    """PackagesInfo from a PROBE_REQUEST answer (or the reason there is none)."""
     if data is None:
         return PackagesInfo(distributions={}, extensions=(), source=f"failed: {failure}")
     distributions = {
         name: PackageInfo(name=name, version=item.get("version"), location=item.get("location"))
-        for name, item in data.get("distributions", {}).items()
+        for name, item in data["distributions"].items()
     }
-    return PackagesInfo(distributions=distributions,
-                        extensions=tuple(_extension(e) for e in data.get("extensions", ())),
-                        mamba3=bool(data.get("mamba3")))
+    return PackagesInfo(distributions=distributions, extensions=tuple(_extension(e) for e in data["extensions"]),
+                        mamba3=bool(data["mamba3"]))
+
+
+# What probe_python asks the target interpreter (one run: both halves import torch anyway).
+PROBE_REQUEST: Dict[str, Any] = {
+    "interpreter": True, "distributions": {"names": list(DISTRIBUTIONS)}, "mamba3": True,
+    "torch": {"distributed_apis": list(DISTRIBUTED_APIS)}, "extensions": {"modules": list(EXTENSIONS), "import": True},
+}
 
 
 def probe_python(python: Optional[str] = None) -> Tuple[TorchInfo, PackagesInfo, Optional[Dict[str, Any]]]:
     """Torch facts, package facts and torch's view of the GPU (or None) for one interpreter."""
     python = python or sys.executable
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        torch_job = pool.submit(run_script, python, _TORCH_SCRIPT)
-        packages_job = pool.submit(run_script, python, _PACKAGES_SCRIPT)
-        torch_data, torch_failure = torch_job.result()
-        packages_data, packages_failure = packages_job.result()
-    gpu = torch_data.get("gpu") if torch_data else None
-    packages = packages_info_from(packages_data, packages_failure)
+    data, failure = target_facts(python, PROBE_REQUEST)
+    gpu = data["torch"].get("gpu") if data else None
+    packages = packages_info_from(data, failure)
     if packages.mamba3:
         packages = dataclasses.replace(packages, mamba3_imports=mamba3_imports(python))
-    return torch_info_from(python, torch_data, torch_failure), packages, gpu
+    return torch_info_from(python, data, failure), packages, gpu

@@ -8,7 +8,7 @@ kernel cannot pass by being right on one lucky input.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,14 @@ class ConvCase:
         return ", ".join(parts) + f", {self.batch}x{self.dim}x{self.length}"
 
 
-def scan_cases(quick: bool) -> List[ScanCase]:
-    """Quick: two small cases covering z/no-z and variable/grouped B/C. Full: the odd cases too."""
-    if quick:
-        return [ScanCase(2, 6, 37, 4), ScanCase(2, 8, 20, 4, bc="grouped", groups=4, z=False)]
-    return [
+# The one table of selective-scan cases. "quick" and "full" are what `verify` (and `bench`'s gate) check;
+# "edge" are the small, odd shapes tests/ops/test_selective_scan.py checks against the float64 reference
+# in every dtype, each under one of the torch backend's chunk plans (with "quick"; too small for `verify`
+# to add anything).
+SCAN_CASES: Dict[str, Tuple[ScanCase, ...]] = {
+    # two small cases covering z/no-z and variable/grouped B/C
+    "quick": (ScanCase(2, 6, 37, 4), ScanCase(2, 8, 20, 4, bc="grouped", groups=4, z=False)),
+    "full": (
         ScanCase(2, 24, 300, 16),
         ScanCase(2, 24, 1, 16),  # a single step
         ScanCase(1, 13, 129, 4, bc="fixed", D=False, delta_bias=False, softplus=False),  # dim not % 8
@@ -76,7 +79,21 @@ def scan_cases(quick: bool) -> List[ScanCase]:
         # Two 2048-step chunks: the compiled backward restarts from x; the chunk states the stand-ins
         # return. Mamba-sized steps (dt ~ 0.001), so the decay over a chunk stays within fp32's range.
         ScanCase(1, 5, 2100, 4, bc="fixed", z=False, delta_bias=False, softplus=False, delta_scale=0.002),
-    ]
+    ),
+    "edge": (
+        ScanCase(2, 5, 1, 1),  # one step, one state
+        ScanCase(1, 6, 37, 4, bc="fixed", z=False, delta_bias=False, softplus=False),
+        ScanCase(2, 4, 130, 16, D=False),
+        ScanCase(1, 12, 70, 64, bc="grouped", groups=3, delta_bias=False),  # 64 states, 3 groups of 4
+        ScanCase(2, 8, 66, 4, bc="grouped", groups=2, z=False, D=False, softplus=False),
+        ScanCase(1, 3, 9, 16, bc="grouped"),  # one group
+    ),
+}
+
+
+def scan_cases(quick: bool) -> List[ScanCase]:
+    """What `verify` checks: quick, or the full set with the odd cases (SCAN_CASES)."""
+    return list(SCAN_CASES["quick" if quick else "full"])
 
 
 def conv_cases(quick: bool) -> List[ConvCase]:

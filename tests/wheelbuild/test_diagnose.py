@@ -8,7 +8,7 @@ from typing import Dict
 
 import pytest
 
-from jetson_mamba.build.diagnose import diagnose, progress_of, unit_times
+from jetson_mamba.wheelbuild.diagnose import diagnose, progress_of, unit_times
 
 # Verbatim compiler/ninja/pip output of the failure kinds (nvcc 13.0, gcc 12, torch 2.14.1, pip 24).
 LOGS = {

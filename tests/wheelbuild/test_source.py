@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from jetson_mamba.build.plan import BuildPlan, Spec, Toolchain
-from jetson_mamba.build.source import STAMP, find_local, obtain, prepare_tree
 from jetson_mamba.compat.build_patches import BuildOptions
 from jetson_mamba.errors import UsageError
+from jetson_mamba.wheelbuild.plan import BuildPlan, Spec, Toolchain
+from jetson_mamba.wheelbuild.source import STAMP, find_local, obtain, prepare_tree
 
 TOOLCHAIN = Toolchain(python="python", cuda_home=None, nvcc=None, cuda_version="13.0", nvcc_archs=(),
                       compress_mode=True, torch_version="2.14.1", torch_include=None, torch_cxx_std=20)

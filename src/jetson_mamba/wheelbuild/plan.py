@@ -16,7 +16,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from jetson_mamba.build.schedule import Share, split_threads
 from jetson_mamba.compat.knowledge import (
     CUDA13_DROPPED_ARCHS,
     NVCC_PEAK_MB,
@@ -29,6 +28,7 @@ from jetson_mamba.compat.knowledge import (
 from jetson_mamba.errors import UsageError
 from jetson_mamba.probe.jetson import JETSON_ARCH_FAMILY
 from jetson_mamba.probe.model import MachineInfo
+from jetson_mamba.wheelbuild.schedule import Share, split_threads
 
 # Every compute capability NVIDIA has shipped (10.1 was renamed 11.0 in CUDA 13).
 KNOWN_ARCHS = ("5.0", "5.2", "5.3", "6.0", "6.1", "6.2", "7.0", "7.2", "7.5", "8.0", "8.6", "8.7", "8.8",
@@ -53,7 +53,7 @@ PACKAGES: Dict[str, PackageKind] = {
 
 @dataclass(frozen=True)
 class Toolchain:
-    """The compilers and headers a build will use, probed once (`build.toolchain.probe_toolchain`)."""
+    """The compilers and headers a build will use, probed once (`wheelbuild.toolchain.probe_toolchain`)."""
 
     python: str
     cuda_home: Optional[str]
@@ -292,7 +292,7 @@ def choose_cxx_std(toolchain: Toolchain, prepare_only: bool) -> Tuple[int, List[
                    f"demands C++{wanted})"]
 
 
-def make_plan(machine: MachineInfo, toolchain: Toolchain, spec_texts: Sequence[str],
+def make_build_plan(machine: MachineInfo, toolchain: Toolchain, spec_texts: Sequence[str],
               arch_text: Optional[str], jobs: Optional[int], prepare_only: bool = False) -> BuildPlan:
     """Decide everything about a build from the probed machine and the command line."""
     specs = parse_specs(spec_texts)

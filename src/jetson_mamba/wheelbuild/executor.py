@@ -23,16 +23,16 @@ from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
 
 from rich.console import Console
 
-from jetson_mamba.build.diagnose import diagnose
-from jetson_mamba.build.plan import PACKAGES, BuildPlan, Spec
-from jetson_mamba.build.progress import HEARTBEAT_S, POLL_S, CompileProgress
-from jetson_mamba.build.schedule import Schedule, Share, count_units, share_jobs
-from jetson_mamba.build.source import Source, obtain, prepare_tree, tree_key
-from jetson_mamba.build.wheel import finish_wheel
 from jetson_mamba.compat.build_patches import BuildOptions
 from jetson_mamba.errors import BuildError, MissingDependencyError, UsageError
 from jetson_mamba.probe.fatbin import archs_of_wheel, merge
 from jetson_mamba.probe.model import MachineInfo
+from jetson_mamba.wheelbuild.diagnose import diagnose
+from jetson_mamba.wheelbuild.plan import PACKAGES, BuildPlan, Spec
+from jetson_mamba.wheelbuild.progress import HEARTBEAT_S, POLL_S, CompileProgress
+from jetson_mamba.wheelbuild.schedule import Schedule, Share, count_units, share_jobs
+from jetson_mamba.wheelbuild.source import Source, obtain, prepare_tree, tree_key
+from jetson_mamba.wheelbuild.wheel import finish_wheel
 
 
 @dataclass
@@ -284,7 +284,7 @@ def schedule_for(plan: BuildPlan, machine: MachineInfo, trees: Sequence[Tuple[st
                       [(name, _units_of(tree)) for name, tree in trees])
 
 
-def _describe(schedule: Schedule, jobs: Sequence[_Job]) -> str:
+def _describe_schedule(schedule: Schedule, jobs: Sequence[_Job]) -> str:
     parts = [f"{job.source.name} {job.source.version} ({job.share.units} units, MAX_JOBS={job.share.jobs}"
              + (f", --split-compile={job.share.split_threads}" if job.share.split_threads > 1 else "") + ")"
              for job in jobs]
@@ -302,7 +302,7 @@ def build_all(plan: BuildPlan, machine: MachineInfo, sources: Sequence[Path], ou
     jobs = [_job(plan, p, share) for p, share in zip(prepared, schedule.shares)]
     began = time.monotonic()
     with CompileProgress(console, heartbeat_s) as progress:
-        progress.say(_describe(schedule, jobs))
+        progress.say(_describe_schedule(schedule, jobs))
         for batch in ([jobs] if schedule.parallel else [[job] for job in jobs]):
             _run(batch, progress, began)
             if any(job.status != 0 for job in batch):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from jetson_mamba.build.plan import PACKAGES, make_plan
-from jetson_mamba.build.toolchain import probe_toolchain
 from jetson_mamba.probe import probe_machine
+from jetson_mamba.wheelbuild.plan import PACKAGES, make_build_plan
+from jetson_mamba.wheelbuild.toolchain import probe_toolchain
 
 KERNEL = "__global__ void scale(float *x, float a) { x[threadIdx.x] *= a; }\n"
 
@@ -23,7 +23,7 @@ def test_split_compile_reaches_the_real_nvcc(tmp_path: Path) -> None:
     toolchain = probe_toolchain(machine)
     if not toolchain.split_compile:
         pytest.skip(f"nvcc {toolchain.cuda_version} has no --split-compile")
-    plan = make_plan(machine, toolchain, [], "8.7", 1)
+    plan = make_build_plan(machine, toolchain, [], "8.7", 1)
     env = plan.env(PACKAGES["causal-conv1d"])
     if machine.cpu_count > 1:
         assert env["NVCC_APPEND_FLAGS"].endswith(f"--split-compile={machine.cpu_count}")

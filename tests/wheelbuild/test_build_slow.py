@@ -21,8 +21,8 @@ from typing import Any, Callable, Dict, List, Tuple
 import pytest
 
 from jetson_mamba.archive import load_manifest
-from jetson_mamba.build.wheel import check_wheel
 from jetson_mamba.probe.fatbin import archs_of_wheel
+from jetson_mamba.wheelbuild.wheel import check_wheel
 
 
 def _nvcc() -> str:

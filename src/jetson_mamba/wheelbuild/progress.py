@@ -27,7 +27,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from jetson_mamba.build.diagnose import progress_of, unit_times
+from jetson_mamba.wheelbuild.diagnose import progress_of, unit_times
 
 HEARTBEAT_S = 20.0  # a log shows a line at least this often while anything compiles (CI wants <= 30 s)
 POLL_S = 0.5  # how often running builds are looked at

@@ -12,29 +12,14 @@ import sys
 from pathlib import Path
 from typing import Optional, Tuple
 
-from jetson_mamba.build.plan import Toolchain
 from jetson_mamba.probe.model import MachineInfo
-from jetson_mamba.probe.python_env import run_script
+from jetson_mamba.probe.python_env import target_facts
 from jetson_mamba.probe.system import run_quiet
+from jetson_mamba.wheelbuild.plan import Toolchain
 
 # torch's headers refuse older standards with e.g. `#error C++20 or later compatible compiler is required`.
 _STD_ERROR = re.compile(r"#\s*error\s+\"?C\+\+(\d+) or later")
 _STD_HEADERS = ("ATen/ATen.h", "c10/macros/Macros.h", "c10/util/C++17.h", "torch/extension.h")
-
-_TORCH_SCRIPT = """
-import importlib.util, json, os, platform, sysconfig
-try:
-    from importlib.metadata import version
-    v = version("torch")
-except Exception:
-    v = None
-spec = importlib.util.find_spec("torch")
-inc = None
-if spec is not None and spec.submodule_search_locations:
-    inc = os.path.join(list(spec.submodule_search_locations)[0], "include")
-print(json.dumps({"version": v, "include": inc if inc and os.path.isdir(inc) else None,
-                  "machine": platform.machine(), "platform": sysconfig.get_platform()}))
-"""
 
 
 def parse_gpu_archs(listing: str) -> Tuple[str, ...]:
@@ -68,14 +53,16 @@ def probe_toolchain(machine: MachineInfo, python: Optional[str] = None) -> Toolc
         archs = parse_gpu_archs(run_quiet([nvcc, "--list-gpu-arch"]) or "")
         usage = run_quiet([nvcc, "--help"]) or ""
         compress, split = "--compress-mode" in usage, "--split-compile " in usage
-    data, _failure = run_script(python, _TORCH_SCRIPT, timeout=60.0)
-    data = data or {}
-    include = data.get("include")
+    data, _failure = target_facts(python, {"interpreter": True, "distributions": {"names": ["torch"]},
+                                           "torch_headers": True}, timeout=60.0)
+    data = data or {"interpreter": {}, "distributions": {}, "torch_headers": None}
+    include, machine_name = data["torch_headers"], data["interpreter"].get("machine")
+    torch_version = data["distributions"].get("torch", {}).get("version")
     return Toolchain(python=python, cuda_home=machine.cuda.home, nvcc=nvcc, cuda_version=machine.cuda.version,
-                     nvcc_archs=archs, compress_mode=compress, torch_version=data.get("version"),
+                     nvcc_archs=archs, compress_mode=compress, torch_version=torch_version,
                      torch_include=include, torch_cxx_std=required_cxx_std(include),
-                     ccache=shutil.which("ccache"), split_compile=split, machine=data.get("machine"),
-                     platform_tag=wheel_platform_tag(data.get("platform")))
+                     ccache=shutil.which("ccache"), split_compile=split, machine=machine_name,
+                     platform_tag=wheel_platform_tag(data["interpreter"].get("platform")))
 
 
 def wheel_platform_tag(platform: Optional[str]) -> Optional[str]:

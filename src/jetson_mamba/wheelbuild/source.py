@@ -25,9 +25,9 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from jetson_mamba.build.plan import PACKAGES, BuildPlan, Spec
 from jetson_mamba.compat.build_patches import BuildOptions, apply_build_patches
 from jetson_mamba.errors import BuildError, UsageError
+from jetson_mamba.wheelbuild.plan import PACKAGES, BuildPlan, Spec
 
 STAMP = ".jetson-mamba-build.json"
 _SDIST = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+?)-(?P<version>\d[^-]*)\.(?:tar\.gz|zip)$")

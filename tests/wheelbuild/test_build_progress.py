@@ -22,11 +22,11 @@ from typing import Any, Dict
 import pytest
 from rich.console import Console
 
-from jetson_mamba.build.executor import build_all
-from jetson_mamba.build.plan import BuildPlan, Spec, Toolchain
-from jetson_mamba.build.progress import CompileProgress
 from jetson_mamba.errors import BuildError
 from jetson_mamba.probe import probe_machine
+from jetson_mamba.wheelbuild.executor import build_all
+from jetson_mamba.wheelbuild.plan import BuildPlan, Spec, Toolchain
+from jetson_mamba.wheelbuild.progress import CompileProgress
 
 COMPILER = '''
 import os, pathlib, sys, time

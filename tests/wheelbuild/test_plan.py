@@ -9,20 +9,20 @@ from typing import Optional
 
 import pytest
 
-from jetson_mamba.build.plan import (
+from jetson_mamba.compat.knowledge import TESTED_PAIR
+from jetson_mamba.errors import UsageError
+from jetson_mamba.probe.model import CudaInfo, GpuInfo, MachineInfo, MemoryInfo, PackagesInfo, TorchInfo
+from jetson_mamba.wheelbuild.plan import (
     PACKAGES,
     Toolchain,
     choose_jobs,
     for_target_cuda,
     local_label,
-    make_plan,
+    make_build_plan,
     parse_arch,
     parse_archs,
     parse_specs,
 )
-from jetson_mamba.compat.knowledge import TESTED_PAIR
-from jetson_mamba.errors import UsageError
-from jetson_mamba.probe.model import CudaInfo, GpuInfo, MachineInfo, MemoryInfo, PackagesInfo, TorchInfo
 
 NVCC13_ARCHS = ("7.5", "8.0", "8.6", "8.7", "8.8", "8.9", "9.0", "10.0", "10.3", "11.0", "12.0", "12.1")
 
@@ -128,7 +128,7 @@ def test_label_names_toolkit_torch_and_archs() -> None:
 
 
 def test_plan_defaults_to_the_probed_gpu_and_sets_the_build_env() -> None:
-    plan = make_plan(machine(12, 58000, 0, gpu_arch="8.7"), toolchain(ccache="/usr/bin/ccache"), [], None, None)
+    plan = make_build_plan(machine(12, 58000, 0, gpu_arch="8.7"), toolchain(ccache="/usr/bin/ccache"), [], None, None)
     assert plan.archs == ("8.7",) and plan.label == "cu130.torch2.14.sm87" and plan.cxx_std == 20
     env = plan.env(PACKAGES["mamba-ssm"])
     assert env["MAMBA_FORCE_BUILD"] == "TRUE" and env["MAX_JOBS"] == "12" and env["NVCC_THREADS"] == "1"
@@ -143,34 +143,34 @@ def test_split_compile_gives_each_job_the_cores_the_jobs_leave(monkeypatch: pyte
     """16 cores, 4 jobs: each nvcc optimizes its unit on 4 threads (NVCC_APPEND_FLAGS, read by nvcc itself)."""
     monkeypatch.setenv("NVCC_APPEND_FLAGS", "-Xptxas=-O3")
     tools = dataclasses.replace(toolchain(), split_compile=True)
-    plan = make_plan(machine(16, 120000, 0, gpu_arch="9.0"), tools, [], None, 4)
+    plan = make_build_plan(machine(16, 120000, 0, gpu_arch="9.0"), tools, [], None, 4)
     assert plan.split_threads == 4 and plan.to_json()["split_threads"] == 4
     assert plan.env(PACKAGES["causal-conv1d"])["NVCC_APPEND_FLAGS"] == "-Xptxas=-O3 --split-compile=4"
-    assert make_plan(machine(16, 120000, 0, gpu_arch="9.0"), tools, [], None, 16).split_threads == 1
-    assert "NVCC_APPEND_FLAGS" not in make_plan(machine(16, 120000, 0, gpu_arch="9.0"), tools, [], None, 16).env(
+    assert make_build_plan(machine(16, 120000, 0, gpu_arch="9.0"), tools, [], None, 16).split_threads == 1
+    assert "NVCC_APPEND_FLAGS" not in make_build_plan(machine(16, 120000, 0, gpu_arch="9.0"), tools, [], None, 16).env(
         PACKAGES["causal-conv1d"])
-    old_nvcc = make_plan(machine(16, 120000, 0, gpu_arch="9.0"), toolchain(), [], None, 4)
+    old_nvcc = make_build_plan(machine(16, 120000, 0, gpu_arch="9.0"), toolchain(), [], None, 4)
     assert old_nvcc.split_threads == 1 and "NVCC_APPEND_FLAGS" not in old_nvcc.env(PACKAGES["causal-conv1d"])
 
 
 def test_plan_without_a_gpu_asks_for_arch() -> None:
     with pytest.raises(UsageError, match="no GPU") as error:
-        make_plan(machine(2, 8000, 0), toolchain(), [], None, None)
+        make_build_plan(machine(2, 8000, 0), toolchain(), [], None, None)
     assert "--arch" in error.value.fix
 
 
 def test_a_jetson_arch_built_on_x86_says_the_wheels_cannot_run_on_the_jetson() -> None:
     x86 = dataclasses.replace(toolchain(), machine="x86_64", platform_tag="linux_x86_64")
-    plan = make_plan(machine(16, 64000, 0), x86, [], "8.7,9.0", None)
+    plan = make_build_plan(machine(16, 64000, 0), x86, [], "8.7,9.0", None)
     [warning] = [w for w in plan.warnings if "Jetson" in w]
     assert "sm_87 (Orin) is a Jetson GPU" in warning and "sm_90" not in warning
     assert "this host is x86_64" in warning and "tagged linux_x86_64" in warning
     assert "on the Jetson itself" in warning and "--prepare-only" in warning and "aarch64 toolchain" in warning
-    assert "Jetson" not in " ".join(make_plan(machine(16, 64000, 0), x86, [], "9.0", None).warnings)
-    thor = make_plan(machine(16, 64000, 0), x86, [], "11.0", None).warnings
+    assert "Jetson" not in " ".join(make_build_plan(machine(16, 64000, 0), x86, [], "9.0", None).warnings)
+    thor = make_build_plan(machine(16, 64000, 0), x86, [], "11.0", None).warnings
     assert any("sm_110 (Thor)" in w for w in thor)
     arm = dataclasses.replace(toolchain(), machine="aarch64", platform_tag="linux_aarch64")
-    assert "Jetson" not in " ".join(make_plan(machine(12, 30000, 0), arm, [], "8.7", None).warnings)
+    assert "Jetson" not in " ".join(make_build_plan(machine(12, 30000, 0), arm, [], "8.7", None).warnings)
 
 NVCC118_ARCHS = ("3.5", "5.0", "5.2", "5.3", "6.0", "6.1", "6.2", "7.0", "7.2", "7.5", "8.0", "8.6", "8.7", "8.9", "9.0")
 
@@ -178,12 +178,12 @@ NVCC118_ARCHS = ("3.5", "5.0", "5.2", "5.3", "6.0", "6.1", "6.2", "7.0", "7.2", 
 def test_nvcc11_with_a_cxx20_torch_is_refused_for_a_real_build() -> None:
     """nvcc 11 stops at C++17; torch 2.14's headers demand C++20: compiling that pair cannot work."""
     with pytest.raises(UsageError, match=r"nvcc 11.8 accepts at most C\+\+17, but torch 2.14.1") as error:
-        make_plan(machine(8, 30000, 0), toolchain(NVCC118_ARCHS, cuda="11.8"), [], "7.2", None)
+        make_build_plan(machine(8, 30000, 0), toolchain(NVCC118_ARCHS, cuda="11.8"), [], "7.2", None)
     assert "--prepare-only" in error.value.fix and "CUDA 12" in error.value.fix
 
 
 def test_prepared_tree_for_nvcc11_is_cxx17_with_a_warning() -> None:
-    plan = make_plan(machine(8, 30000, 0), toolchain(NVCC118_ARCHS, cuda="11.8"), [], "7.2", None, prepare_only=True)
+    plan = make_build_plan(machine(8, 30000, 0), toolchain(NVCC118_ARCHS, cuda="11.8"), [], "7.2", None, prepare_only=True)
     assert plan.cxx_std == 17 and plan.archs == ("7.2",)
     assert any("JetPack 5's torch 2.0/2.1" in w and "C++20" in w for w in plan.warnings)
 
@@ -195,12 +195,12 @@ def test_cuda_version_describes_the_target_toolkit() -> None:
     assert not target.compress_mode and not target.split_compile
     # nvcc 11.4 spans sm_35..sm_87; of those, the archs jetson-mamba knows (sm_35/37 are not among them)
     assert target.nvcc_archs == ("5.0", "5.2", "5.3", "6.0", "6.1", "6.2", "7.0", "7.2", "7.5", "8.0", "8.6", "8.7")
-    plan = make_plan(machine(8, 30000, 0), target, [], "5.3,6.2,7.2", None, prepare_only=True)
+    plan = make_build_plan(machine(8, 30000, 0), target, [], "5.3,6.2,7.2", None, prepare_only=True)
     assert plan.archs == ("5.3", "6.2", "7.2") and plan.cxx_std == 17 and "CUDA_HOME" not in plan.env(PACKAGES["mamba-ssm"])
     assert for_target_cuda(toolchain(), "12.8").compress_mode
     assert "7.2" not in for_target_cuda(toolchain(), "13.0").nvcc_archs
     with pytest.raises(UsageError, match="cannot compile for sm_90"):
-        make_plan(machine(8, 30000, 0), target, [], "9.0", None, prepare_only=True)
+        make_build_plan(machine(8, 30000, 0), target, [], "9.0", None, prepare_only=True)
 
 
 @pytest.mark.parametrize("text", ["11", "eleven", "11.4.1x", ""])
@@ -212,4 +212,4 @@ def test_bad_cuda_version_is_a_usage_error(text: str) -> None:
 def test_cuda10_cannot_compile_the_cxx17_sources() -> None:
     """JetPack 4 (Nano, TX2) has nvcc 10.2, which stops at C++14."""
     with pytest.raises(UsageError, match=r"nvcc 10.2 accepts at most C\+\+14"):
-        make_plan(machine(4, 3000, 0), for_target_cuda(toolchain(), "10.2"), [], "5.3", None, prepare_only=True)
+        make_build_plan(machine(4, 3000, 0), for_target_cuda(toolchain(), "10.2"), [], "5.3", None, prepare_only=True)

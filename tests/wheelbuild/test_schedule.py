@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jetson_mamba.build.schedule import count_units, share_jobs
+from jetson_mamba.wheelbuild.schedule import count_units, share_jobs
 
 
 @pytest.mark.parametrize("sdist, units", [("causal_conv1d-1.7.0", 4), ("mamba_ssm-2.3.2.post1", 10),

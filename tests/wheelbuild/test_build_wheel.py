@@ -7,8 +7,8 @@ import zipfile
 from pathlib import Path
 
 from jetson_mamba.archive.wheel import read_wheel
-from jetson_mamba.build.wheel import check_wheel, finish_wheel, labelled_version
 from jetson_mamba.probe.fatbin import archs_of_wheel
+from jetson_mamba.wheelbuild.wheel import check_wheel, finish_wheel, labelled_version
 
 WHEEL = "causal_conv1d-1.6.0-cp312-cp312-linux_x86_64.whl"
 
