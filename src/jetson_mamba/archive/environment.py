@@ -27,6 +27,7 @@ from jetson_mamba.errors import InstallError
 from jetson_mamba.probe import probe_machine
 from jetson_mamba.probe.model import MachineInfo
 from jetson_mamba.probe.python_env import target_facts
+from jetson_mamba.untrusted import is_within
 
 VERIFY_ENV = "JETSON_MAMBA_VERIFY_COMMAND"
 
@@ -137,9 +138,8 @@ class Snapshot:
     def add(self, names: Sequence[str]) -> None:
         """Also save the installed ones of `names` (e.g. what a dependency install will upgrade)."""
         info = installed_files(self.python, [n for n in names if n not in self.dists])
-        prefix = os.path.realpath(info["prefix"])
         for name, dist in info["dists"].items():
-            if not os.path.realpath(dist["location"]).startswith(prefix + os.sep):
+            if not is_within(dist["location"], info["prefix"]):
                 continue  # outside this environment (a venv's system site): pip does not replace it
             files: Dict[str, str] = {}
             for item in dist["files"]:
