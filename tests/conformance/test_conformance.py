@@ -21,8 +21,8 @@ from typing import List
 import pytest
 
 from jetson_mamba.conformance import SUITES, run_suite, suite
-from jetson_mamba.conformance.report import table, text
-from jetson_mamba.conformance.runner import prepare, read_test_file
+from jetson_mamba.conformance.report import merge_shards, table, text
+from jetson_mamba.conformance.runner import Family, SuiteResult, prepare, read_test_file
 from jetson_mamba.conformance.suites import Case, cost, rewrite, sample, skip_reason, uncovered
 
 
@@ -109,6 +109,63 @@ def test_cli_names_the_known_suites_for_an_unknown_one() -> None:
     assert proc.returncode == 2, proc.stderr
     error = json.loads(proc.stdout)
     assert "nope" in error["message"] and "causal-conv1d-1.7.0" in error["fix"]
+
+
+def test_cli_refuses_a_bad_shard() -> None:
+    proc = subprocess.run([sys.executable, "-m", "jetson_mamba", "conformance", "--shard", "4/3", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    error = json.loads(proc.stdout)
+    assert "4/3" in error["message"] and "--shard K/N" in error["fix"]
+
+
+def _collect(shared: Path, work: Path, chosen_name: str, shard: object) -> List[dict]:
+    """The plugin's records for one upstream file, collected (not run) with the CI sample and `shard`."""
+    chosen = suite(chosen_name)
+    test_file, paths = prepare(work, chosen, shared, "cpu", "torch", None)
+    results = test_file.parent / f"results-{str(shard).replace('/', '-')}.jsonl"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(p) for p in paths] + [os.environ.get("PYTHONPATH", "")]),
+               JETSON_MAMBA_BACKEND="torch",
+               JETSON_MAMBA_CONFORMANCE=json.dumps({"suite": chosen.name, "backend": "torch", "device": "cpu",
+                                                    "sample": "ci", "results": str(results), "shard": shard}))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider",
+                           "-p", "jetson_mamba.conformance.plugin", test_file.name], cwd=test_file.parent, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return [json.loads(line) for line in results.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_shards_add_up_to_the_unsharded_selection(shared: Path, tmp_path: Path) -> None:
+    # causal-conv1d 1.7.0's real file (~13,000 cases, the CI sample and the not-applicable race tests)
+    whole = _collect(shared, tmp_path, "causal-conv1d-1.7.0", None)
+    cases = {r["case"] for r in whole if "case" in r}
+    selected = {r["case"] for r in whole if r.get("selected")}
+    assert len(cases) > 10000 and 50 < len(selected) < len(cases)
+    seen: List[str] = []
+    chosen: List[str] = []
+    for k in (1, 2, 3):
+        part = _collect(shared, tmp_path, "causal-conv1d-1.7.0", [k, 3])
+        mine = [r["case"] for r in part if "case" in r]
+        assert len(mine) > len(cases) / 5  # a stable hash splits the cases evenly
+        seen += mine
+        chosen += [r["case"] for r in part if r.get("selected")]
+        assert [r for r in part if "uncovered" in r] == [r for r in whole if "uncovered" in r]
+    assert sorted(seen) == sorted(cases) and sorted(chosen) == sorted(selected)  # a partition, same sample
+
+
+def test_merged_shards_add_their_counts() -> None:
+    def part(k: int, passed: int, failed: int) -> SuiteResult:
+        family = Family(passed=passed, failed=failed, failures=[(f"t.py::f[{k}]", "boom")] * failed)
+        return SuiteResult("causal-conv1d-1.7.0", "triton", "cuda", "full", {"f": family}, seconds=10.0 * k,
+                           shard=f"{k}/3")
+    alone = SuiteResult("causal-conv1d-1.7.0", "torch", "cuda", "full", {"f": Family(passed=7)})
+    merged = {r.backend: r for r in merge_shards([part(1, 4, 0), part(2, 5, 1), part(3, 6, 0), alone])}
+    assert (merged["triton"].total("passed"), merged["triton"].total("failed")) == (15, 1)
+    assert merged["triton"].shard == "1,2,3/3" and merged["triton"].seconds == 30.0 and merged["torch"] is alone
+    assert merged["triton"].error is None and not merged["triton"].ok  # one failure
+    incomplete = merge_shards([part(1, 4, 0), part(3, 6, 0), part(3, 6, 0)])[0]
+    assert incomplete.total("passed") == 10 and incomplete.error == "shards 2 of 3 missing" and not incomplete.ok
 
 
 SIZES = ("dim", "seqlen")
