@@ -42,7 +42,9 @@ try:
     if out["cuda_available"]:
         major, minor = torch.cuda.get_device_capability(0)
         out["gpu"] = {"name": torch.cuda.get_device_name(0), "arch": "%d.%d" % (major, minor),
-                      "count": torch.cuda.device_count()}
+                      "count": torch.cuda.device_count(),
+                      "smem_per_block": getattr(torch.cuda.get_device_properties(0),
+                                                "shared_memory_per_block_optin", None)}
     dist_ok = bool(getattr(torch, "distributed", None) is not None and torch.distributed.is_available())
     out["distributed_available"] = dist_ok
     missing = []
