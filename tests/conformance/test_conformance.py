@@ -2,9 +2,10 @@
 against jetson-mamba's stand-ins (tests/conformance; docs in README "Conformance").
 
 The slow tests are CI's conformance run on the CPU: every suite on the torch backend and on the
-Triton backend under TRITON_INTERPRET=1, each on its fixed sample (suites.ci_sample: every test
-function and every value of each parameter at least once). Every case must pass or be skipped with
-a reason; nothing is marked as an expected failure.
+Triton backend under TRITON_INTERPRET=1 (one test per file; the files in INTERPRETED_OPT_IN only with
+JETSON_MAMBA_CONFORMANCE_TRITON=1), each on its fixed sample (suites.ci_sample: every test function
+and every value of each parameter at least once). Every case must pass or be skipped with a reason;
+nothing is marked as an expected failure.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 from jetson_mamba.conformance import SUITES, run_suite, suite
 from jetson_mamba.conformance.report import merge_shards, table, text
 from jetson_mamba.conformance.runner import Family, SuiteResult, prepare, read_test_file
-from jetson_mamba.conformance.suites import Case, cost, rewrite, sample, skip_reason, uncovered
+from jetson_mamba.conformance.suites import Case, Suite, cost, rewrite, sample, skip_reason, uncovered
 
 
 @pytest.mark.parametrize("name", [s.name for s in SUITES])
@@ -101,6 +102,17 @@ def test_skip_rules_name_their_reason() -> None:
         assert "race" in (skip_reason(name, "test_causal_conv1d_race_condition", {}, "cuda", "cuda") or "")
     assert skip_reason("mamba-ssd", "test_chunk_state_varlen", {}, "triton", "cuda") is None
     assert skip_reason("mamba-ssd", "test_chunk_state_varlen", {}, "triton", "cpu")
+    # causal-conv1d's update tests (batch 64 x dim >= 2048) cannot fit the interpreter; they run everywhere else
+    update = ("causal-conv1d-1.7.0", "test_causal_conv1d_update_with_padding", {"dim": "2048"})
+    assert "32,768 programs" in (skip_reason(*update, "triton", "cpu") or "")
+    assert skip_reason(*update, "torch", "cpu") is None and skip_reason(*update, "triton", "cuda") is None
+
+
+def test_group_counts_are_not_sizes() -> None:
+    # varBC_groups splits B and C into groups of the same total size: with it as a factor, the interpreter's
+    # cover could not reach varBC_groups=2 at seqlen 128 without also taking seqlen 256 (twice the time)
+    assert cost({"seqlen": 128, "varBC_groups": 2}) == cost({"seqlen": 128, "varBC_groups": 1}) == 128
+    assert cost({"dim": 2048, "ngroups": 4, "dstate": 16, "has_z": True}) == 2048 * 16
 
 
 def test_cli_names_the_known_suites_for_an_unknown_one() -> None:
@@ -174,7 +186,17 @@ SIZES = ("dim", "seqlen")
 # causal-conv1d 1.7.0's test file is 1.6.0's with tests added (test below): under the interpreter, the
 # 1.7.0 run covers its cases; `jetson-mamba conformance --backend triton --file causal-conv1d-1.6.0` and the
 # GPU run include it.
-INTERPRETED = [s for s in SUITES if s.name != "causal-conv1d-1.6.0"]
+# Nothing to interpret on the CPU in four mamba files (the torch run checks they skip, each with its reason):
+# ssd, layernorm-gated and generation test mamba_ssm's own Triton kernels and CUDA graphs (suites.RULES),
+# determinism's tests skip themselves ("CUDA required"); each costs ~25 s of start-up.
+INTERPRETED = [s for s in SUITES if s.name not in ("causal-conv1d-1.6.0", "mamba-ssd", "mamba-layernorm-gated",
+                                                   "mamba-generation", "mamba-determinism")]
+# Interpreted files too slow for CI's budget even on their cover (2-core CPU, 2026-12-06), run with
+# JETSON_MAMBA_CONFORMANCE_TRITON=1 (and on the GPU's Triton lane):
+INTERPRETED_OPT_IN = {
+    "mamba-selective-scan": "the interpreted scan takes 50-75 s a case at seqlen 128 (the file's shortest), 128 s "
+                            "at 256, and mamba_inner_fn (dim 768) minutes a case",
+}
 
 
 def test_conv_170_tests_are_160s_plus_new_ones(shared: Path) -> None:
@@ -184,11 +206,10 @@ def test_conv_170_tests_are_160s_plus_new_ones(shared: Path) -> None:
     assert not [line for line in diff if line.startswith("- ")] and [line for line in diff if line.startswith("+ ")]
 
 
-def _check(shared: Path, tmp_path: Path, backend: str) -> None:
+def _check(shared: Path, tmp_path: Path, backend: str, suites: List[Suite], least_passed: int) -> None:
     pytest.importorskip("einops")
     pytest.importorskip("triton")
-    results = [run_suite(chosen, backend, "cpu", "ci", shared, tmp_path)
-               for chosen in (SUITES if backend == "torch" else INTERPRETED)]
+    results = [run_suite(chosen, backend, "cpu", "ci", shared, tmp_path) for chosen in suites]
     print("\n" + text(results) + "\n" + table(results))
     for result in results:
         assert result.error is None, f"{result.suite}: {result.error}"
@@ -201,18 +222,17 @@ def _check(shared: Path, tmp_path: Path, backend: str) -> None:
     failed = {f"{r.suite} {name}": family.failures[:3] for r in results for name, family in r.families.items()
               if family.failed}
     assert not failed, f"upstream's tests fail on the {backend} backend: {failed}"
-    assert sum(r.total("passed") for r in results) >= 100
+    assert sum(r.total("passed") for r in results) >= least_passed
 
 
 @pytest.mark.slow
 def test_upstream_suites_pass_on_the_torch_backend(shared: Path, tmp_path: Path) -> None:
-    _check(shared, tmp_path, "torch")
+    _check(shared, tmp_path, "torch", list(SUITES), 100)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("JETSON_MAMBA_CONFORMANCE_TRITON") != "1",
-                    reason="opt-in (JETSON_MAMBA_CONFORMANCE_TRITON=1): the interpreter's CI sample is not calibrated "
-                           "yet (causal-conv1d's update tests at dim 2048 ran past 300 s a case in the CI run of "
-                           "2026-12-06); the Triton conv and scan suites under TRITON_INTERPRET=1 in tests/ops run")
-def test_upstream_suites_pass_on_the_triton_backend_interpreted(shared: Path, tmp_path: Path) -> None:
-    _check(shared, tmp_path, "triton")
+@pytest.mark.parametrize("name", [s.name for s in INTERPRETED])
+def test_upstream_suites_pass_on_the_triton_backend_interpreted(shared: Path, tmp_path: Path, name: str) -> None:
+    if name in INTERPRETED_OPT_IN and os.environ.get("JETSON_MAMBA_CONFORMANCE_TRITON") != "1":
+        pytest.skip(f"opt-in (JETSON_MAMBA_CONFORMANCE_TRITON=1): {INTERPRETED_OPT_IN[name]}")
+    _check(shared, tmp_path, "triton", [suite(name)], 0)
