@@ -12,6 +12,7 @@ mkdir -p .carry/wheelhouse .carry/sdists .carry/fixtures .carry/whl .carry/upstr
 cp "$SHARED"/wheelhouse/h200-cu130-py312/*.whl .carry/wheelhouse/
 cp "$SHARED"/sdists/*.tar.gz .carry/sdists/
 cp "$SHARED"/upstream/mamba-v2.3.2.post1-tests.tar.gz .carry/upstream/  # upstream's tests (conformance.sh)
+cp "$SHARED"/upstream/mamba-main-*.tar.gz .carry/upstream/  # mamba-ssm main's tree (main_proof.py, 1.7 MB)
 # The two releases of issue 24's first report are not in ../shared: pip fetches each sdist alone (it prepares
 # metadata by running setup.py, which imports torch: hence the test venv's python). Build them on the lab with
 #   PAIR="causal-conv1d==1.6.2.post1 mamba-ssm==2.2.6.post3" bash benchmarks/gpu/build_sm90.sh
@@ -30,3 +31,5 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   pytest==8.4.2 pluggy==1.6.0 iniconfig==2.1.0 pygments==2.19.2 packaging==25.0 rich==14.1.0 \
   markdown-it-py==4.0.0 mdurl==0.1.2 || echo "no pytest wheels (benchmarks/gpu/conformance.sh needs them)" >&2
 du -sh .carry
+# the device tool carries at most 64 MiB in all: keep .carry well below it
+[ "$(du -sm .carry | cut -f1)" -lt 60 ] || echo "warning: .carry is $(du -sh .carry | cut -f1), over 60 MiB" >&2

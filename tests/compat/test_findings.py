@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Dict, List, Optional
 
 from jetson_mamba.compat.findings import PATCH_CAUSAL_CONV1D_BRIDGE, PATCH_SSD_DD, Finding, diagnose_machine
 from jetson_mamba.compat.knowledge import recommended_max_jobs
 from jetson_mamba.compat.runtime_patches import MAMBA3_LAZY
+from jetson_mamba.probe.jetson import read_jetson
 from jetson_mamba.probe.model import (
     CudaInfo,
     ExtensionInfo,
@@ -218,3 +220,38 @@ def test_missing_extensions_are_not_told_to_patch_once_routed() -> None:
     assert len(fixes) == 2 and all("jetson-mamba patch" in fix for fix in fixes)
     routed = [f.fix for f in diagnose_machine(machine, applied_patches=[PORTABLE]) if f.id == "extension-not-compiled"]
     assert routed == ["for the compiled kernels: jetson-mamba build --arch 8.7"] * 2
+
+
+ROOTS = Path(__file__).parents[1] / "probe" / "roots"
+MAMBA3_GPU = ("mamba3-gpu-arch", "mamba3-blackwell-stages", "mamba3-shared-memory")
+
+
+def _board(root: str, cuda: str, **gpu: object) -> MachineInfo:
+    """A Jetson fixture root's SoC facts (read as the probe reads them) with mamba-ssm main installed."""
+    jetson = read_jetson(ROOTS / root, cuda)
+    assert jetson is not None and jetson.cuda_arch
+    installed = replace(packages({"mamba-ssm": "2.3.2.post1"}), mamba3=True,
+                        mamba3_imports={m: None for m in ("tilelang", "tvm_ffi", "quack", "cutlass")})
+    return healthy_orin(jetson=jetson, packages=installed,
+                        gpu=GpuInfo(jetson.model, jetson.cuda_arch, "jetson-soc-table", **gpu))
+
+
+def _mamba3_gpu(machine: MachineInfo) -> Dict[str, Finding]:
+    return {f.id: f for f in diagnose_machine(machine) if f.id in MAMBA3_GPU}
+
+
+def test_mamba3_gpu_requirements_per_jetson() -> None:
+    """What upstream main's Mamba-3 kernels need of the GPU (compat.findings._mamba3_gpu cites the lines)."""
+    assert _mamba3_gpu(_board("orin-agx-jp6", "12.6")) == {}  # sm_87, 163 KiB a block: everything fits
+    xavier = _mamba3_gpu(_board("xavier-nx-jp4", "10.2"))
+    assert set(xavier) == {"mamba3-gpu-arch", "mamba3-shared-memory"}
+    assert "7.2" in xavier["mamba3-gpu-arch"].message and "Mamba-2" in xavier["mamba3-gpu-arch"].fix
+    assert "allows 96 KiB (the table for compute capability 7.2)" in xavier["mamba3-shared-memory"].message
+    thor = _mamba3_gpu(_board("thor-jp7", "13.0"))  # sm_110: Blackwell, missed by upstream's `major in (10, 12)`
+    assert set(thor) == {"mamba3-blackwell-stages"} and "(10, 11, 12)" in thor["mamba3-blackwell-stages"].fix
+    assert _mamba3_gpu(_board("thor-jp7", "12.8")) == {}  # sm_101 under CUDA 12.8: upstream's check covers it
+    # the probe's own measurement wins over the table (a MIG slice or a driver limit could be smaller)
+    small = _mamba3_gpu(_board("orin-agx-jp6", "12.6", smem_per_block=48 << 10))
+    assert set(small) == {"mamba3-shared-memory"} and "48 KiB (torch.cuda)" in small["mamba3-shared-memory"].message
+    # released mamba-ssm (no Mamba-3 module): nothing to say
+    assert _mamba3_gpu(replace(_board("xavier-nx-jp4", "10.2"), packages=packages({"mamba-ssm": "2.2.5"}))) == {}

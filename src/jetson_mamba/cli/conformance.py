@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pin-upstream-autotune", action="store_true",
                         help="mamba_ssm's autotuned Triton kernels keep their smallest config (a cold Triton cache "
                              "compiles minutes less; numbers do not depend on tile sizes)")
+    parser.add_argument("--shard", metavar="K/N",
+                        help="run only shard K of N of the chosen cases (by a hash of each case's id): N processes "
+                             "with K = 1..N run the same cases as one, in parallel; merge their --json outputs with "
+                             "conformance.report.merged_table")
     parser.add_argument("--markdown", type=Path, help="also write the results table (markdown) to this file")
 
 
@@ -47,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from jetson_mamba.cli.output import console, print_json
     from jetson_mamba.conformance import BACKENDS, SUITES, run_suite
     from jetson_mamba.conformance.report import failure_error, table, text
+    from jetson_mamba.conformance.suites import parse_shard
     from jetson_mamba.errors import UsageError
     from jetson_mamba.verify import require_torch
 
@@ -61,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
     suites = [s for s in SUITES if any(s.name == w or s.name.startswith(w) for w in wanted)]
     if not suites:
         raise UsageError(f"no suite matches {', '.join(wanted)}", f"use one of {', '.join(s.name for s in SUITES)}")
+    try:
+        shard = None if args.shard is None else parse_shard(args.shard)
+    except ValueError as error:
+        raise UsageError(str(error), "pass --shard K/N, e.g. --shard 3/12 for the third of 12 shards") from None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     shared = (args.shared or Path(os.environ.get("JETSON_MAMBA_SHARED", "../shared"))).resolve()
     sample = "full" if args.full else str(args.sample) if args.sample else "ci"
@@ -74,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             with status:
                 results.append(run_suite(chosen, backend, device, sample, shared, work.resolve(), args.wheelhouse,
                                          None if deadline is None else deadline - time.monotonic(),
-                                         args.pin_upstream_autotune, args.case_timeout))
+                                         args.pin_upstream_autotune, args.case_timeout, shard))
             if not args.json:
                 console.print(text(results[-1:]), end="", markup=False, soft_wrap=True)
     if args.markdown:

@@ -337,6 +337,64 @@ def _mamba3_pieces(machine: MachineInfo, applied: FrozenSet[str]) -> Iterable[Fi
         yield Finding("mamba3-unavailable", "warning", f"{needs} is unavailable: {distribution} {why}", fix)
 
 
+# Shared memory one block may opt in to, by compute capability (CUDA C++ Programming Guide, "Technical
+# Specifications per Compute Capability"): the fallback when the probe could not ask torch.cuda.
+SMEM_PER_BLOCK = {"5.3": 48 << 10, "6.2": 48 << 10, "7.0": 96 << 10, "7.2": 96 << 10, "7.5": 64 << 10,
+                  "8.0": 163 << 10, "8.6": 99 << 10, "8.7": 163 << 10, "8.9": 99 << 10, "9.0": 227 << 10,
+                  "10.0": 227 << 10, "10.1": 227 << 10, "11.0": 227 << 10, "12.0": 99 << 10}
+# The T.alloc_shared buffers of mamba-ssm main's TileLang MIMO forward (mamba3_mimo_fwd.py:145-158, 206,
+# 219, 313, 406) at the shape upstream tuned it for (mamba3_mimo.py:306: chunk_size 16 x mimo_rank 4,
+# headdim_qk 128, headdim_v 64, bf16): 98,432 bytes before TileLang's own padding; the backward's are larger.
+MAMBA3_MIMO_FWD_SMEM = 98432
+
+
+def _capability(arch: Optional[str]) -> Optional[tuple]:
+    parts = re.fullmatch(r"(\d+)\.(\d+)", arch or "")
+    return (int(parts[1]), int(parts[2])) if parts else None
+
+
+@rule
+def _mamba3_gpu(machine: MachineInfo, applied: FrozenSet[str]) -> Iterable[Finding]:
+    """What mamba-ssm main's Mamba-3 kernels require of the GPU, read from upstream's code (commit e9594ce):
+
+    - mamba_ssm/ops/tilelang/mamba3/mamba3_mimo_fwd.py:53 (dtype 'bfloat16' GEMMs: bf16 tensor cores are
+      sm_80+) and mamba_ssm/ops/cute/mamba3/mamba3_step_fn.py:382 (cute.arch.cp_async_*: cp.async is sm_80+);
+    - mamba_ssm/ops/triton/mamba3/mamba3_siso_fwd.py:29: `if major in (10, 12)` keeps only num_stages=1
+      on Blackwell because more stages "silently corrupt" the SISO forward (Triton 3.5.1-3.7.0); Thor is
+      Blackwell with compute capability 11.0 under CUDA 13, which that check misses;
+    - mamba_ssm/ops/tilelang/mamba3/mamba3_mimo.py:308-339: MIMO is "prone to smem over-allocation"
+      (MAMBA3_MIMO_FWD_SMEM at the tuned shape), and chunk_size * mimo_rank > 64 makes it worse.
+    """
+    capability = _capability(machine.gpu.arch) if machine.packages.mamba3 and machine.gpu else None
+    if capability is None:
+        return
+    arch = machine.gpu.arch
+    if capability < (8, 0):
+        yield Finding("mamba3-gpu-arch", "warning",
+                      f"Mamba-3 MIMO (TileLang, bf16 tensor-core GEMMs) and Mamba-3 step() decoding (CuTe-DSL, "
+                      f"cp.async) need compute capability 8.0 or newer; this GPU is {arch}",
+                      "use Mamba-1 or Mamba-2 on this GPU (jetson-mamba's portable kernels run them), or Mamba-3 "
+                      "SISO (is_mimo=False, Triton kernels) if Triton supports this GPU")
+    if capability[0] == 11:
+        yield Finding("mamba3-blackwell-stages", "warning",
+                      f"Mamba-3 SISO's Triton forward (mamba3_siso_fwd.py:29) limits itself to num_stages=1 on "
+                      f"Blackwell only for compute capability 10.x and 12.x; this Blackwell GPU is {arch}, so the "
+                      "multi-stage configs upstream found to silently corrupt the output stay in its autotuner",
+                      "until upstream's check includes 11, change `major in (10, 12)` to `major in (10, 11, 12)` in "
+                      "mamba_ssm/ops/triton/mamba3/mamba3_siso_fwd.py, or check Mamba-3 SISO against upstream's "
+                      "tests/ops/triton/test_mamba3_siso.py on this board before trusting it")
+    limit, source = machine.gpu.smem_per_block, "torch.cuda"
+    if limit is None:
+        limit, source = SMEM_PER_BLOCK.get(arch), f"the table for compute capability {arch}"
+    if limit is not None and limit < MAMBA3_MIMO_FWD_SMEM:
+        yield Finding("mamba3-shared-memory", "warning",
+                      f"Mamba-3 MIMO's TileLang forward at upstream's tuned shape (chunk_size 16 x mimo_rank 4, "
+                      f"headdim_qk 128, headdim_v 64) allocates {MAMBA3_MIMO_FWD_SMEM // 1024} KiB of shared "
+                      f"memory per block; this GPU allows {limit // 1024} KiB ({source})",
+                      "use chunk_size 8 (chunk_size * mimo_rank <= 32: about half the shared memory) or smaller "
+                      "head dims for Mamba-3 MIMO here, or Mamba-3 SISO (is_mimo=False)")
+
+
 def diagnose_machine(machine: MachineInfo, applied_patches: Iterable[str] = ()) -> List[Finding]:
     """Every finding for this machine, errors first; `applied_patches` (runtime patch names in
     effect, see `jetson_mamba.compat.runtime_patches`) silence the problems they fix."""

@@ -1,6 +1,7 @@
 """pytest plugin loaded (`-p jetson_mamba.conformance.plugin`) into the pytest process that runs one
 upstream test file for the conformance runner. The runner passes its settings in the environment
-variable JETSON_MAMBA_CONFORMANCE (JSON).
+variable JETSON_MAMBA_CONFORMANCE (JSON). With a shard K/N, only the cases of that shard are run and
+reported (the sample is chosen over all cases first), so that N shards add up to the unsharded run.
 
 Before upstream's modules import them, the compiled extensions' names in sys.modules get
 jetson-mamba's stand-ins (`torch`, `triton` backends) or must be the real compiled modules (`cuda`).
@@ -22,7 +23,16 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from jetson_mamba.conformance.suites import Case, ci_sample, cost, sample, skip_reason, suite
+from jetson_mamba.conformance.suites import (
+    Case,
+    ci_sample,
+    cost,
+    in_shard,
+    sample,
+    skip_reason,
+    suite,
+    uncovered,
+)
 
 ENV = "JETSON_MAMBA_CONFORMANCE"
 # failures after which the CUDA context is dead: every later case in this process would fail too
@@ -101,15 +111,18 @@ def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
     else:
         stride, cap, strides, cover_caps = (1 if full else int(_settings["sample"])), float("inf"), {}, {}
     selected = {c.nodeid for c in runnable} if full else sample(runnable, stride, cap, strides, cover_caps)
+    shard = tuple(_settings["shard"]) if _settings.get("shard") else None
+    mine = {c.nodeid for c in cases if in_shard(c.nodeid, shard)}  # the sample is the unsharded one, then split
     if not done:
-        for case in cases:
+        _write({"uncovered": uncovered(runnable, selected)})  # of the whole sample: the same in every shard
+        for case in (c for c in cases if c.nodeid in mine):
             _write({"case": case.nodeid, "function": case.function, "params": dict(case.params),
                     "selected": case.nodeid in selected or reasons[case.nodeid] is not None,
                     "skip": reasons[case.nodeid]})
     keep, drop = [], []
     for item in items:
         reason = reasons[item.nodeid]
-        if item.nodeid in done or (reason is None and item.nodeid not in selected):
+        if item.nodeid in done or item.nodeid not in mine or (reason is None and item.nodeid not in selected):
             drop.append(item)
             continue
         if reason is not None:

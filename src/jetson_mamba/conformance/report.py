@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
-from jetson_mamba.conformance.runner import SuiteResult
-from jetson_mamba.conformance.suites import BACKENDS
+from jetson_mamba.conformance.runner import Family, SuiteResult
+from jetson_mamba.conformance.suites import BACKENDS, parse_shard
 from jetson_mamba.errors import VerificationError
 
 COLUMNS = ("passed", "failed", "skipped", "not_sampled", "not_run")
@@ -23,7 +23,8 @@ def table(results: Sequence[SuiteResult]) -> str:
             counts = " | ".join(str(getattr(family, key)) for key in COLUMNS)
             lines.append(f"| {result.suite} | {result.backend} | {result.device} | {name} | {counts} |")
         totals = " | ".join(f"**{result.total(key)}**" for key in COLUMNS)
-        status = f"{result.seconds:.0f} s" + (f", {result.error}" if result.error else "")
+        status = (f"{result.seconds:.0f} s" + (f", shards {result.shard}" if result.shard else "")
+                  + (f", {result.error}" if result.error else ""))
         lines.append(f"| {result.suite} | {result.backend} | {result.device} | **all** ({status}) | {totals} |")
     reasons = sorted({(r.suite, n, reason) for r in results for n, f in r.families.items() for reason in f.skip_reasons})
     if reasons:
@@ -32,8 +33,36 @@ def table(results: Sequence[SuiteResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge_shards(results: Sequence[SuiteResult]) -> List[SuiteResult]:
+    """The shards of each run (same file, backend, device, sample and N) added into one result; a
+    shard given twice counts once (the later), a missing shard is an error. Unsharded results pass."""
+    out: List[SuiteResult] = [r for r in results if not r.shard]
+    groups: Dict[Tuple[str, str, str, str, int], Dict[int, SuiteResult]] = {}
+    for result in results:
+        if result.shard:
+            k, n = parse_shard(result.shard)
+            groups.setdefault((result.suite, result.backend, result.device, result.sample, n), {})[k] = result
+    for (name, backend, device, sample, n), shards in groups.items():
+        order = sorted(shards)
+        total = SuiteResult(name, backend, device, sample, shard=f"{','.join(map(str, order))}/{n}",
+                            uncovered=shards[order[0]].uncovered,  # of the whole sample: the same in every shard
+                            seconds=max(s.seconds for s in shards.values()),
+                            restarts=sum(s.restarts for s in shards.values()),
+                            log="; ".join(shards[k].log for k in order))
+        for k in order:
+            for family_name, family in shards[k].families.items():
+                total.families.setdefault(family_name, Family()).add(family)
+        missing = sorted(set(range(1, n + 1)) - set(order))
+        errors = [f"shard {k}/{n}: {shards[k].error}" for k in order if shards[k].error]
+        errors += [f"shards {', '.join(map(str, missing))} of {n} missing"] if missing else []
+        total.error = "; ".join(errors) or None
+        out.append(total)
+    return out
+
+
 def merged_table(paths: Sequence[Path]) -> str:
-    """One table from several `conformance --json` outputs (files that are not JSON are named, not fatal)."""
+    """One table from several `conformance --json` outputs, shards added together (files that are
+    not JSON are named, not fatal)."""
     results, unreadable = [], []
     for path in paths:
         try:
@@ -42,6 +71,7 @@ def merged_table(paths: Sequence[Path]) -> str:
             unreadable.append(path.name)
             continue
         results += [SuiteResult.from_dict(r) for r in data.get("results", [])]
+    results = merge_shards(results)
     order = {name: i for i, name in enumerate(BACKENDS)}
     results.sort(key=lambda r: (r.suite, order.get(r.backend, len(order))))
     failures = [f"- FAILED [{r.backend}] {r.suite} {nodeid.split('::')[-1]}: {message[:300]}"
@@ -55,7 +85,8 @@ def text(results: Sequence[SuiteResult], failures_per_family: int = 5) -> str:
     out: List[str] = []
     for result in results:
         totals = ", ".join(f"{result.total(key)} {key.replace('_', ' ')}" for key in COLUMNS)
-        out.append(f"{result.suite} [{result.backend}, {result.device}, sample {result.sample}]: "
+        shard = f", shard {result.shard}" if result.shard else ""
+        out.append(f"{result.suite} [{result.backend}, {result.device}, sample {result.sample}{shard}]: "
                    f"{'OK' if result.ok else 'FAILED'}: {totals} ({result.seconds:.0f} s"
                    f"{f', {result.restarts} restarts' if result.restarts else ''}; log {result.log})")
         if result.error:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from jetson_mamba.conformance.suites import Case, Suite, rewrite, uncovered
+from jetson_mamba.conformance.suites import Case, Suite, rewrite
 from jetson_mamba.errors import UsageError
 
 MAX_MEMBER_BYTES = 64 << 20  # an upstream source file or compiled extension larger than this is not one
@@ -46,6 +46,13 @@ class Family:
         return cls(data["passed"], data["failed"], data["skipped"], data["not_sampled"], data["not_run"],
                    Counter(data["skip_reasons"]), [(f["id"], f["message"]) for f in data["failures"]])
 
+    def add(self, other: Family) -> None:
+        """Add another shard's counts of the same test function."""
+        for key in ("passed", "failed", "skipped", "not_sampled", "not_run"):
+            setattr(self, key, getattr(self, key) + getattr(other, key))
+        self.skip_reasons.update(other.skip_reasons)
+        self.failures += other.failures
+
     def to_dict(self) -> Dict[str, Any]:
         return {"passed": self.passed, "failed": self.failed, "skipped": self.skipped,
                 "not_sampled": self.not_sampled, "not_run": self.not_run, "skip_reasons": dict(self.skip_reasons),
@@ -66,6 +73,7 @@ class SuiteResult:
     restarts: int = 0
     error: Optional[str] = None
     log: str = ""
+    shard: str = ""  # "K/N" for one shard; merged shards: "K1,K2,.../N"
 
     def total(self, key: str) -> int:
         return sum(getattr(f, key) for f in self.families.values())
@@ -79,11 +87,11 @@ class SuiteResult:
         """Back from to_dict() (the lab script merges the JSON of several runs into one table)."""
         return cls(data["suite"], data["backend"], data["device"], data["sample"],
                    {name: Family.from_dict(f) for name, f in data["families"].items()}, list(data["uncovered"]),
-                   data["seconds"], data["restarts"], data["error"], data["log"])
+                   data["seconds"], data["restarts"], data["error"], data["log"], data.get("shard", ""))
 
     def to_dict(self) -> Dict[str, Any]:
         return {"suite": self.suite, "backend": self.backend, "device": self.device, "sample": self.sample,
-                "ok": self.ok, "seconds": round(self.seconds, 1), "restarts": self.restarts, "error": self.error,
+                "shard": self.shard, "ok": self.ok, "seconds": round(self.seconds, 1), "restarts": self.restarts, "error": self.error,
                 "log": self.log, "totals": {k: self.total(k) for k in ("passed", "failed", "skipped", "not_sampled",
                                                                       "not_run")},
                 "uncovered": self.uncovered, "families": {n: f.to_dict() for n, f in sorted(self.families.items())}}
@@ -199,14 +207,16 @@ def _records(path: Path, offset: int) -> Tuple[List[Dict[str, Any]], int]:
 
 def run_suite(chosen: Suite, backend: str, device: str, sample: str, shared: Path, work: Path,
               wheelhouse: Optional[Path] = None, timeout: Optional[float] = None,
-              pin_upstream_autotune: bool = False, case_timeout: float = 300.0) -> SuiteResult:
+              pin_upstream_autotune: bool = False, case_timeout: float = 300.0,
+              shard: Optional[Tuple[int, int]] = None) -> SuiteResult:
     """Run one suite on one backend; never raises for a failing or crashing test (they are results).
 
     `sample`: "ci" (the suite's fixed sample), "full", or N (one case in N, every parameter value once).
     `pin_upstream_autotune`: mamba_ssm's autotuned Triton kernels keep their smallest config only.
     `case_timeout`: a case running longer fails with a timeout (0: no limit).
+    `shard`: (K, N) runs and reports only the sample's cases of shard K of N (suites.in_shard).
     """
-    result = SuiteResult(chosen.name, backend, device, sample)
+    result = SuiteResult(chosen.name, backend, device, sample, shard=f"{shard[0]}/{shard[1]}" if shard else "")
     start = time.monotonic()
     test_file, paths = prepare(work, chosen, shared, device, backend, wheelhouse)
     results_path, log = test_file.parent / "results.jsonl", test_file.parent / "pytest.log"
@@ -220,7 +230,6 @@ def run_suite(chosen: Suite, backend: str, device: str, sample: str, shared: Pat
         env["TRITON_INTERPRET"] = "1"
     cases: Dict[str, Case] = {}
     selected: Set[str] = set()
-    not_applicable: Set[str] = set()
     outcomes: Dict[str, Tuple[str, str]] = {}
     done: List[str] = []
     offset = 0
@@ -228,7 +237,7 @@ def run_suite(chosen: Suite, backend: str, device: str, sample: str, shared: Pat
         env["JETSON_MAMBA_CONFORMANCE"] = json.dumps({"suite": chosen.name, "backend": backend, "device": device,
                                                       "sample": sample, "results": str(results_path), "done": done,
                                                       "pin_upstream_autotune": pin_upstream_autotune,
-                                                      "case_timeout": case_timeout})
+                                                      "case_timeout": case_timeout, "shard": shard})
         left = None if timeout is None else timeout - (time.monotonic() - start)
         if left is not None and left <= 0:
             result.error = f"timed out after {timeout:.0f} s"
@@ -242,8 +251,6 @@ def run_suite(chosen: Suite, backend: str, device: str, sample: str, shared: Pat
                 cases[record["case"]] = Case(record["case"], record["function"], record["params"], 0.0)
                 if record["selected"]:
                     selected.add(record["case"])
-                if record["skip"]:
-                    not_applicable.add(record["case"])
             elif "start" in record:
                 started = record["start"]
             elif "result" in record:
@@ -253,6 +260,8 @@ def run_suite(chosen: Suite, backend: str, device: str, sample: str, shared: Pat
                 restart = True
             elif "finished" in record:
                 finished = True
+            elif "uncovered" in record:
+                result.uncovered = record["uncovered"]
         done = list(outcomes)
         if code is None:
             result.error = f"timed out after {timeout:.0f} s"
@@ -270,7 +279,6 @@ def run_suite(chosen: Suite, backend: str, device: str, sample: str, shared: Pat
         result.restarts += 1
     result.seconds = time.monotonic() - start
     _tally(result, cases, selected, outcomes)
-    result.uncovered = uncovered([c for c in cases.values() if c.nodeid not in not_applicable], selected)
     return result
 
 

@@ -43,8 +43,9 @@ def probe_machine(root: Union[str, Path] = "/", python: Optional[str] = None) ->
     torch, packages, torch_gpu = probe_python(python)
     gpu: Optional[GpuInfo] = None
     if torch_gpu:
+        smem = torch_gpu.get("smem_per_block")
         gpu = GpuInfo(name=torch_gpu.get("name"), arch=torch_gpu.get("arch"), source="torch.cuda",
-                      count=int(torch_gpu.get("count", 1)))
+                      count=int(torch_gpu.get("count", 1)), smem_per_block=smem if isinstance(smem, int) else None)
     elif live:
         gpu = read_nvidia_smi()
     if gpu is None and jetson is not None and jetson.cuda_arch:

@@ -28,6 +28,7 @@ class GpuInfo:
     arch: Optional[str]  # compute capability "9.0"
     source: str  # "torch.cuda", "nvidia-smi", "jetson-soc-table"
     count: int = 1
+    smem_per_block: Optional[int] = None  # bytes of shared memory a block may opt in to (torch.cuda); None: unknown
 
 
 @dataclass(frozen=True)

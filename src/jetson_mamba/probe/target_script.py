@@ -128,7 +128,9 @@ def torch(request: Dict[str, Any]) -> Dict[str, Any]:
         if out["cuda_available"]:
             major, minor = module.cuda.get_device_capability(0)
             out["gpu"] = {"name": module.cuda.get_device_name(0), "arch": f"{major}.{minor}",
-                          "count": module.cuda.device_count()}
+                          "count": module.cuda.device_count(),
+                          "smem_per_block": getattr(module.cuda.get_device_properties(0),
+                                                    "shared_memory_per_block_optin", None)}
         dist_ok = bool(getattr(module, "distributed", None) is not None and module.distributed.is_available())
         out["distributed_available"] = dist_ok
         out["distributed_missing"] = [name for name in request.get("distributed_apis", ())
