@@ -15,10 +15,12 @@ from jetson_mamba.probe.model import CudaInfo, GpuInfo, JetsonInfo, MachineInfo,
 
 @dataclass(frozen=True)
 class HostSummary:
+    """The host part of `MachineInfo` under doctor's JSON names (its `machine` is `arch` here)."""
+
     system: str  # platform.system()
     arch: str  # x86_64, aarch64
     cpu_count: int
-    memory: Optional[MemoryInfo]
+    memory: Optional[MemoryInfo] = None  # None: /proc/meminfo unreadable
 
 
 @dataclass(frozen=True)
