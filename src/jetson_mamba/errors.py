@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from jetson_mamba.results import SCHEMA_VERSION
+
 
 class JetsonMambaError(Exception):
     """Base error: `message` says what is wrong, `fix` the exact next step."""
@@ -20,7 +22,8 @@ class JetsonMambaError(Exception):
         self.fix = fix
 
     def to_json(self) -> Dict[str, Any]:
-        return {"error": self.kind, "exit_code": self.exit_code, "message": self.message, "fix": self.fix}
+        """The `--json` error document, versioned like every result document."""
+        return {"schema_version": SCHEMA_VERSION, "error": self.kind, "exit_code": self.exit_code, "message": self.message, "fix": self.fix}
 
     def __str__(self) -> str:
         return self.message if not self.fix else f"{self.message}\nfix: {self.fix}"

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from jetson_mamba import cli
-from jetson_mamba.errors import JetsonMambaError, UsageError
+from jetson_mamba.errors import JetsonMambaError, MissingDependencyError, UsageError
+from jetson_mamba.results import SCHEMA_VERSION
 
 
 def test_every_command_module_is_discovered() -> None:
@@ -108,7 +109,28 @@ def test_errors_become_exit_codes_with_the_fix(monkeypatch: pytest.MonkeyPatch, 
     assert "unknown arch 'sm_99x'" in err and "fix: use one of 8.7, sm_87, 87" in err
     assert cli.main(["doctor", "--json"]) == UsageError.exit_code
     assert json.loads(capsys.readouterr().out) == {
-        "error": "usage", "exit_code": 2, "message": "unknown arch 'sm_99x'", "fix": "use one of 8.7, sm_87, 87"}
+        "schema_version": SCHEMA_VERSION, "error": "usage", "exit_code": 2, "message": "unknown arch 'sm_99x'", "fix": "use one of 8.7, sm_87, 87"}
+
+
+@pytest.mark.parametrize("argv, kind", [
+    (["doctor", "--python", "/nonexistent/python"], UsageError),
+    (["patch", "--python", "/nonexistent/python"], UsageError),
+    (["install", "--python", "/nonexistent/python"], UsageError),
+    (["build", "--arch", "sm_99x"], UsageError),
+    (["verify"], MissingDependencyError),  # torch cannot be imported (below)
+    (["bench"], MissingDependencyError),
+])
+def test_every_json_error_is_a_versioned_document(argv, kind, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """Real failures of the commands that print JSON errors: one document, versioned like the results."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    assert cli.main([*argv, "--json"]) == kind.exit_code
+    error = json.loads(capsys.readouterr().out)
+    assert list(error) == ["schema_version", "error", "exit_code", "message", "fix"], error
+    assert error["schema_version"] == SCHEMA_VERSION and error["error"] == kind.kind
+    assert error["exit_code"] == kind.exit_code and error["message"] and error["fix"]
 
 
 def test_exit_codes_are_distinct() -> None:

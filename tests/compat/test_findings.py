@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import pytest
+
 from jetson_mamba.compat.findings import PATCH_CAUSAL_CONV1D_BRIDGE, PATCH_SSD_DD, Finding, diagnose_machine
 from jetson_mamba.compat.knowledge import recommended_max_jobs
+from jetson_mamba.compat.report import doctor_report
 from jetson_mamba.compat.runtime_patches import MAMBA3_LAZY
 from jetson_mamba.probe.jetson import read_jetson
 from jetson_mamba.probe.model import (
@@ -22,6 +27,7 @@ from jetson_mamba.probe.model import (
     PackagesInfo,
     TorchInfo,
 )
+from jetson_mamba.results import document
 
 
 def packages(versions: Dict[str, str], extensions: tuple = ()) -> PackagesInfo:
@@ -255,3 +261,33 @@ def test_mamba3_gpu_requirements_per_jetson() -> None:
     assert set(small) == {"mamba3-shared-memory"} and "48 KiB (torch.cuda)" in small["mamba3-shared-memory"].message
     # released mamba-ssm (no Mamba-3 module): nothing to say
     assert _mamba3_gpu(replace(_board("xavier-nx-jp4", "10.2"), packages=packages({"mamba-ssm": "2.2.5"}))) == {}
+
+
+def test_doctor_report_is_the_document_doctor_prints() -> None:
+    """The typed report holds the findings with the patches in effect; `--json` is its document, key for key."""
+    machine = healthy_orin(packages=packages({"mamba-ssm": "2.2.4", "causal-conv1d": "1.6.0"}, (
+        ExtensionInfo("selective_scan_cuda", "/x/s.so", True, archs=FatbinArchs(("8.7",), ("8.7",))),
+        ExtensionInfo("causal_conv1d_cuda", "/x/c.so", False, error="ImportError: undefined symbol"))))
+    broken = doctor_report(machine, set())
+    assert broken.has_errors and [f.id for f in broken.findings] == ids(diagnose_machine(machine))
+    patched = doctor_report(machine, {PATCH_SSD_DD, PATCH_CAUSAL_CONV1D_BRIDGE})
+    assert "incompatible-pair" not in ids(list(patched.findings))  # an applied fix is not offered again
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        patched.findings = ()  # type: ignore[misc]
+
+    data = json.loads(json.dumps(document(patched)))  # plain JSON: tuples are lists, nothing needs default=str
+    assert list(data) == ["schema_version", "machine", "jetson", "gpu", "cuda", "torch", "packages", "findings"]
+    assert data["machine"] == {"system": "Linux", "arch": "aarch64", "cpu_count": 12,
+                               "memory": dataclasses.asdict(machine.memory)}
+    assert data["jetson"] == dataclasses.asdict(machine.jetson) and data["torch"] == json.loads(
+        json.dumps(dataclasses.asdict(machine.torch)))
+    assert data["packages"] == {
+        "distributions": {"causal-conv1d": "1.6.0", "mamba-ssm": "2.2.4"},
+        "extensions": [
+            {"module": "selective_scan_cuda", "path": "/x/s.so", "importable": True, "error": None,
+             "archs": ["8.7"], "ptx": ["8.7"]},
+            {"module": "causal_conv1d_cuda", "path": "/x/c.so", "importable": False,
+             "error": "ImportError: undefined symbol", "archs": None, "ptx": None}],
+        "source": "importlib.metadata",
+        "patches_applied": sorted([PATCH_SSD_DD, PATCH_CAUSAL_CONV1D_BRIDGE])}
+    assert data["findings"] == [dataclasses.asdict(f) for f in patched.findings]

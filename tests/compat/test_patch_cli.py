@@ -59,7 +59,7 @@ def test_hand_edited_file_is_refused_with_the_fix(venv: Path) -> None:
         before = _tree(site)
         done = _cli("--json", "--python", str(venv))
         error = json.loads(done.stdout)
-        assert done.returncode == 4 and error["error"] == "patch", done
+        assert done.returncode == 4 and error["error"] == "patch" and error["schema_version"] == 1, done
         assert "neither the file mamba-ssm 2.2.4 installed" in error["message"]
         assert "pip install --force-reinstall --no-deps mamba-ssm==2.2.4" in error["fix"]
         assert _tree(site) == before  # not one file patched, no record

@@ -64,3 +64,17 @@ def test_an_unknown_backend_name_is_a_usage_error(capsys: pytest.CaptureFixture)
     code = main(["verify", "--quick", "--json", "--backend", "trition"])
     error = json.loads(capsys.readouterr().out)
     assert code == 2 and "trition" in error["message"] and "triton" in error["fix"]
+
+
+def test_json_rounds_the_timings_the_report_keeps_exact() -> None:
+    """Timings past 0.1 ms per check and 10 ms per task are noise in the document; the dataclass keeps them."""
+    from jetson_mamba.verify.report import PASSED, CheckResult, VerifyReport
+
+    check = CheckResult("selective_scan[torch]", "case", "float32", "forward", PASSED, 1e-7, 1e-4,
+                        seconds=0.123456789)
+    report = VerifyReport(device="cpu", quick=True, checks=[check], seconds=12.345678,
+                          task_seconds={"selective_scan[torch] float32": 3.14159265})
+    data = report.to_json()
+    assert data["seconds"] == 12.35 and data["task_seconds"] == {"selective_scan[torch] float32": 3.14}
+    assert data["checks"][0]["seconds"] == 0.1235 and data["checks"][0]["error"] == 1e-7
+    assert report.seconds == 12.345678 and report.checks[0].seconds == 0.123456789

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
-from typing import Any, Dict, List, Set
+from typing import Sequence
 
 from rich.table import Table
 
 from jetson_mamba.cli._python import checked_python
 from jetson_mamba.cli.output import console, err_console, plain, print_json
-from jetson_mamba.compat.findings import Finding, diagnose_machine
+from jetson_mamba.compat.findings import Finding
 from jetson_mamba.compat.installed import patches_in_effect
-from jetson_mamba.probe import MachineInfo, probe_machine
-from jetson_mamba.results import SCHEMA_VERSION
+from jetson_mamba.compat.report import DoctorReport, doctor_report
+from jetson_mamba.probe import probe_machine
+from jetson_mamba.results import document
 
 NAME = "doctor"
 HELP = "describe this machine (Jetson, GPU, CUDA, torch, Mamba packages) and diagnose known problems"
@@ -24,52 +24,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--python", default=None, help="probe this interpreter's torch and packages")
 
 
-def _extensions_json(machine: MachineInfo) -> List[Dict[str, Any]]:
-    return [{
-        "module": e.module,
-        "path": e.path,
-        "importable": e.importable,
-        "error": e.error,
-        "archs": list(e.archs.sass) if e.archs else None,
-        "ptx": list(e.archs.ptx) if e.archs else None,
-    } for e in machine.packages.extensions]
-
-
-def report_json(machine: MachineInfo, findings: List[Finding], patches: Set[str]) -> Dict[str, Any]:
-    """The doctor JSON contract: jetson, gpu, cuda, torch, packages, findings (+ machine)."""
-    full = machine.to_json()
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "machine": {"system": machine.system, "arch": machine.machine, "cpu_count": machine.cpu_count,
-                    "memory": full["memory"]},
-        "jetson": full["jetson"],
-        "gpu": full["gpu"],
-        "cuda": full["cuda"],
-        "torch": full["torch"],
-        "packages": {
-            "distributions": {name: p.version for name, p in sorted(machine.packages.distributions.items())},
-            "extensions": _extensions_json(machine),
-            "source": machine.packages.source,
-            "patches_applied": sorted(patches),
-        },
-        "findings": [asdict(f) for f in findings],
-    }
-
-
-def _machine_table(machine: MachineInfo) -> Table:
+def _machine_table(report: DoctorReport) -> Table:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    jetson = machine.jetson
+    jetson = report.jetson
     if jetson:
         table.add_row("Jetson", plain(f"{jetson.model or '?'} ({jetson.soc or '?'}), L4T {jetson.l4t or '?'}, "
                                 f"JetPack {jetson.jetpack or '?'}"))
-    gpu = machine.gpu
+    gpu = report.gpu
     table.add_row("GPU", plain(f"{gpu.name} sm_{(gpu.arch or '?').replace('.', '')} (from {gpu.source})" if gpu
                                else "none found"))
-    cuda = machine.cuda
+    cuda = report.cuda
     table.add_row("CUDA toolkit", plain(f"{cuda.version} at {cuda.home}" if cuda.nvcc else "not found"))
-    torch = machine.torch
+    torch = report.torch
     if torch.version:
         flavour = f"CUDA {torch.cuda}" if torch.cuda else "CPU-only"
         table.add_row("torch", plain(f"{torch.version} ({flavour}, C++11 ABI {torch.cxx11_abi}, "
@@ -77,22 +45,23 @@ def _machine_table(machine: MachineInfo) -> Table:
     else:
         table.add_row("torch", plain(f"not importable ({torch.error or 'not installed'})"))
     table.add_row("triton", plain(torch.triton or "not installed"))
-    if machine.memory:
-        m = machine.memory
+    host = report.machine
+    if host.memory:
+        m = host.memory
         table.add_row("memory", plain(f"{m.total_mb} MB RAM ({m.available_mb} MB available), {m.swap_total_mb} MB swap, "
-                                      f"{machine.cpu_count} cores"))
+                                      f"{host.cpu_count} cores"))
     for name in ("mamba-ssm", "causal-conv1d", "selective-scan", "einops", "transformers"):
-        version = machine.packages.version(name)
+        version = report.packages.distributions.get(name)
         if version:
             table.add_row(name, plain(version))
-    for e in machine.packages.extensions:
-        archs = ", ".join(f"sm_{a.replace('.', '')}" for a in e.archs.sass) if e.archs else "unknown"
+    for e in report.packages.extensions:
+        archs = ", ".join(f"sm_{a.replace('.', '')}" for a in e.archs) if e.archs is not None else "unknown"
         state = "imports" if e.importable else f"fails: {e.error}"
         table.add_row(plain(e.module), plain(f"{state}; GPU code: {archs}"))
     return table
 
 
-def _print_findings(findings: List[Finding]) -> None:
+def _print_findings(findings: Sequence[Finding]) -> None:
     if not findings:
         console.print("[green]No problems found.[/]")
         return
@@ -109,14 +78,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         with err_console.status("probing the machine (torch is imported in a subprocess)..."):
             machine = probe_machine(args.root, args.python)
-    patches = patches_in_effect(machine)
-    findings = diagnose_machine(machine, patches)
+    report = doctor_report(machine, patches_in_effect(machine))
     if args.json:
-        print_json(report_json(machine, findings, patches))
+        print_json(document(report))
     else:
-        console.print(_machine_table(machine))
-        if patches:
-            console.print(f"[bold]patches applied[/] {plain(', '.join(sorted(patches)))}")
+        console.print(_machine_table(report))
+        if report.packages.patches_applied:
+            console.print(f"[bold]patches applied[/] {plain(', '.join(report.packages.patches_applied))}")
         console.print()
-        _print_findings(findings)
-    return 1 if any(f.severity == "error" for f in findings) else 0
+        _print_findings(report.findings)
+    return 1 if report.has_errors else 0
