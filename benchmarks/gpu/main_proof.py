@@ -138,6 +138,11 @@ def _setup(base_python: str, carry: Path, work: Path, env: Dict[str, str]) -> Tu
     python = venv / "bin" / "python"
     site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                      env).stdout.strip())
+    # The lab's python is itself a venv (torch lives in its site-packages, not the base interpreter's, which is
+    # all --system-site-packages gives): its site dirs go behind the new venv's own, so ours still shadow them.
+    inherited = _run([base_python, "-c", "import site, json; print(json.dumps(site.getsitepackages()))"], env)
+    (site / "zz-base-python.pth").write_text(
+        "".join(f"import site; site.addsitedir({d!r})\n" for d in json.loads(inherited.stdout)))
     wheels = [_wheel(_main_tree(carry, work), work / "w", env), _wheel(conv, work / "w", env)]
     _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--force-reinstall",
           *map(str, wheels)], env)
