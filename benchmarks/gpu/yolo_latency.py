@@ -112,7 +112,7 @@ def _latency(torch: Any, device: str, batch: int, imgsz: int, half: bool, iters:
 def inner(args: argparse.Namespace) -> int:
     import torch
 
-    from jetson_mamba.ops import list_backends
+    from jetson_mamba.ops import list_backends, use_backend
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -139,28 +139,28 @@ def inner(args: argparse.Namespace) -> int:
         if info is None or not info.available:
             print(f"== {backend}: not available ({info.reason if info else 'unknown backend'})", flush=True)
             continue
-        os.environ["JETSON_MAMBA_BACKEND"] = backend
-        if fixtures is not None and backend in wanted:
-            rows = _parity(torch, backend, fixtures, device)
-            report["parity"] += rows
-            worst = max(r["error"] for r in rows if r["dtype"] == "float32")
-            print(f"== {backend} parity: {sum(r['ok'] for r in rows)}/{len(rows)} ok, worst fp32 {worst:.1e}",
-                  flush=True)
-        grads = _gradients(torch, device, args.grad_size)
-        if reference_grads is None:
-            reference_grads = grads
-        if backend in wanted:
-            err = _rel(grads, reference_grads)
-            report["gradients"].append({"backend": backend, "worst_error_vs_torch": err, "ok": err < GRAD_TOL})
-            print(f"== {backend} gradients of T vs torch backend: worst {err:.1e}", flush=True)
-            for batch in (int(b) for b in args.batches.split(",") if b):
-                for half in (False, True):
-                    ms = _latency(torch, device, batch, args.imgsz, half, iters=args.iters)
-                    row = {"backend": backend, "batch": batch, "dtype": "fp16-autocast" if half else "fp32",
-                           "ms_per_batch": round(ms, 2), "ms_per_image": round(ms / batch, 3),
-                           "images_per_s": round(1000.0 * batch / ms, 1)}
-                    report["latency"].append(row)
-                    print(f"== {backend} latency {row}", flush=True)
+        with use_backend(backend):  # SS2D dispatches to it (and never to VMamba's compiled core)
+            if fixtures is not None and backend in wanted:
+                rows = _parity(torch, backend, fixtures, device)
+                report["parity"] += rows
+                worst = max(r["error"] for r in rows if r["dtype"] == "float32")
+                print(f"== {backend} parity: {sum(r['ok'] for r in rows)}/{len(rows)} ok, worst fp32 {worst:.1e}",
+                      flush=True)
+            grads = _gradients(torch, device, args.grad_size)
+            if reference_grads is None:
+                reference_grads = grads
+            if backend in wanted:
+                err = _rel(grads, reference_grads)
+                report["gradients"].append({"backend": backend, "worst_error_vs_torch": err, "ok": err < GRAD_TOL})
+                print(f"== {backend} gradients of T vs torch backend: worst {err:.1e}", flush=True)
+                for batch in (int(b) for b in args.batches.split(",") if b):
+                    for half in (False, True):
+                        ms = _latency(torch, device, batch, args.imgsz, half, iters=args.iters)
+                        row = {"backend": backend, "batch": batch, "dtype": "fp16-autocast" if half else "fp32",
+                               "ms_per_batch": round(ms, 2), "ms_per_image": round(ms / batch, 3),
+                               "images_per_s": round(1000.0 * batch / ms, 1)}
+                        report["latency"].append(row)
+                        print(f"== {backend} latency {row}", flush=True)
     ok = all(r["ok"] for r in report["parity"] + report["gradients"]) and bool(report["gradients"])
     report["ok"] = ok
     (out / "yolo-latency.json").write_text(json.dumps(report, indent=2))

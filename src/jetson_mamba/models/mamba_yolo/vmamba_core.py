@@ -15,7 +15,7 @@ from typing import Any, Optional, Tuple
 import torch
 
 from jetson_mamba.ops._compiled import load_extension, why_unavailable
-from jetson_mamba.ops.backend import forced_backend
+from jetson_mamba.ops.backend import requested_backend
 
 EXTENSION = "selective_scan_cuda_core"
 logger = logging.getLogger("jetson_mamba.ops")
@@ -24,7 +24,7 @@ _logged = []
 
 def usable_core(device: torch.device, dtype: torch.dtype) -> Optional[ModuleType]:
     """The real extension when it can run tensors of device/dtype and dispatch is automatic, else None."""
-    if forced_backend() is not None or why_unavailable(EXTENSION, "VMamba", device, dtype) is not None:
+    if requested_backend() is not None or why_unavailable(EXTENSION, "VMamba", device, dtype) is not None:
         return None
     if not _logged:
         logger.info("selective_scan (Mamba-YOLO SS2D): using VMamba's compiled %s", EXTENSION)
