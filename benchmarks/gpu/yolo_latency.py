@@ -1,6 +1,6 @@
 """GPU proof and latency for Mamba-YOLO (issue 9), one command on the lab machine, from the repository root:
 
-    python3 benchmarks/gpu/yolo_latency.py [--out DIR] [--backends cuda,triton,torch] [--batches 1,32]
+    python3 benchmarks/gpu/yolo_latency.py [--out DIR] [--backend cuda,triton,torch] [--batches 1,32]
 
 It makes a venv that sees the system torch/triton, installs the sm_90 wheels from .carry/wheelhouse
 (mamba-ssm 2.2.5 brings the compiled selective_scan_cuda) and re-runs itself inside it. Then, for
@@ -120,7 +120,7 @@ def inner(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     device = args.device
     infos = {i.name: i for i in list_backends("selective_scan", device, torch.float32)}
-    wanted = [b for b in args.backends.split(",") if b]
+    wanted = [b.strip() for value in args.backends or ["cuda,triton,torch"] for b in value.split(",") if b.strip()]
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
     report: Dict[str, Any] = {"device": name, "torch": torch.__version__, "imgsz": args.imgsz,
                               "backends": {n: i.to_json() for n, i in infos.items()},
@@ -207,7 +207,9 @@ def outer(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(Path.cwd() / "yolo-latency-out"))
-    parser.add_argument("--backends", default="cuda,triton,torch", help="comma-separated, from cuda, triton, torch")
+    # jetson-mamba's --backend spelling (repeatable, comma-separated); this process may lack jetson_mamba itself
+    parser.add_argument("--backend", "--backends", dest="backends", action="append", metavar="NAME",
+                        help="from cuda, triton, torch; repeatable or comma-separated (default: all three)")
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--iters", type=int, default=10, help="timed iterations per configuration")
     parser.add_argument("--imgsz", type=int, default=640)
