@@ -185,7 +185,7 @@ def use_backend(names: Union[str, Sequence[str], None]) -> Iterator[None]:
 def _current_choice() -> Tuple[Choice, str]:
     """The choice in effect here and where it comes from (for the log line and the errors)."""
     choice = _context.get()
-    if choice is None and isinstance(threading.current_thread(), threading._DummyThread):
+    if choice is None and _active and isinstance(threading.current_thread(), threading._DummyThread):
         with _active_lock:
             choice = next(reversed(list(_active.values())), None)
     if choice is not None:

@@ -1,7 +1,7 @@
 """VMamba's compiled `selective_scan_cuda_core` for SS2D's cross scan, when the real one is installed.
 
 It is the kernel the original Mamba-YOLO calls (grouped B/C (batch, K, N, L), no z), so when it is
-importable, the tensors are on CUDA and no backend is forced with JETSON_MAMBA_BACKEND, SS2D uses
+importable, the tensors are on CUDA and no backend is chosen (`use_backend`, JETSON_MAMBA_BACKEND), SS2D uses
 it; otherwise the scan goes through `jetson_mamba.ops.selective_scan_fn` (compiled mamba kernel,
 Triton or torch). jetson-mamba's own stand-in under that name is never used here.
 """
