@@ -100,7 +100,7 @@ def check_contract(op: str, name: str, module: object) -> Optional[str]:
     return None
 
 
-def _describe(op: str, name: str, module: ModuleType) -> Backend:
+def _backend_of(op: str, name: str, module: ModuleType) -> Backend:
     offers = frozenset(attr for attr in CONTRACTS.get(op, _ANY_OP).optional if callable(getattr(module, attr, None)))
     return Backend(op, name, module, offers, getattr(module, "WRITES_INTO_BUFFERS", False) is True)
 
@@ -258,7 +258,7 @@ def _load(op: str, name: str, entry: _Entry) -> Tuple[Optional[Backend], Optiona
         why = check_contract(op, name, module)
         if why is not None:  # a dotted path is checked here, at its first import
             return None, why
-        _loaded[key] = _describe(op, name, module)
+        _loaded[key] = _backend_of(op, name, module)
     return _loaded[key], None
 
 
