@@ -79,8 +79,11 @@ def _worker(impl: str, mode: str, threads: int, repeats: int, sdist: Path) -> Di
         if impl == "upstream_ref":
             fn = _load_upstream_ref(sdist, Path(tmp))
         else:
-            os.environ["JETSON_MAMBA_BACKEND"] = "torch"
-            from jetson_mamba.ops import selective_scan_fn as fn
+            from jetson_mamba.ops import selective_scan_fn, use_backend
+
+            def fn(*args: Any, **kwargs: Any) -> Any:
+                with use_backend("torch"):
+                    return selective_scan_fn(*args, **kwargs)
         grad = mode == "fwd+bwd"
 
         def once(shape: Dict[str, int]) -> None:

@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import torch
 
+from jetson_mamba.ops import use_backend
 from jetson_mamba.ops.causal_conv1d import triton as conv_triton
 from jetson_mamba.ops.selective_scan import triton as scan_triton
 from jetson_mamba.ops.triton_utils import jit_function
@@ -165,7 +166,7 @@ def bench_scan(ext: Any, name: str, batch: int, dim: int, L: int, groups: int, d
 
 @contextmanager
 def env(**values: str) -> Iterator[None]:
-    """os.environ with `values` set, restored afterwards (the dispatch reads it per call)."""
+    """os.environ with `values` set, restored afterwards (JETSON_MAMBA_SCAN_CHUNKED is read per call)."""
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -245,7 +246,7 @@ def edge_scan(ext: Any, graph: bool, batch: int = 1) -> List[Row]:
                 grads=triton_scan_fwd_bwd(*sets[0])[:7])
     add("ours chunked fwd, one-pass bwd", triton_scan_fwd, chunked_fwd_one_pass_bwd, sets,
         grads=chunked_fwd_one_pass_bwd(*sets[0])[:7])
-    with env(JETSON_MAMBA_BACKEND="triton"):
+    with use_backend("triton"):
         add("ours, public op, eager (auto)", _fwd_of(_public_scan), _fwd_bwd_of(_public_scan), grad_sets,
             _fwd_of(_public_scan)(*sets[0]))
         torch._dynamo.reset()
@@ -613,12 +614,11 @@ def standin_forward(ext: Any) -> Row:
     on the Triton backend (it must also return the chunk states x: 4 chunks at L=6400), next to the Triton
     forward alone and the compiled mamba kernel (which keeps x in its own pass)."""
     from jetson_mamba.ops.standins import selective_scan_cuda_core as core
-    from jetson_mamba.verify.reference import forced_backend
 
     sets = [scan_inputs(8, 512, 6400, 16, 4, torch.float32, False, seed) for seed in range(N_SETS)]
     row: Row = {"op": "stand-in selective_scan_cuda_core.fwd (with x)", "shape": "B=8 D=512 L=6400 N=16 K=4"}
     u, delta, A, B, C, D, _, bias, _ = sets[0]
-    with forced_backend("triton"):  # else the stand-in would dispatch to the compiled kernel installed here
+    with use_backend("triton"):  # else the stand-in would dispatch to the compiled kernel installed here
         time_pair(row, "standin_fwd", lambda u, delta, A, B, C, D, z, bias, dout:
                   core.fwd(u, delta, A, B, C, D, bias, True, 1), sets, graph=False)
         x_standin = core.fwd(u, delta, A, B, C, D, bias, True, 1)[1]

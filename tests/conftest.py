@@ -9,6 +9,7 @@ digests, so sub-venvs get a cheap `pip install` of wheels.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -16,7 +17,7 @@ import sys
 import sysconfig
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Iterator, Tuple
 
 import pytest
 
@@ -50,6 +51,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def choose_backend() -> Iterator[Callable[[str], None]]:
+    """choose_backend("torch"): the rest of the test runs on that backend (jetson_mamba.ops.use_backend),
+    until the test ends."""
+    from jetson_mamba.ops import use_backend
+
+    with contextlib.ExitStack() as stack:
+        yield lambda names: stack.enter_context(use_backend(names))
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,7 @@ python3 -m jetson_mamba patch --json > "$OUT/patch.json"; echo "== patch exit $?
 
 rm -f "$OUT/edge-rows.jsonl"
 timeout "$(( $(left) - 5 ))" python3 -m jetson_mamba bench --op block --op lm --op yolo --batch 1,8 \
-  --backends cuda,triton --dtype bfloat16 --budget "${BUDGET:-130}" --partial "$OUT/edge-rows.jsonl" \
+  --backend cuda,triton --dtype bfloat16 --budget "${BUDGET:-130}" --partial "$OUT/edge-rows.jsonl" \
   --markdown "$OUT/edge.md" --json > "$OUT/edge.json" 2>> "$OUT/edge.log"
 echo "== bench exit $? ($(left) s left)" | tee -a "$OUT/edge.log"
 if [ "${EDGE_TEST:-0}" = 1 ] && [ "$(left)" -gt 60 ]; then  # the gpu test: both sides and a ratio on every row

@@ -1,6 +1,6 @@
 """GPU proof and latency for Mamba-YOLO (issue 9), one command on the lab machine, from the repository root:
 
-    python3 benchmarks/gpu/yolo_latency.py [--out DIR] [--backends cuda,triton,torch] [--batches 1,32]
+    python3 benchmarks/gpu/yolo_latency.py [--out DIR] [--backend cuda,triton,torch] [--batches 1,32]
 
 It makes a venv that sees the system torch/triton, installs the sm_90 wheels from .carry/wheelhouse
 (mamba-ssm 2.2.5 brings the compiled selective_scan_cuda) and re-runs itself inside it. Then, for
@@ -112,7 +112,7 @@ def _latency(torch: Any, device: str, batch: int, imgsz: int, half: bool, iters:
 def inner(args: argparse.Namespace) -> int:
     import torch
 
-    from jetson_mamba.ops import list_backends
+    from jetson_mamba.ops import list_backends, use_backend
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -120,7 +120,7 @@ def inner(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     device = args.device
     infos = {i.name: i for i in list_backends("selective_scan", device, torch.float32)}
-    wanted = [b for b in args.backends.split(",") if b]
+    wanted = [b.strip() for value in args.backends or ["cuda,triton,torch"] for b in value.split(",") if b.strip()]
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
     report: Dict[str, Any] = {"device": name, "torch": torch.__version__, "imgsz": args.imgsz,
                               "backends": {n: i.to_json() for n, i in infos.items()},
@@ -139,28 +139,28 @@ def inner(args: argparse.Namespace) -> int:
         if info is None or not info.available:
             print(f"== {backend}: not available ({info.reason if info else 'unknown backend'})", flush=True)
             continue
-        os.environ["JETSON_MAMBA_BACKEND"] = backend
-        if fixtures is not None and backend in wanted:
-            rows = _parity(torch, backend, fixtures, device)
-            report["parity"] += rows
-            worst = max(r["error"] for r in rows if r["dtype"] == "float32")
-            print(f"== {backend} parity: {sum(r['ok'] for r in rows)}/{len(rows)} ok, worst fp32 {worst:.1e}",
-                  flush=True)
-        grads = _gradients(torch, device, args.grad_size)
-        if reference_grads is None:
-            reference_grads = grads
-        if backend in wanted:
-            err = _rel(grads, reference_grads)
-            report["gradients"].append({"backend": backend, "worst_error_vs_torch": err, "ok": err < GRAD_TOL})
-            print(f"== {backend} gradients of T vs torch backend: worst {err:.1e}", flush=True)
-            for batch in (int(b) for b in args.batches.split(",") if b):
-                for half in (False, True):
-                    ms = _latency(torch, device, batch, args.imgsz, half, iters=args.iters)
-                    row = {"backend": backend, "batch": batch, "dtype": "fp16-autocast" if half else "fp32",
-                           "ms_per_batch": round(ms, 2), "ms_per_image": round(ms / batch, 3),
-                           "images_per_s": round(1000.0 * batch / ms, 1)}
-                    report["latency"].append(row)
-                    print(f"== {backend} latency {row}", flush=True)
+        with use_backend(backend):  # SS2D dispatches to it (and never to VMamba's compiled core)
+            if fixtures is not None and backend in wanted:
+                rows = _parity(torch, backend, fixtures, device)
+                report["parity"] += rows
+                worst = max(r["error"] for r in rows if r["dtype"] == "float32")
+                print(f"== {backend} parity: {sum(r['ok'] for r in rows)}/{len(rows)} ok, worst fp32 {worst:.1e}",
+                      flush=True)
+            grads = _gradients(torch, device, args.grad_size)
+            if reference_grads is None:
+                reference_grads = grads
+            if backend in wanted:
+                err = _rel(grads, reference_grads)
+                report["gradients"].append({"backend": backend, "worst_error_vs_torch": err, "ok": err < GRAD_TOL})
+                print(f"== {backend} gradients of T vs torch backend: worst {err:.1e}", flush=True)
+                for batch in (int(b) for b in args.batches.split(",") if b):
+                    for half in (False, True):
+                        ms = _latency(torch, device, batch, args.imgsz, half, iters=args.iters)
+                        row = {"backend": backend, "batch": batch, "dtype": "fp16-autocast" if half else "fp32",
+                               "ms_per_batch": round(ms, 2), "ms_per_image": round(ms / batch, 3),
+                               "images_per_s": round(1000.0 * batch / ms, 1)}
+                        report["latency"].append(row)
+                        print(f"== {backend} latency {row}", flush=True)
     ok = all(r["ok"] for r in report["parity"] + report["gradients"]) and bool(report["gradients"])
     report["ok"] = ok
     (out / "yolo-latency.json").write_text(json.dumps(report, indent=2))
@@ -207,7 +207,9 @@ def outer(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(Path.cwd() / "yolo-latency-out"))
-    parser.add_argument("--backends", default="cuda,triton,torch", help="comma-separated, from cuda, triton, torch")
+    # jetson-mamba's --backend spelling (repeatable, comma-separated); this process may lack jetson_mamba itself
+    parser.add_argument("--backend", "--backends", dest="backends", action="append", metavar="NAME",
+                        help="from cuda, triton, torch; repeatable or comma-separated (default: all three)")
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--iters", type=int, default=10, help="timed iterations per configuration")
     parser.add_argument("--imgsz", type=int, default=640)

@@ -99,6 +99,12 @@ class BackendUnavailableError(JetsonMambaError):
     kind = "backend"
 
 
+class BackendContractError(BackendUnavailableError):
+    """A module registered as a kernel backend lacks a function its op requires (ops.backend.CONTRACTS)."""
+
+    kind = "backend-contract"
+
+
 class InternalError(JetsonMambaError):
     """An unexpected exception (a bug in jetson-mamba): the CLI's last resort reports it in one line."""
 

@@ -239,8 +239,10 @@ def scenario_verify() -> Dict[str, Any]:
         report = verify["output"]
         report["checks"] = [c for c in report.get("checks", []) if c.get("status") != "passed"]
     try:
-        os.environ["JETSON_MAMBA_BACKEND"] = "torch"
-        yolo: Dict[str, Any] = _yolo_forward()
+        from jetson_mamba.ops import use_backend
+
+        with use_backend("torch"):
+            yolo: Dict[str, Any] = _yolo_forward()
     except Exception as error:  # the scenario's result
         yolo = {"error": f"{type(error).__name__}: {error}"}
     return {"verify": verify, "yolo": yolo}

@@ -75,7 +75,7 @@ def test_bench_refuses_wrong_backend_and_writes_markdown(tmp_path: Path) -> None
     prelude = ("from jetson_mamba.ops.backend import register_backend\n"
                "register_backend('selective_scan', 'broken', 'broken_scan', priority=50)\n")
     proc = bench("--op", "selective_scan", "--shape", "B=1,D=8,L=16,N=4", "--repeat", "3", "--warmup", "0",
-                 "--backends", "broken,torch", "--markdown", prelude=prelude, extra_path=str(tmp_path))
+                 "--backend", "broken,torch", "--markdown", prelude=prelude, extra_path=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     assert text.startswith("## jetson-mamba bench on cpu (")
@@ -89,4 +89,4 @@ def test_bench_refuses_wrong_backend_and_writes_markdown(tmp_path: Path) -> None
     assert len(by_backend["broken"]) == 2
     assert all("refused: correctness check failed, not timed: forward" in row for row in by_backend["broken"])
     assert "out:" in by_backend["broken"][0]
-    assert "cuda" not in by_backend and "Not timed here:" not in text  # --backends leaves the others out
+    assert "cuda" not in by_backend and "Not timed here:" not in text  # --backend leaves the others out

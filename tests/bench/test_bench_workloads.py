@@ -30,7 +30,7 @@ def names(rows: List[dict], batch: int) -> List[str]:
 def test_workloads_on_the_cpu_through_upstream_modules(pair_venv: Callable, tmp_path: Path) -> None:
     python = pair_venv("2.3.2.post1", "1.6.0", tag="bench-workloads")
     markdown, partial = tmp_path / "edge.md", tmp_path / "rows.jsonl"
-    proc = bench(python, *WORKLOADS, "--batch", "1", "--repeat", "1", "--warmup", "0", "--backends", "torch",
+    proc = bench(python, *WORKLOADS, "--batch", "1", "--repeat", "1", "--warmup", "0", "--backend", "torch",
                  "--json", "--markdown", str(markdown), "--partial", str(partial))
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)

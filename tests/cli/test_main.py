@@ -55,6 +55,19 @@ def test_every_command_and_sub_command_takes_the_common_flags(flag: str) -> None
     assert getattr(args, {"-v": "verbose", "-q": "quiet", "--json": "json"}[flag]) is True
 
 
+@pytest.mark.parametrize("command", ["verify", "bench", "conformance"])
+def test_backend_flag_is_spelt_one_way_on_every_command(command: str) -> None:
+    """`--backend NAME`: repeatable and comma-separated on verify, bench and conformance; bench's old
+    `--backends a,b` still parses (a hidden alias)."""
+    from jetson_mamba.cli._backend_option import backend_names
+
+    parser = _leaf_parsers(cli.build_parser())[(command,)]
+    args = parser.parse_args(["--backend", "triton, torch", "--backend", "cuda", "--backends", "torch,mine"])
+    assert backend_names(args.backends) == ["triton", "torch", "cuda", "mine"]
+    assert backend_names(parser.parse_args([]).backends) == []
+    assert "--backends" not in parser.format_help()
+
+
 def test_quiet_drops_progress_but_not_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     from jetson_mamba.cli import output
 

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import pytest
 import torch
@@ -52,8 +52,8 @@ def test_fixture_index_covers_every_case(shared: Path) -> None:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_parity_torch_backend(shared: Path, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("JETSON_MAMBA_BACKEND", "torch")
+def test_parity_torch_backend(shared: Path, case: str, choose_backend: Callable[[str], None]) -> None:
+    choose_backend("torch")
     fixture = _load(shared, case)
     with torch.no_grad():
         out = _build(fixture)(fixture["input"])
@@ -95,11 +95,11 @@ def test_export_scan_is_stable_over_long_sequences() -> None:
 
 
 @pytest.mark.parametrize("scale", ["t", "b", "l"])
-def test_whole_model_export_scan_matches_torch_backend(scale: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_whole_model_export_scan_matches_torch_backend(scale: str, monkeypatch: pytest.MonkeyPatch, choose_backend: Callable[[str], None]) -> None:
     """Whole T/B/L detectors (random weights, 96x96): the export formulation == the torch backend."""
     from jetson_mamba.models.mamba_yolo.standalone import build_detector
 
-    monkeypatch.setenv("JETSON_MAMBA_BACKEND", "torch")
+    choose_backend("torch")
     torch.manual_seed(0)
     model = build_detector(scale).eval()
     images = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
@@ -141,11 +141,11 @@ def test_parity_triton_interpreter(shared: Path, tmp_path: Path) -> None:
     assert float(result.stdout.strip().splitlines()[-1]) < TOLERANCE
 
 
-def test_export_scan_matches_dispatch_with_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_scan_matches_dispatch_with_gradients(choose_backend: Callable[[str], None]) -> None:
     """Chunked standard-ops scan == selective_scan_fn (torch backend), values and gradients, L not a chunk multiple."""
     from jetson_mamba.ops import selective_scan_fn
 
-    monkeypatch.setenv("JETSON_MAMBA_BACKEND", "torch")
+    choose_backend("torch")
     gen = torch.Generator().manual_seed(0)
     batch, groups, dim, n, length = 2, 4, 8, 5, scan.EXPORT_CHUNK + 7
 
@@ -212,9 +212,9 @@ def test_unknown_forward_type_is_a_clear_error() -> None:
         mamba_yolo.SS2D(d_model=8, forward_type="v3")
 
 
-def test_training_step_and_mixed_precision(shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_step_and_mixed_precision(shared: Path, choose_backend: Callable[[str], None]) -> None:
     """Gradients reach every parameter; bf16 autocast stays close to fp32 (the scan state stays fp32)."""
-    monkeypatch.setenv("JETSON_MAMBA_BACKEND", "torch")
+    choose_backend("torch")
     fixture = _load(shared, "vssblock")
     block = _build(fixture).train()
     block(fixture["input"]).square().mean().backward()
@@ -231,7 +231,7 @@ def test_training_step_and_mixed_precision(shared: Path, monkeypatch: pytest.Mon
     assert cast.dtype == torch.bfloat16 and _rel_err(cast.float(), fixture["output"]) < 5e-2
 
 
-def test_vmamba_core_calling_convention(shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vmamba_core_calling_convention(shared: Path, monkeypatch: pytest.MonkeyPatch, choose_backend: Callable[[str], None]) -> None:
     """With a selective_scan_cuda_core present, SS2D calls its fwd/bwd with VMamba's signature.
 
     The real extension needs a GPU; jetson-mamba's stand-in has the same signature and return
@@ -240,7 +240,7 @@ def test_vmamba_core_calling_convention(shared: Path, monkeypatch: pytest.Monkey
     from jetson_mamba.models.mamba_yolo import vmamba_core
     from jetson_mamba.ops.standins import selective_scan_cuda_core as standin
 
-    monkeypatch.delenv("JETSON_MAMBA_BACKEND", raising=False)
+    choose_backend("")  # automatic, whatever JETSON_MAMBA_BACKEND says
     fixture = _load(shared, "ss2d_basic")
     assert vmamba_core.usable_core(torch.device("cpu"), torch.float32) is None  # never on the CPU
     grads = []
@@ -258,14 +258,14 @@ def test_vmamba_core_calling_convention(shared: Path, monkeypatch: pytest.Monkey
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["cuda", "triton", "torch"])
-def test_parity_on_gpu(shared: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parity_on_gpu(shared: Path, backend: str, monkeypatch: pytest.MonkeyPatch, choose_backend: Callable[[str], None]) -> None:
     """Every fixture case on the GPU (TF32 off) with each selective-scan backend that can run there."""
     from jetson_mamba.ops import list_backends
 
     info = {i.name: i for i in list_backends("selective_scan", "cuda", torch.float32)}[backend]
     if not info.available:
         pytest.skip(f"{backend}: {info.reason}")
-    monkeypatch.setenv("JETSON_MAMBA_BACKEND", backend)
+    choose_backend(backend)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     for case in CASES:

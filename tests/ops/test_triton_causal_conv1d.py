@@ -184,9 +184,9 @@ def test_conv_autotuners_key_on_the_length_class(monkeypatch: pytest.MonkeyPatch
 def test_stand_in_writes_into_the_callers_buffers(monkeypatch: pytest.MonkeyPatch, nan_poison: None) -> None:
     """mamba_inner_fn's calls: out and dx are views into larger tensors (NaN-filled here); the Triton
     backend writes them in place, with no copy after; a buffer that is the input itself still works."""
+    from jetson_mamba.ops import use_backend
     from jetson_mamba.ops.causal_conv1d import triton as conv
     from jetson_mamba.ops.standins import causal_conv1d_cuda as standin
-    from jetson_mamba.verify.reference import forced_backend
 
     given = []
     for name in ("causal_conv1d_forward", "causal_conv1d_backward", "causal_conv1d_update"):
@@ -217,7 +217,7 @@ def test_stand_in_writes_into_the_callers_buffers(monkeypatch: pytest.MonkeyPatc
         return copy(dst, src, *args, **kwargs)
 
     monkeypatch.setattr(torch.Tensor, "copy_", no_copy_into_buffers)
-    with forced_backend("triton"):
+    with use_backend("triton"):
         standin.causal_conv1d_fwd(x, w, b, None, None, out, None, True)
         # causal-conv1d hands over zeroed fp32 buffers for the weight and bias gradients
         standin.causal_conv1d_bwd(x, w, b, dout, None, None, None, dx, dweight, dbias, None, True)
@@ -232,7 +232,7 @@ def test_stand_in_writes_into_the_callers_buffers(monkeypatch: pytest.MonkeyPatc
     assert_close(step_out, ref[:, :, 0], TOL[torch.float32], "update's out")
     monkeypatch.undo()
     inplace = x.clone()
-    with forced_backend("triton"):
+    with use_backend("triton"):
         standin.causal_conv1d_fwd(inplace, w, b, None, None, inplace, None, True)  # out is x: computed aside
     assert_close(inplace, ref, TOL[torch.float32], "in-place out")
 
@@ -248,9 +248,9 @@ def test_stand_in_backward_as_upstream_calls_it(case: str, nan_poison: None) -> 
     """causal-conv1d's Python backward: channel-last x sliced from a wider tensor, dx = empty_like(x) (dense,
     so not x's strides), channel-last dout, dfinal_states, dinitial_states (batch, width-1, dim)^T, seq_idx.
     The general kernel wrote dx with x's strides: columns never written and stores past dx's end."""
+    from jetson_mamba.ops import use_backend
     from jetson_mamba.ops.causal_conv1d import torch as ref
     from jetson_mamba.ops.standins import causal_conv1d_cuda as standin
-    from jetson_mamba.verify.reference import forced_backend
 
     batch, dim, L, W = 2, 5, 13, 4
     x, dout = wide_channel_last(batch, dim, L, 1), wide_channel_last(batch, dim, L, 5)
@@ -261,7 +261,7 @@ def test_stand_in_backward_as_upstream_calls_it(case: str, nan_poison: None) -> 
     dx, dw, db = torch.empty_like(x), torch.zeros(dim, W, device=DEVICE), torch.zeros(dim, device=DEVICE)
     assert dx.stride() != x.stride()
     dinit = torch.empty(batch, W - 1, dim, device=DEVICE).transpose(1, 2) if init is not None else None
-    with forced_backend("triton"):
+    with use_backend("triton"):
         standin.causal_conv1d_bwd(x, w, b, dout, seq_idx, init, dfinal, dx, dw, db, dinit, True)
     init64, dfinal64 = (t.double() if t is not None else None for t in (init, dfinal))
     want = ref.causal_conv1d_backward(x.double(), w.double(), b.double(), dout.double(), seq_idx, init64, dfinal64,

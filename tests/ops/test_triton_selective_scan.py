@@ -174,16 +174,16 @@ def test_stand_in_backward_takes_out_z_from_the_kernel(monkeypatch: pytest.Monke
                                                        nan_poison: None) -> None:
     """mamba_ssm's recompute_out_z: on the Triton backend the backward kernel writes out_z (every element:
     buffers start as NaN); it matches the forward's out_z, and the gradients are the plain backward's."""
+    from jetson_mamba.ops import use_backend
     from jetson_mamba.ops.selective_scan import triton as backend
     from jetson_mamba.ops.standins import selective_scan_cuda as standin
-    from jetson_mamba.verify.reference import forced_backend
 
     inp = make_inputs(2, 4, 37, 3, "var", "var", torch.float32)
     args = [inp[k] for k in ARGS]
     fused = backend.selective_scan_backward_out_z
     calls = []
     monkeypatch.setattr(backend, "selective_scan_backward_out_z", lambda *a: calls.append(1) or fused(*a))
-    with forced_backend("triton"):
+    with use_backend("triton"):
         out, x, out_z = standin.fwd(*args, True)
         dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(DEVICE)
         result = standin.bwd(*args, dout, x, out, None, True, True)
@@ -202,9 +202,9 @@ def test_stand_in_backward_reads_a_transposed_dout_and_writes_the_callers_dz(
     dz a view into its dxz. The kernel reads that dout and writes that dz as they are: no copy of either
     (each a pass over batch x dim x L), and the same numbers as from contiguous tensors. du and ddelta come
     back in delta's layout, as the compiled kernel's ddelta does: mamba_inner_fn's (dim, batch*L) views."""
+    from jetson_mamba.ops import use_backend
     from jetson_mamba.ops.selective_scan import triton as backend
     from jetson_mamba.ops.standins import selective_scan_cuda as standin
-    from jetson_mamba.verify.reference import forced_backend
 
     inp = make_inputs(2, 4, 37, 3, "var", "var", torch.float32)
     inp["delta"] = inp["delta"].transpose(0, 1).contiguous().transpose(0, 1)
@@ -213,7 +213,7 @@ def test_stand_in_backward_reads_a_transposed_dout_and_writes_the_callers_dz(
     dout = dout.view(4, 2, 37).permute(1, 0, 2)  # (batch, dim, L), strides (37, 74, 1)
     dxz = torch.full((2, 8, 37), float("nan"), device=DEVICE)
     dx, dz = dxz.chunk(2, dim=1)
-    with forced_backend("triton"):
+    with use_backend("triton"):
         out, x, _ = standin.fwd(*args, True)
         launches.clear()
         result = standin.bwd(*args, dout, x, out, dz, True, False)

@@ -76,7 +76,7 @@ def test_fixed_B_state_is_corrected_for_the_compiled_kernel_alone(kernel_like_sc
         results = check_scan("scan", MambaScanAdapter(module), case, torch.float32, "cpu",
                              torch.Generator().manual_seed(3))
         chunks = check_scan("scan", MambaScanAdapter(module), long_case, torch.float32, "cpu",
-                            torch.Generator().manual_seed(4), backward=False)
+                            torch.Generator().manual_seed(4), backward=False, with_x=True)
         assert chunks[-1].direction == "chunk states"
         return results[0].status, chunks[-1].status
 
@@ -93,7 +93,7 @@ def test_chunk_states_check_refuses_a_case_whose_decay_underflows() -> None:
 
     case = ScanCase(1, 3, 2100, 2, bc="fixed", z=False, D=False, delta_bias=False, softplus=False)
     result = check_scan("scan", portable, case, torch.float32, "cpu", torch.Generator().manual_seed(5),
-                        backward=False)[-1]
+                        backward=False, with_x=True)[-1]
     assert result.direction == "chunk states" and result.status == "error"
     assert "delta_scale" in (result.message or "")
 

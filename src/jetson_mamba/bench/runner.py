@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 from jetson_mamba.bench.devices import DeviceInfo, describe_device
 from jetson_mamba.bench.shapes import Problem
 from jetson_mamba.bench.timing import Timing, measure, rotation_count
+from jetson_mamba.ops.backend import use_backend
 from jetson_mamba.results import SCHEMA_VERSION
 from jetson_mamba.verify.cases import conv_inputs, scan_inputs
-from jetson_mamba.verify.reference import forced_backend
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -288,7 +288,7 @@ def _time_block(problem: Problem, settings: Settings, gate: _Gate,
             try:
                 model = block.to(device=settings.device, dtype=dtype).train()
                 x = torch.randn(*problem.block_shape, device=settings.device, dtype=dtype)
-                with forced_backend(name if ours else None):
+                with use_backend(name if ours else None):
                     for direction in settings.directions:
                         timing = measure(_block_call(model, x, direction), settings.device, settings.warmup, settings.repeat,
                                          max_time_s=settings.max_time_s)

@@ -101,7 +101,7 @@ class WorkloadSettings:
     warmup: int
     repeat: int
     budget_s: float  # per workload: no new measurement starts once it is spent
-    backends: Optional[Sequence[str]] = None  # --backends: ours is the first non-cuda one available
+    backends: Optional[Sequence[str]] = None  # --backend: ours is the first non-cuda one available
 
 
 def _first_line(exc: BaseException) -> str:
@@ -171,7 +171,7 @@ class Sides:
 
     @contextlib.contextmanager
     def side(self, which: str) -> Iterator[None]:
-        from jetson_mamba.verify.reference import forced_backend
+        from jetson_mamba.ops.backend import use_backend
 
         if which == COMPILED and self.compiled is None:
             raise RuntimeError("the compiled extensions are not installed")
@@ -183,7 +183,7 @@ class Sides:
         for module, name, _ in saved:
             setattr(module, name, targets[name])
         try:
-            with forced_backend("cuda" if which == COMPILED else self.backend):
+            with use_backend("cuda" if which == COMPILED else self.backend):
                 yield
         finally:
             for module, name, original in saved:

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from jetson_mamba.bench.runner import BenchReport
     from jetson_mamba.bench.workloads import WorkloadReport
 
+from jetson_mamba.cli._backend_option import add_backend_option, backend_names
+
 NAME = "bench"
 HELP = ("time every available backend (compiled, Triton, torch) per op and for whole blocks, side by side; "
         "backends that fail their correctness check are refused")
@@ -32,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="append each block/lm/yolo row to FILE as JSON lines as soon as it is measured")
     parser.add_argument("--shape", help="one custom shape instead of the defaults, e.g. B=8,D=2048,L=2048,N=16 "
                                         "(keys B D L N G z W; G>0 = grouped B/C, z=0 = no gate)")
-    parser.add_argument("--backends", help="comma-separated backends to time (default: every available one)")
+    add_backend_option(parser, "backends to time (default: every available one)")
     parser.add_argument("--dtype", dest="dtypes", default=None,
                         help="comma-separated dtypes (default: float32,bfloat16 on a GPU, float32 on the CPU)")
     parser.add_argument("--direction", choices=("forward", "forward+backward", "both"), default="both")
@@ -120,10 +122,10 @@ def run(args: argparse.Namespace) -> int:
     directions = {"forward": [FORWARD], "forward+backward": [FORWARD_BACKWARD]}.get(args.direction,
                                                                                     [FORWARD, FORWARD_BACKWARD])
     settings = Settings(device=device, dtypes=dtypes, directions=directions,
-                        backends=[b.strip() for b in args.backends.split(",")] if args.backends else None,
+                        backends=backend_names(args.backends) or None,
                         warmup=args.warmup if args.warmup is not None else (3 if on_gpu else 1),
                         repeat=args.repeat if args.repeat is not None else (20 if on_gpu else 5))
-    check_backend_names(settings.backends, device, "--backends")
+    check_backend_names(settings.backends, device)
     if args.plot:
         require_matplotlib()
     sink = None if args.json else err_console
@@ -172,7 +174,7 @@ def _workload_settings(args: argparse.Namespace, device: str, on_gpu: bool) -> A
                             warmup=args.warmup if args.warmup is not None else (3 if on_gpu else 1),
                             repeat=args.repeat if args.repeat is not None else (20 if on_gpu else 3),
                             budget_s=args.budget or (180.0 if on_gpu else 60.0),
-                            backends=[b.strip() for b in args.backends.split(",")] if args.backends else None)
+                            backends=backend_names(args.backends) or None)
 
 
 def _partial_writer(path: Optional[Path]) -> Callable[[Any], None]:

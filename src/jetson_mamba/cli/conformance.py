@@ -9,14 +9,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from jetson_mamba.cli._backend_option import add_backend_option, backend_names
+
 NAME = "conformance"
 HELP = ("run causal-conv1d's and mamba-ssm's own, unmodified test files against jetson-mamba's stand-ins on a "
         "backend (torch, triton; cuda = the compiled extensions, as the control)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", dest="backends", action="append", metavar="NAME",
-                        help="torch, triton or cuda; repeatable or comma-separated (default: torch)")
+    add_backend_option(parser, "torch, triton or cuda (default: torch)")
     parser.add_argument("--file", dest="files", action="append", metavar="NAME",
                         help="a suite (causal-conv1d-1.6.0, causal-conv1d-1.7.0, mamba-selective-scan, mamba-ssd, "
                              "mamba-state-update, mamba-layernorm-gated, mamba-generation, mamba-determinism) or a "
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     require_torch()
     import torch
 
-    backends = [b.strip() for value in (args.backends or ["torch"]) for b in value.split(",") if b.strip()]
+    backends = backend_names(args.backends) or ["torch"]
     unknown = sorted(set(backends) - set(BACKENDS))
     if unknown:
         raise UsageError(f"unknown backend {', '.join(unknown)}", f"use one of {', '.join(BACKENDS)}")

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 if TYPE_CHECKING:
     from jetson_mamba.verify.report import CheckResult, VerifyReport
 
+from jetson_mamba.cli._backend_option import add_backend_option, backend_names
+
 NAME = "verify"
 HELP = ("check that every kernel backend, compiled extension and Mamba block present computes the right "
         "numbers (forward and backward, against float64 references)")
@@ -17,9 +19,8 @@ HELP = ("check that every kernel backend, compiled extension and Mamba block pre
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small shapes, float32 and bfloat16: seconds, also on a CPU")
-    parser.add_argument("--backend", dest="backends", action="append", metavar="NAME",
-                        help="only these kernel backends (cuda, triton, torch, or a registered one); repeatable or "
-                             "comma-separated; a single one is also forced for the blocks")
+    add_backend_option(parser, "only these kernel backends (cuda, triton, torch, or a registered one); a single one "
+                               "is also forced for the blocks")
     parser.add_argument("--device", help="torch device to check on (default: cuda when available, else cpu)")
     parser.add_argument("--seed", type=int, help="seed for the random inputs (default: a fresh one each run)")
 
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     require_torch()
     # correctness does not depend on tile sizes: jetson-mamba's Triton kernels skip autotuning here
     os.environ.setdefault("JETSON_MAMBA_TRITON_AUTOTUNE", "0")
-    backends = [name.strip() for value in (args.backends or []) for name in value.split(",") if name.strip()]
+    backends = backend_names(args.backends)
     report = run_verify(quick=args.quick, device=args.device, backends=backends or None, seed=args.seed,
                         console=None if args.json else err_console)
     if args.json:

@@ -15,7 +15,7 @@ NaN-poisoned first (an unwritten output fails). Components:
 - the Mamba-YOLO blocks (`mamba_yolo.SS2D`, `mamba_yolo.VSSBlock`, `mamba_yolo.XSSBlock`).
 
 `--quick` (small shapes, float32 and bfloat16) takes seconds, also on the CPU. `--backend NAME` limits the
-kernel-backend checks; a single built-in one is also forced (JETSON_MAMBA_BACKEND) for the checks that
+kernel-backend checks; a single built-in one is also chosen (`ops.use_backend`) for the checks that
 dispatch, which are skipped when it cannot run here. Float32 is checked with TF32 off.
 
 JSON (`jetson-mamba verify --json`, also `python -m jetson_mamba verify --quick --json`)::

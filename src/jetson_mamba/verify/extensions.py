@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Any, List, Optional, Tuple
+from typing import Any, FrozenSet, List, Optional, Tuple
 
 from jetson_mamba.ops._compiled import is_standin
 from jetson_mamba.ops.selective_scan.cuda import X_CHUNK, true_chunk_states
-from jetson_mamba.verify.cases import ScanCase
+from jetson_mamba.verify.cases import ConvCase, ScanCase
 
 
 def _nan_like(t: Any, shape: Optional[Tuple[int, ...]] = None) -> Any:
@@ -36,6 +36,8 @@ class MambaScanAdapter:
     """mamba-ssm's `selective_scan_cuda.fwd/bwd`. The compiled kernel's states with a fixed B get their B
     factor back, as the cuda backend does (the kernel leaves it out: `ops.selective_scan.cuda.true_chunk_states`);
     jetson-mamba's stand-in stores the true states, which mamba_ssm then returns as they are."""
+
+    OFFERS: FrozenSet[str] = frozenset({"selective_scan_forward_x"})  # optional functions (ops.backend.CONTRACTS)
 
     def __init__(self, ext: ModuleType) -> None:
         self.ext = ext
@@ -79,6 +81,7 @@ class VMambaCoreAdapter:
     no z), as Mamba-YOLO calls them (oflex's extra `out_float` left at its default)."""
 
     nrows = 1
+    OFFERS: FrozenSet[str] = frozenset()
 
     def __init__(self, ext: ModuleType) -> None:
         self.ext = ext
@@ -104,9 +107,14 @@ class VMambaCoreAdapter:
 class ConvAdapter:
     """causal-conv1d's `causal_conv1d_cuda`, output-buffer style (>= 1.5.1) or returning style (older)."""
 
+    OFFERS: FrozenSet[str] = frozenset({"causal_conv1d_update"})
+
     def __init__(self, ext: ModuleType, buffers: bool) -> None:
         self.ext = ext
         self.buffers = buffers
+
+    def supports(self, case: ConvCase) -> Optional[str]:
+        return None
 
     def causal_conv1d_forward(self, x: Any, weight: Any, bias: Any, seq_idx: Any, initial_states: Any,
                               return_final_states: bool, silu: bool) -> Tuple[Any, Any]:

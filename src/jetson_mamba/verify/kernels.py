@@ -53,9 +53,10 @@ def scan_reference(inputs: Dict[str, Optional[Any]], softplus: bool, dout: Any) 
 
 
 def check_scan(component: str, module: Any, case: ScanCase, dtype: Any, device: Any, generator: Any,
-               backward: bool = True) -> List[CheckResult]:
+               backward: bool = True, with_x: bool = False) -> List[CheckResult]:
     """`module.selective_scan_forward` / `_backward` on fresh inputs against the reference; over more than
-    one 2048-step chunk also the chunk states x, where the module keeps them (`selective_scan_forward_x`)."""
+    one 2048-step chunk also the chunk states x, where the module keeps them (`with_x`: it offers
+    `selective_scan_forward_x`)."""
     import torch
 
     from jetson_mamba.ops.selective_scan.cuda import X_CHUNK
@@ -91,7 +92,7 @@ def check_scan(component: str, module: Any, case: ScanCase, dtype: Any, device: 
 
     results = _forward_backward(component, case.label, dtype, forward, backward_ if backward else None)
     # the x the stand-in modules return, from backends that keep it in their forward pass
-    if hasattr(module, "selective_scan_forward_x") and case.length > X_CHUNK:
+    if with_x and case.length > X_CHUNK:
         results.append(run_check(component, case.label, dtype_name(dtype), "chunk states", tolerance(dtype, False),
                                  chunk_states))
     return results

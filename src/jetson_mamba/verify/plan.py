@@ -29,7 +29,7 @@ class Plan:
 
     @property
     def forced(self) -> Optional[str]:
-        """The built-in backend the end-to-end checks run on (JETSON_MAMBA_BACKEND), when exactly one is asked."""
+        """The built-in backend the end-to-end checks run on (`ops.use_backend`), when exactly one is asked."""
         if self.backends and len(self.backends) == 1 and self.backends[0] in ("cuda", "triton", "torch"):
             return self.backends[0]
         return None

@@ -9,7 +9,6 @@ the naive code. Slow (a Python loop over time), so only small shapes go through 
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Any, Iterator, Optional, Tuple
 
 NAME = "float64-reference"
@@ -99,36 +98,17 @@ def causal_conv1d_update(x: Any, conv_state: Any, weight: Any, bias: Any, silu: 
 
 
 @contextlib.contextmanager
-def forced_backend(name: Optional[str]) -> Iterator[None]:
-    """Run the enclosed checks with JETSON_MAMBA_BACKEND=name (nothing when None)."""
-    from jetson_mamba.ops.backend import ENV_VAR
-
-    if name is None:
-        yield
-        return
-    previous = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = name
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(ENV_VAR, None)
-        else:
-            os.environ[ENV_VAR] = previous
-
-
-@contextlib.contextmanager
 def reference_backend() -> Iterator[None]:
-    """Route every dispatched op through this module (forced), then restore the registry and the env."""
+    """Route every dispatched op through this module (forced), then restore the registry and the choice."""
     import sys
 
-    from jetson_mamba.ops.backend import register_backend, unregister_backend
+    from jetson_mamba.ops.backend import register_backend, unregister_backend, use_backend
 
     module = sys.modules[__name__]
     for op in ("selective_scan", "causal_conv1d"):
         register_backend(op, NAME, module, priority=0)
     try:
-        with forced_backend(NAME):
+        with use_backend(NAME):
             yield
     finally:
         for op in ("selective_scan", "causal_conv1d"):

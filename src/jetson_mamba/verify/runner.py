@@ -6,9 +6,10 @@ import logging
 import os
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Sequence
 
 from jetson_mamba.ops._compiled import is_standin
+from jetson_mamba.ops.backend import use_backend
 from jetson_mamba.verify import blocks, kernels
 from jetson_mamba.verify.cases import conv_cases, scan_cases
 from jetson_mamba.verify.compare import exact_float32
@@ -20,7 +21,6 @@ from jetson_mamba.verify.extensions import (
     import_module,
 )
 from jetson_mamba.verify.plan import Plan, Task, absent_or_broken
-from jetson_mamba.verify.reference import forced_backend
 from jetson_mamba.verify.report import ERROR, CheckResult, Skipped, VerifyReport
 
 if TYPE_CHECKING:  # rich is not imported at run time: a target being verified may lack it
@@ -48,24 +48,32 @@ def _torch_dtype(name: str) -> Any:
     return getattr(torch, name)
 
 
+def _every_case(case: Any) -> Optional[str]:
+    return None
+
+
 def _kernel_checks(plan: Plan, component: str, module: Any, op: str, dtype: Any, salt: int,
+                   offers: FrozenSet[str], supports: Callable[[Any], Optional[str]] = _every_case,
                    backend: Optional[str] = None) -> List[Task]:
-    """Tasks for every case of `op` on one kernel module (a backend, named in each result, or an extension
-    adapter)."""
+    """Tasks for every case of `op` (that `supports` takes) on one kernel module (a backend, named in each
+    result, or an extension adapter) offering the optional functions `offers` (ops.backend.CONTRACTS)."""
     tasks: List[Task] = []
-    supports = getattr(module, "supports", lambda case: None)
     cases = scan_cases(plan.quick) if op == "selective_scan" else conv_cases(plan.quick)
-    check = kernels.check_scan if op == "selective_scan" else kernels.check_conv
     for index, case in enumerate(cases):
         if supports(case) is not None:
             continue
 
         def run(case: Any = case, index: int = index) -> List[CheckResult]:
-            return [replace(result, backend=backend)
-                    for result in check(component, module, case, dtype, plan.device, plan.generator(salt + index))]
+            generator = plan.generator(salt + index)
+            if op == "selective_scan":
+                results = kernels.check_scan(component, module, case, dtype, plan.device, generator,
+                                             with_x="selective_scan_forward_x" in offers)
+            else:
+                results = kernels.check_conv(component, module, case, dtype, plan.device, generator)
+            return [replace(result, backend=backend) for result in results]
 
         tasks.append(Task(f"{component} {kernels.dtype_name(dtype)} {case.label}", run))
-    if op == "causal_conv1d" and hasattr(module, "causal_conv1d_update"):
+    if "causal_conv1d_update" in offers:
         tasks.append(Task(f"{component} update {kernels.dtype_name(dtype)}", lambda: [replace(
             kernels.check_conv_update(component, module, dtype, plan.device, plan.generator(salt + 99)),
             backend=backend)]))
@@ -86,11 +94,12 @@ def _plan_backends(plan: Plan) -> None:
             for dtype_index, name in enumerate(plan.dtypes):
                 dtype = _torch_dtype(name)
                 try:
-                    _, module = select_backend(op, plan.device, dtype, name=info.name)
+                    backend = select_backend(op, plan.device, dtype, name=info.name)
                 except BackendUnavailableError as exc:
                     reasons[name] = exc.message
                     continue
-                plan.tasks.extend(_kernel_checks(plan, component, module, op, dtype, 100 * dtype_index, info.name))
+                plan.tasks.extend(_kernel_checks(plan, component, backend.module, op, dtype, 100 * dtype_index,
+                                                 backend.offers, backend=info.name))
             if len(reasons) == len(plan.dtypes):  # unusable whatever the dtype: one entry, the first reason
                 plan.skipped.append(Skipped(component, next(iter(reasons.values()))))
             else:
@@ -135,8 +144,9 @@ def _plan_extensions(plan: Plan) -> None:
                 continue
             op = "causal_conv1d" if kind == "conv" else "selective_scan"
             for index, dtype_name in enumerate(plan.dtypes):
-                plan.tasks.extend(_kernel_checks(plan, name, _adapter(kind, module), op, _torch_dtype(dtype_name),
-                                                 1000 + 100 * index))
+                adapter = _adapter(kind, module)
+                plan.tasks.extend(_kernel_checks(plan, name, adapter, op, _torch_dtype(dtype_name),
+                                                 1000 + 100 * index, adapter.OFFERS, adapter.supports))
     for name in STANDINS:
         module, why = import_module(f"jetson_mamba.ops.standins.{name}")
         component = f"standins.{name}"
@@ -150,8 +160,9 @@ def _plan_extensions(plan: Plan) -> None:
             plan.skipped.append(Skipped(component, f"--backend {plan.forced}: {why}"))
             continue
         for index, dtype_name in enumerate(("float32",) if plan.quick else plan.dtypes):
-            plan.tasks.extend(_kernel_checks(plan, component, _adapter(kind, module), op, _torch_dtype(dtype_name),
-                                             2000 + 100 * index))
+            adapter = _adapter(kind, module)
+            plan.tasks.extend(_kernel_checks(plan, component, adapter, op, _torch_dtype(dtype_name),
+                                             2000 + 100 * index, adapter.OFFERS, adapter.supports))
 
 
 def make_plan(quick: bool, device: Optional[str] = None, backends: Optional[Sequence[str]] = None,
@@ -181,7 +192,7 @@ def execute(plan: Plan, console: Optional[Console] = None) -> VerifyReport:
     checks: List[CheckResult] = []
     task_seconds: Dict[str, float] = {}
     started = time.perf_counter()
-    with _progress_bar(console) as bar, forced_backend(plan.forced), exact_float32():
+    with _progress_bar(console) as bar, use_backend(plan.forced), exact_float32():
         task_id = bar.add_task("verify", total=len(plan.tasks))
         for task in plan.tasks:
             bar.update(task_id, description=task.label[:70])

@@ -1,7 +1,7 @@
 """VMamba's compiled `selective_scan_cuda_core` for SS2D's cross scan, when the real one is installed.
 
 It is the kernel the original Mamba-YOLO calls (grouped B/C (batch, K, N, L), no z), so when it is
-importable, the tensors are on CUDA and no backend is forced with JETSON_MAMBA_BACKEND, SS2D uses
+importable, the tensors are on CUDA and no backend is chosen (`use_backend`, JETSON_MAMBA_BACKEND), SS2D uses
 it; otherwise the scan goes through `jetson_mamba.ops.selective_scan_fn` (compiled mamba kernel,
 Triton or torch). jetson-mamba's own stand-in under that name is never used here.
 """
@@ -15,7 +15,7 @@ from typing import Any, Optional, Tuple
 import torch
 
 from jetson_mamba.ops._compiled import load_extension, why_unavailable
-from jetson_mamba.ops.backend import forced_backend
+from jetson_mamba.ops.backend import requested_backend
 
 EXTENSION = "selective_scan_cuda_core"
 logger = logging.getLogger("jetson_mamba.ops")
@@ -24,7 +24,7 @@ _logged = []
 
 def usable_core(device: torch.device, dtype: torch.dtype) -> Optional[ModuleType]:
     """The real extension when it can run tensors of device/dtype and dispatch is automatic, else None."""
-    if forced_backend() is not None or why_unavailable(EXTENSION, "VMamba", device, dtype) is not None:
+    if requested_backend() is not None or why_unavailable(EXTENSION, "VMamba", device, dtype) is not None:
         return None
     if not _logged:
         logger.info("selective_scan (Mamba-YOLO SS2D): using VMamba's compiled %s", EXTENSION)

@@ -15,4 +15,4 @@ def backend_for(x: torch.Tensor) -> Any:
     tracer, which cannot follow the dispatch)."""
     if _library.tracing():
         return _library.OpsConvBackend
-    return select_backend("causal_conv1d", x.device, x.dtype)[1]
+    return select_backend("causal_conv1d", x.device, x.dtype).module

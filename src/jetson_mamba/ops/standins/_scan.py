@@ -49,11 +49,10 @@ def forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tens
         out, out_z, x = torch.ops.jetson_mamba.selective_scan_fwd_x(u, delta, A, B, C, D, z, delta_bias,
                                                                     bool(delta_softplus))
         return out, (out_z if z is not None else None), x
-    _, backend = select_backend("selective_scan", u.device, u.dtype)
-    with_x = getattr(backend, "selective_scan_forward_x", None)
-    if with_x is not None:
-        return with_x(u, delta, A, B, C, D, z, delta_bias, delta_softplus, X_CHUNK)
-    out, out_z, last = backend.selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    backend = select_backend("selective_scan", u.device, u.dtype)
+    if backend.has("selective_scan_forward_x"):
+        return backend.module.selective_scan_forward_x(u, delta, A, B, C, D, z, delta_bias, delta_softplus, X_CHUNK)
+    out, out_z, last = backend.module.selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return out, out_z, chunk_states(u, delta, A, B, C, delta_bias, delta_softplus, last)
 
 
@@ -79,15 +78,14 @@ def backward_out_z(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
         present = (D, delta_bias, z)
         return ([*grads[:5], *(g if t is not None else None for g, t in zip(grads[5:], present))],
                 out_z if out is not None and z is not None else None)
-    _, backend = select_backend("selective_scan", u.device, u.dtype)
+    backend = select_backend("selective_scan", u.device, u.dtype)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout)
-    into = buffers(backend, (u, delta, z, dout), dz=dz)
+    into = buffers(backend.module, (u, delta, z, dout), dz=dz)
     if out is None or z is None:
-        return list(backend.selective_scan_backward(*args, **into)), None
-    fused = getattr(backend, "selective_scan_backward_out_z", None)
-    if fused is not None:
-        grads, out_z = fused(*args, **into)
+        return list(backend.module.selective_scan_backward(*args, **into)), None
+    if backend.has("selective_scan_backward_out_z"):
+        grads, out_z = backend.module.selective_scan_backward_out_z(*args, **into)
         return list(grads), out_z.to(out.dtype)
     work = torch.promote_types(out.dtype, torch.float32)
-    grads = backend.selective_scan_backward(*args, **into)
+    grads = backend.module.selective_scan_backward(*args, **into)
     return list(grads), (out.to(work) * F.silu(z.to(work))).to(out.dtype)
