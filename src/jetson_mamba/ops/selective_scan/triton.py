@@ -19,6 +19,7 @@ fixed order: float atomics add in whatever order the programs arrive, so their s
 
 from __future__ import annotations
 
+import functools
 import operator
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -605,9 +606,9 @@ def _backward(
                          f"{tuple(dz.shape)} {dz.dtype} on {dz.device}")
     f32 = dict(device=u.device, dtype=torch.float32)
     vec = ((dim,), (1,))
-    flat, (dB, dC, dA, dD, dbias) = _zeroed(u.device, [(B.shape, B.stride()), (C.shape, C.stride()),
-                                                       (A.shape, A.stride()), vec if D is not None else None,
-                                                       vec if delta_bias is not None else None])
+    layouts = ((B.shape, B.stride()), (C.shape, C.stride()), (A.shape, A.stride()),
+               vec if D is not None else None, vec if delta_bias is not None else None)
+    flat, (dB, dC, dA, dD, dbias) = _zeroed(u.device, layouts)
     max_chunks = grid_size(L, min(c.kwargs["T"] for c in _bwd.configs))
     ckpt = torch.empty((batch, dim, max_chunks, args["BN"]), **f32)
     dummy = du
@@ -629,39 +630,39 @@ def _backward(
     )
     if part is not None:
         _add_partials(args, part, bpart, cpart, dA, dB, dC, dD, dbias)
-    return (du, ddelta, dA, *_cast_bc(flat, dB, dC, B, C), dD, dbias, dz), out_z
+    return (du, ddelta, dA, *_cast_bc(flat, dB, dC, B, C, _offsets(layouts)[2]), dD, dbias, dz), out_z
 
 
-def _zeroed(device: torch.device, layouts: List[Optional[Tuple[Sequence[int], Sequence[int]]]]
+def _zeroed(device: torch.device, layouts: Tuple[Optional[Tuple[Sequence[int], Sequence[int]]], ...]
             ) -> Tuple[torch.Tensor, List[Optional[torch.Tensor]]]:
     """The fp32 gradient buffers the backward kernel adds into atomically, each with the (shape, strides)
     given (the kernel indexes dB/dC/dA with B's/C's/A's strides), as views of one zeroed allocation:
     one fill launch instead of five (each ~2 us of GPU and ~5 us of host time). Returns the flat buffer
     too (_cast_bc casts dB and dC, laid out first and side by side, in one pass)."""
-    spans = [0 if lay is None else _span(*lay) for lay in layouts]
-    flat = torch.zeros(sum(spans), device=device, dtype=torch.float32)
-    views: List[Optional[torch.Tensor]] = []
-    offset = 0
-    for lay, span in zip(layouts, spans):
-        views.append(None if lay is None else flat.as_strided(lay[0], lay[1], offset))
-        offset += span
-    return flat, views
+    offsets = _offsets(layouts)
+    flat = torch.zeros(offsets[-1], device=device, dtype=torch.float32)
+    return flat, [None if lay is None else flat.as_strided(lay[0], lay[1], at) for lay, at in zip(layouts, offsets)]
 
 
-def _cast_bc(flat: torch.Tensor, dB: torch.Tensor, dC: torch.Tensor, B: torch.Tensor, C: torch.Tensor
-             ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """dB and dC in B's and C's dtypes: one cast of their span of `flat` where they share a dtype (a
-    Mamba block's bf16 B and C: one copy launch instead of two), else each on its own."""
+@functools.lru_cache(maxsize=256)
+def _offsets(layouts: Tuple[Optional[Tuple[Sequence[int], Sequence[int]]], ...]) -> Tuple[int, ...]:
+    """Where each layout starts in _zeroed's buffer, then its length: each takes the elements from its
+    first to its last one (as empty_strided allocates). Once per layout (the sums cost ~8 us a call)."""
+    offsets = [0]
+    for lay in layouts:
+        offsets.append(offsets[-1] + (1 + sum((n - 1) * st for n, st in zip(*lay)) if lay and all(lay[0]) else 0))
+    return tuple(offsets)
+
+
+def _cast_bc(flat: torch.Tensor, dB: torch.Tensor, dC: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+             end: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """dB and dC in B's and C's dtypes: one cast of their span of `flat` (up to `end`) where they share a
+    dtype (a Mamba block's bf16 B and C: one copy launch instead of two), else each on its own."""
     if B.dtype is C.dtype and B.dtype is not torch.float32:
-        both = flat[:dC.storage_offset() + _span(dC.shape, dC.stride())].to(B.dtype)
+        both = flat[:end].to(B.dtype)
         return (both.as_strided(dB.shape, dB.stride(), 0),
                 both.as_strided(dC.shape, dC.stride(), dC.storage_offset()))
     return dB.to(B.dtype), dC.to(C.dtype)
-
-
-def _span(shape: Sequence[int], stride: Sequence[int]) -> int:
-    """Elements from a tensor's first to its last one in memory (0 when empty), as empty_strided allocates."""
-    return 1 + sum((n - 1) * st for n, st in zip(shape, stride)) if all(shape) else 0
 
 
 def _partials(args: Dict[str, Any], batch: int, device: torch.device
