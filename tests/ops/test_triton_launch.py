@@ -152,3 +152,57 @@ def test_later_launches_take_the_compiled_kernel_and_give_the_same_numbers(monke
     finally:
         hooks.remove(seen.append)
     assert len(runs) == 6 and len(seen) == 1
+
+
+def test_scan_launch_plans_follow_every_stride_dtype_and_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan forward's launch plan (tuned config, heuristics' values, compiled kernel) is reused only
+    for a call that Triton would compile alike: a new stride, dtype, shape or optional input makes a new
+    plan, and a reused plan launches with the current call's tensors (no stale plan, no stale arguments)."""
+    if tu._RUNTIME_KNOBS is None:
+        pytest.skip("this Triton has no knobs (or interprets): launch always takes Triton's own path")
+    from jetson_mamba.ops.selective_scan import triton as scan
+    from jetson_mamba.ops.selective_scan.cuda import X_CHUNK
+
+    jit = tu.jit_function(scan._fwd)
+    made: List[_Launcher] = []
+
+    def compile_and_run(*args: Any, grid: Any, warmup: bool, **kwargs: Any) -> _Launcher:
+        made.append(_Launcher())
+        return made[-1]
+
+    monkeypatch.setattr(jit, "run", compile_and_run)
+    monkeypatch.setattr(scan._fwd, "configs", scan._fwd.configs[:1])  # no candidates to time on the CPU
+    monkeypatch.setattr(scan, "is_available", lambda device, dtype: None)
+    monkeypatch.setattr(tu, "_device_and_stream", lambda: (lambda: 0, lambda device: 0))
+    monkeypatch.setattr(tu, "_COMPILED", {})
+    monkeypatch.setattr(tu, "_LAUNCH_MEMO", {})
+
+    def inputs(b: int = 2, d: int = 8, L: int = 64, n: int = 4, dtype: torch.dtype = torch.float32) -> List[Any]:
+        return [torch.randn(b, d, L).to(dtype), torch.randn(b, d, L).to(dtype), -torch.rand(d, n),
+                torch.randn(b, n, L).to(dtype), torch.randn(b, n, L).to(dtype), torch.randn(d), None, None]
+
+    def plans(args: List[Any]) -> int:
+        """New compiled kernels asked of Triton by three calls with `args` (the first call of a tuning key
+        runs the autotuner, the second takes the memo's path and finds its kernel: at most two)."""
+        before = len(made)
+        for _ in range(3):
+            scan.selective_scan_forward_x(*args, True, X_CHUNK)
+        assert made[-1].launches, "the third call did not take the remembered kernel"
+        assert made[-1].launches[-1][9] is args[0]  # ... with this call's tensors, not the first call's
+        return len(made) - before
+
+    base = inputs()
+    assert plans(base) >= 1 and plans(inputs()) == 0  # the same layout again: the plan is reused
+    u_t = torch.randn(2, 64, 8).transpose(1, 2)  # same shape, channel-last strides
+    n8 = inputs(n=8)
+    variants = {
+        "u's strides": [u_t, *base[1:]],
+        "B's dtype": [*base[:3], base[3].half(), *base[4:]],
+        "dstate": [*base[:2], n8[2], *n8[3:5], *base[5:]],
+        "a length of another divisibility by 16": inputs(L=48),
+        "channels": inputs(d=16),
+        "no D": [*base[:5], None, None, None],
+        "with z": [*base[:6], torch.randn(2, 8, 64), None],
+    }
+    for what, args in variants.items():
+        assert plans(args) >= 1, f"a new {what} reused a stale launch plan"

@@ -117,8 +117,9 @@ def launch_tuned(kernel: Any, key: Tuple[Any, ...], grid: Any, *args: Any, **kwa
         memo[2][key] = best.all_kwargs()
 
 
-# id(JIT function) -> (the function, {launch_key: (compiled kernel, the values of the parameters passed by
-# keyword)}); the function itself is kept so that a new one at a freed one's address is not taken for it
+# id(function launched: JIT or under heuristics) -> (that function, {launch_key: (the JIT function, its
+# compiled kernel, the values of the parameters passed by keyword or added by heuristics)}): one launch plan
+# per key; the function itself is kept so that a new one at a freed one's address is not taken for it
 _COMPILED: Dict[int, Tuple[Any, Dict[Any, Tuple[Any, Tuple[Any, ...]]]]] = {}
 _COMPILED_PER_KERNEL = 256  # distinct shapes/strides remembered per kernel; the memo starts over past it
 _PLAIN = frozenset({int, bool, float, type(None)})  # arguments that are their own key
@@ -128,13 +129,18 @@ def launch_key(device: int, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tu
     """What selects a compiled kernel, as fine as Triton's own specialization or finer: a tensor's dtype
     and whether its address is 16-byte aligned; any other value itself (Triton specializes integers on
     their value's divisibility by 16 and width, constexprs on their value). Flat, and built with one
-    comprehension: it runs on every launch (~3 us here, where a tuple per argument cost ~6 us)."""
+    comprehension that tests a plain tensor inline: it runs on every launch (~3 us here, where a tuple
+    per argument cost ~6 us and a helper call per tensor ~0.3 us more each, 12 tensors a scan launch)."""
     return (device, len(args), *kwargs, *kwargs.values(),
-            *[a if a.__class__ in _PLAIN else _tensor_key(a) for a in args])
+            *[a if a.__class__ in _PLAIN else (a.dtype, not a.data_ptr() & 15) if a.__class__ is _TENSOR
+              else _tensor_key(a) for a in args])
 
 
 def _tensor_key(a: Any) -> Any:
     return (a.dtype, not a.data_ptr() & 15) if isinstance(a, torch.Tensor) else a
+
+
+_TENSOR = torch.Tensor
 
 
 # Triton with knobs (3.4 and later) launches a compiled kernel as `launch` does: `CompiledKernel.run(grid
@@ -165,41 +171,45 @@ def launch(fn: Any, grid: Any, *args: Any, **kwargs: Any) -> None:
     the same `launch_key` has compiled (or found) its kernel, later ones call that kernel's launcher
     directly: Triton's run binds and specializes every argument, builds a cache key with str(options)
     and checks its globals on each call (~20 us of host time per launch on the lab H200's host, the
-    bulk of a conv launch's). `grid` as Triton's: a tuple, or a callable of the keyword arguments (the
-    constexprs and the config)."""
+    bulk of a conv launch's). The key is taken before the heuristics, and the values they add are kept
+    with the kernel: their rules must read only integers and constexprs (values in the key; ours do),
+    and run once per key instead of on every launch (~12 us of a scan launch here). `grid` as Triton's:
+    a tuple, or a callable of the keyword arguments (the constexprs and the config, not the values the
+    heuristics add)."""
     if _RUNTIME_KNOBS is None or not _hooks_idle():
         fn.run(*args, grid=grid, warmup=False, **kwargs)
         return
-    if isinstance(fn, Heuristics):
-        fn, kwargs = _heuristics_applied(fn, args, kwargs)
     current_device, current_stream = _device_and_stream()
     device = current_device()
     key = launch_key(device, args, kwargs)
     memo = _COMPILED.get(id(fn))
     hit = memo[1].get(key) if memo is not None and memo[0] is fn else None
-    if hit is None or fn.pre_run_hooks:
-        compiled = fn.run(*args, grid=grid, warmup=False, **kwargs)
-        _remember(fn, key, compiled, args, kwargs)
+    if hit is None or hit[0].pre_run_hooks:
+        jit, full = _heuristics_applied(fn, args, kwargs) if isinstance(fn, Heuristics) else (fn, kwargs)
+        compiled = jit.run(*args, grid=grid, warmup=False, **full)
+        _remember(fn, jit, key, compiled, args, full)
         return
-    compiled, tail = hit
+    _, compiled, tail = hit
     g = grid(kwargs) if callable(grid) else grid
     compiled.run(g[0], g[1] if len(g) > 1 else 1, g[2] if len(g) > 2 else 1, current_stream(device),
                  compiled.function, compiled.packed_metadata, None, None, None, *args, *tail)
 
 
-def _remember(fn: Any, key: Tuple[Any, ...], compiled: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
-    """Keep `compiled` for `key` with the values of the parameters after the positional ones (fixed by
-    the key), unless the launch is one `launch` cannot repeat: a kernel not compiled for this GPU (an
-    old Triton), run hooks, a parameter left to its default, or a tensor passed by keyword (its key
-    would be the tensor itself: kept alive by the memo, and never met again)."""
-    names = fn.arg_names[len(args):]
-    if (not hasattr(compiled, "packed_metadata") or fn.pre_run_hooks or any(n not in kwargs for n in names)
+def _remember(fn: Any, jit: Any, key: Tuple[Any, ...], compiled: Any, args: Tuple[Any, ...],
+              kwargs: Dict[str, Any]) -> None:
+    """Keep, under `fn` (the function launched, heuristics and all) and `key`, its JIT function, the
+    compiled kernel and the values of the parameters after the positional ones (the heuristics' included),
+    unless the launch is one `launch` cannot repeat: a kernel not compiled for this GPU (an old Triton),
+    run hooks, a parameter left to its default, or a tensor passed by keyword (its key would be the
+    tensor itself: kept alive by the memo, and never met again)."""
+    names = jit.arg_names[len(args):]
+    if (not hasattr(compiled, "packed_metadata") or jit.pre_run_hooks or any(n not in kwargs for n in names)
             or any(isinstance(v, torch.Tensor) for v in kwargs.values())):
         return
     memo = _COMPILED.get(id(fn))
     if memo is None or memo[0] is not fn or len(memo[1]) >= _COMPILED_PER_KERNEL:
         memo = _COMPILED[id(fn)] = (fn, {})
-    memo[1][key] = (compiled, tuple(kwargs[n] for n in names))
+    memo[1][key] = (jit, compiled, tuple(kwargs[n] for n in names))
 
 
 def jit_function(kernel: Any) -> Any:
