@@ -211,6 +211,18 @@ def chunk_for(u: torch.Tensor) -> int:
     return plan_chunk(batch, dim, L, sms, setting)
 
 
+def forward_chunk_for(u: torch.Tensor) -> int:
+    """chunk_for, for the forward: unless JETSON_MAMBA_SCAN_CHUNKED forces it, only while a CUDA graph is
+    captured (torch.compile mode="reduce-overhead", upstream's cg=True). Eagerly the chunked forward's two
+    extra launches cost more host time than the GPU time they save, on every shape measured (lab H100,
+    2026-12-06): Mamba-YOLO's scan B1 L6400 0.381 ms chunked vs 0.336 one-pass eager, but 0.133 vs 0.338
+    replayed from a graph; upstream's Mamba(1024) B1 L2048 forward 0.852 vs 0.665 ms, the 130M LM prefill
+    B1 26.0 vs 21.4 ms (benchmarks/gpu/profile_edge.py). The backward (GPU-bound) chunks eagerly too."""
+    if os.environ.get(ENV_VAR) is None and not (u.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return 0
+    return chunk_for(u)
+
+
 def forward(
     u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
     D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
