@@ -8,7 +8,7 @@ real compiled core is installed (and no backend is forced), it is called directl
 
 While `torch.onnx.export` runs, the scan is computed by `export_selective_scan` instead: standard
 ops only (Exp, Mul, Add, MatMul, Expand, Split, Concat; no Loop, no custom op), so ONNX Runtime and
-TensorRT run the exported graph, as fast as the PyTorch scan (benchmarks/RESULTS.md).
+TensorRT run the exported graph (speed vs PyTorch: benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
