@@ -6,9 +6,9 @@ through one call of `jetson_mamba.ops.selective_scan_fn` with grouped B/C of sha
 `selective_scan_cuda_core` takes, so no argument re-mapping (or cropping) is needed. When VMamba's
 real compiled core is installed (and no backend is forced), it is called directly instead.
 
-While `torch.onnx.export` runs, the scan is computed by `export_selective_scan` instead: standard
-ops only (Exp, Mul, Add, MatMul, Expand, Split, Concat; no Loop, no custom op), so ONNX Runtime and
-TensorRT run the exported graph (speed vs PyTorch: benchmarks/RESULTS.md).
+While `torch.onnx.export` runs, SS2D's core is `_export_cross_selective_scan` instead: time-major,
+standard ops only (Exp, Mul, Add, MatMul, Expand, Split, Concat; no Loop, no custom op), so ONNX
+Runtime and TensorRT run the exported graph (speed vs PyTorch: benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
