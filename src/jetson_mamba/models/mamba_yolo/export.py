@@ -1,9 +1,9 @@
 """ONNX export of whole Mamba-YOLO models with standard ONNX ops only, and its checks against PyTorch.
 
-The selective scan has no ONNX op; while `torch.onnx.export` runs, SS2D switches to a chunked
-scan of plain ops (Exp, Mul, Add, MatMul, Expand, Split, Concat; see `scan.export_selective_scan`): no
-Loop, static shapes, so the file runs on ONNX Runtime and converts with TensorRT
-(`trtexec --onnx=model.onnx --fp16`) without plugins.
+The selective scan has no ONNX op; while `torch.onnx.export` runs, SS2D switches to a time-major
+chunked scan of plain ops (Exp, Mul, Add, MatMul, Split, Concat; see
+`scan._export_cross_selective_scan`): no Loop, static shapes, so the file runs on ONNX Runtime and
+converts with TensorRT (`trtexec --onnx=model.onnx --fp16`) without plugins.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ through one call of `jetson_mamba.ops.selective_scan_fn` with grouped B/C of sha
 `selective_scan_cuda_core` takes, so no argument re-mapping (or cropping) is needed. When VMamba's
 real compiled core is installed (and no backend is forced), it is called directly instead.
 
-While `torch.onnx.export` runs, the scan is computed by `export_selective_scan` instead: standard
-ops only (Exp, Mul, Add, MatMul, Expand, Split, Concat; no Loop, no custom op), so ONNX Runtime and
-TensorRT run the exported graph, as fast as the PyTorch scan (benchmarks/RESULTS.md).
+While `torch.onnx.export` runs, SS2D's core is `_export_cross_selective_scan` instead: time-major,
+standard ops only (Exp, Mul, Add, MatMul, Expand, Split, Concat; no Loop, no custom op), so ONNX
+Runtime and TensorRT run the exported graph (speed vs PyTorch: benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import contextlib
 from typing import Iterator, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 K_DIRECTIONS = 4
 EXPORT_CHUNK = 64  # steps per chunk, at most; picked by benchmarks/bench_cpu_yolo_onnx.py --chunks
@@ -73,11 +72,6 @@ def _zeros_along(t: torch.Tensor, dim: int, count: int) -> torch.Tensor:
     return t.new_zeros(()).expand(shape)  # an Expand of a scalar: a zeros tensor would be stored in the file
 
 
-def _pad_end(t: torch.Tensor, count: int) -> torch.Tensor:
-    """t with `count` zeros appended on the last dim."""
-    return torch.cat([t, _zeros_along(t, -1, count)], dim=-1) if count else t
-
-
 def _shift(t: torch.Tensor, k: int) -> torch.Tensor:
     """t moved k places along dim 2 (the chunk axis), zeros in front."""
     return torch.cat([_zeros_along(t, 2, k), t.narrow(2, 0, int(t.shape[2]) - k)], dim=2)
@@ -99,50 +93,71 @@ def _exclusive_chunk_scan(h_end: torch.Tensor, decay: torch.Tensor) -> torch.Ten
     return _shift(h_end, 1)
 
 
+def softplus_exp_free(x: torch.Tensor) -> torch.Tensor:
+    """softplus as max(x, 0) + log(1 + exp(-|x|)): exponent <= 0, and plain Relu/Abs/Exp/Log ops, which
+    ONNX Runtime vectorises (its Softplus op is ~10x slower); off by < 6e-8 absolute in fp32."""
+    return torch.relu(x) + torch.log(torch.exp(-x.abs()) + 1)
+
+
 def _chunked_scan(dt: torch.Tensor, u: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                   chunk: int) -> torch.Tensor:
-    """Selective scan with no loop longer than `chunk` steps: all chunks at once, then their carries.
+    """Selective scan with no loop longer than `chunk` steps, time-major: all chunks at once, then their carries.
 
-    dt, u: (batch, G, Dg, L); A: (G, Dg, N); B, C: (batch, G, N, L). Returns y without the D term,
-    (batch, G * Dg, L). The sequence is cut into M chunks of T <= `chunk` steps, laid out so that step i
-    of every chunk is one (1, batch, M, G, Dg, N) block. Pass 1 runs h = exp(dt A) h + dt u B over the T
-    steps of all chunks at once from a zero state and keeps the chunk-end states; the state entering each
-    chunk follows from those and the chunk decays exp(sum(dt) A) (`_exclusive_chunk_scan`); pass 2 runs
-    the T steps again from that state and contracts each step's state with C (a MatMul). Every exponent
-    is dt A <= 0 (dt >= 0, A < 0), so nothing overflows in fp32 or fp16, and every op works on one step's
-    block, small enough to stay in cache. Traced, the Python loops unroll into 2T steps of plain ops.
+    dt, u: (batch, G, L, Dg); A: (G, N, Dg); B, C: (batch, G, L, N). Returns y without the D term,
+    (batch, G, L, Dg). The sequence is cut into M chunks of T <= `chunk` steps; step i of every chunk
+    is one contiguous (batch, G, M, 1, N, Dg) block, channels innermost, so no Transpose is needed and
+    each op works on one step's block. Pass 1 runs h = exp(dt A) h + B (dt u) over the T steps of all
+    chunks at once from a zero state and contracts each step's state with C (MatMuls); the state entering
+    each chunk follows from the chunk-end states and the chunk decays (`_exclusive_chunk_scan`); pass 2
+    only decays that state, g = exp(dt A) g, and adds C g to each step's output (no input term: 4 ops a
+    step, not pass 1's 6). Every exponent is dt A <= 0 (dt >= 0, A < 0), so nothing overflows in fp32
+    or fp16. Traced, the Python loops unroll into 2T steps of plain ops.
     """
-    batch, groups, dg, length = _static(dt.shape)
+    batch, groups, length, dg = _static(dt.shape)
+    n = int(A.shape[1])
     n_chunks, steps = _chunk_plan(length, chunk)
     pad = n_chunks * steps - length  # dt = 0 there: the state passes through unchanged
 
-    def step_major(t: torch.Tensor) -> torch.Tensor:
-        """(batch, G, X, L) -> (T, batch, M, G, X)."""
-        t = _pad_end(t, pad).view(batch, groups, int(t.shape[2]), n_chunks, steps)
-        return t.permute(4, 0, 3, 1, 2)
+    def chunked(t: torch.Tensor, dim: int) -> torch.Tensor:
+        """(batch, G, L, X) -> (batch, G, M, T, 1, X) (dim=-2) or (batch, G, M, T, X, 1) (dim=-1)."""
+        if pad:
+            t = torch.cat([t, _zeros_along(t, 2, pad)], dim=2)
+        return t.reshape(batch, groups, n_chunks, steps, -1).unsqueeze(dim)
 
     ones = [1] * steps  # explicit sizes: one Split node with constant sizes
-    dt_t = step_major(dt).unsqueeze(-1)                          # (T, batch, M, G, Dg, 1)
-    dts = dt_t.split(ones)
-    dus = (dt_t * step_major(u).unsqueeze(-1)).split(ones)
-    Bs = step_major(B).unsqueeze(-2).split(ones)                  # (1, batch, M, G, 1, N)
-    Cs = step_major(C).unsqueeze(-1).split(ones)                  # (1, batch, M, G, N, 1)
-    A6 = A.view(1, 1, 1, groups, dg, -1)
-
-    def run(h: Optional[torch.Tensor], ys: Optional[List[torch.Tensor]]) -> torch.Tensor:
+    dt6 = chunked(dt, -2)                                         # (batch, G, M, T, 1, Dg)
+    dts = dt6.split(ones, dim=3)
+    dus = (dt6 * chunked(u, -2)).split(ones, dim=3)
+    Bs = chunked(B, -1).split(ones, dim=3)                        # (batch, G, M, 1, N, 1)
+    Cs = chunked(C, -2).split(ones, dim=3)                        # (batch, G, M, 1, 1, N)
+    A6 = A.reshape(1, groups, 1, 1, n, dg)
+    h = torch.matmul(Bs[0], dus[0])  # the outer product B dt u: a MatMul is cheaper than a broadcast Mul
+    ys = [torch.matmul(Cs[0], h)]
+    for i in range(1, steps):
+        h = torch.exp(dts[i] * A6) * h + torch.matmul(Bs[i], dus[i])
+        ys.append(torch.matmul(Cs[i], h))
+    if n_chunks > 1:
+        g = _exclusive_chunk_scan(h, torch.exp(dt6.sum(3, keepdim=True) * A6))
         for i in range(steps):
-            x = dus[i] * Bs[i]
-            h = x if h is None else torch.exp(dts[i] * A6) * h + x
-            if ys is not None:
-                ys.append(torch.matmul(h, Cs[i]))
-        return h  # type: ignore[return-value]
+            g = torch.exp(dts[i] * A6) * g
+            ys[i] = ys[i] + torch.matmul(Cs[i], g)
+    y = torch.cat(ys, dim=3)                                      # (batch, G, M, T, 1, Dg)
+    return y.reshape(batch, groups, n_chunks * steps, dg).narrow(2, 0, length)
 
-    h_end = run(None, None)
-    decay = torch.exp(dt_t.sum(0, keepdim=True) * A6)
-    ys: List[torch.Tensor] = []
-    run(_exclusive_chunk_scan(h_end, decay), ys)
-    y = torch.cat(ys)                                             # (T, batch, M, G, Dg, 1)
-    return y.permute(1, 3, 4, 2, 0, 5).reshape(batch, groups * dg, n_chunks * steps)[..., :length]
+
+def _time_major_scan(dt: torch.Tensor, u: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                     D: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+                     delta_softplus: bool) -> torch.Tensor:
+    """`selective_scan_fn` on time-major fp32 tensors: dt, u (batch, G, L, Dg); A (G, N, Dg);
+    B, C (batch, G, L, N); D, delta_bias (G, Dg). Returns (batch, G, L, Dg), with at most
+    `export_chunk`'s steps per chunk."""
+    batch, groups, _, dg = _static(u.shape)
+    if delta_bias is not None:
+        dt = dt + delta_bias.reshape(1, groups, 1, dg)
+    if delta_softplus:
+        dt = softplus_exp_free(dt)
+    y = _chunked_scan(dt, u, A, B, C, _export_chunk[0])
+    return y if D is None else y + u * D.reshape(1, groups, 1, dg)
 
 
 def export_selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
@@ -155,17 +170,44 @@ def export_selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
     """
     batch, dim, length = _static(u.shape)
     groups = int(B.shape[1])
-    dt = delta.float()
-    if delta_bias is not None:
-        dt = dt + delta_bias.float().view(1, -1, 1)
-    if delta_softplus:
-        dt = F.softplus(dt)
     shape = (batch, groups, dim // groups, length)
-    y = _chunked_scan(dt.view(shape), u.float().view(shape), A.float().view(groups, dim // groups, -1),
-                      B.float(), C.float(), _export_chunk[0])
-    if D is not None:
-        y = y + u.float() * D.float().view(1, -1, 1)
-    return y.to(u.dtype)
+
+    def time_major(t: torch.Tensor) -> torch.Tensor:
+        return t.float().reshape(shape).transpose(2, 3)
+
+    def grouped(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        return None if t is None else t.float().reshape(groups, dim // groups)
+
+    y = _time_major_scan(time_major(delta), time_major(u), A.float().reshape(groups, dim // groups, -1).transpose(1, 2),
+                         B.float().transpose(2, 3), C.float().transpose(2, 3), grouped(D), grouped(delta_bias),
+                         delta_softplus)
+    return y.transpose(2, 3).reshape(batch, dim, length).to(u.dtype)
+
+
+def _export_cross_selective_scan(x: torch.Tensor, x_proj_weight: torch.Tensor, dt_projs_weight: torch.Tensor,
+                                 dt_projs_bias: torch.Tensor, A_logs: torch.Tensor, Ds: torch.Tensor,
+                                 out_norm: torch.nn.Module) -> torch.Tensor:
+    """`cross_selective_scan` for ONNX export, time-major with channels innermost from start to end:
+    one NCHW -> NHWC Transpose in, the (H, W) swap of the column directions, and nothing else moves
+    (a channel-first scan needs a 6-D Transpose of every scan input, which ONNX Runtime runs slowly)."""
+    b, d, h, w = _static(x.shape)
+    length, k = h * w, K_DIRECTIONS
+    n = int(A_logs.shape[1])
+    rows = x.float().permute(0, 2, 3, 1)                                     # (B, H, W, D)
+    forward = torch.stack([rows.reshape(b, length, d), rows.transpose(1, 2).reshape(b, length, d)], dim=1)
+    xs = torch.cat([forward, forward.flip(2)], dim=1)                        # (B, K, L, D)
+    x_dbl = torch.matmul(xs, x_proj_weight.float().transpose(1, 2))          # (B, K, L, R + 2N)
+    r = int(x_dbl.shape[-1]) - 2 * n
+    dts, Bs, Cs = torch.split(x_dbl, [r, n, n], dim=-1)
+    dts = torch.matmul(dts, dt_projs_weight.float().transpose(1, 2))         # (B, K, L, D)
+    As = -torch.exp(A_logs.float()).reshape(k, d, n).transpose(1, 2)         # (K, N, D)
+    ys = _time_major_scan(dts, xs, As, Bs, Cs, Ds.float().reshape(k, d), dt_projs_bias.float(), True)
+    both = ys[:, 0:2] + ys[:, 2:4].flip(2)                                   # (B, 2, L, D)
+    y = both[:, 0] + both[:, 1].reshape(b, w, h, d).transpose(1, 2).reshape(b, length, d)
+    weight = getattr(out_norm, "weight", None)
+    if isinstance(weight, torch.Tensor):
+        y = y.to(weight.dtype)
+    return out_norm(y).view(b, h, w, d).to(x.dtype)
 
 
 def cross_selective_scan(x: torch.Tensor, x_proj_weight: torch.Tensor, dt_projs_weight: torch.Tensor,
@@ -176,6 +218,8 @@ def cross_selective_scan(x: torch.Tensor, x_proj_weight: torch.Tensor, dt_projs_
     Projections follow VMamba: x_proj_weight (K, R + 2N, D), dt_projs_weight (K, D, R),
     A = -exp(A_logs) with A_logs (K * D, N), delta = softplus(dt + dt_projs_bias).
     """
+    if torch.onnx.is_in_onnx_export():
+        return _export_cross_selective_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm)
     b, d, h, w = _static(x.shape)
     length = h * w
     n, r = int(A_logs.shape[1]), int(dt_projs_weight.shape[2])
@@ -193,19 +237,16 @@ def cross_selective_scan(x: torch.Tensor, x_proj_weight: torch.Tensor, dt_projs_
     else:
         dts, Bs, Cs = dts.to(us.dtype), Bs.to(us.dtype), Cs.to(us.dtype)
     Bs, Cs = Bs.contiguous(), Cs.contiguous()
-    if torch.onnx.is_in_onnx_export():
-        ys = export_selective_scan(us, dts, As, Bs, Cs, Ds_f, delta_bias, True)
+    from jetson_mamba.models.mamba_yolo import vmamba_core
+
+    us, dts = us.contiguous(), dts.contiguous()
+    core = vmamba_core.usable_core(us.device, us.dtype)
+    if core is not None:
+        ys = vmamba_core.CoreSelectiveScan.apply(core, us, dts, As, Bs, Cs, Ds_f, delta_bias, True)
     else:
-        from jetson_mamba.models.mamba_yolo import vmamba_core
+        from jetson_mamba.ops import selective_scan_fn
 
-        us, dts = us.contiguous(), dts.contiguous()
-        core = vmamba_core.usable_core(us.device, us.dtype)
-        if core is not None:
-            ys = vmamba_core.CoreSelectiveScan.apply(core, us, dts, As, Bs, Cs, Ds_f, delta_bias, True)
-        else:
-            from jetson_mamba.ops import selective_scan_fn
-
-            ys = selective_scan_fn(us, dts, As, Bs, Cs, D=Ds_f, delta_bias=delta_bias, delta_softplus=True)
+        ys = selective_scan_fn(us, dts, As, Bs, Cs, D=Ds_f, delta_bias=delta_bias, delta_softplus=True)
     y = cross_merge(ys.view(b, K_DIRECTIONS, d, length), h, w)               # (B, D, L)
     weight = getattr(out_norm, "weight", None)
     if isinstance(weight, torch.Tensor):  # a model cast to bf16/fp16 (not autocast): the norm's own dtype
