@@ -143,12 +143,6 @@ RULES: Tuple[Rule, ...] = (
          "Triton kernel (and jetson-mamba's drop-in, the same fp32 math) does not; here that rounding alone is a "
          "0.25 max diff, over the test's 6e-2 tolerance (on the GPU's random numbers the case runs)",
          params={"dim": "2048", "dstate": "64", "has_z": "True", "itype": "torch.bfloat16"}, devices=("cpu",)),
-    Rule(_CONV, ("test_causal_conv1d_update", "test_causal_conv1d_update_with_batch_gather",
-                 "test_causal_conv1d_update_with_padding"),
-         "under TRITON_INTERPRET=1 every case is batch 64 x dim >= 2048 (fixed in upstream's test body): the "
-         "interpreted update kernel runs 64 * 2048 / 4 = 32,768 programs of 4 channels, ~35 ms each on a 2-core "
-         "CPU (~20 min a case); they run on the GPU's Triton lane and on the torch backend here",
-         devices=("cpu",), backends=("triton",)),
     Rule(("mamba-generation",), (),
          "generate(cg=True) captures CUDA graphs and Mamba2 runs mamba_ssm's own Triton SSD kernels: needs a GPU",
          devices=("cpu",)),
