@@ -90,14 +90,14 @@ def test_measure_uses_cuda_events_on_a_gpu() -> None:
 
 
 def test_ratios_against_the_fastest_and_the_compiled_kernel() -> None:
-    from jetson_mamba.bench.runner import TIMED, BenchResult, _set_ratios
+    from jetson_mamba.bench.runner import TIMED, BenchResult, _with_ratios
 
     def timed(backend: str, ms: float, dtype: str = "float32") -> BenchResult:
         return BenchResult("selective_scan", "p", dtype, "forward", backend, TIMED,
                            timing=summarize([ms], "cuda-events"))
 
     results = [timed("cuda", 1.2), timed("triton", 1.0), timed("torch", 12.0), timed("triton", 2.0, "bfloat16")]
-    _set_ratios(results)
+    results = list(_with_ratios(results))
     assert [r.ratio for r in results] == pytest.approx([1.2, 1.0, 12.0, 1.0])
     assert [r.vs_cuda for r in results[:3]] == pytest.approx([1.0, 1.2, 0.1])
     assert results[3].vs_cuda is None  # no compiled time for bf16 in this group

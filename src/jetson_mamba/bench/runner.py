@@ -8,7 +8,7 @@ op and dtype, the matching verify check runs; a backend that fails it is reporte
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -26,7 +26,7 @@ TIMED, REFUSED, UNAVAILABLE, ERROR = "timed", "refused", "unavailable", "error"
 FORWARD, FORWARD_BACKWARD = "forward", "forward+backward"
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchResult:
     op: str
     problem: str  # the problem's label
@@ -59,10 +59,10 @@ class BenchResult:
         return data
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchReport:
     device: DeviceInfo
-    results: List[BenchResult] = field(default_factory=list)
+    results: Tuple[BenchResult, ...] = ()
 
     def to_json(self) -> Dict[str, Any]:
         import platform
@@ -300,7 +300,7 @@ def _time_block(problem: Problem, settings: Settings, gate: _Gate,
     return results
 
 
-def _set_ratios(results: List[BenchResult]) -> None:
+def _with_ratios(results: List[BenchResult]) -> Tuple[BenchResult, ...]:
     """Each time over the fastest of its group, and the compiled (cuda) time over it: the target ratio."""
     best: Dict[Tuple[str, str, str, str], float] = {}
     cuda: Dict[Tuple[str, str, str, str], float] = {}
@@ -309,18 +309,17 @@ def _set_ratios(results: List[BenchResult]) -> None:
             best[r.group] = min(best.get(r.group, r.timing.median_ms), r.timing.median_ms)
             if r.backend == "cuda":
                 cuda[r.group] = r.timing.median_ms
-    for r in results:
-        if r.timing is not None and best.get(r.group):
-            r.ratio = r.timing.median_ms / best[r.group]
-            if r.group in cuda:
-                r.vs_cuda = cuda[r.group] / r.timing.median_ms
+    return tuple(replace(r, ratio=r.timing.median_ms / best[r.group],
+                         vs_cuda=cuda[r.group] / r.timing.median_ms if r.group in cuda else None)
+                 if r.timing is not None and best.get(r.group) else r for r in results)
 
 
 def run_bench(problems: Sequence[Problem], settings: Settings, console: Optional[Console] = None) -> BenchReport:
     """Time every problem on every selected backend, with a progress bar on `console` (none without one)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    report = BenchReport(device=describe_device(settings.device))
+    device = describe_device(settings.device)
+    results: List[BenchResult] = []
     gate = _Gate(settings)
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
                   transient=True, disable=console is None) as bar:
@@ -328,9 +327,8 @@ def run_bench(problems: Sequence[Problem], settings: Settings, console: Optional
         for problem in problems:
             advance = partial(_describe, bar, task, problem.name)
             if problem.op == "block":
-                report.results += _time_block(problem, settings, gate, advance)
+                results += _time_block(problem, settings, gate, advance)
             else:
-                report.results += _time_kernels(problem, settings, report.device, gate, advance)
+                results += _time_kernels(problem, settings, device, gate, advance)
             bar.advance(task)
-    _set_ratios(report.results)
-    return report
+    return BenchReport(device, _with_ratios(results))
