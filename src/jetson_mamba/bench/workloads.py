@@ -19,8 +19,8 @@ import importlib.util
 import sys
 import time
 import types
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from jetson_mamba.bench.timing import Timing, measure
 
@@ -55,7 +55,7 @@ SMALL = Sizes(block_dim=32, block_length=32, lm_dim=32, lm_layers=2, lm_vocab=25
               new_tokens=4, image=32)
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkloadRow:
     """One measurement: ours and (when installed) the compiled extensions on the same call."""
 
@@ -82,11 +82,11 @@ class WorkloadRow:
                 "ratio": self.ratio, "message": self.message}
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkloadReport:
     ours_backend: str
     compiled_missing: Optional[str]  # None: the compiled extensions were timed too; else why not
-    rows: List[WorkloadRow] = field(default_factory=list)
+    rows: Tuple[WorkloadRow, ...] = ()
 
     def to_json(self) -> Dict[str, Any]:
         return {"ours_backend": self.ours_backend, "compiled_missing": self.compiled_missing,
@@ -207,23 +207,23 @@ def _timed(fn: Callable[[int], Any], settings: WorkloadSettings, warmup: Optiona
 
 def _measure_row(row: WorkloadRow, sides: Sides, budget: _Budget, on_row: Callable[[WorkloadRow], None],
                  time_side: Callable[[str], float], which: Sequence[str] = (OURS, COMPILED)) -> WorkloadRow:
-    """Fill `row` with each side's number (time_side(side) -> ms or tok/s); a side that fails is named on the
+    """`row` with each side's number (time_side(side) -> ms or tok/s); a side that fails is named on the
     row and the other side is still timed; once the budget is spent the row is marked skipped. The row is
     handed to `on_row` as soon as it is done."""
     for side in which:
         if side == COMPILED and sides.compiled is None:
             continue
         if budget.spent:
-            row.status, row.message = SKIPPED, row.message or "time budget spent (--budget)"
+            row = replace(row, status=SKIPPED, message=row.message or "time budget spent (--budget)")
             break
         try:
             with sides.side(side):
                 value = time_side(side)
         except Exception as exc:  # out of memory, a capture that fails: say which side, time the other
-            row.status = ERROR
-            row.message = "; ".join(filter(None, (row.message, f"{side}: {_first_line(exc)}")))
+            row = replace(row, status=ERROR,
+                          message="; ".join(filter(None, (row.message, f"{side}: {_first_line(exc)}"))))
             continue
-        setattr(row, side, value)
+        row = replace(row, **{side: value})
     on_row(row)
     return row
 
@@ -301,7 +301,7 @@ def _lm(settings: WorkloadSettings, sides: Sides, budget: _Budget,
             name = f"generate {s.new_tokens} tokens{', cg=True' if cg else ' without CUDA graphs'} (all sequences)"
             row = WorkloadRow("lm", name, batch, dtype, TOKENS_PER_S)
             if cg and not on_gpu:
-                row.status, row.message = UNAVAILABLE, "CUDA graphs need a CUDA device"
+                row = replace(row, status=UNAVAILABLE, message="CUDA graphs need a CUDA device")
                 on_row(row)
                 rows.append(row)
                 continue
@@ -343,18 +343,20 @@ def _yolo(settings: WorkloadSettings, sides: Sides, budget: _Budget,
             return forward
 
         dtype = "float16 autocast" if on_gpu else "float32"
-        eager = WorkloadRow("yolo", f"Mamba-YOLO-T {s.image}x{s.image} eager", batch, dtype, MS)
-        rows.append(_measure_row(eager, sides, budget, on_row, lambda _side: _timed(call(model), settings).median_ms))
+        eager = _measure_row(WorkloadRow("yolo", f"Mamba-YOLO-T {s.image}x{s.image} eager", batch, dtype, MS),
+                             sides, budget, on_row, lambda _side: _timed(call(model), settings).median_ms)
+        rows.append(eager)
         graphs = WorkloadRow("yolo", f"Mamba-YOLO-T {s.image}x{s.image} ours torch.compile(reduce-overhead) "
                                      "vs compiled eager", batch, dtype, MS, compiled=eager.compiled)
         if not on_gpu:
-            graphs.status, graphs.message = UNAVAILABLE, "mode=reduce-overhead (CUDA graphs) needs a CUDA device"
+            graphs = replace(graphs, status=UNAVAILABLE,
+                             message="mode=reduce-overhead (CUDA graphs) needs a CUDA device")
             on_row(graphs)
         else:
             compiled_model = torch.compile(model, mode="reduce-overhead")
-            _measure_row(graphs, sides, budget, on_row,
-                         lambda _side, net=compiled_model: _timed(call(net), settings, warmup=3).median_ms,
-                         which=(OURS,))
+            graphs = _measure_row(graphs, sides, budget, on_row,
+                                  lambda _side, net=compiled_model: _timed(call(net), settings, warmup=3).median_ms,
+                                  which=(OURS,))
         rows.append(graphs)
     return rows
 
@@ -372,8 +374,9 @@ def run_workloads(names: Sequence[str], settings: WorkloadSettings,
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     missing = compiled_missing(settings.device)
-    report = WorkloadReport(ours_backend(settings.device, settings.backends), missing)
-    sides = Sides(report.ours_backend, compiled=missing is None)
+    backend = ours_backend(settings.device, settings.backends)
+    sides = Sides(backend, compiled=missing is None)
+    rows: List[WorkloadRow] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
                   transient=True, disable=console is None) as bar:
         task = bar.add_task("workloads", total=len(names))
@@ -385,11 +388,11 @@ def run_workloads(names: Sequence[str], settings: WorkloadSettings,
         for name in names:
             bar.update(task, description=f"{name}: building the model")
             try:
-                report.rows += RUNNERS[name](settings, sides, _Budget(settings.budget_s), done)
+                rows += RUNNERS[name](settings, sides, _Budget(settings.budget_s), done)
             except Exception as exc:  # mamba_ssm not installed, a model that does not build: one row, keep going
                 status = UNAVAILABLE if isinstance(exc, ImportError) else ERROR
                 row = WorkloadRow(name, "-", 0, "-", MS, status=status, message=_first_line(exc))
                 done(row)
-                report.rows.append(row)
+                rows.append(row)
             bar.advance(task)
-    return report
+    return WorkloadReport(backend, missing, tuple(rows))
