@@ -68,7 +68,7 @@ def compile_for(kernel: Any, arch: int, consts: Dict[str, Any], num_warps: int, 
 
 SCAN = dict(B_VAR=True, C_VAR=True, B_UNIFORM=True, C_UNIFORM=True, HAS_D=True, HAS_Z=True, HAS_BIAS=True,
             SOFTPLUS=True, BN=16, s_ul=1, s_dl=1, s_zl=1, s_Bl=1, s_Cl=1)
-SCAN_BWD = dict(SCAN, DET=False, B_SLOTS=1, C_SLOTS=1)
+SCAN_BWD = dict(SCAN, DET=False, B_SLOTS=1, C_SLOTS=1, CHUNKED=False)
 CONV = dict(W=4, HAS_BIAS=True, HAS_SEQ=False, HAS_INIT=True, SILU=True)
 CONV_BWD = dict(W=4, HAS_BIAS=True, SILU=True, DET=False)  # the default mode: atomics
 
@@ -90,6 +90,9 @@ VARIANTS = {
     "scan-fwd-narrow-x": (scan._fwd, dict(SCAN, BD=2, T=32, s_ol=1, HAS_X=True), 1),
     "scan-bwd": (scan._bwd, dict(SCAN_BWD, **_scan_cfg(scan._BWD_CONFIGS), s_gl=1, HAS_OUTZ=True),
                  scan._BWD_CONFIGS[0][2]),
+    # the chunked backward's pass (triton_chunked: batch 1, program axis 2 = a chunk)
+    "scan-bwd-chunked": (scan._bwd, dict(SCAN_BWD, **_scan_cfg(scan._BWD_CONFIGS), s_gl=1, HAS_OUTZ=True,
+                                         CHUNKED=True), scan._BWD_CONFIGS[0][2]),
     # deterministic mode, B's groups straddling channel blocks (3 group slots per block)
     "scan-bwd-det": (scan._bwd_det, dict(SCAN_BWD, **_scan_cfg(scan._BWD_CONFIGS), s_gl=1, HAS_OUTZ=True, DET=True,
                                          B_UNIFORM=False, B_SLOTS=3), scan._BWD_CONFIGS[0][2]),

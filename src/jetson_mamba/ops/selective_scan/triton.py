@@ -53,8 +53,8 @@ if triton is not None:
 
     @triton.jit
     def _fwd_block(A_ptr, dim, N, s_ad, s_an, BD: tl.constexpr, BN: tl.constexpr, T: tl.constexpr):
-        """The forward kernels' program (channel block: axis 0, batch row: axis 1): its batch row, channel,
-        state and step offsets, masks, and A * log2(e) (BN, BD) for exp2."""
+        """A scan kernel's program (channel block: axis 0, batch row: axis 1; forward and backward): its batch
+        row, channel, state and step offsets, masks, and A * log2(e) (BN, BD) for exp2."""
         pid_d = tl.program_id(0)
         pid_b = tl.program_id(1).to(tl.int64)
         offs_d = pid_d * BD + tl.arange(0, BD)
@@ -275,17 +275,9 @@ if triton is not None:
         # CHUNKED (triton_chunked's backward): program axis 2 is a chunk of CHUNK steps (a multiple of T);
         # the program starts from the chunk's true start state (hs) and the adjoint carried in from the
         # chunks to its right (pc), both (batch, chunk, dim, N), and its partial sums get their own slot.
-        pid_d = tl.program_id(0)
-        pid_b = tl.program_id(1).to(tl.int64)
-        offs_d = pid_d * BD + tl.arange(0, BD)
-        offs_n = tl.arange(0, BN)
-        offs_t = tl.arange(0, T)
-        mask_d = offs_d < dim
-        mask_n = offs_n < N
-        m_nd = mask_n[:, None] & mask_d[None, :]
+        pid_b, offs_d, offs_n, offs_t, mask_d, mask_n, m_nd, A2 = _fwd_block(A_ptr, dim, N, s_ad, s_an, BD, BN, T)
         pnd = offs_n[:, None] * s_an + offs_d[None, :] * s_ad
-        A = tl.load(A_ptr + pnd, mask=m_nd, other=0.0)
-        A2 = A * 1.4426950408889634
+        A = tl.load(A_ptr + pnd, mask=m_nd, other=0.0)  # the same load as A2's: one read after CSE
         bias, Dv = _bias_and_d(bias_ptr, D_ptr, offs_d, mask_d, BD, HAS_BIAS, HAS_D)
         u_base = u_ptr + pid_b * s_ub
         d_base = delta_ptr + pid_b * s_db
