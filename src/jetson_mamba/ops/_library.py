@@ -116,14 +116,15 @@ def _as_layout(t: Optional[torch.Tensor], like: Optional[torch.Tensor], device: 
 
 
 def _distinct(outputs: Sequence[torch.Tensor], inputs: Sequence[Optional[torch.Tensor]]) -> Tuple[torch.Tensor, ...]:
-    """A custom op's outputs may alias neither its inputs nor each other; a backend may return views of
-    one buffer (the Triton conv's dweight and dbias): those are copied."""
+    """A custom op's outputs may alias neither its inputs nor each other, and are whole tensors as their fake
+    implementations promise; a backend may return views of one buffer (the Triton conv's dweight and dbias,
+    the Triton scan's dA, dD and ddelta_bias): those are copied."""
     seen = {t.untyped_storage().data_ptr() for t in inputs if t is not None and t.numel()}
     result = []
     for t in outputs:
         if t.numel():
             ptr = t.untyped_storage().data_ptr()
-            if ptr in seen:
+            if ptr in seen or t.storage_offset() or t.untyped_storage().nbytes() > t.numel() * t.element_size():
                 t = t.clone()
                 ptr = t.untyped_storage().data_ptr()
             seen.add(ptr)
