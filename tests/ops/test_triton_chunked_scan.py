@@ -52,14 +52,15 @@ def test_forced_chunks_without_a_gpu() -> None:
 
 
 def test_the_forward_chunks_only_inside_a_cuda_graph_unless_forced(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Eagerly the one-pass forward is faster end to end (host-bound: see forward_chunk_for); the chunked
-    forward is for graph replays, or forced with JETSON_MAMBA_SCAN_CHUNKED=1."""
+    """Eagerly the one-pass forward is faster end to end (host-bound: see chunk_for); the chunked forward is
+    for graph replays, or forced with JETSON_MAMBA_SCAN_CHUNKED=1. The backward chunks eagerly."""
     u = torch.empty(1, 8, 700)
-    monkeypatch.setattr(chunked, "chunk_for", lambda u: 256)  # what the shape rule would pick on a GPU
+    monkeypatch.setattr(chunked, "plan_chunk", lambda *args: 256)  # what the shape rule would pick on a GPU
     monkeypatch.delenv(chunked.ENV_VAR, raising=False)
-    assert chunked.forward_chunk_for(u) == 0
+    assert chunked.chunk_for(u, forward=True) == 0
+    assert chunked.chunk_for(u) == 256
     monkeypatch.setenv(chunked.ENV_VAR, "1")
-    assert chunked.forward_chunk_for(u) == 256
+    assert chunked.chunk_for(u, forward=True) == 256
 
 
 def _inputs(batch: int, dim: int, L: int, N: int, bc: str, dtype: torch.dtype) -> Dict[str, torch.Tensor]:

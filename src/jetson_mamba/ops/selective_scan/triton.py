@@ -543,7 +543,7 @@ def _forward(
     args = _common_args(u, delta, A, B, C, D, z, delta_bias)
     from jetson_mamba.ops.selective_scan import triton_chunked  # imports this module's helpers
 
-    chunk = triton_chunked.forward_chunk_for(u)  # small batch x dim, in a CUDA graph: the sequence-parallel path
+    chunk = triton_chunked.chunk_for(u, forward=True)  # small batch x dim, in a CUDA graph: the sequence-parallel path
     if chunk and every % chunk == 0:
         return triton_chunked.forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, args, chunk, every)
     out = torch.empty((batch, dim, L), device=u.device, dtype=u.dtype)

@@ -203,24 +203,21 @@ def plan_chunk(batch: int, dim: int, L: int, sms: int, setting: Optional[str] = 
     return min(max(tu.next_power_of_2(grid_size(L, want)), MIN_CHUNK), MAX_CHUNK)
 
 
-def chunk_for(u: torch.Tensor) -> int:
-    """plan_chunk for these tensors (JETSON_MAMBA_SCAN_CHUNKED may force it)."""
-    batch, dim, L = u.shape
+def chunk_for(u: torch.Tensor, forward: bool = False) -> int:
+    """plan_chunk for these tensors (JETSON_MAMBA_SCAN_CHUNKED may force it).
+
+    The `forward` chunks, unless forced, only while a CUDA graph is captured (torch.compile
+    mode="reduce-overhead", upstream's cg=True): eagerly its two extra launches cost more host time than the
+    GPU time they save, on every shape measured (lab H100, 2026-12-06): Mamba-YOLO's scan B1 L6400 0.381 ms
+    chunked vs 0.336 one-pass eager, but 0.133 vs 0.338 replayed from a graph; upstream's Mamba(1024) B1
+    L2048 forward 0.852 vs 0.665 ms, the 130M LM prefill B1 26.0 vs 21.4 ms (benchmarks/gpu/profile_edge.py).
+    The backward (GPU-bound) chunks eagerly too."""
     setting = os.environ.get(ENV_VAR)
+    if forward and setting is None and not (u.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return 0
+    batch, dim, L = u.shape
     sms = _sm_count(u.device.index or 0) if u.device.type == "cuda" else 0
     return plan_chunk(batch, dim, L, sms, setting)
-
-
-def forward_chunk_for(u: torch.Tensor) -> int:
-    """chunk_for, for the forward: unless JETSON_MAMBA_SCAN_CHUNKED forces it, only while a CUDA graph is
-    captured (torch.compile mode="reduce-overhead", upstream's cg=True). Eagerly the chunked forward's two
-    extra launches cost more host time than the GPU time they save, on every shape measured (lab H100,
-    2026-12-06): Mamba-YOLO's scan B1 L6400 0.381 ms chunked vs 0.336 one-pass eager, but 0.133 vs 0.338
-    replayed from a graph; upstream's Mamba(1024) B1 L2048 forward 0.852 vs 0.665 ms, the 130M LM prefill
-    B1 26.0 vs 21.4 ms (benchmarks/gpu/profile_edge.py). The backward (GPU-bound) chunks eagerly too."""
-    if os.environ.get(ENV_VAR) is None and not (u.is_cuda and torch.cuda.is_current_stream_capturing()):
-        return 0
-    return chunk_for(u)
 
 
 def forward(
