@@ -116,19 +116,21 @@ def test_group_counts_are_not_sizes() -> None:
     assert cost({"dim": 2048, "ngroups": 4, "dstate": 16, "has_z": True}) == 2048 * 16
 
 
-def test_cli_names_the_known_suites_for_an_unknown_one() -> None:
-    proc = subprocess.run([sys.executable, "-m", "jetson_mamba", "conformance", "--file", "nope", "--json"],
+def _usage_error(*args: str) -> dict:
+    """`jetson-mamba conformance ARGS --json`'s error document, which must come with exit code 2."""
+    proc = subprocess.run([sys.executable, "-m", "jetson_mamba", "conformance", *args, "--json"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
-    error = json.loads(proc.stdout)
+    return json.loads(proc.stdout)
+
+
+def test_cli_names_the_known_suites_for_an_unknown_one() -> None:
+    error = _usage_error("--file", "nope")
     assert "nope" in error["message"] and "causal-conv1d-1.7.0" in error["fix"]
 
 
 def test_cli_refuses_a_bad_shard() -> None:
-    proc = subprocess.run([sys.executable, "-m", "jetson_mamba", "conformance", "--shard", "4/3", "--json"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    error = json.loads(proc.stdout)
+    error = _usage_error("--shard", "4/3")
     assert "4/3" in error["message"] and "--shard K/N" in error["fix"]
 
 
