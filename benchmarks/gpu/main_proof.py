@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -39,7 +38,9 @@ from patch_proof import (  # noqa: E402  (the same checks and tolerances as the 
     _inner_fn,
     _patch,
     _print_stage,
+    _run,
     _snapshot,
+    _stage,
     _step_matches_forward,
 )
 
@@ -47,7 +48,6 @@ ROOT = Path(__file__).resolve().parents[2]
 NO_CUDA_BUILD = {"MAMBA_SKIP_CUDA_BUILD": "TRUE", "MAMBA_FORCE_BUILD": "TRUE",
                  "CAUSAL_CONV1D_SKIP_CUDA_BUILD": "TRUE", "CAUSAL_CONV1D_FORCE_BUILD": "TRUE"}
 EXPECTED_BEFORE = "selective_scan_cuda is not installed"
-STEP_LIMIT = 600.0  # seconds for any one subprocess (the whole proof is meant to take < 200 s)
 
 
 # ----------------------------------------------------------------------------- inside the venv
@@ -95,17 +95,6 @@ def inner(stage: str) -> int:
 
 # ------------------------------------------------------------------------------------- driver
 
-def _run(cmd: List[str], env: Dict[str, str]) -> subprocess.CompletedProcess:
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=STEP_LIMIT, check=False)
-    except subprocess.TimeoutExpired:
-        raise SystemExit(f"main_proof: ran past {STEP_LIMIT:.0f} s: {' '.join(cmd)}") from None
-    if done.returncode != 0:
-        sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
-        raise SystemExit(f"main_proof: command failed ({done.returncode}): {' '.join(cmd)}")
-    return done
-
-
 def _wheel(source: Path, out: Path, env: Dict[str, str]) -> Path:
     """A pure-Python wheel of an sdist or a source tree (nothing compiled), built by this interpreter
     (setup.py imports torch; pip, setuptools and wheel are this interpreter's)."""
@@ -149,18 +138,6 @@ def _setup(base_python: str, carry: Path, work: Path, env: Dict[str, str]) -> Tu
     return python, site
 
 
-def _stage(python: Path, stage: str, env: Dict[str, str]) -> List[Dict[str, Any]]:
-    try:
-        done = subprocess.run([str(python), str(Path(__file__).resolve()), "--inner", stage], capture_output=True,
-                              text=True, env=env, timeout=STEP_LIMIT, check=False)
-    except subprocess.TimeoutExpired:
-        return [{"check": f"{stage}: all checks", "ok": False, "error": f"ran past {STEP_LIMIT:.0f} s"}]
-    if done.returncode != 0 or not done.stdout.strip():
-        return [{"check": f"{stage}: import mamba_ssm", "ok": False,
-                 "error": (done.stderr.strip().splitlines() or ["no output"])[-1]}]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inner", choices=("before", "triton", "torch"), help=argparse.SUPPRESS)
@@ -176,7 +153,7 @@ def main() -> int:
     try:
         python, site = _setup(sys.executable, args.carry, work, env)
         upstream = _snapshot(site)
-        before = _stage(python, "before", env)
+        before = _stage(python, "before", env, Path(__file__))
         _print_stage("BEFORE jetson-mamba patch (mamba-ssm main e9594ce + causal-conv1d 1.7.0, nothing compiled)",
                      before)
         before_ok = len(before) == 1 and not before[0]["ok"] and EXPECTED_BEFORE in before[0].get("error", "")
@@ -186,7 +163,7 @@ def main() -> int:
         check, again = _patch(python, env, "--check"), _patch(python, env)
         after = {}
         for backend in ("triton", "torch"):
-            after[backend] = _stage(python, backend, {**env, "JETSON_MAMBA_BACKEND": backend})
+            after[backend] = _stage(python, backend, {**env, "JETSON_MAMBA_BACKEND": backend}, Path(__file__))
             _print_stage(f"AFTER jetson-mamba patch, backend {backend} (cuda)", after[backend])
         after_ok = all(results and all(r["ok"] for r in results) for results in after.values())
         idempotent = check["rc"] == 0 and check["clean"] and again["written"] == []

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NO_CUDA_BUILD = {"MAMBA_SKIP_CUDA_BUILD": "TRUE", "MAMBA_FORCE_BUILD": "TRUE"}
 EXPECTED_BEFORE = "causal_conv1d_fwd(): incompatible function arguments"
 TOLERANCE = {"float32": 1e-3, "bfloat16": 1e-2}
+STEP_LIMIT = 600.0  # seconds any one subprocess may run: a proof fails, it never hangs
 
 
 # ----------------------------------------------------------------------------- inside the venv
@@ -196,10 +197,18 @@ def inner(stage: str) -> int:
 # ------------------------------------------------------------------------------------- driver
 
 def _run(cmd: List[str], env: Dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    """One subprocess, bounded by STEP_LIMIT; with `check` a failure or a timeout ends the proof (named by
+    the running script), else a timeout is a failed run whose stderr says so."""
+    proof = Path(sys.argv[0]).stem
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=STEP_LIMIT, check=False)
+    except subprocess.TimeoutExpired:
+        if check:
+            raise SystemExit(f"{proof}: ran past {STEP_LIMIT:.0f} s: {' '.join(cmd)}") from None
+        return subprocess.CompletedProcess(cmd, -9, "", f"ran past {STEP_LIMIT:.0f} s")
     if check and done.returncode != 0:
         sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
-        raise SystemExit(f"patch_proof: command failed ({done.returncode}): {' '.join(cmd)}")
+        raise SystemExit(f"{proof}: command failed ({done.returncode}): {' '.join(cmd)}")
     return done
 
 
@@ -230,8 +239,9 @@ def _setup(base_python: str, wheelhouse: Path, sdists: Path, work: Path, env: Di
     return python, site
 
 
-def _stage(python: Path, stage: str, env: Dict[str, str]) -> List[Dict[str, Any]]:
-    done = _run([str(python), str(Path(__file__).resolve()), "--inner", stage], env, check=False)
+def _stage(python: Path, stage: str, env: Dict[str, str], script: Path = Path(__file__)) -> List[Dict[str, Any]]:
+    """The check records `script --inner stage` printed in the venv, or one failed record saying why not."""
+    done = _run([str(python), str(script.resolve()), "--inner", stage], env, check=False)
     if done.returncode != 0 or not done.stdout.strip():
         return [{"check": f"{stage}: import mamba_ssm", "ok": False,
                  "error": (done.stderr.strip().splitlines() or ["no output"])[-1]}]
