@@ -13,13 +13,13 @@ it idle. Here the sequence is cut into chunks of CHUNK steps as well, in three l
 
 The scan runs twice (the price of the parallelism), so this only pays where the one-pass grid leaves
 SMs idle: `plan_chunk` decides from the shape and the GPU's SM count. The tiles and helpers are the
-one-pass kernel's (triton.py), so both paths compute the same recurrence step for step.
+one-pass kernel's (triton_kernels.py), so both paths compute the same recurrence step for step.
 
 The backward (`backward`, picked by the same rule) is the same idea run both ways, in five launches:
 passes 1 and 2 above give every chunk's start state; an adjoint pass runs each chunk's reverse recurrence
 for the state gradient from zero (g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}) and keeps what leaves
 its first step, p = exp(delta A) g; the carry kernel walks the chunks right to left,
-p_in[c - 1] = exp(A dsum[c]) p_in[c] + p[c]; and the one-pass backward kernel (triton.py, CHUNKED) runs
+p_in[c - 1] = exp(A dsum[c]) p_in[c] + p[c]; and the one-pass backward kernel (triton_kernels.py, CHUNKED) runs
 once per chunk from that chunk's start state and incoming p_in, writing du, ddelta, dz (and out_z) and
 adding dA, dB, dC, dD and ddelta_bias with atomics, or into per-chunk partial sums in deterministic mode.
 """
@@ -46,7 +46,7 @@ TARGET = 8
 BD_GUESS = 8  # the one-pass kernel's usual channel block, for the decision only
 
 if triton is not None:
-    from jetson_mamba.ops.selective_scan.triton import (
+    from jetson_mamba.ops.selective_scan.triton_kernels import (
         _adjoint,
         _bias_and_d,
         _chunk_states,
@@ -58,12 +58,13 @@ if triton is not None:
         _ssm_bwd_kernel,
         _store_out,
         _store_x,
+        _uniform,
     )
     from jetson_mamba.ops.triton_utils import sigmoid
 
     @triton.heuristics({
-        "B_UNIFORM": lambda a: a["G_B"] == 1 or a["DPG_B"] % a["BD"] == 0,
-        "C_UNIFORM": lambda a: a["G_C"] == 1 or a["DPG_C"] % a["BD"] == 0,
+        "B_UNIFORM": lambda a: _uniform(a["G_B"], a["DPG_B"], a["BD"]),
+        "C_UNIFORM": lambda a: _uniform(a["G_C"], a["DPG_C"], a["BD"]),
     })
     @triton.jit
     def _chunk_kernel(
