@@ -27,13 +27,13 @@ import sys
 import tarfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from patch_proof import (  # noqa: E402  (the same checks and tolerances as the 2.2.4 proof)
-    TOLERANCE,
+    _checker,
     _compare_paths,
-    _inner_fn,
+    _fwd_bwd_checks,
     _patch,
     _patch_is_idempotent,
     _print_stage,
@@ -57,18 +57,7 @@ EXPECTED_BEFORE = "selective_scan_cuda is not installed"
 def inner(stage: str) -> int:
     """Run one stage's checks in this interpreter and print one JSON document."""
     results: List[Dict[str, Any]] = []
-
-    def check(name: str, fn: Callable[[], Dict[str, float]], tolerance: float = 0.0) -> None:
-        start = time.monotonic()
-        try:
-            errors = fn()
-        except Exception as error:  # the point of the stage is to record what fails and how
-            results.append({"check": name, "ok": False, "error": f"{type(error).__name__}: {error}".splitlines()[0]})
-            return
-        info = errors.pop("info", None)
-        ok = all(v < tolerance for v in errors.values()) if tolerance else True
-        errors = {**errors, "info": f"{info + '; ' if info else ''}{time.monotonic() - start:.1f} s"}
-        results.append({"check": name, "ok": ok, "errors": errors, "tolerance": tolerance or None})
+    check = _checker(results, timed=True)
 
     from mamba_ssm import Mamba, Mamba2
 
@@ -82,13 +71,7 @@ def inner(stage: str) -> int:
         check("Mamba forward (main, no selective_scan_cuda)", lambda: _compare_paths(
             Mamba, {"use_fast_path": True}, {"use_fast_path": False}, "float32", **mamba))
     else:
-        for dtype in ("float32", "bfloat16"):
-            tol = TOLERANCE[dtype]
-            check(f"mamba_inner_fn vs mamba_inner_ref fwd+bwd {dtype}", lambda d=dtype: _inner_fn(d), tol)
-            check(f"Mamba fused vs unfused fwd+bwd {dtype}", lambda d=dtype: _compare_paths(
-                Mamba, {"use_fast_path": True}, {"use_fast_path": False}, d, **mamba), tol)
-            check(f"Mamba2 mem-eff vs unfused fwd+bwd {dtype}", lambda d=dtype: _compare_paths(
-                Mamba2, {"use_mem_eff_path": True}, {"use_mem_eff_path": False}, d, **mamba2), tol)
+        _fwd_bwd_checks(check, mamba, mamba2)
         check("Mamba step() vs forward float32", lambda: _step_matches_forward(Mamba, "float32", **mamba), 1e-3)
         check("Mamba2 step() vs forward float32", lambda: _step_matches_forward(Mamba2, "float32", **mamba2), 1e-3)
     print(json.dumps(results))

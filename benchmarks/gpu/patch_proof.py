@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
@@ -138,11 +139,12 @@ def _alias_transformers_outputs() -> None:
         del sys.modules[name]
 
 
-def inner(stage: str) -> int:
-    """Run the checks of one stage in this interpreter and print one JSON document."""
-    results: List[Dict[str, Any]] = []
+def _checker(results: List[Dict[str, Any]], timed: bool = False) -> Callable[..., None]:
+    """check(name, fn, tolerance=0): run fn and record its errors in `results` (ok when each is below the
+    tolerance; without one, when it ran), or what it raised; `timed` adds its seconds to the info."""
 
     def check(name: str, fn: Callable[[], Dict[str, float]], tolerance: float = 0.0) -> None:
+        start = time.monotonic()
         try:
             errors = fn()
         except Exception as error:  # the point of the stage is to record what fails and how
@@ -150,9 +152,32 @@ def inner(stage: str) -> int:
             return
         info = errors.pop("info", None)
         ok = all(v < tolerance for v in errors.values()) if tolerance else True
+        if timed:
+            info = f"{info + '; ' if info else ''}{time.monotonic() - start:.1f} s"
         if info:
             errors = {**errors, "info": info}
         results.append({"check": name, "ok": ok, "errors": errors, "tolerance": tolerance or None})
+
+    return check
+
+
+def _fwd_bwd_checks(check: Callable[..., None], mamba: Dict[str, int], mamba2: Dict[str, int]) -> None:
+    """The fwd+bwd checks every proof holds after the patch, in fp32 and bf16 at their tolerances."""
+    from mamba_ssm import Mamba, Mamba2
+
+    for dtype in ("float32", "bfloat16"):
+        tol = TOLERANCE[dtype]
+        check(f"mamba_inner_fn vs mamba_inner_ref fwd+bwd {dtype}", lambda d=dtype: _inner_fn(d), tol)
+        check(f"Mamba fused vs unfused fwd+bwd {dtype}", lambda d=dtype: _compare_paths(
+            Mamba, {"use_fast_path": True}, {"use_fast_path": False}, d, **mamba), tol)
+        check(f"Mamba2 mem-eff vs unfused fwd+bwd {dtype}", lambda d=dtype: _compare_paths(
+            Mamba2, {"use_mem_eff_path": True}, {"use_mem_eff_path": False}, d, **mamba2), tol)
+
+
+def inner(stage: str) -> int:
+    """Run the checks of one stage in this interpreter and print one JSON document."""
+    results: List[Dict[str, Any]] = []
+    check = _checker(results)
 
     try:
         import mamba_ssm  # noqa: F401
@@ -175,13 +200,7 @@ def inner(stage: str) -> int:
         check("Mamba2 use_mem_eff_path forward", lambda: _compare_paths(
             Mamba2, {"use_mem_eff_path": True}, {"use_mem_eff_path": False}, "float32", **mamba2))
     else:
-        for dtype in ("float32", "bfloat16"):
-            tol = TOLERANCE[dtype]
-            check(f"mamba_inner_fn vs mamba_inner_ref fwd+bwd {dtype}", lambda d=dtype: _inner_fn(d), tol)
-            check(f"Mamba fused vs unfused fwd+bwd {dtype}", lambda d=dtype: _compare_paths(
-                Mamba, {"use_fast_path": True}, {"use_fast_path": False}, d, **mamba), tol)
-            check(f"Mamba2 mem-eff vs unfused fwd+bwd {dtype}", lambda d=dtype: _compare_paths(
-                Mamba2, {"use_mem_eff_path": True}, {"use_mem_eff_path": False}, d, **mamba2), tol)
+        _fwd_bwd_checks(check, mamba, mamba2)
         # reported, not held: upstream's unfused bf16 path against fp32, for scale. Before the
         # ssd-dD-reduction patch both bf16 paths had D's gradient 0.6-1.2 off (2026-11-28 lab runs).
         check("(info) Mamba2 unfused bf16 vs unfused fp32", lambda: _compare_paths(
