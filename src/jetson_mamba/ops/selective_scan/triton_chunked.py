@@ -51,13 +51,13 @@ if triton is not None:
         _bias_and_d,
         _chunk_states,
         _fwd_block,
-        _fwd_inputs,
         _last_row,
         _load_bc_t,
         _load_delta,
         _ssm_bwd_kernel,
         _store_out,
         _store_x,
+        _tile_inputs,
         _uniform,
     )
     from jetson_mamba.ops.triton_utils import sigmoid
@@ -90,10 +90,8 @@ if triton is not None:
         dsum = tl.zeros([BD], dtype=tl.float32)
         start = c * CHUNK
         for t0 in range(start, start + CHUNK, T):
-            tt = t0 + offs_t
-            mask_t = tt < L
-            m2, uu, dl = _fwd_inputs(u_ptr, delta_ptr, pid_b, tt, offs_d, mask_t, mask_d, bias,
-                                     s_ub, s_ud, s_ul, s_db, s_dd, s_dl, HAS_BIAS, SOFTPLUS)
+            tt, mask_t, m2, uu, dl, _raw = _tile_inputs(u_ptr, delta_ptr, pid_b, t0, offs_t, offs_d, mask_d, bias, L,
+                                                        s_ub, s_ud, s_ul, s_db, s_dd, s_dl, HAS_BIAS, SOFTPLUS)
             dsum += tl.sum(dl, axis=0)
             Bt = _load_bc_t(B_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B,
                             s_Bb, s_Bg, s_Bn, s_Bl, BD, B_VAR, B_UNIFORM)

@@ -53,15 +53,18 @@ if triton is not None:
         return pid_b, offs_d, offs_n, offs_t, mask_d, mask_n, m_nd, A2
 
     @triton.jit
-    def _fwd_inputs(u_ptr, delta_ptr, pid_b, tt, offs_d, mask_t, mask_d, bias, s_ub, s_ud, s_ul, s_db, s_dd, s_dl,
-                    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-        """A forward tile's (T, BD) mask, u and delta (fp32, + bias, softplus; 0 on masked steps)."""
+    def _tile_inputs(u_ptr, delta_ptr, pid_b, t0, offs_t, offs_d, mask_d, bias, L, s_ub, s_ud, s_ul, s_db, s_dd,
+                     s_dl, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+        """The (T, BD) tile of steps t0 + offs_t, as every scan kernel reads it: the steps, their mask, the
+        tile's mask, u and delta (fp32, + bias, softplus; 0 on masked steps), and delta before softplus."""
+        tt = t0 + offs_t
+        mask_t = tt < L
         m2 = mask_t[:, None] & mask_d[None, :]
         uu = tl.load(u_ptr + pid_b * s_ub + tt[:, None] * s_ul + offs_d[None, :] * s_ud,
                      mask=m2, other=0.0).to(tl.float32)
-        dl, _raw = _load_delta(delta_ptr + pid_b * s_db, tt[:, None] * s_dl + offs_d[None, :] * s_dd,
-                               m2, bias[None, :], HAS_BIAS, SOFTPLUS)
-        return m2, uu, dl
+        dl, raw = _load_delta(delta_ptr + pid_b * s_db, tt[:, None] * s_dl + offs_d[None, :] * s_dd,
+                              m2, bias[None, :], HAS_BIAS, SOFTPLUS)
+        return tt, mask_t, m2, uu, dl, raw
 
     @triton.jit
     def _store_out(out_ptr, outz_ptr, z_ptr, xx, Ct, Dv, uu, m2, pid_b, tt, offs_d,
@@ -130,10 +133,8 @@ if triton is not None:
         dsum = tl.zeros([BD], dtype=tl.float32)  # delta summed from the start, for x's decay products
         x_base = x_ptr + pid_b * s_xb
         for t0 in range(0, L, T):
-            tt = t0 + offs_t
-            mask_t = tt < L
-            m2, uu, dl = _fwd_inputs(u_ptr, delta_ptr, pid_b, tt, offs_d, mask_t, mask_d, bias,
-                                     s_ub, s_ud, s_ul, s_db, s_dd, s_dl, HAS_BIAS, SOFTPLUS)
+            tt, mask_t, m2, uu, dl, _raw = _tile_inputs(u_ptr, delta_ptr, pid_b, t0, offs_t, offs_d, mask_d, bias, L,
+                                                        s_ub, s_ud, s_ul, s_db, s_dd, s_dl, HAS_BIAS, SOFTPLUS)
             if HAS_X:
                 dsum += tl.sum(dl, axis=0)
             Bt = _load_bc_t(B_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B,
@@ -265,8 +266,6 @@ if triton is not None:
         pnd = offs_n[:, None] * s_an + offs_d[None, :] * s_ad
         A = tl.load(A_ptr + pnd, mask=m_nd, other=0.0)  # the same load as A2's: one read after CSE
         bias, Dv = _bias_and_d(bias_ptr, D_ptr, offs_d, mask_d, BD, HAS_BIAS, HAS_D)
-        u_base = u_ptr + pid_b * s_ub
-        d_base = delta_ptr + pid_b * s_db
         n_chunks = tl.cdiv(L, T)
         ck = ckpt_ptr + pid_b * dim * s_ck + offs_d[None, :] * s_ck + offs_n[:, None]
         h = tl.zeros([BN, BD], dtype=tl.float32)
@@ -286,12 +285,8 @@ if triton is not None:
         # Pass 1: the state at the start of every tile ("chunk" below: T steps).
         for c in range(first, stop):
             tl.store(ck + c * BN, h, mask=m_nd)
-            tt = c * T + offs_t
-            mask_t = tt < L
-            m2 = mask_t[:, None] & mask_d[None, :]
-            uu = tl.load(u_base + tt[:, None] * s_ul + offs_d[None, :] * s_ud, mask=m2, other=0.0).to(tl.float32)
-            dl, _raw = _load_delta(d_base, tt[:, None] * s_dl + offs_d[None, :] * s_dd, m2, bias[None, :],
-                                   HAS_BIAS, SOFTPLUS)
+            tt, mask_t, m2, uu, dl, _raw = _tile_inputs(u_ptr, delta_ptr, pid_b, c * T, offs_t, offs_d, mask_d, bias,
+                                                        L, s_ub, s_ud, s_ul, s_db, s_dd, s_dl, HAS_BIAS, SOFTPLUS)
             Bt = _load_bc_t(B_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B,
                             s_Bb, s_Bg, s_Bn, s_Bl, BD, B_VAR, B_UNIFORM)
             xx, _dA, _dBu = _chunk_states(dl, uu, A2, Bt, h)
@@ -306,12 +301,8 @@ if triton is not None:
         dbias_acc = tl.zeros([BD], dtype=tl.float32)
         for i in range(0, stop - first):
             c = stop - 1 - i
-            tt = c * T + offs_t
-            mask_t = tt < L
-            m2 = mask_t[:, None] & mask_d[None, :]
-            uu = tl.load(u_base + tt[:, None] * s_ul + offs_d[None, :] * s_ud, mask=m2, other=0.0).to(tl.float32)
-            dl, raw = _load_delta(d_base, tt[:, None] * s_dl + offs_d[None, :] * s_dd, m2, bias[None, :],
-                                  HAS_BIAS, SOFTPLUS)
+            tt, mask_t, m2, uu, dl, raw = _tile_inputs(u_ptr, delta_ptr, pid_b, c * T, offs_t, offs_d, mask_d, bias,
+                                                       L, s_ub, s_ud, s_ul, s_db, s_dd, s_dl, HAS_BIAS, SOFTPLUS)
             Bt = _load_bc_t(B_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B,
                             s_Bb, s_Bg, s_Bn, s_Bl, BD, B_VAR, B_UNIFORM)
             Ct = _load_bc_t(C_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_C,
