@@ -30,6 +30,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from unittest import mock
 
 import torch
 
@@ -164,19 +165,9 @@ def bench_scan(ext: Any, name: str, batch: int, dim: int, L: int, groups: int, d
     return row
 
 
-@contextmanager
-def env(**values: str) -> Iterator[None]:
+def env(**values: str) -> Any:
     """os.environ with `values` set, restored afterwards (JETSON_MAMBA_SCAN_CHUNKED is read per call)."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return mock.patch.dict(os.environ, values)
 
 
 def _public_scan(u, delta, A, B, C, D, z, bias):  # noqa: ANN001, ANN201

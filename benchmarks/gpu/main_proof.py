@@ -23,25 +23,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from patch_proof import (  # noqa: E402  (the same checks and tolerances as the 2.2.4 proof)
-    TOLERANCE,
+    _checker,
     _compare_paths,
-    _inner_fn,
+    _fwd_bwd_checks,
     _patch,
+    _patch_is_idempotent,
     _print_stage,
+    _revert,
     _run,
     _snapshot,
     _stage,
     _step_matches_forward,
+    _summary,
+    _work_dir,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,18 +57,7 @@ EXPECTED_BEFORE = "selective_scan_cuda is not installed"
 def inner(stage: str) -> int:
     """Run one stage's checks in this interpreter and print one JSON document."""
     results: List[Dict[str, Any]] = []
-
-    def check(name: str, fn: Callable[[], Dict[str, float]], tolerance: float = 0.0) -> None:
-        start = time.monotonic()
-        try:
-            errors = fn()
-        except Exception as error:  # the point of the stage is to record what fails and how
-            results.append({"check": name, "ok": False, "error": f"{type(error).__name__}: {error}".splitlines()[0]})
-            return
-        info = errors.pop("info", None)
-        ok = all(v < tolerance for v in errors.values()) if tolerance else True
-        errors = {**errors, "info": f"{info + '; ' if info else ''}{time.monotonic() - start:.1f} s"}
-        results.append({"check": name, "ok": ok, "errors": errors, "tolerance": tolerance or None})
+    check = _checker(results, timed=True)
 
     from mamba_ssm import Mamba, Mamba2
 
@@ -80,13 +71,7 @@ def inner(stage: str) -> int:
         check("Mamba forward (main, no selective_scan_cuda)", lambda: _compare_paths(
             Mamba, {"use_fast_path": True}, {"use_fast_path": False}, "float32", **mamba))
     else:
-        for dtype in ("float32", "bfloat16"):
-            tol = TOLERANCE[dtype]
-            check(f"mamba_inner_fn vs mamba_inner_ref fwd+bwd {dtype}", lambda d=dtype: _inner_fn(d), tol)
-            check(f"Mamba fused vs unfused fwd+bwd {dtype}", lambda d=dtype: _compare_paths(
-                Mamba, {"use_fast_path": True}, {"use_fast_path": False}, d, **mamba), tol)
-            check(f"Mamba2 mem-eff vs unfused fwd+bwd {dtype}", lambda d=dtype: _compare_paths(
-                Mamba2, {"use_mem_eff_path": True}, {"use_mem_eff_path": False}, d, **mamba2), tol)
+        _fwd_bwd_checks(check, mamba, mamba2)
         check("Mamba step() vs forward float32", lambda: _step_matches_forward(Mamba, "float32", **mamba), 1e-3)
         check("Mamba2 step() vs forward float32", lambda: _step_matches_forward(Mamba2, "float32", **mamba2), 1e-3)
     print(json.dumps(results))
@@ -149,8 +134,7 @@ def main() -> int:
     start = time.monotonic()
     src = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": src, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "JETSON_MAMBA_TRITON_AUTOTUNE": "0"}
-    work = Path(tempfile.mkdtemp(prefix="jm-main-proof-"))
-    try:
+    with _work_dir("jm-main-proof-", args.keep) as work:
         python, site = _setup(sys.executable, args.carry, work, env)
         upstream = _snapshot(site)
         before = _stage(python, "before", env, Path(__file__))
@@ -160,29 +144,19 @@ def main() -> int:
 
         applied = _patch(python, env)
         print(f"\n== jetson-mamba patch: exit {applied['rc']}, wrote {len(applied['written'])} file(s)")
-        check, again = _patch(python, env, "--check"), _patch(python, env)
+        idempotent = _patch_is_idempotent(python, env)
         after = {}
         for backend in ("triton", "torch"):
             after[backend] = _stage(python, backend, {**env, "JETSON_MAMBA_BACKEND": backend}, Path(__file__))
             _print_stage(f"AFTER jetson-mamba patch, backend {backend} (cuda)", after[backend])
-        after_ok = all(results and all(r["ok"] for r in results) for results in after.values())
-        idempotent = check["rc"] == 0 and check["clean"] and again["written"] == []
-        reverted = _patch(python, env, "--revert")
-        byte_exact = reverted["rc"] == 0 and _snapshot(site) == upstream
-        print("\n== summary")
-        print(f"  before: Mamba refuses with '{EXPECTED_BEFORE}': {'yes' if before_ok else 'NO'}")
-        for backend, results in after.items():
-            print(f"  after, {backend}: {sum(r['ok'] for r in results)}/{len(results)} checks pass")
-        print(f"  patch --check clean and a second patch writes nothing: {'yes' if idempotent else 'NO'}")
-        print(f"  patch --revert restored every file byte-for-byte: {'yes' if byte_exact else 'NO'}")
-        proven = before_ok and after_ok and idempotent and byte_exact
-        print(f"  RESULT: {'PROVEN' if proven else 'NOT PROVEN'} in {time.monotonic() - start:.0f} s")
-        return 0 if proven else 1
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        byte_exact, restored = _revert(python, env, site, upstream)
+        return _summary([
+            (f"before: Mamba refuses with '{EXPECTED_BEFORE}'", before_ok),
+            *((f"after, {backend}: {sum(r['ok'] for r in results)}/{len(results)} checks pass",
+               bool(results) and all(r["ok"] for r in results)) for backend, results in after.items()),
+            ("patch --check clean and a second patch writes nothing", idempotent),
+            (f"patch --revert restored {restored} file(s) byte-for-byte", byte_exact),
+        ], f" in {time.monotonic() - start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ mamba_inner_fn matches mamba_inner_ref, and step() reproduces forward(). Finally
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -24,8 +25,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_CUDA_BUILD = {"MAMBA_SKIP_CUDA_BUILD": "TRUE", "MAMBA_FORCE_BUILD": "TRUE"}
@@ -137,11 +139,12 @@ def _alias_transformers_outputs() -> None:
         del sys.modules[name]
 
 
-def inner(stage: str) -> int:
-    """Run the checks of one stage in this interpreter and print one JSON document."""
-    results: List[Dict[str, Any]] = []
+def _checker(results: List[Dict[str, Any]], timed: bool = False) -> Callable[..., None]:
+    """check(name, fn, tolerance=0): run fn and record its errors in `results` (ok when each is below the
+    tolerance; without one, when it ran), or what it raised; `timed` adds its seconds to the info."""
 
     def check(name: str, fn: Callable[[], Dict[str, float]], tolerance: float = 0.0) -> None:
+        start = time.monotonic()
         try:
             errors = fn()
         except Exception as error:  # the point of the stage is to record what fails and how
@@ -149,9 +152,32 @@ def inner(stage: str) -> int:
             return
         info = errors.pop("info", None)
         ok = all(v < tolerance for v in errors.values()) if tolerance else True
+        if timed:
+            info = f"{info + '; ' if info else ''}{time.monotonic() - start:.1f} s"
         if info:
             errors = {**errors, "info": info}
         results.append({"check": name, "ok": ok, "errors": errors, "tolerance": tolerance or None})
+
+    return check
+
+
+def _fwd_bwd_checks(check: Callable[..., None], mamba: Dict[str, int], mamba2: Dict[str, int]) -> None:
+    """The fwd+bwd checks every proof holds after the patch, in fp32 and bf16 at their tolerances."""
+    from mamba_ssm import Mamba, Mamba2
+
+    for dtype in ("float32", "bfloat16"):
+        tol = TOLERANCE[dtype]
+        check(f"mamba_inner_fn vs mamba_inner_ref fwd+bwd {dtype}", lambda d=dtype: _inner_fn(d), tol)
+        check(f"Mamba fused vs unfused fwd+bwd {dtype}", lambda d=dtype: _compare_paths(
+            Mamba, {"use_fast_path": True}, {"use_fast_path": False}, d, **mamba), tol)
+        check(f"Mamba2 mem-eff vs unfused fwd+bwd {dtype}", lambda d=dtype: _compare_paths(
+            Mamba2, {"use_mem_eff_path": True}, {"use_mem_eff_path": False}, d, **mamba2), tol)
+
+
+def inner(stage: str) -> int:
+    """Run the checks of one stage in this interpreter and print one JSON document."""
+    results: List[Dict[str, Any]] = []
+    check = _checker(results)
 
     try:
         import mamba_ssm  # noqa: F401
@@ -174,13 +200,7 @@ def inner(stage: str) -> int:
         check("Mamba2 use_mem_eff_path forward", lambda: _compare_paths(
             Mamba2, {"use_mem_eff_path": True}, {"use_mem_eff_path": False}, "float32", **mamba2))
     else:
-        for dtype in ("float32", "bfloat16"):
-            tol = TOLERANCE[dtype]
-            check(f"mamba_inner_fn vs mamba_inner_ref fwd+bwd {dtype}", lambda d=dtype: _inner_fn(d), tol)
-            check(f"Mamba fused vs unfused fwd+bwd {dtype}", lambda d=dtype: _compare_paths(
-                Mamba, {"use_fast_path": True}, {"use_fast_path": False}, d, **mamba), tol)
-            check(f"Mamba2 mem-eff vs unfused fwd+bwd {dtype}", lambda d=dtype: _compare_paths(
-                Mamba2, {"use_mem_eff_path": True}, {"use_mem_eff_path": False}, d, **mamba2), tol)
+        _fwd_bwd_checks(check, mamba, mamba2)
         # reported, not held: upstream's unfused bf16 path against fp32, for scale. Before the
         # ssd-dD-reduction patch both bf16 paths had D's gradient 0.6-1.2 off (2026-11-28 lab runs).
         check("(info) Mamba2 unfused bf16 vs unfused fp32", lambda: _compare_paths(
@@ -258,6 +278,41 @@ def _patch(python: Path, env: Dict[str, str], *args: str) -> Dict[str, Any]:
     return result
 
 
+def _patch_is_idempotent(python: Path, env: Dict[str, str]) -> bool:
+    """`patch --check` finds the install clean and a second `patch` writes nothing."""
+    check, again = _patch(python, env, "--check"), _patch(python, env)
+    return check["rc"] == 0 and check["clean"] and again["written"] == []
+
+
+def _revert(python: Path, env: Dict[str, str], site: Path, upstream: Dict[str, str]) -> Tuple[bool, int]:
+    """`patch --revert`: (every file is byte for byte upstream's again, how many files it restored)."""
+    reverted = _patch(python, env, "--revert")
+    return reverted["rc"] == 0 and _snapshot(site) == upstream, len(reverted.get("files", []))
+
+
+def _summary(claims: List[Tuple[str, bool]], suffix: str = "") -> int:
+    """Print each claim with yes / NO, then the verdict; the exit code: 0 when every claim holds."""
+    print("\n== summary")
+    for claim, holds in claims:
+        print(f"  {claim}: {'yes' if holds else 'NO'}")
+    proven = all(holds for _, holds in claims)
+    print(f"  RESULT: {'PROVEN' if proven else 'NOT PROVEN'}{suffix}")
+    return 0 if proven else 1
+
+
+@contextlib.contextmanager
+def _work_dir(prefix: str, keep: bool) -> Iterator[Path]:
+    """A temporary folder for the proof's venv, removed afterwards unless `keep` (then its path is printed)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield work
+    finally:
+        if keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def _print_stage(title: str, results: List[Dict[str, Any]]) -> None:
     print(f"\n== {title}")
     for r in results:
@@ -282,8 +337,7 @@ def main() -> int:
         return inner(args.inner)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
            "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    work = Path(tempfile.mkdtemp(prefix="jm-patch-proof-"))
-    try:
+    with _work_dir("jm-patch-proof-", args.keep) as work:
         python, site = _setup(sys.executable, args.wheelhouse, args.sdists, work, env)
         # the venv must not see this repository's jetson_mamba (fixes 1-3 are self-contained), only
         # whatever PYTHONPATH the caller gave (on the lab machine: the torch venv's site-packages)
@@ -297,29 +351,16 @@ def main() -> int:
         applied = _patch(python, env)
         print(f"\n== jetson-mamba patch: exit {applied['rc']}, wrote {len(applied['written'])} file(s): "
               + ", ".join(sorted({c['path'].split('site-packages/')[-1] for c in applied['changes']})))
-        check = _patch(python, env, "--check")
-        again = _patch(python, env)
+        idempotent = _patch_is_idempotent(python, env)
         after = _stage(python, "after", venv_env)
         _print_stage("AFTER jetson-mamba patch", after)
-        after_ok = bool(after) and all(r["ok"] for r in after)
-        idempotent = check["rc"] == 0 and check["clean"] and again["written"] == []
-
-        reverted = _patch(python, env, "--revert")
-        byte_exact = reverted["rc"] == 0 and _snapshot(site) == upstream
-        print("\n== summary")
-        print(f"  before: both fused paths fail with '{EXPECTED_BEFORE}': {'yes' if before_ok else 'NO'}")
-        print(f"  after: {sum(r['ok'] for r in after)}/{len(after)} checks pass: {'yes' if after_ok else 'NO'}")
-        print(f"  patch --check clean and a second patch writes nothing: {'yes' if idempotent else 'NO'}")
-        print(f"  patch --revert restored {len(reverted.get('files', []))} file(s) byte-for-byte: "
-              f"{'yes' if byte_exact else 'NO'}")
-        proven = before_ok and after_ok and idempotent and byte_exact
-        print(f"  RESULT: {'PROVEN' if proven else 'NOT PROVEN'}")
-        return 0 if proven else 1
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        byte_exact, restored = _revert(python, env, site, upstream)
+        return _summary([
+            (f"before: both fused paths fail with '{EXPECTED_BEFORE}'", before_ok),
+            (f"after: {sum(r['ok'] for r in after)}/{len(after)} checks pass", bool(after) and all(r["ok"] for r in after)),
+            ("patch --check clean and a second patch writes nothing", idempotent),
+            (f"patch --revert restored {restored} file(s) byte-for-byte", byte_exact),
+        ])
 
 
 if __name__ == "__main__":

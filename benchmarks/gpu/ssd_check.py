@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,9 @@ from typing import Any, Callable, Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from torch_vs_cuda import time_cuda  # noqa: E402  (the same CUDA-event timing as the scan and conv numbers)
+
 TOLERANCE = {"float32": 2e-3, "bfloat16": 3e-2}  # relative L2 error against the fp64 run
 DEVICE = "cuda"
 
@@ -186,7 +188,6 @@ def scan_once(fn: Callable[..., Any], t: Dict[str, Any], backward: bool) -> None
 
 def timing(up: Dict[str, Any], rows: List[Dict[str, Any]]) -> None:
     """Mamba2(d_model=1024) mixer shape: B=8, L=2048, 32 heads x 64, ngroups 1, dstate 128, bf16."""
-    import torch
 
     import jetson_mamba.ops.ssd as ours
 
@@ -195,24 +196,9 @@ def timing(up: Dict[str, Any], rows: List[Dict[str, Any]]) -> None:
     for impl, fn in (("jetson_mamba", ours.mamba_chunk_scan_combined), ("mamba_ssm", up["mamba_chunk_scan_combined"])):
         for mode in ("forward", "forward+backward"):
             leaves = {k: v.detach().requires_grad_(mode != "forward") for k, v in t.items()}
-            call = functools.partial(scan_once, fn, leaves, mode != "forward")
-
-            for _ in range(3):
-                call()
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-            times = []
-            for _ in range(10):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                call()
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end))
+            measured = time_cuda(functools.partial(scan_once, fn, leaves, mode != "forward"), 10)
             rows.append({"op": "timing mamba_chunk_scan_combined B8 L2048 H32 P64 N128 bf16", "impl": impl,
-                         "mode": mode, "median_ms": statistics.median(times),
-                         "peak_extra_MiB": (torch.cuda.max_memory_allocated() - base) / 2**20})
+                         "mode": mode, "median_ms": measured["median_ms"], "peak_extra_MiB": measured["peak_mib"]})
 
 
 def main() -> int:

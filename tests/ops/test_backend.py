@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import types
 from typing import Any, Optional
 
@@ -11,6 +12,7 @@ import torch
 
 from jetson_mamba.errors import BackendUnavailableError
 from jetson_mamba.ops import backend, selective_scan_fn, use_backend
+from jetson_mamba.ops.causal_conv1d import torch as conv_torch
 from jetson_mamba.ops.selective_scan import torch as scan_torch
 
 pytestmark = pytest.mark.usefixtures("clean_dispatch")
@@ -223,22 +225,134 @@ def test_use_backend_nests_restores_and_is_local_to_its_thread_and_task() -> Non
     assert asyncio.run(both()) == [["torch"], ["triton"]]
 
 
-def test_a_thread_python_did_not_start_follows_the_newest_choice() -> None:
-    """torch's autograd runs a backward on CUDA tensors in threads of its own, outside the caller's context:
-    such a thread (one Python did not start) follows the newest use_backend in the process."""
-    import _thread
-    import threading
+def spy_backends(op: str, names: tuple, seen: list) -> None:
+    """Register backends `names` of `op` (the torch one, each under its own name) that record
+    (name, "forward" / "backward", the choice in effect while it runs) in `seen`."""
+    portable = scan_torch if op == "selective_scan" else conv_torch
+    for name in names:
+        mod = types.ModuleType(f"spy_{name}")
+        mod.is_available = portable.is_available  # type: ignore[attr-defined]
+        for phase in ("forward", "backward"):
+            real = getattr(portable, f"{op}_{phase}")
 
-    def foreign(seen: list, done: threading.Event) -> None:
-        seen.append(backend.preferred_backends())
-        done.set()
+            def spy(*args: Any, _real: Any = real, _name: str = name, _phase: str = phase, **kwargs: Any) -> Any:
+                seen.append((_name, _phase, ",".join(backend.preferred_backends())))
+                return _real(*args, **kwargs)
+
+            setattr(mod, f"{op}_{phase}", spy)
+        backend.register_backend(op, name, mod, priority=1)
+
+
+def in_thread(fn: Any) -> None:
+    """Run fn in a thread of its own (outside every use_backend of this one) and wait for it."""
+    errors: list = []
+    thread = threading.Thread(target=lambda: _catch(fn, errors))
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive() and not errors, errors
+
+
+def _catch(fn: Any, errors: list) -> None:
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001 - reported by in_thread
+        errors.append(exc)
+
+
+def _scan_forwards() -> dict:
+    """The three ways a selective-scan forward is run: our autograd.Function, the custom op (what
+    torch.compile / torch.export call), and the selective_scan_cuda stand-in under upstream's Function."""
+    from jetson_mamba.ops import _library
+    from jetson_mamba.ops.standins import selective_scan_cuda
+
+    def eager(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> Any:
+        return selective_scan_fn(u, delta, A, B, C)
+
+    def custom_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> Any:
+        return torch.ops.jetson_mamba.selective_scan_fwd(u, delta, A, B, C, None, None, None, False,
+                                                         backend.choice_in_effect())[0]
+
+    class Upstream(torch.autograd.Function):  # as mamba_ssm's SelectiveScanFn calls the extension
+        @staticmethod
+        def forward(ctx: Any, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                    C: torch.Tensor) -> torch.Tensor:
+            out, x = selective_scan_cuda.fwd(u, delta, A, B, C, None, None, None, False)
+            ctx.save_for_backward(u, delta, A, B, C, x)
+            return out
+
+        @staticmethod
+        def backward(ctx: Any, dout: torch.Tensor) -> Any:
+            u, delta, A, B, C, x = ctx.saved_tensors
+            du, ddelta, dA, dB, dC, *_ = selective_scan_cuda.bwd(u, delta, A, B, C, None, None, None, dout, x,
+                                                                  None, None, False, False)
+            return du, ddelta, dA, dB, dC
+
+    ways = {"autograd.Function": eager, "selective_scan_cuda stand-in": Upstream.apply}
+    if _library.ENABLED:
+        ways["custom op"] = custom_op
+    return ways
+
+
+@pytest.mark.parametrize("way", sorted(_scan_forwards()))
+def test_a_backward_runs_on_its_forwards_backend_on_another_thread_after_the_context(way: str) -> None:
+    """The backend a forward ran under is saved with it: its backward, run from another thread (as
+    autograd runs a CUDA backward) after the use_backend has exited, still runs on that backend."""
+    seen: list = []
+    spy_backends("selective_scan", ("spy_a", "spy_b"), seen)
+    forward = _scan_forwards()[way]
+    leaves = [t.requires_grad_() for t in scan_inputs()]
+    with use_backend("spy_a"):
+        out = forward(*leaves)
+    with use_backend("spy_b"):  # what the thread that calls backward() chose is not the forward's
+        in_thread(lambda: out.sum().backward())
+    assert seen == [("spy_a", "forward", "spy_a"), ("spy_a", "backward", "spy_a")]
+    assert all(t.grad is not None for t in leaves)
+
+
+def test_two_threads_on_two_backends_each_backward_follows_its_own_forward() -> None:
+    """Two threads run forwards on different backends at once; each backward, run by the other thread,
+    runs on its own forward's backend (no process-wide "newest choice")."""
+    seen: list = []
+    spy_backends("selective_scan", ("spy_a", "spy_b"), seen)
+    spy_backends("causal_conv1d", ("spy_a", "spy_b"), seen)
+    from jetson_mamba.ops import causal_conv1d_fn
+
+    outs: dict = {}
+    both_forwarded = threading.Barrier(2, timeout=60)
+
+    def worker(name: str, other: str) -> None:
+        x, delta, A, B, C = (t.requires_grad_() for t in scan_inputs())
+        with use_backend(name):
+            outs[name] = selective_scan_fn(causal_conv1d_fn(x, torch.randn(4, 3), activation="silu"),
+                                           delta, A, B, C)
+            both_forwarded.wait()  # both forwards ran, each inside its own use_backend
+            outs[other].sum().backward()  # the other thread's graph, from inside this thread's choice
+
+    threads = [threading.Thread(target=worker, args=pair) for pair in (("spy_a", "spy_b"), ("spy_b", "spy_a"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    backwards = sorted(entry for entry in seen if entry[1] == "backward")
+    assert backwards == [("spy_a", "backward", "spy_a")] * 2 + [("spy_b", "backward", "spy_b")] * 2, seen
+
+
+def test_a_conv_stand_ins_backward_follows_its_forward() -> None:
+    """causal_conv1d_cuda's bwd, called by upstream's Function after the forward's use_backend exited and
+    from another thread, dispatches under the forward's choice (kept with the input x)."""
+    from jetson_mamba.ops.standins import causal_conv1d_cuda
 
     seen: list = []
-    done = threading.Event()
-    with use_backend("triton,torch"):
-        _thread.start_new_thread(foreign, (seen, done))
-        assert done.wait(30)
-    assert seen == [["triton", "torch"]]
+    spy_backends("causal_conv1d", ("spy_a", "spy_b"), seen)
+    x, weight = torch.randn(1, 4, 8), torch.randn(4, 3)
+    out = torch.empty_like(x)
+    with use_backend("spy_a"):
+        causal_conv1d_cuda.causal_conv1d_fwd(x, weight, None, None, None, out, None, True)
+    dx, dweight = torch.empty_like(x), torch.zeros(4, 3)
+    with use_backend("spy_b"):
+        in_thread(lambda: causal_conv1d_cuda.causal_conv1d_bwd(x, weight, None, torch.ones_like(out), None, None,
+                                                               None, dx, dweight, None, None, True))
+    assert [entry[0] for entry in seen] == ["spy_a", "spy_a"], seen
 
 
 def test_a_backend_missing_a_required_function_is_refused_at_registration() -> None:
@@ -271,7 +385,6 @@ def test_optional_capabilities_are_declared_not_probed() -> None:
 
 def test_the_decode_step_on_a_backend_without_one_is_a_clear_error() -> None:
     from jetson_mamba.ops import causal_conv1d_update
-    from jetson_mamba.ops.causal_conv1d import torch as conv_torch
 
     no_update = types.ModuleType("no_update")
     for name in ("is_available", "causal_conv1d_forward", "causal_conv1d_backward"):
@@ -282,21 +395,15 @@ def test_the_decode_step_on_a_backend_without_one_is_a_clear_error() -> None:
 
 
 @pytest.mark.gpu
-def test_a_cuda_backward_runs_on_the_backend_chosen_around_it() -> None:
-    """On CUDA tensors autograd runs the backward in its own thread: it must still see use_backend."""
-    seen = []
-
-    class Probe(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-            return x * 2
-
-        @staticmethod
-        def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-            seen.append(backend.preferred_backends())
-            return grad * 2
-
-    x = torch.randn(4, device="cuda", requires_grad=True)
-    with use_backend("torch"):
-        Probe.apply(x).sum().backward()
-    assert seen == [["torch"]]
+@pytest.mark.parametrize("way", sorted(_scan_forwards()))
+def test_a_cuda_backward_runs_on_its_forwards_backend(way: str) -> None:
+    """On CUDA tensors autograd runs the backward in a thread of its own, outside the caller's context: the
+    backward still runs on the backend its forward ran on, whatever the caller chose around backward()."""
+    seen: list = []
+    spy_backends("selective_scan", ("spy_a", "spy_b"), seen)
+    leaves = [t.cuda().requires_grad_() for t in scan_inputs()]
+    with use_backend("spy_a"):
+        out = _scan_forwards()[way](*leaves)
+    with use_backend("spy_b"):
+        out.sum().backward()
+    assert seen == [("spy_a", "forward", "spy_a"), ("spy_a", "backward", "spy_a")]

@@ -142,7 +142,7 @@ def _opcheck_cases() -> List[Tuple[str, Tuple[object, ...]]]:
         ("selective_scan_fwd", (s["u"], s["delta"], s["A"], s["B"], s["C"], s["D"], s["z"], s["delta_bias"], True)),
         ("selective_scan_fwd", (s["u"], s["delta"], s["A"], fixed_b, s["C"], None, None, None, False)),
         ("selective_scan_bwd", (s["u"].detach(), s["delta"].detach(), s["A"].detach(), s["B"].detach(),
-                                s["C"].detach(), None, s["z"].detach(), None, True, dout)),
+                                s["C"].detach(), None, s["z"].detach(), None, True, dout, "torch")),
         ("causal_conv1d_fwd", (c["x"], c["weight"], c["bias"], None, c["initial_states"], True, True)),
         ("causal_conv1d_fwd", (c["x"].detach().contiguous().requires_grad_(), c["weight"], None, None, None,
                                False, False)),

@@ -32,6 +32,10 @@ from jetson_mamba.ops.causal_conv1d.autograd import (
     causal_conv1d_update,
 )
 from jetson_mamba.ops.selective_scan.autograd import SelectiveScanFn, selective_scan_fn
+from jetson_mamba.ops.standins import _scan as _standin_ops  # noqa: F401  (stand-ins' custom ops: see below)
+
+# The stand-ins' custom ops (selective_scan_fwd_x / _bwd_x) register with the others at this import, so that
+# an exported program that holds them loads after `import jetson_mamba.ops`.
 
 __all__ = [
     "Backend", "BackendInfo", "list_backends", "register_backend", "select_backend", "unregister_backend",

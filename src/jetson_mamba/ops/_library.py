@@ -10,7 +10,9 @@ dD without D, ...) is an empty tensor that the public functions turn back into N
 `torch.library.custom_op` exists from torch 2.4; JetPack 5/6 ship 2.0-2.5. Where it is missing, or
 with JETSON_MAMBA_CUSTOM_OPS=0, `ENABLED` is False and `jetson_mamba.ops` keeps its autograd.Function
 path (eager only). Triton kernels stay opaque (no `triton_op`): the dispatch, which may pick any
-backend per call, lives inside the op.
+backend per call, lives inside the op. The scan and conv ops take the backend choice as their last argument
+(`str backend`, use_backend's form, "" automatic): the caller passes `choice_in_effect()`, the forward's
+autograd context keeps it, and the backward op runs under it on whichever thread autograd runs it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
-from jetson_mamba.ops.backend import select_backend
+from jetson_mamba.ops.backend import choice_in_effect, select_backend, use_backend
 
 ENV_VAR = "JETSON_MAMBA_CUSTOM_OPS"
 NAMESPACE = "jetson_mamba"
@@ -37,7 +39,8 @@ class OpsConvBackend:
                               seq_idx: Optional[torch.Tensor], initial_states: Optional[torch.Tensor],
                               return_final_states: bool, silu: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         out, final = torch.ops.jetson_mamba.causal_conv1d_fwd(x, weight, bias, seq_idx, initial_states,
-                                                              bool(return_final_states), bool(silu))
+                                                              bool(return_final_states), bool(silu),
+                                                              choice_in_effect())
         return out, (final if return_final_states else None)
 
     @staticmethod
@@ -46,7 +49,7 @@ class OpsConvBackend:
                                initial_states: Optional[torch.Tensor], dfinal_states: Optional[torch.Tensor],
                                silu: bool) -> Tuple[Optional[torch.Tensor], ...]:
         dx, dw, db, dinit = torch.ops.jetson_mamba.causal_conv1d_bwd(
-            x, weight, bias, dout, seq_idx, initial_states, dfinal_states, bool(silu))
+            x, weight, bias, dout, seq_idx, initial_states, dfinal_states, bool(silu), choice_in_effect())
         return dx, dw, (db if bias is not None else None), (dinit if initial_states is not None else None)
 
     @staticmethod
@@ -78,7 +81,7 @@ def tracing() -> bool:
     return ENABLED and _is_compiling is not None and _is_compiling()
 
 
-def _empty(device: torch.device) -> torch.Tensor:
+def empty(device: torch.device) -> torch.Tensor:
     """The placeholder for an absent output, on the op's device (a CPU tensor would keep a CUDA op out
     of CUDA graphs)."""
     return torch.empty(0, device=device)
@@ -103,19 +106,19 @@ def _new_like(x: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Ten
     return torch.empty(x.shape, dtype=dtype, device=x.device)
 
 
-def _as_layout(t: Optional[torch.Tensor], like: Optional[torch.Tensor], device: torch.device,
-               channel_last: bool = False) -> torch.Tensor:
+def as_layout(t: Optional[torch.Tensor], like: Optional[torch.Tensor], device: torch.device,
+              channel_last: bool = False) -> torch.Tensor:
     """A backend's result in the layout and dtype the fake implementation promised (a no-op when it
     already is); None (no such result) as the empty placeholder."""
     if t is None or like is None:
-        return _empty(device)
+        return empty(device)
     t = t.to(like.dtype)
     if channel_last:
         return t if t.stride(1) == 1 else t.transpose(1, 2).contiguous().transpose(1, 2)
     return t.contiguous()
 
 
-def _distinct(outputs: Sequence[torch.Tensor], inputs: Sequence[Optional[torch.Tensor]]) -> Tuple[torch.Tensor, ...]:
+def distinct(outputs: Sequence[torch.Tensor], inputs: Sequence[Optional[torch.Tensor]]) -> Tuple[torch.Tensor, ...]:
     """A custom op's outputs may alias neither its inputs nor each other, and are whole tensors as their fake
     implementations promise; a backend may return views of one buffer (the Triton conv's dweight and dbias,
     the Triton scan's dA, dD and ddelta_bias): those are copied."""
@@ -132,15 +135,16 @@ def _distinct(outputs: Sequence[torch.Tensor], inputs: Sequence[Optional[torch.T
     return tuple(result)
 
 
-def _new_grads(inputs: Sequence[Optional[torch.Tensor]], device: torch.device) -> List[torch.Tensor]:
+def new_grads(inputs: Sequence[Optional[torch.Tensor]], device: torch.device) -> List[torch.Tensor]:
     """Gradients as the fake implementations promise them: new, contiguous, each like its input."""
-    return [torch.empty(t.shape, dtype=t.dtype, device=t.device) if t is not None else _empty(device)
+    return [torch.empty(t.shape, dtype=t.dtype, device=t.device) if t is not None else empty(device)
             for t in inputs]
 
 
-def _grads(grads: Sequence[Optional[torch.Tensor]], inputs: Sequence[Optional[torch.Tensor]],
-           device: torch.device) -> List[torch.Tensor]:
-    return [_as_layout(g, t, device) for g, t in zip(grads, inputs)]
+def grads_as_promised(grads: Sequence[Optional[torch.Tensor]], inputs: Sequence[Optional[torch.Tensor]],
+                      device: torch.device) -> List[torch.Tensor]:
+    """A backend's gradients, each in its input's dtype and contiguous (empty where there is none)."""
+    return [as_layout(g, t, device) for g, t in zip(grads, inputs)]
 
 
 if ENABLED:
@@ -149,84 +153,89 @@ if ENABLED:
     # ---- selective scan -------------------------------------------------------------------------
     @lib.custom_op(f"{NAMESPACE}::selective_scan_fwd", mutates_args=(), schema=(
         "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
-        "bool delta_softplus) -> (Tensor, Tensor)"))
-    def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):  # type: ignore[no-untyped-def]
+        "bool delta_softplus, str backend=\"\") -> (Tensor, Tensor)"))
+    def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend=""):  # type: ignore[no-untyped-def]
         """(out, or out * silu(z) with z; last state fp32 (batch, dim, dstate))."""
-        _, backend = select_backend("selective_scan", u.device, u.dtype)
-        out, out_z, last = backend.selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        with use_backend(backend):
+            chosen = select_backend("selective_scan", u.device, u.dtype).module
+            out, out_z, last = chosen.selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
         result = out if z is None else out_z
-        return _as_layout(result, u, u.device), last.to(torch.float32).contiguous()
+        return as_layout(result, u, u.device), last.to(torch.float32).contiguous()
 
     @selective_scan_fwd.register_fake
-    def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):  # type: ignore[no-untyped-def]
+    def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend=""):  # type: ignore[no-untyped-def]
         batch, dim, n = u.shape[0], u.shape[1], A.shape[1]
         return (torch.empty(u.shape, dtype=u.dtype, device=u.device),
                 torch.empty((batch, dim, n), dtype=torch.float32, device=u.device))
 
     @lib.custom_op(f"{NAMESPACE}::selective_scan_bwd", mutates_args=(), schema=(
         "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
-        "bool delta_softplus, Tensor dout) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"))
-    def selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout):  # type: ignore[no-untyped-def]
+        "bool delta_softplus, Tensor dout, str backend=\"\") -> "
+        "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"))
+    def selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, backend=""):  # type: ignore[no-untyped-def]
         """(du, ddelta, dA, dB, dC, dD, ddelta_bias, dz), each like its input (empty where the input is None)."""
-        _, backend = select_backend("selective_scan", u.device, u.dtype)
-        grads = backend.selective_scan_backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout)
+        with use_backend(backend):
+            chosen = select_backend("selective_scan", u.device, u.dtype).module
+            grads = chosen.selective_scan_backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout)
         inputs = (u, delta, A, B, C, D, delta_bias, z)
-        return _distinct(_grads(grads, inputs, u.device), inputs + (dout,))
+        return distinct(grads_as_promised(grads, inputs, u.device), inputs + (dout,))
 
     @selective_scan_bwd.register_fake
-    def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout):  # type: ignore[no-untyped-def]
-        return tuple(_new_grads((u, delta, A, B, C, D, delta_bias, z), u.device))
+    def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, backend=""):  # type: ignore[no-untyped-def]
+        return tuple(new_grads((u, delta, A, B, C, D, delta_bias, z), u.device))
 
     def _scan_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus = inputs
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, ctx.backend = inputs
         ctx.delta_softplus = delta_softplus
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
 
     def _scan_backward(ctx: Any, dout: torch.Tensor, _dlast: Any) -> Tuple[Optional[torch.Tensor], ...]:
         u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
         du, ddelta, dA, dB, dC, dD, ddb, dz = selective_scan_bwd(
-            u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, dout.contiguous())
+            u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, dout.contiguous(), ctx.backend)
         return (du, ddelta, dA, dB, dC, dD if D is not None else None, dz if z is not None else None,
-                ddb if delta_bias is not None else None, None)
+                ddb if delta_bias is not None else None, None, None)
 
     selective_scan_fwd.register_autograd(_scan_backward, setup_context=_scan_setup)
 
     # ---- causal conv1d --------------------------------------------------------------------------
     @lib.custom_op(f"{NAMESPACE}::causal_conv1d_fwd", mutates_args=(), schema=(
         "(Tensor x, Tensor weight, Tensor? bias, Tensor? seq_idx, Tensor? initial_states, "
-        "bool return_final_states, bool silu) -> (Tensor, Tensor)"))
-    def causal_conv1d_fwd(x, weight, bias, seq_idx, initial_states, return_final_states, silu):  # type: ignore[no-untyped-def]
+        "bool return_final_states, bool silu, str backend=\"\") -> (Tensor, Tensor)"))
+    def causal_conv1d_fwd(x, weight, bias, seq_idx, initial_states, return_final_states, silu, backend=""):  # type: ignore[no-untyped-def]
         """(out in x's layout, final states (batch, dim, width - 1) or empty)."""
-        _, backend = select_backend("causal_conv1d", x.device, x.dtype)
-        out, final = backend.causal_conv1d_forward(x, weight, bias, seq_idx, initial_states,
-                                                   return_final_states, silu)
+        with use_backend(backend):
+            chosen = select_backend("causal_conv1d", x.device, x.dtype).module
+            out, final = chosen.causal_conv1d_forward(x, weight, bias, seq_idx, initial_states,
+                                                      return_final_states, silu)
         final_like = torch.empty(0, dtype=x.dtype, device=x.device) if return_final_states else None
-        return _as_layout(out, x, x.device, _channel_last(x)), _as_layout(final, final_like, x.device)
+        return as_layout(out, x, x.device, _channel_last(x)), as_layout(final, final_like, x.device)
 
     @causal_conv1d_fwd.register_fake
-    def _(x, weight, bias, seq_idx, initial_states, return_final_states, silu):  # type: ignore[no-untyped-def]
+    def _(x, weight, bias, seq_idx, initial_states, return_final_states, silu, backend=""):  # type: ignore[no-untyped-def]
         final = (torch.empty((x.shape[0], x.shape[1], weight.shape[1] - 1), dtype=x.dtype, device=x.device)
-                 if return_final_states else _empty(x.device))
+                 if return_final_states else empty(x.device))
         return _new_like(x), final
 
     @lib.custom_op(f"{NAMESPACE}::causal_conv1d_bwd", mutates_args=(), schema=(
         "(Tensor x, Tensor weight, Tensor? bias, Tensor dout, Tensor? seq_idx, Tensor? initial_states, "
-        "Tensor? dfinal_states, bool silu) -> (Tensor, Tensor, Tensor, Tensor)"))
-    def causal_conv1d_bwd(x, weight, bias, dout, seq_idx, initial_states, dfinal_states, silu):  # type: ignore[no-untyped-def]
+        "Tensor? dfinal_states, bool silu, str backend=\"\") -> (Tensor, Tensor, Tensor, Tensor)"))
+    def causal_conv1d_bwd(x, weight, bias, dout, seq_idx, initial_states, dfinal_states, silu, backend=""):  # type: ignore[no-untyped-def]
         """(dx in x's layout, dweight, dbias or empty, dinitial_states or empty)."""
-        _, backend = select_backend("causal_conv1d", x.device, x.dtype)
-        dx, dw, db, dinit = backend.causal_conv1d_backward(x, weight, bias, dout, seq_idx, initial_states,
-                                                           dfinal_states, silu)
-        return _distinct((_as_layout(dx, x, x.device, _channel_last(x)),
-                          *_grads((dw, db, dinit), (weight, bias, initial_states), x.device)),
+        with use_backend(backend):
+            chosen = select_backend("causal_conv1d", x.device, x.dtype).module
+            dx, dw, db, dinit = chosen.causal_conv1d_backward(x, weight, bias, dout, seq_idx, initial_states,
+                                                              dfinal_states, silu)
+        return distinct((as_layout(dx, x, x.device, _channel_last(x)),
+                          *grads_as_promised((dw, db, dinit), (weight, bias, initial_states), x.device)),
                          (x, weight, bias, dout, seq_idx, initial_states, dfinal_states))
 
     @causal_conv1d_bwd.register_fake
-    def _(x, weight, bias, dout, seq_idx, initial_states, dfinal_states, silu):  # type: ignore[no-untyped-def]
-        return (_new_like(x), *_new_grads((weight, bias, initial_states), x.device))
+    def _(x, weight, bias, dout, seq_idx, initial_states, dfinal_states, silu, backend=""):  # type: ignore[no-untyped-def]
+        return (_new_like(x), *new_grads((weight, bias, initial_states), x.device))
 
     def _conv_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
-        x, weight, bias, seq_idx, initial_states, return_final_states, silu = inputs
+        x, weight, bias, seq_idx, initial_states, return_final_states, silu, ctx.backend = inputs
         ctx.silu = silu
         ctx.return_final_states = return_final_states
         ctx.save_for_backward(x, weight, bias, seq_idx, initial_states)
@@ -237,9 +246,9 @@ if ENABLED:
         if dout.stride(2) != 1 and dout.stride(1) != 1:
             dout = dout.contiguous()
         dx, dw, db, dinit = causal_conv1d_bwd(x, weight, bias, dout, seq_idx, initial_states,
-                                              dfinal if ctx.return_final_states else None, ctx.silu)
+                                              dfinal if ctx.return_final_states else None, ctx.silu, ctx.backend)
         return (dx, dw, db if bias is not None else None, None,
-                dinit if initial_states is not None else None, None, None)
+                dinit if initial_states is not None else None, None, None, None)
 
     causal_conv1d_fwd.register_autograd(_conv_backward, setup_context=_conv_setup)
 
@@ -250,50 +259,8 @@ if ENABLED:
         """The decode step: out like x; conv_state updated in place."""
         _, backend = select_backend("causal_conv1d", x.device, x.dtype)
         out = backend.causal_conv1d_update(x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices)
-        return _as_layout(out, x, x.device, _channel_last(x))
+        return as_layout(out, x, x.device, _channel_last(x))
 
     @causal_conv1d_update_op.register_fake
     def _(x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices):  # type: ignore[no-untyped-def]
         return _new_like(x)
-
-    # ---- the stand-ins' scan (selective_scan_cuda, _core, _oflex): chunk states x, caller's dz ---------
-    @lib.custom_op(f"{NAMESPACE}::selective_scan_fwd_x", mutates_args=(), schema=(
-        "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
-        "bool delta_softplus) -> (Tensor, Tensor, Tensor)"))
-    def selective_scan_fwd_x(u, delta, A, B, C, D, z, delta_bias, delta_softplus):  # type: ignore[no-untyped-def]
-        """(out, out * silu(z) or empty, x (batch, dim, n_chunks, 2 * dstate) fp32): standins._scan.forward."""
-        from jetson_mamba.ops.standins import _scan
-
-        out, out_z, x = _scan.forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-        return (_as_layout(out, u, u.device), _as_layout(out_z, z, u.device),
-                x.to(torch.float32).contiguous())
-
-    @selective_scan_fwd_x.register_fake
-    def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):  # type: ignore[no-untyped-def]
-        from jetson_mamba.ops.standins._scan import n_chunks
-
-        batch, dim, L = u.shape
-        out = torch.empty(u.shape, dtype=u.dtype, device=u.device)
-        out_z = torch.empty(u.shape, dtype=u.dtype, device=u.device) if z is not None else _empty(u.device)
-        return out, out_z, torch.empty((batch, dim, n_chunks(L), 2 * A.shape[1]), dtype=torch.float32,
-                                       device=u.device)
-
-    @lib.custom_op(f"{NAMESPACE}::selective_scan_bwd_x", mutates_args=(), schema=(
-        "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
-        "Tensor dout, Tensor? x, bool delta_softplus, Tensor? out) -> "
-        "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"))
-    def selective_scan_bwd_x(u, delta, A, B, C, D, z, delta_bias, dout, x, delta_softplus, out):  # type: ignore[no-untyped-def]
-        """standins._scan.backward_out_z without a caller's dz: (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz,
-        out * silu(z)), empty where absent."""
-        from jetson_mamba.ops.standins import _scan
-
-        grads, out_z = _scan.backward_out_z(u, delta, A, B, C, D, z, delta_bias, dout, x, delta_softplus, out, None)
-        inputs = (u, delta, A, B, C, D, delta_bias, z)
-        result = (*_grads(grads, inputs, u.device), _as_layout(out_z, out if z is not None else None, u.device))
-        return _distinct(result, inputs + (dout, x, out))
-
-    @selective_scan_bwd_x.register_fake
-    def _(u, delta, A, B, C, D, z, delta_bias, dout, x, delta_softplus, out):  # type: ignore[no-untyped-def]
-        out_z = (torch.empty(out.shape, dtype=out.dtype, device=u.device) if out is not None and z is not None
-                 else _empty(u.device))
-        return (*_new_grads((u, delta, A, B, C, D, delta_bias, z), u.device), out_z)

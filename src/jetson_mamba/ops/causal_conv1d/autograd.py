@@ -10,7 +10,7 @@ import torch
 
 from jetson_mamba.errors import BackendUnavailableError
 from jetson_mamba.ops import _library
-from jetson_mamba.ops.backend import select_backend
+from jetson_mamba.ops.backend import choice_in_effect, select_backend, use_backend
 
 ACTIVATIONS = (None, "silu", "swish")
 
@@ -30,7 +30,8 @@ def _check_conv_args(activation: Optional[str], seq_idx: Optional[torch.Tensor],
 
 
 class CausalConv1dFn(torch.autograd.Function):
-    """Causal depthwise conv1d on the dispatched backend; the backward calls the same backend."""
+    """Causal depthwise conv1d on the dispatched backend; the backward calls the same backend, under the
+    forward's choice (autograd may run it later, on a thread of its own)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -44,6 +45,7 @@ class CausalConv1dFn(torch.autograd.Function):
         out, final = backend.causal_conv1d_forward(
             x, weight, bias, seq_idx, initial_states, return_final_states, silu)
         ctx.backend = backend
+        ctx.choice = choice_in_effect()
         ctx.silu = silu
         ctx.return_final_states = return_final_states
         ctx.save_for_backward(x, weight, bias, seq_idx, initial_states)
@@ -61,8 +63,9 @@ class CausalConv1dFn(torch.autograd.Function):
         dfinal = rest[0] if ctx.return_final_states and rest else None
         if dout.stride(2) != 1 and dout.stride(1) != 1:
             dout = dout.contiguous()
-        dx, dweight, dbias, dinit = ctx.backend.causal_conv1d_backward(
-            x, weight, bias, dout, seq_idx, initial_states, dfinal, ctx.silu)
+        with use_backend(ctx.choice):
+            dx, dweight, dbias, dinit = ctx.backend.causal_conv1d_backward(
+                x, weight, bias, dout, seq_idx, initial_states, dfinal, ctx.silu)
         return (dx, dweight, dbias if bias is not None else None, None,
                 dinit if initial_states is not None else None, None, None, None)
 
@@ -80,7 +83,7 @@ def causal_conv1d_fn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
         if x.stride(2) != 1 and x.stride(1) != 1:
             x = x.contiguous()
         out, final = torch.ops.jetson_mamba.causal_conv1d_fwd(
-            x, weight, bias, seq_idx, initial_states, bool(return_final_states), silu)
+            x, weight, bias, seq_idx, initial_states, bool(return_final_states), silu, choice_in_effect())
         if not return_final_states:
             return out
         if final_states_out is not None:

@@ -20,7 +20,7 @@ The backward computes each pre-activation once (RW + W - 1 per row instead of RW
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
@@ -48,6 +48,14 @@ if triton is not None:
             v += tl.load(init_ptr + offs_d[:, None] * s_id + (pos + W - 1)[None, :] * s_il,
                          mask=mi, other=0.0).to(tl.float32)
         return v
+
+    @triton.jit
+    def _channel_bias(bias_ptr, offs_d, mask_d, BD: tl.constexpr, HAS_BIAS: tl.constexpr):
+        """A channel block's bias in fp32 (zeros without one), as every conv kernel starts."""
+        bias = tl.zeros([BD], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        return bias
 
     @triton.jit
     def _silu_grad(g, a):
@@ -97,9 +105,7 @@ if triton is not None:
         x_b = x_ptr + pid_b * s_xb
         init_b = init_ptr + pid_b * s_ib
         seq_b = seq_ptr + pid_b * s_sb
-        bias = tl.zeros([BD], dtype=tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        bias = _channel_bias(bias_ptr, offs_d, mask_d, BD, HAS_BIAS)
         acc = _pre(x_b, init_b, w_ptr, seq_b, offs_l, offs_d, mask_d, bias, L,
                    s_xd, s_xl, s_id, s_il, s_wd, s_ww, s_sl, W, HAS_INIT, HAS_SEQ)
         if SILU:
@@ -225,9 +231,7 @@ if triton is not None:
         # column RW + m of the window is x at offset m (-RW <= m < RW) from the row start
         cols = (_split(_rows(x_b, init_b, pos - RW, offs_d, mask_d, L, s_xd, s_id, s_il, W, HAS_INIT), RW)
                 + _split(_rows(x_b, init_b, pos, offs_d, mask_d, L, s_xd, s_id, s_il, W, HAS_INIT), RW))
-        bias = tl.zeros([BD], dtype=tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        bias = _channel_bias(bias_ptr, offs_d, mask_d, BD, HAS_BIAS)
         outs = ()
         for j in tl.static_range(RW):
             acc = _pre_at(cols, j, w_ptr, offs_d, mask_d, s_wd, s_ww, bias, W, R, RW)
@@ -256,9 +260,7 @@ if triton is not None:
         offs_d, mask_d, pid_b, pos0 = _rows_program(dim, BD, R, S, RW)
         x_b = x_ptr + pid_b * s_xb
         g_b = dout_ptr + pid_b * s_gb
-        bias = tl.zeros([BD], dtype=tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        bias = _channel_bias(bias_ptr, offs_d, mask_d, BD, HAS_BIAS)
         dw0 = tl.zeros([BD, R], dtype=tl.float32)
         dw1 = tl.zeros([BD, R], dtype=tl.float32)
         dw2 = tl.zeros([BD, R], dtype=tl.float32)
@@ -348,9 +350,7 @@ if triton is not None:
                 wp = wp + (tl.zeros([BD], dtype=tl.float32),)
             else:
                 wp = wp + (tl.load(w_ptr + offs_d * s_wd + (j - 4 + W) * s_ww, mask=mask_d, other=0.0).to(tl.float32),)
-        bias = tl.zeros([BD], dtype=tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        bias = _channel_bias(bias_ptr, offs_d, mask_d, BD, HAS_BIAS)
         t_hi = tl.program_id(0).to(tl.int64) * T + T - 1
         # the gradient at the 3 steps after this block (the next block's, recomputed): x at t_hi-2..t_hi+3
         xa = _step(x_b, t_hi - 3, L, s_xl, mask_d)
@@ -418,9 +418,7 @@ if triton is not None:
         init_b = init_ptr + pid_b * s_ib
         seq_b = seq_ptr + pid_b * s_sb
         g_b = dout_ptr + pid_b * s_gb
-        bias = tl.zeros([BD], dtype=tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        bias = _channel_bias(bias_ptr, offs_d, mask_d, BD, HAS_BIAS)
         # X[j] = x at p - (W-1) + j, j = 0 .. 2W-2; S[j] its seq_idx (never read without seq_idx).
         X = ()
         S = ()
@@ -492,9 +490,7 @@ if triton is not None:
         st = state_ptr + row * s_cb + offs_d * s_cd
         x_b = x_ptr + pid_b.to(tl.int64) * s_xb + offs_d * s_xd
         o_b = out_ptr + pid_b.to(tl.int64) * s_ob + offs_d * s_od
-        bias = tl.zeros([BD], dtype=tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        bias = _channel_bias(bias_ptr, offs_d, mask_d, BD, HAS_BIAS)
         # Weights by lag: lag j multiplies the input j steps back (w[W-1-j]); lags >= W weigh 0.
         w0 = tl.load(w_ptr + offs_d * s_wd + (W - 1) * s_ww, mask=mask_d, other=0.0).to(tl.float32)
         w1 = tl.load(w_ptr + offs_d * s_wd + (W - 2) * s_ww, mask=mask_d & (W >= 2), other=0.0).to(tl.float32)
@@ -622,6 +618,25 @@ def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
         raise ValueError(f"causal conv1d supports widths 2 to 4, got {weight.shape[1]}")
 
 
+class _Problem(NamedTuple):
+    """What forward and backward read off checked x and weight: sizes, the tuning key's length class,
+    x's strides and layout."""
+
+    batch: int
+    dim: int
+    L: int
+    W: int
+    L_class: int
+    xs: Tuple[int, ...]
+    layout: str
+
+
+def _problem(x: torch.Tensor, weight: torch.Tensor) -> _Problem:
+    _check(x, weight)
+    batch, dim, L = x.shape
+    return _Problem(batch, dim, L, weight.shape[1], tu.next_power_of_2(L), x.stride(), _layout(x.stride()))
+
+
 def _buffer(buf: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
     """A caller's output buffer, checked against x."""
     if buf.shape != x.shape or buf.dtype != x.dtype or buf.device != x.device:
@@ -645,12 +660,7 @@ def causal_conv1d_forward(
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """(out, final_states (batch, dim, width-1) or None); out keeps x's layout, or is the caller's
     buffer `out` (any strides), written in place."""
-    _check(x, weight)
-    batch, dim, L = x.shape
-    W = weight.shape[1]
-    L_class = tu.next_power_of_2(L)
-    xs = x.stride()
-    layout = _layout(xs)
+    batch, dim, L, W, L_class, xs, layout = _problem(x, weight)
     out = torch.empty_like(x) if out is None else _buffer(out, x, "out")
     ot = out.stride()
     final = None
@@ -692,12 +702,7 @@ def causal_conv1d_backward(
     `dweight`/`dbias`: the caller's contiguous fp32 buffers (dim, width) and (dim,) that the gradients
     are added into, as the compiled kernel adds into causal-conv1d's zeroed buffers; they are then the
     results (fp32). Without them, new ones in weight's and bias's dtype (two launches more: zeroing, cast)."""
-    _check(x, weight)
-    batch, dim, L = x.shape
-    W = weight.shape[1]
-    L_class = tu.next_power_of_2(L)
-    xs = x.stride()
-    layout = _layout(xs)
+    batch, dim, L, W, L_class, xs, layout = _problem(x, weight)
     plain = seq_idx is None and initial_states is None and dfinal_states is None
     # rows kernel: channel-first with unit time stride; steps kernel: unit channel stride (channel-last);
     # either reads dout and writes dx with any other strides (mamba_inner_fn's dout is a transposed

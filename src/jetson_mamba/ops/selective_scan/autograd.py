@@ -8,7 +8,7 @@ from typing import Any, Optional, Tuple
 import torch
 
 from jetson_mamba.ops import _library
-from jetson_mamba.ops.backend import select_backend
+from jetson_mamba.ops.backend import choice_in_effect, select_backend, use_backend
 
 
 def _last_dim_contiguous(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -16,7 +16,8 @@ def _last_dim_contiguous(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 
 
 class SelectiveScanFn(torch.autograd.Function):
-    """Selective scan on the dispatched backend; the backward calls the same backend."""
+    """Selective scan on the dispatched backend; the backward calls the same backend, under the forward's
+    choice (autograd may run it later, on a thread of its own)."""
 
     @staticmethod
     def forward(ctx: Any, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
@@ -28,6 +29,7 @@ class SelectiveScanFn(torch.autograd.Function):
         out, out_z, last_state = backend.selective_scan_forward(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus)
         ctx.backend = backend
+        ctx.choice = choice_in_effect()
         ctx.delta_softplus = delta_softplus
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
         result = out if z is None else out_z
@@ -39,8 +41,9 @@ class SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dout: torch.Tensor, *unused: Any) -> Tuple[Optional[torch.Tensor], ...]:
         u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
-        du, ddelta, dA, dB, dC, dD, ddelta_bias, dz = ctx.backend.selective_scan_backward(
-            u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, _last_dim_contiguous(dout))
+        with use_backend(ctx.choice):
+            du, ddelta, dA, dB, dC, dD, ddelta_bias, dz = ctx.backend.selective_scan_backward(
+                u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, _last_dim_contiguous(dout))
         return (du, ddelta, dA, dB, dC, dD if D is not None else None, dz,
                 ddelta_bias if delta_bias is not None else None, None, None)
 
@@ -57,6 +60,6 @@ def selective_scan_fn(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
     if _library.tracing():
         u, delta, B, C, z = (_last_dim_contiguous(t) for t in (u, delta, B, C, z))
         out, last_state = torch.ops.jetson_mamba.selective_scan_fwd(
-            u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
+            u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), choice_in_effect())
         return (out, last_state.detach()) if return_last_state else out
     return SelectiveScanFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)

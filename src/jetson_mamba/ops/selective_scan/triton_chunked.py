@@ -13,13 +13,13 @@ it idle. Here the sequence is cut into chunks of CHUNK steps as well, in three l
 
 The scan runs twice (the price of the parallelism), so this only pays where the one-pass grid leaves
 SMs idle: `plan_chunk` decides from the shape and the GPU's SM count. The tiles and helpers are the
-one-pass kernel's (triton.py), so both paths compute the same recurrence step for step.
+one-pass kernel's (triton_kernels.py), so both paths compute the same recurrence step for step.
 
 The backward (`backward`, picked by the same rule) is the same idea run both ways, in five launches:
 passes 1 and 2 above give every chunk's start state; an adjoint pass runs each chunk's reverse recurrence
 for the state gradient from zero (g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}) and keeps what leaves
 its first step, p = exp(delta A) g; the carry kernel walks the chunks right to left,
-p_in[c - 1] = exp(A dsum[c]) p_in[c] + p[c]; and the one-pass backward kernel (triton.py, CHUNKED) runs
+p_in[c - 1] = exp(A dsum[c]) p_in[c] + p[c]; and the one-pass backward kernel (triton_kernels.py, CHUNKED) runs
 once per chunk from that chunk's start state and incoming p_in, writing du, ddelta, dz (and out_z) and
 adding dA, dB, dC, dD and ddelta_bias with atomics, or into per-chunk partial sums in deterministic mode.
 """
@@ -46,24 +46,25 @@ TARGET = 8
 BD_GUESS = 8  # the one-pass kernel's usual channel block, for the decision only
 
 if triton is not None:
-    from jetson_mamba.ops.selective_scan.triton import (
+    from jetson_mamba.ops.selective_scan.triton_kernels import (
         _adjoint,
         _bias_and_d,
         _chunk_states,
         _fwd_block,
-        _fwd_inputs,
         _last_row,
         _load_bc_t,
         _load_delta,
         _ssm_bwd_kernel,
         _store_out,
         _store_x,
+        _tile_inputs,
+        _uniform,
     )
     from jetson_mamba.ops.triton_utils import sigmoid
 
     @triton.heuristics({
-        "B_UNIFORM": lambda a: a["G_B"] == 1 or a["DPG_B"] % a["BD"] == 0,
-        "C_UNIFORM": lambda a: a["G_C"] == 1 or a["DPG_C"] % a["BD"] == 0,
+        "B_UNIFORM": lambda a: _uniform(a["G_B"], a["DPG_B"], a["BD"]),
+        "C_UNIFORM": lambda a: _uniform(a["G_C"], a["DPG_C"], a["BD"]),
     })
     @triton.jit
     def _chunk_kernel(
@@ -89,10 +90,8 @@ if triton is not None:
         dsum = tl.zeros([BD], dtype=tl.float32)
         start = c * CHUNK
         for t0 in range(start, start + CHUNK, T):
-            tt = t0 + offs_t
-            mask_t = tt < L
-            m2, uu, dl = _fwd_inputs(u_ptr, delta_ptr, pid_b, tt, offs_d, mask_t, mask_d, bias,
-                                     s_ub, s_ud, s_ul, s_db, s_dd, s_dl, HAS_BIAS, SOFTPLUS)
+            tt, mask_t, m2, uu, dl, _raw = _tile_inputs(u_ptr, delta_ptr, pid_b, t0, offs_t, offs_d, mask_d, bias, L,
+                                                        s_ub, s_ud, s_ul, s_db, s_dd, s_dl, HAS_BIAS, SOFTPLUS)
             dsum += tl.sum(dl, axis=0)
             Bt = _load_bc_t(B_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B,
                             s_Bb, s_Bg, s_Bn, s_Bl, BD, B_VAR, B_UNIFORM)

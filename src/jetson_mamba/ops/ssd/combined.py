@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from jetson_mamba.ops.backend import select_backend
+from jetson_mamba.ops.causal_conv1d.autograd import causal_conv1d_fn
 from jetson_mamba.ops.ssd.layernorm_gated import rmsnorm_fn
 from jetson_mamba.ops.ssd.naive import discretize_dt
 from jetson_mamba.ops.ssd.validate import check, compute_dtype
@@ -181,8 +182,6 @@ def mamba_split_conv1d_scan_combined(
     SSM output. conv1d_weight: (dim + 2 * ngroups * dstate, width); D: (nheads, headdim) or
     (nheads,) with headdim given. Returns out (or (out, final_states) with return_final_states).
     """
-    from jetson_mamba.ops import causal_conv1d_fn
-
     check(activation in (None, "silu", "swish"), f"activation={activation!r} is not supported",
           'pass activation="silu" (or "swish", or None)')
     check(zxbcdt.dim() == 3, f"zxbcdt has shape {_shape(zxbcdt)}, expected (batch, seqlen, channels)",
