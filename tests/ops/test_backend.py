@@ -355,6 +355,33 @@ def test_a_conv_stand_ins_backward_follows_its_forward() -> None:
     assert [entry[0] for entry in seen] == ["spy_a", "spy_a"], seen
 
 
+def test_mamba_inner_fns_conv_backward_and_rerun_forward_follow_the_forward() -> None:
+    """mamba_inner_fn's pattern: its backward hands the conv a new view of the input (it splits xz
+    again) with the weight view its forward saved, and with checkpoint_lvl=1 reruns the conv forward
+    there; both, in autograd's thread outside the forward's use_backend, run on the forward's backend."""
+    from jetson_mamba.ops.standins import causal_conv1d_cuda
+
+    seen: list = []
+    spy_backends("causal_conv1d", ("spy_a", "spy_b"), seen)
+    xz, weight = torch.randn(1, 8, 8), torch.randn(4, 3)
+    out = torch.empty(1, 4, 8)
+    with use_backend("spy_a"):
+        causal_conv1d_cuda.causal_conv1d_fwd(xz.chunk(2, dim=1)[0], weight, None, None, None, out, None, True)
+
+    def backward() -> None:
+        x = xz.chunk(2, dim=1)[0]  # a new tensor object over the same memory
+        causal_conv1d_cuda.causal_conv1d_fwd(x, weight, None, None, None, torch.empty_like(out), None, True)
+        causal_conv1d_cuda.causal_conv1d_bwd(x, weight, None, torch.ones_like(out), None, None, None,
+                                             torch.empty_like(x), torch.zeros(4, 3), None, None, True)
+
+    in_thread(backward)
+    assert [entry[0] for entry in seen] == ["spy_a"] * 3, seen
+    seen.clear()
+    with use_backend("spy_b"):  # a forward inside a use_backend of its own thread takes that choice
+        causal_conv1d_cuda.causal_conv1d_fwd(xz.chunk(2, dim=1)[0], weight, None, None, None, out, None, True)
+    assert [entry[0] for entry in seen] == ["spy_b"], seen
+
+
 def test_a_backend_missing_a_required_function_is_refused_at_registration() -> None:
     from jetson_mamba.errors import BackendContractError
 

@@ -201,6 +201,11 @@ class _Using:
             _context.reset(self._token)
 
 
+def chosen_here() -> bool:
+    """Whether a use_backend of this thread or task is in effect (not the process default)."""
+    return _context.get() is not None
+
+
 def choice_in_effect() -> str:
     """The choice in effect here, in the form use_backend takes ("" automatic): what a forward saves
     with its autograd context, so that its backward, whenever and on whichever thread autograd runs it,

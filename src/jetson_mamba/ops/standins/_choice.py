@@ -3,33 +3,46 @@
 Upstream's autograd.Functions (not ours) call the stand-ins, so there is no autograd context of ours to
 save the choice in, and their backward runs later: on CUDA tensors in a thread of autograd's own, outside
 the caller's `use_backend`. The forward's choice therefore goes with a tensor that the backward is handed
-again (the scan's chunk states x, which the forward makes; the conv's input x), weakly: it goes when that
-tensor goes. Where upstream hands the backward a new tensor (mamba_inner_fn re-splits its conv input), the
-backward follows the choice of the thread it runs on.
+again (the scan's chunk states x, which the forward makes; the conv's input x and its weight), weakly: it
+goes when that tensor goes. mamba_inner_fn hands its conv backward a new view of the input (it splits xz
+again) but the weight view its forward saved, and may rerun the conv forward inside its backward
+(checkpoint_lvl=1): such a forward, without a use_backend of its own thread, takes the remembered choice too.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
 from jetson_mamba.ops import _library
-from jetson_mamba.ops.backend import choice_in_effect, use_backend
+from jetson_mamba.ops.backend import choice_in_effect, chosen_here, use_backend
 
 _saved: WeakIdKeyDictionary = WeakIdKeyDictionary()  # tensor -> the choice of the forward that saw it
 
 
-def remember(tensor: torch.Tensor) -> None:
-    """Keep the choice in effect now with `tensor` (not while tracing: the custom ops carry it there)."""
+def remember(*tensors: Optional[torch.Tensor]) -> None:
+    """Keep the choice in effect now with each tensor (not while tracing: the custom ops carry it there)."""
     if not _library.tracing():
-        _saved[tensor] = choice_in_effect()
+        choice = choice_in_effect()
+        for tensor in tensors:
+            if tensor is not None:
+                _saved[tensor] = choice
+
+
+def _remembered(tensors: Tuple[Optional[torch.Tensor], ...]) -> Optional[str]:
+    for tensor in tensors:
+        choice = _saved.get(tensor) if tensor is not None else None
+        if choice is not None:
+            return choice
+    return None
 
 
 @contextlib.contextmanager
-def recalled(tensor: Optional[torch.Tensor]) -> Iterator[None]:
-    """Run the enclosed dispatch under the choice remembered with `tensor` (else the current one)."""
-    with use_backend(_saved.get(tensor) if tensor is not None else None):
+def recalled(*tensors: Optional[torch.Tensor], unless_chosen_here: bool = False) -> Iterator[None]:
+    """Run the enclosed dispatch under the choice remembered with the first of `tensors` that has one (else
+    the current one). `unless_chosen_here` (a forward): a use_backend of this thread wins over it."""
+    with use_backend(None if unless_chosen_here and chosen_here() else _remembered(tensors)):
         yield

@@ -14,14 +14,16 @@ from jetson_mamba.ops.standins._choice import recalled, remember
 
 
 @contextlib.contextmanager
-def backend_for(x: torch.Tensor, forward: bool = False, backward: bool = False) -> Iterator[Any]:
+def backend_for(x: torch.Tensor, weight: torch.Tensor, forward: bool = False,
+                backward: bool = False) -> Iterator[Any]:
     """The dispatched backend module, to call inside; under torch.compile / torch.export the custom ops
     (opaque to the tracer, which cannot follow the dispatch). A `forward` keeps the choice in effect with
-    its input x; a `backward` on the same x runs under that choice."""
+    its input x and weight; a `backward` with either runs under that choice, and so does a forward that
+    upstream reruns in its backward (no use_backend of its own thread)."""
     if _library.tracing():
         yield _library.OpsConvBackend
         return
-    if forward:
-        remember(x)
-    with recalled(x if backward else None):
+    with recalled(x, weight, unless_chosen_here=forward) if forward or backward else contextlib.nullcontext():
+        if forward:
+            remember(x, weight)
         yield select_backend("causal_conv1d", x.device, x.dtype).module

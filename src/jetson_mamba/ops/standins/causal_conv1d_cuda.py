@@ -23,7 +23,7 @@ __jetson_mamba_standin__ = True
 def causal_conv1d_fwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                       seq_idx: Optional[torch.Tensor], initial_states: Optional[torch.Tensor],
                       out: torch.Tensor, final_states_out: Optional[torch.Tensor], silu_activation: bool) -> None:
-    with backend_for(x, forward=True) as backend:
+    with backend_for(x, weight, forward=True) as backend:
         result, final = backend.causal_conv1d_forward(
             x, weight, bias, seq_idx, initial_states, final_states_out is not None, silu_activation,
             **buffers(backend, (x,), out=out))
@@ -37,7 +37,7 @@ def causal_conv1d_bwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
                       dfinal_states: Optional[torch.Tensor], dx: torch.Tensor, dweight: torch.Tensor,
                       dbias: Optional[torch.Tensor], dinitial_states: Optional[torch.Tensor],
                       silu_activation: bool) -> None:
-    with backend_for(x, backward=True) as backend:
+    with backend_for(x, weight, backward=True) as backend:
         # the gradients of weight and bias are added into the caller's (zeroed) fp32 buffers, as the
         # compiled kernel adds into them; by the backend itself where it takes them
         grads = [g for g in (dweight, dbias) if g is not None]
@@ -59,6 +59,6 @@ def causal_conv1d_bwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
 def causal_conv1d_update(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor,
                          bias: Optional[torch.Tensor], out: torch.Tensor, silu_activation: bool,
                          cache_seqlens: Optional[torch.Tensor], conv_state_indices: Optional[torch.Tensor]) -> None:
-    with backend_for(x) as backend:
+    with backend_for(x, weight) as backend:
         fill(out, backend.causal_conv1d_update(x, conv_state, weight, bias, silu_activation, cache_seqlens,
                                                conv_state_indices, **buffers(backend, (x, conv_state), out=out)))

@@ -22,7 +22,7 @@ __jetson_mamba_standin__ = True
 def causal_conv1d_fwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                       seq_idx: Optional[torch.Tensor], initial_states: Optional[torch.Tensor],
                       final_states_out: Optional[torch.Tensor], silu_activation: bool) -> torch.Tensor:
-    with backend_for(x, forward=True) as backend:
+    with backend_for(x, weight, forward=True) as backend:
         out, final = backend.causal_conv1d_forward(
             x, weight, bias, seq_idx, initial_states, final_states_out is not None, silu_activation)
     if final_states_out is not None:
@@ -34,7 +34,7 @@ def causal_conv1d_bwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
                       seq_idx: Optional[torch.Tensor], initial_states: Optional[torch.Tensor],
                       dfinal_states: Optional[torch.Tensor], dx: Optional[torch.Tensor],
                       return_dinitial_states: bool, silu_activation: bool) -> List[Optional[torch.Tensor]]:
-    with backend_for(x, backward=True) as backend:
+    with backend_for(x, weight, backward=True) as backend:
         gx, gw, gb, ginit = backend.causal_conv1d_backward(
             x, weight, bias, dout, seq_idx, initial_states, dfinal_states, silu_activation)
     if dx is not None:
@@ -47,6 +47,6 @@ def causal_conv1d_update(x: torch.Tensor, conv_state: torch.Tensor, weight: torc
                          bias: Optional[torch.Tensor], silu_activation: bool,
                          cache_seqlens: Optional[torch.Tensor] = None,
                          conv_state_indices: Optional[torch.Tensor] = None) -> torch.Tensor:
-    with backend_for(x) as backend:
+    with backend_for(x, weight) as backend:
         return backend.causal_conv1d_update(x, conv_state, weight, bias, silu_activation, cache_seqlens,
                                             conv_state_indices)
