@@ -46,5 +46,7 @@ def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
 def fill(buffer: torch.Tensor, result: torch.Tensor) -> None:
     """buffer <- result, unless the backend already wrote result into buffer (never while tracing: the
     custom ops return new tensors, whose addresses a tracer does not have)."""
+    if result is buffer:  # the backend wrote into it and returned it (eager; the custom ops return new tensors)
+        return
     if _library.tracing() or result.data_ptr() != buffer.data_ptr() or result.stride() != buffer.stride():
         buffer.copy_(result)
