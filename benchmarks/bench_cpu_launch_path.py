@@ -8,7 +8,7 @@ launch) returns a stand-in compiled kernel whose launcher does nothing, Triton's
 getters return 0, and the backends' GPU check passes. Tensors are on the CPU (small, so that allocation
 costs what the GPU's caching allocator costs: little).
 
-    python benchmarks/bench_cpu_launch_path.py [--calls N] [--repeat R] [--json] [--profile OP] [--only SUBSTR]
+    python benchmarks/bench_cpu_launch_path.py [--calls N] [--repeat R] [--json] [--profile OP] [--only SUBSTR] [--glue]
 
 Two groups of calls. "triton ...": the Triton backend's functions, called directly. "standin ...": the calls
 as upstream makes them, from its call of the compiled extension's function down to Triton's launcher:
@@ -18,7 +18,9 @@ and `.bwd` (mamba_inner_fn's arguments: z, D, delta_bias, softplus; bwd with dz 
 stand-in modules put into sys.modules under the extension names (as tests/conformance does) and the
 backend chosen with use_backend, as the bench chooses it. The compiled extension's own host cost per call
 (~10-25 us on the lab host; benchmarks/gpu/profile_edge.py measures both sides per layer on a GPU) is the
-reference: with the launcher a no-op, each number here is our Python per call.
+reference: with the launcher a no-op, each number here is our Python per call. `--glue` adds "glue ..." rows:
+the stand-in calls again with the backend's functions replaced by ones that return their first results (the
+stand-in layer alone: dispatch, buffer checks, the in-place contract).
 
 Microseconds of CPU time per call, the fastest of R rounds of N calls (this 2-core machine is shared). Run it with PYTHONPATH=<other checkout>/src
 to measure another version. Must run without TRITON_INTERPRET (the compiled-kernel path is timed).
@@ -147,10 +149,38 @@ def _standin_cases() -> Dict[str, Callable[[], Any]]:
     }
 
 
-def measure(calls: int, repeat: int, only: str = "") -> Dict[str, float]:
-    """op -> us per call (CPU time, the fastest round)."""
+def _stub_backends() -> None:
+    """The backend functions the stand-ins call, replaced by ones that return their first call's results."""
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+    from jetson_mamba.ops.selective_scan import triton as scan
+
+    for module, names in ((scan, ("selective_scan_forward_x", "selective_scan_backward_out_z")),
+                          (conv, ("causal_conv1d_forward", "causal_conv1d_backward", "causal_conv1d_update"))):
+        for name in names:
+            real, first = getattr(module, name), []
+
+            def stub(*args: Any, _real: Any = real, _first: List[Any] = first, **kwargs: Any) -> Any:
+                if not _first:
+                    _first.append(_real(*args, **kwargs))
+                return _first[0]
+
+            setattr(module, name, stub)
+
+
+def measure(calls: int, repeat: int, only: str = "", glue: bool = False) -> Dict[str, float]:
+    """op -> us per call (CPU time, the fastest round); with `glue`, then the stand-in rows with the backends
+    stubbed."""
+    result = _measure(_cases(), calls, repeat, only)
+    if glue:
+        cases = {name.replace("standin", "glue"): fn for name, fn in _standin_cases().items()}
+        _stub_backends()
+        result.update(_measure(cases, calls, repeat, only))
+    return result
+
+
+def _measure(cases: Dict[str, Callable[[], Any]], calls: int, repeat: int, only: str) -> Dict[str, float]:
     result: Dict[str, float] = {}
-    for name, fn in _cases().items():
+    for name, fn in cases.items():
         if only not in name:
             continue
         for _ in range(3):
@@ -172,6 +202,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--profile", metavar="OP", help="cProfile OP's calls instead (e.g. 'standin scan fwd')")
     parser.add_argument("--only", default="", metavar="SUBSTR", help="only the calls whose name contains SUBSTR")
+    parser.add_argument("--glue", action="store_true", help="also the stand-in layer alone (backends stubbed)")
     args = parser.parse_args()
     os.environ.setdefault("JETSON_MAMBA_TRITON_AUTOTUNE", "0")  # one config: no benchmarking of candidates
     import torch
@@ -196,7 +227,7 @@ def _run(args: argparse.Namespace) -> None:
         profile.runcall(lambda: [fn() for _ in range(args.calls)])
         pstats.Stats(profile).sort_stats("tottime").print_stats(18)
         return
-    result = measure(args.calls, args.repeat, args.only)
+    result = measure(args.calls, args.repeat, args.only, args.glue)
     if args.json:
         print(json.dumps(result))
         return
