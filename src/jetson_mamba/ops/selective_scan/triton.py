@@ -476,9 +476,9 @@ def _check(u: torch.Tensor, A: torch.Tensor) -> None:
                                       "use JETSON_MAMBA_BACKEND=torch, or run on a CUDA GPU")
 
 
-# (shapes, strides, dtypes and optional inputs of a call) -> (its _common_args, the autotuner's key): building
-# them cost ~15 us of a scan call's host time on this project's 2-core CPU, the key ~2 us. Shared (read only).
-# and the backward's gradient buffer layouts (_zeroed: the layouts and their offsets).
+# (shapes, strides, dtypes and optional inputs of a call) -> (that key, its _common_args, the autotuner's key,
+# the backward's gradient buffer layouts and their offsets for _zeroed): building them cost ~15 us of a scan
+# call's host time on this project's 2-core CPU, the key ~2 us. The dicts are shared: read only.
 _PLANS: Dict[Tuple[Any, ...], Tuple[Tuple[Any, ...], Dict[str, Any], Tuple[Any, ...], Any, Tuple[int, ...]]] = {}
 _PLANS_MAX = 256  # distinct call layouts remembered; the memo starts over past it
 
