@@ -3,6 +3,8 @@
 #   bash benchmarks/gpu/edge.sh [SECONDS]         (default 500: the whole call stays inside 600 s)
 #   EDGE_SCAN=1 bash benchmarks/gpu/edge.sh       (also the scan rows of bench_triton_gpu.py --edge, B1 and B8)
 #   EDGE_TEST=1 bash benchmarks/gpu/edge.sh       (then the gpu test of tests/bench/test_bench_workloads.py, tiny)
+#   EDGE_HOST=1 bash benchmarks/gpu/edge.sh       (first: host us per extension call and per layer, compiled vs
+#                                                  ours: profile_edge.py --host-only, into $OUT/edge-host.txt)
 # Upstream's Mamba(1024), a 130M-shaped MambaLMHeadModel (prefill, generate with and without cg=True) and
 # Mamba-YOLO-T (eager, and ours under torch.compile reduce-overhead), batch 1 and 8, compiled kernels (the
 # sm_90 wheels: mamba-ssm 2.2.5, causal-conv1d 1.6.0) against ours in one process:
@@ -12,7 +14,7 @@
 # seconds (default 130); every row is appended to $OUT/edge-rows.jsonl as soon as it is measured, so a
 # run cut short by the deadline keeps what it measured. The Triton cache is .lab-cache/triton (as lab.sh).
 # Outputs in $OUT (default ./edge-out): edge.md (for benchmarks/RESULTS.md), edge.json, edge-rows.jsonl,
-# edge.log, patch.json, [edge-test.txt], [edge-scan.json].
+# edge.log, patch.json, [edge-test.txt], [edge-scan.json], [edge-host.txt].
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
@@ -40,6 +42,10 @@ export PYTHONPATH="$PWD/src:$PWD/benchmarks:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 } | tee "$OUT/edge.log"
 python3 -m jetson_mamba patch --json > "$OUT/patch.json"; echo "== patch exit $?" | tee -a "$OUT/edge.log"
 
+if [ "${EDGE_HOST:-0}" = 1 ]; then  # before the bench, whose budget would leave it no time
+  timeout "$(( $(left) / 3 ))" python3 benchmarks/gpu/profile_edge.py --host-only > "$OUT/edge-host.txt" 2>&1
+  echo "== host profile exit $?" | tee -a "$OUT/edge.log"; cat "$OUT/edge-host.txt"
+fi
 rm -f "$OUT/edge-rows.jsonl"
 timeout "$(( $(left) - 5 ))" python3 -m jetson_mamba bench --op block --op lm --op yolo --batch 1,8 \
   --backend cuda,triton --dtype bfloat16 --budget "${BUDGET:-130}" --partial "$OUT/edge-rows.jsonl" \

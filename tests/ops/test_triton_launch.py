@@ -176,6 +176,7 @@ def test_scan_launch_plans_follow_every_stride_dtype_and_shape(monkeypatch: pyte
     monkeypatch.setattr(tu, "_device_and_stream", lambda: (lambda: 0, lambda device: 0))
     monkeypatch.setattr(tu, "_COMPILED", {})
     monkeypatch.setattr(tu, "_LAUNCH_MEMO", {})
+    monkeypatch.setattr(scan, "_FWD_LAUNCHES", {})
 
     def inputs(b: int = 2, d: int = 8, L: int = 64, n: int = 4, dtype: torch.dtype = torch.float32) -> List[Any]:
         return [torch.randn(b, d, L).to(dtype), torch.randn(b, d, L).to(dtype), -torch.rand(d, n),
@@ -206,3 +207,175 @@ def test_scan_launch_plans_follow_every_stride_dtype_and_shape(monkeypatch: pyte
     }
     for what, args in variants.items():
         assert plans(args) >= 1, f"a new {what} reused a stale launch plan"
+
+
+def _planned_sites(monkeypatch: pytest.MonkeyPatch, kernels: List[Any]) -> List[_Launcher]:
+    """Triton's run of every JIT function under `kernels` replaced by one that records its arguments and hands
+    out a recording launcher (one config per autotuner, nothing to time on the CPU); returns those launchers."""
+    from triton.runtime.autotuner import Autotuner
+
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+    from jetson_mamba.ops.selective_scan import triton as scan
+
+    made: List[_Launcher] = []
+    for kernel in kernels:
+        jit = tu.jit_function(kernel)
+
+        def compile_and_run(*args: Any, grid: Any, warmup: bool, _jit: Any = jit, **kwargs: Any) -> _Launcher:
+            made.append(_Launcher())
+            # every parameter in signature order, as Triton binds them: what the launcher must get later
+            made[-1].params = [*args, *(kwargs[n] for n in _jit.arg_names[len(args):])]  # type: ignore[attr-defined]
+            return made[-1]
+
+        monkeypatch.setattr(jit, "run", compile_and_run)
+        if isinstance(kernel, Autotuner):
+            monkeypatch.setattr(kernel, "configs", kernel.configs[:1])
+    for module in (scan, conv):
+        monkeypatch.setattr(module, "is_available", lambda device, dtype: None)
+    monkeypatch.setattr(tu, "_device_and_stream", lambda: (lambda: 0, lambda device: 0))
+    monkeypatch.setattr(tu, "_COMPILED", {})
+    monkeypatch.setattr(tu, "_LAUNCH_MEMO", {})
+    for module, site in ((scan, "_FWD_LAUNCHES"), (scan, "_BWD_LAUNCHES"), (conv, "_FWD_LAUNCHES"),
+                         (conv, "_BWD_LAUNCHES"), (conv, "_UPDATE_LAUNCHES")):
+        monkeypatch.setattr(module, site, {})  # no plan of another test's recording launchers
+    return made
+
+
+def _same_launch(got: Any, want: List[Any]) -> bool:
+    """A launch's parameters (after the grid, stream and metadata) against those Triton bound at compile time
+    for another call with the same layout: equal values, and tensors of the same dtype, shape and strides."""
+    params = list(got[9:])
+    if len(params) != len(want):
+        return False
+    for g, w in zip(params, want):
+        if isinstance(w, torch.Tensor):
+            if not (isinstance(g, torch.Tensor) and (g.dtype, g.shape, g.stride()) == (w.dtype, w.shape, w.stride())):
+                return False
+        elif g != w or type(g) is not type(w):
+            return False
+    return True
+
+
+def _count_plans(made: List[_Launcher], call: Any) -> int:
+    """New compiled kernels asked of Triton by three calls (the first call of a tuning key runs the autotuner,
+    the second takes launch's memo and finds its kernel: at most two); the third call must take the planned
+    launcher, with Triton's own binding of its parameters, and its own tensors."""
+    before = len(made)
+    first = call()
+    for _ in range(2):
+        last = call()
+    assert made[-1].launches, "the third call did not take the remembered kernel"
+    launch = made[-1].launches[-1]
+    assert _same_launch(launch, made[-1].params), "a planned launch passed other parameters than Triton bound"
+    assert launch[9] is last[0] and launch[9] is not first[0] or last[0] is first[0], "a stale tensor was launched"
+    return len(made) - before
+
+
+def _scan_bwd_inputs(b: int = 2, d: int = 8, L: int = 64, n: int = 4, dtype: torch.dtype = torch.float32) -> List[Any]:
+    u = torch.randn(b, d, L).to(dtype)
+    return [u, torch.randn(b, d, L).to(dtype), -torch.rand(d, n), torch.randn(b, n, L).to(dtype),
+            torch.randn(b, n, L).to(dtype), torch.randn(d), torch.randn(b, d, L).to(dtype), torch.randn(d), True,
+            torch.randn(b, d, L).to(dtype)]
+
+
+def test_planned_scan_backward_follows_every_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan backward's launch plan (launch_planned) is reused only for a call Triton would compile alike,
+    and launches with what Triton bound: a new stride, dtype, shape, optional input or flag makes a new plan."""
+    if tu._RUNTIME_KNOBS is None:
+        pytest.skip("this Triton has no knobs (or interprets): launch always takes Triton's own path")
+    from jetson_mamba.ops.selective_scan import triton as scan
+
+    made = _planned_sites(monkeypatch, [scan._bwd, scan._bwd_det])
+
+    def run(args: List[Any], out_z: bool = True) -> Any:
+        def call() -> Any:
+            if out_z:
+                return [args[0], *scan.selective_scan_backward_out_z(*args)[0]]
+            return [args[0], *scan.selective_scan_backward(*args)]
+        return call
+
+    base = _scan_bwd_inputs()
+    assert _count_plans(made, run(base)) >= 1 and _count_plans(made, run(_scan_bwd_inputs())) == 0
+    n8 = _scan_bwd_inputs(n=8)
+    variants = {
+        "u's strides": [torch.randn(2, 64, 8).transpose(1, 2), *base[1:]],
+        "dout's strides": [*base[:9], torch.randn(2, 8, 72)[:, :, :64]],
+        "delta's strides": [base[0], torch.randn(2, 64, 8).transpose(1, 2), *base[2:]],
+        "B's dtype": [*base[:3], base[3].half(), *base[4:]],
+        "dstate": [*base[:2], *n8[2:5], *base[5:]],
+        "a length of another divisibility by 16": _scan_bwd_inputs(L=48),
+        "channels": _scan_bwd_inputs(d=16),
+        "no D": [*base[:5], None, *base[6:]],
+        "no delta_bias": [*base[:7], None, *base[8:]],
+        "no softplus": [*base[:8], False, base[9]],
+    }
+    for what, args in variants.items():
+        assert _count_plans(made, run(args)) >= 1, f"a new {what} reused a stale launch plan"
+    assert _count_plans(made, run(base, out_z=False)) >= 1, "without out_z: a stale launch plan"
+    no_z = [*base[:6], None, *base[7:]]
+    assert _count_plans(made, run(no_z, out_z=False)) >= 1, "without z: a stale launch plan"
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert _count_plans(made, run(base)) >= 1, "deterministic mode: a stale launch plan"
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_planned_conv_launches_follow_every_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The conv forward, backward and update launch plans: reused only for a call Triton would compile alike
+    (same width, strides, optional inputs, flags), with what Triton bound."""
+    if tu._RUNTIME_KNOBS is None:
+        pytest.skip("this Triton has no knobs (or interprets): launch always takes Triton's own path")
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+
+    made = _planned_sites(monkeypatch, [conv._fwd_rows, *conv._fwd.values(), conv._bwd_rows, conv._bwd_steps,
+                                        *conv._bwd.values(), conv._conv_update_kernel])
+    b, d, L = 2, 8, 64
+
+    def x_(last: bool = False) -> torch.Tensor:
+        return torch.randn(b, L, d).transpose(1, 2) if last else torch.randn(b, d, L)
+
+    def fwd(x: torch.Tensor, w: torch.Tensor, bias: Any = None, init: Any = None, final: bool = False,
+            silu: bool = True, out: Any = None) -> Any:
+        return lambda: [x, *conv.causal_conv1d_forward(x, w, bias, None, init, final, silu, out=out)]
+
+    w4, w2, bias = torch.randn(d, 4), torch.randn(d, 2), torch.randn(d)
+    x = x_()
+    assert _count_plans(made, fwd(x, w4)) >= 1 and _count_plans(made, fwd(x_(), w4)) == 0
+    for what, call in {
+        "width": fwd(x, w2), "width, same strides": fwd(x, w4[:, :2]), "a transposed weight": fwd(x, torch.randn(4, d).t()), "bias": fwd(x, w4, bias),
+        "no silu": fwd(x, w4, silu=False), "channel-last x": fwd(x_(True), w4),
+        "initial states": fwd(x, w4, init=torch.randn(b, d, 3)), "final states": fwd(x, w4, final=True),
+        "an out buffer of other strides": fwd(x, w4, out=torch.empty(b, L + 8, d)[:, :L].transpose(1, 2)),
+    }.items():
+        assert _count_plans(made, call) >= 1, f"conv forward: a new {what} reused a stale launch plan"
+
+    def bwd(x: torch.Tensor, w: torch.Tensor, dout: torch.Tensor, bias: Any = None, init: Any = None,
+            silu: bool = True) -> Any:
+        return lambda: [x, *conv.causal_conv1d_backward(x, w, bias, dout, None, init, None, silu)]
+
+    g = torch.randn(b, d, L)
+    assert _count_plans(made, bwd(x, w4, g)) >= 1 and _count_plans(made, bwd(x_(), w4, torch.randn(b, d, L))) == 0
+    for what, call in {
+        "width": bwd(x, w2, g), "width, same strides": bwd(x, w4[:, :3], g), "bias": bwd(x, w4, g, bias), "no silu": bwd(x, w4, g, silu=False),
+        "channel-last x": bwd(x_(True), w4, torch.randn(b, L, d).transpose(1, 2)),
+        "dout's strides": bwd(x, w4, torch.randn(b, d, L + 8)[:, :, :L]),
+        "initial states": bwd(x, w4, g, init=torch.randn(b, d, 3)),
+    }.items():
+        assert _count_plans(made, call) >= 1, f"conv backward: a new {what} reused a stale launch plan"
+
+    def update(x: torch.Tensor, state: torch.Tensor, w: torch.Tensor, bias: Any = None, silu: bool = True,
+               seqlens: Any = None) -> Any:
+        return lambda: [x, conv.causal_conv1d_update(x, state, w, bias, silu, seqlens, None)]
+
+    step, state = torch.randn(b, d), torch.randn(b, d, 3)
+    assert _count_plans(made, update(step, state, w4)) >= 1
+    assert _count_plans(made, update(torch.randn(b, d), torch.randn(b, d, 3), w4)) == 0
+    for what, call in {
+        "width": update(step, torch.randn(b, d, 1), w2), "width, same strides": update(step, state, w4[:, :3]), "a longer state": update(step, torch.randn(b, d, 5), w4),
+        "3-D x": update(torch.randn(b, d, 2), state, w4), "bias": update(step, state, w4, bias),
+        "no silu": update(step, state, w4, silu=False),
+        "cache_seqlens": update(step, state, w4, seqlens=torch.zeros(b, dtype=torch.int32)),
+        "a strided state": update(step, torch.randn(b, 3, d).transpose(1, 2), w4),
+    }.items():
+        assert _count_plans(made, call) >= 1, f"conv update: a new {what} reused a stale launch plan"

@@ -145,7 +145,7 @@ _extra: Dict[str, Dict[str, _Entry]] = {}
 _removed: Dict[str, Set[str]] = {}
 _reported: Set[Tuple[str, str]] = set()
 _import_failures: Dict[str, str] = {}  # a failed import is not retried on every call
-# (op, device, dtype, name, choice, TRITON_INTERPRET) -> the backend: every kernel call asks, and deciding
+# (op, device, dtype, name, choice, TRITON_INTERPRET for CPU tensors) -> the backend: every kernel call asks, and deciding
 # afresh (imports, each candidate's is_available) cost ~10 us of host time per call on the CPU this was
 # measured on. Registering or removing a backend forgets every choice.
 _chosen: Dict[Tuple[object, ...], Backend] = {}
@@ -357,7 +357,9 @@ def select_backend(op: str, device: Union[str, torch.device], dtype: torch.dtype
     A choice is remembered (errors are not): the same question again costs one dict lookup.
     """
     choice, source = _current_choice()
-    key = (op, device, dtype, name, choice, os.environ.get("TRITON_INTERPRET"))
+    # TRITON_INTERPRET decides only for CPU tensors (_why_not); reading os.environ cost ~1 us a call
+    interpret = os.environ.get("TRITON_INTERPRET") if _device_kind(device) == "cpu" else None
+    key = (op, device, dtype, name, choice, interpret)
     chosen = _chosen.get(key)
     if chosen is None:
         chosen = _chosen[key] = _select(op, device, dtype, [name] if name else list(choice),

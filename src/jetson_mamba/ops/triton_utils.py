@@ -11,7 +11,7 @@ import functools
 import inspect
 import os
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -92,29 +92,79 @@ def autotune_kwargs() -> Dict[str, Any]:
     return {"cache_results": True} if "cache_results" in params else {}
 
 
+# what launch returns: (the JIT function, its compiled kernel, the values after the positional ones), the grid
+_Made = Tuple[Tuple[Any, Any, Tuple[Any, ...]], Any]
 # id(autotuner) -> (its configs, its cache, {caller key: tuned config's launch kwargs})
 _LAUNCH_MEMO: Dict[int, Tuple[Any, Any, Dict[Any, Dict[str, Any]]]] = {}
 
 
-def launch_tuned(kernel: Any, key: Tuple[Any, ...], grid: Any, *args: Any, **kwargs: Any) -> None:
+def launch_tuned(kernel: Any, key: Tuple[Any, ...], grid: Any, *args: Any, **kwargs: Any) -> Optional[_Made]:
     """kernel[grid](*args, **kwargs) for a Triton autotuner, with the tuned config remembered per `key`
     (the caller's tuning-relevant values). From the second call with a key on, the JIT function runs
     directly (`launch`), as the autotuner would run it, without the autotuner's per-call work (two dicts
     over every argument and a dtype scan: ~20 of the ~85 us host time of a conv launch, profiled on the
     lab H200). The memo is dropped whenever the autotuner's configs or cache are replaced
-    (pin_autotuned_kernels, a benchmark forcing one config)."""
+    (pin_autotuned_kernels, a benchmark forcing one config). Returns what `launch` returns (None while
+    the autotuner runs)."""
     memo = _LAUNCH_MEMO.get(id(kernel))
     if memo is None or memo[0] is not kernel.configs or memo[1] is not kernel.cache:
         memo = _LAUNCH_MEMO[id(kernel)] = (kernel.configs, kernel.cache, {})
     tuned = memo[2].get(key)
     if tuned is not None:
-        launch(kernel.fn, grid, *args, **kwargs, **tuned)
-        return
+        return launch(kernel.fn, grid, *args, **kwargs, **tuned)
     kernel[grid](*args, **kwargs)
     best = getattr(kernel, "best_config", None)
     # a config with a pre-hook, or a Triton without Config.all_kwargs (before 3.0), keeps the autotuner
     if best is not None and getattr(best, "pre_hook", None) is None and hasattr(best, "all_kwargs"):
         memo[2][key] = best.all_kwargs()
+    return None
+
+
+# a call site's launch plans (launch_planned): (the caller's plan key, device, each tensor's dtype and 16-byte
+# alignment) -> (the autotuner or None, its configs and cache when planned, the JIT function, the compiled
+# kernel, the grid (3 ints), the values after the tensors)
+Plans = Dict[Tuple[Any, ...], Tuple[Any, ...]]
+_PLANS_PER_SITE = 256  # distinct layouts remembered per call site; its plans start over past it
+
+
+def launch_planned(plans: Plans, key: Tuple[Any, ...], kernel: Any, tensors: Tuple[torch.Tensor, ...],
+                   make: Callable[[], Tuple[Optional[Tuple[Any, ...]], Any, Tuple[Any, ...], Dict[str, Any]]]
+                   ) -> None:
+    """kernel[grid](*tensors, *values, **kwargs) with (tuning key, grid, values, kwargs) = make(): through
+    launch_tuned (an autotuner; the tuning key) or launch (a JIT function, or one under heuristics; None),
+    and, once those have a compiled kernel for the call, straight to its launcher from the next call on,
+    without make() (which builds ~40 keyword arguments) or launch_key over every value (~25 of the ~45 us
+    of host time of a scan forward from the stand-in down, on this project's 2-core CPU).
+
+    `key`, the caller's, must determine everything make() returns but the tensors: every shape, stride
+    and flag that any value, keyword argument, tuning key or the grid is computed from (a stale plan would
+    launch a kernel specialized for other strides). The tensors' dtypes and 16-byte alignment are added to
+    it here, as launch_key adds them. A plan is dropped with the autotuner's configs or cache (as
+    launch_tuned's memo), and not used while a launch hook (profilers) or a pre-run hook is set."""
+    full = None
+    if _RUNTIME_KNOBS is not None and _hooks_idle():
+        current_device, current_stream = _device_and_stream()
+        device = current_device()
+        full = (key, device, *[(t.dtype, not t.data_ptr() & 15) for t in tensors])
+        plan = plans.get(full)
+        if plan is not None:
+            tuner, configs, cache, jit, compiled, g, rest = plan
+            if (tuner is None or (tuner.configs is configs and tuner.cache is cache)) and not jit.pre_run_hooks:
+                compiled.run(g[0], g[1], g[2], current_stream(device), compiled.function, compiled.packed_metadata,
+                             None, None, None, *tensors, *rest)
+                return
+    tuning, grid, values, kwargs = make()
+    tuner = kernel if isinstance(kernel, Autotuner) else None
+    if tuner is not None:
+        made = launch_tuned(kernel, tuning, grid, *tensors, *values, **kwargs)
+    else:
+        made = launch(kernel, grid, *tensors, *values, **kwargs)
+    if made is not None and full is not None:
+        (jit, compiled, tail), g = made
+        if len(plans) >= _PLANS_PER_SITE:
+            plans.clear()
+        plans[full] = (tuner, getattr(tuner, "configs", None), getattr(tuner, "cache", None), jit, compiled,
+                       (g[0], g[1] if len(g) > 1 else 1, g[2] if len(g) > 2 else 1), (*values, *tail))
 
 
 # id(function launched: JIT or under heuristics) -> (that function, {launch_key: (the JIT function, its
@@ -166,7 +216,7 @@ def _device_and_stream() -> Tuple[Any, Any]:
     return active.get_current_device, active.get_current_stream
 
 
-def launch(fn: Any, grid: Any, *args: Any, **kwargs: Any) -> None:
+def launch(fn: Any, grid: Any, *args: Any, **kwargs: Any) -> Optional[_Made]:
     """fn[grid](*args, **kwargs) for a JIT function (or one under @triton.heuristics). Once a launch with
     the same `launch_key` has compiled (or found) its kernel, later ones call that kernel's launcher
     directly: Triton's run binds and specializes every argument, builds a cache key with str(options)
@@ -175,10 +225,11 @@ def launch(fn: Any, grid: Any, *args: Any, **kwargs: Any) -> None:
     with the kernel: their rules must read only integers and constexprs (values in the key; ours do),
     and run once per key instead of on every launch (~12 us of a scan launch here). `grid` as Triton's:
     a tuple, or a callable of the keyword arguments (the constexprs and the config, not the values the
-    heuristics add)."""
+    heuristics add). Returns the launch plan used or made and the grid, where the next launch with this key
+    goes to the launcher directly (launch_planned keeps them), else None."""
     if _RUNTIME_KNOBS is None or not _hooks_idle():
         fn.run(*args, grid=grid, warmup=False, **kwargs)
-        return
+        return None
     current_device, current_stream = _device_and_stream()
     device = current_device()
     key = launch_key(device, args, kwargs)
@@ -187,29 +238,31 @@ def launch(fn: Any, grid: Any, *args: Any, **kwargs: Any) -> None:
     if hit is None or hit[0].pre_run_hooks:
         jit, full = _heuristics_applied(fn, args, kwargs) if isinstance(fn, Heuristics) else (fn, kwargs)
         compiled = jit.run(*args, grid=grid, warmup=False, **full)
-        _remember(fn, jit, key, compiled, args, full)
-        return
+        made = _remember(fn, jit, key, compiled, args, full)
+        return None if made is None else (made, grid(kwargs) if callable(grid) else grid)
     _, compiled, tail = hit
     g = grid(kwargs) if callable(grid) else grid
     compiled.run(g[0], g[1] if len(g) > 1 else 1, g[2] if len(g) > 2 else 1, current_stream(device),
                  compiled.function, compiled.packed_metadata, None, None, None, *args, *tail)
+    return hit, g
 
 
 def _remember(fn: Any, jit: Any, key: Tuple[Any, ...], compiled: Any, args: Tuple[Any, ...],
-              kwargs: Dict[str, Any]) -> None:
+              kwargs: Dict[str, Any]) -> Optional[Tuple[Any, Any, Tuple[Any, ...]]]:
     """Keep, under `fn` (the function launched, heuristics and all) and `key`, its JIT function, the
     compiled kernel and the values of the parameters after the positional ones (the heuristics' included),
     unless the launch is one `launch` cannot repeat: a kernel not compiled for this GPU (an old Triton),
     run hooks, a parameter left to its default, or a tensor passed by keyword (its key would be the
-    tensor itself: kept alive by the memo, and never met again)."""
+    tensor itself: kept alive by the memo, and never met again). Returns the entry kept, or None."""
     names = jit.arg_names[len(args):]
     if (not hasattr(compiled, "packed_metadata") or jit.pre_run_hooks or any(n not in kwargs for n in names)
             or any(isinstance(v, torch.Tensor) for v in kwargs.values())):
-        return
+        return None
     memo = _COMPILED.get(id(fn))
     if memo is None or memo[0] is not fn or len(memo[1]) >= _COMPILED_PER_KERNEL:
         memo = _COMPILED[id(fn)] = (fn, {})
-    memo[1][key] = (jit, compiled, tuple(kwargs[n] for n in names))
+    entry = memo[1][key] = (jit, compiled, tuple(kwargs[n] for n in names))
+    return entry
 
 
 def jit_function(kernel: Any) -> Any:

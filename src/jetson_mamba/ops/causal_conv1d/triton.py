@@ -20,7 +20,7 @@ The backward computes each pre-activation once (RW + W - 1 per row instead of RW
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -606,14 +606,16 @@ def _layout(strides: Tuple[int, ...]) -> str:
     return "last" if strides[1] == 1 and strides[2] != 1 else "first"
 
 
-def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
+def _check(x: torch.Tensor, weight: torch.Tensor, steps_optional: bool = False) -> None:
+    """The backend can run x, and x (batch, dim, L) (or (batch, dim) with `steps_optional`: the update) and
+    weight (dim, width) fit."""
     reason = is_available(x.device, x.dtype)
     if reason is not None:
         raise BackendUnavailableError(f"the Triton causal conv1d cannot run: {reason}",
                                       "use JETSON_MAMBA_BACKEND=torch, or run on a CUDA GPU")
-    if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[1]:
-        raise ValueError(f"x must be (batch, dim, L) and weight (dim, width); got {tuple(x.shape)} and "
-                         f"{tuple(weight.shape)}")
+    if not (x.dim() == 3 or (steps_optional and x.dim() == 2)) or weight.dim() != 2 or weight.shape[0] != x.shape[1]:
+        raise ValueError(f"x must be (batch, dim{'[, L]' if steps_optional else ', L'}) and weight (dim, width); "
+                         f"got {tuple(x.shape)} and {tuple(weight.shape)}")
     if not 2 <= weight.shape[1] <= 4:
         raise ValueError(f"causal conv1d supports widths 2 to 4, got {weight.shape[1]}")
 
@@ -670,25 +672,35 @@ def causal_conv1d_forward(
             final = final.contiguous()
     s_sb, s_sl = _seq_args(seq_idx)
     si, sf = _strides3(initial_states), _strides3(final)
+    ws = weight.stride()
+
+    def flags(**more: Any) -> Dict[str, Any]:
+        return dict(W=W, HAS_BIAS=bias is not None, HAS_INIT=initial_states is not None,
+                    HAS_FINAL=final is not None, SILU=bool(silu), **more)
+
+    # every value below follows from these (the dtypes: launch_planned)
+    key = (x.shape, weight.shape, xs, ws, ot, si, sf, s_sb, s_sl, bias is None, seq_idx is None, initial_states is None,
+           final is None, bool(silu))
     if layout == "first" and xs[2] == 1 and ot[2] == 1 and seq_idx is None:
-        tu.launch_tuned(
-            _fwd_rows, (dim, L_class, W, x.dtype), _rows_grid(batch, dim, L),
-            x, weight, bias if bias is not None else x, initial_states if initial_states is not None else x, out,
-            final if final is not None else x, dim, L, L_class, xs[0], xs[1], *weight.stride(),
-            ot[0], ot[1], *si, *sf, W=W, HAS_BIAS=bias is not None, HAS_INIT=initial_states is not None,
-            HAS_FINAL=final is not None, SILU=bool(silu), RW=_row_width(x),
-        )
+        tu.launch_planned(
+            _FWD_LAUNCHES, key, _fwd_rows,
+            (x, weight, bias if bias is not None else x, initial_states if initial_states is not None else x, out,
+             final if final is not None else x),
+            lambda: ((dim, L_class, W, x.dtype), _rows_grid(batch, dim, L),
+                     (dim, L, L_class, xs[0], xs[1], *ws, ot[0], ot[1], *si, *sf), flags(RW=_row_width(x))))
         return out, final
-    grid = lambda m: (grid_size(L, m["BL"]), grid_size(dim, m["BD"]), batch)  # noqa: E731
-    tu.launch_tuned(
-        _fwd[layout], (dim, L_class, W, x.dtype), grid,
-        x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
-        initial_states if initial_states is not None else x, out, final if final is not None else x,
-        dim, L, L_class, *xs, *weight.stride(), *ot, *si, *sf, s_sb, s_sl,
-        W=W, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, HAS_INIT=initial_states is not None,
-        HAS_FINAL=final is not None, SILU=bool(silu),
-    )
+    tu.launch_planned(
+        _FWD_LAUNCHES, key, _fwd[layout],
+        (x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
+         initial_states if initial_states is not None else x, out, final if final is not None else x),
+        lambda: ((dim, L_class, W, x.dtype), lambda m: (grid_size(L, m["BL"]), grid_size(dim, m["BD"]), batch),
+                 (dim, L, L_class, *xs, *ws, *ot, *si, *sf, s_sb, s_sl), flags(HAS_SEQ=seq_idx is not None)))
     return out, final
+
+
+_FWD_LAUNCHES: tu.Plans = {}
+_BWD_LAUNCHES: tu.Plans = {}
+_UPDATE_LAUNCHES: tu.Plans = {}
 
 
 def causal_conv1d_backward(
@@ -725,50 +737,55 @@ def causal_conv1d_backward(
     # deterministic mode (torch.use_deterministic_algorithms): partial sums per program instead of atomics
     det = torch.are_deterministic_algorithms_enabled()
     part = None
+    ws = weight.stride()
+    s_sb, s_sl = _seq_args(seq_idx)
+    si, sf, sdi = _strides3(initial_states), _strides3(dfinal_states), _strides3(dinit)
+    # every value below follows from these (the dtypes: launch_planned)
+    key = (x.shape, weight.shape, xs, ws, gs, ot, si, sf, sdi, s_sb, s_sl, bias is None, seq_idx is None,
+           initial_states is None, dfinal_states is None, bool(silu), det)
     if rows:
         rw = _row_width(x)
         kernel = _bwd_rows
         if det:
             kernel, cfg = _bwd_rows_det
             part = _partials(batch * grid_size(L, rw * cfg["R"] * cfg["S"]), W, dim, x.device)
-        tu.launch_tuned(
-            kernel, (dim, L_class, W, x.dtype), _rows_grid(batch, dim, L),
-            x, weight, bias if bias is not None else x, dout, dx, dw, db if db is not None else dw,
-            part if part is not None else dw,
-            dim, L, L_class, xs[0], xs[1], *weight.stride(), gs[0], gs[1], ot[0], ot[1],
-            W=W, HAS_BIAS=bias is not None, SILU=bool(silu), DET=det, RW=rw,
-        )
+        tu.launch_planned(
+            _BWD_LAUNCHES, key, kernel,
+            (x, weight, bias if bias is not None else x, dout, dx, dw, db if db is not None else dw,
+             part if part is not None else dw),
+            lambda: ((dim, L_class, W, x.dtype), _rows_grid(batch, dim, L),
+                     (dim, L, L_class, xs[0], xs[1], *ws, gs[0], gs[1], ot[0], ot[1]),
+                     dict(W=W, HAS_BIAS=bias is not None, SILU=bool(silu), DET=det, RW=rw)))
     elif steps:
         kernel = _bwd_steps
         if det:
             kernel, cfg = _bwd_steps_det
             part = _partials(batch * grid_size(L, cfg["T"]), W, dim, x.device)
-        tu.launch_tuned(
-            kernel, (dim, L_class, W, x.dtype), lambda m: (grid_size(L, m["T"]), grid_size(dim, m["BD"]), batch),
-            x, weight, bias if bias is not None else x, dout, dx, dw, db if db is not None else dw,
-            part if part is not None else dw,
-            dim, L, L_class, xs[0], xs[2], *weight.stride(), gs[0], gs[2], ot[0], ot[2],
-            W=W, HAS_BIAS=bias is not None, SILU=bool(silu), DET=det,
-        )
+        tu.launch_planned(
+            _BWD_LAUNCHES, key, kernel,
+            (x, weight, bias if bias is not None else x, dout, dx, dw, db if db is not None else dw,
+             part if part is not None else dw),
+            lambda: ((dim, L_class, W, x.dtype), lambda m: (grid_size(L, m["T"]), grid_size(dim, m["BD"]), batch),
+                     (dim, L, L_class, xs[0], xs[2], *ws, gs[0], gs[2], ot[0], ot[2]),
+                     dict(W=W, HAS_BIAS=bias is not None, SILU=bool(silu), DET=det)))
     else:
-        s_sb, s_sl = _seq_args(seq_idx)
-        si, sf = _strides3(initial_states), _strides3(dfinal_states)
         pad = W - 1 if initial_states is not None else 0  # the grid also covers the initial states
         kernel = _bwd[layout]
         if det:
             kernel, cfg = _bwd_det[layout]
             part = _partials(batch * grid_size(L + pad, cfg["BL"]), W, dim, x.device)
-        tu.launch_tuned(
-            kernel, (dim, L_class, W, x.dtype, pad),
-            lambda m: (grid_size(L + pad, m["BL"]), grid_size(dim, m["BD"]), batch),
-            x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
-            initial_states if initial_states is not None else x, dout,
-            dfinal_states if dfinal_states is not None else x, dx, dw, db if db is not None else dw,
-            part if part is not None else dw, dinit if dinit is not None else x,
-            dim, L, L_class, *xs, *weight.stride(), *gs, *si, *sf, s_sb, s_sl, *ot, *_strides3(dinit),
-            W=W, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, HAS_INIT=initial_states is not None,
-            HAS_DFINAL=dfinal_states is not None, SILU=bool(silu), DET=det,
-        )
+        tu.launch_planned(
+            _BWD_LAUNCHES, key, kernel,
+            (x, weight, bias if bias is not None else x, seq_idx if seq_idx is not None else x,
+             initial_states if initial_states is not None else x, dout,
+             dfinal_states if dfinal_states is not None else x, dx, dw, db if db is not None else dw,
+             part if part is not None else dw, dinit if dinit is not None else x),
+            lambda: ((dim, L_class, W, x.dtype, pad),
+                     lambda m: (grid_size(L + pad, m["BL"]), grid_size(dim, m["BD"]), batch),
+                     (dim, L, L_class, *xs, *ws, *gs, *si, *sf, s_sb, s_sl, *ot, *sdi),
+                     dict(W=W, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None,
+                          HAS_INIT=initial_states is not None, HAS_DFINAL=dfinal_states is not None,
+                          SILU=bool(silu), DET=det)))
     if part is not None:
         _add_partials(part, dw, db, W)
     return (dx, *_grad_results(dw, db, weight, bias, dweight), dinit)
@@ -831,26 +848,29 @@ def causal_conv1d_update(
 ) -> torch.Tensor:
     """One decoding step (or a few): out for x (batch, dim[, seqlen]), or the caller's buffer `out`
     written in place; conv_state updated in place."""
-    squeeze = x.dim() == 2
-    x3 = x.unsqueeze(-1) if squeeze else x
-    _check(x3, weight)
-    batch, dim, seqlen = x3.shape
+    _check(x, weight, steps_optional=True)
+    # a 2-D x (batch, dim) and its out are passed as (batch, dim, 1) through their strides (no views to make)
+    xs = (*x.stride(), 1) if x.dim() == 2 else x.stride()
+    batch, dim = x.shape[:2]
+    seqlen = x.shape[2] if x.dim() == 3 else 1
     W = weight.shape[1]
     state_len = conv_state.shape[-1]
     if state_len < W - 1:
         raise ValueError(f"conv_state holds {state_len} steps but width {W} needs at least {W - 1}")
-    if out is not None:
-        _buffer(out, x, "out")
-    out3 = torch.empty_like(x3) if out is None else out.unsqueeze(-1) if squeeze else out
+    out = torch.empty_like(x) if out is None else _buffer(out, x, "out")
+    ost = (*out.stride(), 1) if out.dim() == 2 else out.stride()
+    cs, ws = conv_state.stride(), weight.stride()
     # interpreted: 4 channels a program tests the masks on small shapes; wide ones take 1024 a program, else
     # upstream's update tests (batch 64 x dim 2048) run 32,768 interpreted programs, ~20 min a case
     bd = (4 if dim <= 64 else 1024) if tu.INTERPRET else 64
-    tu.launch(
-        _conv_update_kernel, (batch, grid_size(dim, bd)), x3, conv_state, weight, bias if bias is not None else x3,
-        cache_seqlens if cache_seqlens is not None else x3,
-        conv_state_indices if conv_state_indices is not None else x3, out3,
-        dim, seqlen, state_len, *x3.stride(), *conv_state.stride(), *weight.stride(), *out3.stride(),
-        W=W, HAS_BIAS=bias is not None, SILU=bool(silu), CIRCULAR=cache_seqlens is not None,
-        HAS_IDX=conv_state_indices is not None, BD=bd, num_warps=2,
-    )
-    return out3.squeeze(-1) if squeeze else out3
+    # every value below follows from these (the dtypes: launch_planned)
+    key = (x.shape, xs, conv_state.shape, cs, weight.shape, ws, ost, bias is None, cache_seqlens is None,
+           conv_state_indices is None, bool(silu))
+    tu.launch_planned(
+        _UPDATE_LAUNCHES, key, _conv_update_kernel,
+        (x, conv_state, weight, bias if bias is not None else x, cache_seqlens if cache_seqlens is not None else x,
+         conv_state_indices if conv_state_indices is not None else x, out),
+        lambda: (None, (batch, grid_size(dim, bd)), (dim, seqlen, state_len, *xs, *cs, *ws, *ost),
+                 dict(W=W, HAS_BIAS=bias is not None, SILU=bool(silu), CIRCULAR=cache_seqlens is not None,
+                      HAS_IDX=conv_state_indices is not None, BD=bd, num_warps=2)))
+    return out

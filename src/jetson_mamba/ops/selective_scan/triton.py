@@ -19,7 +19,6 @@ fixed order: float atomics add in whatever order the programs arrive, so their s
 
 from __future__ import annotations
 
-import functools
 import operator
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -106,9 +105,35 @@ def _check(u: torch.Tensor, A: torch.Tensor) -> None:
                                       "use JETSON_MAMBA_BACKEND=torch, or run on a CUDA GPU")
 
 
+# (shapes, strides, dtypes and optional inputs of a call) -> (that key, its _common_args, the autotuner's key,
+# the backward's gradient buffer layouts and their offsets for _zeroed): building them cost ~15 us of a scan
+# call's host time on this project's 2-core CPU, the key ~2 us. The dicts are shared: read only.
+_PLANS: Dict[Tuple[Any, ...], Tuple[Tuple[Any, ...], Dict[str, Any], Tuple[Any, ...], Any, Tuple[int, ...]]] = {}
+_PLANS_MAX = 256  # distinct call layouts remembered; the memo starts over past it
+
+
+def _plan(u, delta, A, B, C, D, z, delta_bias
+          ) -> Tuple[Tuple[Any, ...], Dict[str, Any], Tuple[Any, ...], Any, Tuple[int, ...]]:
+    """(the key, _common_args, _launch_key, the backward's gradient layouts, their offsets) of a call,
+    remembered per everything they read (the key): every shape, stride and dtype of u, delta, z, A, B and
+    C, and which of D, z and delta_bias are given."""
+    key = (u.shape, u.stride(), u.dtype, delta.shape, delta.stride(), delta.dtype,
+           None if z is None else (z.shape, z.stride()), A.shape, A.stride(), B.shape, B.stride(), B.dtype,
+           C.shape, C.stride(), C.dtype, D is None, delta_bias is None)
+    plan = _PLANS.get(key)
+    if plan is None:
+        args = _common_args(u, delta, A, B, C, D, z, delta_bias)
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        vec = ((args["dim"],), (1,))
+        layouts = ((B.shape, B.stride()), (C.shape, C.stride()), (A.shape, A.stride()),
+                   vec if D is not None else None, vec if delta_bias is not None else None)
+        plan = _PLANS[key] = (key, args, _launch_key(args, u, delta, B, C), layouts, _offsets(layouts))
+    return plan
+
+
 def _common_args(u, delta, A, B, C, D, z, delta_bias):
-    """Kernel arguments shared by forward and backward, plus the B/C layouts (plain Python: this runs
-    on every call, where each microsecond adds to the launch's host cost)."""
+    """Kernel arguments shared by forward and backward, plus the B/C layouts (once per layout: _plan)."""
     batch, dim, L = u.shape
     N = A.shape[1]
     if delta.shape != u.shape or (z is not None and z.shape != u.shape):
@@ -169,26 +194,33 @@ def _forward(
     _check(u, A)
     batch, dim, L = u.shape
     N = A.shape[1]
-    args = _common_args(u, delta, A, B, C, D, z, delta_bias)
+    key, args, launch_key, _, _ = _plan(u, delta, A, B, C, D, z, delta_bias)
 
     chunk = triton_chunked.chunk_for(u, forward=True)  # small batch x dim, in a CUDA graph: the sequence-parallel path
     if chunk and every % chunk == 0:
         return triton_chunked.forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, args, chunk, every)
-    out = torch.empty((batch, dim, L), device=u.device, dtype=u.dtype)
+    out = torch.empty_like(u, memory_format=torch.contiguous_format)  # (batch, dim, L) in u's dtype, contiguous
     out_z = torch.empty_like(out) if z is not None else None
     last = torch.empty((batch, dim, N), device=u.device, dtype=torch.float32)
     x = torch.empty((batch, dim, grid_size(L, every), 2 * N), device=u.device, dtype=torch.float32) if every else None
-    xs = x.stride() if x is not None else (0, 0, 0)
     dummy = out
-    grid = lambda meta: (grid_size(dim, meta["BD"]), batch)  # noqa: E731
-    tu.launch_tuned(
-        _fwd, _launch_key(args, u, delta, B, C), grid,
-        u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
-        delta_bias if delta_bias is not None else dummy, out, out_z if out_z is not None else dummy, last,
-        x if x is not None else last, X_EVERY=every or 1, s_xb=xs[0], s_xd=xs[1], s_xc=xs[2], HAS_X=x is not None,
-        s_ob=out.stride(0), s_od=out.stride(1), s_ol=out.stride(2), SOFTPLUS=bool(delta_softplus), **args,
-    )
+    tensors = (u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
+               delta_bias if delta_bias is not None else dummy, out, out_z if out_z is not None else dummy, last,
+               x if x is not None else last)
+
+    def make() -> Tuple[Any, Any, Tuple[Any, ...], Dict[str, Any]]:
+        xs = x.stride() if x is not None else (0, 0, 0)
+        return launch_key, lambda meta: (grid_size(dim, meta["BD"]), batch), (), dict(
+            X_EVERY=every or 1, s_xb=xs[0], s_xd=xs[1], s_xc=xs[2], HAS_X=x is not None, s_ob=out.stride(0),
+            s_od=out.stride(1), s_ol=out.stride(2), SOFTPLUS=bool(delta_softplus), **args)
+
+    # out, out_z, last and x are new and contiguous: their strides follow from u's shape, N and every
+    tu.launch_planned(_FWD_LAUNCHES, (key, every, bool(delta_softplus)), _fwd, tensors, make)
     return out, out_z, last, x
+
+
+_FWD_LAUNCHES: tu.Plans = {}
+_BWD_LAUNCHES: tu.Plans = {}
 
 
 def selective_scan_backward(
@@ -225,7 +257,7 @@ def _backward(
         raise ValueError("out_z = out * silu(z) needs z")
     _check(u, A)
     batch, dim, L = u.shape
-    args = _common_args(u, delta, A, B, C, D, z, delta_bias)
+    key, args, launch_key, layouts, offsets = _plan(u, delta, A, B, C, D, z, delta_bias)
     # dout is read with its own strides (mamba_inner_fn's is a transposed matmul result; a copy costs a
     # pass over B x D x L), as the compiled kernel does; only a strided time axis is copied.
     if dout.stride(2) != 1:
@@ -240,17 +272,13 @@ def _backward(
         if dz is not None:
             raise ValueError("a dz buffer was given, but there is no z")
     elif dz is None:
-        dz = torch.empty(u.shape, device=u.device, dtype=z.dtype)
+        dz = torch.empty_like(u, dtype=z.dtype, memory_format=torch.contiguous_format)
     elif dz.shape != u.shape or dz.dtype != z.dtype or dz.device != u.device:
         raise ValueError(f"dz must be like z: {tuple(u.shape)} {z.dtype} on {u.device}; got "
                          f"{tuple(dz.shape)} {dz.dtype} on {dz.device}")
-    f32 = dict(device=u.device, dtype=torch.float32)
-    vec = ((dim,), (1,))
-    layouts = ((B.shape, B.stride()), (C.shape, C.stride()), (A.shape, A.stride()),
-               vec if D is not None else None, vec if delta_bias is not None else None)
-    flat, (dB, dC, dA, dD, dbias) = _zeroed(u.device, layouts)
-    max_chunks = grid_size(L, min(c.kwargs["T"] for c in _bwd.configs))
-    ckpt = torch.empty((batch, dim, max_chunks, args["BN"]), **f32)
+    flat, (dB, dC, dA, dD, dbias) = _zeroed(u.device, layouts, offsets)
+    ckpt = torch.empty((batch, dim, grid_size(L, _smallest_tile(_bwd.configs)), args["BN"]), device=u.device,
+                       dtype=torch.float32)
     dummy = du
 
     chunk = triton_chunked.chunk_for(u)  # small batch x dim: the sequence-parallel backward
@@ -258,7 +286,6 @@ def _backward(
     det = torch.are_deterministic_algorithms_enabled()
     rows = batch * grid_size(L, chunk) if chunk else batch  # programs per channel block
     part, bpart, cpart = _partials(args, batch, rows, u.device) if det else (None, None, None)
-    s_wb, s_wd, s_wl = dz.stride() if dz is not None else (0, 0, 0)
     tensors = (
         u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
         delta_bias if delta_bias is not None else dummy, dout, ckpt,
@@ -266,35 +293,51 @@ def _backward(
         dD if dD is not None else dummy, dbias if dbias is not None else dummy,
         part if part is not None else dummy, bpart if bpart is not None else dummy,
         cpart if cpart is not None else dummy)
-    kw = dict(s_ck=ckpt.stride(1), s_gb=dout.stride(0), s_gd=dout.stride(1), s_gl=dout.stride(2),
-              s_ob=du.stride(0), s_od=du.stride(1), s_ol=du.stride(2), s_wb=s_wb, s_wd=s_wd, s_wl=s_wl,
-              SOFTPLUS=bool(delta_softplus), HAS_OUTZ=with_out_z, DET=det)
+    dzs = dz.stride() if dz is not None else (0, 0, 0)
+    strides = (ckpt.stride(1), dout.stride(), du.stride(), dzs)
+
+    def kw() -> Dict[str, Any]:
+        return dict(s_ck=strides[0], s_gb=strides[1][0], s_gd=strides[1][1], s_gl=strides[1][2],
+                    s_ob=strides[2][0], s_od=strides[2][1], s_ol=strides[2][2], s_wb=dzs[0], s_wd=dzs[1],
+                    s_wl=dzs[2], SOFTPLUS=bool(delta_softplus), HAS_OUTZ=with_out_z, DET=det)
+
     if chunk:
-        triton_chunked.backward(tensors, kw, args, chunk)
+        triton_chunked.backward(tensors, kw(), args, chunk)
     else:
-        grid = lambda meta: (grid_size(dim, meta["BD"]), batch)  # noqa: E731
-        tu.launch_tuned(_bwd_det if det else _bwd, _launch_key(args, u, delta, B, C), grid,
-                        *tensors, dummy, dummy, CHUNK=0, CHUNKED=False, **kw, **args)
+        tu.launch_planned(
+            _BWD_LAUNCHES, (key, strides, bool(delta_softplus), with_out_z, det), _bwd_det if det else _bwd,
+            (*tensors, dummy, dummy),
+            lambda: (launch_key, lambda meta: (grid_size(dim, meta["BD"]), batch), (),
+                     dict(CHUNK=0, CHUNKED=False, **kw(), **args)))
     if part is not None:
         _add_partials(args, part, bpart, cpart, dA, dB, dC, dD, dbias)
-    return (du, ddelta, dA, *_cast_bc(flat, dB, dC, B, C, _offsets(layouts)[2]), dD, dbias, dz), out_z
+    return (du, ddelta, dA, *_cast_bc(flat, dB, dC, B, C, offsets[2]), dD, dbias, dz), out_z
 
 
-def _zeroed(device: torch.device, layouts: Tuple[Optional[Tuple[Sequence[int], Sequence[int]]], ...]
-            ) -> Tuple[torch.Tensor, List[Optional[torch.Tensor]]]:
+_SMALLEST_TILE: List[Any] = [None, 0]  # [the configs list asked about, its smallest T]
+
+
+def _smallest_tile(configs: List[Any]) -> int:
+    """The smallest T of the backward's configs (it sizes the checkpoints), computed again only when the
+    list is replaced (pin_autotuned_kernels): a scan over the configs on every call cost ~1 us."""
+    if _SMALLEST_TILE[0] is not configs:
+        _SMALLEST_TILE[:] = [configs, min(c.kwargs["T"] for c in configs)]
+    return _SMALLEST_TILE[1]
+
+
+def _zeroed(device: torch.device, layouts: Tuple[Optional[Tuple[Sequence[int], Sequence[int]]], ...],
+            offsets: Tuple[int, ...]) -> Tuple[torch.Tensor, List[Optional[torch.Tensor]]]:
     """The fp32 gradient buffers the backward kernel adds into atomically, each with the (shape, strides)
     given (the kernel indexes dB/dC/dA with B's/C's/A's strides), as views of one zeroed allocation:
     one fill launch instead of five (each ~2 us of GPU and ~5 us of host time). Returns the flat buffer
-    too (_cast_bc casts dB and dC, laid out first and side by side, in one pass)."""
-    offsets = _offsets(layouts)
+    too (_cast_bc casts dB and dC, laid out first and side by side, in one pass). `offsets`: _offsets(layouts)."""
     flat = torch.zeros(offsets[-1], device=device, dtype=torch.float32)
     return flat, [None if lay is None else flat.as_strided(lay[0], lay[1], at) for lay, at in zip(layouts, offsets)]
 
 
-@functools.lru_cache(maxsize=256)
 def _offsets(layouts: Tuple[Optional[Tuple[Sequence[int], Sequence[int]]], ...]) -> Tuple[int, ...]:
     """Where each layout starts in _zeroed's buffer, then its length: each takes the elements from its
-    first to its last one (as empty_strided allocates). Once per layout (the sums cost ~8 us a call)."""
+    first to its last one (as empty_strided allocates). Once per layout (_plan; the sums cost ~8 us a call)."""
     offsets = [0]
     for lay in layouts:
         offsets.append(offsets[-1] + (1 + sum((n - 1) * st for n, st in zip(*lay)) if lay and all(lay[0]) else 0))

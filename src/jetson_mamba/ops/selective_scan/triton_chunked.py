@@ -247,8 +247,8 @@ def _chunks(tensors: Tuple[torch.Tensor, ...], args: dict, chunk: int, softplus:
     bd, t, warps = _config()
     n_chunks = grid_size(L, chunk)
     kw = {k: v for k, v in args.items() if k not in ("batch_class", "L_class")}
-    _chunk_kernel[(grid_size(dim, bd), batch, n_chunks)](
-        *tensors, CHUNK=chunk, n_chunks=n_chunks, s_ob=out.stride(0), s_od=out.stride(1), s_ol=out.stride(2),
+    tu.launch(
+        _chunk_kernel, (grid_size(dim, bd), batch, n_chunks), *tensors, CHUNK=chunk, n_chunks=n_chunks, s_ob=out.stride(0), s_od=out.stride(1), s_ol=out.stride(2),
         SOFTPLUS=softplus, OUTPUT=output, BD=bd, T=t, num_warps=warps, **kw)
 
 
@@ -258,8 +258,8 @@ def _carry(A: torch.Tensor, h: torch.Tensor, dsum: torch.Tensor, last: torch.Ten
     batch, n_chunks, dim, N = h.shape
     bd, _t, warps = _config()
     xs = x.stride() if x is not None else (0, 0, 0)
-    _carry_kernel[(grid_size(dim, bd), batch)](
-        A, h, dsum, last, x if x is not None else last, dim, N, args["L"], chunk, n_chunks, every or 1,
+    tu.launch(
+        _carry_kernel, (grid_size(dim, bd), batch), A, h, dsum, last, x if x is not None else last, dim, N, args["L"], chunk, n_chunks, every or 1,
         args["s_ad"], args["s_an"], xs[0], xs[1], xs[2],
         HAS_X=x is not None, REVERSE=reverse, BD=bd, BN=args["BN"], num_warps=warps)
 
@@ -292,11 +292,11 @@ def backward(tensors: Tuple[torch.Tensor, ...], kw: dict, args: dict, chunk: int
     h, dsum = _start_states(tensors[:8] + (scratch, scratch), A, args, chunk, softplus, scratch, None, 0)
     p = torch.empty_like(h)
     grid = (grid_size(dim, bd), batch, n_chunks)
-    _adjoint_kernel[grid](
-        delta, A, C, z, bias, dout, p, dim, L, N, args["G_C"], args["DPG_C"], chunk, n_chunks,
+    tu.launch(
+        _adjoint_kernel, grid, delta, A, C, z, bias, dout, p, dim, L, N, args["G_C"], args["DPG_C"], chunk, n_chunks,
         args["s_db"], args["s_dd"], args["s_dl"], args["s_zb"], args["s_zd"], args["s_zl"],
         kw["s_gb"], kw["s_gd"], kw["s_gl"], args["s_ad"], args["s_an"],
         args["s_Cb"], args["s_Cg"], args["s_Cn"], args["s_Cl"], C_VAR=args["C_VAR"], HAS_Z=args["HAS_Z"],
         HAS_BIAS=args["HAS_BIAS"], SOFTPLUS=softplus, BD=bd, BN=args["BN"], T=t, num_warps=warps)
     _carry(A, p, dsum, scratch, None, args, chunk, 0, reverse=True)
-    _ssm_bwd_kernel[grid](*tensors, h, p, CHUNK=chunk, CHUNKED=True, BD=bd, T=t, num_warps=warps, **kw, **args)
+    tu.launch(_ssm_bwd_kernel, grid, *tensors, h, p, CHUNK=chunk, CHUNKED=True, BD=bd, T=t, num_warps=warps, **kw, **args)

@@ -95,7 +95,7 @@ def backward_out_z(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
             return list(backend.module.selective_scan_backward(*args, **into)), None
         if backend.has("selective_scan_backward_out_z"):
             grads, out_z = backend.module.selective_scan_backward_out_z(*args, **into)
-            return list(grads), out_z.to(out.dtype)
+            return list(grads), out_z if out_z.dtype is out.dtype else out_z.to(out.dtype)
         work = torch.promote_types(out.dtype, torch.float32)
         grads = backend.module.selective_scan_backward(*args, **into)
         return list(grads), (out.to(work) * F.silu(z.to(work))).to(out.dtype)
