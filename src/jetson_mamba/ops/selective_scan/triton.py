@@ -35,6 +35,7 @@ WRITES_INTO_BUFFERS = True  # the backward takes a caller's dz buffer (standins.
 if triton is not None:
     from jetson_mamba.ops.triton_utils import sigmoid, softplus
 
+    @tu.elementwise_combine
     @triton.jit
     def _affine_combine(a1, b1, a2, b2):
         """Compose x -> a1 x + b1 then x -> a2 x + b2."""
@@ -189,6 +190,7 @@ if triton is not None:
         ar, br = tl.associative_scan((tl.flip(a, 0), tl.flip(b, 0)), 0, _affine_combine)
         return tl.flip(ar, 0), tl.flip(br, 0)
 
+    @tu.elementwise_combine
     @triton.jit
     def _keep_previous(f1, p1, x1, f2, p2, x2):
         """Scan step over (more than one element?, predecessor, value): each position keeps the value
@@ -404,18 +406,21 @@ if triton is not None:
 _FWD_CONFIGS = [(8, 8, 1), (8, 16, 1), (4, 16, 1), (16, 8, 1), (4, 8, 1), (16, 4, 1), (32, 4, 1), (64, 4, 2),
                 (2, 16, 1), (2, 32, 1)]
 _BWD_CONFIGS = [(8, 8, 1), (4, 8, 1), (16, 4, 1), (8, 4, 1), (2, 16, 1), (4, 4, 1)]
+# The interpreter's tiles (triton_utils' launch plan): small up to 64 channels, wide above (one program per
+# 1024 channels and batch row, 32 steps a tile: upstream's mamba_inner_fn at dim 768 in 2 programs).
 _INTERPRET_CONFIG = (2, 8, 1)
-_T_MAX = max(t for _, t, _ in _FWD_CONFIGS + [_INTERPRET_CONFIG])  # x's chunk ends must fall on tile ends
+_INTERPRET_WIDE = (tu.INTERPRET_WIDE_CHANNELS, 32, 1)
+_T_MAX = max(t for _, t, _ in _FWD_CONFIGS + [_INTERPRET_CONFIG, _INTERPRET_WIDE])  # x's chunk ends: tile ends
 
 
 def _configs(table):
     return [triton.Config({"BD": bd, "T": t}, num_warps=w) for bd, t, w in table]
 
 
-def _tuned(kernel, configs, key, **kwargs):
-    """Wrap a kernel in Triton's autotuner (one config when interpreting; results cached on disk)."""
-    interp = triton.Config({"BD": _INTERPRET_CONFIG[0], "T": _INTERPRET_CONFIG[1]}, num_warps=_INTERPRET_CONFIG[2])
-    return triton.autotune(tu.autotune_configs(configs, interp), key=key, **tu.autotune_kwargs(), **kwargs)(kernel)
+def _tuned(kernel, configs, key, interpret=_INTERPRET_CONFIG, **kwargs):
+    """Wrap a kernel in Triton's autotuner (one config, `interpret`, when interpreting; results cached on disk)."""
+    return triton.autotune(tu.autotune_configs(configs, _configs([interpret])[0]), key=key, **tu.autotune_kwargs(),
+                           **kwargs)(kernel)
 
 
 # batch_class and L_class are in the kernels' signatures for this key alone. Batch: one program per
@@ -427,6 +432,9 @@ _KEY_VALUES = operator.itemgetter(*_KEY)
 _fwd = _tuned(_ssm_fwd_kernel, _configs(_FWD_CONFIGS), _KEY) if triton is not None else None
 _bwd = _tuned(_ssm_bwd_kernel, _configs(_BWD_CONFIGS), _KEY,
               reset_to_zero=["dA_ptr", "dB_ptr", "dC_ptr", "dD_ptr", "dbias_ptr"]) if triton is not None else None
+# the interpreter's wide variants (tu.for_channels picks them above 64 channels); None on a GPU
+_fwd_wide = _tuned(_ssm_fwd_kernel, [], _KEY, _INTERPRET_WIDE) if tu.INTERPRET and triton is not None else None
+_bwd_wide = _tuned(_ssm_bwd_kernel, [], _KEY, _INTERPRET_WIDE) if tu.INTERPRET and triton is not None else None
 # Deterministic mode's backward: one config (the table's first, the interpreter's under it), so the channel
 # block, which sizes the buffers of partial sums, is known before the launch; nothing to tune or reset.
 _DET_CONFIG = _INTERPRET_CONFIG if tu.INTERPRET else _BWD_CONFIGS[0]
@@ -554,7 +562,7 @@ def _forward(
     dummy = out
     grid = lambda meta: (grid_size(dim, meta["BD"]), batch)  # noqa: E731
     tu.launch_tuned(
-        _fwd, _launch_key(args, u, delta, B, C), grid,
+        tu.for_channels(dim, _fwd, _fwd_wide), _launch_key(args, u, delta, B, C), grid,
         u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
         delta_bias if delta_bias is not None else dummy, out, out_z if out_z is not None else dummy, last,
         x if x is not None else last, X_EVERY=every or 1, s_xb=xs[0], s_xd=xs[1], s_xc=xs[2], HAS_X=x is not None,
@@ -646,7 +654,8 @@ def _backward(
         triton_chunked.backward(tensors, kw, args, chunk)
     else:
         grid = lambda meta: (grid_size(dim, meta["BD"]), batch)  # noqa: E731
-        tu.launch_tuned(_bwd_det if det else _bwd, _launch_key(args, u, delta, B, C), grid,
+        kernel = _bwd_det if det else tu.for_channels(dim, _bwd, _bwd_wide)
+        tu.launch_tuned(kernel, _launch_key(args, u, delta, B, C), grid,
                         *tensors, dummy, dummy, CHUNK=0, CHUNKED=False, **kw, **args)
     if part is not None:
         _add_partials(args, part, bpart, cpart, dA, dB, dC, dD, dbias)
