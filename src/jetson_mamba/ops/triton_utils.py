@@ -297,8 +297,11 @@ def pin_autotuned_kernels(prefix: str) -> int:
 # - a scan with a combine function marked `elementwise_combine` calls it once per step along the axis, on
 #   whole slices: the same operations in the same left-to-right order on each element, so the same bits;
 # - an xor reduce (tl.flip's) is numpy's, exact for integers in any order.
-# Every other scan and reduce keeps Triton's own path. Where the interpreter's classes differ from
-# Triton 3.8's (another release), nothing is replaced: slow, not wrong.
+# Every other scan and reduce keeps Triton's own path. And every call of a @triton.jit helper made Triton
+# patch triton.language again (~1 ms of inspect.getmembers; 36% of the scan's time at seqlen 1024 once the
+# scans were fast) although the kernel's own patch is in effect until the kernel ends and repeating it
+# changes nothing: it is done once per module per kernel run. Where the interpreter's classes differ
+# from Triton 3.8's (another release), nothing is replaced: slow, not wrong.
 _ELEMENTWISE_COMBINES: List[Any] = []
 
 
@@ -320,8 +323,24 @@ def _install_interpreter_fast_paths() -> bool:
     generic_scan = getattr(scans, "generic_scan", None)
     reduce_impl = getattr(reduces, "apply_impl", None)
     xor = getattr(getattr(tl, "standard", None), "_xor_combine", None)
-    if generic_scan is None or reduce_impl is None or xor is None or not hasattr(scans, "to_tensor"):
+    patch_lang, scope_type = getattr(interpreter, "_patch_lang", None), getattr(interpreter, "_LangPatchScope", None)
+    if (generic_scan is None or reduce_impl is None or xor is None or not hasattr(scans, "to_tensor")
+            or patch_lang is None or scope_type is None):
         return False
+    patched: set = set()  # ids of the language modules (tl, tl.core) patched since the last kernel ended
+
+    def patch_lang_once(fn: Any) -> Any:
+        langs = {id(v) for v in fn.__globals__.values() if v is tl or v is tl.core}
+        scope = scope_type() if langs and langs <= patched else patch_lang(fn)
+        patched.update(langs)
+        restore = scope.restore
+
+        def restore_and_forget() -> None:  # a kernel's scope, restored when it ends: the next one patches anew
+            patched.clear()
+            restore()
+
+        scope.restore = restore_and_forget
+        return scope
 
     def scan_by_slices(self: Any, inputs: Any) -> Any:
         if not any(self.combine_fn is fn for fn in _ELEMENTWISE_COMBINES):
@@ -347,6 +366,7 @@ def _install_interpreter_fast_paths() -> bool:
 
     scans.generic_scan = scan_by_slices
     reduces.apply_impl = reduce_fast
+    interpreter._patch_lang = patch_lang_once
     return True
 
 
