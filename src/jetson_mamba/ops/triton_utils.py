@@ -87,9 +87,8 @@ def autotune_configs(configs: List[Any], interpret_config: Any) -> List[Any]:
 
 
 # The interpreter's launch plan (TRITON_INTERPRET=1 only). The interpreter runs the programs one after the
-# other in Python; numpy does a whole tile per operation, and each operation costs tens of microseconds
-# and each call of a @triton.jit helper ~1 ms (Triton re-patches triton.language on every call) whatever
-# the tile's size, so the fewest, widest programs are fastest. Up to INTERPRET_WIDE_ABOVE channels (our
+# other in Python; numpy does a whole tile per operation, and each operation and @triton.jit helper call
+# costs tens of microseconds of Python whatever the tile's size, so the fewest, widest programs are fastest. Up to INTERPRET_WIDE_ABOVE channels (our
 # own kernel tests' shapes) the kernels keep small interpreter tiles: partial channel blocks and several
 # tiles a program, which is where the masks are checked. Above it they take INTERPRET_WIDE_CHANNELS channels
 # a program (their module's `*_WIDE` interpreter configs): upstream's mamba_inner_fn test (dim 768, seqlen
