@@ -88,6 +88,19 @@ def test_channel_first_rows_kernels(width: int, states: bool, dtype: torch.dtype
     assert [launch.kernel for launch in launches] == [conv._fwd_rows, conv._bwd["first"] if states else conv._bwd_rows]
 
 
+def test_wide_channel_counts_take_the_interpreters_wide_rows_kernels(launches: List[Launch],
+                                                                     nan_poison: None) -> None:
+    """Above 64 channels the interpreter runs 1024 channels a program (triton_utils' launch plan): 1030
+    channels are two programs, the second nearly all masked, and sequences of several tiles. On a GPU the
+    tuned kernels run."""
+    from jetson_mamba.ops import triton_utils as tu
+    from jetson_mamba.ops.causal_conv1d import triton as conv
+
+    check(make_x(1, 1030, 150, False, torch.float32), 3, bias=True, activation="silu", states=False)
+    wide = [conv._fwd_rows_wide, conv._bwd_rows_wide] if tu.INTERPRET else [conv._fwd_rows, conv._bwd_rows]
+    assert [launch.kernel for launch in launches] == wide
+
+
 @pytest.mark.parametrize("width", [2, 3, 4])
 @pytest.mark.parametrize("bias,activation", [(True, "silu"), (False, None)], ids=["bias-silu", "plain"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -100,6 +100,58 @@ def test_matches_float64_reference(case: str, nan_poison: None) -> None:
     check(make_inputs(batch, dim, L, N, bl, cl, torch.float32, groups), use, softplus, TOL[torch.float32])
 
 
+def test_wide_channel_counts_take_the_interpreters_wide_kernels(launches: List[Launch], nan_poison: None) -> None:
+    """Above 64 channels the interpreter runs 1024 channels and 32 steps a program (triton_utils' launch
+    plan; upstream's mamba_inner_fn test is dim 768): 1030 channels are two programs, the second nearly all
+    masked, over several tiles. On a GPU the tuned kernels run."""
+    from jetson_mamba.ops.selective_scan import triton as backend
+
+    check(make_inputs(1, 1030, 70, 4, "var", "fixed", torch.float32), ALL, True, TOL[torch.float32])
+    wide = [backend._fwd_wide, backend._bwd_wide] if tu.INTERPRET else [backend._fwd, backend._bwd]
+    assert [launch.kernel for launch in launches] == wide
+
+
+if tu.INTERPRET:
+    from jetson_mamba.ops.selective_scan.triton import _affine_combine
+
+    @tu.triton.jit
+    def _plain_affine_combine(a1, b1, a2, b2):
+        """_affine_combine's body, not marked elementwise: the interpreter scans it element by element."""
+        return a1 * a2, a2 * b1 + b2
+
+    @tu.triton.jit
+    def _scans_kernel(a_ptr, b_ptr, out_ptr, T: tl.constexpr, N: tl.constexpr):
+        """The scan of (a, b) over axis 0 of a (T, N) tile with the marked combine and with the plain one,
+        and the flipped tile, into out (5, T, N)."""
+        offs = tl.arange(0, T)[:, None] * N + tl.arange(0, N)[None, :]
+        a = tl.load(a_ptr + offs)
+        b = tl.load(b_ptr + offs)
+        fa, fb = tl.associative_scan((a, b), 0, _affine_combine)
+        pa, pb = tl.associative_scan((a, b), 0, _plain_affine_combine)
+        tl.store(out_ptr + offs, fa)
+        tl.store(out_ptr + T * N + offs, fb)
+        tl.store(out_ptr + 2 * T * N + offs, pa)
+        tl.store(out_ptr + 3 * T * N + offs, pb)
+        tl.store(out_ptr + 4 * T * N + offs, tl.flip(b, 0))
+
+
+@pytest.mark.skipif(not tu.INTERPRET, reason="the interpreter's fast paths")
+def test_interpreter_scans_by_slices_with_the_same_bits() -> None:
+    """A marked combine function's scan (one call per step over whole slices) gives bit for bit what Triton's
+    element-by-element scan gives for the same body; tl.flip (an xor reduce) is numpy's flip."""
+    assert tu.INTERPRETER_FAST_PATHS
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(16, 8, generator=g), torch.randn(16, 8, generator=g)
+    out = torch.empty(5, 16, 8)
+    _scans_kernel[(1,)](a, b, out, T=16, N=8)
+    assert torch.equal(out[0], out[2]) and torch.equal(out[1], out[3])
+    expect = b[0].clone()
+    for t in range(1, 16):  # the sequential affine recurrence, as a check that the plain scan is one
+        expect = a[t] * expect + b[t]
+    assert torch.allclose(out[1, -1], expect, rtol=1e-5)
+    assert torch.equal(out[4], b.flip(0))
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs_keep_an_fp32_state(dtype: torch.dtype, nan_poison: None) -> None:
     inp = make_inputs(2, 4, 15, 4, "var", "grouped", dtype, groups=2)

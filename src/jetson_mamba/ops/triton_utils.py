@@ -86,6 +86,29 @@ def autotune_configs(configs: List[Any], interpret_config: Any) -> List[Any]:
     return configs
 
 
+# The interpreter's launch plan (TRITON_INTERPRET=1 only). The interpreter runs the programs one after the
+# other in Python; numpy does a whole tile per operation, and each operation and @triton.jit helper call
+# costs tens of microseconds of Python whatever the tile's size, so the fewest, widest programs are fastest. Up to INTERPRET_WIDE_ABOVE channels (our
+# own kernel tests' shapes) the kernels keep small interpreter tiles: partial channel blocks and several
+# tiles a program, which is where the masks are checked. Above it they take INTERPRET_WIDE_CHANNELS channels
+# a program (their module's `*_WIDE` interpreter configs): upstream's mamba_inner_fn test (dim 768, seqlen
+# 128) ran its causal conv's rows kernel as 12,288 programs of 2 channels x 8 steps, past 300 s a case.
+# Deterministic mode keeps the small tiles (its buffers of partial sums are sized by them).
+INTERPRET_WIDE_ABOVE = 64
+INTERPRET_WIDE_CHANNELS = 1024
+
+
+def interpret_wide(dim: int) -> bool:
+    """Whether a launch over `dim` channels takes the interpreter's wide plan (never on a GPU)."""
+    return INTERPRET and dim > INTERPRET_WIDE_ABOVE
+
+
+def for_channels(dim: int, kernel: Any, wide: Any) -> Any:
+    """`wide` (a kernel's interpreter variant with the wide plan's config; None on a GPU) where `dim`
+    channels take the wide plan, else `kernel`."""
+    return wide if wide is not None and interpret_wide(dim) else kernel
+
+
 def autotune_kwargs() -> Dict[str, Any]:
     """Keep tuned configs on disk (Triton's cache dir) so a second process skips the benchmarking."""
     params = inspect.signature(triton.autotune).parameters
@@ -315,6 +338,91 @@ def pin_autotuned_kernels(prefix: str) -> int:
                 value.configs = [min(value.configs, key=_tile_size)]
                 value.cache.clear()
     return len(seen)
+
+
+# The interpreter's fast paths (TRITON_INTERPRET=1 only; nothing here runs for a GPU). Triton's interpreter
+# runs an associative_scan or reduce whose combine function it does not know (anything but sum, prod, min,
+# max) one element at a time: per element np.unravel_index, a Triton tensor wrapped around each operand, the
+# combine function interpreted, .item() per result. That was 88% of the interpreted scan's time (upstream's
+# test_selective_scan at seqlen 128: 44 of 50 s in the scan backward's _reverse_scan and _next_row, profiled
+# on the 2-core CPU, 2026-12-06), tl.flip included (an xor reduce). Two exact replacements:
+# - a scan with a combine function marked `elementwise_combine` calls it once per step along the axis, on
+#   whole slices: the same operations in the same left-to-right order on each element, so the same bits;
+# - an xor reduce (tl.flip's) is numpy's, exact for integers in any order.
+# Every other scan and reduce keeps Triton's own path. And every call of a @triton.jit helper made Triton
+# patch triton.language again (~1 ms of inspect.getmembers; 36% of the scan's time at seqlen 1024 once the
+# scans were fast) although the kernel's own patch is in effect until the kernel ends and repeating it
+# changes nothing: it is done once per module per kernel run. Where the interpreter's classes differ
+# from Triton 3.8's (another release), nothing is replaced: slow, not wrong.
+_ELEMENTWISE_COMBINES: List[Any] = []
+
+
+def elementwise_combine(fn: Any) -> Any:
+    """Mark a @triton.jit scan combine function whose every operation acts on each element alone (no
+    reductions, shapes or Python branches on values); returns it. The interpreter then scans with it by
+    slices (see above); compiled kernels are unaffected."""
+    _ELEMENTWISE_COMBINES.append(fn)
+    return fn
+
+
+def _install_interpreter_fast_paths() -> bool:
+    """Replace the interpreter's element-by-element scan (for marked combine functions) and xor reduce;
+    False where this Triton's interpreter is not laid out as 3.8's."""
+    import numpy as np
+    from triton.runtime import interpreter
+
+    scans, reduces = getattr(interpreter, "ScanOps", None), getattr(interpreter, "ReduceOps", None)
+    generic_scan = getattr(scans, "generic_scan", None)
+    reduce_impl = getattr(reduces, "apply_impl", None)
+    xor = getattr(getattr(tl, "standard", None), "_xor_combine", None)
+    patch_lang, scope_type = getattr(interpreter, "_patch_lang", None), getattr(interpreter, "_LangPatchScope", None)
+    if (generic_scan is None or reduce_impl is None or xor is None or not hasattr(scans, "to_tensor")
+            or patch_lang is None or scope_type is None):
+        return False
+    patched: set = set()  # ids of the language modules (tl, tl.core) patched since the last kernel ended
+
+    def patch_lang_once(fn: Any) -> Any:
+        langs = {id(v) for v in fn.__globals__.values() if v is tl or v is tl.core}
+        scope = scope_type() if langs and langs <= patched else patch_lang(fn)
+        patched.update(langs)
+        restore = scope.restore
+
+        def restore_and_forget() -> None:  # a kernel's scope, restored when it ends: the next one patches anew
+            patched.clear()
+            restore()
+
+        scope.restore = restore_and_forget
+        return scope
+
+    def scan_by_slices(self: Any, inputs: Any) -> Any:
+        if not any(self.combine_fn is fn for fn in _ELEMENTWISE_COMBINES):
+            return generic_scan(self, inputs)
+        data = [np.moveaxis(arg.handle.data, self.axis, 0) for arg in inputs]
+        outs = [np.empty_like(d) for d in data]
+        acc: Tuple[Any, ...] = ()
+        for i in range(data[0].shape[0]):
+            step = tuple(self.to_tensor(d[i], arg.dtype) for d, arg in zip(data, inputs))
+            if acc:
+                result = self.combine_fn.fn(*acc, *step)
+                step = result if isinstance(result, tuple) else (result,)
+            for out, value in zip(outs, step):
+                out[i] = np.reshape(value.handle.data, out.shape[1:])
+            acc = tuple(self.to_tensor(out[i], arg.dtype) for out, arg in zip(outs, inputs))
+        return [self.to_tensor(np.moveaxis(out, 0, self.axis), arg.dtype) for out, arg in zip(outs, inputs)]
+
+    def reduce_fast(self: Any, inputs: Any) -> Any:
+        if self.combine_fn is xor and self.axis is not None and len(inputs) == 1:
+            data = np.bitwise_xor.reduce(inputs[0].handle.data, axis=self.axis, keepdims=self.keep_dims)
+            return self.to_tensor(data, inputs[0].dtype)
+        return reduce_impl(self, inputs)
+
+    scans.generic_scan = scan_by_slices
+    reduces.apply_impl = reduce_fast
+    interpreter._patch_lang = patch_lang_once
+    return True
+
+
+INTERPRETER_FAST_PATHS = bool(INTERPRET and triton is not None and _install_interpreter_fast_paths())
 
 
 def next_power_of_2(n: int) -> int:

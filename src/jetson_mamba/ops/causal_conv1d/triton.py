@@ -552,6 +552,9 @@ _BWD_STEPS_CONFIGS = [(512, 32, 4), (1024, 16, 4), (1024, 32, 8), (2048, 16, 8),
 _STEPS_INTERPRET_CONFIG = (4, 4, 1)
 _ROWS_INTERPRET_CONFIG = (2, 2, 1)
 _BWD_ROWS_INTERPRET_CONFIG = (2, 2, 2, 1)  # two tiles per program: the loop runs under the interpreter too
+# the interpreter's wide plan above 64 channels (triton_utils): 1024 channels x 128 fp32 steps a program
+_ROWS_INTERPRET_WIDE = (tu.INTERPRET_WIDE_CHANNELS, 32, 1)
+_BWD_ROWS_INTERPRET_WIDE = (tu.INTERPRET_WIDE_CHANNELS, 16, 2, 1)
 
 
 def _make(kernel, table, interpret=_INTERPRET_CONFIG, names=("BD", "BL"), **kwargs):
@@ -575,6 +578,10 @@ if triton is not None:
                       restore_value=["dw_ptr", "db_ptr"])
     _bwd_steps = _make(_conv_bwd_steps_kernel, _BWD_STEPS_CONFIGS, _STEPS_INTERPRET_CONFIG, ("BD", "T"),
                        restore_value=["dw_ptr", "db_ptr"])
+    # the interpreter's wide variants (tu.for_channels picks them); None on a GPU
+    _fwd_rows_wide = _make(_conv_fwd_rows_kernel, [], _ROWS_INTERPRET_WIDE, ("BD", "R")) if tu.INTERPRET else None
+    _bwd_rows_wide = (_make(_conv_bwd_rows_kernel, [], _BWD_ROWS_INTERPRET_WIDE, ("BD", "R", "S"))
+                      if tu.INTERPRET else None)
 
 
 def _make_det(kernel, table, interpret=_INTERPRET_CONFIG, names=("BD", "BL")):
@@ -683,7 +690,7 @@ def causal_conv1d_forward(
            final is None, bool(silu))
     if layout == "first" and xs[2] == 1 and ot[2] == 1 and seq_idx is None:
         tu.launch_planned(
-            _FWD_LAUNCHES, key, _fwd_rows,
+            _FWD_LAUNCHES, key, tu.for_channels(dim, _fwd_rows, _fwd_rows_wide),
             (x, weight, bias if bias is not None else x, initial_states if initial_states is not None else x, out,
              final if final is not None else x),
             lambda: ((dim, L_class, W, x.dtype), _rows_grid(batch, dim, L),
@@ -745,7 +752,7 @@ def causal_conv1d_backward(
            initial_states is None, dfinal_states is None, bool(silu), det)
     if rows:
         rw = _row_width(x)
-        kernel = _bwd_rows
+        kernel = tu.for_channels(dim, _bwd_rows, _bwd_rows_wide)
         if det:
             kernel, cfg = _bwd_rows_det
             part = _partials(batch * grid_size(L, rw * cfg["R"] * cfg["S"]), W, dim, x.device)
@@ -862,7 +869,7 @@ def causal_conv1d_update(
     cs, ws = conv_state.stride(), weight.stride()
     # interpreted: 4 channels a program tests the masks on small shapes; wide ones take 1024 a program, else
     # upstream's update tests (batch 64 x dim 2048) run 32,768 interpreted programs, ~20 min a case
-    bd = (4 if dim <= 64 else 1024) if tu.INTERPRET else 64
+    bd = (tu.INTERPRET_WIDE_CHANNELS if tu.interpret_wide(dim) else 4) if tu.INTERPRET else 64
     # every value below follows from these (the dtypes: launch_planned)
     key = (x.shape, xs, conv_state.shape, cs, weight.shape, ws, ost, bias is None, cache_seqlens is None,
            conv_state_indices is None, bool(silu))

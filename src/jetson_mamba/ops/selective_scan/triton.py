@@ -42,18 +42,21 @@ if triton is not None:
 _FWD_CONFIGS = [(8, 8, 1), (8, 16, 1), (4, 16, 1), (16, 8, 1), (4, 8, 1), (16, 4, 1), (32, 4, 1), (64, 4, 2),
                 (2, 16, 1), (2, 32, 1)]
 _BWD_CONFIGS = [(8, 8, 1), (4, 8, 1), (16, 4, 1), (8, 4, 1), (2, 16, 1), (4, 4, 1)]
+# The interpreter's tiles (triton_utils' launch plan): small up to 64 channels, wide above (one program per
+# 1024 channels and batch row, 32 steps a tile: upstream's mamba_inner_fn at dim 768 in 2 programs).
 _INTERPRET_CONFIG = (2, 8, 1)
-_T_MAX = max(t for _, t, _ in _FWD_CONFIGS + [_INTERPRET_CONFIG])  # x's chunk ends must fall on tile ends
+_INTERPRET_WIDE = (tu.INTERPRET_WIDE_CHANNELS, 32, 1)
+_T_MAX = max(t for _, t, _ in _FWD_CONFIGS + [_INTERPRET_CONFIG, _INTERPRET_WIDE])  # x's chunk ends: tile ends
 
 
 def _configs(table):
     return [triton.Config({"BD": bd, "T": t}, num_warps=w) for bd, t, w in table]
 
 
-def _tuned(kernel, configs, key, **kwargs):
-    """Wrap a kernel in Triton's autotuner (one config when interpreting; results cached on disk)."""
-    interp = triton.Config({"BD": _INTERPRET_CONFIG[0], "T": _INTERPRET_CONFIG[1]}, num_warps=_INTERPRET_CONFIG[2])
-    return triton.autotune(tu.autotune_configs(configs, interp), key=key, **tu.autotune_kwargs(), **kwargs)(kernel)
+def _tuned(kernel, configs, key, interpret=_INTERPRET_CONFIG, **kwargs):
+    """Wrap a kernel in Triton's autotuner (one config, `interpret`, when interpreting; results cached on disk)."""
+    return triton.autotune(tu.autotune_configs(configs, _configs([interpret])[0]), key=key, **tu.autotune_kwargs(),
+                           **kwargs)(kernel)
 
 
 # batch_class and L_class are in the kernels' signatures for this key alone. Batch: one program per
@@ -65,6 +68,9 @@ _KEY_VALUES = operator.itemgetter(*_KEY)
 _fwd = _tuned(_ssm_fwd_kernel, _configs(_FWD_CONFIGS), _KEY) if triton is not None else None
 _bwd = _tuned(_ssm_bwd_kernel, _configs(_BWD_CONFIGS), _KEY,
               reset_to_zero=["dA_ptr", "dB_ptr", "dC_ptr", "dD_ptr", "dbias_ptr"]) if triton is not None else None
+# the interpreter's wide variants (tu.for_channels picks them above 64 channels); None on a GPU
+_fwd_wide = _tuned(_ssm_fwd_kernel, [], _KEY, _INTERPRET_WIDE) if tu.INTERPRET and triton is not None else None
+_bwd_wide = _tuned(_ssm_bwd_kernel, [], _KEY, _INTERPRET_WIDE) if tu.INTERPRET and triton is not None else None
 # Deterministic mode's backward: one config (the table's first, the interpreter's under it), so the channel
 # block, which sizes the buffers of partial sums, is known before the launch; nothing to tune or reset.
 _DET_CONFIG = _INTERPRET_CONFIG if tu.INTERPRET else _BWD_CONFIGS[0]
@@ -215,7 +221,8 @@ def _forward(
             s_od=out.stride(1), s_ol=out.stride(2), SOFTPLUS=bool(delta_softplus), **args)
 
     # out, out_z, last and x are new and contiguous: their strides follow from u's shape, N and every
-    tu.launch_planned(_FWD_LAUNCHES, (key, every, bool(delta_softplus)), _fwd, tensors, make)
+    tu.launch_planned(_FWD_LAUNCHES, (key, every, bool(delta_softplus)), tu.for_channels(dim, _fwd, _fwd_wide),
+                      tensors, make)
     return out, out_z, last, x
 
 
@@ -305,7 +312,8 @@ def _backward(
         triton_chunked.backward(tensors, kw(), args, chunk)
     else:
         tu.launch_planned(
-            _BWD_LAUNCHES, (key, strides, bool(delta_softplus), with_out_z, det), _bwd_det if det else _bwd,
+            _BWD_LAUNCHES, (key, strides, bool(delta_softplus), with_out_z, det),
+            _bwd_det if det else tu.for_channels(dim, _bwd, _bwd_wide),
             (*tensors, dummy, dummy),
             lambda: (launch_key, lambda meta: (grid_size(dim, meta["BD"]), batch), (),
                      dict(CHUNK=0, CHUNKED=False, **kw(), **args)))

@@ -5,6 +5,7 @@ imports the other's kernels (the algorithm: `selective_scan.triton`'s docstring)
 
 from __future__ import annotations
 
+from jetson_mamba.ops import triton_utils as tu
 from jetson_mamba.ops.triton_utils import tl, triton
 
 
@@ -21,6 +22,7 @@ def _slots(groups: int, dpg: int, bd: int) -> int:
 if triton is not None:
     from jetson_mamba.ops.triton_utils import sigmoid, softplus
 
+    @tu.elementwise_combine
     @triton.jit
     def _affine_combine(a1, b1, a2, b2):
         """Compose x -> a1 x + b1 then x -> a2 x + b2."""
@@ -176,6 +178,7 @@ if triton is not None:
         ar, br = tl.associative_scan((tl.flip(a, 0), tl.flip(b, 0)), 0, _affine_combine)
         return tl.flip(ar, 0), tl.flip(br, 0)
 
+    @tu.elementwise_combine
     @triton.jit
     def _keep_previous(f1, p1, x1, f2, p2, x2):
         """Scan step over (more than one element?, predecessor, value): each position keeps the value
