@@ -112,7 +112,7 @@ def test_wide_channel_counts_take_the_interpreters_wide_kernels(launches: List[L
 
 
 if tu.INTERPRET:
-    from jetson_mamba.ops.selective_scan.triton import _affine_combine
+    from jetson_mamba.ops.selective_scan.triton_kernels import _affine_combine
 
     @tu.triton.jit
     def _plain_affine_combine(a1, b1, a2, b2):
