@@ -31,6 +31,11 @@ imports jetson_mamba, guarded so that uninstalling jetson-mamba falls back to up
    import time, inside `except ImportError`; their dependencies may be missing or crash with other
    errors (apache-tvm-ffi 0.1.12 raises AttributeError: upstream issue 986), which breaks
    `import mamba_ssm` for Mamba-1/2 users. Import them on first use, with the cause in the error.
+9. optional-annotations: causal-conv1d >= 1.5.1's `cpp_functions.py` annotates `torch.Tensor | None` without
+   `from __future__ import annotations` (and torch.library.custom_op reads those annotations), so on Python
+   3.9, which both packages declare they support, `import causal_conv1d` and hence `import mamba_ssm` fail
+   with "TypeError: unsupported operand type(s) for |" (found on aarch64 Python 3.9, glibc 2.31: the arm64
+   proxy's bullseye root, like JetPack 5). Spell them `Optional[torch.Tensor]`, which every Python reads.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ SSD_DD = "ssd-dD-reduction"
 FIXED_B_STATE = "fixed-B-last-state"
 NO_TRITON = "triton-optional"
 MAMBA3_LAZY = "mamba3-lazy-kernels"
+OPTIONAL_ANNOTATIONS = "optional-annotations"
 
 SELECTIVE_SCAN_INTERFACE = "mamba_ssm/ops/selective_scan_interface.py"
 SSD_COMBINED = "mamba_ssm/ops/triton/ssd_combined.py"
@@ -472,6 +478,26 @@ def _lazy_mamba3(path: str, text: str, ctx: Context) -> Optional[str]:
     return re.sub(rf"^(\s+)assert ({'|'.join(names)}) is not None, (.+)$", r"\1\2.load(\3)", text, flags=re.M)
 
 
+# ---------------------------------------------------------------- 9. annotations Python 3.9 can evaluate
+
+_TENSOR_OR_NONE = r"\btorch\.Tensor \| None\b"
+_OPTIONAL_IMPORT = _header(OPTIONAL_ANNOTATIONS) + """\
+# Python < 3.10 evaluates these annotations at def time and has no `X | None` for classes.
+from typing import Optional
+"""
+
+
+def _optional_annotations(path: str, text: str, ctx: Context) -> Optional[str]:
+    """Every `torch.Tensor | None` becomes `Optional[torch.Tensor]`, imported before the module's `import torch`."""
+    if not re.search(_TENSOR_OR_NONE, text) or re.search(r"^from __future__ import annotations$", text, flags=re.M):
+        return None
+    found = list(re.finditer(r"^import torch\n", text, flags=re.M))
+    if len(found) != 1:
+        raise UnknownContent(f"expected one top-level `import torch`, found {len(found)}")
+    text = text[:found[0].start()] + _OPTIONAL_IMPORT + text[found[0].start():]
+    return re.sub(_TENSOR_OR_NONE, "Optional[torch.Tensor]", text)
+
+
 RUNTIME_PATCHES = (
     Patch(
         name=CAUSAL_CONV1D_BRIDGE,
@@ -556,6 +582,15 @@ RUNTIME_PATCHES = (
         files=(CAUSAL_CONV1D_CPP, CAUSAL_CONV1D_INTERFACE),
         transform=_PORTABLE_CONV,
         not_needed="this file does not import the compiled causal_conv1d_cuda",
+    ),
+    Patch(
+        name=OPTIONAL_ANNOTATIONS,
+        distribution="causal-conv1d",
+        summary="import causal_conv1d (and so mamba_ssm) works on Python 3.9: cpp_functions' `torch.Tensor | None` "
+                "annotations, evaluated at def time and read by torch.library.custom_op, become Optional[...]",
+        files=(CAUSAL_CONV1D_CPP,),
+        transform=_optional_annotations,
+        not_needed="this file has no `torch.Tensor | None` annotation evaluated at run time",
     ),
 )
 
