@@ -267,7 +267,7 @@ ensure_venv() {
             die "byte-compiling the $suite venv failed or timed out (exit $?)"
     fi
     echo "$requirements" >"$ROOT$VENV/.requirements"
-    say "venv ready: $(in_root 300 "$VENV/bin/python" -c 'import sys, torch; print(sys.version.split()[0], torch.__version__)')"
+    say "venv ready: Python $python_version, $(cd "$site" && echo torch-*.dist-info)"
 }
 
 # mamba-ssm and causal-conv1d wheels built natively from ../shared's sources without compiling (their

@@ -50,10 +50,10 @@ def _mounts_under(path: Path) -> list:
 def test_a_killed_runs_mounts_and_run_folder_are_cleared(arm64_available: None) -> None:
     """A run killed with SIGKILL leaves /proc, /sys, /dev and the checkout mounted in the root (its trap never
     runs); the next run mounted over them and left them there for good."""
-    prepare = ["bash", str(PROXY), "bookworm", "prepare"]
+    prepare = ["bash", str(PROXY), "bullseye", "prepare"]  # the CI sample's root
     first = subprocess.run(prepare, capture_output=True, text=True, timeout=3600)
     assert first.returncode == 0, first.stderr
-    root = CACHE / "bookworm" / "root"
+    root = CACHE / "bullseye" / "root"
     stale = root / "tmp" / "jetson-mamba-run.killed"
     (stale / "venv").mkdir(parents=True)
     subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)

@@ -15,7 +15,7 @@ from jetson_mamba.compat import registry
 from jetson_mamba.compat.installed import applied_runtime_patches
 from jetson_mamba.compat.runtime_patches import (
     MAMBA3_LAZY,
-    OPTIONAL_ANNOTATIONS,
+    PY39_ANNOTATIONS,
     RUNTIME_PATCHES,
     apply_to_tree,
 )
@@ -71,17 +71,18 @@ def _unions_evaluated_at_def_time(source: str) -> list:
     return found
 
 
-@pytest.mark.parametrize("name", ["causal_conv1d-1.6.0", "causal_conv1d-1.7.0"])
-def test_patched_causal_conv1d_imports_on_python_39(shared: Path, tmp_path: Path, name: str) -> None:
-    """Upstream's cpp_functions.py cannot be imported on Python 3.9 (which it declares it supports): found on
+@pytest.mark.parametrize(("name", "module"), [
+    ("causal_conv1d-1.6.0", "causal_conv1d/cpp_functions.py"), ("causal_conv1d-1.7.0", "causal_conv1d/cpp_functions.py"),
+    ("mamba_ssm-2.3.2.post1", "mamba_ssm/ops/triton/mamba3/angle_dt.py")])
+def test_patched_modules_import_on_python_39(shared: Path, tmp_path: Path, name: str, module: str) -> None:
+    """Upstream's module cannot be imported on Python 3.9 (which its package declares it supports): found on
     the arm64 proxy's bullseye root (aarch64 Python 3.9.2, like JetPack 5). Patched, it can."""
     root = _unpack(shared / "sdists" / f"{name}.tar.gz", tmp_path)
-    cpp_functions = root / "causal_conv1d" / "cpp_functions.py"
-    assert _unions_evaluated_at_def_time(cpp_functions.read_text())  # upstream, as found
+    assert _unions_evaluated_at_def_time((root / module).read_text())  # upstream, as found
     apply_to_tree(root)
-    patched = cpp_functions.read_text()
-    assert _unions_evaluated_at_def_time(patched) == [] and "Optional[torch.Tensor]" in patched
-    assert registry.marker(OPTIONAL_ANNOTATIONS) in patched
+    patched = (root / module).read_text()
+    assert _unions_evaluated_at_def_time(patched) == [] and registry.marker(PY39_ANNOTATIONS) in patched
+    compile(patched, module, "exec")
 
 
 def test_doctor_sees_applied_and_baked_patches(shared: Path, tmp_path: Path) -> None:
@@ -91,7 +92,8 @@ def test_doctor_sees_applied_and_baked_patches(shared: Path, tmp_path: Path) -> 
     assert applied_runtime_patches(site) == set()
     target = registry.PatchTarget("mamba-ssm", "2.2.4", site)
     registry.apply_plan(registry.patch_plan([target], RUNTIME_PATCHES, registry.INSTALLED))
-    everything = {p.name for p in RUNTIME_PATCHES if p.distribution == "mamba-ssm"} - {MAMBA3_LAZY}  # no Mamba-3 in 2.2.4
+    everything = {p.name for p in RUNTIME_PATCHES if p.distribution == "mamba-ssm"} - {MAMBA3_LAZY, PY39_ANNOTATIONS}
+    # (2.2.4 has no Mamba-3, hence no angle_dt either)
     assert applied_runtime_patches(site) == everything
     # as installed from a wheel built from a patched tree: the patched files are its RECORD's, no patch record
     (site / registry.RECORD_DIR / registry.RECORD_FILE).unlink()
