@@ -13,15 +13,16 @@
 # qemu-user-static and debootstrap (apt-get installs them when missing), the Debian archive and the pip index
 # for the first build of a root. Everything heavy runs natively, only the scenarios run under emulation: the
 # root is debootstrap's first stage plus dpkg-deb -x (~0.5 min), its venv is filled by the host's pip with
-# aarch64 wheels (~1 min), mamba-ssm/causal-conv1d wheels are built on the host from ../shared (~0.5 min).
+# aarch64 wheels (~2-3 min), mamba-ssm/causal-conv1d wheels are built on the host from ../shared (~1 min).
 # The roots are cached outside the clone, in $JETSON_MAMBA_ARM64_CACHE (default /var/cache/jetson-mamba/arm64),
 # so every clone and CI run on this machine reuses them; delete a suite's folder to rebuild it.
 # Environment: JETSON_MAMBA_ARM64_MIRROR (debootstrap's mirror; default: debootstrap's own),
 # JETSON_MAMBA_ARM64_TORCH (torch version in the root's venv), JETSON_MAMBA_SHARED (../shared),
 # JETSON_MAMBA_ARM64_TIMEOUT (seconds for one scenario, default 1500), JETSON_MAMBA_ARM64_BINFMT (where
 # binfmt_misc is or gets mounted, default /proc/sys/fs/binfmt_misc).
-# The root's pip (the patch scenario installs wheels with it) is configured like the host's: /etc/pip.conf, its CA bundle, /etc/resolv.conf and the PIP_INDEX_URL-style
-# variables are carried in; ~/.config/pip is not (it names local folders of x86_64 wheels).
+# The root's pip (the patch scenario installs wheels with it) is configured like the host's: /etc/pip.conf,
+# its CA bundle, /etc/resolv.conf and the PIP_INDEX_URL-style variables are carried in; ~/.config/pip is not
+# (it names local folders of x86_64 wheels).
 # Exit status: 0 ok; 77 this machine cannot run arm64 roots (why, and the fix, on stderr); 124 a step timed
 # out; anything else a step failed (its log tail on stderr). Scenario JSON on stdout, progress on stderr.
 set -euo pipefail
