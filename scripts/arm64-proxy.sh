@@ -4,21 +4,25 @@
 #   bookworm: glibc 2.36 (~ JetPack 6's 2.35),          Python 3.11, torch 2.9.1
 #
 #   scripts/arm64-proxy.sh check               can this machine run it? (exit 77 + one line on stderr if not)
-#   scripts/arm64-proxy.sh SUITE prepare       build or reuse the cached root and its torch venv
+#   scripts/arm64-proxy.sh SUITE prepare       build or reuse the cached root, its torch venv and the upstream wheels
 #   scripts/arm64-proxy.sh SUITE SCENARIO      doctor | select | patch | verify (tests/arm64/scenarios.py):
 #                                              builds this checkout's wheel, installs it into a fresh venv in the
 #                                              root (on top of the cached torch venv) and prints the scenario's JSON
 #
 # Needs: root (debootstrap, mount, chroot), binfmt_misc (mounted and qemu-aarch64 registered here when missing),
 # qemu-user-static and debootstrap (apt-get installs them when missing), the Debian archive and the pip index
-# for the first build of a root (~4-8 min debootstrap + ~3-5 min torch per root under emulation).
+# for the first build of a root. Everything heavy runs natively, only the scenarios run under emulation: the
+# root is debootstrap's first stage plus dpkg-deb -x (~0.5 min), its venv is filled by the host's pip with
+# aarch64 wheels (~2-3 min), mamba-ssm/causal-conv1d wheels are built on the host from ../shared (~1 min).
 # The roots are cached outside the clone, in $JETSON_MAMBA_ARM64_CACHE (default /var/cache/jetson-mamba/arm64),
 # so every clone and CI run on this machine reuses them; delete a suite's folder to rebuild it.
 # Environment: JETSON_MAMBA_ARM64_MIRROR (debootstrap's mirror; default: debootstrap's own),
 # JETSON_MAMBA_ARM64_TORCH (torch version in the root's venv), JETSON_MAMBA_SHARED (../shared),
-# JETSON_MAMBA_ARM64_TIMEOUT (seconds for one scenario, default 1500).
-# The root's pip is the host's: /etc/pip.conf, its CA bundle, /etc/resolv.conf and the PIP_INDEX_URL-style
-# variables are carried in; ~/.config/pip is not (it names local folders of x86_64 wheels).
+# JETSON_MAMBA_ARM64_TIMEOUT (seconds for one scenario, default 1500), JETSON_MAMBA_ARM64_BINFMT (where
+# binfmt_misc is or gets mounted, default /proc/sys/fs/binfmt_misc).
+# The root's pip (the patch scenario installs wheels with it) is configured like the host's: /etc/pip.conf,
+# its CA bundle, /etc/resolv.conf and the PIP_INDEX_URL-style variables are carried in; ~/.config/pip is not
+# (it names local folders of x86_64 wheels).
 # Exit status: 0 ok; 77 this machine cannot run arm64 roots (why, and the fix, on stderr); 124 a step timed
 # out; anything else a step failed (its log tail on stderr). Scenario JSON on stdout, progress on stderr.
 set -euo pipefail
@@ -27,22 +31,22 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${JETSON_MAMBA_ARM64_CACHE:-/var/cache/jetson-mamba/arm64}
 SHARED=${JETSON_MAMBA_SHARED:-$(dirname "$REPO")/shared}
 SCENARIO_TIMEOUT=${JETSON_MAMBA_ARM64_TIMEOUT:-1500}
-ROOT_FORMAT=1                      # bump when the root's layout changes: cached roots are rebuilt
+ROOT_FORMAT=2                      # bump when the root's layout changes: cached roots are rebuilt
 VENV=/opt/jetson-mamba/venv        # inside the root: torch and the runtime dependencies, cached
-MNT=/mnt/jetson-mamba              # inside the root: this checkout and ../shared, read-only
+MNT=/mnt/jetson-mamba              # inside the root: this checkout, ../shared and the upstream wheels, read-only
 START=$SECONDS
 
 say() { echo "arm64-proxy [$((SECONDS - START))s]: $*" >&2; }
-unusable() { echo "arm64-proxy: cannot run arm64 roots here: $1" >&2; exit 77; }
+unusable() { echo "arm64-proxy: cannot run arm64 roots here: $*" >&2; exit 77; }
 die() { echo "arm64-proxy: $1" >&2; exit "${2:-1}"; }
 
 usage() {
-    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' >&2  # the header above
     exit 2
 }
 
 # --- prerequisites -------------------------------------------------------------------------------------
-BINFMT=/proc/sys/fs/binfmt_misc
+BINFMT=${JETSON_MAMBA_ARM64_BINFMT:-/proc/sys/fs/binfmt_misc}
 
 check_host() {
     [ "$(uname -s)" = Linux ] || unusable "needs Linux (binfmt_misc), this is $(uname -s)"
@@ -106,32 +110,53 @@ remove_tree() {
 unmount_under() {
     local prefix=$1 target
     # deepest first
-    findmnt -rn -o TARGET | grep "^$prefix/" | sort -r | while read -r target; do
+    { findmnt -rn -o TARGET | grep "^$prefix/" || true; } | sort -r | while read -r target; do
         timeout 30 umount -R "$target" 2>/dev/null || timeout 30 umount -R -l "$target" 2>/dev/null || true
     done
 }
 
+# Stale mounts and run folders of a killed run (the lock is held: nothing else uses the root now).
+clear_stale() {
+    unmount_under "$ROOT"
+    if findmnt -rn -o TARGET | grep -q "^$ROOT/"; then
+        die "$ROOT still has mounts from an earlier run in it; unmount them (umount -R -l) and run it again"
+    fi
+    rm -rf --one-file-system "$ROOT"/tmp/jetson-mamba-run.*
+}
+
+# Native, no emulation: debootstrap's first stage downloads and unpacks the packages, dpkg-deb -x unpacks the
+# rest. The second stage (dpkg configuring every package under qemu: ~4 min for bookworm, ~20 min on a loaded
+# machine) is skipped: Python needs the files, not the maintainer scripts (passwd and group come from
+# base-passwd's master copies, which is what its postinst does).
 ensure_root() {
-    local suite=$1 dir=$CACHE/$1 partial
+    local suite=$1 dir=$CACHE/$1 partial deb
     ROOT=$dir/root
-    [ -f "$ROOT/etc/jetson-mamba-proxy" ] && [ "$(cat "$ROOT/etc/jetson-mamba-proxy")" = "$ROOT_FORMAT $suite" ] &&
+    if [ -f "$ROOT/etc/jetson-mamba-proxy" ] && [ "$(cat "$ROOT/etc/jetson-mamba-proxy")" = "$ROOT_FORMAT $suite" ]; then
+        clear_stale
         return 0
+    fi
     partial=$dir/root.partial
     remove_tree "$ROOT"
     remove_tree "$partial"
-    say "building the $suite arm64 root in $dir (debootstrap under emulation: minutes; log: $dir/debootstrap.log)"
+    say "building the $suite arm64 root in $dir (natively: debootstrap --foreign + dpkg-deb -x; log: $dir/debootstrap.log)"
     # shellcheck disable=SC2086  # the mirror is optional
-    timeout -k 30 3600 nice -n 10 debootstrap --arch=arm64 --variant=minbase \
-        --include=python3,python3-venv,python3-pip "$suite" "$partial" ${JETSON_MAMBA_ARM64_MIRROR:-} \
+    timeout -k 30 1800 nice -n 10 debootstrap --foreign --arch=arm64 --variant=minbase \
+        --include=python3,python3-venv "$suite" "$partial" ${JETSON_MAMBA_ARM64_MIRROR:-} \
         >"$dir/debootstrap.log" 2>&1 || {
         local code=$?
         tail -n 15 "$dir/debootstrap.log" >&2
         remove_tree "$partial"
-        die "debootstrap of $suite failed (exit $code); log: $dir/debootstrap.log" "$code"
+        die "debootstrap --foreign of $suite failed (exit $code); log: $dir/debootstrap.log" "$code"
     }
+    for deb in "$partial"/var/cache/apt/archives/*.deb; do
+        dpkg-deb -x "$deb" "$partial" || die "dpkg-deb -x $deb failed"
+    done
+    rm -rf --one-file-system "$partial/debootstrap" "$partial"/var/cache/apt/archives/*.deb
+    cp "$partial/usr/share/base-passwd/passwd.master" "$partial/etc/passwd"
+    cp "$partial/usr/share/base-passwd/group.master" "$partial/etc/group"
     echo "$ROOT_FORMAT $suite" >"$partial/etc/jetson-mamba-proxy"
     mv "$partial" "$ROOT"
-    say "root ready: $(cat "$ROOT/etc/debian_version") ($suite)"
+    say "root ready: Debian $(cat "$ROOT/etc/debian_version") ($suite)"
 }
 
 # Host configuration the root's pip needs, copied at every run (the host's may change).
@@ -154,8 +179,8 @@ mount_root() {
     mount --rbind /sys "$ROOT/sys"; mount --make-rslave "$ROOT/sys"; MOUNTED+=("$ROOT/sys")
     mount --rbind /dev "$ROOT/dev"; mount --make-rslave "$ROOT/dev"; MOUNTED+=("$ROOT/dev")
     local name source
-    for name in repo shared; do
-        source=$REPO; [ "$name" = shared ] && source=$SHARED
+    for name in repo shared wheels; do
+        case $name in repo) source=$REPO ;; shared) source=$SHARED ;; *) source=$CACHE/wheels ;; esac
         [ -d "$source" ] || continue
         mkdir -p "$ROOT$MNT/$name"
         mount --bind "$source" "$ROOT$MNT/$name"; MOUNTED+=("$ROOT$MNT/$name")
@@ -188,22 +213,89 @@ in_root() {
         PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 "${pass[@]}" "$@"
 }
 
-# The cached venv: torch (aarch64 CPU build), jetson-mamba's dependencies, mamba-ssm's runtime needs and what
-# building the upstream sdists without CUDA needs. Rebuilt when the list changes.
+# A host interpreter of the root's Python version, if this machine has one (PATH or pyenv): the pip that
+# fills the root's venv byte-compiles with it, so the root never compiles torch's sources under emulation.
+host_python() {
+    local version=$1 candidate
+    for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$version".*/bin/python"$version" \
+                     "$(command -v "python$version" || true)"; do
+        [ -x "$candidate" ] && timeout 60 "$candidate" -m pip --version >/dev/null 2>&1 &&
+            { echo "$candidate"; return 0; }
+    done
+    return 0
+}
+
+# The cached venv: torch (aarch64 CPU build), jetson-mamba's dependencies, mamba-ssm's runtime needs and pip.
+# The root's python makes the venv (seconds); the host's pip fills it natively with aarch64 wheels for the
+# root's Python and glibc (--platform/--python-version), which is what pip inside the root would pick but
+# without pip itself running under qemu (that took 30-45 min per root). torch goes in with --no-deps: its
+# metadata's CUDA dependencies are marked platform_machine == "x86_64", which the host's pip would evaluate
+# for the host. Rebuilt when the list changes.
 ensure_venv() {
-    local suite=$1 requirements
-    requirements="torch==$(torch_for "$suite") numpy einops pyyaml transformers packaging rich setuptools wheel"
+    local suite=$1 requirements facts python_version glibc minor site host compile platforms=()
+    requirements="torch==$(torch_for "$suite") filelock typing-extensions sympy networkx jinja2 fsspec numpy einops"
+    requirements+=" pyyaml transformers packaging rich setuptools wheel pip"
     if [ -f "$ROOT$VENV/.requirements" ] && [ "$(cat "$ROOT$VENV/.requirements")" = "$requirements" ]; then
         return 0
     fi
-    say "making $VENV in the $suite root: $requirements (pip under emulation: minutes)"
     rm -rf --one-file-system "$ROOT$VENV"
-    in_root 600 /usr/bin/python3 -m venv "$VENV" >&2
-    # shellcheck disable=SC2086  # a list of requirements
-    in_root 3000 "$VENV/bin/python" -m pip install -q --upgrade pip $requirements >&2 ||
-        die "pip install in the $suite root failed or timed out (exit $?)"
+    in_root 600 /usr/bin/python3 -m venv --without-pip "$VENV" >&2
+    facts=$(in_root 300 "$VENV/bin/python" -c \
+        'import os, sys; print("%d.%d" % sys.version_info[:2], os.confstr("CS_GNU_LIBC_VERSION").split()[1])')
+    read -r python_version glibc <<<"$facts"
+    site=$ROOT$VENV/lib/python$python_version/site-packages
+    for ((minor = ${glibc#*.}; minor >= 17; minor--)); do platforms+=(--platform "manylinux_2_${minor}_aarch64"); done
+    platforms+=(--platform manylinux2014_aarch64 --platform linux_aarch64 --only-binary=:all:
+                --python-version "$python_version" --implementation cp --target "$site" --upgrade)
+    host=$(host_python "$python_version")
+    compile=()
+    if [ -z "$host" ]; then  # any host pip will do; the root compiles the sources itself (minutes)
+        host=${JETSON_MAMBA_PYTHON:-$REPO/.venv/bin/python}
+        [ -x "$host" ] || host=python3
+        compile=(--no-compile)
+    fi
+    say "filling $VENV in the $suite root (Python $python_version, glibc $glibc) with the host's pip ($host)"
+    # shellcheck disable=SC2086  # lists of requirements
+    { timeout -k 30 1800 nice -n 10 "$host" -m pip install -q "${compile[@]}" "${platforms[@]}" --no-deps \
+          "torch==$(torch_for "$suite")" &&
+      timeout -k 30 1800 nice -n 10 "$host" -m pip install -q "${compile[@]}" "${platforms[@]}" \
+          ${requirements#torch==* } ; } >"$CACHE/$suite/pip.log" 2>&1 ||
+        { tail -n 15 "$CACHE/$suite/pip.log" >&2; die "the host's pip could not fill the $suite venv (log: $CACHE/$suite/pip.log)"; }
+    rm -rf --one-file-system "$site/bin"  # console scripts with the host's interpreter in their #! line
+    if [ ${#compile[@]} -gt 0 ]; then
+        say "no host Python $python_version here: byte-compiling the venv in the root (under emulation: minutes)"
+        in_root 3000 "$VENV/bin/python" -m compileall -q -j 0 "${site#"$ROOT"}" >/dev/null ||
+            die "byte-compiling the $suite venv failed or timed out (exit $?)"
+    fi
     echo "$requirements" >"$ROOT$VENV/.requirements"
-    say "venv ready: $(in_root 300 "$VENV/bin/python" -c 'import sys, torch; print(sys.version.split()[0], torch.__version__)')"
+    say "venv ready: Python $python_version, $(cd "$site" && echo torch-*.dist-info)"
+}
+
+# mamba-ssm and causal-conv1d wheels built natively from ../shared's sources without compiling (their
+# setup.py imports torch: under emulation each pip install of an sdist took ~3.5 min), cached per source.
+# The patch scenario installs them with pip inside the root.
+ensure_upstream_wheels() {
+    local source out python
+    python=${JETSON_MAMBA_PYTHON:-$REPO/.venv/bin/python}
+    [ -x "$python" ] || python=python3
+    mkdir -p "$CACHE/wheels"
+    exec 8>"$CACHE/wheels.lock"  # shared by both suites
+    flock -w 1800 8 || die "another arm64-proxy run has held $CACHE/wheels.lock for 30 min" 124
+    for source in "$SHARED"/sdists/mamba_ssm-2.2.4.tar.gz "$SHARED"/sdists/mamba_ssm-2.3.2.post1.tar.gz \
+                  "$SHARED"/upstream/mamba-main-e9594ce.tar.gz "$SHARED"/sdists/causal_conv1d-1.6.0.tar.gz \
+                  "$SHARED"/sdists/causal_conv1d-1.7.0.tar.gz; do
+        [ -f "$source" ] || die "$source is missing (../shared's sdists and upstream snapshot)"
+        out=$CACHE/wheels/$(basename "$source" .tar.gz)
+        compgen -G "$out/*.whl" >/dev/null && continue
+        say "building a wheel of $(basename "$source") without compiling (host)"
+        rm -rf "$out.partial"
+        MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_SKIP_CUDA_BUILD=TRUE \
+            CAUSAL_CONV1D_FORCE_BUILD=TRUE timeout 900 nice -n 10 "$python" -m pip wheel -q --no-deps \
+            --no-build-isolation --no-index -w "$out.partial" "$source" >"$CACHE/wheels/build.log" 2>&1 ||
+            { tail -n 15 "$CACHE/wheels/build.log" >&2; die "building a wheel of $source failed"; }
+        mv "$out.partial" "$out"
+    done
+    exec 8>&-  # the scenario that follows (minutes) must not hold the other suite's runs back
 }
 
 # This checkout's wheel (uncommitted changes included), built on the host: it is pure Python.
@@ -235,7 +327,7 @@ run_scenario() {
     say "running scenario $scenario on $suite"
     mkdir -p "$RUN_DIR/tmp"
     in_root "$SCENARIO_TIMEOUT" /usr/bin/env PATH="$inside/venv/bin:/usr/bin:/bin" TMPDIR="$inside/tmp" \
-        JETSON_MAMBA_REPO="$MNT/repo" JETSON_MAMBA_SHARED="$MNT/shared" \
+        JETSON_MAMBA_REPO="$MNT/repo" JETSON_MAMBA_SHARED="$MNT/shared" JETSON_MAMBA_ARM64_WHEELS="$MNT/wheels" \
         "$inside/venv/bin/python" "$MNT/repo/tests/arm64/scenarios.py" "$scenario"
 }
 
@@ -264,6 +356,7 @@ main() {
     mount_root
     ensure_venv "$suite"
     cleanup
+    case $action in prepare | patch) ensure_upstream_wheels ;; esac
     [ "$action" = prepare ] && { say "$suite ready"; return 0; }
     run_scenario "$suite" "$action"
 }

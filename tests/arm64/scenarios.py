@@ -23,8 +23,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(os.environ.get("JETSON_MAMBA_REPO", Path(__file__).resolve().parents[2]))
 SHARED = Path(os.environ.get("JETSON_MAMBA_SHARED", REPO.parent / "shared"))
-NO_CUDA_BUILD = {"MAMBA_SKIP_CUDA_BUILD": "TRUE", "MAMBA_FORCE_BUILD": "TRUE",
-                 "CAUSAL_CONV1D_SKIP_CUDA_BUILD": "TRUE", "CAUSAL_CONV1D_FORCE_BUILD": "TRUE"}
+# mamba-ssm/causal-conv1d wheels that arm64-proxy.sh built on the host from ../shared's sources without
+# compiling, one folder per source (building them here, under emulation, took ~3.5 min a pair)
+WHEELS = Path(os.environ.get("JETSON_MAMBA_ARM64_WHEELS", "/mnt/jetson-mamba/wheels"))
 # (mamba-ssm, causal-conv1d): each version asked for at least once; "main" is the upstream snapshot.
 PAIRS = (("2.2.4", "1.6.0"), ("2.3.2.post1", "1.7.0"), ("main", "1.7.0"))
 
@@ -175,19 +176,18 @@ def _pair_venv(folder: Path) -> Path:
     return python
 
 
-def _source(project: str, version: str) -> Path:
-    if version == "main":
-        return SHARED / "upstream" / "mamba-main-e9594ce.tar.gz"
-    return SHARED / "sdists" / f"{project}-{version}.tar.gz"
+def _wheel(project: str, version: str) -> Path:
+    source = "mamba-main-e9594ce" if version == "main" else f"{project}-{version}"
+    return next((WHEELS / source).glob("*.whl"))
 
 
 def check_pair(mamba: str, conv: str, folder: Path) -> Dict[str, Any]:
-    """Install from source without compiling, patch --check, patch, import, Mamba/Mamba2, revert byte-exact."""
+    """Install (wheels of the sources), patch --check, patch, import, Mamba/Mamba2, revert byte-exact."""
     python = _pair_venv(folder)
     steps: Dict[str, Any] = {}
-    steps["install"] = command([str(python), "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps",
-                                "--no-index", str(_source("causal_conv1d", conv)), str(_source("mamba_ssm", mamba))],
-                               env=NO_CUDA_BUILD, timeout=1200)
+    steps["install"] = command([str(python), "-m", "pip", "install", "-q", "--no-deps",
+                                "--no-index", str(_wheel("causal_conv1d", conv)), str(_wheel("mamba_ssm", mamba))],
+                               timeout=1200)
     if steps["install"]["rc"] != 0:
         return steps
     site = _site(python)

@@ -1,7 +1,8 @@
 """jetson-mamba on aarch64 Python with JetPack's glibc: Debian arm64 roots under qemu (scripts/arm64-proxy.sh).
 
 bullseye has glibc 2.31 (JetPack 5's Ubuntu 20.04) and Python 3.9, bookworm glibc 2.36 (JetPack 6 has 2.35)
-and Python 3.11; their venvs hold the aarch64 CPU builds of torch from the package index.
+and Python 3.11; their venvs hold the aarch64 CPU builds of torch from the package index. CI runs a sample
+(conftest.SAMPLE: `select` and `patch` on bullseye); JETSON_MAMBA_ARM64=1 runs every scenario on both roots.
 """
 
 from __future__ import annotations

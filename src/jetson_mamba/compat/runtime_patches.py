@@ -31,6 +31,12 @@ imports jetson_mamba, guarded so that uninstalling jetson-mamba falls back to up
    import time, inside `except ImportError`; their dependencies may be missing or crash with other
    errors (apache-tvm-ffi 0.1.12 raises AttributeError: upstream issue 986), which breaks
    `import mamba_ssm` for Mamba-1/2 users. Import them on first use, with the cause in the error.
+9. python39-annotations: causal-conv1d >= 1.5.1's `cpp_functions.py` annotates `torch.Tensor | None` and
+   mamba-ssm 2.3's Mamba-3 `angle_dt.py` returns `Tensor | Tuple[...]`, without `from __future__ import
+   annotations`, so on Python 3.9, which both packages declare they support, `import mamba_ssm` fails with
+   "TypeError: unsupported operand type(s) for |" (found on aarch64 Python 3.9, glibc 2.31: the arm64 proxy's
+   bullseye root, like JetPack 5). torch.library.custom_op reads cpp_functions' annotations, so those become
+   `Optional[torch.Tensor]`; angle_dt's return annotation is quoted (nothing reads it).
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ SSD_DD = "ssd-dD-reduction"
 FIXED_B_STATE = "fixed-B-last-state"
 NO_TRITON = "triton-optional"
 MAMBA3_LAZY = "mamba3-lazy-kernels"
+PY39_ANNOTATIONS = "python39-annotations"
 
 SELECTIVE_SCAN_INTERFACE = "mamba_ssm/ops/selective_scan_interface.py"
 SSD_COMBINED = "mamba_ssm/ops/triton/ssd_combined.py"
@@ -72,6 +79,7 @@ LAYERNORM_GATED = "mamba_ssm/ops/triton/layernorm_gated.py"
 LAYER_NORM = "mamba_ssm/ops/triton/layer_norm.py"
 STATE_UPDATE = "mamba_ssm/ops/triton/selective_state_update.py"
 MAMBA3 = "mamba_ssm/modules/mamba3.py"
+ANGLE_DT = "mamba_ssm/ops/triton/mamba3/angle_dt.py"
 # every module of mamba_ssm/ops/triton that imports triton at the top (mamba-ssm main's superset)
 TRITON_MODULES = tuple(f"mamba_ssm/ops/triton/{name}.py" for name in (
     "k_activations", "layer_norm", "layernorm_gated", "selective_state_update", "softplus", "ssd_bmm",
@@ -472,6 +480,40 @@ def _lazy_mamba3(path: str, text: str, ctx: Context) -> Optional[str]:
     return re.sub(rf"^(\s+)assert ({'|'.join(names)}) is not None, (.+)$", r"\1\2.load(\3)", text, flags=re.M)
 
 
+# ---------------------------------------------------------------- 9. annotations Python 3.9 can evaluate
+
+_TENSOR_OR_NONE = r"\btorch\.Tensor \| None\b"
+_OPTIONAL_IMPORT = _header(PY39_ANNOTATIONS) + """\
+# Python < 3.10 evaluates these annotations at def time and has no `X | None` for classes.
+from typing import Optional
+"""
+
+
+def _optional_annotations(path: str, text: str, ctx: Context) -> Optional[str]:
+    """Every `torch.Tensor | None` becomes `Optional[torch.Tensor]`, imported before the module's `import torch`."""
+    if not re.search(_TENSOR_OR_NONE, text) or re.search(r"^from __future__ import annotations$", text, flags=re.M):
+        return None
+    found = list(re.finditer(r"^import torch\n", text, flags=re.M))
+    if len(found) != 1:
+        raise UnknownContent(f"expected one top-level `import torch`, found {len(found)}")
+    text = text[:found[0].start()] + _OPTIONAL_IMPORT + text[found[0].start():]
+    return re.sub(_TENSOR_OR_NONE, "Optional[torch.Tensor]", text)
+
+
+_RETURN_UNION = r"^(?P<head>\)|def [^\n]*\)) -> (?P<annotation>[^\"'\n]* \| [^\"'\n]*):(?P<tail>[ \t]*)$"
+
+
+def _quoted_return_unions(path: str, text: str, ctx: Context) -> Optional[str]:
+    """Each `) -> X | Y:` return annotation becomes `) -> "X | Y":`, the marker above the first such function."""
+    found = list(re.finditer(_RETURN_UNION, text, flags=re.M))
+    if not found or re.search(r"^from __future__ import annotations$", text, flags=re.M):
+        return None
+    defs = [m.start() for m in re.finditer(r"^def ", text[:found[0].start()], flags=re.M)]
+    first = defs[-1] if defs else found[0].start()
+    text = re.sub(_RETURN_UNION, r'\g<head> -> "\g<annotation>":\g<tail>', text, flags=re.M)
+    return text[:first] + _header(PY39_ANNOTATIONS) + text[first:]
+
+
 RUNTIME_PATCHES = (
     Patch(
         name=CAUSAL_CONV1D_BRIDGE,
@@ -556,6 +598,24 @@ RUNTIME_PATCHES = (
         files=(CAUSAL_CONV1D_CPP, CAUSAL_CONV1D_INTERFACE),
         transform=_PORTABLE_CONV,
         not_needed="this file does not import the compiled causal_conv1d_cuda",
+    ),
+    Patch(
+        name=PY39_ANNOTATIONS,
+        distribution="mamba-ssm",
+        summary="import mamba_ssm works on Python 3.9: Mamba-3's angle_dt_fwd return annotation `Tensor | Tuple[...]`, "
+                "evaluated at def time, is quoted",
+        files=(ANGLE_DT,),
+        transform=_quoted_return_unions,
+        not_needed="this file has no `X | Y` return annotation evaluated at run time",
+    ),
+    Patch(
+        name=PY39_ANNOTATIONS,
+        distribution="causal-conv1d",
+        summary="import causal_conv1d (and so mamba_ssm) works on Python 3.9: cpp_functions' `torch.Tensor | None` "
+                "annotations, evaluated at def time and read by torch.library.custom_op, become Optional[...]",
+        files=(CAUSAL_CONV1D_CPP,),
+        transform=_optional_annotations,
+        not_needed="this file has no `torch.Tensor | None` annotation evaluated at run time",
     ),
 )
 
