@@ -3,8 +3,7 @@ forward's choice (`_choice`)."""
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -13,17 +12,28 @@ from jetson_mamba.ops.backend import select_backend
 from jetson_mamba.ops.standins._choice import recalled, remember
 
 
-@contextlib.contextmanager
-def backend_for(x: torch.Tensor, weight: torch.Tensor, forward: bool = False,
-                backward: bool = False) -> Iterator[Any]:
-    """The dispatched backend module, to call inside; under torch.compile / torch.export the custom ops
-    (opaque to the tracer, which cannot follow the dispatch). A `forward` keeps the choice in effect with
-    its input x and weight; a `backward` with either runs under that choice, and so does a forward that
-    upstream reruns in its backward (no use_backend of its own thread)."""
-    if _library.tracing():
-        yield _library.OpsConvBackend
-        return
-    with recalled(x, weight, unless_chosen_here=forward) if forward or backward else contextlib.nullcontext():
-        if forward:
-            remember(x, weight)
-        yield select_backend("causal_conv1d", x.device, x.dtype).module
+class backend_for:
+    """`with backend_for(x, weight) as backend:` the dispatched backend module, to call inside; under
+    torch.compile / torch.export the custom ops (opaque to the tracer, which cannot follow the dispatch). A
+    `forward` keeps the choice in effect with its input x and weight; a `backward` with either runs under that
+    choice, and so does a forward that upstream reruns in its backward (no use_backend of its own thread).
+    A class, not a generator: every conv call of upstream's enters one."""
+
+    __slots__ = ("_x", "_weight", "_forward", "_using")
+
+    def __init__(self, x: torch.Tensor, weight: torch.Tensor, forward: bool = False, backward: bool = False) -> None:
+        self._x, self._weight, self._forward = x, weight, forward
+        self._using = recalled(x, weight, unless_chosen_here=forward) if forward or backward else None
+
+    def __enter__(self) -> Any:
+        if _library.tracing():
+            return _library.OpsConvBackend
+        if self._using is not None:
+            self._using.__enter__()
+        if self._forward:
+            remember(self._x, self._weight)
+        return select_backend("causal_conv1d", self._x.device, self._x.dtype).module
+
+    def __exit__(self, *exc: object) -> None:
+        if self._using is not None:
+            self._using.__exit__(*exc)
