@@ -3,7 +3,7 @@ forward's choice (`_choice`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ContextManager, Optional
 
 import torch
 
@@ -19,16 +19,17 @@ class backend_for:
     choice, and so does a forward that upstream reruns in its backward (no use_backend of its own thread).
     A class, not a generator: every conv call of upstream's enters one."""
 
-    __slots__ = ("_x", "_weight", "_forward", "_using")
+    __slots__ = ("_x", "_weight", "_forward", "_backward", "_using")
 
     def __init__(self, x: torch.Tensor, weight: torch.Tensor, forward: bool = False, backward: bool = False) -> None:
-        self._x, self._weight, self._forward = x, weight, forward
-        self._using = recalled(x, weight, unless_chosen_here=forward) if forward or backward else None
+        self._x, self._weight, self._forward, self._backward = x, weight, forward, backward
+        self._using: Optional[ContextManager[None]] = None
 
     def __enter__(self) -> Any:
-        if _library.tracing():
+        if _library.tracing():  # nothing else here is traceable (the choice lives on tensor objects)
             return _library.OpsConvBackend
-        if self._using is not None:
+        if self._forward or self._backward:
+            self._using = recalled(self._x, self._weight, unless_chosen_here=self._forward)
             self._using.__enter__()
         if self._forward:
             remember(self._x, self._weight)
