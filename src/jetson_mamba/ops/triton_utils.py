@@ -187,7 +187,7 @@ def launch_planned(plans: Plans, key: Tuple[Any, ...], kernel: Any, tensors: Tup
         if len(plans) >= _PLANS_PER_SITE:
             plans.clear()
         plans[full] = (tuner, getattr(tuner, "configs", None), getattr(tuner, "cache", None), jit, compiled,
-                       (g[0], g[1] if len(g) > 1 else 1, g[2] if len(g) > 2 else 1), (*values, *tail))
+                       _grid3(g), (*values, *tail))
 
 
 # id(function launched: JIT or under heuristics) -> (that function, {launch_key: (the JIT function, its
@@ -262,12 +262,17 @@ def launch(fn: Any, grid: Any, *args: Any, **kwargs: Any) -> Optional[_Made]:
         jit, full = _heuristics_applied(fn, args, kwargs) if isinstance(fn, Heuristics) else (fn, kwargs)
         compiled = jit.run(*args, grid=grid, warmup=False, **full)
         made = _remember(fn, jit, key, compiled, args, full)
-        return None if made is None else (made, grid(kwargs) if callable(grid) else grid)
+        return None if made is None else (made, _grid3(grid(kwargs) if callable(grid) else grid))
     _, compiled, tail = hit
-    g = grid(kwargs) if callable(grid) else grid
-    compiled.run(g[0], g[1] if len(g) > 1 else 1, g[2] if len(g) > 2 else 1, current_stream(device),
-                 compiled.function, compiled.packed_metadata, None, None, None, *args, *tail)
+    g = _grid3(grid(kwargs) if callable(grid) else grid)
+    compiled.run(g[0], g[1], g[2], current_stream(device), compiled.function, compiled.packed_metadata,
+                 None, None, None, *args, *tail)
     return hit, g
+
+
+def _grid3(g: Tuple[int, ...]) -> Tuple[int, int, int]:
+    """A Triton grid of 1-3 sizes as the launcher takes it: three."""
+    return g[0], g[1] if len(g) > 1 else 1, g[2] if len(g) > 2 else 1
 
 
 def _remember(fn: Any, jit: Any, key: Tuple[Any, ...], compiled: Any, args: Tuple[Any, ...],
@@ -284,7 +289,7 @@ def _remember(fn: Any, jit: Any, key: Tuple[Any, ...], compiled: Any, args: Tupl
     memo = _COMPILED.get(id(fn))
     if memo is None or memo[0] is not fn or len(memo[1]) >= _COMPILED_PER_KERNEL:
         memo = _COMPILED[id(fn)] = (fn, {})
-    entry = memo[1][key] = (jit, compiled, tuple(kwargs[n] for n in names))
+    memo[1][key] = entry = (jit, compiled, tuple(kwargs[n] for n in names))
     return entry
 
 
