@@ -287,11 +287,11 @@ def test_planned_scan_backward_follows_every_layout(monkeypatch: pytest.MonkeyPa
 
     made = _planned_sites(monkeypatch, [scan._bwd, scan._bwd_det])
 
-    def run(args: List[Any], out_z: bool = True) -> Any:
+    def run(args: List[Any], out_z: bool = True, dz: Any = None) -> Any:
         def call() -> Any:
             if out_z:
-                return [args[0], *scan.selective_scan_backward_out_z(*args)[0]]
-            return [args[0], *scan.selective_scan_backward(*args)]
+                return [args[0], *scan.selective_scan_backward_out_z(*args, dz=dz)[0]]
+            return [args[0], *scan.selective_scan_backward(*args, dz=dz)]
         return call
 
     base = _scan_bwd_inputs()
@@ -314,6 +314,10 @@ def test_planned_scan_backward_follows_every_layout(monkeypatch: pytest.MonkeyPa
     assert _count_plans(made, run(base, out_z=False)) >= 1, "without out_z: a stale launch plan"
     no_z = [*base[:6], None, *base[7:]]
     assert _count_plans(made, run(no_z, out_z=False)) >= 1, "without z: a stale launch plan"
+    # a caller's dz buffer: the plan knows where the tensors it allocates lie, not where a caller's lies
+    assert _count_plans(made, run(base, dz=torch.empty(2, 8, 64))) == 0, "an aligned dz buffer: a new plan"
+    odd = torch.empty(2 * 8 * 64 + 1)[1:].view(2, 8, 64)  # 4 bytes past a 16-byte boundary
+    assert _count_plans(made, run(base, dz=odd)) >= 1, "a dz buffer of another alignment reused a stale plan"
     torch.use_deterministic_algorithms(True)
     try:
         assert _count_plans(made, run(base)) >= 1, "deterministic mode: a stale launch plan"

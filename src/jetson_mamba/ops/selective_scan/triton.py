@@ -19,6 +19,7 @@ fixed order: float atomics add in whatever order the programs arrive, so their s
 
 from __future__ import annotations
 
+import itertools
 import operator
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -111,16 +112,23 @@ def _check(u: torch.Tensor, A: torch.Tensor) -> None:
                                       "use JETSON_MAMBA_BACKEND=torch, or run on a CUDA GPU")
 
 
-# (shapes, strides, dtypes and optional inputs of a call) -> (that key, its _common_args, the autotuner's key,
-# the backward's gradient buffer layouts and their offsets for _zeroed): building them cost ~15 us of a scan
-# call's host time on this project's 2-core CPU, the key ~2 us. The dicts are shared: read only.
-_PLANS: Dict[Tuple[Any, ...], Tuple[Tuple[Any, ...], Dict[str, Any], Tuple[Any, ...], Any, Tuple[int, ...]]] = {}
+# A view of the backward's gradient buffer: (shape, strides, offset), as Tensor.as_strided takes them
+_View = Tuple[Tuple[int, ...], Tuple[int, ...], int]
+# The backward's gradient buffer of a layout (_zeroed, _cast_bc): its length, the views dB, dC, dA, dD and
+# ddelta_bias (None where absent), and where dB and dC share a dtype other than fp32, the length of their
+# span (cast in one pass).
+_Grads = Tuple[int, Tuple[Optional[_View], ...], int]
+# (shapes, strides, dtypes and optional inputs of a call) -> (a token for that key, its _common_args, the
+# autotuner's key, the backward's gradient buffer): building them cost ~15 us of a scan call's host time on
+# this project's 2-core CPU, the key ~2 us. The token (never reused in the process) stands for the key in
+# the launch plans' keys: hashing a ~60-value key on every launch cost ~2 us. The dicts are shared: read only.
+_PLANS: Dict[Tuple[Any, ...], Tuple[int, Dict[str, Any], Tuple[Any, ...], _Grads]] = {}
 _PLANS_MAX = 256  # distinct call layouts remembered; the memo starts over past it
+_TOKENS = itertools.count()
 
 
-def _plan(u, delta, A, B, C, D, z, delta_bias
-          ) -> Tuple[Tuple[Any, ...], Dict[str, Any], Tuple[Any, ...], Any, Tuple[int, ...]]:
-    """(the key, _common_args, _launch_key, the backward's gradient layouts, their offsets) of a call,
+def _plan(u, delta, A, B, C, D, z, delta_bias) -> Tuple[int, Dict[str, Any], Tuple[Any, ...], _Grads]:
+    """(a token of the key, _common_args, _launch_key, the backward's gradient buffer) of a call,
     remembered per everything they read (the key): every shape, stride and dtype of u, delta, z, A, B and
     C, and which of D, z and delta_bias are given."""
     key = (u.shape, u.stride(), u.dtype, delta.shape, delta.stride(), delta.dtype,
@@ -134,7 +142,10 @@ def _plan(u, delta, A, B, C, D, z, delta_bias
         vec = ((args["dim"],), (1,))
         layouts = ((B.shape, B.stride()), (C.shape, C.stride()), (A.shape, A.stride()),
                    vec if D is not None else None, vec if delta_bias is not None else None)
-        plan = _PLANS[key] = (key, args, _launch_key(args, u, delta, B, C), layouts, _offsets(layouts))
+        offsets = _offsets(layouts)
+        views = tuple(None if lay is None else (tuple(lay[0]), tuple(lay[1]), at) for lay, at in zip(layouts, offsets))
+        both = offsets[2] if B.dtype is C.dtype and B.dtype is not torch.float32 else 0
+        plan = _PLANS[key] = (next(_TOKENS), args, _launch_key(args, u, delta, B, C), (offsets[-1], views, both))
     return plan
 
 
@@ -200,7 +211,7 @@ def _forward(
     _check(u, A)
     batch, dim, L = u.shape
     N = A.shape[1]
-    key, args, launch_key, _, _ = _plan(u, delta, A, B, C, D, z, delta_bias)
+    token, args, launch_key, _ = _plan(u, delta, A, B, C, D, z, delta_bias)
 
     chunk = triton_chunked.chunk_for(u, forward=True)  # small batch x dim, in a CUDA graph: the sequence-parallel path
     if chunk and every % chunk == 0:
@@ -220,9 +231,10 @@ def _forward(
             X_EVERY=every or 1, s_xb=xs[0], s_xd=xs[1], s_xc=xs[2], HAS_X=x is not None, s_ob=out.stride(0),
             s_od=out.stride(1), s_ol=out.stride(2), SOFTPLUS=bool(delta_softplus), **args)
 
-    # out, out_z, last and x are new and contiguous: their strides follow from u's shape, N and every
-    tu.launch_planned(_FWD_LAUNCHES, (key, every, bool(delta_softplus)), tu.for_channels(dim, _fwd, _fwd_wide),
-                      tensors, make)
+    # out, out_z, last and x are new and contiguous: their strides follow from u's shape, N and every, their
+    # dtypes from the key (checked: the 8 inputs' dtypes and alignment)
+    tu.launch_planned(_FWD_LAUNCHES, (token, every, bool(delta_softplus)), tu.for_channels(dim, _fwd, _fwd_wide),
+                      tensors, make, checked=8)
     return out, out_z, last, x
 
 
@@ -264,7 +276,7 @@ def _backward(
         raise ValueError("out_z = out * silu(z) needs z")
     _check(u, A)
     batch, dim, L = u.shape
-    key, args, launch_key, layouts, offsets = _plan(u, delta, A, B, C, D, z, delta_bias)
+    token, args, launch_key, grads = _plan(u, delta, A, B, C, D, z, delta_bias)
     # dout is read with its own strides (mamba_inner_fn's is a transposed matmul result; a copy costs a
     # pass over B x D x L), as the compiled kernel does; only a strided time axis is copied.
     if dout.stride(2) != 1:
@@ -283,7 +295,7 @@ def _backward(
     elif dz.shape != u.shape or dz.dtype != z.dtype or dz.device != u.device:
         raise ValueError(f"dz must be like z: {tuple(u.shape)} {z.dtype} on {u.device}; got "
                          f"{tuple(dz.shape)} {dz.dtype} on {dz.device}")
-    flat, (dB, dC, dA, dD, dbias) = _zeroed(u.device, layouts, offsets)
+    flat, (dB, dC, dA, dD, dbias) = _zeroed(u.device, grads)
     ckpt = torch.empty((batch, dim, grid_size(L, _smallest_tile(_bwd.configs)), args["BN"]), device=u.device,
                        dtype=torch.float32)
     dummy = du
@@ -301,7 +313,8 @@ def _backward(
         part if part is not None else dummy, bpart if bpart is not None else dummy,
         cpart if cpart is not None else dummy)
     dzs = dz.stride() if dz is not None else (0, 0, 0)
-    strides = (ckpt.stride(1), dout.stride(), du.stride(), dzs)
+    # with the token: everything the launch's values follow from; a caller's dz buffer may sit anywhere
+    strides = (ckpt.stride(1), dout.stride(), du.stride(), dzs, dz is None or not dz.data_ptr() & 15)
 
     def kw() -> Dict[str, Any]:
         return dict(s_ck=strides[0], s_gb=strides[1][0], s_gd=strides[1][1], s_gl=strides[1][2],
@@ -311,15 +324,16 @@ def _backward(
     if chunk:
         triton_chunked.backward(tensors, kw(), args, chunk)
     else:
+        # the tensors after the first 9 inputs (u ... dout) are new, or dz (its alignment: in `strides`)
         tu.launch_planned(
-            _BWD_LAUNCHES, (key, strides, bool(delta_softplus), with_out_z, det),
+            _BWD_LAUNCHES, (token, strides, bool(delta_softplus), with_out_z, det),
             _bwd_det if det else tu.for_channels(dim, _bwd, _bwd_wide),
             (*tensors, dummy, dummy),
             lambda: (launch_key, lambda meta: (grid_size(dim, meta["BD"]), batch), (),
-                     dict(CHUNK=0, CHUNKED=False, **kw(), **args)))
+                     dict(CHUNK=0, CHUNKED=False, **kw(), **args)), checked=9)
     if part is not None:
         _add_partials(args, part, bpart, cpart, dA, dB, dC, dD, dbias)
-    return (du, ddelta, dA, *_cast_bc(flat, dB, dC, B, C, offsets[2]), dD, dbias, dz), out_z
+    return (du, ddelta, dA, *_cast_bc(flat, dB, dC, B, C, grads), dD, dbias, dz), out_z
 
 
 _SMALLEST_TILE: List[Any] = [None, 0]  # [the configs list asked about, its smallest T]
@@ -333,14 +347,13 @@ def _smallest_tile(configs: List[Any]) -> int:
     return _SMALLEST_TILE[1]
 
 
-def _zeroed(device: torch.device, layouts: Tuple[Optional[Tuple[Sequence[int], Sequence[int]]], ...],
-            offsets: Tuple[int, ...]) -> Tuple[torch.Tensor, List[Optional[torch.Tensor]]]:
+def _zeroed(device: torch.device, grads: _Grads) -> Tuple[torch.Tensor, List[Optional[torch.Tensor]]]:
     """The fp32 gradient buffers the backward kernel adds into atomically, each with the (shape, strides)
-    given (the kernel indexes dB/dC/dA with B's/C's/A's strides), as views of one zeroed allocation:
+    of its layout (the kernel indexes dB/dC/dA with B's/C's/A's strides), as views of one zeroed allocation:
     one fill launch instead of five (each ~2 us of GPU and ~5 us of host time). Returns the flat buffer
-    too (_cast_bc casts dB and dC, laid out first and side by side, in one pass). `offsets`: _offsets(layouts)."""
-    flat = torch.zeros(offsets[-1], device=device, dtype=torch.float32)
-    return flat, [None if lay is None else flat.as_strided(lay[0], lay[1], at) for lay, at in zip(layouts, offsets)]
+    too (_cast_bc casts dB and dC, laid out first and side by side, in one pass). `grads`: _plan's."""
+    flat = torch.zeros(grads[0], device=device, dtype=torch.float32)
+    return flat, [None if view is None else flat.as_strided(*view) for view in grads[1]]
 
 
 def _offsets(layouts: Tuple[Optional[Tuple[Sequence[int], Sequence[int]]], ...]) -> Tuple[int, ...]:
@@ -353,14 +366,14 @@ def _offsets(layouts: Tuple[Optional[Tuple[Sequence[int], Sequence[int]]], ...])
 
 
 def _cast_bc(flat: torch.Tensor, dB: torch.Tensor, dC: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-             end: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """dB and dC in B's and C's dtypes: one cast of their span of `flat` (up to `end`) where they share a
-    dtype (a Mamba block's bf16 B and C: one copy launch instead of two), else each on its own."""
-    if B.dtype is C.dtype and B.dtype is not torch.float32:
-        both = flat[:end].to(B.dtype)
-        return (both.as_strided(dB.shape, dB.stride(), 0),
-                both.as_strided(dC.shape, dC.stride(), dC.storage_offset()))
-    return dB.to(B.dtype), dC.to(C.dtype)
+             grads: _Grads) -> Tuple[torch.Tensor, torch.Tensor]:
+    """dB and dC in B's and C's dtypes: one cast of their span of `flat` where they share a dtype (a Mamba
+    block's bf16 B and C: one copy launch instead of two), else each on its own, none where it is fp32
+    (a no-op .to costs ~1 us). The views' layouts are _plan's (dB.shape, .stride() cost ~1 us more)."""
+    if grads[2]:
+        both = flat[:grads[2]].to(B.dtype)
+        return both.as_strided(*grads[1][0]), both.as_strided(*grads[1][1])  # type: ignore[misc]
+    return (dB if B.dtype is torch.float32 else dB.to(B.dtype)), (dC if C.dtype is torch.float32 else dC.to(C.dtype))
 
 
 def _partials(args: Dict[str, Any], batch: int, rows: int, device: torch.device
