@@ -303,8 +303,9 @@ def _backward(
     chunk = triton_chunked.chunk_for(u)  # small batch x dim: the sequence-parallel backward
     # deterministic mode (torch.use_deterministic_algorithms): partial sums per program instead of atomics
     det = torch.are_deterministic_algorithms_enabled()
-    rows = batch * grid_size(L, chunk) if chunk else batch  # programs per channel block
-    part, bpart, cpart = _partials(args, batch, rows, u.device) if det else (None, None, None)
+    part = bpart = cpart = None
+    if det:  # programs per channel block: per batch row (and chunk)
+        part, bpart, cpart = _partials(args, batch, batch * grid_size(L, chunk) if chunk else batch, u.device)
     tensors = (
         u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
         delta_bias if delta_bias is not None else dummy, dout, ckpt,
