@@ -8,7 +8,7 @@ import pytest
 
 from jetson_mamba.bench.devices import peak_gbps_for
 from jetson_mamba.bench.shapes import custom_problems, default_problems, parse_shape
-from jetson_mamba.bench.timing import measure, rotation_count, summarize
+from jetson_mamba.bench.timing import measure, measure_rounds, rotation_count, summarize
 from jetson_mamba.errors import UsageError
 
 
@@ -37,6 +37,23 @@ def test_measure_times_each_call_after_warmup_and_rotates() -> None:
 def test_measure_stops_a_slow_function_early() -> None:
     timing = measure(lambda i: time.sleep(0.02), "cpu", warmup=0, repeat=1000, max_time_s=0.1)
     assert 3 <= timing.samples < 50
+
+
+def test_measure_rounds_leaves_a_slow_start_out_and_reports_the_rounds_spread() -> None:
+    """reduce-overhead's row (bench.workloads): the calls that compile and capture are warm-up, never timed;
+    the number is the median round's median, and the rounds' medians and their spread come with it."""
+    calls: list = []
+
+    def work(i: int) -> None:
+        calls.append(i)
+        # the first 4 calls: a compile and a capture (slow); then one round in the middle is disturbed
+        time.sleep(0.05 if len(calls) <= 4 else 0.008 if 4 + 2 * 3 < len(calls) <= 4 + 3 * 3 else 0.002)
+
+    rounds = measure_rounds(work, "cpu", warmup=4, repeat=3, rounds=5)
+    assert len(calls) == 4 + 5 * 3  # one warm-up, then 5 rounds of 3 timed calls
+    assert len(rounds.medians_ms) == 5 and rounds.timing.median_ms < 8  # no slow start in any number
+    assert max(rounds.medians_ms) >= 8 and min(rounds.medians_ms) < 8  # the disturbed round shows ...
+    assert rounds.spread > 0.5  # ... in the spread, not in the median
 
 
 def test_rotation_covers_twice_the_cache() -> None:

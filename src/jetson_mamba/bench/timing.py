@@ -97,3 +97,30 @@ def measure(fn: Callable[[int], Any], device: Any, warmup: int = 3, repeat: int 
         if len(samples) >= repeat and spent >= min_time_s:
             break
     return summarize(samples, "cuda-events" if cuda else "perf_counter")
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """Several rounds of `measure` of one callable: the round with the median median, and how far apart the
+    rounds' medians lie."""
+
+    timing: Timing  # the median round
+    medians_ms: Sequence[float]  # every round's median, in order
+
+    @property
+    def spread(self) -> float:
+        """(slowest - fastest round median) / the median round's median: run-to-run noise of the number."""
+        return (max(self.medians_ms) - min(self.medians_ms)) / self.timing.median_ms if self.timing.median_ms else 0.0
+
+
+def measure_rounds(fn: Callable[[int], Any], device: Any, warmup: int, repeat: int, rounds: int = 5,
+                   max_time_s: float = 10.0) -> Rounds:
+    """`rounds` measurements of `fn` after one warm-up of `warmup` calls: for a number that one long
+    warm-up must settle first (torch.compile's mode="reduce-overhead": the compile, an eager run, the CUDA
+    graph's capture, the Triton autotuners' first calls) and whose single medians moved from run to run.
+    Each round takes `repeat` samples; `max_time_s` is shared by all rounds."""
+    for i in range(warmup):  # not through measure: its time limit would cut a long compile's warm-up short
+        fn(i)
+    timings = [measure(fn, device, warmup=0, repeat=repeat, max_time_s=max_time_s / rounds) for _ in range(rounds)]
+    by_median = sorted(timings, key=lambda t: t.median_ms)
+    return Rounds(by_median[(len(by_median) - 1) // 2], [t.median_ms for t in timings])

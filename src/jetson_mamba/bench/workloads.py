@@ -22,7 +22,7 @@ import types
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from jetson_mamba.bench.timing import Timing, measure
+from jetson_mamba.bench.timing import Timing, measure, measure_rounds
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -206,10 +206,12 @@ def _timed(fn: Callable[[int], Any], settings: WorkloadSettings, warmup: Optiona
 
 
 def _measure_row(row: WorkloadRow, sides: Sides, budget: _Budget, on_row: Callable[[WorkloadRow], None],
-                 time_side: Callable[[str], float], which: Sequence[str] = (OURS, COMPILED)) -> WorkloadRow:
+                 time_side: Callable[[str], float], which: Sequence[str] = (OURS, COMPILED),
+                 notes: Sequence[str] = ()) -> WorkloadRow:
     """`row` with each side's number (time_side(side) -> ms or tok/s); a side that fails is named on the
-    row and the other side is still timed; once the budget is spent the row is marked skipped. The row is
-    handed to `on_row` as soon as it is done."""
+    row and the other side is still timed; once the budget is spent the row is marked skipped. `notes`: a
+    list that time_side adds lines to, for the row's message. The row is handed to `on_row` as soon as it
+    is done."""
     for side in which:
         if side == COMPILED and sides.compiled is None:
             continue
@@ -224,6 +226,8 @@ def _measure_row(row: WorkloadRow, sides: Sides, budget: _Budget, on_row: Callab
                           message="; ".join(filter(None, (row.message, f"{side}: {_first_line(exc)}"))))
             continue
         row = replace(row, **{side: value})
+    if notes:
+        row = replace(row, message="; ".join(filter(None, (row.message, *notes))))
     on_row(row)
     return row
 
@@ -321,6 +325,15 @@ def _lm(settings: WorkloadSettings, sides: Sides, budget: _Budget,
     return rows
 
 
+# torch.compile(mode="reduce-overhead")'s row: its first calls compile, run eagerly, capture the CUDA graph
+# (cudagraph trees record on the second call of a graph), and our Triton autotuners run at their first
+# eager calls; 3 warm-up calls left some of that inside the timed calls, and one median of 20 calls moved
+# from 7.8 to 15.1 ms between two runs of edge.sh (RESULTS.md, lab H100 2026-12-06). Warm-up calls first,
+# then the median of several rounds, with the rounds' spread in the row's message.
+GRAPH_WARMUP = 10
+GRAPH_ROUNDS = 5
+
+
 def _yolo(settings: WorkloadSettings, sides: Sides, budget: _Budget,
           on_row: Callable[[WorkloadRow], None]) -> List[WorkloadRow]:
     import torch
@@ -354,9 +367,16 @@ def _yolo(settings: WorkloadSettings, sides: Sides, budget: _Budget,
             on_row(graphs)
         else:
             compiled_model = torch.compile(model, mode="reduce-overhead")
-            graphs = _measure_row(graphs, sides, budget, on_row,
-                                  lambda _side, net=compiled_model: _timed(call(net), settings, warmup=3).median_ms,
-                                  which=(OURS,))
+            notes: List[str] = []
+
+            def graphed(_side: str, net: Any = compiled_model, notes: List[str] = notes) -> float:
+                timed = measure_rounds(call(net), settings.device, max(settings.warmup, GRAPH_WARMUP), settings.repeat,
+                                       GRAPH_ROUNDS)
+                notes.append(f"median of {GRAPH_ROUNDS} rounds' medians ({', '.join(f'{m:.3f}' for m in timed.medians_ms)}"
+                             f" ms; spread {timed.spread:.0%}) after {max(settings.warmup, GRAPH_WARMUP)} warm-up calls")
+                return timed.timing.median_ms
+
+            graphs = _measure_row(graphs, sides, budget, on_row, graphed, which=(OURS,), notes=notes)
         rows.append(graphs)
     return rows
 
