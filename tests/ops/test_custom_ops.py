@@ -347,3 +347,33 @@ def test_upstream_mamba2_compiles_and_exports_through_the_dropins(pair_venv, tmp
     assert off == {"mem_eff=True": 0.0, "mem_eff=False": 0.0}, off
     mamba = _run_script(python, UPSTREAM_MAMBA, tmp_path)  # Mamba-1's fused path on causal-conv1d >= 1.5.1
     assert mamba["out"] < 1e-5 and mamba["grads"] < 1e-4 and mamba["export"] < 1e-5 and mamba["ops"], mamba
+
+
+@pytest.mark.gpu
+@needs_custom_ops
+def test_upstream_mamba2_reduce_overhead_equals_eager_on_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upstream's Mamba2 (installed mamba-ssm, its own Triton SSD) at batch 1 with our stand-in conv on the Triton
+    backend: torch.compile(mode="reduce-overhead") replays the eager output. benchmarks/gpu/triton_check.sh puts
+    the compiled wheels on PYTHONPATH; bench.workloads.Sides points upstream's modules at our stand-ins."""
+    from jetson_mamba.bench.workloads import OURS, Sides, _import_upstream
+
+    try:
+        mamba2 = _import_upstream("mamba_ssm.modules.mamba2")
+    except ImportError as error:
+        pytest.skip(f"mamba_ssm is not importable: {error}")
+    from jetson_mamba.ops.triton_utils import pin_autotuned_kernels
+
+    pin_autotuned_kernels("mamba_ssm")  # one config per SSD kernel: a cold cache compiles minutes less
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    sides = Sides("triton", compiled=False)
+    torch.manual_seed(0)
+    model = mamba2.Mamba2(d_model=256, d_state=64, headdim=64, chunk_size=64, layer_idx=0, device="cuda").eval()
+    x = torch.randn(1, 200, 256, device="cuda")
+    with sides.side(OURS), torch.no_grad():
+        want = model(x)
+        torch._dynamo.reset()
+        graphed = torch.compile(model, mode="reduce-overhead")
+        for _ in range(3):  # warm-up, recording, then a replay
+            got = graphed(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
