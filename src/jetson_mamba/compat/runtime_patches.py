@@ -1,8 +1,8 @@
 """The runtime fixes for installed mamba-ssm / causal-conv1d (also baked into source trees).
 
 Each fix recognises the upstream code it repairs (feature detection on the source) rather than
-trusting version numbers, and the code it inserts is self-contained: only `portable-kernels`
-imports jetson_mamba, guarded so that uninstalling jetson-mamba falls back to upstream behaviour.
+trusting version numbers, and the code it inserts is self-contained: only `portable-kernels` and
+`traceable-conv1d` import jetson_mamba, guarded so that uninstalling jetson-mamba falls back to upstream behaviour.
 
 1. causal-conv1d-bridge: mamba-ssm 2.2.4 calls the compiled `causal_conv1d_cuda` functions with
    their pre-1.5.1 arguments; >= 2.2.5 imports `causal_conv1d.cpp_functions` (only in >= 1.5.1).
