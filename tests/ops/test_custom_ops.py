@@ -256,9 +256,9 @@ def test_upstream_mamba_compiles_and_exports_through_the_standins(pair_venv, tmp
     """mamba-ssm's own Mamba (mamba_inner_fn -> the stand-ins, routed by portable-kernels): fullgraph
     compile with the eager values and gradients, and export. Before, dynamo followed the stand-ins into
     the dispatch and broke the graph (DELETE_DEREF, "Missing bytecode handler"). causal-conv1d 1.5.0
-    (the old-API stand-in): causal-conv1d >= 1.5.1 wraps its own compiled call in a custom op with a
-    mutated `out`, which dynamo refuses for Mamba's channel-last conv input ("non-contiguous out=
-    tensor"), with the real extension as with ours."""
+    here (the old-API stand-in); >= 1.5.1 wraps its own compiled call in a custom op with a mutated `out`,
+    which dynamo refuses for Mamba's channel-last conv input ("non-contiguous out= tensor"), with the real
+    extension as with ours, until the traceable-conv1d patch: the Mamba2 test below runs this on 1.6.0."""
     python = _patched_venv(pair_venv, "2.2.5", "1.5.0.post8")
     result = _run_script(python, UPSTREAM_MAMBA, tmp_path)
     assert result["out"] < 1e-5 and result["grads"] < 1e-4 and result["export"] < 1e-5, result
