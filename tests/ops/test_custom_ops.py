@@ -226,28 +226,154 @@ print(json.dumps({"out": (y - yc).abs().max().item(), "grads": max((a - b).abs()
 """
 
 
+def _patched_venv(pair_venv, mamba: str, conv: str) -> Path:  # type: ignore[no-untyped-def]
+    """A sub-venv of these upstream releases with every runtime patch applied (portable kernels, ...)."""
+    from jetson_mamba.compat import registry
+    from jetson_mamba.compat.installed import runtime_plan
+    from jetson_mamba.compat.runtime_patches import RUNTIME_PATCHES
+
+    python = pair_venv(mamba, conv, "compile")
+    registry.apply_plan(runtime_plan(str(python), list(RUNTIME_PATCHES))[1])
+    return python
+
+
+def _run_script(python: Path, code: str, tmp_path: Path, *args: str, **env: str) -> dict:  # type: ignore[type-arg]
+    """Run `code` in the sub-venv on the automatic backend (plus `env`); its last stdout line is JSON."""
+    import json
+
+    script = tmp_path / "script.py"
+    script.write_text(code)
+    base = {k: v for k, v in os.environ.items() if k not in ("JETSON_MAMBA_BACKEND", _library.ENV_VAR)}
+    done = subprocess.run([str(python), str(script), *args], capture_output=True, text=True, timeout=900,
+                          env={**base, **env})
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
 @pytest.mark.slow
 @needs_custom_ops
 def test_upstream_mamba_compiles_and_exports_through_the_standins(pair_venv, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """mamba-ssm's own Mamba (mamba_inner_fn -> the stand-ins, routed by portable-kernels): fullgraph
     compile with the eager values and gradients, and export. Before, dynamo followed the stand-ins into
     the dispatch and broke the graph (DELETE_DEREF, "Missing bytecode handler"). causal-conv1d 1.5.0
-    (the old-API stand-in): causal-conv1d >= 1.5.1 wraps its own compiled call in a custom op with a
-    mutated `out`, which dynamo refuses for Mamba's channel-last conv input ("non-contiguous out=
-    tensor"), with the real extension as with ours."""
-    import json
-
-    from jetson_mamba.compat import registry
-    from jetson_mamba.compat.installed import runtime_plan
-    from jetson_mamba.compat.runtime_patches import RUNTIME_PATCHES
-
-    python = pair_venv("2.2.5", "1.5.0.post8", "compile")
-    registry.apply_plan(runtime_plan(str(python), list(RUNTIME_PATCHES))[1])
-    script = tmp_path / "mamba_compile.py"
-    script.write_text(UPSTREAM_MAMBA)
-    env = {k: v for k, v in os.environ.items() if k not in ("JETSON_MAMBA_BACKEND", _library.ENV_VAR)}
-    done = subprocess.run([str(python), str(script)], capture_output=True, text=True, timeout=900, env=env)
-    assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    here (the old-API stand-in); >= 1.5.1 wraps its own compiled call in a custom op with a mutated `out`,
+    which dynamo refuses for Mamba's channel-last conv input ("non-contiguous out= tensor"), with the real
+    extension as with ours, until the traceable-conv1d patch: the Mamba2 test below runs this on 1.6.0."""
+    python = _patched_venv(pair_venv, "2.2.5", "1.5.0.post8")
+    result = _run_script(python, UPSTREAM_MAMBA, tmp_path)
     assert result["out"] < 1e-5 and result["grads"] < 1e-4 and result["export"] < 1e-5, result
     assert result["ops"], result  # the exported graph holds our ops
+
+
+UPSTREAM_MAMBA2 = """
+import json, sys, torch
+from mamba_ssm.modules.mamba2 import Mamba2
+from mamba_ssm.utils.generation import InferenceParams
+
+def traced_ops(program):
+    # export puts Mamba2's autocast-off regions in subgraphs (wrap_with_autocast): search them all
+    return sorted({str(n.target) for g in program.graph_module.modules() if isinstance(g, torch.fx.GraphModule)
+                   for n in g.graph.nodes if str(n.target).startswith("jetson_mamba.")})
+
+def run(m, x, fn):
+    x.grad = None
+    m.zero_grad()
+    y = fn(x)
+    y.square().sum().backward()
+    return [y.detach(), x.grad.clone()] + [p.grad.clone() for p in m.parameters()]
+
+def worst(a, b):
+    return max((s - t).abs().max().item() for s, t in zip(a, b))
+
+mode, saved = sys.argv[1], sys.argv[2]
+result, eagers = {}, {}
+for mem_eff in (True, False):  # fused mamba_split_conv1d_scan_combined; conv1d + chunk scan (generation's prefill)
+    torch.manual_seed(0)
+    m = Mamba2(d_model=32, d_state=16, d_conv=4, expand=2, headdim=16, ngroups=2, chunk_size=8, layer_idx=0,
+               use_mem_eff_path=mem_eff)
+    x = torch.randn(2, 20, 32, requires_grad=True)
+    eager = run(m, x, m)
+    key = f"mem_eff={mem_eff}"
+    if mode == "off":  # custom ops switched off (torch < 2.4): eager runs the autograd.Functions, same numbers
+        result[key] = worst(eager, torch.load(saved)[key])
+        continue
+    torch._dynamo.reset()
+    compiled = run(m, x, torch.compile(m, fullgraph=True, backend="aot_eager"))
+    m.eval()
+    with torch.no_grad():
+        program = torch.export.export(m, (x.detach(),))
+        exported = (program.module()(x.detach()) - m(x.detach())).abs().max().item()
+    result[key] = {"out": worst(eager[:1], compiled[:1]), "grads": worst(eager[1:], compiled[1:]),
+                   "export": exported, "ops": traced_ops(program)}
+    eagers[key] = eager
+if mode == "on":
+    torch.save(eagers, saved)  # the decode step (what generate(cg=True) graphs): conv update in place, state update
+    m.eval()
+    def decode(step):
+        params = InferenceParams(max_seqlen=8, max_batch_size=2)
+        params.key_value_memory_dict[0] = m.allocate_inference_cache(2, 8)
+        with torch.no_grad():
+            outs = [m(x[:, :4].detach(), inference_params=params)]
+            for t in range(4, 7):
+                params.seqlen_offset = t
+                outs.append(step(x[:, t:t + 1].detach(), params))
+        return [torch.cat(outs, 1), *params.key_value_memory_dict[0]]
+    want = decode(lambda h, p: m(h, inference_params=p))
+    torch._dynamo.reset()
+    result["step"] = worst(want, decode(torch.compile(lambda h, p: m(h, inference_params=p), fullgraph=True,
+                                                      backend="aot_eager")))
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.slow
+@needs_custom_ops
+def test_upstream_mamba2_compiles_and_exports_through_the_dropins(pair_venv, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """mamba-ssm 2.3.2's own Mamba2 on the CPU (SSD, gated RMSNorm and state update routed to our drop-ins by
+    portable-kernels, the conv to our stand-in), with causal-conv1d 1.6.0, both forward paths: fullgraph compile
+    with the eager values and gradients, export holding our conv op, the decode step compiled; then with the
+    custom ops off (torch < 2.4) the same eager numbers. Before the traceable-conv1d patch the unfused path
+    (and upstream's Mamba, below) raised "Attempted to call op with non-contiguous `out=` tensor": causal-conv1d
+    >= 1.5.1's own custom ops on the channel-last conv input."""
+    python = _patched_venv(pair_venv, "2.3.2.post1", "1.6.0")
+    saved = str(tmp_path / "eager.pt")
+    result = _run_script(python, UPSTREAM_MAMBA2, tmp_path, "on", saved)
+    for key in ("mem_eff=True", "mem_eff=False"):
+        r = result[key]
+        assert r["out"] < 1e-5 and r["grads"] < 1e-4 and r["export"] < 1e-5, result
+        assert "jetson_mamba.causal_conv1d_fwd.default" in r["ops"], result
+    assert result["step"] < 1e-5, result
+    off = _run_script(python, UPSTREAM_MAMBA2, tmp_path, "off", saved, **{_library.ENV_VAR: "0"})
+    assert off == {"mem_eff=True": 0.0, "mem_eff=False": 0.0}, off
+    mamba = _run_script(python, UPSTREAM_MAMBA, tmp_path)  # Mamba-1's fused path on causal-conv1d >= 1.5.1
+    assert mamba["out"] < 1e-5 and mamba["grads"] < 1e-4 and mamba["export"] < 1e-5 and mamba["ops"], mamba
+
+
+@pytest.mark.gpu
+@needs_custom_ops
+def test_upstream_mamba2_reduce_overhead_equals_eager_on_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upstream's Mamba2 (installed mamba-ssm, its own Triton SSD) at batch 1 with our stand-in conv on the Triton
+    backend: torch.compile(mode="reduce-overhead") replays the eager output. benchmarks/gpu/triton_check.sh puts
+    the compiled wheels on PYTHONPATH; bench.workloads.Sides points upstream's modules at our stand-ins."""
+    from jetson_mamba.bench.workloads import OURS, Sides, _import_upstream
+
+    try:
+        mamba2 = _import_upstream("mamba_ssm.modules.mamba2")
+    except ImportError as error:
+        pytest.skip(f"mamba_ssm is not importable: {error}")
+    from jetson_mamba.ops.triton_utils import pin_autotuned_kernels
+
+    pin_autotuned_kernels("mamba_ssm")  # one config per SSD kernel: a cold cache compiles minutes less
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    sides = Sides("triton", compiled=False)
+    torch.manual_seed(0)
+    model = mamba2.Mamba2(d_model=256, d_state=64, headdim=64, chunk_size=64, layer_idx=0, device="cuda").eval()
+    x = torch.randn(1, 200, 256, device="cuda")
+    with sides.side(OURS), torch.no_grad():
+        want = model(x)
+        torch._dynamo.reset()
+        graphed = torch.compile(model, mode="reduce-overhead")
+        for _ in range(3):  # warm-up, recording, then a replay
+            got = graphed(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -1,8 +1,8 @@
 """The runtime fixes for installed mamba-ssm / causal-conv1d (also baked into source trees).
 
 Each fix recognises the upstream code it repairs (feature detection on the source) rather than
-trusting version numbers, and the code it inserts is self-contained: only `portable-kernels`
-imports jetson_mamba, guarded so that uninstalling jetson-mamba falls back to upstream behaviour.
+trusting version numbers, and the code it inserts is self-contained: only `portable-kernels` and
+`traceable-conv1d` import jetson_mamba, guarded so that uninstalling jetson-mamba falls back to upstream behaviour.
 
 1. causal-conv1d-bridge: mamba-ssm 2.2.4 calls the compiled `causal_conv1d_cuda` functions with
    their pre-1.5.1 arguments; >= 2.2.5 imports `causal_conv1d.cpp_functions` (only in >= 1.5.1).
@@ -37,6 +37,13 @@ imports jetson_mamba, guarded so that uninstalling jetson-mamba falls back to up
    "TypeError: unsupported operand type(s) for |" (found on aarch64 Python 3.9, glibc 2.31: the arm64 proxy's
    bullseye root, like JetPack 5). torch.library.custom_op reads cpp_functions' annotations, so those become
    `Optional[torch.Tensor]`; angle_dt's return annotation is quoted (nothing reads it).
+10. traceable-conv1d: causal-conv1d >= 1.5.1 wraps each compiled call in a custom op that writes into an `out`
+   buffer made with `empty_like(x)`; for the channel-last x of Mamba's and Mamba2's conv that buffer is not
+   contiguous, and torch.compile / torch.export refuse the call ("Attempted to call op with non-contiguous
+   `out=` tensor"), with the real extension as with the stand-in: mamba_inner_fn, Mamba2's fused path on a GPU
+   and its unfused one (generation's prefill) cannot compile with fullgraph=True. While they trace (and
+   jetson-mamba's custom ops exist), `cpp_functions`' three functions call jetson-mamba's stand-in of the same
+   calling convention, whose functional custom ops run the same kernels (the compiled one when installed).
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ FIXED_B_STATE = "fixed-B-last-state"
 NO_TRITON = "triton-optional"
 MAMBA3_LAZY = "mamba3-lazy-kernels"
 PY39_ANNOTATIONS = "python39-annotations"
+TRACEABLE_CONV = "traceable-conv1d"
 
 SELECTIVE_SCAN_INTERFACE = "mamba_ssm/ops/selective_scan_interface.py"
 SSD_COMBINED = "mamba_ssm/ops/triton/ssd_combined.py"
@@ -391,6 +399,50 @@ _PORTABLE_MAMBA: Dict[str, Transform] = {
 }
 _PORTABLE_CONV: Transform = _standin_import("causal_conv1d_cuda", _causal_conv1d_standin)
 
+# ---------------------------------------------------------------- 10. traceable conv1d
+
+_CONV_FUNCTIONS = ("causal_conv1d_fwd_function", "causal_conv1d_bwd_function", "causal_conv1d_update_function")
+_TRACEABLE = _header(TRACEABLE_CONV) + """\
+# While torch.compile / torch.export trace, the custom ops above are refused for a non-contiguous `out`
+# (Mamba's channel-last conv input): jetson-mamba's stand-in of the same calling convention runs the call
+# through functional custom ops instead (the compiled kernel, when installed, still does the work).
+def _jm_traceable(upstream, name):
+    import functools
+
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    if compiling is None:  # torch < 2.3: nothing to route (jetson-mamba's custom ops need 2.4)
+        return upstream
+
+    @functools.wraps(upstream)
+    def route(*args, **kwargs):
+        if compiling():
+            try:
+                from jetson_mamba.ops import _library
+                from jetson_mamba.ops.standins import causal_conv1d_cuda_legacy as ours
+            except ImportError:
+                return upstream(*args, **kwargs)
+            if _library.ENABLED:
+                return getattr(ours, name)(*args, **kwargs)
+        return upstream(*args, **kwargs)
+
+    return route
+
+
+{routes}
+"""
+
+
+def _traceable_conv(path: str, text: str, ctx: Context) -> Optional[str]:
+    """Route cpp_functions' three functions (causal-conv1d >= 1.5.1) while torch.compile / export trace."""
+    present = [name for name in _CONV_FUNCTIONS if re.search(rf"^def {name}\(", text, flags=re.M)]
+    if not present:
+        return None
+    if len(present) != len(_CONV_FUNCTIONS):
+        raise UnknownContent(f"it defines {', '.join(present)} but not all of {', '.join(_CONV_FUNCTIONS)}")
+    routes = "\n".join(f"{name} = _jm_traceable({name}, {name[:-len('_function')]!r})" for name in _CONV_FUNCTIONS)
+    return text.rstrip("\n") + "\n\n\n" + _TRACEABLE.format(routes=routes)
+
+
 # ---------------------------------------------------------------- 6. fixed-B final state
 
 _FIXED_B_STATE = Replace(
@@ -616,6 +668,16 @@ RUNTIME_PATCHES = (
         files=(CAUSAL_CONV1D_CPP,),
         transform=_optional_annotations,
         not_needed="this file has no `torch.Tensor | None` annotation evaluated at run time",
+    ),
+    Patch(
+        name=TRACEABLE_CONV,
+        distribution="causal-conv1d",
+        summary="torch.compile(fullgraph=True) and torch.export go through causal-conv1d >= 1.5.1 on Mamba's "
+                "channel-last conv input (its custom ops' non-contiguous `out` buffers are refused while tracing: "
+                "jetson-mamba's functional custom ops run the call instead)",
+        files=(CAUSAL_CONV1D_CPP,),
+        transform=_traceable_conv,
+        not_needed="this version has no cpp_functions custom ops (causal-conv1d < 1.5.1)",
     ),
 )
 
