@@ -1,6 +1,7 @@
-"""jetson-mamba on an older torch (2.1.2, older than 2.5 like JetPack 5 and 6.0): doctor, the torch
-backend ops against the naive references, Mamba-YOLO forward and `yolo export`, in a real venv made by
-scripts/older_torch_venv.sh (cached under ~/.cache/jetson-mamba; the first run downloads ~3.5 GB)."""
+"""jetson-mamba on older torch, in real venvs made by scripts/older_torch_venv.sh (cached under
+~/.cache/jetson-mamba): 2.1.2 (older than 2.5 like JetPack 5 and 6.0; the first run downloads ~3.5 GB):
+doctor, the torch backend ops against the naive references, Mamba-YOLO forward and `yolo export`;
+2.13.0 (custom ops, but a dynamo that cannot trace ContextVar.get): our ops under torch.compile."""
 
 from __future__ import annotations
 
@@ -38,12 +39,50 @@ print(torch.__version__, scan, conv, [tuple(m.shape) for m in maps])
 """
 
 
-@pytest.mark.slow
-def test_doctor_ops_forward_and_export_on_torch_2_1(tmp_path: Path) -> None:
-    made = subprocess.run(["bash", str(ROOT / "scripts" / "older_torch_venv.sh")], capture_output=True,
+COMPILED_OPS = """
+import torch
+from jetson_mamba.ops import causal_conv1d_fn, selective_scan_fn, use_backend
+from jetson_mamba.ops import _library
+
+g = torch.Generator().manual_seed(0)
+x = torch.randn(2, 8, 40, generator=g, requires_grad=True)
+w, delta = torch.randn(8, 4, generator=g), torch.rand(2, 8, 40, generator=g)
+A, B, C = -torch.rand(8, 4, generator=g), torch.randn(2, 4, 40, generator=g), torch.randn(2, 4, 40, generator=g)
+def block(x):
+    return selective_scan_fn(causal_conv1d_fn(x, w, None, activation="silu"), delta, A, B, C, delta_softplus=True)
+with use_backend("torch"):
+    eager = block(x)
+    (gx,) = torch.autograd.grad(eager.sum(), x)
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")(x)
+    (cx,) = torch.autograd.grad(compiled.sum(), x)
+print(torch.__version__, _library.ENABLED, float((eager - compiled).abs().max()), float((gx - cx).abs().max()))
+"""
+
+
+def _older_venv(version: str) -> str:
+    made = subprocess.run(["bash", str(ROOT / "scripts" / "older_torch_venv.sh"), version], capture_output=True,
                           text=True, timeout=3600)
     assert made.returncode == 0, made.stderr[-3000:]
-    python = made.stdout.strip().splitlines()[-1]
+    return made.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_custom_ops_compile_fullgraph_on_torch_2_13(tmp_path: Path) -> None:
+    """fullgraph=True failed on torch < 2.14 ("Dynamo does not know how to trace method `get` of class
+    `ContextVar`": the backend choice; lab GPU, torch 2.11): the choice is now a traced constant there."""
+    python = _older_venv("2.13")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    result = subprocess.run([python, "-c", COMPILED_OPS], capture_output=True, text=True, timeout=600, env=env,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    version, enabled, out, grad = result.stdout.split()
+    assert version.startswith("2.13.") and enabled == "True"
+    assert float(out) < 1e-6 and float(grad) < 1e-5
+
+
+@pytest.mark.slow
+def test_doctor_ops_forward_and_export_on_torch_2_1(tmp_path: Path) -> None:
+    python = _older_venv("2.1")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), JETSON_MAMBA_BACKEND="torch", YOLO_OFFLINE="1",
                YOLO_CONFIG_DIR=str(tmp_path), ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS="1")
 
