@@ -10,11 +10,15 @@ us per call of `causal_conv1d_cuda.causal_conv1d_fwd` / `_bwd` / `_update` and `
 `bwd`, and us per layer, for the LM prefill, Mamba(1024)'s forward+backward and 32 tokens of `generate`
 without CUDA graphs (the decode step's `causal_conv1d_update`). Wall time around each call, no
 synchronisation (the launches are asynchronous): the host time, without the profiler's inflation.
+With --cprofile (after --host-only's table): where our side's host time goes, Python function by function
+(cProfile of the prefill and of the decode on the stand-ins: the top functions by own time).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import sys
 import time
 import types
@@ -133,9 +137,27 @@ def host_report(sides: Sides, workloads: List[Tuple[str, Callable[[], Any], int]
                   flush=True)
 
 
+def python_report(sides: Sides, workloads: List[Tuple[str, Callable[[], Any], int]], top: int = 30) -> None:
+    """cProfile of our side: the functions with the most own time (the launcher, allocations, our glue)."""
+    for title, fn, _layers in workloads:
+        with sides.side(OURS):
+            for _ in range(3):
+                fn()
+            torch.cuda.synchronize()
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for _ in range(STEPS):
+                fn()
+            torch.cuda.synchronize()
+            profiler.disable()
+        print(f"\n=== cProfile, ours: {title} ({STEPS} runs; own time first)", flush=True)
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(top)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host-only", action="store_true", help="only the host time of the extension calls")
+    parser.add_argument("--cprofile", action="store_true", help="then cProfile our side of the prefill and decode")
     args = parser.parse_args()
     sides = Sides("triton", compiled=True)
     mamba_simple = _import_upstream("mamba_ssm.modules.mamba_simple")
@@ -162,9 +184,12 @@ def main() -> None:
     def decode() -> Any:
         return lm.generate(ids[:, :100], max_length=132, top_k=1, cg=False)
 
-    host_report(sides, [("130M LM prefill B1 L1024 fp16", prefill, layers),
-                        ("Mamba(1024) B1 L2048 bf16 forward+backward", block_train, 1),
-                        ("130M LM generate B1, 32 tokens after 100, no CUDA graphs", decode, layers)])
+    workloads = [("130M LM prefill B1 L1024 fp16", prefill, layers),
+                 ("Mamba(1024) B1 L2048 bf16 forward+backward", block_train, 1),
+                 ("130M LM generate B1, 32 tokens after 100, no CUDA graphs", decode, layers)]
+    host_report(sides, workloads)
+    if args.cprofile:
+        python_report(sides, [workloads[0], workloads[2]])
 
 
 if __name__ == "__main__":

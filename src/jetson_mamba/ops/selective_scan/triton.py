@@ -40,8 +40,10 @@ if triton is not None:
 # (BD, T, num_warps), the autotuner's candidates (first: used alone with JETSON_MAMBA_TRITON_AUTOTUNE=0).
 # Small T and few warps keep each thread's (T x states) slab in registers; all compile for sm_87.
 # BD=2 is for batch 1 with few channels (Mamba-YOLO's first stages): dim/BD programs must fill the GPU.
+# (1, 16) and (1, 32): batch 1 at the LM's widths (d_inner 1536-2048, L 1024-2048) on the lab H100, 25% under the
+# table's best before them (benchmarks/gpu/tune_scan_fwd.py, RESULTS.md "The scan forward's tiles at batch 1")
 _FWD_CONFIGS = [(8, 8, 1), (8, 16, 1), (4, 16, 1), (16, 8, 1), (4, 8, 1), (16, 4, 1), (32, 4, 1), (64, 4, 2),
-                (2, 16, 1), (2, 32, 1)]
+                (2, 16, 1), (2, 32, 1), (1, 16, 1), (1, 32, 1)]
 _BWD_CONFIGS = [(8, 8, 1), (4, 8, 1), (16, 4, 1), (8, 4, 1), (2, 16, 1), (4, 4, 1)]
 # The interpreter's tiles (triton_utils' launch plan): small up to 64 channels, wide above (one program per
 # 1024 channels and batch row, 32 steps a tile: upstream's mamba_inner_fn at dim 768 in 2 programs).
