@@ -69,6 +69,21 @@ def test_forcing_an_unavailable_backend_says_how_to_fix() -> None:
         assert backend.select_backend("causal_conv1d", "cpu", torch.float32)[0] == "torch"
 
 
+def test_forcing_triton_where_it_has_no_kernel_suggests_a_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mamba2 under JETSON_MAMBA_BACKEND=triton on the CPU (ssd has no Triton kernel): the fix said "set
+    TRITON_INTERPRET=1" although it was set; it gives the fallback list now, and TRITON_INTERPRET only
+    where it is not set."""
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with use_backend("triton"), pytest.raises(BackendUnavailableError) as err:
+        backend.select_backend("ssd", "cpu", torch.float32)
+    assert "triton,torch" in str(err.value.fix) and "TRITON_INTERPRET" not in str(err.value.fix)
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with use_backend("triton"), pytest.raises(BackendUnavailableError) as err:
+        backend.select_backend("ssd", "cpu", torch.float32)
+    assert "TRITON_INTERPRET=1" in str(err.value.fix)
+
+
 def test_forced_triton_on_cpu_needs_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
     """CPU tensors reach the Triton backend only when it is chosen and TRITON_INTERPRET=1."""
     backend.register_backend("selective_scan", "triton", fake_backend(), 200)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import importlib
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass
@@ -412,7 +413,9 @@ def _fix_for(name: str, device: torch.device, source: str) -> str:
             return f"move the tensors to a CUDA device, {drop} to use the torch backend"
         return f"install the compiled mamba-ssm / causal-conv1d wheels (`jetson-mamba install`), {drop}"
     if name == "triton":
-        if _device_kind(device) == "cpu":
+        if _device_kind(device) == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
             return f"set TRITON_INTERPRET=1 to run Triton kernels on CPU tensors, {drop}"
-        return f"install triton (`pip install triton`, or the JetPack build), {drop}"
+        if importlib.util.find_spec("triton") is None:
+            return f"install triton (`pip install triton`, or the JetPack build), {drop}"
+        return f"give a fallback, {name},torch, in {source} (torch runs everywhere), {drop}"
     return f"{drop} to let jetson-mamba choose a backend"
