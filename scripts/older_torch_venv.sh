@@ -13,7 +13,7 @@ case "${1:-2.1}" in
   2.1) VENV=${JETSON_MAMBA_OLD_TORCH_VENV:-$HOME/.cache/jetson-mamba/torch-2.1.2}
        PINS=(torch==2.1.2 torchvision==0.16.2 "numpy<2" onnx onnxruntime pyyaml rich packaging ultralytics==8.4.190) ;;
   2.13) VENV=$HOME/.cache/jetson-mamba/torch-2.13.0
-        PINS=(torch==2.13.0 numpy rich packaging) ;;
+        PINS=(torch==2.13.0 numpy rich packaging pyyaml) ;;
   *) echo "older_torch_venv.sh: unknown torch '$1': give 2.1 or 2.13" >&2; exit 2 ;;
 esac
 STAMP="${PINS[*]}"

@@ -55,7 +55,14 @@ with use_backend("torch"):
     (gx,) = torch.autograd.grad(eager.sum(), x)
     compiled = torch.compile(block, fullgraph=True, backend="aot_eager")(x)
     (cx,) = torch.autograd.grad(compiled.sum(), x)
-print(torch.__version__, _library.ENABLED, float((eager - compiled).abs().max()), float((gx - cx).abs().max()))
+from jetson_mamba.models.mamba_yolo.standalone import build_detector
+model = build_detector("t").eval()
+image = torch.rand(1, 3, 32, 32, generator=g)
+with use_backend("torch"), torch.no_grad():
+    maps = model(image)
+    compiled_maps = torch.compile(model, fullgraph=True, backend="aot_eager")(image)
+yolo = max(float((a - b).abs().max()) for a, b in zip(maps, compiled_maps))
+print(torch.__version__, _library.ENABLED, float((eager - compiled).abs().max()), float((gx - cx).abs().max()), yolo)
 """
 
 
@@ -69,15 +76,16 @@ def _older_venv(version: str) -> str:
 @pytest.mark.slow
 def test_custom_ops_compile_fullgraph_on_torch_2_13(tmp_path: Path) -> None:
     """fullgraph=True failed on torch < 2.14 ("Dynamo does not know how to trace method `get` of class
-    `ContextVar`": the backend choice; lab GPU, torch 2.11): the choice is now a traced constant there."""
+    `ContextVar`": the backend choice; lab GPU, torch 2.11): the choice is now a traced constant there.
+    Our ops (values and gradients) and Mamba-YOLO-T (whose scan asks for the choice too)."""
     python = _older_venv("2.13")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     result = subprocess.run([python, "-c", COMPILED_OPS], capture_output=True, text=True, timeout=600, env=env,
                             cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    version, enabled, out, grad = result.stdout.split()
+    version, enabled, out, grad, yolo = result.stdout.split()
     assert version.startswith("2.13.") and enabled == "True"
-    assert float(out) < 1e-6 and float(grad) < 1e-5
+    assert float(out) < 1e-6 and float(grad) < 1e-5 and float(yolo) < 1e-4
 
 
 @pytest.mark.slow

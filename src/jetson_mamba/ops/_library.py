@@ -11,7 +11,7 @@ dD without D, ...) is an empty tensor that the public functions turn back into N
 with JETSON_MAMBA_CUSTOM_OPS=0, `ENABLED` is False and `jetson_mamba.ops` keeps its autograd.Function
 path (eager only). Triton kernels stay opaque (no `triton_op`): the dispatch, which may pick any
 backend per call, lives inside the op. The scan and conv ops take the backend choice as their last argument
-(`str backend`, use_backend's form, "" automatic): the caller passes `traced_choice()`, the forward's
+(`str backend`, use_backend's form, "" automatic): the caller passes `choice_in_effect()`, the forward's
 autograd context keeps it, and the backward op runs under it on whichever thread autograd runs it.
 """
 
@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
-from packaging.version import Version
 
 from jetson_mamba.ops.backend import choice_in_effect, select_backend, use_backend
 
@@ -41,7 +40,7 @@ class OpsConvBackend:
                               return_final_states: bool, silu: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         out, final = torch.ops.jetson_mamba.causal_conv1d_fwd(x, weight, bias, seq_idx, initial_states,
                                                               bool(return_final_states), bool(silu),
-                                                              traced_choice())
+                                                              choice_in_effect())
         return out, (final if return_final_states else None)
 
     @staticmethod
@@ -50,7 +49,7 @@ class OpsConvBackend:
                                initial_states: Optional[torch.Tensor], dfinal_states: Optional[torch.Tensor],
                                silu: bool) -> Tuple[Optional[torch.Tensor], ...]:
         dx, dw, db, dinit = torch.ops.jetson_mamba.causal_conv1d_bwd(
-            x, weight, bias, dout, seq_idx, initial_states, dfinal_states, bool(silu), traced_choice())
+            x, weight, bias, dout, seq_idx, initial_states, dfinal_states, bool(silu), choice_in_effect())
         return dx, dw, (db if bias is not None else None), (dinit if initial_states is not None else None)
 
     @staticmethod
@@ -72,27 +71,6 @@ def custom_ops_wanted(library: ModuleType, environ: Any = os.environ) -> bool:
 
 
 ENABLED = custom_ops_wanted(torch.library)
-
-
-def graph_choice(version: str) -> Callable[[], str]:
-    """choice_in_effect as the traced ops' `backend` argument. Dynamo traces ContextVar.get from torch
-    2.14 and guards it (a graph traced under one use_backend is traced again under another); older dynamo
-    refuses it, and fullgraph=True failed ("ContextVar.get": torch 2.11 on the lab GPU, 2.13 here). There
-    the choice is read once while tracing and kept as a constant (assume_constant_result): a compiled
-    graph keeps the backend it was traced under (torch._dynamo.reset() after changing use_backend)."""
-    if Version(version).release[:2] >= (2, 14):  # JetPack's "2.5.0a0+872d972e41.nv24.08" parses too
-        return choice_in_effect
-    assume = getattr(torch.compiler, "assume_constant_result", None)
-    if assume is None:
-        return choice_in_effect
-
-    def read_once() -> str:  # its own function: the decorator marks the function object it is given
-        return choice_in_effect()
-
-    return assume(read_once)
-
-
-traced_choice = graph_choice(torch.__version__) if ENABLED else choice_in_effect
 _is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import (
     TYPE_CHECKING,
+    Callable,
     ContextManager,
     Dict,
     FrozenSet,
@@ -202,9 +203,33 @@ class _Using:
             _context.reset(self._token)
 
 
+def _context_value() -> Optional[Choice]:
+    return _context.get()
+
+
+def _for_graphs(read: Callable[[], Optional[Choice]]) -> Callable[[], Optional[Choice]]:
+    """`read` as torch.compile may call it. Dynamo traces ContextVar.get from torch 2.14 and guards it (a
+    graph traced under one use_backend is traced again under another); older dynamo refuses it, and
+    fullgraph=True through our ops failed ("ContextVar.get": torch 2.11 on the lab GPU, 2.13 here). There
+    the choice is read once while tracing and kept as a constant (assume_constant_result): a compiled
+    graph keeps the backend it was traced under, until torch._dynamo.reset()."""
+    try:
+        import torch
+        from packaging.version import Version
+    except ImportError:
+        return read
+    assume = getattr(getattr(torch, "compiler", None), "assume_constant_result", None)
+    if assume is None or Version(torch.__version__).release[:2] >= (2, 14):  # JetPack's versions parse too
+        return read
+    return assume(read)
+
+
+_read_context = _for_graphs(_context_value)
+
+
 def chosen_here() -> bool:
     """Whether a use_backend of this thread or task is in effect (not the process default)."""
-    return _context.get() is not None
+    return _read_context() is not None
 
 
 def choice_in_effect() -> str:
@@ -216,7 +241,7 @@ def choice_in_effect() -> str:
 
 def _current_choice() -> Tuple[Choice, str]:
     """The choice in effect here and where it comes from (for the log line and the errors)."""
-    choice = _context.get()
+    choice = _read_context()
     if choice is not None:
         return choice, "use_backend"
     return env_choice(), ENV_VAR

@@ -83,7 +83,7 @@ def causal_conv1d_fn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
         if x.stride(2) != 1 and x.stride(1) != 1:
             x = x.contiguous()
         out, final = torch.ops.jetson_mamba.causal_conv1d_fwd(
-            x, weight, bias, seq_idx, initial_states, bool(return_final_states), silu, _library.traced_choice())
+            x, weight, bias, seq_idx, initial_states, bool(return_final_states), silu, choice_in_effect())
         if not return_final_states:
             return out
         if final_states_out is not None:

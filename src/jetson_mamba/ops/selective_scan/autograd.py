@@ -60,6 +60,6 @@ def selective_scan_fn(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
     if _library.tracing():
         u, delta, B, C, z = (_last_dim_contiguous(t) for t in (u, delta, B, C, z))
         out, last_state = torch.ops.jetson_mamba.selective_scan_fwd(
-            u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), _library.traced_choice())
+            u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), choice_in_effect())
         return (out, last_state.detach()) if return_last_state else out
     return SelectiveScanFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)

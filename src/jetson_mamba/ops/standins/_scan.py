@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from jetson_mamba.ops import _library
-from jetson_mamba.ops.backend import select_backend, use_backend
+from jetson_mamba.ops.backend import choice_in_effect, select_backend, use_backend
 from jetson_mamba.ops.selective_scan.cuda import X_CHUNK
 from jetson_mamba.ops.standins._buffers import buffers
 from jetson_mamba.ops.standins._choice import recalled, remember
@@ -49,7 +49,7 @@ def forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tens
     one custom op (jetson_mamba::selective_scan_fwd_x)."""
     if _library.tracing():
         out, out_z, x = torch.ops.jetson_mamba.selective_scan_fwd_x(u, delta, A, B, C, D, z, delta_bias,
-                                                                    bool(delta_softplus), _library.traced_choice())
+                                                                    bool(delta_softplus), choice_in_effect())
         return out, (out_z if z is not None else None), x
     backend = select_backend("selective_scan", u.device, u.dtype)
     if backend.has("selective_scan_forward_x"):
@@ -83,7 +83,7 @@ def backward_out_z(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     if _library.tracing():  # one custom op; the caller copies dz into its buffer
         *grads, out_z = torch.ops.jetson_mamba.selective_scan_bwd_x(
             u, delta, A, B, C, D, z, delta_bias, dout, x, bool(delta_softplus), out if z is not None else None,
-            _library.traced_choice())
+            choice_in_effect())
         present = (D, delta_bias, z)
         return ([*grads[:5], *(g if t is not None else None for g, t in zip(grads[5:], present))],
                 out_z if out is not None and z is not None else None)
