@@ -11,7 +11,7 @@ us per call of `causal_conv1d_cuda.causal_conv1d_fwd` / `_bwd` / `_update` and `
 without CUDA graphs (the decode step's `causal_conv1d_update`). Wall time around each call, no
 synchronisation (the launches are asynchronous): the host time, without the profiler's inflation.
 With --cprofile (after --host-only's table): where our side's host time goes, Python function by function
-(cProfile of the prefill and of the decode on the stand-ins: the top functions by own time).
+(cProfile of the prefill and of the decode, compiled and ours: the top functions by own time).
 """
 
 from __future__ import annotations
@@ -138,26 +138,27 @@ def host_report(sides: Sides, workloads: List[Tuple[str, Callable[[], Any], int]
 
 
 def python_report(sides: Sides, workloads: List[Tuple[str, Callable[[], Any], int]], top: int = 30) -> None:
-    """cProfile of our side: the functions with the most own time (the launcher, allocations, our glue)."""
+    """cProfile of each side: the functions with the most own time (the launcher, allocations, our glue)."""
     for title, fn, _layers in workloads:
-        with sides.side(OURS):
-            for _ in range(3):
-                fn()
-            torch.cuda.synchronize()
-            profiler = cProfile.Profile()
-            profiler.enable()
-            for _ in range(STEPS):
-                fn()
-            torch.cuda.synchronize()
-            profiler.disable()
-        print(f"\n=== cProfile, ours: {title} ({STEPS} runs; own time first)", flush=True)
-        pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(top)
+        for which in (COMPILED, OURS):
+            with sides.side(which):
+                for _ in range(3):
+                    fn()
+                torch.cuda.synchronize()
+                profiler = cProfile.Profile()
+                profiler.enable()
+                for _ in range(STEPS):
+                    fn()
+                torch.cuda.synchronize()
+                profiler.disable()
+            print(f"\n=== cProfile, {which}: {title} ({STEPS} runs; own time first)", flush=True)
+            pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(top)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host-only", action="store_true", help="only the host time of the extension calls")
-    parser.add_argument("--cprofile", action="store_true", help="then cProfile our side of the prefill and decode")
+    parser.add_argument("--cprofile", action="store_true", help="then cProfile both sides of the prefill and decode")
     args = parser.parse_args()
     sides = Sides("triton", compiled=True)
     mamba_simple = _import_upstream("mamba_ssm.modules.mamba_simple")
