@@ -6,14 +6,13 @@ import); CUDA graphs (mode="reduce-overhead") on the GPU. Without the custom ops
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Callable, List, Tuple
 
 import pytest
 import torch
 
+from interpreted import pytest_interpreted
 from jetson_mamba.models.mamba_yolo.standalone import build_detector
 from jetson_mamba.ops import _library
 
@@ -82,12 +81,8 @@ def test_without_custom_ops_runs_eagerly(monkeypatch: pytest.MonkeyPatch, choose
 def test_compile_and_export_under_the_triton_interpreter() -> None:
     """The same test with the Triton kernels inside the custom ops (interpreted on the CPU)."""
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", JETSON_MAMBA_BACKEND="triton", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(Path(__file__)),
-           "-k", "test_compile_and_export_equal_eager"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=str(Path(__file__).parent))
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert "1 passed" in proc.stdout, proc.stdout[-2000:]
+    out = pytest_interpreted(str(Path(__file__)), "-k", "test_compile_and_export_equal_eager", cwd=Path(__file__).parent)
+    assert "1 passed" in out, out[-2000:]
 
 
 @pytest.mark.gpu

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import jetson_mamba.ops as ops
+from interpreted import pytest_interpreted
 from jetson_mamba.ops import _library
 
 HERE = Path(__file__).resolve().parent
@@ -193,12 +194,9 @@ def test_custom_ops_need_torch_2_4_and_can_be_switched_off() -> None:
 def test_compile_under_the_triton_interpreter() -> None:
     """The same compile tests with the Triton kernels inside the ops (interpreted on the CPU)."""
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", JETSON_MAMBA_BACKEND="triton", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(Path(__file__)),
-           "-k", "(compile_fullgraph or decode_step or export or opcheck) and not upstream"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=str(HERE))
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert "11 passed" in proc.stdout, proc.stdout[-2000:]
+    out = pytest_interpreted(str(Path(__file__)), "-k",
+                             "(compile_fullgraph or decode_step or export or opcheck) and not upstream", cwd=HERE)
+    assert "11 passed" in out, out[-2000:]
 
 
 UPSTREAM_MAMBA = """

@@ -8,14 +8,13 @@ on a GPU in-process; the choice (plan_chunk) is plain Python and runs everywhere
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
 import torch
 
+from interpreted import pytest_interpreted
 from jetson_mamba.ops.selective_scan import triton_chunked as chunked
 from jetson_mamba.ops.selective_scan.naive import selective_scan_ref
 
@@ -133,12 +132,8 @@ def test_chunked_chunk_states_match_the_torch_backend(monkeypatch: pytest.Monkey
 @pytest.mark.skipif(INTERPRET or GPU, reason="this is the outer runner (CPU only)")
 def test_chunked_suite_under_the_interpreter() -> None:
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", JETSON_MAMBA_BACKEND="triton", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(Path(__file__)),
-           "-k", "match"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=str(Path(__file__).parent))
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert "13 passed" in proc.stdout, proc.stdout[-2000:]
+    out = pytest_interpreted(str(Path(__file__)), "-k", "match", cwd=Path(__file__).parent)
+    assert "13 passed" in out, out[-2000:]
 
 
 # The backward: chunk lengths are forced (any multiple of the tile, 8 steps) so that tiny shapes still have

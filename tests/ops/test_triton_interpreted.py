@@ -10,13 +10,13 @@ public jetson_mamba.ops functions then run the Triton kernels. On a GPU they run
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import NamedTuple, Tuple
 
 import pytest
 import torch
+
+from interpreted import pytest_interpreted
 
 HERE = Path(__file__).resolve().parent
 SUITES = ["test_triton_selective_scan.py", "test_triton_causal_conv1d.py"]
@@ -47,12 +47,8 @@ class Launch(NamedTuple):
 
 @pytest.mark.skipif(INTERPRET, reason="this is the outer runner")
 def test_triton_suites_under_the_interpreter() -> None:
-    env = dict(os.environ, TRITON_INTERPRET="1", JETSON_MAMBA_BACKEND="triton", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not gpu",
-           *[str(HERE / s) for s in SUITES]]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=str(HERE))
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
+    out = pytest_interpreted("-m", "not gpu", *[str(HERE / s) for s in SUITES], cwd=HERE)
+    assert " passed" in out and "skipped" not in out.splitlines()[-1], out[-2000:]
 
 
 def test_cpu_needs_the_interpreter() -> None:
