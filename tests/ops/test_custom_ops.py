@@ -139,6 +139,12 @@ def _opcheck_cases() -> List[Tuple[str, Tuple[object, ...]]]:
     fixed_b = s["B"][:, 0, :, 0].detach()[0].unsqueeze(0).expand(4, -1).contiguous().requires_grad_()
     c = {k: v.clone().requires_grad_() for k, v in _conv_inputs(L=12).items()}
     dout = torch.randn(2, 4, 12)
+    g = torch.Generator().manual_seed(3)  # SSD: x (b, L, h, p), dt, A (h,), B and C (b, L, g, n); L not whole chunks
+    ssd = [torch.randn(2, 11, 4, 3, generator=g), torch.rand(2, 11, 4, generator=g), -torch.rand(4, generator=g),
+           torch.randn(2, 11, 2, 5, generator=g), torch.randn(2, 11, 2, 5, generator=g)]
+    ssd = [t.requires_grad_() for t in ssd]
+    init = torch.randn(2, 4, 3, 5, generator=g).requires_grad_()
+    seq_idx = torch.tensor([[0] * 6 + [1] * 5, [0] * 11], dtype=torch.int32)
     return [
         ("selective_scan_fwd", (s["u"], s["delta"], s["A"], s["B"], s["C"], s["D"], s["z"], s["delta_bias"], True)),
         ("selective_scan_fwd", (s["u"], s["delta"], s["A"], fixed_b, s["C"], None, None, None, False)),
@@ -151,6 +157,10 @@ def _opcheck_cases() -> List[Tuple[str, Tuple[object, ...]]]:
                                True)),
         ("causal_conv1d_update", (torch.randn(2, 4, 1), torch.randn(2, 4, 3), c["weight"].detach(), None, True,
                                   None, None)),
+        ("ssd_chunk_scan_fwd", (*ssd, 4, init, seq_idx)),
+        ("ssd_chunk_scan_fwd", (*ssd, 8, None, None)),
+        ("ssd_chunk_scan_bwd", (*(t.detach() for t in ssd), 4, init.detach(), seq_idx, torch.randn(2, 11, 4, 3),
+                                torch.randn(2, 4, 3, 5), "torch")),
     ]
 
 
@@ -158,7 +168,50 @@ def _opcheck_cases() -> List[Tuple[str, Tuple[object, ...]]]:
 @pytest.mark.parametrize("case", range(len(_opcheck_cases())))
 def test_opcheck(case: int) -> None:
     name, args = _opcheck_cases()[case]
-    torch.library.opcheck(getattr(torch.ops.jetson_mamba, name), args)
+    # ssd_chunk_scan_bwd differentiates the backend with torch.func, whose wrapped tensors opcheck's cross-checks
+    # (dispatch modes that read storages) cannot inspect; test_mamba2_exports_and_compiles_... runs its fake.
+    utils = ("test_autograd_registration",)
+    utils = utils if name == "ssd_chunk_scan_bwd" else ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic") + utils
+    torch.library.opcheck(getattr(torch.ops.jetson_mamba, name), args, test_utils=utils)
+
+
+def _mamba2_run(model: torch.nn.Module, u: torch.Tensor) -> List[torch.Tensor]:
+    """Output, then the gradients of the input and of every parameter."""
+    u = u.detach().requires_grad_()
+    model.zero_grad()
+    out = model(u)
+    out.square().sum().backward()
+    return [out.detach(), u.grad] + [p.grad for p in model.parameters()]  # type: ignore[list-item]
+
+
+@needs_custom_ops
+@pytest.mark.parametrize("mem_eff", [True, False])
+def test_mamba2_exports_and_compiles_with_a_dynamic_seqlen(mem_eff: bool) -> None:
+    """Mamba2's calls (TinyMamba2: the fused split-conv1d path and conv1d + chunk scan) exported once with a
+    symbolic seqlen, then run at lengths that are not whole chunks (chunk_size 8), equal eager; and
+    torch.compile(dynamic=True, fullgraph=True) forward and backward. Before the SSD custom op, export failed
+    with "Constraints violated (L)": the portable SSD's padding (`if pad:`) and its loops over blocks and
+    chunks depend on seqlen."""
+    from test_ssd_mixer import TinyMamba2
+
+    class Model(TinyMamba2):
+        def forward(self, u: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+            return super().forward(u, mem_eff)
+
+    model = Model()
+    g = torch.Generator().manual_seed(6)
+    inputs = [torch.randn(2, L, 8, generator=g) for L in (16, 13, 29)]
+    with torch.no_grad():
+        program = torch.export.export(model, (inputs[0],), dynamic_shapes={"u": {1: torch.export.Dim("L", max=4096)}})
+        ops_in = {str(n.target) for m in program.graph_module.modules() if isinstance(m, torch.fx.GraphModule)
+                  for n in m.graph.nodes}  # with the autocast-off regions' subgraphs
+        assert "jetson_mamba.ssd_chunk_scan_fwd.default" in ops_in, ops_in
+        for u in inputs[1:]:
+            torch.testing.assert_close(program.module()(u), model(u), rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, dynamic=True, fullgraph=True, backend="aot_eager")
+    for u in inputs[1:]:
+        _assert_same(_mamba2_run(model, u), _mamba2_run(compiled, u), f"L={u.shape[1]}")
 
 
 def test_without_custom_ops_the_autograd_functions_run(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,9 @@ outputs' shapes, dtypes and layouts without running anything; the forward ops ca
 (`register_autograd`). Custom ops cannot return None: an absent output (final states not asked for,
 dD without D, ...) is an empty tensor that the public functions turn back into None.
 
+Mamba2's chunked SSD (`ssd_chunk_scan_fwd`/`_bwd`) is one too: its backend pads seqlen to whole chunks and
+loops over blocks of them, so traced inline it ties the graph to one seqlen (export's Dim fails).
+
 `torch.library.custom_op` exists from torch 2.4; JetPack 5/6 ship 2.0-2.5. Where it is missing, or
 with JETSON_MAMBA_CUSTOM_OPS=0, `ENABLED` is False and `jetson_mamba.ops` keeps its autograd.Function
 path (eager only). Triton kernels stay opaque (no `triton_op`): the dispatch, which may pick any
@@ -251,6 +254,58 @@ if ENABLED:
                 dinit if initial_states is not None else None, None, None, None)
 
     causal_conv1d_fwd.register_autograd(_conv_backward, setup_context=_conv_setup)
+
+    # ---- SSD chunk scan (Mamba2) ---------------------------------------------------------------
+    # Opaque to the tracers: the backend pads seqlen to whole chunks and loops over blocks of them (its
+    # memory bound), which a graph with a symbolic seqlen (compile dynamic=True, export's Dim) cannot follow.
+    @lib.custom_op(f"{NAMESPACE}::ssd_chunk_scan_fwd", mutates_args=(), schema=(
+        "(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, int chunk_size, Tensor? initial_states, "
+        "Tensor? seq_idx, str backend=\"\") -> (Tensor, Tensor)"))
+    def ssd_chunk_scan_fwd(x, dt, A, B, C, chunk_size, initial_states, seq_idx, backend=""):  # type: ignore[no-untyped-def]
+        """(y (batch, seqlen, nheads, headdim), final state (batch, nheads, headdim, dstate)), in x's dtype."""
+        with use_backend(backend), torch.no_grad():
+            chosen = select_backend("ssd", x.device, x.dtype).module
+            y, final = chosen.chunk_scan(x, dt, A, B, C, chunk_size, initial_states, seq_idx)
+        return distinct((y.contiguous(), final.contiguous()), (x, dt, A, B, C, initial_states, seq_idx))
+
+    @ssd_chunk_scan_fwd.register_fake
+    def _(x, dt, A, B, C, chunk_size, initial_states, seq_idx, backend=""):  # type: ignore[no-untyped-def]
+        batch, _, nheads, headdim = x.shape
+        return (torch.empty(x.shape, dtype=x.dtype, device=x.device),
+                torch.empty((batch, nheads, headdim, B.shape[3]), dtype=x.dtype, device=x.device))
+
+    @lib.custom_op(f"{NAMESPACE}::ssd_chunk_scan_bwd", mutates_args=(), schema=(
+        "(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, int chunk_size, Tensor? initial_states, "
+        "Tensor? seq_idx, Tensor dy, Tensor dfinal, str backend=\"\") -> "
+        "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"))
+    def ssd_chunk_scan_bwd(x, dt, A, B, C, chunk_size, initial_states, seq_idx, dy, dfinal, backend=""):  # type: ignore[no-untyped-def]
+        """(dx, ddt, dA, dB, dC, dinitial_states or empty): the backend's chunk_scan is differentiable (the
+        ssd contract), so this recomputes it under autograd, block by block as its eager backward does."""
+        inputs = (x, dt, A, B, C, initial_states)
+        with use_backend(backend):
+            chosen = select_backend("ssd", x.device, x.dtype).module
+            given = [t for t in inputs if t is not None]  # initial_states, last, may be None
+            # torch.func, not autograd.grad: an op's implementation runs below autograd (no grad_fn there)
+            _, vjp = torch.func.vjp(lambda *t: chosen.chunk_scan(*t[:5], chunk_size, t[5] if len(t) > 5 else None,
+                                                                 seq_idx), *given)
+            grads = list(vjp((dy, dfinal))) + [None] * (len(inputs) - len(given))
+        return distinct(grads_as_promised(grads, inputs, x.device), inputs + (seq_idx, dy, dfinal))
+
+    @ssd_chunk_scan_bwd.register_fake
+    def _(x, dt, A, B, C, chunk_size, initial_states, seq_idx, dy, dfinal, backend=""):  # type: ignore[no-untyped-def]
+        return tuple(new_grads((x, dt, A, B, C, initial_states), x.device))
+
+    def _ssd_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
+        x, dt, A, B, C, ctx.chunk_size, initial_states, seq_idx, ctx.backend = inputs
+        ctx.save_for_backward(x, dt, A, B, C, initial_states, seq_idx)
+
+    def _ssd_backward(ctx: Any, dy: torch.Tensor, dfinal: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
+        x, dt, A, B, C, initial_states, seq_idx = ctx.saved_tensors
+        dx, ddt, dA, dB, dC, dinit = ssd_chunk_scan_bwd(x, dt, A, B, C, ctx.chunk_size, initial_states, seq_idx,
+                                                        dy.contiguous(), dfinal.contiguous(), ctx.backend)
+        return dx, ddt, dA, dB, dC, None, dinit if initial_states is not None else None, None, None
+
+    ssd_chunk_scan_fwd.register_autograd(_ssd_backward, setup_context=_ssd_setup)
 
     @lib.custom_op(f"{NAMESPACE}::causal_conv1d_update", mutates_args=("conv_state",), schema=(
         "(Tensor x, Tensor(a!) conv_state, Tensor weight, Tensor? bias, bool silu, Tensor? cache_seqlens, "

@@ -14,7 +14,8 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from jetson_mamba.ops.backend import select_backend
+from jetson_mamba.ops import _library
+from jetson_mamba.ops.backend import choice_in_effect, select_backend
 from jetson_mamba.ops.causal_conv1d.autograd import causal_conv1d_fn
 from jetson_mamba.ops.ssd.layernorm_gated import rmsnorm_fn
 from jetson_mamba.ops.ssd.naive import discretize_dt
@@ -139,7 +140,11 @@ def mamba_chunk_scan_combined(
         dtf = discretize_dt(dt.to(f), dt_bias.to(f) if dt_bias is not None else None, dt_softplus, dt_limit)
         xf, Af, Bf, Cf = x.to(f), A.to(f), B.to(f), C.to(f)
         init = initial_states.to(f) if initial_states is not None else None
-        y, final_states = module.chunk_scan(xf, dtf, Af, Bf, Cf, chunk_size, init, seq_idx)
+        if _library.tracing():  # one opaque op: the backend's padding and blocks follow seqlen (ops._library)
+            y, final_states = torch.ops.jetson_mamba.ssd_chunk_scan_fwd(xf, dtf, Af, Bf, Cf, chunk_size, init, seq_idx,
+                                                                       choice_in_effect())
+        else:
+            y, final_states = module.chunk_scan(xf, dtf, Af, Bf, Cf, chunk_size, init, seq_idx)
         if D is not None:
             Df = D.to(f)
             y = y + xf * (Df if Df.dim() == 2 else Df[:, None])

@@ -1,10 +1,13 @@
 """Chunked SSD (Mamba2's state-space duality) in plain PyTorch, differentiable through autograd.
 
 Within a chunk of `chunk_size` steps the scan is the quadratic "attention-like" form with a
-stable segment sum; between chunks a state of shape (headdim, dstate) per head is carried.
+stable segment sum; between chunks a state of shape (headdim, dstate) per head is carried by
+one matrix of cumulative decays over the chunks (as upstream's ssd_minimal), without a loop.
 The sequence is processed in blocks of whole chunks, each block checkpointed when gradients
 are needed, so memory stays O(batch * nheads * block * chunk_size) however long the sequence
-is, and the backward recomputes a block instead of storing every intermediate.
+is, and the backward recomputes a block instead of storing every intermediate. torch.compile and
+torch.export see this function as one custom op (`jetson_mamba::ssd_chunk_scan_fwd`, ops._library):
+its blocks and padding depend on seqlen, which a traced graph with a symbolic seqlen cannot follow.
 All arithmetic here runs in the compute dtype the caller chose (fp32, or fp64 for fp64 inputs).
 
 This is the `torch` backend of the `ssd` op in `jetson_mamba.ops.backend`; unlike the selective
@@ -16,6 +19,7 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 # Elements of one (batch, nheads, chunk, chunk) decay matrix allowed per block: a handful of
@@ -41,6 +45,24 @@ def segsum(x: torch.Tensor) -> torch.Tensor:
     x = x.unsqueeze(-1).expand(*x.shape, T).masked_fill(~below, 0.0)
     out = torch.cumsum(x, dim=-2)
     return out.masked_fill(~below.logical_or(torch.eye(T, device=x.device, dtype=torch.bool)), float("-inf"))
+
+
+def _carry(
+    chunk_states: torch.Tensor, log_decay: torch.Tensor, state: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The state entering each chunk (b, c, g, r, p, n) and the one leaving the last, in one matmul.
+
+    chunk_states: (b, c, g, r, p, n) what each chunk adds by its end; log_decay: (b, c, g, r) the log
+    of the share of the state entering a chunk left at its end (-inf: dropped); state: (b, g, r, p, n)
+    entering the first chunk. With s_0 = state, s_{j+1} = chunk_states[j], the state entering chunk
+    k is sum_{j <= k} exp(a_j + ... + a_{k-1}) s_j: a (c+1, c+1) matrix of stable segment sums, as
+    upstream's ssd_minimal, instead of a Python loop whose trip count is the number of chunks.
+    """
+    b, c, g, r, p, n = chunk_states.shape
+    states = torch.cat([state[:, None], chunk_states], dim=1).permute(0, 2, 3, 1, 4, 5)  # b g r c+1 p n
+    decay = torch.exp(segsum(F.pad(log_decay.permute(0, 2, 3, 1), (1, 0))))  # b g r c+1 c+1
+    carried = torch.matmul(decay, states.reshape(b, g, r, c + 1, p * n)).reshape(b, g, r, c + 1, p, n)
+    return carried[:, :, :, :-1].permute(0, 3, 1, 2, 4, 5), carried[:, :, :, -1]
 
 
 def _scan_block(
@@ -82,15 +104,11 @@ def _scan_block(
     chunk_states = torch.matmul((x * decay[..., None]).transpose(-1, -2), Bg[:, :, :, None])  # b c g r p n
 
     # 3. Carry the state across chunks, dropping it where the sequence index changes.
-    chunk_decay = torch.exp(cs[..., -1])  # b c g r
+    log_decay = cs[..., -1]  # b c g r: the log of what survives of the state entering a chunk, at its end
     if seq is not None:
         before = torch.cat([seq_prev[:, None], seq[:, :-1, -1]], dim=1)  # b c: index just before each chunk
-        chunk_decay = chunk_decay * (seq[:, :, -1] == before)[:, :, None, None].to(chunk_decay.dtype)
-    entering: List[torch.Tensor] = []
-    for c in range(x.shape[1]):
-        entering.append(state)
-        state = chunk_decay[:, c, :, :, None, None] * state + chunk_states[:, c]
-    prev = torch.stack(entering, dim=1)  # b c g r p n
+        log_decay = log_decay.masked_fill((seq[:, :, -1] != before)[:, :, None, None], float("-inf"))
+    prev, state = _carry(chunk_states, log_decay, state)
 
     # 4. Contribution of the state entering each chunk: exp(cs_l) C_l . S (same sequence only).
     out_decay = torch.exp(cs)
@@ -125,7 +143,7 @@ def chunk_scan(
     pad = nchunks * T - L
     if pad:
         # Padded steps have dt = 0: they neither decay the state nor add to it.
-        x, dt, B, C = (torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
+        x, dt, B, C = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
         if seq_idx is not None:
             seq_idx = torch.cat([seq_idx, seq_idx[:, -1:].expand(b, pad)], dim=1)
     x = x.reshape(b, nchunks, T, g, r, p)
