@@ -6,6 +6,8 @@ import); CUDA graphs (mode="reduce-overhead") on the GPU. Without the custom ops
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable, List, Tuple
 
@@ -65,14 +67,31 @@ def test_compile_and_export_equal_eager(choose_backend: Callable[[str], None]) -
     assert _our_ops(program) == ["jetson_mamba.selective_scan_fwd.default"]
 
 
-def test_without_custom_ops_runs_eagerly(monkeypatch: pytest.MonkeyPatch, choose_backend: Callable[[str], None]) -> None:
-    """torch < 2.4 (forced): the model trains through the autograd.Functions, with the same numbers."""
+OFF = """
+import sys, torch
+sys.path[:0] = sys.argv[1:3]  # this folder and tests/ (interpreted.py)
+from test_mamba_yolo_compile import _forward_backward, _model_and_images
+from jetson_mamba.ops import _library, use_backend
+assert not _library.ENABLED and not hasattr(torch.ops.jetson_mamba, "selective_scan_fwd")
+with use_backend("torch"):
+    model, images = _model_and_images()
+    torch.save(_forward_backward(model, model, images), sys.argv[3])
+"""
+
+
+def test_without_custom_ops_trains_eagerly_with_the_same_numbers(choose_backend: Callable[[str], None],
+                                                                tmp_path: Path) -> None:
+    """JETSON_MAMBA_CUSTOM_OPS=0 (as torch < 2.4 gets): no op is registered, the model trains through the
+    autograd.Functions, with the numbers of this process (custom ops registered)."""
     choose_backend("torch")
     model, images = _model_and_images()
     want = _forward_backward(model, model, images)
-    monkeypatch.setattr(_library, "ENABLED", False)
-    assert not _library.tracing()
-    assert _worst(_forward_backward(model, model, images), want) == 0.0
+    env = dict(os.environ, JETSON_MAMBA_CUSTOM_OPS="0")
+    out = tmp_path / "off.pt"
+    proc = subprocess.run([sys.executable, "-c", OFF, str(Path(__file__).parent), str(Path(__file__).parents[1]), str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _worst(torch.load(out), want) == 0.0
 
 
 @pytest.mark.slow

@@ -75,6 +75,7 @@ def _run(fn, leaves: Dict[str, torch.Tensor]) -> Tuple[List[torch.Tensor], List[
 
 
 def _assert_same(a: List[torch.Tensor], b: List[torch.Tensor], what: str) -> None:
+    assert len(a) == len(b), f"{what}: {len(a)} vs {len(b)} tensors"
     for i, (x, y) in enumerate(zip(a, b)):
         assert x.shape == y.shape and x.dtype == y.dtype, f"{what} {i}: {x.shape}/{x.dtype} vs {y.shape}/{y.dtype}"
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5, msg=lambda m, i=i: f"{what} {i}: {m}")

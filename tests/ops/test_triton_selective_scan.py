@@ -15,6 +15,7 @@ from test_triton_interpreted import DEVICE, GPU, Launch, assert_close, needs_tri
 from jetson_mamba.errors import BackendUnavailableError
 from jetson_mamba.ops import selective_scan_fn
 from jetson_mamba.ops import triton_utils as tu
+from jetson_mamba.ops.selective_scan import triton as scan_triton
 from jetson_mamba.ops.selective_scan.naive import chunk_states_ref, selective_scan_ref
 
 pytestmark = needs_triton
@@ -98,6 +99,17 @@ CASES = {
 def test_matches_float64_reference(case: str, nan_poison: None) -> None:
     batch, dim, L, N, bl, cl, groups, use, softplus = CASES[case]
     check(make_inputs(batch, dim, L, N, bl, cl, torch.float32, groups), use, softplus, TOL[torch.float32])
+
+
+@pytest.mark.parametrize("tile", scan_triton._FWD_CONFIGS, ids=lambda c: "BD{}-T{}-w{}".format(*c))
+def test_every_forward_tile_of_the_table_matches_float64(tile: Tuple[int, int, int], monkeypatch: pytest.MonkeyPatch,
+                                                         nan_poison: None) -> None:
+    """The GPU's autotuner picks a forward tile by speed alone, so each one in the table must be right (the
+    interpreter otherwise runs only its own): dim 5 fills no channel block, L 37 no tile."""
+    bd, t, warps = tile
+    monkeypatch.setattr(scan_triton._fwd, "configs", [tu.triton.Config({"BD": bd, "T": t}, num_warps=warps)])
+    monkeypatch.setattr(scan_triton._fwd, "cache", {})
+    check(make_inputs(2, 5, 37, 4, "var", "var", torch.float32), ALL, True, TOL[torch.float32])
 
 
 def test_wide_channel_counts_take_the_interpreters_wide_kernels(launches: List[Launch], nan_poison: None) -> None:
