@@ -19,16 +19,16 @@ class backend_for:
     choice, and so does a forward that upstream reruns in its backward (no use_backend of its own thread).
     A class, not a generator: every conv call of upstream's enters one."""
 
-    __slots__ = ("_x", "_weight", "_forward", "_backward", "_using")
+    __slots__ = ("_x", "_weight", "_forward", "_recall", "_using")
 
     def __init__(self, x: torch.Tensor, weight: torch.Tensor, forward: bool = False, backward: bool = False) -> None:
-        self._x, self._weight, self._forward, self._backward = x, weight, forward, backward
+        self._x, self._weight, self._forward, self._recall = x, weight, forward, forward or backward
         self._using: Optional[ContextManager[None]] = None
 
     def __enter__(self) -> Any:
         if _library.tracing():  # nothing else here is traceable (the choice lives on tensor objects)
             return _library.OpsConvBackend
-        if self._forward or self._backward:
+        if self._recall:
             self._using = recalled(self._x, self._weight, unless_chosen_here=self._forward)
             self._using.__enter__()
         if self._forward:
