@@ -69,7 +69,48 @@ def test_sigterm_from_outside_at_any_moment_leaves_old_or_new(venv_factory: Venv
         if done.returncode == 0:  # finished before the signal: the new versions, verified
             assert state["mamba_ssm"]["version"] == "2.2.5" and json.loads(done.stdout)["verification"]["ok"]
             break
+        if state["mamba_ssm"]["version"] == "2.2.5":  # the signal came after the commit, while the report printed
+            break
         assert state == before, (delay, done.returncode, done.stdout[-2000:])
+
+
+# Sends SIGTERM to this process at one named moment of the install (argv[1]), then runs the CLI (argv[2:]).
+AT_A_MOMENT = """
+import os, signal, sys
+from jetson_mamba.archive import environment
+moment, args = sys.argv[1], sys.argv[2:]
+owner, name = {"fingerprint": (environment.TargetEnvironment, "torch_fingerprint"),
+               "claim": (environment.fcntl, "flock"), "commit": (environment.Snapshot, "discard")}[moment]
+real = getattr(owner, name)
+
+def signalled(*a, **k):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(*a, **k)
+
+setattr(owner, name, signalled if moment == "claim" else lambda *a, **k: signalled(*a, **k))
+from jetson_mamba.cli import main
+raise SystemExit(main(args))
+"""
+
+
+@pytest.mark.parametrize("moment, installed", [("fingerprint", False), ("claim", False), ("commit", True)])
+def test_sigterm_outside_the_steps_leaves_old_or_new_and_no_rollback_folder(
+        venv_factory: VenvFactory, pure_archive: Path, pure_wheels: Dict[str, Path], moment: str, installed: bool) -> None:
+    """CI caught it once with `timeout`: SIGTERM while torch's files were fingerprinted, before the steps
+    (default handler: killed, the rollback folder orphaned). Now the claim defers it, the steps and what
+    comes before them roll back, and the commit finishes."""
+    python = _working_pair(venv_factory, pure_wheels, f"signal-at-{moment}")
+    before = dist_state(python)
+    check = {"JETSON_MAMBA_VERIFY_COMMAND": '"$JETSON_MAMBA_PYTHON" -c "import mamba_ssm, causal_conv1d"'}
+    done = subprocess.run([sys.executable, "-c", AT_A_MOMENT, moment, "install", "--archive", str(pure_archive),
+                           "--python", str(python)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **check})
+    assert "Traceback" not in done.stderr and _rollback_dirs(python) == [], (done.returncode, done.stderr)
+    if installed:
+        assert done.returncode == 0 and dist_state(python)["mamba_ssm"]["version"] == "2.2.5", done.stderr
+    else:
+        assert done.returncode == 9 and "stopped by SIGTERM" in done.stderr, done.stderr
+        assert dist_state(python) == before
 
 
 def test_a_killed_install_is_recovered(venv_factory: VenvFactory, pure_archive: Path,

@@ -162,6 +162,9 @@ def _opcheck_cases() -> List[Tuple[str, Tuple[object, ...]]]:
         ("ssd_chunk_scan_fwd", (*ssd, 8, None, None)),
         ("ssd_chunk_scan_bwd", (*(t.detach() for t in ssd), 4, init.detach(), seq_idx, torch.randn(2, 11, 4, 3),
                                 torch.randn(2, 4, 3, 5), "torch")),
+        ("ssd_varlen_states", (ssd[0][:1].detach(), ssd[1][:1].detach(), ssd[2].detach(), ssd[3][:1].detach(), 4,
+                               init[:1].detach(),
+                               torch.tensor([0, 4, 4, 11], dtype=torch.int32))),
     ]
 
 
@@ -218,6 +221,46 @@ def test_mamba2_exports_and_compiles_with_a_dynamic_seqlen(mem_eff: bool, choose
         _assert_same(_mamba2_run(model, u), _mamba2_run(compiled, u), f"L={u.shape[1]}")
 
 
+@needs_custom_ops
+def test_varlen_states_compile_and_export_with_dynamic_seqlen_and_offsets(choose_backend: Callable[[str], None]) -> None:
+    """Mamba2's packed prefill (cu_seqlens, return_varlen_states) through one fullgraph compile and one export
+    with a symbolic seqlen: other lengths and other offsets equal eager without retracing. Before, the
+    varlen states read cu_seqlens on the host (`.tolist()`), which fullgraph and export refuse."""
+    from test_ssd import make_inputs
+    from torch._dynamo.testing import CompileCounter
+
+    if INTERPRET:
+        choose_backend("triton,torch")
+
+    def prefill(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                init: torch.Tensor, cu: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return ops.mamba_chunk_scan_combined(x, dt, A, B, C, 8, initial_states=init, dt_softplus=True,
+                                             cu_seqlens=cu, return_final_states=True, return_varlen_states=True)
+
+    def case(L: int, offsets: List[int]) -> Tuple[torch.Tensor, ...]:
+        i = make_inputs(1, L, 4, 3, 2, 5, torch.float32, seed=L)
+        return i["x"], i["dt"], i["A"], i["B"], i["C"], i["init"], torch.tensor(offsets, dtype=torch.int32)
+
+    cases = [case(21, [0, 5, 5, 21]), case(37, [0, 16, 30, 37]), case(37, [2, 3, 3, 36])]
+    L = torch.export.Dim("L", min=2, max=4096)
+    dims = ({1: L}, {1: L}, None, {1: L}, {1: L}, None, None)
+
+    class Prefill(torch.nn.Module):
+        def forward(self, *args: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+            return prefill(*args)
+
+    program = torch.export.export(Prefill(), cases[0], dynamic_shapes=(dims,))
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    compiled = torch.compile(prefill, dynamic=True, fullgraph=True, backend=counter)
+    for args in cases:
+        want = prefill(*args)
+        for got in (program.module()(*args), compiled(*args)):
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert counter.frame_count == 1  # the offsets are data: no recompile for new ones
+
+
 def test_without_custom_ops_the_autograd_functions_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """torch < 2.4 (forced here): eager and torch.compile (with graph breaks) through the autograd.Functions,
     with the same values and gradients."""
@@ -253,7 +296,7 @@ def test_compile_under_the_triton_interpreter() -> None:
     pytest.importorskip("triton")
     out = pytest_interpreted(str(Path(__file__)), "-k",
                              "(compile_fullgraph or decode_step or export or opcheck) and not upstream", cwd=HERE)
-    assert "16 passed" in out, out[-2000:]
+    assert "18 passed" in out, out[-2000:]
 
 
 UPSTREAM_MAMBA = """

@@ -143,6 +143,36 @@ def test_varlen_states_are_each_sequences_final_state() -> None:
     assert isinstance(mamba_chunk_scan_combined(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], 16), torch.Tensor)
 
 
+# Offsets that fall on and beside chunk edges (chunk 8), empty sequences first, inside and last, a first
+# sequence starting after 0 (its initial state is then unused) and a last one ending before seqlen.
+VARLEN_OFFSETS = [[0, 8, 8, 9, 24, 30, 61], [0, 0, 5, 16, 17, 61], [3, 11, 40, 40], [0, 61], [0, 7, 7]]
+
+
+@pytest.mark.parametrize("offsets", VARLEN_OFFSETS, ids=lambda o: "-".join(map(str, o)))
+@pytest.mark.parametrize("ngroups", [1, 2])
+def test_varlen_states_against_each_sequence_alone(offsets: List[int], ngroups: int) -> None:
+    """Each state equals the float64 recurrence over its sequence alone, from zero or (the first, at
+    offset 0) from initial_states; gradients flow to every input, initial_states included."""
+    inp = make_inputs(1, 61, 4, 3, ngroups, 5, torch.float32, seed=len(offsets))
+    leaves = {k: inp[k].clone().requires_grad_() for k in ("x", "dt", "B", "init")}
+    cu = torch.tensor(offsets, dtype=torch.int32)
+    _, varlen = mamba_chunk_scan_combined(leaves["x"], leaves["dt"], inp["A"], leaves["B"], inp["C"], 8,
+                                          dt_bias=inp["dt_bias"], dt_softplus=True, initial_states=leaves["init"],
+                                          cu_seqlens=cu, return_varlen_states=True)
+    assert varlen.shape == (len(offsets) - 1, 4, 3, 5)
+    for i, (s, e) in enumerate(zip(offsets, offsets[1:])):
+        init = inp["init"] if i == 0 and s == 0 else torch.zeros_like(inp["init"])
+        if s == e:
+            assert torch.equal(varlen[i], init[0]), f"sequence {i} is empty"
+            continue
+        _, want = ssd_ref(inp["x"][:, s:e], inp["dt"][:, s:e], inp["A"], inp["B"][:, s:e], inp["C"][:, s:e],
+                          dt_bias=inp["dt_bias"], dt_softplus=True, initial_states=init)
+        assert_close(varlen[i], want[0], 1e-5, f"sequence {i} [{s}, {e})")
+    varlen.square().sum().backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in leaves.values())
+    assert (leaves["init"].grad.abs().sum() > 0) == (offsets[0] == 0)
+
+
 def test_multi_block_checkpointing_gives_the_same_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
     """Long sequences are split into checkpointed blocks; results must not depend on the split."""
     inp = make_inputs(1, 70, 2, 4, 1, 4, torch.float32, seed=11)

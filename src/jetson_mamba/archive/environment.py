@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from packaging.utils import canonicalize_name
 
 import jetson_mamba
+from jetson_mamba.archive import signals
 from jetson_mamba.archive.wheel import sha256_of
 from jetson_mamba.compat.registry import RECORD_DIR, atomic_write
 from jetson_mamba.errors import InstallError
@@ -217,27 +218,39 @@ def rollback_area(purelib: Path) -> Iterator[Tuple[Path, Optional[Snapshot]]]:
     left there or None). Another install into the same environment holding it is an InstallError."""
     directory = Path(purelib) / ROLLBACK_DIR
     for _attempt in range(3):
-        directory.mkdir(exist_ok=True)
-        fd = os.open(str(directory), os.O_RDONLY)
+        fd: Optional[int] = None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            stale = Snapshot.load(directory)
-            raise InstallError(f"another jetson-mamba install into this environment is running"
-                               f"{f' (pid {stale.pid})' if stale else ''}",
-                               "wait for it to finish, then rerun") from None
-        if not _same_directory(fd, directory):  # removed by the run that held it, after our mkdir: again
-            os.close(fd)
-            continue
-        try:
+            with signals.deferred():  # one arriving between the mkdir and the lock would orphan the directory
+                fd = _claim(directory)
+            if fd is None:  # removed by the run that held it, after our mkdir: again
+                continue
             yield directory, Snapshot.load(directory)
             return
         finally:
-            if not (directory / JOURNAL).exists():  # nothing left to roll back: no trace of this run
-                shutil.rmtree(directory, ignore_errors=True)
-            os.close(fd)
+            if fd is not None:
+                with signals.held():
+                    if not (directory / JOURNAL).exists():  # nothing left to roll back: no trace of this run
+                        shutil.rmtree(directory, ignore_errors=True)
+                    os.close(fd)
     raise InstallError(f"could not claim {directory}", "rerun")
+
+
+def _claim(directory: Path) -> Optional[int]:
+    """Make and lock `directory`: the locked descriptor, or None if it went away meanwhile."""
+    directory.mkdir(exist_ok=True)
+    fd = os.open(str(directory), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        stale = Snapshot.load(directory)
+        raise InstallError(f"another jetson-mamba install into this environment is running"
+                           f"{f' (pid {stale.pid})' if stale else ''}",
+                           "wait for it to finish, then rerun") from None
+    if not _same_directory(fd, directory):
+        os.close(fd)
+        return None
+    return fd
 
 
 def _same_directory(fd: int, directory: Path) -> bool:

@@ -22,18 +22,16 @@ target interpreter is in $JETSON_MAMBA_PYTHON), e.g. for an acceptance test.
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from jetson_mamba.archive import signals
 from jetson_mamba.archive.environment import Snapshot, TargetEnvironment, planned, rollback_area, tail
 from jetson_mamba.archive.extras import protected_state, refuse_protected
 from jetson_mamba.archive.select import (
@@ -44,6 +42,7 @@ from jetson_mamba.archive.select import (
     parse_requests,
     select_wheels,
 )
+from jetson_mamba.archive.signals import Stopped
 from jetson_mamba.archive.source import ArchiveSource
 from jetson_mamba.errors import InstallError, JetsonMambaError, MissingDependencyError
 from jetson_mamba.probe.model import MachineInfo
@@ -51,8 +50,6 @@ from jetson_mamba.probe.model import MachineInfo
 RUNTIME_DEPENDENCIES = ("einops", "transformers", "triton")
 # No wheels on some platforms (older Jetson releases): a failed install is a warning, not a failure.
 OPTIONAL_DEPENDENCIES = ("triton",)
-# Signals that roll an install back (SIGINT arrives as KeyboardInterrupt); ignored while it rolls back.
-ROLLBACK_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 Progress = Callable[[str], None]
 
@@ -107,13 +104,6 @@ class InstallReport:
     torch_unchanged: Optional[bool] = None
     torch: Dict[str, Any] = field(default_factory=dict)  # {"version", "files"} after the install
     rolled_back: Optional[bool] = None
-
-
-class Stopped(BaseException):
-    """A termination signal arrived during the install (raised by our handler, like KeyboardInterrupt)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
 
 
 @dataclass
@@ -225,11 +215,20 @@ def install_from_archive(location: str, python: Optional[str] = None, specs: Seq
                 f"torch is not installed for {env.python}, so the Mamba packages cannot run or be verified there",
                 NO_TORCH_FIX)
         files = [source.fetch(c.record) for c in selection.chosen]
-        with rollback_area(env.purelib()) as (directory, stale):
-            recovered = _recover(stale, say) if stale is not None else None
-            return replace(report, recovered=recovered, **_install(env, selection, files, machine,
-                                                                   report.dependencies_missing, source.directory,
-                                                                   directory, say))
+        recovered: Optional[Recovered] = None
+        fields: Dict[str, Any] = {}  # set once the install is complete: a signal after that changes nothing
+        with signals.raising():  # from the claim to the end: none of it is left half-done by SIGTERM / SIGHUP
+            try:
+                with rollback_area(env.purelib()) as (directory, stale):
+                    recovered = _recover(stale, say) if stale is not None else None
+                    fields = _install(env, selection, files, machine, report.dependencies_missing,
+                                      source.directory, directory, say)
+            except Stopped as stop:
+                if not fields:
+                    raise InstallError(f"{stop} before the install began: nothing was installed"
+                                       f"{' (the unfinished install found was rolled back)' if recovered else ''}",
+                                       "rerun the install when it may run to the end") from None
+        return replace(report, recovered=recovered, **fields)
     finally:
         source.close()
 
@@ -237,22 +236,29 @@ def install_from_archive(location: str, python: Optional[str] = None, specs: Seq
 def recover(python: Optional[str] = None, progress: Optional[Progress] = None) -> RecoverReport:
     """`install --recover`: roll back an install that was killed outright (if there is one)."""
     env = TargetEnvironment(python or sys.executable)
-    with rollback_area(env.purelib()) as (_directory, stale):
-        found = _recover(stale, progress or (lambda _message: None)) if stale is not None else None
+    found: Optional[Recovered] = None
+    with signals.raising():
+        try:
+            with rollback_area(env.purelib()) as (_directory, stale):
+                found = _recover(stale, progress or (lambda _message: None)) if stale is not None else None
+        except Stopped as stop:
+            if found is None:
+                raise InstallError(f"{stop}: nothing was rolled back", "rerun `jetson-mamba install --recover`") from None
     return RecoverReport(env.python, found)
 
 
 def _recover(stale: Snapshot, say: Progress) -> Recovered:
     """Roll back what a killed run (its journal) had changed; InstallError if that cannot be done exactly."""
     say(f"rolling back the install that process {stale.pid} left unfinished")
-    with _signals_held():
+    with signals.deferred():  # the restore and the discard of its journal: both or neither
         rollback = stale.restore()
+        if rollback["ok"]:
+            stale.discard()
     if not rollback["ok"]:
         raise InstallError(f"the install that process {stale.pid} left unfinished could not be rolled back: "
                            f"{'; '.join(rollback['problems'])}; saved files kept in {stale.directory}",
                            f"reinstall the packages by hand (`{stale.python} -m pip install --force-reinstall "
                            f"--no-deps ...`), then delete {stale.directory}")
-    stale.discard()
     return Recovered(stale.pid, rollback["restored"], rollback["removed"], rollback["files_restored"])
 
 
@@ -320,7 +326,8 @@ def _install(env: TargetEnvironment, selection: Selection, files: List[Path], ma
     except _Failed as failure:
         raise InstallError(f"{failure.error.message}\n{_rollback_state(snapshot[0] if snapshot else None)}",
                            failure.error.fix) from None
-    snapshot[0].discard()
+    with signals.held():  # the commit: the journal goes, this install stays
+        snapshot[0].discard()
     result["rolled_back"] = False
     return result
 
@@ -335,7 +342,7 @@ def _run_steps(steps: Sequence[Step], say: Progress) -> None:
     """Do the steps in order; on any failure or termination signal undo the ones begun, in reverse
     (with the signals held off), and raise _Failed with the cause."""
     begun: List[Step] = []
-    with _signals_raise():
+    with signals.raising():
         try:
             for step in steps:
                 say(step.name)
@@ -350,7 +357,7 @@ def _run_steps(steps: Sequence[Step], say: Progress) -> None:
         "rerun the install when it may run to the end" if isinstance(cause, (Stopped, KeyboardInterrupt))
         else "fix the cause above and rerun")
     say("rolling back")
-    with _signals_held():
+    with signals.held():
         for step in reversed(begun):
             if step.undo is not None:
                 step.undo()
@@ -371,33 +378,3 @@ def _rollback_state(snapshot: Optional[Snapshot]) -> str:
     if check["removed"]:
         state += f"; removed {', '.join(check['removed'])}"
     return state
-
-
-@contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
-    """SIGTERM / SIGHUP raise Stopped in the main thread (as SIGINT raises KeyboardInterrupt)."""
-    def stop(signum: int, _frame: Any) -> None:
-        raise Stopped(signum)
-
-    with _handlers(stop):
-        yield
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGINT / SIGTERM / SIGHUP ignored: a rollback runs to its end."""
-    with _handlers(signal.SIG_IGN, (signal.SIGINT,)):
-        yield
-
-
-@contextlib.contextmanager
-def _handlers(handler: Any, extra: Tuple[int, ...] = ()) -> Iterator[None]:
-    previous: Dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
-        for signum in ROLLBACK_SIGNALS + extra:
-            previous[signum] = signal.signal(signum, handler)
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)

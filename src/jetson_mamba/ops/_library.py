@@ -7,8 +7,9 @@ outputs' shapes, dtypes and layouts without running anything; the forward ops ca
 (`register_autograd`). Custom ops cannot return None: an absent output (final states not asked for,
 dD without D, ...) is an empty tensor that the public functions turn back into None.
 
-Mamba2's chunked SSD (`ssd_chunk_scan_fwd`/`_bwd`) is one too: its backend pads seqlen to whole chunks and
-loops over blocks of them, so traced inline it ties the graph to one seqlen (export's Dim fails).
+Mamba2's chunked SSD (`ssd_chunk_scan_fwd`/`_bwd`, and `ssd_varlen_states`) is one too: its backend pads
+seqlen to whole chunks and loops over blocks of them, so traced inline it ties the graph to one seqlen
+(export's Dim fails).
 
 `torch.library.custom_op` exists from torch 2.4; JetPack 5/6 ship 2.0-2.5. Where it is missing, or
 with JETSON_MAMBA_CUSTOM_OPS=0, `ENABLED` is False and `jetson_mamba.ops` keeps its autograd.Function
@@ -306,6 +307,21 @@ if ENABLED:
         return dx, ddt, dA, dB, dC, None, dinit if initial_states is not None else None, None, None
 
     ssd_chunk_scan_fwd.register_autograd(_ssd_backward, setup_context=_ssd_setup)
+
+    # The state at the end of each packed sequence (return_varlen_states): opaque for the same reason.
+    # Forward only, as upstream (its backward refuses return_varlen_states); eagerly it is differentiable.
+    @lib.custom_op(f"{NAMESPACE}::ssd_varlen_states", mutates_args=(), schema=(
+        "(Tensor x, Tensor dt, Tensor A, Tensor B, int chunk_size, Tensor? initial_states, Tensor cu_seqlens, "
+        "str backend=\"\") -> Tensor"))
+    def ssd_varlen_states(x, dt, A, B, chunk_size, initial_states, cu_seqlens, backend=""):  # type: ignore[no-untyped-def]
+        """(nseq, nheads, headdim, dstate) in x's dtype."""
+        with use_backend(backend), torch.no_grad():
+            chosen = select_backend("ssd", x.device, x.dtype).module
+            return chosen.varlen_states(x, dt, A, B, chunk_size, initial_states, cu_seqlens).contiguous()
+
+    @ssd_varlen_states.register_fake
+    def _(x, dt, A, B, chunk_size, initial_states, cu_seqlens, backend=""):  # type: ignore[no-untyped-def]
+        return x.new_empty((cu_seqlens.shape[0] - 1, x.shape[2], x.shape[3], B.shape[3]))
 
     @lib.custom_op(f"{NAMESPACE}::causal_conv1d_update", mutates_args=("conv_state",), schema=(
         "(Tensor x, Tensor(a!) conv_state, Tensor weight, Tensor? bias, bool silu, Tensor? cache_seqlens, "

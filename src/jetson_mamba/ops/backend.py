@@ -77,7 +77,7 @@ CONTRACTS: Dict[str, Contract] = {
                                ("selective_scan_forward_x", "selective_scan_backward_out_z")),
     "causal_conv1d": Contract(("is_available", "causal_conv1d_forward", "causal_conv1d_backward"),
                               ("causal_conv1d_update",)),
-    "ssd": Contract(("is_available", "chunk_scan")),
+    "ssd": Contract(("is_available", "chunk_scan", "varlen_states")),
 }
 _ANY_OP = Contract(("is_available",))  # an op registered by a plugin: only the common part is known
 

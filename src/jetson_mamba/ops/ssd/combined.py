@@ -43,29 +43,29 @@ def _check_scan_inputs(
 ) -> None:
     layout = ("x (batch, seqlen, nheads, headdim), dt (batch, seqlen, nheads), A (nheads,), "
               "B and C (batch, seqlen, ngroups, dstate) with nheads % ngroups == 0")
-    check(x.dim() == 4, f"x has shape {_shape(x)}, expected (batch, seqlen, nheads, headdim)", f"pass {layout}")
+    check(x.dim() == 4, lambda: f"x has shape {_shape(x)}, expected (batch, seqlen, nheads, headdim)", f"pass {layout}")
     batch, seqlen, nheads, headdim = x.shape
     check(seqlen >= 1, "x has seqlen 0", "pass at least one time step")
-    check(isinstance(chunk_size, int) and chunk_size >= 1, f"chunk_size={chunk_size!r} is not a positive int",
+    check(isinstance(chunk_size, int) and chunk_size >= 1, lambda: f"chunk_size={chunk_size!r} is not a positive int",
           "pass chunk_size as a positive int (Mamba2 uses 256)")
-    check(_shape(dt) == (batch, seqlen, nheads), f"dt has shape {_shape(dt)}, expected {(batch, seqlen, nheads)}",
+    check(_shape(dt) == (batch, seqlen, nheads), lambda: f"dt has shape {_shape(dt)}, expected {(batch, seqlen, nheads)}",
           f"pass {layout}")
-    check(_shape(A) == (nheads,), f"A has shape {_shape(A)}, expected ({nheads},)", f"pass {layout}")
+    check(_shape(A) == (nheads,), lambda: f"A has shape {_shape(A)}, expected ({nheads},)", f"pass {layout}")
     check(B.dim() == 4 and tuple(B.shape[:2]) == (batch, seqlen) and B.shape[2] >= 1 and nheads % B.shape[2] == 0,
-          f"B has shape {_shape(B)}, expected ({batch}, {seqlen}, ngroups, dstate) with {nheads} % ngroups == 0",
+          lambda: f"B has shape {_shape(B)}, expected ({batch}, {seqlen}, ngroups, dstate) with {nheads} % ngroups == 0",
           f"pass {layout}")
-    check(_shape(C) == _shape(B), f"C has shape {_shape(C)}, B has {_shape(B)}", "pass B and C of the same shape")
-    check(z is None or _shape(z) == _shape(x), f"z has shape {_shape(z)}, x has {_shape(x)}",
+    check(_shape(C) == _shape(B), lambda: f"C has shape {_shape(C)}, B has {_shape(B)}", "pass B and C of the same shape")
+    check(z is None or _shape(z) == _shape(x), lambda: f"z has shape {_shape(z)}, x has {_shape(x)}",
           "pass z of exactly x's shape, or None")
     check(D is None or _shape(D) in ((nheads, headdim), (nheads,)),
-          f"D has shape {_shape(D)}, expected ({nheads}, {headdim}) or ({nheads},)", "pass D per head (or per channel), or None")
-    check(dt_bias is None or _shape(dt_bias) == (nheads,), f"dt_bias has shape {_shape(dt_bias)}, expected ({nheads},)",
+          lambda: f"D has shape {_shape(D)}, expected ({nheads}, {headdim}) or ({nheads},)", "pass D per head (or per channel), or None")
+    check(dt_bias is None or _shape(dt_bias) == (nheads,), lambda: f"dt_bias has shape {_shape(dt_bias)}, expected ({nheads},)",
           "pass one dt_bias per head, or None")
     check(initial_states is None or _shape(initial_states) == (batch, nheads, headdim, B.shape[3]),
-          f"initial_states has shape {_shape(initial_states)}, expected {(batch, nheads, headdim, B.shape[3])}",
+          lambda: f"initial_states has shape {_shape(initial_states)}, expected {(batch, nheads, headdim, B.shape[3])}",
           "pass initial_states as (batch, nheads, headdim, dstate), or None")
     check(seq_idx is None or (_shape(seq_idx) == (batch, seqlen) and not seq_idx.is_floating_point()),
-          f"seq_idx has shape {_shape(seq_idx)} and dtype {seq_idx.dtype if seq_idx is not None else None}, "
+          lambda: f"seq_idx has shape {_shape(seq_idx)} and dtype {seq_idx.dtype if seq_idx is not None else None}, "
           f"expected integers of shape {(batch, seqlen)}", "pass seq_idx as an int32 tensor (batch, seqlen), or None")
 
 
@@ -75,7 +75,6 @@ def _varlen_states(
     dt: torch.Tensor,
     A: torch.Tensor,
     B: torch.Tensor,
-    C: torch.Tensor,
     chunk_size: int,
     initial_states: Optional[torch.Tensor],
     cu_seqlens: torch.Tensor,
@@ -85,22 +84,21 @@ def _varlen_states(
 
     Each sequence is scanned on its own from a zero state (the first one, when it starts at 0,
     from initial_states), so the result does not depend on how the sequences fall into chunks.
+    The offsets are checked eagerly only: a traced graph cannot read them.
     """
-    bounds = [int(v) for v in cu_seqlens.tolist()]
-    check(bounds[0] >= 0 and bounds[-1] <= x.shape[1] and all(a <= b for a, b in zip(bounds, bounds[1:])),
-          f"cu_seqlens {bounds} is not a non-decreasing list of offsets within seqlen {x.shape[1]}",
+    check(cu_seqlens.dim() == 1 and cu_seqlens.shape[0] >= 2 and not cu_seqlens.is_floating_point(),
+          lambda: f"cu_seqlens has shape {_shape(cu_seqlens)} and dtype {cu_seqlens.dtype}",
           "pass cu_seqlens = [0, len0, len0 + len1, ..., seqlen] (int32)")
-    states = []
-    for i, (start, end) in enumerate(zip(bounds, bounds[1:])):
-        init = initial_states if (i == 0 and start == 0) else None
-        if end == start:
-            state = init[0] if init is not None else x.new_zeros(x.shape[2], x.shape[3], B.shape[3])
-        else:
-            _, final = module.chunk_scan(x[:, start:end], dt[:, start:end], A, B[:, start:end], C[:, start:end],
-                                         chunk_size, init, None)
-            state = final[0]
-        states.append(state)
-    return torch.stack(states).to(out_dtype)
+    if not _library.tracing():
+        bounds = [int(v) for v in cu_seqlens.tolist()]
+        check(bounds[0] >= 0 and bounds[-1] <= x.shape[1] and all(a <= b for a, b in zip(bounds, bounds[1:])),
+              lambda: f"cu_seqlens {bounds} is not a non-decreasing list of offsets within seqlen {x.shape[1]}",
+              "pass cu_seqlens = [0, len0, len0 + len1, ..., seqlen] (int32)")
+        states = module.varlen_states(x, dt, A, B, chunk_size, initial_states, cu_seqlens)
+    else:  # one opaque op, as the chunk scan (ops._library)
+        states = torch.ops.jetson_mamba.ssd_varlen_states(x, dt, A, B, chunk_size, initial_states, cu_seqlens,
+                                                          choice_in_effect())
+    return states.to(out_dtype)
 
 
 def mamba_chunk_scan_combined(
@@ -155,7 +153,7 @@ def mamba_chunk_scan_combined(
         if return_final_states:
             results.append(final_states)
         if return_varlen_states:
-            results.append(_varlen_states(module, xf, dtf, Af, Bf, Cf, chunk_size, init, cu_seqlens, C.dtype))
+            results.append(_varlen_states(module, xf, dtf, Af, Bf, chunk_size, init, cu_seqlens, C.dtype))
     return results[0] if len(results) == 1 else tuple(results)
 
 
@@ -187,9 +185,9 @@ def mamba_split_conv1d_scan_combined(
     SSM output. conv1d_weight: (dim + 2 * ngroups * dstate, width); D: (nheads, headdim) or
     (nheads,) with headdim given. Returns out (or (out, final_states) with return_final_states).
     """
-    check(activation in (None, "silu", "swish"), f"activation={activation!r} is not supported",
+    check(activation in (None, "silu", "swish"), lambda: f"activation={activation!r} is not supported",
           'pass activation="silu" (or "swish", or None)')
-    check(zxbcdt.dim() == 3, f"zxbcdt has shape {_shape(zxbcdt)}, expected (batch, seqlen, channels)",
+    check(zxbcdt.dim() == 3, lambda: f"zxbcdt has shape {_shape(zxbcdt)}, expected (batch, seqlen, channels)",
           "pass in_proj's output as (batch, seqlen, channels)")
     if D.dim() == 1:
         check(headdim is not None, "D is per head (1-D) but headdim is None", "pass headdim= (Mamba2 passes self.headdim)")
@@ -198,22 +196,22 @@ def mamba_split_conv1d_scan_combined(
         nheads, headdim = D.shape
     batch, seqlen, channels = zxbcdt.shape
     dim = nheads * headdim
-    check(ngroups >= 1 and nheads % ngroups == 0, f"nheads={nheads} is not a multiple of ngroups={ngroups}",
+    check(ngroups >= 1 and nheads % ngroups == 0, lambda: f"nheads={nheads} is not a multiple of ngroups={ngroups}",
           "pass ngroups dividing the number of heads")
     dstate = (conv1d_weight.shape[0] - dim) // ngroups // 2
     check(conv1d_weight.dim() == 2 and dstate >= 1 and conv1d_weight.shape[0] == dim + 2 * ngroups * dstate,
-          f"conv1d_weight has shape {_shape(conv1d_weight)}, which is not (dim + 2 * ngroups * dstate, width) "
+          lambda: f"conv1d_weight has shape {_shape(conv1d_weight)}, which is not (dim + 2 * ngroups * dstate, width) "
           f"for dim={dim}, ngroups={ngroups}", "pass the depthwise conv weight as (channels, width), e.g. "
           "rearrange(conv1d.weight, 'd 1 w -> d w')")
     rest = channels - 2 * dim - 2 * ngroups * dstate - nheads
     check(rest >= 0 and rest % 2 == 0,
-          f"zxbcdt has {channels} channels; 2 * d_nonssm + 2 * {dim} + 2 * {ngroups} * {dstate} + {nheads} cannot match",
+          lambda: f"zxbcdt has {channels} channels; 2 * d_nonssm + 2 * {dim} + 2 * {ngroups} * {dstate} + {nheads} cannot match",
           "pass in_proj's full output [z0 x0 | z | x B C | dt] for these nheads, headdim, ngroups and dstate")
     d_nonssm = rest // 2
     check(_shape(dt_bias) == (nheads,) and _shape(A) == (nheads,),
-          f"dt_bias has shape {_shape(dt_bias)} and A {_shape(A)}, expected ({nheads},)", "pass one value per head")
+          lambda: f"dt_bias has shape {_shape(dt_bias)} and A {_shape(A)}, expected ({nheads},)", "pass one value per head")
     check(rmsnorm_weight is None or _shape(rmsnorm_weight) == (dim,),
-          f"rmsnorm_weight has shape {_shape(rmsnorm_weight)}, expected ({dim},)", "pass norm.weight, or None")
+          lambda: f"rmsnorm_weight has shape {_shape(rmsnorm_weight)}, expected ({dim},)", "pass norm.weight, or None")
     check(outproj_weight is not None or outproj_bias is None, "outproj_bias given without outproj_weight",
           "pass outproj_weight too, or drop outproj_bias")
     zx0, z, xBC, dt = torch.split(zxbcdt, [2 * d_nonssm, dim, dim + 2 * ngroups * dstate, nheads], dim=-1)

@@ -17,7 +17,7 @@ def causal_conv1d_varlen_states(x: torch.Tensor, cu_seqlens: torch.Tensor, state
     Returns (batch, dim, state_len), laid out as upstream (a transposed (batch, state_len, dim)).
     """
     check(x.dim() == 2 and cu_seqlens.dim() == 1 and cu_seqlens.shape[0] >= 1 and state_len >= 0,
-          f"x has shape {tuple(x.shape)}, cu_seqlens {tuple(cu_seqlens.shape)}, state_len {state_len}",
+          lambda: f"x has shape {tuple(x.shape)}, cu_seqlens {tuple(cu_seqlens.shape)}, state_len {state_len}",
           "pass x as (total_tokens, dim), cu_seqlens as (batch + 1,) offsets and state_len >= 0")
     cu = cu_seqlens.to(device=x.device, dtype=torch.long)
     pos = cu[1:, None] - state_len + torch.arange(state_len, device=x.device)  # (batch, state_len)

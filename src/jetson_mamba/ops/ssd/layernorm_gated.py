@@ -26,13 +26,13 @@ def rmsnorm_fn(
     """RMSNorm(x) * silu(z) if norm_before_gate else RMSNorm(x * silu(z)); per group of group_size."""
     N = x.shape[-1]
     gs = N if group_size is None else group_size
-    check(gs > 0 and N % gs == 0, f"group_size={group_size} does not divide the last dimension {N} of x",
+    check(gs > 0 and N % gs == 0, lambda: f"group_size={group_size} does not divide the last dimension {N} of x",
           "pass a group_size that divides x.shape[-1] (Mamba2 uses d_ssm // ngroups), or None for one group")
-    check(tuple(weight.shape) == (N,), f"weight has shape {tuple(weight.shape)}, expected ({N},)",
+    check(tuple(weight.shape) == (N,), lambda: f"weight has shape {tuple(weight.shape)}, expected ({N},)",
           "pass one weight per channel of x's last dimension")
-    check(bias is None or tuple(bias.shape) == (N,), f"bias has shape {tuple(bias.shape) if bias is not None else None}, expected ({N},)",
+    check(bias is None or tuple(bias.shape) == (N,), lambda: f"bias has shape {tuple(bias.shape) if bias is not None else None}, expected ({N},)",
           "pass one bias per channel of x's last dimension, or None")
-    check(z is None or z.shape == x.shape, f"z has shape {tuple(z.shape) if z is not None else None}, x has {tuple(x.shape)}",
+    check(z is None or z.shape == x.shape, lambda: f"z has shape {tuple(z.shape) if z is not None else None}, x has {tuple(x.shape)}",
           "pass a gate z of exactly x's shape, or None")
     f = compute_dtype(x.dtype)
     with torch.autocast(device_type=x.device.type, enabled=False):

@@ -49,22 +49,22 @@ def selective_state_update(
     _, nheads, dim, dstate = state4.shape
     batch = x3.shape[0]
     fix = "pass the shapes documented for mamba_ssm's selective_state_update"
-    check(tuple(x3.shape) == (batch, nheads, dim), f"x has shape {tuple(x.shape)}, state {tuple(state.shape)}", fix)
-    check(dt3.shape == x3.shape, f"dt has shape {tuple(dt.shape)}, x {tuple(x.shape)}", fix)
-    check(tuple(A3.shape) == (nheads, dim, dstate), f"A has shape {tuple(A.shape)}, expected {(nheads, dim, dstate)}", fix)
+    check(tuple(x3.shape) == (batch, nheads, dim), lambda: f"x has shape {tuple(x.shape)}, state {tuple(state.shape)}", fix)
+    check(dt3.shape == x3.shape, lambda: f"dt has shape {tuple(dt.shape)}, x {tuple(x.shape)}", fix)
+    check(tuple(A3.shape) == (nheads, dim, dstate), lambda: f"A has shape {tuple(A.shape)}, expected {(nheads, dim, dstate)}", fix)
     ngroups = B3.shape[1]
     check(ngroups >= 1 and nheads % ngroups == 0 and tuple(B3.shape) == (batch, ngroups, dstate) and C3.shape == B3.shape,
-          f"B has shape {tuple(B.shape)} and C {tuple(C.shape)}, expected (batch, ngroups, {dstate}) with {nheads} % ngroups == 0", fix)
-    check(D2 is None or tuple(D2.shape) == (nheads, dim), f"D has shape {tuple(D.shape) if D is not None else None}", fix)
-    check(z3 is None or z3.shape == x3.shape, f"z has shape {tuple(z.shape) if z is not None else None}", fix)
+          lambda: f"B has shape {tuple(B.shape)} and C {tuple(C.shape)}, expected (batch, ngroups, {dstate}) with {nheads} % ngroups == 0", fix)
+    check(D2 is None or tuple(D2.shape) == (nheads, dim), lambda: f"D has shape {tuple(D.shape) if D is not None else None}", fix)
+    check(z3 is None or z3.shape == x3.shape, lambda: f"z has shape {tuple(z.shape) if z is not None else None}", fix)
     check(bias2 is None or tuple(bias2.shape) == (nheads, dim),
-          f"dt_bias has shape {tuple(dt_bias.shape) if dt_bias is not None else None}", fix)
+          lambda: f"dt_bias has shape {tuple(dt_bias.shape) if dt_bias is not None else None}", fix)
     if state_batch_indices is None:
         rows = torch.arange(batch, device=state.device)
-        check(state4.shape[0] == batch, f"state has batch {state4.shape[0]}, x has {batch}",
+        check(state4.shape[0] == batch, lambda: f"state has batch {state4.shape[0]}, x has {batch}",
               "pass state_batch_indices to pick rows of a larger state cache")
     else:
-        check(tuple(state_batch_indices.shape) == (batch,), f"state_batch_indices has shape {tuple(state_batch_indices.shape)}",
+        check(tuple(state_batch_indices.shape) == (batch,), lambda: f"state_batch_indices has shape {tuple(state_batch_indices.shape)}",
               "pass one state row index per batch element")
         rows = state_batch_indices.long()
     valid = rows >= 0

@@ -65,6 +65,32 @@ def _carry(
     return carried[:, :, :, :-1].permute(0, 3, 1, 2, 4, 5), carried[:, :, :, -1]
 
 
+def _entering_states(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    Bg: torch.Tensor,
+    cs: torch.Tensor,
+    state: torch.Tensor,
+    seq: Optional[torch.Tensor],
+    before: Optional[torch.Tensor],
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The state entering each chunk (b, c, g, r, p, n) and the one leaving the last.
+
+    x: (b, c, g, r, T, p); dt, cs (its cumulative dt * A): (b, c, g, r, T); Bg: (b, c, g, T, n); state
+    entering the first chunk: (b, g, r, p, n); seq: (b, c, T) or None; before: (b, c) the sequence
+    index just before each chunk. A chunk adds sum_s exp(cs_last - cs_s) dt_s x_s B_s^T of its last
+    sequence's steps; the state entering it survives to its end only if no sequence starts inside.
+    """
+    decay = torch.exp(cs[..., -1:] - cs) * dt
+    if seq is not None:
+        decay = decay * (seq == seq[:, :, -1:])[:, :, None, None].to(decay.dtype)
+    chunk_states = torch.matmul((x * decay[..., None]).transpose(-1, -2), Bg[:, :, :, None])  # b c g r p n
+    log_decay = cs[..., -1]  # b c g r: the log of what survives of the state entering a chunk, at its end
+    if seq is not None:
+        log_decay = log_decay.masked_fill((seq[:, :, -1] != before)[:, :, None, None], float("-inf"))
+    return _carry(chunk_states, log_decay, state)
+
+
 def _scan_block(
     x: torch.Tensor,
     dt: torch.Tensor,
@@ -97,18 +123,9 @@ def _scan_block(
     W = CB[:, :, :, None] * torch.exp(seg) * dt[..., None, :]
     y = torch.matmul(W, x)
 
-    # 2. State each chunk adds on its own: sum_s exp(cs_last - cs_s) dt_s x_s B_s^T.
-    decay = torch.exp(cs[..., -1:] - cs) * dt
-    if seq is not None:
-        decay = decay * (seq == seq[:, :, -1:])[:, :, None, None].to(decay.dtype)
-    chunk_states = torch.matmul((x * decay[..., None]).transpose(-1, -2), Bg[:, :, :, None])  # b c g r p n
-
-    # 3. Carry the state across chunks, dropping it where the sequence index changes.
-    log_decay = cs[..., -1]  # b c g r: the log of what survives of the state entering a chunk, at its end
-    if seq is not None:
-        before = torch.cat([seq_prev[:, None], seq[:, :-1, -1]], dim=1)  # b c: index just before each chunk
-        log_decay = log_decay.masked_fill((seq[:, :, -1] != before)[:, :, None, None], float("-inf"))
-    prev, state = _carry(chunk_states, log_decay, state)
+    # 2-3. The state entering each chunk (dropped where the sequence index changes) and the one leaving.
+    before = torch.cat([seq_prev[:, None], seq[:, :-1, -1]], dim=1) if seq is not None else None
+    prev, state = _entering_states(x, dt, Bg, cs, state, seq, before)
 
     # 4. Contribution of the state entering each chunk: exp(cs_l) C_l . S (same sequence only).
     out_decay = torch.exp(cs)
@@ -177,3 +194,56 @@ def chunk_scan(
             seq_prev = block_seq[:, -1, -1]
     y = torch.cat(ys, dim=1).reshape(b, nchunks * T, h, p)[:, :L]
     return y, state.reshape(b, h, p, n)
+
+
+def varlen_states(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    chunk_size: int,
+    initial_states: Optional[torch.Tensor],
+    cu_seqlens: torch.Tensor,
+) -> torch.Tensor:
+    """The state at the end of each packed sequence [cu_seqlens[i], cu_seqlens[i+1]) of batch row 0,
+    each from a zero state (the first, when it starts at 0, from initial_states): (nseq, h, p, n).
+
+    Neither a loop over the sequences (one scan each, before) nor a read of cu_seqlens on the host (a
+    sync per call): the chunks' states are carried with the sequence index restarting at each offset
+    (as chunk_scan does with seq_idx), and a sequence's state is its last chunk's
+    entering state (when the sequence began before that chunk) plus that chunk's steps up to its end,
+    as upstream's chunk_state_varlen. x: (1, L, h, p); dt: (1, L, h) discretized; B: (1, L, g, n).
+    """
+    b, L, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    r, T = h // g, chunk_size
+    nchunks = -(-L // T)
+    pad = nchunks * T - L  # padded steps have dt = 0: they neither decay nor add
+    x, dt, B = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B))
+    cu = cu_seqlens.to(device=x.device, dtype=torch.long)
+    nseq = cu.shape[0] - 1
+    # the sequence of each step: -1 before the first offset, nseq after the last
+    seq = (torch.searchsorted(cu, torch.arange(nchunks * T, device=x.device), right=True) - 1).reshape(1, nchunks, T)
+    init = initial_states if initial_states is not None else x.new_zeros(b, h, p, n)
+    init = torch.where(cu[0] == 0, init, torch.zeros_like(init))  # it belongs to a first sequence starting at 0
+    xs = x.reshape(b, nchunks, T, g, r, p).permute(0, 1, 3, 4, 2, 5)  # b c g r T p
+    dts = dt.reshape(b, nchunks, T, g, r).permute(0, 1, 3, 4, 2)  # b c g r T
+    Bg = B.reshape(b, nchunks, T, g, n).permute(0, 1, 3, 2, 4)  # b c g T n
+    cs = torch.cumsum(dts * A.reshape(g, r)[:, :, None], dim=-1)
+    before = torch.cat([seq.new_zeros(b, 1), seq[:, :-1, -1]], dim=1)  # the initial state is sequence 0's
+    prev, _ = _entering_states(xs, dts, Bg, cs, init.reshape(b, g, r, p, n), seq, before)
+
+    end = (cu[1:] - 1).clamp(min=0)  # each sequence's last step, its chunk and its place there
+    chunk, step = end // T, end % T
+    cs_seq = cs[0, chunk]  # nseq g r T
+    cs_end = cs_seq.gather(-1, step[:, None, None, None].expand(nseq, g, r, 1))
+    where = chunk[:, None] * T + torch.arange(T, device=x.device)
+    inside = ((where >= cu[:-1, None]) & (where <= end[:, None])).to(x.dtype)  # nseq T
+    weight = torch.exp((cs_end - cs_seq).clamp(max=0)) * dts[0, chunk] * inside[:, None, None]
+    states = torch.einsum("sgrt,sgrtp,sgtn->sgrpn", weight, xs[0, chunk], Bg[0, chunk])
+    began_before = (before[0, chunk] == torch.arange(nseq, device=x.device)).to(x.dtype)
+    states = states + prev[0, chunk] * (torch.exp(cs_end) * began_before[:, None, None, None])[..., None]
+    empty = (cu[1:] == cu[:-1])[:, None, None, None, None]
+    first = (torch.arange(nseq, device=x.device) == 0).to(x.dtype)[:, None, None, None, None]
+    states = torch.where(empty, init.reshape(1, g, r, p, n) * first, states)
+    return states.reshape(nseq, h, p, n)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Union
 
 from jetson_mamba.errors import UsageError
 
@@ -14,10 +14,16 @@ class SSDInputError(UsageError, ValueError):
     """Tensors of the wrong shape or kind passed to an SSD op (also a ValueError for library callers)."""
 
 
-def check(condition: bool, message: str, fix: str) -> None:
-    """Raise SSDInputError(message, fix) unless condition holds."""
+Text = Union[str, Callable[[], str]]
+
+
+def check(condition: bool, message: Text, fix: Text) -> None:
+    """Raise SSDInputError(message, fix) unless condition holds.
+
+    A message that shows shapes is a callable, formatted only on failure: formatting a shape while
+    torch.compile traces specializes it (a graph per seqlen), and eagerly it is host time per call."""
     if not condition:
-        raise SSDInputError(message, fix)
+        raise SSDInputError(*(t() if callable(t) else t for t in (message, fix)))
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
