@@ -129,6 +129,34 @@ def check_generate() -> Dict[str, Any]:
     return result
 
 
+def check_varlen() -> Dict[str, Any]:
+    """Mamba2's varlen prefill (three sequences packed in one row, cu_seqlens + seq_idx, inference cache):
+    each sequence's output and cached conv / SSM states against its own prefill."""
+    from mamba_ssm import Mamba2
+    from mamba_ssm.utils.generation import InferenceParams
+
+    torch.manual_seed(0)
+    module = Mamba2(d_model=32, d_state=16, headdim=16, chunk_size=8, layer_idx=0).eval()
+    bounds = [0, 5, 6, 19]
+    u = torch.randn(1, bounds[-1], 32)
+
+    def prefill(x: torch.Tensor, batch: int, **kwargs: Any) -> list:
+        params = InferenceParams(max_seqlen=32, max_batch_size=batch)
+        params.key_value_memory_dict[0] = module.allocate_inference_cache(batch, 32)
+        with torch.no_grad():
+            return [module(x, inference_params=params, **kwargs), *params.key_value_memory_dict[0]]
+
+    seq_idx = torch.cat([torch.full((e - s,), i, dtype=torch.int32) for i, (s, e) in enumerate(zip(bounds, bounds[1:]))])
+    out, conv, ssm = prefill(u, 3, cu_seqlens=torch.tensor(bounds, dtype=torch.int32), seq_idx=seq_idx[None])
+    errors: Dict[str, float] = {}
+    for i, (s, e) in enumerate(zip(bounds, bounds[1:])):
+        alone, conv_i, ssm_i = prefill(u[:, s:e], 1)
+        errors[f"seq{i}.out"] = _rel(out[:, s:e], alone)
+        errors[f"seq{i}.conv_state"] = _rel(conv[i], conv_i[0])
+        errors[f"seq{i}.ssm_state"] = _rel(ssm[i], ssm_i[0])
+    return {"errors": errors}
+
+
 def check_distributed() -> Dict[str, Any]:
     """The distributed modules import; each entry point raises a RuntimeError naming what torch lacks.
 

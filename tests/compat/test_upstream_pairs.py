@@ -15,7 +15,9 @@ from jetson_mamba.compat import registry
 from jetson_mamba.compat.runtime_patches import (
     CAUSAL_CONV1D_BRIDGE,
     CAUSAL_CONV1D_CPP,
+    CAUSAL_CONV1D_VARLEN,
     NO_DISTRIBUTED,
+    NO_TRITON,
     PORTABLE,
     SELECTIVE_SCAN_INTERFACE,
     SSD_COMBINED,
@@ -65,6 +67,8 @@ def test_patch_check_again_revert(mamba: str, conv: str, pair_venv: Callable[[st
     assert _applied(first, NO_DISTRIBUTED, "mamba_ssm/distributed/distributed_utils.py") == [registry.NEEDED]
     expected_t5 = registry.NOT_NEEDED if mamba.startswith("2.3") else registry.NEEDED
     assert _applied(first, TRANSFORMERS5, "mamba_ssm/utils/generation.py") == [expected_t5]
+    for patch in (PORTABLE, NO_TRITON):  # Mamba2's varlen prefill: the Triton conv states, off the GPU and without triton
+        assert _applied(first, patch, CAUSAL_CONV1D_VARLEN) == [registry.NEEDED]
     if conv in ("1.6.0", "1.7.0"):  # cpp_functions' custom ops (>= 1.5.1) are routed while torch.compile traces
         assert _applied(first, TRACEABLE_CONV, CAUSAL_CONV1D_CPP) == [registry.NEEDED]
     patched = _snapshot(site)

@@ -97,6 +97,7 @@ TRITON_MODULES = tuple(f"mamba_ssm/ops/triton/{name}.py" for name in (
     "mamba3/utils"))
 CAUSAL_CONV1D_CPP = "causal_conv1d/cpp_functions.py"
 CAUSAL_CONV1D_INTERFACE = "causal_conv1d/causal_conv1d_interface.py"
+CAUSAL_CONV1D_VARLEN = "causal_conv1d/causal_conv1d_varlen.py"  # a Triton kernel: Mamba2's varlen prefill
 
 UNDO = "(undo: jetson-mamba patch --revert)"
 
@@ -333,6 +334,10 @@ def _jm_state_update_ref(*args, **kwargs):
 selective_state_update = _jm_off_gpu(selective_state_update, _jm_state_update_ref)
 """),
     LAYER_NORM: (("layer_norm_fn", "rms_norm_fn", "layer_norm_ref", "rms_norm_ref"), _LAYER_NORM_OFF_GPU),
+    CAUSAL_CONV1D_VARLEN: (("causal_conv1d_varlen_states",), """
+
+causal_conv1d_varlen_states = _jm_off_gpu(causal_conv1d_varlen_states, _jm_portable("causal_conv1d_varlen_states"))
+"""),
 }
 
 
@@ -395,9 +400,11 @@ def _per_file(transforms: Dict[str, Transform]) -> Transform:
 
 _PORTABLE_MAMBA: Dict[str, Transform] = {
     SELECTIVE_SCAN_INTERFACE: _standin_import("selective_scan_cuda", lambda text: "selective_scan_cuda"),
-    **{path: _route_off_gpu for path in _OFF_GPU_ROUTES},
+    **{path: _route_off_gpu for path in _OFF_GPU_ROUTES if path.startswith("mamba_ssm/")},
 }
-_PORTABLE_CONV: Transform = _standin_import("causal_conv1d_cuda", _causal_conv1d_standin)
+_CONV_STANDIN: Transform = _standin_import("causal_conv1d_cuda", _causal_conv1d_standin)
+_PORTABLE_CONV: Dict[str, Transform] = {CAUSAL_CONV1D_CPP: _CONV_STANDIN, CAUSAL_CONV1D_INTERFACE: _CONV_STANDIN,
+                                        CAUSAL_CONV1D_VARLEN: _route_off_gpu}
 
 # ---------------------------------------------------------------- 10. traceable conv1d
 
@@ -646,10 +653,20 @@ RUNTIME_PATCHES = (
         name=PORTABLE,
         distribution="causal-conv1d",
         summary="without the compiled causal_conv1d_cuda, causal-conv1d uses jetson-mamba's stand-in with the "
-                "same calling convention (a compiled extension, when present, always wins)",
-        files=(CAUSAL_CONV1D_CPP, CAUSAL_CONV1D_INTERFACE),
-        transform=_PORTABLE_CONV,
-        not_needed="this file does not import the compiled causal_conv1d_cuda",
+                "same calling convention (a compiled extension, when present, always wins); its Triton "
+                "causal_conv1d_varlen_states (Mamba2's varlen prefill) runs portable code off the GPU",
+        files=tuple(_PORTABLE_CONV),
+        transform=_per_file(_PORTABLE_CONV),
+        not_needed="this file does not import the compiled causal_conv1d_cuda nor define a Triton entry point",
+    ),
+    Patch(
+        name=NO_TRITON,
+        distribution="causal-conv1d",
+        summary="import causal_conv1d.causal_conv1d_varlen works without triton (Mamba2 imports it): its kernel "
+                "refuses to launch, and the routed entry point runs jetson-mamba's portable code",
+        files=(CAUSAL_CONV1D_VARLEN,),
+        transform=_optional_triton,
+        not_needed="this file does not import triton at the top level",
     ),
     Patch(
         name=PY39_ANNOTATIONS,
