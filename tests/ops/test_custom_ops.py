@@ -420,6 +420,17 @@ if mode == "on":
     torch._dynamo.reset()
     result["step"] = worst(want, decode(torch.compile(lambda h, p: m(h, inference_params=p), fullgraph=True,
                                                       backend="aot_eager")))
+    def varlen(prefill):  # packed sequences (cu_seqlens + seq_idx), the cache filled per sequence
+        params = InferenceParams(max_seqlen=32, max_batch_size=3)
+        params.key_value_memory_dict[0] = m.allocate_inference_cache(3, 32)
+        cu, seq_idx = torch.tensor([0, 5, 6, 19], dtype=torch.int32), torch.tensor([[0] * 5 + [1] + [2] * 13])
+        with torch.no_grad():
+            out = prefill(torch.randn(1, 19, 32, generator=torch.Generator().manual_seed(1)), cu, seq_idx.int(), params)
+        return [out, *params.key_value_memory_dict[0]]
+    packed = lambda u, cu, s, p: m(u, cu_seqlens=cu, seq_idx=s, inference_params=p)
+    want = varlen(packed)
+    torch._dynamo.reset()
+    result["varlen"] = worst(want, varlen(torch.compile(packed, fullgraph=True, backend="aot_eager")))
 print(json.dumps(result))
 """
 
@@ -429,7 +440,8 @@ print(json.dumps(result))
 def test_upstream_mamba2_compiles_and_exports_through_the_dropins(pair_venv, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """mamba-ssm 2.3.2's own Mamba2 on the CPU (SSD, gated RMSNorm and state update routed to our drop-ins by
     portable-kernels, the conv to our stand-in), with causal-conv1d 1.6.0, both forward paths: fullgraph compile
-    with the eager values and gradients, export holding our conv op, the decode step compiled; then with the
+    with the eager values and gradients, export holding our conv op, the decode step and the varlen prefill
+    (cu_seqlens: its states were read on the host before) compiled; then with the
     custom ops off (torch < 2.4) the same eager numbers. Before the traceable-conv1d patch the unfused path
     (and upstream's Mamba, below) raised "Attempted to call op with non-contiguous `out=` tensor": causal-conv1d
     >= 1.5.1's own custom ops on the channel-last conv input."""
@@ -440,7 +452,7 @@ def test_upstream_mamba2_compiles_and_exports_through_the_dropins(pair_venv, tmp
         r = result[key]
         assert r["out"] < 1e-5 and r["grads"] < 1e-4 and r["export"] < 1e-5, result
         assert "jetson_mamba.causal_conv1d_fwd.default" in r["ops"], result
-    assert result["step"] < 1e-5, result
+    assert result["step"] < 1e-5 and result["varlen"] < 1e-5, result
     off = _run_script(python, UPSTREAM_MAMBA2, tmp_path, "off", saved, **{_library.ENV_VAR: "0"})
     assert off == {"mem_eff=True": 0.0, "mem_eff=False": 0.0}, off
     mamba = _run_script(python, UPSTREAM_MAMBA, tmp_path)  # Mamba-1's fused path on causal-conv1d >= 1.5.1
