@@ -216,15 +216,15 @@ def install_from_archive(location: str, python: Optional[str] = None, specs: Seq
                 NO_TORCH_FIX)
         files = [source.fetch(c.record) for c in selection.chosen]
         recovered: Optional[Recovered] = None
-        fields: Dict[str, Any] = {}  # set once the install is complete: a signal after that changes nothing
+        fields: Dict[str, Any] = {}  # "rolled_back": False once committed: a signal after that changes nothing
         with signals.raising():  # from the claim to the end: none of it is left half-done by SIGTERM / SIGHUP
             try:
                 with rollback_area(env.purelib()) as (directory, stale):
                     recovered = _recover(stale, say) if stale is not None else None
-                    fields = _install(env, selection, files, machine, report.dependencies_missing,
-                                      source.directory, directory, say)
+                    _install(env, selection, files, machine, report.dependencies_missing, source.directory,
+                             directory, say, fields)
             except Stopped as stop:
-                if not fields:
+                if fields.get("rolled_back") is not False:
                     raise InstallError(f"{stop} before the install began: nothing was installed"
                                        f"{' (the unfinished install found was rolled back)' if recovered else ''}",
                                        "rerun the install when it may run to the end") from None
@@ -263,11 +263,12 @@ def _recover(stale: Snapshot, say: Progress) -> Recovered:
 
 
 def _install(env: TargetEnvironment, selection: Selection, files: List[Path], machine: MachineInfo,
-             dependencies: List[str], find_links: Optional[Path], directory: Path, say: Progress) -> Dict[str, Any]:
-    """The steps with their undo; the InstallReport fields they fill, by name."""
+             dependencies: List[str], find_links: Optional[Path], directory: Path, say: Progress,
+             result: Dict[str, Any]) -> None:
+    """The steps with their undo; they fill `result` with InstallReport fields, by name, and the commit sets
+    its "rolled_back" to False (the caller's: a signal right after the commit finds it set)."""
     names = [c.record.name for c in selection.chosen]
     torch_before = env.torch_fingerprint()
-    result: Dict[str, Any] = {}
     added: List[str] = []
     snapshot: List[Snapshot] = []  # set by the first step
 
@@ -328,8 +329,7 @@ def _install(env: TargetEnvironment, selection: Selection, files: List[Path], ma
                            failure.error.fix) from None
     with signals.held():  # the commit: the journal goes, this install stays
         snapshot[0].discard()
-    result["rolled_back"] = False
-    return result
+        result["rolled_back"] = False
 
 
 class _Failed(Exception):
