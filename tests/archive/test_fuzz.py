@@ -55,6 +55,7 @@ def _read(data: bytes) -> Any:
 @FUZZ
 @given(st.lists(st.tuples(st.integers(0, len(_GOOD) - 1), st.integers(0, 255)), min_size=1, max_size=8),
        st.integers(0, len(_GOOD)))
+@example([(751, 64)], 0)  # found by a random run: "zip file version 6.4", a NotImplementedError at open
 def test_damaged_wheel_is_read_or_refused(flips: list, keep: int) -> None:
     data = bytearray(_GOOD)
     for position, value in flips:
@@ -64,7 +65,11 @@ def test_damaged_wheel_is_read_or_refused(flips: list, keep: int) -> None:
 
 @FUZZ
 @given(st.dictionaries(names.filter(lambda n: bool(n.split("\0")[0])), st.binary(max_size=40), max_size=4), st.booleans())
+@example({"a/": b""}, False)  # found by random runs: directory entries (also "a/\0"), unrecorded by design
+@example({"a/\0": b""}, False)
 def test_accepted_wheel_members_are_inside_and_recorded(extra: Dict[str, bytes], recorded: bool) -> None:
+    """Every member of an accepted wheel has a safe name, and every file in it is in RECORD: directory entries
+    carry no bytes, RECORD never lists them and pip skips them, so they need no entry."""
     buffer = io.BytesIO()
     make_wheel(_WORK, files={"demo/__init__.py": b"", **(extra if recorded else {})},
                unrecorded=None if recorded else extra)
@@ -74,7 +79,7 @@ def test_accepted_wheel_members_are_inside_and_recorded(extra: Dict[str, bytes],
         with zipfile.ZipFile(_WORK / "demo-1.0-py3-none-any.whl") as wheel:
             members = wheel.namelist()
         assert all(member_problem(m, "demo-1.0.dist-info") is None for m in members)
-        assert recorded or not extra
+        assert recorded or not [m for m in extra if not m.split("\0")[0].endswith("/")]  # zip names end at a NUL
 
 
 @FUZZ

@@ -304,7 +304,7 @@ def read_wheel(path: Union[str, Path]) -> Dict[str, Any]:
         wheel = zipfile.ZipFile(path)
     except OSError as error:
         raise ArchiveError(f"cannot read {path}: {error}", "check the path") from None
-    except zipfile.BadZipFile as error:
+    except (zipfile.BadZipFile, NotImplementedError, EOFError) as error:  # NotImplementedError: "zip file version"
         raise ArchiveError(f"{path} is not a readable wheel (corrupted or truncated zip: {error})",
                            "download or build the wheel again") from None
     with wheel:
