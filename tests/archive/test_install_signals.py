@@ -87,7 +87,7 @@ def signalled(*a, **k):
     os.kill(os.getpid(), signal.SIGTERM)
     return real(*a, **k)
 
-setattr(owner, name, signalled if moment == "claim" else lambda *a, **k: signalled(*a, **k))
+setattr(owner, name, signalled)  # on a class it binds as the method it replaces
 from jetson_mamba.cli import main
 raise SystemExit(main(args))
 """

@@ -84,7 +84,8 @@ def _varlen_states(
 
     Each sequence is scanned on its own from a zero state (the first one, when it starts at 0,
     from initial_states), so the result does not depend on how the sequences fall into chunks.
-    The offsets are checked eagerly only: a traced graph cannot read them.
+    The offsets are checked eagerly only (one read of cu_seqlens on the host: a sync on a GPU, the
+    only one; the states themselves read none): a traced graph cannot read them.
     """
     check(cu_seqlens.dim() == 1 and cu_seqlens.shape[0] >= 2 and not cu_seqlens.is_floating_point(),
           lambda: f"cu_seqlens has shape {_shape(cu_seqlens)} and dtype {cu_seqlens.dtype}",

@@ -65,6 +65,18 @@ def _carry(
     return carried[:, :, :, :-1].permute(0, 3, 1, 2, 4, 5), carried[:, :, :, -1]
 
 
+def _whole_chunks(T: int, *tensors: torch.Tensor) -> Tuple[int, int, List[torch.Tensor]]:
+    """(chunk count, padded steps, the (b, L, ...) tensors zero-padded along L to whole chunks of T).
+
+    Padded steps have dt = 0: they neither decay the state nor add to it."""
+    L = tensors[0].shape[1]
+    nchunks = -(-L // T)
+    pad = nchunks * T - L
+    if pad:
+        tensors = tuple(F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in tensors)
+    return nchunks, pad, list(tensors)
+
+
 def _entering_states(
     x: torch.Tensor,
     dt: torch.Tensor,
@@ -156,13 +168,9 @@ def chunk_scan(
     g, n = B.shape[2], B.shape[3]
     r = h // g
     T = chunk_size
-    nchunks = -(-L // T)
-    pad = nchunks * T - L
-    if pad:
-        # Padded steps have dt = 0: they neither decay the state nor add to it.
-        x, dt, B, C = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
-        if seq_idx is not None:
-            seq_idx = torch.cat([seq_idx, seq_idx[:, -1:].expand(b, pad)], dim=1)
+    nchunks, pad, (x, dt, B, C) = _whole_chunks(T, x, dt, B, C)
+    if pad and seq_idx is not None:
+        seq_idx = torch.cat([seq_idx, seq_idx[:, -1:].expand(b, pad)], dim=1)
     x = x.reshape(b, nchunks, T, g, r, p)
     dt = dt.reshape(b, nchunks, T, g, r)
     B = B.reshape(b, nchunks, T, g, n)
@@ -217,9 +225,7 @@ def varlen_states(
     b, L, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     r, T = h // g, chunk_size
-    nchunks = -(-L // T)
-    pad = nchunks * T - L  # padded steps have dt = 0: they neither decay nor add
-    x, dt, B = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B))
+    nchunks, _, (x, dt, B) = _whole_chunks(T, x, dt, B)
     cu = cu_seqlens.to(device=x.device, dtype=torch.long)
     nseq = cu.shape[0] - 1
     # the sequence of each step: -1 before the first offset, nseq after the last
