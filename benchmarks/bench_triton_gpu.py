@@ -237,6 +237,10 @@ def edge_scan(ext: Any, graph: bool, batch: int = 1) -> List[Row]:
                 grads=triton_scan_fwd_bwd(*sets[0])[:7])
     add("ours chunked fwd, one-pass bwd", triton_scan_fwd, chunked_fwd_one_pass_bwd, sets,
         grads=chunked_fwd_one_pass_bwd(*sets[0])[:7])
+    with env(**{triton_chunked.LOOKBACK_VAR: "1"}):  # by shape, eagerly too: the forward in one launch
+        chunk = triton_chunked.chunk_for(sets[0][0], forward=True)
+        add(f"ours look-back fwd (one launch, chunk {chunk}), chunked bwd", triton_scan_fwd, triton_scan_fwd_bwd,
+            sets, triton_scan_fwd(*sets[0])[0], grads=triton_scan_fwd_bwd(*sets[0])[:7])
     with use_backend("triton"):
         add("ours, public op, eager (auto)", _fwd_of(_public_scan), _fwd_bwd_of(_public_scan), grad_sets,
             _fwd_of(_public_scan)(*sets[0]))
@@ -438,6 +442,16 @@ def host_cost(conv_ext: Any, scan_ext: Any, calls: int = 500) -> Row:
                 "triton conv fwd B=8 D=2048 L=2048 bf16": lambda: triton_conv_fwd(*big),
                 "cuda conv bwd B=8 D=2048 L=2048 bf16": lambda: cuda_conv_bwd(conv_ext, *big),
                 "triton conv bwd B=8 D=2048 L=2048 bf16": lambda: triton_conv_bwd(*big)})
+    # the chunked forward's three launches against the one-pass kernel's one (issue 18: 0.381 vs 0.336 ms eager
+    # at Mamba-YOLO's B1 shape, where the chunked path needs 0.133 ms of GPU time)
+    from jetson_mamba.ops.selective_scan import triton_chunked
+
+    lx = scan_inputs(1, 64, 512, 16, 1, torch.float32, True, 0)
+    for label, setting, one in (("one-pass", "0", "0"), ("chunked", "1", "0"), ("look-back", "1", "1")):
+        def scan_l512(setting: str = setting, one: str = one) -> Any:
+            with env(**{triton_chunked.ENV_VAR: setting, triton_chunked.LOOKBACK_VAR: one}):
+                return triton_scan_fwd(*lx)
+        fns[f"triton scan fwd L=512 {label}"] = scan_l512
     row: Row = {"op": "host cost per call (us), B=1 D=64 L=64 unless named"}
     jit = [jit_function(k) for k in (conv_triton._fwd_rows, conv_triton._bwd_rows, scan_triton._fwd)]
     for name, fn in fns.items():
@@ -453,7 +467,8 @@ def host_cost(conv_ext: Any, scan_ext: Any, calls: int = 500) -> Row:
         torch.cuda.synchronize()
         row[name + ": Triton's own launch path taken"] = runs[0]
         print(f"  host cost {name:40s}: {row[name]:.1f} us per call ({runs[0]} of Triton's own launches)", flush=True)
-    for name in ("triton conv fwd", "triton conv bwd", "triton scan fwd"):
+    for name in ("triton conv fwd", "triton conv bwd", "triton scan fwd", "triton scan fwd L=512 chunked",
+                 "triton scan fwd L=512 look-back"):
         profile = cProfile.Profile()
         profile.enable()
         for _ in range(calls):

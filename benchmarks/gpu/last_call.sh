@@ -5,7 +5,8 @@
 #     on torch 2.11 before the ContextVar fix (8c61c0c), which was only tested on the CPU (torch 2.13);
 #  2. the host time per extension call, compiled vs ours, with a cProfile of each side: where our ~61 us conv
 #     forward goes on the lab host (Triton's launcher, CUDA allocations, or our Python: ~20 us on a CPU);
-#  3. the GPU tests of the backend channel, the chunked scan and the planned launches.
+#  3. host us per call of the scan forward, one-pass vs chunked (3 launches), with a cProfile of each;
+#  4. the GPU tests of the backend channel, the chunked scan and the planned launches.
 # Outputs in $OUT (default ./last-out).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,5 +25,13 @@ timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu -k reduce_overhead t
 tail -4 "$OUT/graphs-tests.txt"
 timeout 150 python3 benchmarks/gpu/profile_edge.py --host-only --cprofile > "$OUT/host-cprofile.txt" 2>&1
 echo "== host cprofile exit $?"; grep "^===" "$OUT/host-cprofile.txt"
+timeout 100 python3 benchmarks/bench_triton_gpu.py --skip-main --host --json "$OUT/host-cost.json" > "$OUT/host-cost.txt" 2>&1
+echo "== host cost exit $?"; grep "host cost" "$OUT/host-cost.txt"
 timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_backend.py tests/ops/test_triton_chunked_scan.py \
   tests/ops/test_triton_launch.py > "$OUT/gpu-tests.txt" 2>&1; echo "== gpu tests exit $?"; tail -4 "$OUT/gpu-tests.txt"
+tar czf "$OUT/triton-cache.tgz" -C "$TRITON_CACHE_DIR" . 2>/dev/null || true
+# 5. Mamba-YOLO's scan at batch 1 and 8: the compiled kernel, ours one-pass, chunked (3 launches) and look-back
+#    (one launch), eager and in CUDA graphs
+timeout 200 python3 benchmarks/bench_triton_gpu.py --edge --edge-batch 1 8 --graph --skip-main \
+  --json "$OUT/edge-scan.json" > "$OUT/edge-scan.txt" 2>&1; echo "== edge scan exit $?"; grep "^|" "$OUT/edge-scan.txt"
+tar czf "$OUT/triton-cache.tgz" -C "$TRITON_CACHE_DIR" . 2>/dev/null || true

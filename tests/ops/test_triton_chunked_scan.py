@@ -128,12 +128,81 @@ def test_chunked_chunk_states_match_the_torch_backend(monkeypatch: pytest.Monkey
     _close(x.cpu(), portable.selective_scan_forward_x(*r)[2], torch.float32, "x")
 
 
+@needs_triton
+@pytest.mark.parametrize("batch, dim, L, N, bc, dtype", [
+    (1, 8, 300, 4, "grouped", torch.float32),    # 5 chunks of 64, the last one partial
+    (2, 6, 520, 3, "variable", torch.float32),   # 2 batch rows, 3 channel blocks, odd dstate; x at 256 and the end
+    (1, 4, 150, 4, "fixed", torch.bfloat16),     # fixed B, 16-bit
+])
+def test_lookback_forward_matches_float64_and_the_three_launches(
+        monkeypatch: pytest.MonkeyPatch, nan_empty: None, batch: int, dim: int, L: int, N: int, bc: str,
+        dtype: torch.dtype) -> None:
+    """JETSON_MAMBA_SCAN_LOOKBACK=1: the chunked forward in one launch (tickets, flags, the carried state read
+    from the previous chunk's program) gives out, out_z, the last state and x as the three launches do, and
+    the float64 recurrence's. One launch: the carry kernel never runs."""
+    from jetson_mamba.ops.selective_scan import triton as scan
+
+    monkeypatch.setenv(chunked.ENV_VAR, "1")
+    t = {k: v.to(DEVICE) for k, v in _inputs(batch, dim, L, N, bc, dtype).items()}
+    args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True)
+    monkeypatch.setenv(chunked.LOOKBACK_VAR, "0")
+    three = scan._forward(*args, 256)
+    monkeypatch.setenv(chunked.LOOKBACK_VAR, "1")
+    monkeypatch.setattr(chunked, "_carry", lambda *a, **k: pytest.fail("the carry kernel ran"))
+    one = scan._forward(*args, 256)
+    for what, a, b in zip(("out", "out_z", "last state", "x"), one, three):
+        assert torch.isfinite(a).all(), f"{what}: an element never written"
+        tol = 1e-6 * (b.abs().max().item() + 1e-12) if GPU else 0.0  # the interpreter runs the same float32 steps
+        assert (a.float() - b.float()).abs().max().item() <= tol, f"{what} differs from the three launches"
+    r = {k: v.double().cpu() for k, v in t.items()}
+    ref, ref_last = selective_scan_ref(r["u"], r["delta"], r["A"], r["B"], r["C"], r["D"], None, r["delta_bias"],
+                                       True, return_last_state=True)
+    _close(one[0].cpu(), ref, dtype, "out")
+    _close(one[2].cpu(), ref_last, torch.float32 if dtype == torch.float32 else dtype, "last state")
+    _close(one[1].cpu(), ref * torch.nn.functional.silu(r["z"]), dtype, "out_z")
+
+
+def test_lookback_chunks_eagerly_by_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the one-launch forward the eager forward chunks by shape too (its host cost is the one-pass
+    kernel's plus a zero fill); JETSON_MAMBA_SCAN_CHUNKED=0 still switches chunking off."""
+    u = torch.empty(1, 8, 700)
+    monkeypatch.setattr(chunked, "plan_chunk", lambda *args: 0 if args[-1] == "0" else 256)
+    monkeypatch.delenv(chunked.ENV_VAR, raising=False)
+    monkeypatch.setenv(chunked.LOOKBACK_VAR, "1")
+    assert chunked.chunk_for(u, forward=True) == 256
+    monkeypatch.setenv(chunked.ENV_VAR, "0")
+    assert chunked.chunk_for(u, forward=True) == 0
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(INTERPRET or GPU, reason="this is the outer runner (CPU only)")
 def test_chunked_suite_under_the_interpreter() -> None:
     pytest.importorskip("triton")
     out = pytest_interpreted(str(Path(__file__)), "-k", "match", cwd=Path(__file__).parent)
-    assert "13 passed" in out, out[-2000:]
+    assert "16 passed" in out, out[-2000:]
+
+
+@pytest.mark.gpu
+def test_lookback_forward_on_the_gpu_is_race_free(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mamba-YOLO's scan at batch 1 (13 chunks of 512 per channel block, 64 blocks running at once): the
+    one-launch forward equals the one-pass kernel's output, the same bits on 20 runs (a chunk reading its
+    predecessor's state before it was published would differ from run to run)."""
+    from jetson_mamba.ops.selective_scan import triton as scan
+
+    t = {k: v.cuda() for k, v in _inputs(1, 512, 6400, 16, "grouped", torch.float32).items()}
+    args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True)
+    monkeypatch.delenv(chunked.ENV_VAR, raising=False)
+    monkeypatch.setenv(chunked.LOOKBACK_VAR, "0")
+    ref = scan._forward(*args, 2048)
+    monkeypatch.setenv(chunked.LOOKBACK_VAR, "1")
+    assert chunked.chunk_for(t["u"], forward=True) > 0, "not chunked"
+    first = scan._forward(*args, 2048)
+    for what, a, b in zip(("out", "out_z", "last state", "x"), first, ref):
+        err = (a.float() - b.float()).abs().max().item() / (b.abs().max().item() + 1e-12)
+        assert err <= 1e-5, f"{what}: {err:.3g} from the one-pass kernel"
+    for _ in range(20):
+        again = scan._forward(*args, 2048)
+        assert all(torch.equal(a, b) for a, b in zip(again, first)), "the one-launch forward is not deterministic"
 
 
 # The backward: chunk lengths are forced (any multiple of the tile, 8 steps) so that tiny shapes still have

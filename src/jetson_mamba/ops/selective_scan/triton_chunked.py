@@ -36,6 +36,9 @@ from jetson_mamba.ops import triton_utils as tu
 from jetson_mamba.ops.triton_utils import grid_size, tl, triton
 
 ENV_VAR = "JETSON_MAMBA_SCAN_CHUNKED"  # 0: never, 1: always (where allowed), unset: by shape
+# 1: the chunked forward in one launch (_lookback_kernel), chunking eagerly by shape too. Off by default until
+# timed on a GPU against the three launches and the one-pass kernel (benchmarks/bench_triton_gpu.py --edge).
+LOOKBACK_VAR = "JETSON_MAMBA_SCAN_LOOKBACK"
 MIN_CHUNK = 64
 MAX_CHUNK = 2048  # divides the stand-ins' x interval (2048), so x's chunk ends are chunk ends here
 # Chunk where the one-pass grid gives each SM fewer than CHUNK_BELOW programs (Mamba-YOLO's scan: 64
@@ -62,6 +65,34 @@ if triton is not None:
     )
     from jetson_mamba.ops.triton_utils import sigmoid
 
+    @triton.jit
+    def _chunk_pass(
+        u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, out_ptr, outz_ptr, h, start, CHUNK, pid_b, offs_d, offs_n, offs_t,
+        mask_d, mask_n, A2, bias, Dv, L, DPG_B, DPG_C,
+        s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol,
+        s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
+        B_VAR: tl.constexpr, C_VAR: tl.constexpr, B_UNIFORM: tl.constexpr, C_UNIFORM: tl.constexpr,
+        HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, OUTPUT: tl.constexpr,
+        BD: tl.constexpr, T: tl.constexpr,
+    ):
+        """The steps [start, start + CHUNK) from state h: (end state, delta summed over the chunk); with
+        OUTPUT, out (and out * silu(z)) written on the way."""
+        dsum = tl.zeros([BD], dtype=tl.float32)
+        for t0 in range(start, start + CHUNK, T):
+            tt, mask_t, m2, uu, dl, _raw = _tile_inputs(u_ptr, delta_ptr, pid_b, t0, offs_t, offs_d, mask_d, bias, L,
+                                                        s_ub, s_ud, s_ul, s_db, s_dd, s_dl, HAS_BIAS, SOFTPLUS)
+            dsum += tl.sum(dl, axis=0)
+            Bt = _load_bc_t(B_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B,
+                            s_Bb, s_Bg, s_Bn, s_Bl, BD, B_VAR, B_UNIFORM)
+            xx, _dA, _dBu = _chunk_states(dl, uu, A2, Bt, h)
+            h = _last_row(xx, offs_t, T)
+            if OUTPUT:
+                Ct = _load_bc_t(C_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_C,
+                                s_Cb, s_Cg, s_Cn, s_Cl, BD, C_VAR, C_UNIFORM)
+                _store_out(out_ptr, outz_ptr, z_ptr, xx, Ct, Dv, uu, m2, pid_b, tt, offs_d,
+                           s_ob, s_od, s_ol, s_zb, s_zd, s_zl, HAS_Z)
+        return h, dsum
+
     @triton.heuristics({
         "B_UNIFORM": lambda a: _uniform(a["G_B"], a["DPG_B"], a["BD"]),
         "C_UNIFORM": lambda a: _uniform(a["G_C"], a["DPG_C"], a["BD"]),
@@ -87,24 +118,73 @@ if triton is not None:
             h = tl.load(p_h, mask=m_nd, other=0.0)
         else:
             h = tl.zeros([BN, BD], dtype=tl.float32)
-        dsum = tl.zeros([BD], dtype=tl.float32)
-        start = c * CHUNK
-        for t0 in range(start, start + CHUNK, T):
-            tt, mask_t, m2, uu, dl, _raw = _tile_inputs(u_ptr, delta_ptr, pid_b, t0, offs_t, offs_d, mask_d, bias, L,
-                                                        s_ub, s_ud, s_ul, s_db, s_dd, s_dl, HAS_BIAS, SOFTPLUS)
-            dsum += tl.sum(dl, axis=0)
-            Bt = _load_bc_t(B_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_B,
-                            s_Bb, s_Bg, s_Bn, s_Bl, BD, B_VAR, B_UNIFORM)
-            xx, _dA, _dBu = _chunk_states(dl, uu, A2, Bt, h)
-            h = _last_row(xx, offs_t, T)
-            if OUTPUT:
-                Ct = _load_bc_t(C_ptr, pid_b, offs_d, offs_n, tt, mask_d, mask_n, mask_t, DPG_C,
-                                s_Cb, s_Cg, s_Cn, s_Cl, BD, C_VAR, C_UNIFORM)
-                _store_out(out_ptr, outz_ptr, z_ptr, xx, Ct, Dv, uu, m2, pid_b, tt, offs_d,
-                           s_ob, s_od, s_ol, s_zb, s_zd, s_zl, HAS_Z)
+        h, dsum = _chunk_pass(
+            u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, out_ptr, outz_ptr, h, c * CHUNK, CHUNK, pid_b, offs_d, offs_n,
+            offs_t, mask_d, mask_n, A2, bias, Dv, L, DPG_B, DPG_C,
+            s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol, s_Bb, s_Bg, s_Bn, s_Bl,
+            s_Cb, s_Cg, s_Cn, s_Cl, B_VAR, C_VAR, B_UNIFORM, C_UNIFORM, HAS_Z, HAS_BIAS, SOFTPLUS, OUTPUT, BD, T)
         if not OUTPUT:
             tl.store(p_h, h, mask=m_nd)
             tl.store(dsum_ptr + row * dim + offs_d, dsum, mask=mask_d)
+
+    @triton.heuristics({
+        "B_UNIFORM": lambda a: _uniform(a["G_B"], a["DPG_B"], a["BD"]),
+        "C_UNIFORM": lambda a: _uniform(a["G_C"], a["DPG_C"], a["BD"]),
+    })
+    @triton.jit
+    def _lookback_kernel(
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, outz_ptr, h_ptr, dsum_ptr,
+        last_ptr, x_ptr, sync_ptr,
+        dim, L, N, G_B, G_C, DPG_B, DPG_C, CHUNK, n_chunks, X_EVERY,
+        s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol, s_ad, s_an,
+        s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl, s_xb, s_xd, s_xc,
+        B_VAR: tl.constexpr, C_VAR: tl.constexpr, B_UNIFORM: tl.constexpr, C_UNIFORM: tl.constexpr,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        HAS_X: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, T: tl.constexpr,
+    ):
+        """The three passes in one launch. Each program takes the next chunk of its (channel block, batch
+        row) by ticket, scans it from zero, waits for the previous chunk's true end state, publishes its
+        own (h: (batch, n_chunks, dim, N); dsum: delta summed from the start) and scans again from its
+        true start, writing out. sync (int32, zeroed): per (batch row, channel block) n_chunks "published"
+        flags, then the ticket counter. Tickets, not program ids, order the chunks: a program only waits
+        for a chunk whose program took its ticket earlier, so is running, whatever order the GPU starts
+        programs in. Publishing: every thread's stores, a barrier, then one release store of the flag
+        (the pattern of CUTLASS's semaphore); waiting: an acquire read of the flag, then L1-bypassing loads."""
+        pid_b, offs_d, offs_n, offs_t, mask_d, mask_n, m_nd, A2 = _fwd_block(A_ptr, dim, N, s_ad, s_an, BD, BN, T)
+        flags = sync_ptr + (pid_b * tl.num_programs(0) + tl.program_id(0)) * (n_chunks + 1)
+        c = tl.atomic_add(flags + n_chunks, 1, sem="relaxed")
+        bias, Dv = _bias_and_d(bias_ptr, D_ptr, offs_d, mask_d, BD, HAS_BIAS, HAS_D)
+        zero = tl.zeros([BN, BD], dtype=tl.float32)
+        h_end, dsum = _chunk_pass(
+            u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, out_ptr, outz_ptr, zero, c * CHUNK, CHUNK, pid_b, offs_d,
+            offs_n, offs_t, mask_d, mask_n, A2, bias, Dv, L, DPG_B, DPG_C,
+            s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol, s_Bb, s_Bg, s_Bn, s_Bl,
+            s_Cb, s_Cg, s_Cn, s_Cl, B_VAR, C_VAR, B_UNIFORM, C_UNIFORM, HAS_Z, HAS_BIAS, SOFTPLUS, False, BD, T)
+        row = pid_b * n_chunks + c
+        p_h = h_ptr + row * dim * N + offs_d[None, :] * N + offs_n[:, None]
+        h_in = zero
+        total = dsum
+        if c > 0:
+            while tl.atomic_add(flags + c - 1, 0, sem="acquire") == 0:
+                pass
+            h_in = tl.load(p_h - dim * N, mask=m_nd, other=0.0, cache_modifier=".cg")
+            total += tl.load(dsum_ptr + (row - 1) * dim + offs_d, mask=mask_d, other=0.0, cache_modifier=".cg")
+            h_end = tl.exp2(A2 * dsum[None, :]) * h_in + h_end  # the carry kernel's step
+        tl.store(p_h, h_end, mask=m_nd)
+        tl.store(dsum_ptr + row * dim + offs_d, total, mask=mask_d)
+        tl.debug_barrier()
+        tl.atomic_xchg(flags + c, 1, sem="release")
+        end = (c + 1) * CHUNK
+        if HAS_X and ((end % X_EVERY == 0) | (end >= L)):
+            _store_x(x_ptr + pid_b * s_xb, (tl.minimum(end, L) - 1) // X_EVERY, total, A2, h_end, offs_d, offs_n,
+                     m_nd, s_xd, s_xc)
+        if end >= L:
+            tl.store(last_ptr + pid_b * dim * N + offs_d[None, :] * N + offs_n[:, None], h_end, mask=m_nd)
+        _chunk_pass(
+            u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, out_ptr, outz_ptr, h_in, c * CHUNK, CHUNK, pid_b, offs_d,
+            offs_n, offs_t, mask_d, mask_n, A2, bias, Dv, L, DPG_B, DPG_C,
+            s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol, s_Bb, s_Bg, s_Bn, s_Bl,
+            s_Cb, s_Cg, s_Cn, s_Cl, B_VAR, C_VAR, B_UNIFORM, C_UNIFORM, HAS_Z, HAS_BIAS, SOFTPLUS, True, BD, T)
 
     @triton.jit
     def _carry_kernel(
@@ -212,7 +292,7 @@ def chunk_for(u: torch.Tensor, forward: bool = False) -> int:
     L2048 forward 0.852 vs 0.665 ms, the 130M LM prefill B1 26.0 vs 21.4 ms (benchmarks/gpu/profile_edge.py).
     The backward (GPU-bound) chunks eagerly too."""
     setting = os.environ.get(ENV_VAR)
-    if forward and setting is None and not (u.is_cuda and torch.cuda.is_current_stream_capturing()):
+    if forward and setting is None and not lookback() and not (u.is_cuda and torch.cuda.is_current_stream_capturing()):
         return 0
     batch, dim, L = u.shape
     sms = _sm_count(u.device.index or 0) if u.device.type == "cuda" else 0
@@ -235,9 +315,39 @@ def forward(
     dummy = out
     tensors = (u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
                delta_bias if delta_bias is not None else dummy, out, out_z if out_z is not None else dummy)
+    if lookback():
+        _one_launch(tensors, args, chunk, bool(delta_softplus), last, x, every)
+        return out, out_z, last, x
     h, dsum = _start_states(tensors, A, args, chunk, bool(delta_softplus), last, x, every)
     _chunks(tensors + (h, dsum), args, chunk, bool(delta_softplus), output=True)
     return out, out_z, last, x
+
+
+def lookback() -> bool:
+    """Whether the chunked forward runs as one launch (JETSON_MAMBA_SCAN_LOOKBACK=1)."""
+    return os.environ.get(LOOKBACK_VAR) == "1"
+
+
+def _one_launch(tensors: Tuple[torch.Tensor, ...], args: dict, chunk: int, softplus: bool, last: torch.Tensor,
+                x: Optional[torch.Tensor], every: int) -> None:
+    """_lookback_kernel over every (channel block, batch row, chunk): the three passes of `forward` in one
+    launch, with one zero fill (its flags and tickets) instead of two launches."""
+    u, out = tensors[0], tensors[8]
+    batch, dim, L = u.shape
+    bd, t, warps = _config()
+    n_chunks = grid_size(L, chunk)
+    blocks = grid_size(dim, bd)
+    f32 = dict(device=u.device, dtype=torch.float32)
+    h = torch.empty((batch, n_chunks, dim, args["N"]), **f32)
+    dsum = torch.empty((batch, n_chunks, dim), **f32)
+    sync = torch.zeros((batch * blocks, n_chunks + 1), device=u.device, dtype=torch.int32)
+    xs = x.stride() if x is not None else (0, 0, 0)
+    kw = {k: v for k, v in args.items() if k not in ("batch_class", "L_class")}
+    tu.launch(
+        _lookback_kernel, (blocks, batch, n_chunks), *tensors, h, dsum, last, x if x is not None else last, sync,
+        CHUNK=chunk, n_chunks=n_chunks, X_EVERY=every or 1, s_ob=out.stride(0), s_od=out.stride(1),
+        s_ol=out.stride(2), s_xb=xs[0], s_xd=xs[1], s_xc=xs[2], HAS_X=x is not None, SOFTPLUS=softplus, BD=bd, T=t,
+        num_warps=warps, **kw)
 
 
 def _chunks(tensors: Tuple[torch.Tensor, ...], args: dict, chunk: int, softplus: bool, output: bool) -> None:
