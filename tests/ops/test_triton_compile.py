@@ -26,12 +26,13 @@ from triton.tools.disasm import get_sass  # noqa: E402
 
 from jetson_mamba.ops.causal_conv1d import triton as conv  # noqa: E402
 from jetson_mamba.ops.selective_scan import triton as scan  # noqa: E402
+from jetson_mamba.ops.selective_scan import triton_chunked as chunked  # noqa: E402
 from jetson_mamba.ops.triton_utils import jit_function  # noqa: E402
 
 ORIN_SMEM = 164 * 1024
 HALF = {"u_ptr", "delta_ptr", "z_ptr", "out_ptr", "outz_ptr", "B_ptr", "C_ptr", "dout_ptr", "du_ptr",
         "ddelta_ptr", "dz_ptr", "x_ptr", "dx_ptr", "w_ptr", "init_ptr", "final_ptr", "dfinal_ptr", "dinit_ptr"}
-INT = {"seq_ptr", "cache_ptr", "idx_ptr"}
+INT = {"seq_ptr", "cache_ptr", "idx_ptr", "sync_ptr"}
 
 
 def compile_for(kernel: Any, arch: int, consts: Dict[str, Any], num_warps: int, aligned: bool = False,
@@ -93,6 +94,10 @@ VARIANTS = {
     # the chunked backward's pass (triton_chunked: batch 1, program axis 2 = a chunk)
     "scan-bwd-chunked": (scan._bwd, dict(SCAN_BWD, **_scan_cfg(scan._BWD_CONFIGS), s_gl=1, HAS_OUTZ=True,
                                          CHUNKED=True), scan._BWD_CONFIGS[0][2]),
+    # the chunked forward: its passes 1 and 3, the carry, and all three in one launch (look-back)
+    "scan-chunk": (chunked._chunk_kernel, dict(SCAN, BD=8, T=8, s_ol=1, OUTPUT=True), 1),
+    "scan-carry": (chunked._carry_kernel, dict(HAS_X=True, REVERSE=False, BD=8, BN=16), 1),
+    "scan-lookback": (chunked._lookback_kernel, dict(SCAN, BD=8, T=8, s_ol=1, HAS_X=True), 1),
     # deterministic mode, B's groups straddling channel blocks (3 group slots per block)
     "scan-bwd-det": (scan._bwd_det, dict(SCAN_BWD, **_scan_cfg(scan._BWD_CONFIGS), s_gl=1, HAS_OUTZ=True, DET=True,
                                          B_UNIFORM=False, B_SLOTS=3), scan._BWD_CONFIGS[0][2]),
@@ -226,3 +231,25 @@ def test_softplus_takes_the_hardware_log2(variant: str) -> None:
     softplus was ~37 SASS instructions per element, a third of the forward's loop (848 -> 637 with
     lg2.approx). The kernels' softplus goes through the special function unit."""
     assert "MUFU.LG2" in variant_sass(variant)
+
+
+def test_lookback_publishes_after_a_barrier_and_waits_with_an_acquire() -> None:
+    """The one-launch chunked forward hands each chunk's end state to the next chunk's program through
+    global memory. Its PTX must publish as CUTLASS's semaphore does (every thread's stores, bar.sync, then
+    one release exchange of the flag) and wait with an acquire load of the flag followed by bar.sync, and
+    read the state with L1-bypassing loads: another order would let a program read a stale state only
+    sometimes, which no single GPU run proves absent."""
+    kernel, consts, num_warps = VARIANTS["scan-lookback"]
+    ptx = compile_for(kernel, 90, consts, num_warps, aligned=True).asm["ptx"]
+    # the memory operations and barriers in order, predicates (@%pN) dropped
+    ops = [m.group(1) for m in re.finditer(r"^\s*(?:@%p\d+\s+)?((?:bar\.sync|atom|ld\.global|st\.global)\S*)",
+                                           ptx, re.M)]
+    release = [i for i, op in enumerate(ops) if "atom.global.gpu.release.exch" in op]
+    assert len(release) == 1, "one release exchange publishes a chunk"
+    assert ops[release[0] - 1].startswith("bar.sync"), ops[release[0] - 3:release[0] + 1]
+    assert any(op.startswith("st.global") for op in ops[release[0] - 4:release[0]]), "no state stored before it"
+    acquire = [i for i, op in enumerate(ops) if ".acquire" in op]
+    assert len(acquire) == 1, "one acquire read of the previous chunk's flag"
+    assert ops[acquire[0] + 1].startswith("bar.sync"), "the other threads wait for the flag's value"
+    carried = [op for op in ops[acquire[0] + 1:release[0]] if op.startswith("ld.global")]
+    assert carried and all(op.startswith("ld.global.cg") for op in carried), carried

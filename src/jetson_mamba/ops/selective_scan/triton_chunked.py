@@ -252,13 +252,18 @@ if triton is not None:
         tl.store(p_ptr + (pid_b * n_chunks + c) * dim * N + offs_d[None, :] * N + offs_n[:, None], p, mask=m_nd)
 
 
-# (BD, T, num_warps): BD=8 T=8 is the one-pass kernel's first config; the interpreter takes small tiles.
+# (BD, T, num_warps): BD=8 T=8 is the one-pass kernel's first config; the interpreter takes small tiles, or
+# the one-pass kernel's wide plan for many channels (upstream's mamba_inner_fn test, 1536 channels: 2-channel
+# programs ran past its 300 s case limit).
 _CONFIG = (8, 8, 1)
 _INTERPRET_CONFIG = (2, 8, 1)
+_INTERPRET_WIDE = (tu.INTERPRET_WIDE_CHANNELS, 32, 1)
 
 
-def _config() -> Tuple[int, int, int]:
-    return _INTERPRET_CONFIG if tu.INTERPRET else _CONFIG
+def _config(dim: int) -> Tuple[int, int, int]:
+    if not tu.INTERPRET:
+        return _CONFIG
+    return _INTERPRET_WIDE if tu.interpret_wide(dim) else _INTERPRET_CONFIG
 
 
 @functools.lru_cache(maxsize=None)
@@ -334,7 +339,7 @@ def _one_launch(tensors: Tuple[torch.Tensor, ...], args: dict, chunk: int, softp
     launch, with one zero fill (its flags and tickets) instead of two launches."""
     u, out = tensors[0], tensors[8]
     batch, dim, L = u.shape
-    bd, t, warps = _config()
+    bd, t, warps = _config(dim)
     n_chunks = grid_size(L, chunk)
     blocks = grid_size(dim, bd)
     f32 = dict(device=u.device, dtype=torch.float32)
@@ -354,7 +359,7 @@ def _chunks(tensors: Tuple[torch.Tensor, ...], args: dict, chunk: int, softplus:
     """_chunk_kernel over every (channel block, batch row, chunk): pass 1, or pass 3 with output."""
     u, out = tensors[0], tensors[8]
     batch, dim, L = u.shape
-    bd, t, warps = _config()
+    bd, t, warps = _config(dim)
     n_chunks = grid_size(L, chunk)
     kw = {k: v for k, v in args.items() if k not in ("batch_class", "L_class")}
     tu.launch(
@@ -366,7 +371,7 @@ def _carry(A: torch.Tensor, h: torch.Tensor, dsum: torch.Tensor, last: torch.Ten
            args: dict, chunk: int, every: int, reverse: bool) -> None:
     """_carry_kernel per (channel block, batch row): h (batch, n_chunks, dim, N) in place."""
     batch, n_chunks, dim, N = h.shape
-    bd, _t, warps = _config()
+    bd, _t, warps = _config(dim)
     xs = x.stride() if x is not None else (0, 0, 0)
     tu.launch(
         _carry_kernel, (grid_size(dim, bd), batch), A, h, dsum, last, x if x is not None else last, dim, N, args["L"], chunk, n_chunks, every or 1,
@@ -396,7 +401,7 @@ def backward(tensors: Tuple[torch.Tensor, ...], kw: dict, args: dict, chunk: int
     batch, dim, L = u.shape
     N = args["N"]
     n_chunks = grid_size(L, chunk)
-    bd, t, warps = _config()
+    bd, t, warps = _config(dim)
     softplus = kw["SOFTPLUS"]
     scratch = torch.empty((batch, dim, N), device=u.device, dtype=torch.float32)  # the unused last states
     h, dsum = _start_states(tensors[:8] + (scratch, scratch), A, args, chunk, softplus, scratch, None, 0)
