@@ -96,11 +96,32 @@ def _backend_cases() -> Dict[str, Callable[[], Any]]:
     dw, db = torch.zeros(d, 4), torch.zeros(d)
     return {
         "triton scan fwd": lambda: scan.selective_scan_forward_x(u, delta, A, B, C, D, z, bias, True, X_CHUNK),
+        "triton scan fwd chunked": _chunked(lambda: scan.selective_scan_forward_x(u, delta, A, B, C, D, z, bias, True,
+                                                                                 X_CHUNK), one_launch=False),
+        "triton scan fwd look-back": _chunked(lambda: scan.selective_scan_forward_x(u, delta, A, B, C, D, z, bias,
+                                                                                   True, X_CHUNK), one_launch=True),
         "triton scan bwd": lambda: scan.selective_scan_backward_out_z(u, delta, A, B, C, D, z, bias, True, dout),
         "triton conv fwd": lambda: conv.causal_conv1d_forward(x, w, wb, None, None, False, True),
         "triton conv bwd": lambda: conv.causal_conv1d_backward(x, w, wb, dout, None, None, None, True,
                                                                 dweight=dw, dbias=db),
     }
+
+
+def _chunked(call: Callable[[], Any], one_launch: bool) -> Callable[[], Any]:
+    """`call` with the scan forward's sequence-parallel path taken (chunks of 128 steps), in three launches or
+    in one (look-back): what it adds to the one-pass kernel's host path."""
+    from jetson_mamba.ops.selective_scan import triton_chunked as chunked
+
+    def run() -> Any:
+        saved = chunked.chunk_for, chunked.lookback
+        chunked.chunk_for = lambda u, forward=False: 128  # type: ignore[assignment]
+        chunked.lookback = lambda: one_launch  # type: ignore[assignment]
+        try:
+            return call()
+        finally:
+            chunked.chunk_for, chunked.lookback = saved
+
+    return run
 
 
 def _standin_cases() -> Dict[str, Callable[[], Any]]:

@@ -223,21 +223,21 @@ def edge_scan(ext: Any, graph: bool, batch: int = 1) -> List[Row]:
         print(row, flush=True)
 
     def chunked_fwd_one_pass_bwd(*a: Any) -> Any:  # the chunked path before its backward (#18 batch 1)
-        with env(**{triton_chunked.ENV_VAR: "1"}):
+        with env(**{triton_chunked.ENV_VAR: "1", triton_chunked.LOOKBACK_VAR: "0"}):
             triton_scan_fwd(*a)
         with env(**{triton_chunked.ENV_VAR: "0"}):
             return scan_triton.selective_scan_backward(*a[:8], True, a[8])
 
     add("compiled kernel (selective_scan_cuda)", lambda *a: cuda_scan_fwd(ext, *a),
         lambda *a: cuda_scan_fwd_bwd(ext, *a), sets, ref[0])
-    for label, setting in (("ours one-pass", "0"), ("ours chunked fwd+bwd", "1")):
-        with env(**{triton_chunked.ENV_VAR: setting}):
+    for label, setting in (("ours one-pass", "0"), ("ours chunked (3 launches) fwd+bwd", "1")):
+        with env(**{triton_chunked.ENV_VAR: setting, triton_chunked.LOOKBACK_VAR: "0"}):
             chunk = triton_chunked.chunk_for(sets[0][0])
             add(f"{label} (chunk {chunk})", triton_scan_fwd, triton_scan_fwd_bwd, sets, triton_scan_fwd(*sets[0])[0],
                 grads=triton_scan_fwd_bwd(*sets[0])[:7])
     add("ours chunked fwd, one-pass bwd", triton_scan_fwd, chunked_fwd_one_pass_bwd, sets,
         grads=chunked_fwd_one_pass_bwd(*sets[0])[:7])
-    with env(**{triton_chunked.LOOKBACK_VAR: "1"}):  # by shape, eagerly too: the forward in one launch
+    with env(**{triton_chunked.LOOKBACK_VAR: "1"}):  # the default: by shape, eagerly too, in one launch
         chunk = triton_chunked.chunk_for(sets[0][0], forward=True)
         add(f"ours look-back fwd (one launch, chunk {chunk}), chunked bwd", triton_scan_fwd, triton_scan_fwd_bwd,
             sets, triton_scan_fwd(*sets[0])[0], grads=triton_scan_fwd_bwd(*sets[0])[:7])

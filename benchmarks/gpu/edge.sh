@@ -3,7 +3,8 @@
 #   bash benchmarks/gpu/edge.sh [SECONDS]         (default 500: the whole call stays inside 600 s)
 #   EDGE_SCAN=1 bash benchmarks/gpu/edge.sh       (also the scan rows of bench_triton_gpu.py --edge, B1 and B8)
 #   EDGE_TEST=1 bash benchmarks/gpu/edge.sh       (then the gpu test of tests/bench/test_bench_workloads.py, tiny)
-#   EDGE_LOOKBACK=1 bash benchmarks/gpu/edge.sh   (then batch 1 again with JETSON_MAMBA_SCAN_LOOKBACK=1: edge-lookback.md)
+#   EDGE_LOOKBACK=1 bash benchmarks/gpu/edge.sh   (then batch 1 again without the one-launch scan forward,
+#                                                  JETSON_MAMBA_SCAN_LOOKBACK=0: edge-three-launches.md)
 #   EDGE_HOST=1 bash benchmarks/gpu/edge.sh       (first: host us per extension call and per layer, compiled vs
 #                                                  ours: profile_edge.py --host-only, into $OUT/edge-host.txt)
 # Upstream's Mamba(1024), a 130M-shaped MambaLMHeadModel (prefill, generate with and without cg=True) and
@@ -59,12 +60,13 @@ if [ "${EDGE_TEST:-0}" = 1 ] && [ "$(left)" -gt 60 ]; then  # the gpu test: both
     > "$OUT/edge-test.txt" 2>&1
   echo "== gpu test exit $?" | tee -a "$OUT/edge.log"; tail -5 "$OUT/edge-test.txt"
 fi
-if [ "${EDGE_LOOKBACK:-0}" = 1 ] && [ "$(left)" -gt 60 ]; then  # batch 1 again, the chunked forward in one launch
-  JETSON_MAMBA_SCAN_LOOKBACK=1 timeout "$(( $(left) - 5 ))" python3 -m jetson_mamba bench --op block --op lm \
+if [ "${EDGE_LOOKBACK:-0}" = 1 ] && [ "$(left)" -gt 60 ]; then  # batch 1 again, the forward chunked only in graphs
+  JETSON_MAMBA_SCAN_LOOKBACK=0 timeout "$(( $(left) - 5 ))" python3 -m jetson_mamba bench --op block --op lm \
     --op yolo --batch 1 --backend cuda,triton --dtype bfloat16 --budget "${BUDGET:-130}" \
-    --partial "$OUT/edge-lookback-rows.jsonl" --markdown "$OUT/edge-lookback.md" --json > "$OUT/edge-lookback.json" \
-    2>> "$OUT/edge.log"
-  echo "== look-back bench exit $? ($(left) s left)" | tee -a "$OUT/edge.log"; cat "$OUT/edge-lookback.md" 2>/dev/null
+    --partial "$OUT/edge-three-launches-rows.jsonl" --markdown "$OUT/edge-three-launches.md" \
+    --json > "$OUT/edge-three-launches.json" 2>> "$OUT/edge.log"
+  echo "== three-launch bench exit $? ($(left) s left)" | tee -a "$OUT/edge.log"
+  cat "$OUT/edge-three-launches.md" 2>/dev/null
 fi
 if [ "${EDGE_SCAN:-0}" = 1 ] && [ "$(left)" -gt 60 ]; then
   timeout "$(( $(left) - 5 ))" python3 benchmarks/bench_triton_gpu.py --edge --edge-batch 1 8 --skip-main \

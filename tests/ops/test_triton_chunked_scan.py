@@ -50,12 +50,15 @@ def test_forced_chunks_without_a_gpu() -> None:
     assert 0 < chunk < 700
 
 
-def test_the_forward_chunks_only_inside_a_cuda_graph_unless_forced(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Eagerly the one-pass forward is faster end to end (host-bound: see chunk_for); the chunked forward is
-    for graph replays, or forced with JETSON_MAMBA_SCAN_CHUNKED=1. The backward chunks eagerly."""
+def test_three_launches_chunk_the_forward_only_inside_a_cuda_graph_unless_forced(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With JETSON_MAMBA_SCAN_LOOKBACK=0 (three launches) the one-pass forward is faster eagerly end to end
+    (host-bound: see chunk_for); the chunked forward is for graph replays, or forced with
+    JETSON_MAMBA_SCAN_CHUNKED=1. The backward chunks eagerly."""
     u = torch.empty(1, 8, 700)
     monkeypatch.setattr(chunked, "plan_chunk", lambda *args: 256)  # what the shape rule would pick on a GPU
     monkeypatch.delenv(chunked.ENV_VAR, raising=False)
+    monkeypatch.setenv(chunked.LOOKBACK_VAR, "0")
     assert chunked.chunk_for(u, forward=True) == 0
     assert chunked.chunk_for(u) == 256
     monkeypatch.setenv(chunked.ENV_VAR, "1")
@@ -97,7 +100,7 @@ def test_chunked_forward_matches_float64(monkeypatch: pytest.MonkeyPatch, nan_em
     monkeypatch.setenv(chunked.ENV_VAR, "1")
     calls = []
     real = chunked.forward
-    monkeypatch.setattr(chunked, "forward", lambda *a, **k: calls.append(a[-2]) or real(*a, **k))
+    monkeypatch.setattr(chunked, "forward", lambda *a, **k: calls.append(a[10]) or real(*a, **k))  # a[10]: chunk
     t = {k: v.to(DEVICE) for k, v in _inputs(batch, dim, L, N, bc, dtype).items()}
     z = t["z"] if with_z else None
     out, out_z, last = scan.selective_scan_forward(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], z,
@@ -137,9 +140,9 @@ def test_chunked_chunk_states_match_the_torch_backend(monkeypatch: pytest.Monkey
 def test_lookback_forward_matches_float64_and_the_three_launches(
         monkeypatch: pytest.MonkeyPatch, nan_empty: None, batch: int, dim: int, L: int, N: int, bc: str,
         dtype: torch.dtype) -> None:
-    """JETSON_MAMBA_SCAN_LOOKBACK=1: the chunked forward in one launch (tickets, flags, the carried state read
-    from the previous chunk's program) gives out, out_z, the last state and x as the three launches do, and
-    the float64 recurrence's. One launch: the carry kernel never runs."""
+    """The chunked forward in one launch (the default; tickets, flags, the carried state read from the
+    previous chunk's program) gives out, out_z, the last state and x as the three launches do
+    (JETSON_MAMBA_SCAN_LOOKBACK=0), and the float64 recurrence's. One launch: the carry kernel never runs."""
     from jetson_mamba.ops.selective_scan import triton as scan
 
     monkeypatch.setenv(chunked.ENV_VAR, "1")
@@ -147,7 +150,7 @@ def test_lookback_forward_matches_float64_and_the_three_launches(
     args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True)
     monkeypatch.setenv(chunked.LOOKBACK_VAR, "0")
     three = scan._forward(*args, 256)
-    monkeypatch.setenv(chunked.LOOKBACK_VAR, "1")
+    monkeypatch.delenv(chunked.LOOKBACK_VAR)
     monkeypatch.setattr(chunked, "_carry", lambda *a, **k: pytest.fail("the carry kernel ran"))
     one = scan._forward(*args, 256)
     for what, a, b in zip(("out", "out_z", "last state", "x"), one, three):
@@ -163,12 +166,13 @@ def test_lookback_forward_matches_float64_and_the_three_launches(
 
 
 def test_lookback_chunks_eagerly_by_shape(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With the one-launch forward the eager forward chunks by shape too (its host cost is the one-pass
-    kernel's plus a zero fill); JETSON_MAMBA_SCAN_CHUNKED=0 still switches chunking off."""
+    """By default (the one-launch forward) the eager forward chunks by shape too (its host cost is the
+    one-pass kernel's plus a zero fill); JETSON_MAMBA_SCAN_CHUNKED=0 still switches chunking off."""
     u = torch.empty(1, 8, 700)
     monkeypatch.setattr(chunked, "plan_chunk", lambda *args: 0 if args[-1] == "0" else 256)
     monkeypatch.delenv(chunked.ENV_VAR, raising=False)
-    monkeypatch.setenv(chunked.LOOKBACK_VAR, "1")
+    monkeypatch.delenv(chunked.LOOKBACK_VAR, raising=False)
+    assert chunked.lookback()
     assert chunked.chunk_for(u, forward=True) == 256
     monkeypatch.setenv(chunked.ENV_VAR, "0")
     assert chunked.chunk_for(u, forward=True) == 0
@@ -194,7 +198,7 @@ def test_lookback_forward_on_the_gpu_is_race_free(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv(chunked.ENV_VAR, raising=False)
     monkeypatch.setenv(chunked.LOOKBACK_VAR, "0")
     ref = scan._forward(*args, 2048)
-    monkeypatch.setenv(chunked.LOOKBACK_VAR, "1")
+    monkeypatch.delenv(chunked.LOOKBACK_VAR)
     assert chunked.chunk_for(t["u"], forward=True) > 0, "not chunked"
     first = scan._forward(*args, 2048)
     for what, a, b in zip(("out", "out_z", "last state", "x"), first, ref):

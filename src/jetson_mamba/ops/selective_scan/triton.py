@@ -217,7 +217,7 @@ def _forward(
 
     chunk = triton_chunked.chunk_for(u, forward=True)  # small batch x dim, in a CUDA graph: the sequence-parallel path
     if chunk and every % chunk == 0:
-        return triton_chunked.forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, args, chunk, every)
+        return triton_chunked.forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, args, chunk, every, token)
     out = torch.empty_like(u, memory_format=torch.contiguous_format)  # (batch, dim, L) in u's dtype, contiguous
     out_z = torch.empty_like(out) if z is not None else None
     last = torch.empty((batch, dim, N), device=u.device, dtype=torch.float32)

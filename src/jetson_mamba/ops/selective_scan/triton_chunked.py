@@ -15,6 +15,10 @@ The scan runs twice (the price of the parallelism), so this only pays where the 
 SMs idle: `plan_chunk` decides from the shape and the GPU's SM count. The tiles and helpers are the
 one-pass kernel's (triton_kernels.py), so both paths compute the same recurrence step for step.
 
+By default the three passes run as one launch (`_lookback_kernel`): each chunk's program waits for the
+previous chunk's published end state instead of a carry launch, so the forward's host cost is the
+one-pass kernel's plus a zero fill, and it pays eagerly too (JETSON_MAMBA_SCAN_LOOKBACK=0: three launches).
+
 The backward (`backward`, picked by the same rule) is the same idea run both ways, in five launches:
 passes 1 and 2 above give every chunk's start state; an adjoint pass runs each chunk's reverse recurrence
 for the state gradient from zero (g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}) and keeps what leaves
@@ -36,8 +40,8 @@ from jetson_mamba.ops import triton_utils as tu
 from jetson_mamba.ops.triton_utils import grid_size, tl, triton
 
 ENV_VAR = "JETSON_MAMBA_SCAN_CHUNKED"  # 0: never, 1: always (where allowed), unset: by shape
-# 1: the chunked forward in one launch (_lookback_kernel), chunking eagerly by shape too. Off by default until
-# timed on a GPU against the three launches and the one-pass kernel (benchmarks/bench_triton_gpu.py --edge).
+# The chunked forward runs in one launch (_lookback_kernel) and is picked by shape eagerly too; 0: in three
+# launches, and eagerly never (only inside CUDA graphs, where launches cost no host time).
 LOOKBACK_VAR = "JETSON_MAMBA_SCAN_LOOKBACK"
 MIN_CHUNK = 64
 MAX_CHUNK = 2048  # divides the stand-ins' x interval (2048), so x's chunk ends are chunk ends here
@@ -133,7 +137,7 @@ if triton is not None:
     })
     @triton.jit
     def _lookback_kernel(
-        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, outz_ptr, h_ptr, dsum_ptr,
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, outz_ptr, h_ptr,
         last_ptr, x_ptr, sync_ptr,
         dim, L, N, G_B, G_C, DPG_B, DPG_C, CHUNK, n_chunks, X_EVERY,
         s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol, s_ad, s_an,
@@ -144,14 +148,15 @@ if triton is not None:
     ):
         """The three passes in one launch. Each program takes the next chunk of its (channel block, batch
         row) by ticket, scans it from zero, waits for the previous chunk's true end state, publishes its
-        own (h: (batch, n_chunks, dim, N); dsum: delta summed from the start) and scans again from its
-        true start, writing out. sync (int32, zeroed): per (batch row, channel block) n_chunks "published"
+        own (h: (batch, n_chunks, dim, N), then delta summed from the start (batch, n_chunks, dim)) and
+        scans again from its true start, writing out. sync (int32, zeroed): per (batch row, channel block) n_chunks "published"
         flags, then the ticket counter. Tickets, not program ids, order the chunks: a program only waits
         for a chunk whose program took its ticket earlier, so is running, whatever order the GPU starts
         programs in. Publishing: every thread's stores, a barrier, then one release store of the flag
         (the pattern of CUTLASS's semaphore); waiting: an acquire read of the flag, then L1-bypassing loads."""
         pid_b, offs_d, offs_n, offs_t, mask_d, mask_n, m_nd, A2 = _fwd_block(A_ptr, dim, N, s_ad, s_an, BD, BN, T)
         flags = sync_ptr + (pid_b * tl.num_programs(0) + tl.program_id(0)) * (n_chunks + 1)
+        dsum_ptr = h_ptr + tl.num_programs(1) * n_chunks * dim * N
         c = tl.atomic_add(flags + n_chunks, 1, sem="relaxed")
         bias, Dv = _bias_and_d(bias_ptr, D_ptr, offs_d, mask_d, BD, HAS_BIAS, HAS_D)
         zero = tl.zeros([BN, BD], dtype=tl.float32)
@@ -290,12 +295,14 @@ def plan_chunk(batch: int, dim: int, L: int, sms: int, setting: Optional[str] = 
 def chunk_for(u: torch.Tensor, forward: bool = False) -> int:
     """plan_chunk for these tensors (JETSON_MAMBA_SCAN_CHUNKED may force it).
 
-    The `forward` chunks, unless forced, only while a CUDA graph is captured (torch.compile
-    mode="reduce-overhead", upstream's cg=True): eagerly its two extra launches cost more host time than the
-    GPU time they save, on every shape measured (lab H100, 2026-12-06): Mamba-YOLO's scan B1 L6400 0.381 ms
-    chunked vs 0.336 one-pass eager, but 0.133 vs 0.338 replayed from a graph; upstream's Mamba(1024) B1
-    L2048 forward 0.852 vs 0.665 ms, the 130M LM prefill B1 26.0 vs 21.4 ms (benchmarks/gpu/profile_edge.py).
-    The backward (GPU-bound) chunks eagerly too."""
+    The forward chunks by shape in one launch (the look-back kernel): on the lab H100 (2026-12-06,
+    RESULTS.md "Edge latency") Mamba-YOLO's scan B1 L6400 took 0.135 ms against 0.353 one-pass and the
+    compiled kernel's 0.176, and its host path costs the one-pass kernel's plus a zero fill. With
+    JETSON_MAMBA_SCAN_LOOKBACK=0 it chunks, unless forced, only while a CUDA graph is captured
+    (torch.compile mode="reduce-overhead", upstream's cg=True): there the three launches' host time, which
+    made the eager forward slower whole (upstream's Mamba(1024) B1 L2048 0.852 vs 0.665 ms, the 130M LM
+    prefill B1 26.0 vs 21.4 ms: benchmarks/gpu/profile_edge.py), costs nothing. The backward (GPU-bound)
+    chunks eagerly too."""
     setting = os.environ.get(ENV_VAR)
     if forward and setting is None and not lookback() and not (u.is_cuda and torch.cuda.is_current_stream_capturing()):
         return 0
@@ -307,10 +314,11 @@ def chunk_for(u: torch.Tensor, forward: bool = False) -> int:
 def forward(
     u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
     D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-    delta_softplus: bool, args: dict, chunk: int, every: int,
+    delta_softplus: bool, args: dict, chunk: int, every: int, token: int,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor, Optional[torch.Tensor]]:
     """(out, out_z, last state, x or None for every=0), as triton._forward returns them. `args`: its
-    _common_args; `every` must be a multiple of `chunk`."""
+    _common_args, `token` the token of its plan (which fixes every shape and stride of the inputs); `every`
+    must be a multiple of `chunk`."""
     batch, dim, L = u.shape
     N = A.shape[1]
     out = torch.empty((batch, dim, L), device=u.device, dtype=u.dtype)
@@ -321,7 +329,7 @@ def forward(
     tensors = (u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
                delta_bias if delta_bias is not None else dummy, out, out_z if out_z is not None else dummy)
     if lookback():
-        _one_launch(tensors, args, chunk, bool(delta_softplus), last, x, every)
+        _one_launch(tensors, args, chunk, bool(delta_softplus), last, x, every, token)
         return out, out_z, last, x
     h, dsum = _start_states(tensors, A, args, chunk, bool(delta_softplus), last, x, every)
     _chunks(tensors + (h, dsum), args, chunk, bool(delta_softplus), output=True)
@@ -329,30 +337,40 @@ def forward(
 
 
 def lookback() -> bool:
-    """Whether the chunked forward runs as one launch (JETSON_MAMBA_SCAN_LOOKBACK=1)."""
-    return os.environ.get(LOOKBACK_VAR) == "1"
+    """Whether the chunked forward runs as one launch (unless JETSON_MAMBA_SCAN_LOOKBACK=0)."""
+    return os.environ.get(LOOKBACK_VAR) != "0"
+
+
+_LOOKBACK_LAUNCHES: tu.Plans = {}
 
 
 def _one_launch(tensors: Tuple[torch.Tensor, ...], args: dict, chunk: int, softplus: bool, last: torch.Tensor,
-                x: Optional[torch.Tensor], every: int) -> None:
+                x: Optional[torch.Tensor], every: int, token: int) -> None:
     """_lookback_kernel over every (channel block, batch row, chunk): the three passes of `forward` in one
-    launch, with one zero fill (its flags and tickets) instead of two launches."""
-    u, out = tensors[0], tensors[8]
+    launch and a zero fill (its flags and tickets), where the three launches took two more launches and
+    two more allocations; planned once per layout (tu.launch_planned), as the one-pass kernel is."""
+    u = tensors[0]
     batch, dim, L = u.shape
     bd, t, warps = _config(dim)
     n_chunks = grid_size(L, chunk)
     blocks = grid_size(dim, bd)
-    f32 = dict(device=u.device, dtype=torch.float32)
-    h = torch.empty((batch, n_chunks, dim, args["N"]), **f32)
-    dsum = torch.empty((batch, n_chunks, dim), **f32)
+    # the chunks' end states (batch, n_chunks, dim, N), then their delta sums from the start (batch, n_chunks, dim)
+    work = torch.empty(batch * n_chunks * dim * (args["N"] + 1), device=u.device, dtype=torch.float32)
     sync = torch.zeros((batch * blocks, n_chunks + 1), device=u.device, dtype=torch.int32)
-    xs = x.stride() if x is not None else (0, 0, 0)
-    kw = {k: v for k, v in args.items() if k not in ("batch_class", "L_class")}
-    tu.launch(
-        _lookback_kernel, (blocks, batch, n_chunks), *tensors, h, dsum, last, x if x is not None else last, sync,
-        CHUNK=chunk, n_chunks=n_chunks, X_EVERY=every or 1, s_ob=out.stride(0), s_od=out.stride(1),
-        s_ol=out.stride(2), s_xb=xs[0], s_xd=xs[1], s_xc=xs[2], HAS_X=x is not None, SOFTPLUS=softplus, BD=bd, T=t,
-        num_warps=warps, **kw)
+
+    def make() -> Tuple[None, Tuple[int, int, int], Tuple[()], dict]:
+        out = tensors[8]
+        xs = x.stride() if x is not None else (0, 0, 0)
+        kw = {k: v for k, v in args.items() if k not in ("batch_class", "L_class")}
+        return None, (blocks, batch, n_chunks), (), dict(
+            CHUNK=chunk, n_chunks=n_chunks, X_EVERY=every or 1, s_ob=out.stride(0), s_od=out.stride(1),
+            s_ol=out.stride(2), s_xb=xs[0], s_xd=xs[1], s_xc=xs[2], HAS_X=x is not None, SOFTPLUS=softplus, BD=bd,
+            T=t, num_warps=warps, **kw)
+
+    # the key fixes every shape and stride (token), the chunks, x's interval and the flags; the tensors after the
+    # first 8 are new allocations of dtypes the key fixes
+    tu.launch_planned(_LOOKBACK_LAUNCHES, (token, chunk, every, softplus), _lookback_kernel,
+                      (*tensors, work, last, x if x is not None else last, sync), make, checked=8)
 
 
 def _chunks(tensors: Tuple[torch.Tensor, ...], args: dict, chunk: int, softplus: bool, output: bool) -> None:
