@@ -233,3 +233,16 @@ def test_upstream_suites_pass_on_the_torch_backend(shared: Path, tmp_path: Path)
 @pytest.mark.parametrize("name", [s.name for s in INTERPRETED])
 def test_upstream_suites_pass_on_the_triton_backend_interpreted(shared: Path, tmp_path: Path, name: str) -> None:
     _check(shared, tmp_path, "triton", [suite(name)], 0)
+
+
+@pytest.mark.slow
+def test_upstream_selective_scan_passes_on_the_sequence_parallel_scan_interpreted(
+        shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunked scan (forward in one launch, the default; backward in five) is picked by the GPU's SM
+    count, which the interpreter has none of: forced here, so that upstream's selective-scan file runs on it
+    too, not only on the one-pass kernels (~2 min; the whole file passed once, 16 cases, in 797 s)."""
+    from jetson_mamba.ops.selective_scan import triton_chunked
+
+    monkeypatch.setenv(triton_chunked.ENV_VAR, "1")
+    monkeypatch.delenv(triton_chunked.LOOKBACK_VAR, raising=False)
+    _check(shared, tmp_path, "triton", [suite("mamba-selective-scan")], 6)
