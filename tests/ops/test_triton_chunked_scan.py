@@ -165,17 +165,38 @@ def test_lookback_forward_matches_float64_and_the_three_launches(
     _close(one[1].cpu(), ref * torch.nn.functional.silu(r["z"]), dtype, "out_z")
 
 
-def test_lookback_chunks_eagerly_by_shape(monkeypatch: pytest.MonkeyPatch) -> None:
-    """By default (the one-launch forward) the eager forward chunks by shape too (its host cost is the
-    one-pass kernel's plus a zero fill); JETSON_MAMBA_SCAN_CHUNKED=0 still switches chunking off."""
+def test_lookback_chunks_eagerly_where_it_was_timed_to_pay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default (the one-launch forward) the eager forward chunks where eager_forward_chunks says so (its
+    host cost is the one-pass kernel's plus a zero fill); JETSON_MAMBA_SCAN_CHUNKED=0 still switches chunking
+    off, and JETSON_MAMBA_SCAN_LOOKBACK=0 keeps the eager forward one-pass."""
     u = torch.empty(1, 8, 700)
     monkeypatch.setattr(chunked, "plan_chunk", lambda *args: 0 if args[-1] == "0" else 256)
     monkeypatch.delenv(chunked.ENV_VAR, raising=False)
     monkeypatch.delenv(chunked.LOOKBACK_VAR, raising=False)
     assert chunked.lookback()
+    monkeypatch.setattr(chunked, "eager_forward_chunks", lambda *args: True)
     assert chunked.chunk_for(u, forward=True) == 256
+    monkeypatch.setattr(chunked, "eager_forward_chunks", lambda *args: False)
+    assert chunked.chunk_for(u, forward=True) == 0
+    assert chunked.chunk_for(u) == 256  # the backward
+    monkeypatch.setattr(chunked, "eager_forward_chunks", lambda *args: True)
+    monkeypatch.setenv(chunked.LOOKBACK_VAR, "0")
+    assert chunked.chunk_for(u, forward=True) == 0
+    monkeypatch.delenv(chunked.LOOKBACK_VAR)
     monkeypatch.setenv(chunked.ENV_VAR, "0")
     assert chunked.chunk_for(u, forward=True) == 0
+
+
+@pytest.mark.parametrize("batch, dim, L, chunks", [
+    (1, 512, 6400, True),    # Mamba-YOLO's scan at batch 1, 640x640 (timed: 0.135 vs 0.353 ms one-pass)
+    (1, 512, 1600, False),   # its next stage: short
+    (8, 512, 6400, False),   # batch 8 fills the SMs
+    (1, 2048, 2048, False),  # upstream's Mamba(1024): 256 programs
+    (1, 1536, 1024, False),  # the 130M LM's prefill
+])
+def test_the_eager_forward_chunks_only_where_most_sms_idle_on_a_long_sequence(batch: int, dim: int, L: int,
+                                                                              chunks: bool) -> None:
+    assert chunked.eager_forward_chunks(batch, dim, L, sms=132) == chunks
 
 
 @pytest.mark.slow

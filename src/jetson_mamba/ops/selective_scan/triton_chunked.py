@@ -17,7 +17,8 @@ one-pass kernel's (triton_kernels.py), so both paths compute the same recurrence
 
 By default the three passes run as one launch (`_lookback_kernel`): each chunk's program waits for the
 previous chunk's published end state instead of a carry launch, so the forward's host cost is the
-one-pass kernel's plus a zero fill, and it pays eagerly too (JETSON_MAMBA_SCAN_LOOKBACK=0: three launches).
+one-pass kernel's plus a zero fill, and it pays eagerly too where most SMs would idle on a long sequence
+(`eager_forward_chunks`; JETSON_MAMBA_SCAN_LOOKBACK=0: three launches, inside CUDA graphs only).
 
 The backward (`backward`, picked by the same rule) is the same idea run both ways, in five launches:
 passes 1 and 2 above give every chunk's start state; an adjoint pass runs each chunk's reverse recurrence
@@ -51,6 +52,12 @@ MAX_CHUNK = 2048  # divides the stand-ins' x interval (2048), so x's chunk ends 
 CHUNK_BELOW = 2
 TARGET = 8
 BD_GUESS = 8  # the one-pass kernel's usual channel block, for the decision only
+# The eager forward (one launch) chunks only where that was timed to pay: Mamba-YOLO's scan at batch 1, 64
+# programs for 132 SMs, L 6400 (0.135 vs 0.353 ms). Whole models at batch 1 with every fitting shape chunked
+# (Mamba(1024) and the LM prefill, 192-256 programs; Mamba-YOLO-T's short stages) did not get faster in the one
+# run measured (RESULTS.md "Edge latency", thirteenth session): those stay one-pass until timed otherwise.
+EAGER_PROGRAMS_PER_SM = 0.5
+EAGER_MIN_L = 2048
 
 if triton is not None:
     from jetson_mamba.ops.selective_scan.triton_kernels import (
@@ -295,20 +302,27 @@ def plan_chunk(batch: int, dim: int, L: int, sms: int, setting: Optional[str] = 
 def chunk_for(u: torch.Tensor, forward: bool = False) -> int:
     """plan_chunk for these tensors (JETSON_MAMBA_SCAN_CHUNKED may force it).
 
-    The forward chunks by shape in one launch (the look-back kernel): on the lab H100 (2026-12-06,
-    RESULTS.md "Edge latency") Mamba-YOLO's scan B1 L6400 took 0.135 ms against 0.353 one-pass and the
-    compiled kernel's 0.176, and its host path costs the one-pass kernel's plus a zero fill. With
-    JETSON_MAMBA_SCAN_LOOKBACK=0 it chunks, unless forced, only while a CUDA graph is captured
-    (torch.compile mode="reduce-overhead", upstream's cg=True): there the three launches' host time, which
-    made the eager forward slower whole (upstream's Mamba(1024) B1 L2048 0.852 vs 0.665 ms, the 130M LM
-    prefill B1 26.0 vs 21.4 ms: benchmarks/gpu/profile_edge.py), costs nothing. The backward (GPU-bound)
-    chunks eagerly too."""
+    While a CUDA graph is captured (torch.compile mode="reduce-overhead", upstream's cg=True) the forward
+    chunks by plan_chunk's rule, where launches cost no host time. Eagerly, unless forced, it chunks (in one
+    launch, the look-back kernel) only where the one-pass grid leaves most SMs idle on a long sequence
+    (`eager_forward_chunks`): on the lab H100 (2026-12-06, RESULTS.md "Edge latency") Mamba-YOLO's scan B1
+    L6400 took 0.135 ms against 0.353 one-pass and the compiled kernel's 0.176, with the one-pass kernel's
+    host path plus a zero fill. With JETSON_MAMBA_SCAN_LOOKBACK=0 (three launches) never eagerly: their host
+    time made the forward slower whole (upstream's Mamba(1024) B1 L2048 0.852 vs 0.665 ms, the 130M LM
+    prefill B1 26.0 vs 21.4 ms: benchmarks/gpu/profile_edge.py). The backward (GPU-bound) chunks eagerly."""
     setting = os.environ.get(ENV_VAR)
-    if forward and setting is None and not lookback() and not (u.is_cuda and torch.cuda.is_current_stream_capturing()):
-        return 0
     batch, dim, L = u.shape
     sms = _sm_count(u.device.index or 0) if u.device.type == "cuda" else 0
+    if forward and setting is None and not (u.is_cuda and torch.cuda.is_current_stream_capturing()):
+        if not (lookback() and eager_forward_chunks(batch, dim, L, sms)):
+            return 0
     return plan_chunk(batch, dim, L, sms, setting)
+
+
+def eager_forward_chunks(batch: int, dim: int, L: int, sms: int) -> bool:
+    """Whether the forward chunks outside CUDA graphs: the one-pass grid gives the SMs at most
+    EAGER_PROGRAMS_PER_SM programs each and the sequence has EAGER_MIN_L steps or more (see chunk_for)."""
+    return batch * grid_size(dim, BD_GUESS) <= EAGER_PROGRAMS_PER_SM * sms and L >= EAGER_MIN_L
 
 
 def forward(
