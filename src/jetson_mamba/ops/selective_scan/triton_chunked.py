@@ -156,8 +156,8 @@ if triton is not None:
         """The three passes in one launch. Each program takes the next chunk of its (channel block, batch
         row) by ticket, scans it from zero, waits for the previous chunk's true end state, publishes its
         own (h: (batch, n_chunks, dim, N), then delta summed from the start (batch, n_chunks, dim)) and
-        scans again from its true start, writing out. sync (int32, zeroed): per (batch row, channel block) n_chunks "published"
-        flags, then the ticket counter. Tickets, not program ids, order the chunks: a program only waits
+        scans again from its true start, writing out. sync (int32, zeroed): per (batch row, channel block)
+        n_chunks "published" flags, then the ticket counter. Tickets, not program ids, order the chunks: a program only waits
         for a chunk whose program took its ticket earlier, so is running, whatever order the GPU starts
         programs in. Publishing: every thread's stores, a barrier, then one release store of the flag
         (the pattern of CUTLASS's semaphore); waiting: an acquire read of the flag, then L1-bypassing loads."""
