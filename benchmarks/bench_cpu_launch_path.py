@@ -94,12 +94,13 @@ def _backend_cases() -> Dict[str, Callable[[], Any]]:
     x = torch.randn(b, d, L, generator=g).to(bf)
     w, wb = torch.randn(d, 4).to(bf), torch.randn(d).to(bf)
     dw, db = torch.zeros(d, 4), torch.zeros(d)
+    def scan_fwd() -> Any:
+        return scan.selective_scan_forward_x(u, delta, A, B, C, D, z, bias, True, X_CHUNK)
+
     return {
-        "triton scan fwd": lambda: scan.selective_scan_forward_x(u, delta, A, B, C, D, z, bias, True, X_CHUNK),
-        "triton scan fwd chunked": _chunked(lambda: scan.selective_scan_forward_x(u, delta, A, B, C, D, z, bias, True,
-                                                                                 X_CHUNK), one_launch=False),
-        "triton scan fwd look-back": _chunked(lambda: scan.selective_scan_forward_x(u, delta, A, B, C, D, z, bias,
-                                                                                   True, X_CHUNK), one_launch=True),
+        "triton scan fwd": scan_fwd,
+        "triton scan fwd chunked": forced_chunks(scan_fwd, one_launch=False),
+        "triton scan fwd look-back": forced_chunks(scan_fwd, one_launch=True),
         "triton scan bwd": lambda: scan.selective_scan_backward_out_z(u, delta, A, B, C, D, z, bias, True, dout),
         "triton conv fwd": lambda: conv.causal_conv1d_forward(x, w, wb, None, None, False, True),
         "triton conv bwd": lambda: conv.causal_conv1d_backward(x, w, wb, dout, None, None, None, True,
@@ -107,7 +108,7 @@ def _backend_cases() -> Dict[str, Callable[[], Any]]:
     }
 
 
-def _chunked(call: Callable[[], Any], one_launch: bool) -> Callable[[], Any]:
+def forced_chunks(call: Callable[[], Any], one_launch: bool) -> Callable[[], Any]:
     """`call` with the scan forward's sequence-parallel path taken (chunks of 128 steps), in three launches or
     in one (look-back): what it adds to the one-pass kernel's host path."""
     from jetson_mamba.ops.selective_scan import triton_chunked as chunked

@@ -442,16 +442,15 @@ def host_cost(conv_ext: Any, scan_ext: Any, calls: int = 500) -> Row:
                 "triton conv fwd B=8 D=2048 L=2048 bf16": lambda: triton_conv_fwd(*big),
                 "cuda conv bwd B=8 D=2048 L=2048 bf16": lambda: cuda_conv_bwd(conv_ext, *big),
                 "triton conv bwd B=8 D=2048 L=2048 bf16": lambda: triton_conv_bwd(*big)})
-    # the chunked forward's three launches against the one-pass kernel's one (issue 18: 0.381 vs 0.336 ms eager
-    # at Mamba-YOLO's B1 shape, where the chunked path needs 0.133 ms of GPU time)
-    from jetson_mamba.ops.selective_scan import triton_chunked
+    # the chunked forward's three launches and its one launch (look-back) against the one-pass kernel (issue 18:
+    # 0.381 vs 0.336 ms eager at Mamba-YOLO's B1 shape, where the chunked path needs 0.133 ms of GPU time); the
+    # path switched by attributes (~1 us), not os.environ (a mock.patch.dict of it cost ~300 us a call)
+    from bench_cpu_launch_path import forced_chunks
 
     lx = scan_inputs(1, 64, 512, 16, 1, torch.float32, True, 0)
-    for label, setting, one in (("one-pass", "0", "0"), ("chunked", "1", "0"), ("look-back", "1", "1")):
-        def scan_l512(setting: str = setting, one: str = one) -> Any:
-            with env(**{triton_chunked.ENV_VAR: setting, triton_chunked.LOOKBACK_VAR: one}):
-                return triton_scan_fwd(*lx)
-        fns[f"triton scan fwd L=512 {label}"] = scan_l512
+    fns["triton scan fwd L=512 one-pass"] = lambda: triton_scan_fwd(*lx)
+    for label, one in (("chunked", False), ("look-back", True)):
+        fns[f"triton scan fwd L=512 {label}"] = forced_chunks(lambda: triton_scan_fwd(*lx), one_launch=one)
     row: Row = {"op": "host cost per call (us), B=1 D=64 L=64 unless named"}
     jit = [jit_function(k) for k in (conv_triton._fwd_rows, conv_triton._bwd_rows, scan_triton._fwd)]
     for name, fn in fns.items():
