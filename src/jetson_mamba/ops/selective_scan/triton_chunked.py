@@ -272,10 +272,13 @@ _INTERPRET_CONFIG = (2, 8, 1)
 _INTERPRET_WIDE = (tu.INTERPRET_WIDE_CHANNELS, 32, 1)
 
 
-def _config(dim: int) -> Tuple[int, int, int]:
+def _config(dim: int, wide: bool = True) -> Tuple[int, int, int]:
+    """`wide=False` keeps the interpreter's small tiles: deterministic mode's partial sums (triton._partials)
+    are laid out per channel block of triton._DET_CONFIG, which is _INTERPRET_CONFIG there and _CONFIG on a
+    GPU."""
     if not tu.INTERPRET:
         return _CONFIG
-    return _INTERPRET_WIDE if tu.interpret_wide(dim) else _INTERPRET_CONFIG
+    return _INTERPRET_WIDE if wide and tu.interpret_wide(dim) else _INTERPRET_CONFIG
 
 
 @functools.lru_cache(maxsize=None)
@@ -433,7 +436,7 @@ def backward(tensors: Tuple[torch.Tensor, ...], kw: dict, args: dict, chunk: int
     batch, dim, L = u.shape
     N = args["N"]
     n_chunks = grid_size(L, chunk)
-    bd, t, warps = _config(dim)
+    bd, t, warps = _config(dim, wide=not kw["DET"])
     softplus = kw["SOFTPLUS"]
     scratch = torch.empty((batch, dim, N), device=u.device, dtype=torch.float32)  # the unused last states
     h, dsum = _start_states(tensors[:8] + (scratch, scratch), A, args, chunk, softplus, scratch, None, 0)
