@@ -41,8 +41,8 @@ from jetson_mamba.ops import triton_utils as tu
 from jetson_mamba.ops.triton_utils import grid_size, tl, triton
 
 ENV_VAR = "JETSON_MAMBA_SCAN_CHUNKED"  # 0: never, 1: always (where allowed), unset: by shape
-# The chunked forward runs in one launch (_lookback_kernel) and is picked by shape eagerly too; 0: in three
-# launches, and eagerly never (only inside CUDA graphs, where launches cost no host time).
+# The chunked forward runs in one launch (_lookback_kernel), eagerly too where eager_forward_chunks says so; 0: in
+# three launches, and eagerly never (only inside CUDA graphs, where launches cost no host time).
 LOOKBACK_VAR = "JETSON_MAMBA_SCAN_LOOKBACK"
 MIN_CHUNK = 64
 MAX_CHUNK = 2048  # divides the stand-ins' x interval (2048), so x's chunk ends are chunk ends here
