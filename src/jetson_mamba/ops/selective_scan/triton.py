@@ -325,7 +325,7 @@ def _backward(
                     s_wl=dzs[2], SOFTPLUS=bool(delta_softplus), HAS_OUTZ=with_out_z, DET=det)
 
     if chunk:
-        triton_chunked.backward(tensors, kw(), args, chunk)
+        triton_chunked.backward(tensors, kw(), args, chunk, _DET_CONFIG if det else None)  # _partials' layout
     else:
         # the tensors after the first 9 inputs (u ... dout) are new, or dz (its alignment: in `strides`)
         tu.launch_planned(

@@ -272,13 +272,10 @@ _INTERPRET_CONFIG = (2, 8, 1)
 _INTERPRET_WIDE = (tu.INTERPRET_WIDE_CHANNELS, 32, 1)
 
 
-def _config(dim: int, wide: bool = True) -> Tuple[int, int, int]:
-    """`wide=False` keeps the interpreter's small tiles: deterministic mode's partial sums (triton._partials)
-    are laid out per channel block of triton._DET_CONFIG, which is _INTERPRET_CONFIG there and _CONFIG on a
-    GPU."""
+def _config(dim: int) -> Tuple[int, int, int]:
     if not tu.INTERPRET:
         return _CONFIG
-    return _INTERPRET_WIDE if wide and tu.interpret_wide(dim) else _INTERPRET_CONFIG
+    return _INTERPRET_WIDE if tu.interpret_wide(dim) else _INTERPRET_CONFIG
 
 
 @functools.lru_cache(maxsize=None)
@@ -428,15 +425,18 @@ def _start_states(tensors: Tuple[torch.Tensor, ...], A: torch.Tensor, args: dict
     return h, dsum
 
 
-def backward(tensors: Tuple[torch.Tensor, ...], kw: dict, args: dict, chunk: int) -> None:
+def backward(tensors: Tuple[torch.Tensor, ...], kw: dict, args: dict, chunk: int,
+             config: Optional[Tuple[int, int, int]] = None) -> None:
     """The chunked backward into triton._backward's buffers. `tensors`: _ssm_bwd_kernel's first 22
     arguments (u, delta, A, B, C, D, z, delta_bias, dout, ...; stand-ins where absent), `kw` its strides and
-    flags, `args` _common_args', as triton._backward builds them."""
+    flags, `args` _common_args', as triton._backward builds them. `config`: the backward kernel's (BD, T,
+    num_warps) where the caller laid its buffers out per channel block (deterministic mode's partial sums),
+    else this module's; the other passes keep per-channel buffers and take this module's."""
     u, delta, A, C, z, bias, dout = (tensors[i] for i in (0, 1, 2, 4, 6, 7, 8))
     batch, dim, L = u.shape
     N = args["N"]
     n_chunks = grid_size(L, chunk)
-    bd, t, warps = _config(dim, wide=not kw["DET"])
+    bd, t, warps = _config(dim)
     softplus = kw["SOFTPLUS"]
     scratch = torch.empty((batch, dim, N), device=u.device, dtype=torch.float32)  # the unused last states
     h, dsum = _start_states(tensors[:8] + (scratch, scratch), A, args, chunk, softplus, scratch, None, 0)
@@ -449,4 +449,6 @@ def backward(tensors: Tuple[torch.Tensor, ...], kw: dict, args: dict, chunk: int
         args["s_Cb"], args["s_Cg"], args["s_Cn"], args["s_Cl"], C_VAR=args["C_VAR"], HAS_Z=args["HAS_Z"],
         HAS_BIAS=args["HAS_BIAS"], SOFTPLUS=softplus, BD=bd, BN=args["BN"], T=t, num_warps=warps)
     _carry(A, p, dsum, scratch, None, args, chunk, 0, reverse=True)
-    tu.launch(_ssm_bwd_kernel, grid, *tensors, h, p, CHUNK=chunk, CHUNKED=True, BD=bd, T=t, num_warps=warps, **kw, **args)
+    bd, t, warps = config or (bd, t, warps)
+    tu.launch(_ssm_bwd_kernel, (grid_size(dim, bd), batch, n_chunks), *tensors, h, p, CHUNK=chunk, CHUNKED=True,
+              BD=bd, T=t, num_warps=warps, **kw, **args)
