@@ -94,6 +94,7 @@ def _backend_cases() -> Dict[str, Callable[[], Any]]:
     x = torch.randn(b, d, L, generator=g).to(bf)
     w, wb = torch.randn(d, 4).to(bf), torch.randn(d).to(bf)
     dw, db = torch.zeros(d, 4), torch.zeros(d)
+
     def scan_fwd() -> Any:
         return scan.selective_scan_forward_x(u, delta, A, B, C, D, z, bias, True, X_CHUNK)
 

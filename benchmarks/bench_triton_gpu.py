@@ -237,7 +237,7 @@ def edge_scan(ext: Any, graph: bool, batch: int = 1) -> List[Row]:
                 grads=triton_scan_fwd_bwd(*sets[0])[:7])
     add("ours chunked fwd, one-pass bwd", triton_scan_fwd, chunked_fwd_one_pass_bwd, sets,
         grads=chunked_fwd_one_pass_bwd(*sets[0])[:7])
-    with env(**{triton_chunked.LOOKBACK_VAR: "1"}):  # the default: by shape, eagerly too, in one launch
+    with env(**{triton_chunked.LOOKBACK_VAR: "1"}):  # the default: eagerly where eager_forward_chunks says so
         chunk = triton_chunked.chunk_for(sets[0][0], forward=True)
         add(f"ours look-back fwd (one launch, chunk {chunk}), chunked bwd", triton_scan_fwd, triton_scan_fwd_bwd,
             sets, triton_scan_fwd(*sets[0])[0], grads=triton_scan_fwd_bwd(*sets[0])[:7])

@@ -216,10 +216,10 @@ def test_lookback_forward_on_the_gpu_is_race_free(monkeypatch: pytest.MonkeyPatc
 
     t = {k: v.cuda() for k, v in _inputs(1, 512, 6400, 16, "grouped", torch.float32).items()}
     args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True)
-    monkeypatch.delenv(chunked.ENV_VAR, raising=False)
-    monkeypatch.setenv(chunked.LOOKBACK_VAR, "0")
+    monkeypatch.setenv(chunked.ENV_VAR, "0")
     ref = scan._forward(*args, 2048)
-    monkeypatch.delenv(chunked.LOOKBACK_VAR)
+    monkeypatch.setenv(chunked.ENV_VAR, "1")  # whatever this GPU's SM count (the H100/H200 chunk it anyway)
+    monkeypatch.delenv(chunked.LOOKBACK_VAR, raising=False)
     assert chunked.chunk_for(t["u"], forward=True) > 0, "not chunked"
     first = scan._forward(*args, 2048)
     for what, a, b in zip(("out", "out_z", "last state", "x"), first, ref):
@@ -274,7 +274,7 @@ def _chunked_backward(monkeypatch: pytest.MonkeyPatch, t: Dict[str, torch.Tensor
     monkeypatch.setattr(chunked, "chunk_for", lambda u: chunk)
     calls = []
     real = chunked.backward
-    monkeypatch.setattr(chunked, "backward", lambda *a: calls.append(a[-1]) or real(*a))
+    monkeypatch.setattr(chunked, "backward", lambda *a: calls.append(a[3]) or real(*a))  # a[3]: chunk
     args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"] if opts["D"] else None,
             t["z"] if opts["z"] else None, t["delta_bias"] if opts["bias"] else None, opts["softplus"], t["dout"])
     if not opts["z"]:
@@ -359,7 +359,7 @@ def test_yolo_scan_backward_on_the_gpu(monkeypatch: pytest.MonkeyPatch, batch: i
     monkeypatch.delenv(chunked.ENV_VAR, raising=False)
     calls = []
     real = chunked.backward
-    monkeypatch.setattr(chunked, "backward", lambda *a: calls.append(a[-1]) or real(*a))
+    monkeypatch.setattr(chunked, "backward", lambda *a: calls.append(a[3]) or real(*a))  # a[3]: chunk
     grads = scan.selective_scan_backward(*args)
     assert bool(calls) == (batch == 1), calls
     monkeypatch.setenv(chunked.ENV_VAR, "0")
