@@ -3,8 +3,10 @@
 #   bash benchmarks/gpu/edge.sh [SECONDS]         (default 500: the whole call stays inside 600 s)
 #   EDGE_SCAN=1 bash benchmarks/gpu/edge.sh       (also the scan rows of bench_triton_gpu.py --edge, B1 and B8)
 #   EDGE_TEST=1 bash benchmarks/gpu/edge.sh       (then the gpu test of tests/bench/test_bench_workloads.py, tiny)
-#   EDGE_LOOKBACK=1 bash benchmarks/gpu/edge.sh   (then batch 1 again without the one-launch scan forward,
-#                                                  JETSON_MAMBA_SCAN_LOOKBACK=0: edge-three-launches.md)
+#   EDGE_AGAIN="NAME:VAR=VALUE ..." bash benchmarks/gpu/edge.sh   (then batch 1 again with each setting, in the
+#       same process tree and machine, into edge-NAME.md: e.g. "three-launches:JETSON_MAMBA_SCAN_LOOKBACK=0"
+#       (the forward chunked only inside graphs), "chunked:JETSON_MAMBA_SCAN_CHUNKED=1" (chunked eagerly too))
+#   EDGE_BATCH=1 bash benchmarks/gpu/edge.sh      (the batches of the first bench; default 1,8)
 #   EDGE_HOST=1 bash benchmarks/gpu/edge.sh       (first: host us per extension call and per layer, compiled vs
 #                                                  ours: profile_edge.py --host-only, into $OUT/edge-host.txt)
 # Upstream's Mamba(1024), a 130M-shaped MambaLMHeadModel (prefill, generate with and without cg=True) and
@@ -49,7 +51,7 @@ if [ "${EDGE_HOST:-0}" = 1 ]; then  # before the bench, whose budget would leave
   echo "== host profile exit $?" | tee -a "$OUT/edge.log"; cat "$OUT/edge-host.txt"
 fi
 rm -f "$OUT/edge-rows.jsonl"
-timeout "$(( $(left) - 5 ))" python3 -m jetson_mamba bench --op block --op lm --op yolo --batch 1,8 \
+timeout "$(( $(left) - 5 ))" python3 -m jetson_mamba bench --op block --op lm --op yolo --batch "${EDGE_BATCH:-1,8}" \
   --backend cuda,triton --dtype bfloat16 --budget "${BUDGET:-130}" --partial "$OUT/edge-rows.jsonl" \
   --markdown "$OUT/edge.md" --json > "$OUT/edge.json" 2>> "$OUT/edge.log"
 echo "== bench exit $? ($(left) s left)" | tee -a "$OUT/edge.log"
@@ -60,14 +62,16 @@ if [ "${EDGE_TEST:-0}" = 1 ] && [ "$(left)" -gt 60 ]; then  # the gpu test: both
     > "$OUT/edge-test.txt" 2>&1
   echo "== gpu test exit $?" | tee -a "$OUT/edge.log"; tail -5 "$OUT/edge-test.txt"
 fi
-if [ "${EDGE_LOOKBACK:-0}" = 1 ] && [ "$(left)" -gt 60 ]; then  # batch 1 again, the forward chunked only in graphs
-  JETSON_MAMBA_SCAN_LOOKBACK=0 timeout "$(( $(left) - 5 ))" python3 -m jetson_mamba bench --op block --op lm \
-    --op yolo --batch 1 --backend cuda,triton --dtype bfloat16 --budget "${BUDGET:-130}" \
-    --partial "$OUT/edge-three-launches-rows.jsonl" --markdown "$OUT/edge-three-launches.md" \
-    --json > "$OUT/edge-three-launches.json" 2>> "$OUT/edge.log"
-  echo "== three-launch bench exit $? ($(left) s left)" | tee -a "$OUT/edge.log"
-  cat "$OUT/edge-three-launches.md" 2>/dev/null
-fi
+for again in ${EDGE_AGAIN:-}; do  # batch 1 again under one setting each (name:VAR=VALUE)
+  name=${again%%:*}; setting=${again#*:}
+  [ "$(left)" -gt 60 ] || { echo "== $name skipped: no time left" | tee -a "$OUT/edge.log"; break; }
+  env "$setting" timeout "$(( $(left) - 5 ))" python3 -m jetson_mamba bench --op block --op lm --op yolo \
+    --batch 1 --backend cuda,triton --dtype bfloat16 --budget "${BUDGET:-130}" \
+    --partial "$OUT/edge-$name-rows.jsonl" --markdown "$OUT/edge-$name.md" --json > "$OUT/edge-$name.json" \
+    2>> "$OUT/edge.log"
+  echo "== $name ($setting) bench exit $? ($(left) s left)" | tee -a "$OUT/edge.log"
+  cat "$OUT/edge-$name.md" 2>/dev/null
+done
 if [ "${EDGE_SCAN:-0}" = 1 ] && [ "$(left)" -gt 60 ]; then
   timeout "$(( $(left) - 5 ))" python3 benchmarks/bench_triton_gpu.py --edge --edge-batch 1 8 --skip-main \
     --json "$OUT/edge-scan.json" >> "$OUT/edge.log" 2>&1
