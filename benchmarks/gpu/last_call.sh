@@ -9,7 +9,11 @@
 #     (bench_triton_gpu.py --host);
 #  4. the GPU tests of CUDA graphs (mode="reduce-overhead") through our custom ops and Mamba-YOLO: they failed
 #     on torch 2.11 before the ContextVar fix (8c61c0c), which was only tested on the CPU (torch 2.13);
-#  5. the host time per extension call, compiled vs ours, with a cProfile of each side (profile_edge.py).
+#  5. the host time per extension call, compiled vs ours, with a cProfile of each side if
+#     CPROFILE=1 (profile_edge.py);
+#  6. our Python alone per call on this host (bench_cpu_launch_path.py: Triton's launcher a no-op), so that
+#     the wall time of 5 splits into ours and the rest (Triton's launcher, CUDA allocations and launches),
+#     and torch's custom-op wrapper per call on this host's torch (bench_custom_op_wrapper.py).
 # Outputs in $OUT (default ./last-out), the Triton cache as $OUT/triton-cache.tgz.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -44,6 +48,10 @@ grep "host cost" "$OUT/host-cost.txt"
 step graphs-tests 100 python3 -m pytest -q -p no:cacheprovider -m gpu -k reduce_overhead tests/ops/test_custom_ops.py \
   tests/models/test_mamba_yolo_compile.py
 tail -4 "$OUT/graphs-tests.txt"
-step host-cprofile 150 python3 benchmarks/gpu/profile_edge.py --host-only --cprofile
+step host-python 60 python3 benchmarks/bench_cpu_launch_path.py --repeat 5 --calls 300
+cat "$OUT/host-python.txt"
+step custom-op-wrapper 30 python3 benchmarks/bench_custom_op_wrapper.py
+cat "$OUT/custom-op-wrapper.txt"
+step host-cprofile 120 python3 benchmarks/gpu/profile_edge.py --host-only ${CPROFILE:+--cprofile}
 grep -A12 "^=== host time" "$OUT/host-cprofile.txt" | head -60
 tar czf "$OUT/triton-cache.tgz" -C "$TRITON_CACHE_DIR" . 2>/dev/null || true
