@@ -330,8 +330,10 @@ def test_chunked_backward_deterministic_matches_float64(monkeypatch: pytest.Monk
 @needs_triton
 def test_public_op_backward_matches_float64_chunked(monkeypatch: pytest.MonkeyPatch, close) -> None:
     """selective_scan_fn's autograd at batch 1 takes the chunked forward and backward where they are
-    picked (JETSON_MAMBA_SCAN_CHUNKED=1 here: the interpreter has no SMs to count)."""
+    picked (JETSON_MAMBA_SCAN_CHUNKED=1 here: the interpreter has no SMs to count), with the Triton backend
+    chosen here (not left to JETSON_MAMBA_BACKEND, so that the test runs alone too)."""
     from jetson_mamba.ops import selective_scan_fn
+    from jetson_mamba.ops.backend import use_backend
 
     monkeypatch.setenv(chunked.ENV_VAR, "1")
     calls = []
@@ -340,9 +342,10 @@ def test_public_op_backward_matches_float64_chunked(monkeypatch: pytest.MonkeyPa
         monkeypatch.setattr(chunked, name, lambda *a, _f=real, _n=name: calls.append(_n) or _f(*a))
     t = {k: v.to(DEVICE) for k, v in _bwd_inputs(1, 2, 130, 4, "grouped", torch.float32).items()}
     leaves = {k: v.clone().requires_grad_() for k, v in t.items() if k != "dout"}
-    out = selective_scan_fn(*(leaves[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")),
-                            delta_softplus=True)
-    out.backward(t["dout"])
+    with use_backend("triton"):
+        out = selective_scan_fn(*(leaves[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")),
+                                delta_softplus=True)
+        out.backward(t["dout"])
     assert calls == ["forward", "backward"], calls
     _check_backward(t, tuple(leaves[k].grad for k in _GRADS), torch.float32, ALL, close)
 
