@@ -98,11 +98,15 @@ def _backend_cases() -> Dict[str, Callable[[], Any]]:
     def scan_fwd() -> Any:
         return scan.selective_scan_forward_x(u, delta, A, B, C, D, z, bias, True, X_CHUNK)
 
+    def scan_bwd() -> Any:
+        return scan.selective_scan_backward_out_z(u, delta, A, B, C, D, z, bias, True, dout)
+
     return {
         "triton scan fwd": scan_fwd,
         "triton scan fwd chunked": forced_chunks(scan_fwd, one_launch=False),
         "triton scan fwd look-back": forced_chunks(scan_fwd, one_launch=True),
-        "triton scan bwd": lambda: scan.selective_scan_backward_out_z(u, delta, A, B, C, D, z, bias, True, dout),
+        "triton scan bwd": scan_bwd,
+        "triton scan bwd chunked": forced_chunks(scan_bwd, one_launch=True),
         "triton conv fwd": lambda: conv.causal_conv1d_forward(x, w, wb, None, None, False, True),
         "triton conv bwd": lambda: conv.causal_conv1d_backward(x, w, wb, dout, None, None, None, True,
                                                                 dweight=dw, dbias=db),
@@ -110,8 +114,8 @@ def _backend_cases() -> Dict[str, Callable[[], Any]]:
 
 
 def forced_chunks(call: Callable[[], Any], one_launch: bool) -> Callable[[], Any]:
-    """`call` with the scan forward's sequence-parallel path taken (chunks of 128 steps), in three launches or
-    in one (look-back): what it adds to the one-pass kernel's host path."""
+    """`call` with the scan's sequence-parallel path taken (chunks of 128 steps; the forward in three launches
+    or in one, look-back): what it adds to the one-pass kernels' host path."""
     from jetson_mamba.ops.selective_scan import triton_chunked as chunked
 
     def run() -> Any:

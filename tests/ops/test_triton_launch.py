@@ -325,6 +325,89 @@ def test_planned_scan_backward_follows_every_layout(monkeypatch: pytest.MonkeyPa
         torch.use_deterministic_algorithms(False)
 
 
+def _replayed(made: List[_Launcher], call: Any) -> int:
+    """New compiled kernels asked of Triton by three calls of `call` (each with fresh input tensors: it returns
+    them). The first call compiles each kernel once; the next two launch every one of them through its plan,
+    with Triton's own binding of its parameters and their own tensors, never the first call's."""
+    before = len(made)
+    launched = [len(launcher.launches) for launcher in made]
+    first = call()
+    new = made[before:]
+    counts = [len(launcher.launches) for launcher in new]
+    for _ in range(2):
+        inputs = call()
+    assert len(made) == before + len(new), "a later call with the same layout compiled again"
+    for launcher, count in zip(made, launched):  # an older plan taken for this layout: other parameters
+        assert all(_same_launch(launch, launcher.params) for launch in launcher.launches[count:]), "a stale plan"
+    stale = {id(t) for t in first if isinstance(t, torch.Tensor)}
+    current = {id(t) for t in inputs if isinstance(t, torch.Tensor)}
+    for launcher, count in zip(new, counts):
+        assert len(launcher.launches) == count + 2, "a kernel was not launched through its plan"
+        params = launcher.launches[-1][9:]
+        assert _same_launch(launcher.launches[-1], launcher.params), "a planned launch passed other parameters"
+        ids = {id(p) for p in params if isinstance(p, torch.Tensor)}
+        assert not ids & stale and ids & current, "a planned launch passed another call's tensors"
+    return len(new)
+
+
+def test_planned_chunked_scan_launches_follow_every_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sequence-parallel scan's launches (the one-launch forward, the three-launch forward, the backward's
+    five) are planned as the one-pass kernels' are: from the second call with a layout on, every kernel goes
+    straight to its launcher with what Triton bound and the call's own tensors; another chunk length,
+    layout, optional input or flag makes new plans."""
+    if tu._RUNTIME_KNOBS is None:
+        pytest.skip("this Triton has no knobs (or interprets): launch always takes Triton's own path")
+    from jetson_mamba.ops.selective_scan import triton as scan
+    from jetson_mamba.ops.selective_scan import triton_chunked as chunked
+    from jetson_mamba.ops.selective_scan.cuda import X_CHUNK
+
+    made = _planned_sites(monkeypatch, [scan._fwd, scan._bwd, chunked._lookback_kernel, chunked._chunk_kernel,
+                                        chunked._carry_kernel, chunked._adjoint_kernel])
+    for site in ("_LOOKBACK_LAUNCHES", "_CHUNK_LAUNCHES", "_CARRY_LAUNCHES", "_ADJOINT_LAUNCHES", "_BWD_LAUNCHES"):
+        monkeypatch.setattr(chunked, site, {})
+    setting = {"chunk": 16, "one launch": True}
+    monkeypatch.setattr(chunked, "chunk_for", lambda u, forward=False: setting["chunk"])
+    monkeypatch.setattr(chunked, "lookback", lambda: setting["one launch"])
+
+    def fresh(args: List[Any]) -> List[Any]:  # new tensors of the same strides (clone makes a slice contiguous)
+        return [torch.empty_strided(a.shape, a.stride(), dtype=a.dtype).copy_(a) if isinstance(a, torch.Tensor)
+                else a for a in args]
+
+    def fwd(args: List[Any]) -> Any:
+        def call() -> List[Any]:
+            new = fresh(args)
+            scan.selective_scan_forward_x(*new[:8], True, X_CHUNK)
+            return new
+        return call
+
+    def bwd(args: List[Any]) -> Any:
+        def call() -> List[Any]:
+            new = fresh(args)
+            scan.selective_scan_backward_out_z(*new) if new[6] is not None else scan.selective_scan_backward(*new)
+            return new
+        return call
+
+    base = _scan_bwd_inputs()
+    assert _replayed(made, fwd(base)) == 1, "the one-launch forward: one kernel"
+    assert _replayed(made, bwd(base)) == 5, "the backward: chunk, carry, adjoint, reverse carry, last pass"
+    setting["one launch"] = False
+    assert _replayed(made, fwd(base)) >= 1, "the three-launch forward"
+    n8 = _scan_bwd_inputs(n=8)
+    u_last = [torch.randn(2, 64, 8).transpose(1, 2), *base[1:]]
+    dstate = [*base[:2], *n8[2:5], *base[5:]]
+    no_z = [*base[:6], None, *base[7:]]
+    for what, call in {
+        "u's strides, forward": fwd(u_last), "u's strides, backward": bwd(u_last),
+        "dstate, forward": fwd(dstate), "dstate, backward": bwd(dstate),
+        "no z, forward": fwd(no_z), "no z, backward": bwd(no_z),
+        "dout's strides": bwd([*base[:9], torch.randn(2, 8, 72)[:, :, :64]]),
+        "no softplus": bwd([*base[:8], False, base[9]]),
+    }.items():
+        assert _replayed(made, call) >= 1, f"a new {what} reused a stale chunked launch plan"
+    setting["chunk"] = 32
+    assert _replayed(made, bwd(base)) >= 1, "another chunk length reused a stale chunked launch plan"
+
+
 def test_planned_conv_launches_follow_every_layout(monkeypatch: pytest.MonkeyPatch) -> None:
     """The conv forward, backward and update launch plans: reused only for a call Triton would compile alike
     (same width, strides, optional inputs, flags), with what Triton bound."""

@@ -324,12 +324,13 @@ def _backward(
                     s_ob=strides[2][0], s_od=strides[2][1], s_ol=strides[2][2], s_wb=dzs[0], s_wd=dzs[1],
                     s_wl=dzs[2], SOFTPLUS=bool(delta_softplus), HAS_OUTZ=with_out_z, DET=det)
 
+    # the tensors after the first 9 inputs (u ... dout) are new, or dz (its alignment: in `strides`)
+    plan_key = (token, strides, bool(delta_softplus), with_out_z, det)
     if chunk:
-        triton_chunked.backward(tensors, kw(), args, chunk, _DET_CONFIG if det else None)  # _partials' layout
+        triton_chunked.backward(tensors, kw(), args, chunk, plan_key, _DET_CONFIG if det else None)  # _partials'
     else:
-        # the tensors after the first 9 inputs (u ... dout) are new, or dz (its alignment: in `strides`)
         tu.launch_planned(
-            _BWD_LAUNCHES, (token, strides, bool(delta_softplus), with_out_z, det),
+            _BWD_LAUNCHES, plan_key,
             _bwd_det if det else tu.for_channels(dim, _bwd, _bwd_wide),
             (*tensors, dummy, dummy),
             lambda: (launch_key, lambda meta: (grid_size(dim, meta["BD"]), batch), (),

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 
@@ -345,8 +345,8 @@ def forward(
     if lookback():
         _one_launch(tensors, args, chunk, bool(delta_softplus), last, x, every, token)
         return out, out_z, last, x
-    h, dsum = _start_states(tensors, A, args, chunk, bool(delta_softplus), last, x, every)
-    _chunks(tensors + (h, dsum), args, chunk, bool(delta_softplus), output=True)
+    h, dsum = _start_states(tensors, A, args, chunk, bool(delta_softplus), last, x, every, token)
+    _chunks(tensors + (h, dsum), args, chunk, bool(delta_softplus), True, token)
     return out, out_z, last, x
 
 
@@ -387,32 +387,52 @@ def _one_launch(tensors: Tuple[torch.Tensor, ...], args: dict, chunk: int, softp
                       (*tensors, work, last, x if x is not None else last, sync), make, checked=8)
 
 
-def _chunks(tensors: Tuple[torch.Tensor, ...], args: dict, chunk: int, softplus: bool, output: bool) -> None:
-    """_chunk_kernel over every (channel block, batch row, chunk): pass 1, or pass 3 with output."""
+# launch plans (tu.launch_planned) of the three-launch forward's and the backward's kernels
+_CHUNK_LAUNCHES: tu.Plans = {}
+_CARRY_LAUNCHES: tu.Plans = {}
+_ADJOINT_LAUNCHES: tu.Plans = {}
+_BWD_LAUNCHES: tu.Plans = {}
+
+
+def _chunks(tensors: Tuple[torch.Tensor, ...], args: dict, chunk: int, softplus: bool, output: bool,
+            key: Any) -> None:
+    """_chunk_kernel over every (channel block, batch row, chunk): pass 1, or pass 3 with output. `key`: the
+    caller's plan key, which fixes every shape and stride of the inputs (the first 8 tensors; the others are
+    new allocations of dtypes it fixes)."""
     u, out = tensors[0], tensors[8]
     batch, dim, L = u.shape
-    bd, t, warps = _config(dim)
-    n_chunks = grid_size(L, chunk)
-    kw = {k: v for k, v in args.items() if k not in ("batch_class", "L_class")}
-    tu.launch(
-        _chunk_kernel, (grid_size(dim, bd), batch, n_chunks), *tensors, CHUNK=chunk, n_chunks=n_chunks, s_ob=out.stride(0), s_od=out.stride(1), s_ol=out.stride(2),
-        SOFTPLUS=softplus, OUTPUT=output, BD=bd, T=t, num_warps=warps, **kw)
+
+    def make() -> Tuple[None, Tuple[int, int, int], Tuple[()], dict]:
+        bd, t, warps = _config(dim)
+        n_chunks = grid_size(L, chunk)
+        kw = {k: v for k, v in args.items() if k not in ("batch_class", "L_class")}
+        return None, (grid_size(dim, bd), batch, n_chunks), (), dict(
+            CHUNK=chunk, n_chunks=n_chunks, s_ob=out.stride(0), s_od=out.stride(1), s_ol=out.stride(2),
+            SOFTPLUS=softplus, OUTPUT=output, BD=bd, T=t, num_warps=warps, **kw)
+
+    tu.launch_planned(_CHUNK_LAUNCHES, (key, chunk, softplus, output), _chunk_kernel, tensors, make, checked=8)
 
 
 def _carry(A: torch.Tensor, h: torch.Tensor, dsum: torch.Tensor, last: torch.Tensor, x: Optional[torch.Tensor],
-           args: dict, chunk: int, every: int, reverse: bool) -> None:
-    """_carry_kernel per (channel block, batch row): h (batch, n_chunks, dim, N) in place."""
+           args: dict, chunk: int, every: int, reverse: bool, key: Any) -> None:
+    """_carry_kernel per (channel block, batch row): h (batch, n_chunks, dim, N) in place. `key` as _chunks';
+    h, dsum, last and x are new allocations whose layouts follow from it, chunk and every."""
     batch, n_chunks, dim, N = h.shape
-    bd, _t, warps = _config(dim)
-    xs = x.stride() if x is not None else (0, 0, 0)
-    tu.launch(
-        _carry_kernel, (grid_size(dim, bd), batch), A, h, dsum, last, x if x is not None else last, dim, N, args["L"], chunk, n_chunks, every or 1,
-        args["s_ad"], args["s_an"], xs[0], xs[1], xs[2],
-        HAS_X=x is not None, REVERSE=reverse, BD=bd, BN=args["BN"], num_warps=warps)
+
+    def make() -> Tuple[None, Tuple[int, int], Tuple[int, ...], dict]:
+        bd, _t, warps = _config(dim)
+        xs = x.stride() if x is not None else (0, 0, 0)
+        return None, (grid_size(dim, bd), batch), (
+            dim, N, args["L"], chunk, n_chunks, every or 1, args["s_ad"], args["s_an"], xs[0], xs[1], xs[2]), dict(
+            HAS_X=x is not None, REVERSE=reverse, BD=bd, BN=args["BN"], num_warps=warps)
+
+    tu.launch_planned(_CARRY_LAUNCHES, (key, chunk, every, reverse, x is not None), _carry_kernel,
+                      (A, h, dsum, last, x if x is not None else last), make, checked=1)
 
 
 def _start_states(tensors: Tuple[torch.Tensor, ...], A: torch.Tensor, args: dict, chunk: int, softplus: bool,
-                  last: torch.Tensor, x: Optional[torch.Tensor], every: int) -> Tuple[torch.Tensor, torch.Tensor]:
+                  last: torch.Tensor, x: Optional[torch.Tensor], every: int,
+                  key: Any) -> Tuple[torch.Tensor, torch.Tensor]:
     """Passes 1 and 2: (every chunk's start state (batch, n_chunks, dim, N), its delta sum (batch, n_chunks,
     dim)); the last state into `last`, x on request. `tensors`: _chunk_kernel's first ten arguments."""
     batch, dim, L = tensors[0].shape
@@ -420,35 +440,45 @@ def _start_states(tensors: Tuple[torch.Tensor, ...], A: torch.Tensor, args: dict
     f32 = dict(device=A.device, dtype=torch.float32)
     h = torch.empty((batch, n_chunks, dim, args["N"]), **f32)
     dsum = torch.empty((batch, n_chunks, dim), **f32)
-    _chunks(tensors + (h, dsum), args, chunk, softplus, output=False)
-    _carry(A, h, dsum, last, x, args, chunk, every, reverse=False)
+    _chunks(tensors + (h, dsum), args, chunk, softplus, False, key)
+    _carry(A, h, dsum, last, x, args, chunk, every, False, key)
     return h, dsum
 
 
-def backward(tensors: Tuple[torch.Tensor, ...], kw: dict, args: dict, chunk: int,
+def backward(tensors: Tuple[torch.Tensor, ...], kw: dict, args: dict, chunk: int, key: Any,
              config: Optional[Tuple[int, int, int]] = None) -> None:
     """The chunked backward into triton._backward's buffers. `tensors`: _ssm_bwd_kernel's first 22
     arguments (u, delta, A, B, C, D, z, delta_bias, dout, ...; stand-ins where absent), `kw` its strides and
-    flags, `args` _common_args', as triton._backward builds them. `config`: the backward kernel's (BD, T,
-    num_warps) where the caller laid its buffers out per channel block (deterministic mode's partial sums),
-    else this module's; the other passes keep per-channel buffers and take this module's."""
+    flags, `args` _common_args', as triton._backward builds them; `key` its plan key, which fixes all of
+    them but the tensors after dout (new allocations, or a dz whose alignment it holds). `config`: the
+    backward kernel's (BD, T, num_warps) where the caller laid its buffers out per channel block
+    (deterministic mode's partial sums), else this module's; the other passes keep per-channel buffers and
+    take this module's. Five launches, each planned once per layout (tu.launch_planned)."""
     u, delta, A, C, z, bias, dout = (tensors[i] for i in (0, 1, 2, 4, 6, 7, 8))
     batch, dim, L = u.shape
-    N = args["N"]
-    n_chunks = grid_size(L, chunk)
-    bd, t, warps = _config(dim)
     softplus = kw["SOFTPLUS"]
-    scratch = torch.empty((batch, dim, N), device=u.device, dtype=torch.float32)  # the unused last states
-    h, dsum = _start_states(tensors[:8] + (scratch, scratch), A, args, chunk, softplus, scratch, None, 0)
+    scratch = torch.empty((batch, dim, args["N"]), device=u.device, dtype=torch.float32)  # the unused last states
+    h, dsum = _start_states(tensors[:8] + (scratch, scratch), A, args, chunk, softplus, scratch, None, 0, key)
     p = torch.empty_like(h)
-    grid = (grid_size(dim, bd), batch, n_chunks)
-    tu.launch(
-        _adjoint_kernel, grid, delta, A, C, z, bias, dout, p, dim, L, N, args["G_C"], args["DPG_C"], chunk, n_chunks,
-        args["s_db"], args["s_dd"], args["s_dl"], args["s_zb"], args["s_zd"], args["s_zl"],
-        kw["s_gb"], kw["s_gd"], kw["s_gl"], args["s_ad"], args["s_an"],
-        args["s_Cb"], args["s_Cg"], args["s_Cn"], args["s_Cl"], C_VAR=args["C_VAR"], HAS_Z=args["HAS_Z"],
-        HAS_BIAS=args["HAS_BIAS"], SOFTPLUS=softplus, BD=bd, BN=args["BN"], T=t, num_warps=warps)
-    _carry(A, p, dsum, scratch, None, args, chunk, 0, reverse=True)
-    bd, t, warps = config or (bd, t, warps)
-    tu.launch(_ssm_bwd_kernel, (grid_size(dim, bd), batch, n_chunks), *tensors, h, p, CHUNK=chunk, CHUNKED=True,
-              BD=bd, T=t, num_warps=warps, **kw, **args)
+
+    def adjoint() -> Tuple[None, Tuple[int, int, int], Tuple[int, ...], dict]:
+        bd, t, warps = _config(dim)
+        return None, (grid_size(dim, bd), batch, grid_size(L, chunk)), (
+            dim, L, args["N"], args["G_C"], args["DPG_C"], chunk, grid_size(L, chunk),
+            args["s_db"], args["s_dd"], args["s_dl"], args["s_zb"], args["s_zd"], args["s_zl"],
+            kw["s_gb"], kw["s_gd"], kw["s_gl"], args["s_ad"], args["s_an"],
+            args["s_Cb"], args["s_Cg"], args["s_Cn"], args["s_Cl"]), dict(
+            C_VAR=args["C_VAR"], HAS_Z=args["HAS_Z"], HAS_BIAS=args["HAS_BIAS"], SOFTPLUS=softplus, BD=bd,
+            BN=args["BN"], T=t, num_warps=warps)
+
+    # delta ... dout are the caller's (z and delta_bias, or the new du standing in); p is new
+    tu.launch_planned(_ADJOINT_LAUNCHES, (key, chunk), _adjoint_kernel, (delta, A, C, z, bias, dout, p), adjoint,
+                      checked=6)
+    _carry(A, p, dsum, scratch, None, args, chunk, 0, True, key)
+
+    def last_pass() -> Tuple[None, Tuple[int, int, int], Tuple[()], dict]:
+        bd, t, warps = config or _config(dim)
+        return None, (grid_size(dim, bd), batch, grid_size(L, chunk)), (), dict(
+            CHUNK=chunk, CHUNKED=True, BD=bd, T=t, num_warps=warps, **kw, **args)
+
+    tu.launch_planned(_BWD_LAUNCHES, (key, chunk, config), _ssm_bwd_kernel, (*tensors, h, p), last_pass, checked=9)
