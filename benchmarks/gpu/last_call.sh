@@ -15,7 +15,8 @@
 #     allocations and launches); custom-op-wrapper: torch's custom-op wrapper per call on this host's torch;
 #  host-cost: host us per call of the scan forward, one-pass vs chunked vs look-back (bench_triton_gpu.py --host);
 #  host-cprofile: the host time per extension call, compiled vs ours (profile_edge.py; its cProfile of each
-#     side with CPROFILE=1).
+#     side with CPROFILE=1); host-sync: the same with a synchronisation before each timed call (no call
+#     waits for launch-queue space), so that the difference between the two is that waiting.
 # STEPS="gpu-tests b1-default ..." runs only the steps named.
 # Outputs in $OUT (default ./last-out), the Triton cache as $OUT/triton-cache.tgz.
 set -uo pipefail
@@ -66,4 +67,6 @@ step host-cost 80 python3 benchmarks/bench_triton_gpu.py --skip-main --host --js
 grep "host cost" "$OUT/host-cost.txt"
 step host-cprofile 120 python3 benchmarks/gpu/profile_edge.py --host-only ${CPROFILE:+--cprofile}
 grep -A12 "^=== host time" "$OUT/host-cprofile.txt" | head -60
+step host-sync 120 python3 benchmarks/gpu/profile_edge.py --host-only --sync
+grep -A12 "^=== host time" "$OUT/host-sync.txt" | head -60
 tar czf "$OUT/triton-cache.tgz" -C "$TRITON_CACHE_DIR" . 2>/dev/null || true

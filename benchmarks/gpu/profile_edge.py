@@ -9,7 +9,9 @@ Then (alone with --host-only) the host time of each extension call upstream make
 us per call of `causal_conv1d_cuda.causal_conv1d_fwd` / `_bwd` / `_update` and `selective_scan_cuda.fwd` /
 `bwd`, and us per layer, for the LM prefill, Mamba(1024)'s forward+backward and 32 tokens of `generate`
 without CUDA graphs (the decode step's `causal_conv1d_update`). Wall time around each call, no
-synchronisation (the launches are asynchronous): the host time, without the profiler's inflation.
+synchronisation (the launches are asynchronous): the host time, without the profiler's inflation. With
+--sync, each timed call starts after a torch.cuda.synchronize() (not timed): an empty launch queue, so that
+no call waits for queue space; the difference to the run without it is that waiting.
 With --cprofile (after --host-only's table): where our side's host time goes, Python function by function
 (cProfile of the prefill and of the decode, compiled and ours: the top functions by own time).
 """
@@ -71,8 +73,9 @@ def report(title: str, fn: Callable[[], Any]) -> None:
 class HostTimer:
     """Stands in for an extension module that upstream bound: forwards each call, adding up its host time."""
 
-    def __init__(self, module: Any) -> None:
+    def __init__(self, module: Any, sync: bool) -> None:
         self.module = module
+        self.sync = sync
         self.us: Counter = Counter()
         self.calls: Counter = Counter()
 
@@ -82,6 +85,8 @@ class HostTimer:
             return fn
 
         def timed(*args: Any, **kwargs: Any) -> Any:
+            if self.sync:
+                torch.cuda.synchronize()
             start = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
@@ -92,7 +97,7 @@ class HostTimer:
         return timed
 
 
-def host_per_call(fn: Callable[[], Any], layers: int) -> Dict[str, Tuple[int, float, float]]:
+def host_per_call(fn: Callable[[], Any], layers: int, sync: bool) -> Dict[str, Tuple[int, float, float]]:
     """entry -> (calls per run of fn, us per call, us per layer) of the extension calls fn makes, on the side
     in effect (Sides.side has pointed upstream's modules at it; here they are wrapped in a HostTimer)."""
     timers: Dict[int, HostTimer] = {}
@@ -102,7 +107,7 @@ def host_per_call(fn: Callable[[], Any], layers: int) -> Dict[str, Tuple[int, fl
         for name in EXTENSIONS:
             target = vars(module).get(name)
             if isinstance(target, types.ModuleType):
-                setattr(module, name, timers.setdefault(id(target), HostTimer(target)))
+                setattr(module, name, timers.setdefault(id(target), HostTimer(target, sync)))
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
@@ -120,14 +125,16 @@ def host_per_call(fn: Callable[[], Any], layers: int) -> Dict[str, Tuple[int, fl
     return result
 
 
-def host_report(sides: Sides, workloads: List[Tuple[str, Callable[[], Any], int]]) -> None:
-    """Host us per extension call and per layer, compiled vs ours, for each workload."""
+def host_report(sides: Sides, workloads: List[Tuple[str, Callable[[], Any], int]], sync: bool) -> None:
+    """Host us per extension call and per layer, compiled vs ours, for each workload (`sync`: each call after a
+    synchronisation)."""
     for title, fn, layers in workloads:
         rows: Dict[str, Dict[str, Tuple[int, float, float]]] = {}
         for which in (COMPILED, OURS):
             with sides.side(which):
-                rows[which] = host_per_call(fn, layers)
-        print(f"\n=== host time of the extension calls: {title} ({layers} layers; us, wall around each call)")
+                rows[which] = host_per_call(fn, layers, sync)
+        after = ", each after a synchronisation" if sync else ""
+        print(f"\n=== host time of the extension calls: {title} ({layers} layers; us, wall around each call{after})")
         print(f"{'entry':40s} {'calls/run':>9s} {'compiled us/call':>17s} {'ours us/call':>13s} "
               f"{'compiled us/layer':>18s} {'ours us/layer':>14s} {'ours/compiled':>14s}")
         for entry in sorted(set(rows[COMPILED]) | set(rows[OURS])):
@@ -159,6 +166,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host-only", action="store_true", help="only the host time of the extension calls")
     parser.add_argument("--cprofile", action="store_true", help="then cProfile both sides of the prefill and decode")
+    parser.add_argument("--sync", action="store_true", help="synchronise before each timed extension call")
     args = parser.parse_args()
     sides = Sides("triton", compiled=True)
     mamba_simple = _import_upstream("mamba_ssm.modules.mamba_simple")
@@ -188,7 +196,7 @@ def main() -> None:
     workloads = [("130M LM prefill B1 L1024 fp16", prefill, layers),
                  ("Mamba(1024) B1 L2048 bf16 forward+backward", block_train, 1),
                  ("130M LM generate B1, 32 tokens after 100, no CUDA graphs", decode, layers)]
-    host_report(sides, workloads)
+    host_report(sides, workloads, args.sync)
     if args.cprofile:
         python_report(sides, [workloads[0], workloads[2]])
 
