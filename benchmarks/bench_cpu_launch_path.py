@@ -10,7 +10,9 @@ costs what the GPU's caching allocator costs: little).
 
     python benchmarks/bench_cpu_launch_path.py [--calls N] [--repeat R] [--json] [--profile OP] [--only SUBSTR] [--glue]
 
-Two groups of calls. "triton ...": the Triton backend's functions, called directly. "standin ...": the calls
+Three groups of calls. "triton ...": the Triton backend's functions, called directly. "op scan fwd+bwd":
+jetson_mamba.ops.selective_scan_fn's forward and backward through autograd (torch.autograd.grad), as
+Mamba-YOLO trains, one-pass and chunked (Mamba-YOLO's batch-1 path). "standin ...": the calls
 as upstream makes them, from its call of the compiled extension's function down to Triton's launcher:
 `causal_conv1d_cuda.causal_conv1d_fwd(x, w, b, None, None, out, None, True)` (causal-conv1d >= 1.5.1's
 `cpp_functions`), `causal_conv1d_bwd`, `causal_conv1d_update` (the decode step), `selective_scan_cuda.fwd`
@@ -73,7 +75,7 @@ def _fake_triton() -> None:
 
 def _cases() -> Dict[str, Callable[[], Any]]:
     """op name -> one call (a Mamba block's shapes, scaled down: the host path does not depend on size)."""
-    return {**_backend_cases(), **_standin_cases()}
+    return {**_backend_cases(), **_op_cases(), **_standin_cases()}
 
 
 def _backend_cases() -> Dict[str, Callable[[], Any]]:
@@ -111,6 +113,27 @@ def _backend_cases() -> Dict[str, Callable[[], Any]]:
         "triton conv bwd": lambda: conv.causal_conv1d_backward(x, w, wb, dout, None, None, None, True,
                                                                 dweight=dw, dbias=db),
     }
+
+
+def _op_cases() -> Dict[str, Callable[[], Any]]:
+    """The public scan op's forward+backward through autograd (Mamba-YOLO's K=4 groups, no z)."""
+    import torch
+
+    from jetson_mamba.ops import selective_scan_fn
+
+    g = torch.Generator().manual_seed(0)
+    b, d, L, n = 1, 64, 256, 16
+    leaves = [torch.randn(b, d, L, generator=g), torch.randn(b, d, L, generator=g), -torch.rand(d, n, generator=g),
+              torch.randn(b, 4, n, L, generator=g), torch.randn(b, 4, n, L, generator=g), torch.randn(d),
+              torch.randn(d)]
+    u, delta, A, B, C, D, bias = (t.requires_grad_() for t in leaves)
+    dout = torch.randn(b, d, L, generator=g)
+
+    def fwd_bwd() -> Any:
+        out = selective_scan_fn(u, delta, A, B, C, D, None, bias, delta_softplus=True)
+        return torch.autograd.grad(out, (u, delta, A, B, C, D, bias), dout)
+
+    return {"op scan fwd+bwd": fwd_bwd, "op scan fwd+bwd chunked": forced_chunks(fwd_bwd, one_launch=True)}
 
 
 def forced_chunks(call: Callable[[], Any], one_launch: bool) -> Callable[[], Any]:
