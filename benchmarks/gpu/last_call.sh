@@ -18,7 +18,8 @@
 #     side with CPROFILE=1); host-sync: the same with a synchronisation before each timed call (no call
 #     waits for launch-queue space), so that the difference between the two is that waiting.
 # STEPS="gpu-tests b1-default ..." runs only the steps named.
-# Outputs in $OUT (default ./last-out), the Triton cache as $OUT/triton-cache.tgz.
+# Outputs in $OUT (default ./last-out), packed at the end into $OUT/outputs.tgz; the Triton cache as
+# $OUT/triton-cache.tgz.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/last-out}; mkdir -p "$OUT"
@@ -70,3 +71,6 @@ grep -A12 "^=== host time" "$OUT/host-cprofile.txt" | head -60
 step host-sync 120 python3 benchmarks/gpu/profile_edge.py --host-only --sync
 grep -A12 "^=== host time" "$OUT/host-sync.txt" | head -60
 tar czf "$OUT/triton-cache.tgz" -C "$TRITON_CACHE_DIR" . 2>/dev/null || true
+# the device tool returns a few files only: every output in one archive (a run cut short keeps the files)
+(cd "$OUT" && shopt -s nullglob && files=(*.txt *.md *.json) && [ ${#files[@]} -gt 0 ] \
+  && tar czf outputs.tgz -- "${files[@]}" && rm -f -- "${files[@]}")
