@@ -346,7 +346,7 @@ def forward(
         _one_launch(tensors, args, chunk, bool(delta_softplus), last, x, every, token)
         return out, out_z, last, x
     h, dsum = _start_states(tensors, A, args, chunk, bool(delta_softplus), last, x, every, token)
-    _chunks(tensors + (h, dsum), args, chunk, bool(delta_softplus), True, token)
+    _chunks(tensors + (h, dsum), args, chunk, bool(delta_softplus), output=True, key=token)
     return out, out_z, last, x
 
 
@@ -355,7 +355,18 @@ def lookback() -> bool:
     return os.environ.get(LOOKBACK_VAR) != "0"
 
 
+# each launch site's plans (tu.launch_planned): the one-launch forward; the three-launch forward's and the
+# backward's chunk and carry kernels; the backward's adjoint and last pass
 _LOOKBACK_LAUNCHES: tu.Plans = {}
+_CHUNK_LAUNCHES: tu.Plans = {}
+_CARRY_LAUNCHES: tu.Plans = {}
+_ADJOINT_LAUNCHES: tu.Plans = {}
+_BWD_LAUNCHES: tu.Plans = {}
+
+
+def _chunk_args(args: dict) -> dict:
+    """_common_args as the chunk and look-back kernels take them: without the one-pass kernel's tuning keys."""
+    return {k: v for k, v in args.items() if k not in ("batch_class", "L_class")}
 
 
 def _one_launch(tensors: Tuple[torch.Tensor, ...], args: dict, chunk: int, softplus: bool, last: torch.Tensor,
@@ -375,23 +386,15 @@ def _one_launch(tensors: Tuple[torch.Tensor, ...], args: dict, chunk: int, softp
     def make() -> Tuple[None, Tuple[int, int, int], Tuple[()], dict]:
         out = tensors[8]
         xs = x.stride() if x is not None else (0, 0, 0)
-        kw = {k: v for k, v in args.items() if k not in ("batch_class", "L_class")}
         return None, (blocks, batch, n_chunks), (), dict(
             CHUNK=chunk, n_chunks=n_chunks, X_EVERY=every or 1, s_ob=out.stride(0), s_od=out.stride(1),
             s_ol=out.stride(2), s_xb=xs[0], s_xd=xs[1], s_xc=xs[2], HAS_X=x is not None, SOFTPLUS=softplus, BD=bd,
-            T=t, num_warps=warps, **kw)
+            T=t, num_warps=warps, **_chunk_args(args))
 
     # the key fixes every shape and stride (token), the chunks, x's interval and the flags; the tensors after the
     # first 8 are new allocations of dtypes the key fixes
     tu.launch_planned(_LOOKBACK_LAUNCHES, (token, chunk, every, softplus), _lookback_kernel,
                       (*tensors, work, last, x if x is not None else last, sync), make, checked=8)
-
-
-# launch plans (tu.launch_planned) of the three-launch forward's and the backward's kernels
-_CHUNK_LAUNCHES: tu.Plans = {}
-_CARRY_LAUNCHES: tu.Plans = {}
-_ADJOINT_LAUNCHES: tu.Plans = {}
-_BWD_LAUNCHES: tu.Plans = {}
 
 
 def _chunks(tensors: Tuple[torch.Tensor, ...], args: dict, chunk: int, softplus: bool, output: bool,
@@ -405,10 +408,9 @@ def _chunks(tensors: Tuple[torch.Tensor, ...], args: dict, chunk: int, softplus:
     def make() -> Tuple[None, Tuple[int, int, int], Tuple[()], dict]:
         bd, t, warps = _config(dim)
         n_chunks = grid_size(L, chunk)
-        kw = {k: v for k, v in args.items() if k not in ("batch_class", "L_class")}
         return None, (grid_size(dim, bd), batch, n_chunks), (), dict(
             CHUNK=chunk, n_chunks=n_chunks, s_ob=out.stride(0), s_od=out.stride(1), s_ol=out.stride(2),
-            SOFTPLUS=softplus, OUTPUT=output, BD=bd, T=t, num_warps=warps, **kw)
+            SOFTPLUS=softplus, OUTPUT=output, BD=bd, T=t, num_warps=warps, **_chunk_args(args))
 
     tu.launch_planned(_CHUNK_LAUNCHES, (key, chunk, softplus, output), _chunk_kernel, tensors, make, checked=8)
 
@@ -440,8 +442,8 @@ def _start_states(tensors: Tuple[torch.Tensor, ...], A: torch.Tensor, args: dict
     f32 = dict(device=A.device, dtype=torch.float32)
     h = torch.empty((batch, n_chunks, dim, args["N"]), **f32)
     dsum = torch.empty((batch, n_chunks, dim), **f32)
-    _chunks(tensors + (h, dsum), args, chunk, softplus, False, key)
-    _carry(A, h, dsum, last, x, args, chunk, every, False, key)
+    _chunks(tensors + (h, dsum), args, chunk, softplus, output=False, key=key)
+    _carry(A, h, dsum, last, x, args, chunk, every, reverse=False, key=key)
     return h, dsum
 
 
@@ -474,7 +476,7 @@ def backward(tensors: Tuple[torch.Tensor, ...], kw: dict, args: dict, chunk: int
     # delta ... dout are the caller's (z and delta_bias, or the new du standing in); p is new
     tu.launch_planned(_ADJOINT_LAUNCHES, (key, chunk), _adjoint_kernel, (delta, A, C, z, bias, dout, p), adjoint,
                       checked=6)
-    _carry(A, p, dsum, scratch, None, args, chunk, 0, True, key)
+    _carry(A, p, dsum, scratch, None, args, chunk, 0, reverse=True, key=key)
 
     def last_pass() -> Tuple[None, Tuple[int, int, int], Tuple[()], dict]:
         bd, t, warps = config or _config(dim)
